@@ -1,0 +1,198 @@
+// Package clustertest runs a whole go-ds-cluster inside one test process:
+// N dscluster nodes on 127.0.0.1 with ports chosen by the kernel, each with
+// its own flatfs shard store and bbolt index under the test's temporary
+// folder, and front ends connected to them. Tests of this repository and
+// of programs that embed the front end use it to inject faults: stop a
+// node, restart it, corrupt a shard file.
+//
+// Every node started is stopped by the test's Cleanup.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/node"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/transport"
+)
+
+// Options shape a test cluster. The zero value gives 6 nodes, policy 4+2.
+type Options struct {
+	Nodes  int           // default 6
+	Policy coding.Policy // default 4+2
+	// SmallThreshold is the replication threshold (default 16 KiB; -1: 0).
+	SmallThreshold int
+	// Sync makes nodes fsync (default off: tests do not need durability
+	// across machine crashes, and fsync dominates their run time).
+	Sync bool
+}
+
+// Cluster is a running in-process cluster.
+type Cluster struct {
+	t       testing.TB
+	opts    Options
+	Secret  string
+	Info    *config.Cluster
+	Dirs    []string
+	configs []*config.Node
+	keys    []crypto.PrivKey
+	nodes   []*node.Node
+}
+
+// Start starts a cluster and registers its shutdown with t.Cleanup.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes == 0 {
+		opts.Nodes = 6
+	}
+	if opts.Policy.Kind == 0 {
+		opts.Policy = coding.Erasure(4, 2)
+	}
+	switch {
+	case opts.SmallThreshold == 0:
+		opts.SmallThreshold = config.DefaultSmallThreshold
+	case opts.SmallThreshold < 0:
+		opts.SmallThreshold = 0
+	}
+	c := &Cluster{t: t, opts: opts, Secret: config.NewSecret()}
+	t.Cleanup(c.Close)
+	psk, err := config.ParseSecret(c.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	var pnodes []placement.Node
+	hosts := make([]*hostSlot, opts.Nodes)
+	for i := 0; i < opts.Nodes; i++ {
+		key, enc, err := config.NewPrivKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs := make([]string, 0, 1)
+		for _, a := range h.Addrs() {
+			addrs = append(addrs, a.String())
+		}
+		hosts[i] = &hostSlot{h: h, enc: enc}
+		c.keys = append(c.keys, key)
+		c.Dirs = append(c.Dirs, filepath.Join(root, fmt.Sprintf("node%d", i)))
+		pnodes = append(pnodes, placement.Node{ID: h.ID().String(), Addrs: addrs})
+	}
+	m, err := placement.Assign(nil, pnodes, opts.Policy.Width())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Info = &config.Cluster{ID: "test-" + c.Secret[:8], Policy: opts.Policy, SmallThreshold: opts.SmallThreshold, Map: m}
+	c.nodes = make([]*node.Node, opts.Nodes)
+	for i := range hosts {
+		c.configs = append(c.configs, &config.Node{
+			Version: config.FormatVersion, Identity: i, PrivKey: hosts[i].enc,
+			Listen: pnodes[i].Addrs, Secret: c.Secret, Store: "flatfs", Cluster: *c.Info,
+		})
+		n, err := node.Start(context.Background(), node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: hosts[i].h, NoSync: !opts.Sync})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[i] = n
+	}
+	return c
+}
+
+type hostSlot struct {
+	h   host.Host
+	enc string
+}
+
+// ClientConfig is a client config for this cluster.
+func (c *Cluster) ClientConfig() *config.Client {
+	cc := &config.Client{Version: config.FormatVersion, ClusterID: c.Info.ID, Secret: c.Secret}
+	for _, n := range c.Info.Map.Nodes {
+		cc.Nodes = append(cc.Nodes, n.Addrs[0]+"/p2p/"+n.ID)
+	}
+	return cc
+}
+
+// Client opens a front end with its own host, closed by t.Cleanup.
+func (c *Cluster) Client(opts *dscluster.Options) *dscluster.Datastore {
+	c.t.Helper()
+	d, err := dscluster.Open(context.Background(), c.ClientConfig(), opts)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// Node returns node i, or nil if it is stopped.
+func (c *Cluster) Node(i int) *node.Node { return c.nodes[i] }
+
+// Stop stops node i, as a crash of its process would (its connections drop).
+func (c *Cluster) Stop(i int) {
+	c.t.Helper()
+	if c.nodes[i] == nil {
+		return
+	}
+	if err := c.nodes[i].Close(); err != nil {
+		c.t.Logf("stop node %d: %v", i, err)
+	}
+	c.nodes[i] = nil
+}
+
+// Restart starts a stopped node i again on its old address and data.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	if c.nodes[i] != nil {
+		return
+	}
+	n, err := node.Start(context.Background(), node.Options{Dir: c.Dirs[i], Config: c.configs[i], NoSync: !c.opts.Sync})
+	if err != nil {
+		c.t.Fatalf("restart node %d: %v", i, err)
+	}
+	c.nodes[i] = n
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for i := range c.nodes {
+		if c.nodes[i] != nil {
+			_ = c.nodes[i].Close()
+			c.nodes[i] = nil
+		}
+	}
+}
+
+// ShardFile returns the path of key's shard file on node i (flatfs store).
+func (c *Cluster) ShardFile(i int, key string) (string, error) {
+	name := node.ShardKey(key).String()[1:] + ".data"
+	matches, err := filepath.Glob(filepath.Join(c.Dirs[i], "shards", "*", name))
+	if err != nil {
+		return "", err
+	}
+	if len(matches) != 1 {
+		return "", fmt.Errorf("node %d: shard file of %q: %w", i, key, os.ErrNotExist)
+	}
+	return matches[0], nil
+}
+
+// Owners returns the node indexes holding key's shards, position order.
+func (c *Cluster) Owners(key string) []int {
+	o := c.Info.Map.Owners(placement.Slot(key))
+	out := make([]int, len(o))
+	for i, v := range o {
+		out[i] = int(v)
+	}
+	return out
+}

@@ -1,0 +1,370 @@
+package coding
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// Shard is one piece of a value as stored on one node: a header and the
+// shard's data bytes (ShardLen of the header; none for a tombstone).
+type Shard struct {
+	Header Header
+	Data   []byte
+}
+
+// Size is the encoded size of s: header plus data.
+func (s *Shard) Size() int { return s.Header.Size() + len(s.Data) }
+
+// AppendBinary appends the encoding of s (header, then data) to dst and
+// returns the extended slice.
+func (s *Shard) AppendBinary(dst []byte) []byte {
+	dst = s.Header.AppendBinary(dst)
+	return append(dst, s.Data...)
+}
+
+// ParseShard decodes and verifies an encoded shard: the header, that exactly
+// the header's ShardLen bytes follow it, and that they match ShardSum.
+// The returned Data aliases b (with its capacity cut to its length): the
+// caller must not modify b while it uses the shard. Errors wrap ErrCorrupt.
+func ParseShard(b []byte) (*Shard, error) {
+	h, n, err := DecodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	want := h.ShardLen()
+	if len(b)-n != want {
+		return nil, corruptf("shard %d of %q: %d data bytes, header says %d", h.Index, h.Key, len(b)-n, want)
+	}
+	s := &Shard{Header: h, Data: b[n:len(b):len(b)]}
+	if sum := Checksum(s.Data); sum != h.ShardSum {
+		return nil, corruptf("shard %d of %q: data checksum mismatch", h.Index, h.Key)
+	}
+	return s, nil
+}
+
+// Verify checks s as ParseShard would: a sane header, len(Data) equal to
+// the header's ShardLen, and Data matching ShardSum. Errors wrap ErrCorrupt.
+func (s *Shard) Verify() error {
+	if err := s.checkShape(); err != nil {
+		return err
+	}
+	if Checksum(s.Data) != s.Header.ShardSum {
+		return corruptf("shard %d of %q: data checksum mismatch", s.Header.Index, s.Header.Key)
+	}
+	return nil
+}
+
+// checkShape is Verify without the data checksum.
+func (s *Shard) checkShape() error {
+	if err := s.Header.check(); err != nil {
+		return err
+	}
+	if want := s.Header.ShardLen(); len(s.Data) != want {
+		return corruptf("shard %d of %q: %d data bytes, header says %d", s.Header.Index, s.Header.Key, len(s.Data), want)
+	}
+	return nil
+}
+
+// encoders caches one reedsolomon.Encoder per (k, m); they are safe for
+// concurrent use and keep an inversion cache for Reconstruct.
+var encoders sync.Map // encoderKey -> reedsolomon.Encoder
+
+type encoderKey struct{ k, m int }
+
+// typicalValue is the value size the encoders tune their goroutine count
+// for: IPFS blocks are mostly 256 KiB, and smaller values go to replicas.
+const typicalValue = 256 << 10
+
+func encoder(k, m int) (reedsolomon.Encoder, error) {
+	key := encoderKey{k, m}
+	if e, ok := encoders.Load(key); ok {
+		return e.(reedsolomon.Encoder), nil
+	}
+	e, err := reedsolomon.New(k, m, reedsolomon.WithAutoGoroutines((typicalValue+k-1)/k))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reedsolomon %d+%d: %v", ErrBadPolicy, k, m, err)
+	}
+	actual, _ := encoders.LoadOrStore(key, e)
+	return actual.(reedsolomon.Encoder), nil
+}
+
+// Encode splits value into p.Width() shards and sets every header field.
+// For erasure the data is cut into k zero-padded pieces of ShardLen bytes
+// and m Reed-Solomon parity pieces are computed; for replica each shard
+// holds the whole value.
+//
+// value is only read; the caller keeps it. All shards' Data alias one
+// freshly allocated buffer (replica shards share the same bytes), so they
+// must not be modified. Errors wrap ErrBadPolicy or ErrKeyTooLong.
+func Encode(key string, value []byte, p Policy, v Version) ([]*Shard, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if len(key) > MaxKeyLen {
+		return nil, fmt.Errorf("%w: %d bytes, max %d", ErrKeyTooLong, len(key), MaxKeyLen)
+	}
+	w := p.Width()
+	sl := ShardLen(p, uint64(len(value)))
+	data := make([][]byte, w)
+	switch {
+	case len(value) == 0:
+		// Every shard is empty; Reed-Solomon cannot split nothing.
+	case p.Kind == KindReplica:
+		buf := append([]byte(nil), value...)
+		for i := range data {
+			data[i] = buf
+		}
+	default:
+		buf := make([]byte, w*sl)
+		copy(buf, value)
+		for i := range data {
+			data[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
+		}
+		if p.ParityShards > 0 {
+			enc, err := encoder(p.DataShards, p.ParityShards)
+			if err != nil {
+				return nil, err
+			}
+			if err := enc.Encode(data); err != nil {
+				return nil, fmt.Errorf("coding: reedsolomon encode: %w", err)
+			}
+		}
+	}
+	shards := make([]Shard, w)
+	out := make([]*Shard, w)
+	valueSum := Checksum(value)
+	for i := range shards {
+		sum := valueSum // a replica shard is the value
+		if p.Kind != KindReplica {
+			sum = Checksum(data[i])
+		}
+		shards[i] = Shard{
+			Header: Header{
+				Format:   FormatVersion,
+				Key:      key,
+				Policy:   p,
+				Index:    uint8(i),
+				ValueLen: uint64(len(value)),
+				ValueSum: valueSum,
+				ShardSum: sum,
+				Version:  v,
+			},
+			Data: data[i],
+		}
+		out[i] = &shards[i]
+	}
+	return out, nil
+}
+
+// Tombstone returns p.Width() header-only shards marking key deleted at v.
+// It returns nil if p is invalid or key is longer than MaxKeyLen (Encode
+// with the same arguments says which).
+func Tombstone(key string, p Policy, v Version) []*Shard {
+	if p.Validate() != nil || len(key) > MaxKeyLen {
+		return nil
+	}
+	w := p.Width()
+	empty := Checksum(nil)
+	shards := make([]Shard, w)
+	out := make([]*Shard, w)
+	for i := range shards {
+		shards[i].Header = Header{
+			Format:    FormatVersion,
+			Key:       key,
+			Policy:    p,
+			Index:     uint8(i),
+			Tombstone: true,
+			ValueSum:  empty,
+			ShardSum:  empty,
+			Version:   v,
+		}
+		out[i] = &shards[i]
+	}
+	return out
+}
+
+// identity is what all shards of one write share.
+type identity struct {
+	key       string
+	policy    Policy
+	version   Version
+	valueLen  uint64
+	valueSum  uint64
+	tombstone bool
+}
+
+func identityOf(h *Header) identity {
+	return identity{h.Key, h.Policy, h.Version, h.ValueLen, h.ValueSum, h.Tombstone}
+}
+
+// Decode rebuilds a value from the shards of one write. shards[i] is the
+// shard stored at position i (len(shards) should be the policy's Width; nil
+// means missing; positions past the slice count as missing).
+//
+// A shard counts only if its header is sane, its Index equals its position,
+// its length matches and its data matches ShardSum; shards that disagree on
+// key, version, policy, value length or value checksum are split into
+// groups and the largest group is used. Shards are verified lazily, data
+// shards first, until k valid ones are found. When the k data shards are
+// valid they are concatenated without Reed-Solomon; otherwise the missing
+// data shards are rebuilt from parity. The result is checked against
+// ValueSum.
+//
+// Decode reads shards and their Data but never modifies them; the returned
+// slice is freshly allocated and owned by the caller. Errors:
+// *TooFewShardsError (errors.Is ErrTooFewShards) when fewer than k valid
+// shards of one write are present; an error wrapping ErrCorrupt when they
+// are present but the rebuilt value does not match ValueSum; ErrTombstone
+// (with a nil value) when they are k valid shards of a delete marker.
+func Decode(shards []*Shard) ([]byte, error) {
+	type group struct {
+		id    identity
+		first int // position of the first member
+		n     int
+	}
+	var groups []group
+	need := 0
+	for i, s := range shards {
+		if s == nil || int(s.Header.Index) != i || s.checkShape() != nil {
+			continue
+		}
+		if need == 0 {
+			need = s.Header.Policy.DataShards
+		}
+		id := identityOf(&s.Header)
+		found := false
+		for g := range groups {
+			if groups[g].id == id {
+				groups[g].n++
+				found = true
+				break
+			}
+		}
+		if !found {
+			groups = append(groups, group{id: id, first: i, n: 1})
+		}
+	}
+	if need == 0 {
+		need = 1
+	}
+	sort.SliceStable(groups, func(a, b int) bool { return groups[a].n > groups[b].n })
+
+	best := &TooFewShardsError{Have: 0, Need: need}
+	var corrupt error
+	for gi := range groups {
+		g := &groups[gi]
+		k := g.id.policy.DataShards
+		if g.n < k {
+			if gi == 0 {
+				best = &TooFewShardsError{Have: g.n, Need: k}
+			}
+			continue
+		}
+		// Verify members in index order (data shards first) until k pass.
+		valid := make([][]byte, g.id.policy.Width())
+		have := 0
+		for i := g.first; i < len(shards) && i < len(valid) && have < k; i++ {
+			s := shards[i]
+			if s == nil || int(s.Header.Index) != i || identityOf(&s.Header) != g.id || s.Verify() != nil {
+				continue
+			}
+			valid[i] = s.Data
+			have++
+		}
+		if have < k {
+			if gi == 0 {
+				best = &TooFewShardsError{Have: have, Need: k}
+			}
+			continue
+		}
+		if g.id.tombstone {
+			return nil, fmt.Errorf("%w: %q deleted at %v", ErrTombstone, g.id.key, g.id.version)
+		}
+		value, err := join(g.id, valid)
+		if err == nil {
+			return value, nil
+		}
+		if corrupt == nil {
+			corrupt = err
+		}
+	}
+	if corrupt != nil {
+		return nil, corrupt
+	}
+	return nil, best
+}
+
+// join assembles the value from exactly k verified shards (valid[i] nil
+// for the rest) and checks it against the value checksum.
+func join(id identity, valid [][]byte) ([]byte, error) {
+	p := id.policy
+	n := int(id.valueLen) // check() bounded it by MaxInt
+	var value []byte
+	switch {
+	case n == 0:
+		value = []byte{}
+	case p.Kind == KindReplica:
+		for _, d := range valid {
+			if d != nil {
+				value = append([]byte(nil), d...)
+				break
+			}
+		}
+	default:
+		k := p.DataShards
+		sl := len(firstNonNil(valid))
+		buf := make([]byte, k*sl)
+		allData := true
+		for i := 0; i < k; i++ {
+			if valid[i] != nil {
+				copy(buf[i*sl:], valid[i])
+				valid[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
+			} else {
+				// Zero length with capacity: Reconstruct fills it in place.
+				valid[i] = buf[i*sl : i*sl : (i+1)*sl]
+				allData = false
+			}
+		}
+		if !allData {
+			enc, err := encoder(k, p.ParityShards)
+			if err != nil {
+				return nil, err
+			}
+			if err := enc.ReconstructData(valid); err != nil {
+				return nil, corruptf("%q at %v: reedsolomon: %v", id.key, id.version, err)
+			}
+			// Reconstruct fills our zero-length slices in place; copy in
+			// case a future version allocates instead.
+			for i := 0; i < k; i++ {
+				if len(valid[i]) != sl {
+					return nil, corruptf("%q at %v: reconstructed shard %d has %d bytes", id.key, id.version, i, len(valid[i]))
+				}
+				if &valid[i][0] != &buf[i*sl] {
+					copy(buf[i*sl:], valid[i])
+				}
+			}
+		}
+		for _, c := range buf[n:] {
+			if c != 0 {
+				return nil, corruptf("%q at %v: nonzero padding", id.key, id.version)
+			}
+		}
+		value = buf[:n:n]
+	}
+	if Checksum(value) != id.valueSum {
+		return nil, corruptf("%q at %v: value checksum mismatch", id.key, id.version)
+	}
+	return value, nil
+}
+
+func firstNonNil(bs [][]byte) []byte {
+	for _, b := range bs {
+		if b != nil {
+			return b
+		}
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package config
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// FileName is the config file inside a --conf directory.
+const FileName = "config.json"
+
+// SwarmKeyFile is the cluster secret file inside a --conf directory, in the
+// same format as an IPFS private network's swarm.key.
+const SwarmKeyFile = "swarm.key"
+
+// SecretEnv names the environment variable that may carry the cluster secret
+// (64 hex characters) for a node or client that has no config yet.
+const SecretEnv = "DSCLUSTER_SECRET"
+
+// FormatVersion is written in every config file.
+const FormatVersion = 1
+
+// Defaults.
+const (
+	DefaultDataShards     = 4
+	DefaultParityShards   = 2
+	DefaultBasePort       = 6735
+	DefaultSmallThreshold = 16 << 10
+	DefaultStore          = "flatfs"
+)
+
+// ErrNoConfig is returned when a config file does not exist.
+var ErrNoConfig = errors.New("config: no config file")
+
+// Cluster is what every member learns about the cluster: identity of the
+// cluster, the storage policy and the slot map.
+type Cluster struct {
+	ID string `json:"cluster_id"`
+	// Policy is the erasure policy for values of SmallThreshold bytes and
+	// more; smaller values are replicated ParityShards+1 times.
+	Policy         coding.Policy `json:"policy"`
+	SmallThreshold int           `json:"small_threshold"`
+	// WriteQuorum is the number of shards that must be stored before a Put
+	// is acknowledged; 0 means DataShards+1 (capped at the policy width).
+	WriteQuorum int            `json:"write_quorum,omitempty"`
+	Map         *placement.Map `json:"map"`
+}
+
+// Validate checks the cluster description.
+func (c *Cluster) Validate() error {
+	if c.ID == "" {
+		return errors.New("cluster_id is empty")
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	if c.Policy.Kind != coding.KindErasure {
+		return fmt.Errorf("policy %s: the cluster policy must be erasure k+m", c.Policy)
+	}
+	if c.SmallThreshold < 0 {
+		return fmt.Errorf("small_threshold %d is negative", c.SmallThreshold)
+	}
+	if c.WriteQuorum < 0 || c.WriteQuorum > c.Policy.Width() {
+		return fmt.Errorf("write_quorum %d is outside 0..%d", c.WriteQuorum, c.Policy.Width())
+	}
+	if c.Map == nil {
+		return errors.New("map is missing")
+	}
+	if err := c.Map.Validate(); err != nil {
+		return fmt.Errorf("map: %w", err)
+	}
+	if c.Map.Width < c.Policy.Width() {
+		return fmt.Errorf("map width %d is smaller than policy %s needs", c.Map.Width, c.Policy)
+	}
+	return nil
+}
+
+// Quorum is the effective write quorum for a policy of this cluster.
+func (c *Cluster) Quorum(p coding.Policy) int {
+	q := c.WriteQuorum
+	if q == 0 || p.Kind == coding.KindReplica {
+		q = p.DataShards + 1
+	}
+	if q > p.Width() {
+		q = p.Width()
+	}
+	return q
+}
+
+// Node is a dscluster node's config.json.
+type Node struct {
+	Version  int `json:"version"`
+	Identity int `json:"identity"`
+	// PrivKey is the node's libp2p private key (base64 of its protobuf).
+	PrivKey string   `json:"private_key"`
+	Listen  []string `json:"listen"`
+	// Secret is the cluster's private network key, 64 hex characters.
+	Secret string `json:"secret"`
+	// Store names the shard store backend: "flatfs".
+	Store string `json:"store"`
+	// Identities holds the private keys of every node of the initial
+	// cluster; only the bootstrapper's config has it, to hand identities to
+	// nodes started with --identity.
+	Identities []string `json:"identities,omitempty"`
+	Cluster    Cluster  `json:"cluster"`
+}
+
+// Validate checks a node config.
+func (n *Node) Validate() error {
+	if n.Version != FormatVersion {
+		return fmt.Errorf("version %d is not supported (want %d)", n.Version, FormatVersion)
+	}
+	if _, err := DecodePrivKey(n.PrivKey); err != nil {
+		return fmt.Errorf("private_key: %w", err)
+	}
+	if _, err := ParseSecret(n.Secret); err != nil {
+		return fmt.Errorf("secret: %w", err)
+	}
+	if len(n.Listen) == 0 {
+		return errors.New("listen is empty")
+	}
+	for _, a := range n.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("listen address %q: %w", a, err)
+		}
+	}
+	switch n.Store {
+	case "flatfs":
+	default:
+		return fmt.Errorf("store %q is unknown (want flatfs)", n.Store)
+	}
+	return n.Cluster.Validate()
+}
+
+// Client is a front end's config: dsclient's config.json, or the
+// clusterds.json that the kubo plugin reads.
+type Client struct {
+	Version   int    `json:"version"`
+	ClusterID string `json:"cluster_id"`
+	// Secret is the cluster's private network key, 64 hex characters.
+	Secret string `json:"secret"`
+	// Nodes lists server multiaddrs ending in /p2p/<peer id>. The client asks
+	// any of them for the current cluster map at open.
+	Nodes []string `json:"nodes"`
+	// Timeout bounds one request to one node, as a Go duration ("10s").
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// Validate checks a client config.
+func (c *Client) Validate() error {
+	if c.Version != FormatVersion {
+		return fmt.Errorf("version %d is not supported (want %d)", c.Version, FormatVersion)
+	}
+	if _, err := ParseSecret(c.Secret); err != nil {
+		return fmt.Errorf("secret: %w", err)
+	}
+	if len(c.Nodes) == 0 {
+		return errors.New("nodes is empty: list at least one server multiaddr ending in /p2p/<peer id>")
+	}
+	for _, a := range c.Nodes {
+		if _, err := ParseAddrInfo(a); err != nil {
+			return fmt.Errorf("node %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// ParseAddrInfo parses a multiaddr that ends in /p2p/<peer id>.
+func ParseAddrInfo(s string) (*peer.AddrInfo, error) {
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return nil, err
+	}
+	ai, err := peer.AddrInfoFromP2pAddr(a)
+	if err != nil {
+		return nil, fmt.Errorf("%s: want a multiaddr ending in /p2p/<peer id>: %w", s, err)
+	}
+	return ai, nil
+}
+
+// LoadNode reads and validates a node config file.
+func LoadNode(path string) (*Node, error) {
+	var n Node
+	if err := load(path, &n); err != nil {
+		return nil, err
+	}
+	if err := n.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &n, nil
+}
+
+// LoadClient reads and validates a client config file.
+func LoadClient(path string) (*Client, error) {
+	var c Client
+	if err := load(path, &c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func load(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: %s", ErrNoConfig, path)
+		}
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("config %s does not parse: %w", path, err)
+	}
+	return nil
+}
+
+// Save writes v as indented JSON to path atomically (temp file + rename),
+// with mode 0600 since configs hold keys.
+func Save(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// NewSecret returns a fresh random cluster secret (64 hex characters).
+func NewSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// ParseSecret decodes a hex cluster secret into a libp2p PSK.
+func ParseSecret(s string) (pnet.PSK, error) {
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("cluster secret is not hex: %w", err)
+	}
+	if len(b) != 32 {
+		return nil, fmt.Errorf("cluster secret has %d bytes, want 32", len(b))
+	}
+	return pnet.PSK(b), nil
+}
+
+// SwarmKey formats a secret in the swarm.key file format.
+func SwarmKey(secret string) []byte {
+	return []byte("/key/swarm/psk/1.0.0/\n/base16/\n" + secret + "\n")
+}
+
+// FindSecret looks for the cluster secret of a member that has no config
+// yet: the DSCLUSTER_SECRET environment variable, then DIR/swarm.key.
+func FindSecret(dir string) (string, error) {
+	if s := os.Getenv(SecretEnv); s != "" {
+		if _, err := ParseSecret(s); err != nil {
+			return "", fmt.Errorf("%s: %w", SecretEnv, err)
+		}
+		return strings.TrimSpace(s), nil
+	}
+	path := filepath.Join(dir, SwarmKeyFile)
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("no cluster secret: set %s or copy the bootstrapper's %s into %s", SecretEnv, SwarmKeyFile, dir)
+		}
+		return "", err
+	}
+	defer f.Close()
+	psk, err := pnet.DecodeV1PSK(f)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(psk), nil
+}
+
+// NewPrivKey generates an Ed25519 libp2p identity, encoded for a config.
+func NewPrivKey() (crypto.PrivKey, string, error) {
+	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := crypto.MarshalPrivateKey(sk)
+	if err != nil {
+		return nil, "", err
+	}
+	return sk, crypto.ConfigEncodeKey(b), nil
+}
+
+// DecodePrivKey decodes a config's private key.
+func DecodePrivKey(s string) (crypto.PrivKey, error) {
+	b, err := crypto.ConfigDecodeKey(s)
+	if err != nil {
+		return nil, err
+	}
+	return crypto.UnmarshalPrivateKey(b)
+}

@@ -1,0 +1,346 @@
+package dscluster
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/transport"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+var log = logging.Logger("dscluster")
+
+// MaxValueSize is the largest value Put accepts.
+const MaxValueSize = 64 << 20
+
+var (
+	_ ds.Batching            = (*Datastore)(nil)
+	_ ds.PersistentDatastore = (*Datastore)(nil)
+	_ ds.CheckedDatastore    = (*Datastore)(nil)
+)
+
+// Options tune a Datastore. The zero value is valid.
+type Options struct {
+	// Timeout bounds one request to one node (default 30s).
+	Timeout time.Duration
+	// BatchConcurrency is how many operations a Batch commits at once
+	// (default 16).
+	BatchConcurrency int
+}
+
+func (o *Options) withDefaults() Options {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	if out.Timeout <= 0 {
+		out.Timeout = transport.DefaultTimeout
+	}
+	if out.BatchConcurrency <= 0 {
+		out.BatchConcurrency = 16
+	}
+	return out
+}
+
+// view is one immutable cluster description with resolved peer IDs.
+type view struct {
+	c     *config.Cluster
+	peers []peer.ID // by map node index
+}
+
+func (v *view) nodeName(i int) string {
+	id := v.peers[i].String()
+	if len(id) > 10 {
+		id = "…" + id[len(id)-6:]
+	}
+	return fmt.Sprintf("node %d (%s)", i, id)
+}
+
+// Datastore is the cluster front end. See the package doc.
+type Datastore struct {
+	opts    Options
+	client  *transport.Client
+	ownHost bool
+	view    atomic.Pointer[view]
+	clock   *coding.Clock
+
+	refreshMu sync.Mutex
+}
+
+// Open connects to the cluster that cfg describes: it starts a client host
+// with the cluster secret, asks the listed nodes for the cluster map, and
+// fails if none answers.
+func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dscluster: client config: %w", err)
+	}
+	psk, err := config.ParseSecret(cfg.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("dscluster: %w", err)
+	}
+	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	if err != nil {
+		return nil, fmt.Errorf("dscluster: %w", err)
+	}
+	o := opts.withDefaults()
+	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), ownHost: true, clock: newClock()}
+	var errs []error
+	for _, a := range cfg.Nodes {
+		ai, err := config.ParseAddrInfo(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		addrs, err := transport.DialAddrs(addrStrings(ai))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h.Peerstore().AddAddrs(ai.ID, addrs, peerstore.PermanentAddrTTL)
+		c, err := d.fetchCluster(ctx, ai.ID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		if cfg.ClusterID != "" && c.ID != cfg.ClusterID {
+			errs = append(errs, fmt.Errorf("%s belongs to cluster %s, the config names %s", a, c.ID, cfg.ClusterID))
+			continue
+		}
+		if err := d.setCluster(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return d, nil
+	}
+	_ = h.Close()
+	return nil, fmt.Errorf("dscluster: cannot reach any node of the cluster: %w", errors.Join(errs...))
+}
+
+// New returns a front end that uses an existing host (which it does not
+// close) and a known cluster description; tests and embedding programs use
+// it.
+func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
+	o := opts.withDefaults()
+	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
+	if err := d.setCluster(c); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func newClock() *coding.Clock {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return coding.NewClock(binary.BigEndian.Uint64(b[:]), nil)
+}
+
+func addrStrings(ai *peer.AddrInfo) []string {
+	out := make([]string, len(ai.Addrs))
+	for i, a := range ai.Addrs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+func (d *Datastore) setCluster(c *config.Cluster) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("dscluster: cluster description: %w", err)
+	}
+	v := &view{c: c, peers: make([]peer.ID, len(c.Map.Nodes))}
+	ps := d.client.Host().Peerstore()
+	for i, n := range c.Map.Nodes {
+		id, err := peer.Decode(n.ID)
+		if err != nil {
+			return fmt.Errorf("dscluster: node %d id %q: %w", i, n.ID, err)
+		}
+		addrs, err := transport.DialAddrs(n.Addrs)
+		if err != nil {
+			return fmt.Errorf("dscluster: node %d: %w", i, err)
+		}
+		ps.AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
+		v.peers[i] = id
+	}
+	d.view.Store(v)
+	return nil
+}
+
+// Cluster returns the cluster description in use.
+func (d *Datastore) Cluster() *config.Cluster { return d.view.Load().c }
+
+func (d *Datastore) fetchCluster(ctx context.Context, p peer.ID) (*config.Cluster, error) {
+	resp, err := d.client.Do(ctx, p, &wire.Request{Op: wire.OpClusterInfo, Identity: -1})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status != wire.StatusOK {
+		return nil, fmt.Errorf("cluster info: %s: %s", resp.Status, resp.Message)
+	}
+	var c config.Cluster
+	if err := json.Unmarshal(resp.Payload, &c); err != nil {
+		return nil, fmt.Errorf("cluster info does not parse: %w", err)
+	}
+	return &c, nil
+}
+
+// refresh fetches the cluster map from any node and adopts it if newer.
+func (d *Datastore) refresh(ctx context.Context) error {
+	d.refreshMu.Lock()
+	defer d.refreshMu.Unlock()
+	v := d.view.Load()
+	var errs []error
+	for _, p := range v.peers {
+		c, err := d.fetchCluster(ctx, p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if c.Map.Epoch <= d.view.Load().c.Map.Epoch {
+			return nil
+		}
+		log.Infow("cluster map refreshed", "epoch", c.Map.Epoch)
+		return d.setCluster(c)
+	}
+	return fmt.Errorf("refresh cluster map: %w", errors.Join(errs...))
+}
+
+// do sends one request to node i of v, refreshing the map once if the node
+// says the map is stale. A non-OK status other than stale epoch is returned
+// in the response.
+func (d *Datastore) do(ctx context.Context, v *view, i int, req *wire.Request) (*wire.Response, error) {
+	req.Epoch = v.c.Map.Epoch
+	resp, err := d.client.Do(ctx, v.peers[i], req)
+	if err != nil || resp.Status != wire.StatusStaleEpoch {
+		return resp, err
+	}
+	if err := d.refresh(ctx); err != nil {
+		return nil, err
+	}
+	req.Epoch = d.view.Load().c.Map.Epoch
+	return d.client.Do(ctx, v.peers[i], req)
+}
+
+// owners returns the map node indexes of key's slot.
+func (v *view) owners(key string) []uint16 {
+	return v.c.Map.Owners(placement.Slot(key))
+}
+
+// policyFor picks the policy of a value of n bytes.
+func (v *view) policyFor(n int) coding.Policy {
+	p := v.c.Policy
+	if n < v.c.SmallThreshold {
+		return coding.Replicas(p.ParityShards + 1)
+	}
+	return p
+}
+
+// Sync is a no-op: every acknowledged Put is already durable on its quorum.
+func (d *Datastore) Sync(ctx context.Context, prefix ds.Key) error { return nil }
+
+// Close releases the front end's streams (and its host, if Open made it).
+func (d *Datastore) Close() error {
+	d.client.Close()
+	if d.ownHost {
+		return d.client.Host().Close()
+	}
+	return nil
+}
+
+// NodeStatus is one node's answer to a status request.
+type NodeStatus struct {
+	Index  int
+	Peer   string
+	Addrs  []string
+	Zone   string
+	Err    error           // non-nil when the node did not answer
+	Status json.RawMessage // the node's status JSON (node.Status)
+}
+
+// Status asks every node of the map for its status.
+func (d *Datastore) Status(ctx context.Context) []NodeStatus {
+	v := d.view.Load()
+	out := make([]NodeStatus, len(v.peers))
+	var wg sync.WaitGroup
+	for i := range v.peers {
+		n := v.c.Map.Nodes[i]
+		out[i] = NodeStatus{Index: i, Peer: n.ID, Addrs: n.Addrs, Zone: n.Zone}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpStatus})
+			if err == nil && resp.Status != wire.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+			}
+			if err != nil {
+				out[i].Err = err
+				return
+			}
+			out[i].Status = append(json.RawMessage(nil), resp.Payload...)
+		}(i)
+	}
+	wg.Wait()
+	return out
+}
+
+// DiskUsage sums the shard store usage that the reachable nodes report.
+func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
+	var total uint64
+	var errs []error
+	ok := 0
+	for _, s := range d.Status(ctx) {
+		if s.Err != nil {
+			errs = append(errs, s.Err)
+			continue
+		}
+		var st struct {
+			DiskUsage  uint64 `json:"disk_usage"`
+			ShardBytes uint64 `json:"shard_bytes"`
+		}
+		if err := json.Unmarshal(s.Status, &st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ok++
+		if st.DiskUsage > 0 {
+			total += st.DiskUsage
+		} else {
+			total += st.ShardBytes
+		}
+	}
+	if ok == 0 {
+		return 0, fmt.Errorf("disk usage: no node answered: %w", errors.Join(errs...))
+	}
+	return total, nil
+}
+
+// Check reports an error when more nodes are unreachable than the policy
+// tolerates (m).
+func (d *Datastore) Check(ctx context.Context) error {
+	v := d.view.Load()
+	var failed []NodeError
+	for _, s := range d.Status(ctx) {
+		if s.Err != nil {
+			failed = append(failed, NodeError{Node: v.nodeName(s.Index), Err: s.Err})
+		}
+	}
+	if len(failed) > v.c.Policy.ParityShards {
+		return fmt.Errorf("check: %d of %d nodes unreachable, the policy %s tolerates %d: %s",
+			len(failed), len(v.peers), v.c.Policy, v.c.Policy.ParityShards, joinNodeErrors(failed))
+	}
+	return nil
+}

@@ -1,0 +1,26 @@
+// Package dscluster is the front end of go-ds-cluster: a go-datastore
+// (ds.Batching, ds.PersistentDatastore, ds.CheckedDatastore) that keeps its
+// values erasure coded across a cluster of dscluster nodes.
+//
+// # Data path
+//
+// Put encodes a value into shards (Reed-Solomon k+m for values of at least
+// the cluster's small-value threshold, m+1 whole copies below it), sends
+// shard i to node i of the key's slot in parallel, and returns once the
+// write quorum (default k+1) has stored and fsynced its shard. Every shard
+// carries the write's version, so overwrites never mix: Get reconstructs
+// only from shards of one version and verifies the value checksum.
+//
+// Get asks the k data-shard nodes first; when they all hold valid shards of
+// the newest version the value is their concatenation, without decoding.
+// Otherwise it asks the parity nodes and rebuilds the newest version that
+// has k valid shards. A missing key gives exactly ds.ErrNotFound; a key
+// that may exist but has fewer than k reachable shards gives an
+// *UnavailableError, which says how many shards were found and needed.
+//
+// Delete writes a tombstone version through the same quorum. Query fans out
+// to every node's index and merges by key, newest version wins.
+//
+// A Datastore is safe for concurrent use. Values passed to Put are not
+// retained after Put returns; values returned by Get belong to the caller.
+package dscluster

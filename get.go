@@ -1,0 +1,295 @@
+package dscluster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// fetchState is what one shard position answered.
+type fetchState uint8
+
+const (
+	fetchNone     fetchState = iota // not asked
+	fetchOK                         // a valid shard
+	fetchNotFound                   // the node holds nothing for the key
+	fetchFailed                     // unreachable, corrupt or invalid
+)
+
+type fetched struct {
+	state fetchState
+	shard *coding.Shard
+	err   error
+}
+
+// Get returns the newest value of key that can be rebuilt; see the package
+// doc for the read path and its errors.
+func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+	k := key.String()
+	if len(k) > coding.MaxKeyLen {
+		return nil, ds.ErrNotFound
+	}
+	v := d.view.Load()
+	owners := v.owners(k)
+	p := v.c.Policy
+	res := make([]fetched, p.Width())
+	d.fetchShards(ctx, v, k, owners, res, 0, p.DataShards)
+	if val, err, done := d.evaluate(v, k, owners, res, false); done {
+		return val, err
+	}
+	d.fetchShards(ctx, v, k, owners, res, p.DataShards, p.Width())
+	val, err, _ := d.evaluate(v, k, owners, res, true)
+	return val, err
+}
+
+// fetchShards reads positions [from, to) in parallel into res.
+func (d *Datastore) fetchShards(ctx context.Context, v *view, key string, owners []uint16, res []fetched, from, to int) {
+	var wg sync.WaitGroup
+	for pos := from; pos < to; pos++ {
+		wg.Add(1)
+		go func(pos int) {
+			defer wg.Done()
+			res[pos] = d.fetchShard(ctx, v, key, int(owners[pos]), pos)
+		}(pos)
+	}
+	wg.Wait()
+}
+
+func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int) fetched {
+	resp, err := d.do(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key})
+	if err != nil {
+		return fetched{state: fetchFailed, err: err}
+	}
+	switch resp.Status {
+	case wire.StatusOK:
+	case wire.StatusNotFound:
+		return fetched{state: fetchNotFound}
+	default:
+		return fetched{state: fetchFailed, err: fmt.Errorf("%s: %s", resp.Status, resp.Message)}
+	}
+	sh, err := coding.ParseShard(resp.Payload)
+	if err != nil {
+		return fetched{state: fetchFailed, err: err}
+	}
+	if sh.Header.Key != key || int(sh.Header.Index) != pos {
+		return fetched{state: fetchFailed, err: fmt.Errorf("%w: node sent shard %d of %q for shard %d of %q",
+			coding.ErrCorrupt, sh.Header.Index, sh.Header.Key, pos, key)}
+	}
+	return fetched{state: fetchOK, shard: sh}
+}
+
+// need is the number of shards that rebuild a value of policy p.
+func need(p coding.Policy) int { return p.DataShards }
+
+// evaluate picks the newest version with enough valid shards. With final
+// false it reports done only when the answer cannot change by asking the
+// remaining positions: a write acknowledged by a quorum of k+1 leaves at
+// least one shard among the k data positions, so a version complete there
+// is the newest acknowledged one.
+func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool) (val []byte, err error, done bool) {
+	type group struct {
+		ver    coding.Version
+		policy coding.Policy
+		shards []*coding.Shard
+		count  int
+	}
+	byVer := map[coding.Version]*group{}
+	for pos, r := range res {
+		if r.state != fetchOK {
+			continue
+		}
+		h := &r.shard.Header
+		g := byVer[h.Version]
+		if g == nil {
+			g = &group{ver: h.Version, policy: h.Policy, shards: make([]*coding.Shard, h.Policy.Width())}
+			byVer[h.Version] = g
+		}
+		if h.Policy != g.policy || pos >= len(g.shards) {
+			continue // inconsistent headers within one version: ignore the odd one
+		}
+		g.shards[pos] = r.shard
+		g.count++
+	}
+	groups := make([]*group, 0, len(byVer))
+	for _, g := range byVer {
+		groups = append(groups, g)
+	}
+	sort.Slice(groups, func(i, j int) bool { return groups[j].ver.Less(groups[i].ver) })
+
+	best, bestNeed := 0, need(v.c.Policy)
+	var decodeErrs []NodeError
+	for _, g := range groups {
+		if g.count < need(g.policy) {
+			if g.count > best {
+				best, bestNeed = g.count, need(g.policy)
+			}
+			if !final {
+				return nil, nil, false // a newer version may complete with more positions
+			}
+			continue
+		}
+		if firstHeader(g.shards).Tombstone {
+			return nil, ds.ErrNotFound, true
+		}
+		out, err := coding.Decode(g.shards)
+		if err == nil {
+			return out, nil, true
+		}
+		// Shards that passed their own checksums but do not rebuild the
+		// value: never serve it; an older version may still be intact.
+		decodeErrs = append(decodeErrs, NodeError{Node: "decode " + g.ver.String(), Err: err})
+		if !final {
+			return nil, nil, false
+		}
+	}
+	var failed []NodeError
+	notFound := 0
+	notFoundReplica := 0
+	for pos, r := range res {
+		switch r.state {
+		case fetchNotFound:
+			notFound++
+			if pos <= v.c.Policy.ParityShards {
+				notFoundReplica++
+			}
+		case fetchFailed:
+			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: r.err})
+		}
+	}
+	failed = append(failed, decodeErrs...)
+	if !final {
+		// Done early only when the data positions prove the key absent.
+		if len(groups) == 0 && !d.mayExist(v, notFound, notFoundReplica) {
+			return nil, ds.ErrNotFound, true
+		}
+		return nil, nil, false
+	}
+	if best == 0 && len(decodeErrs) == 0 && !d.mayExist(v, notFound, notFoundReplica) {
+		return nil, ds.ErrNotFound, true
+	}
+	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
+}
+
+// mayExist reports whether an acknowledged write could hide on the
+// positions that did not say "not found": an erasure write is on at least
+// its quorum of positions, a replicated one on at least its quorum of the
+// first m+1 positions.
+func (d *Datastore) mayExist(v *view, notFound, notFoundReplica int) bool {
+	p := v.c.Policy
+	r := coding.Replicas(p.ParityShards + 1)
+	return p.Width()-notFound >= v.c.Quorum(p) || r.Width()-notFoundReplica >= v.c.Quorum(r)
+}
+
+func firstHeader(shards []*coding.Shard) coding.Header {
+	for _, s := range shards {
+		if s != nil {
+			return s.Header
+		}
+	}
+	return coding.Header{}
+}
+
+// probe asks the first k positions for index metadata of key and returns
+// the newest entry, or found=false when no acknowledged write can exist.
+func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, found bool, err error) {
+	v := d.view.Load()
+	owners := v.owners(key)
+	p := v.c.Policy
+	type answer struct {
+		le     wire.ListEntry
+		status wire.Status
+		err    error
+	}
+	ans := make([]answer, p.DataShards)
+	var wg sync.WaitGroup
+	for pos := range ans {
+		wg.Add(1)
+		go func(pos int) {
+			defer wg.Done()
+			resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
+			if err != nil {
+				ans[pos].err = err
+				return
+			}
+			ans[pos].status = resp.Status
+			switch resp.Status {
+			case wire.StatusOK:
+				es, _, err := wire.DecodeListPayload(resp.Payload)
+				if err != nil || len(es) != 1 {
+					ans[pos].err = fmt.Errorf("bad metadata answer: %v", err)
+					return
+				}
+				ans[pos].le = es[0]
+			case wire.StatusNotFound:
+			default:
+				ans[pos].err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+			}
+		}(pos)
+	}
+	wg.Wait()
+	var failed []NodeError
+	notFound, notFoundReplica := 0, 0
+	for pos, a := range ans {
+		switch {
+		case a.err != nil:
+			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.err})
+		case a.status == wire.StatusNotFound:
+			notFound++
+			if pos <= p.ParityShards {
+				notFoundReplica++
+			}
+		case !found || versionLess(le, a.le):
+			le, found = a.le, true
+		}
+	}
+	if found {
+		return le, !le.Tombstone, nil
+	}
+	// Positions not asked count as unknown, like failed ones.
+	if !d.mayExist(v, notFound, notFoundReplica) {
+		return le, false, nil
+	}
+	return le, false, &UnavailableError{Key: key, Found: 0, Need: 1, Failed: failed}
+}
+
+func versionLess(a, b wire.ListEntry) bool {
+	if a.HLC != b.HLC {
+		return a.HLC < b.HLC
+	}
+	return a.Writer < b.Writer
+}
+
+// Has reports whether key has a live value, from the nodes' indexes.
+func (d *Datastore) Has(ctx context.Context, key ds.Key) (bool, error) {
+	k := key.String()
+	if len(k) > coding.MaxKeyLen {
+		return false, nil
+	}
+	_, found, err := d.probe(ctx, k)
+	if err != nil {
+		return false, fmt.Errorf("has %s: %w", k, err)
+	}
+	return found, nil
+}
+
+// GetSize returns the size of key's value, from the nodes' indexes.
+func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (int, error) {
+	k := key.String()
+	if len(k) > coding.MaxKeyLen {
+		return -1, ds.ErrNotFound
+	}
+	le, found, err := d.probe(ctx, k)
+	if err != nil {
+		return -1, fmt.Errorf("getsize %s: %w", k, err)
+	}
+	if !found {
+		return -1, ds.ErrNotFound
+	}
+	return int(le.ValueLen), nil
+}

@@ -1,0 +1,427 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names. The on-disk layout is:
+//
+//	entries: key -> encoded Entry (see encodeEntry)
+//	byslot:  slot (2 bytes big-endian) + key -> empty
+//	meta:    "schema" -> 1 byte; "stats" -> keys, tombstones, shard bytes (3 x uint64 big-endian)
+var (
+	bucketEntries = []byte("entries")
+	bucketBySlot  = []byte("byslot")
+	bucketMeta    = []byte("meta")
+
+	metaSchema = []byte("schema")
+	metaStats  = []byte("stats")
+)
+
+const (
+	schemaVersion = 1
+
+	defaultMaxBatchSize  = 64
+	defaultMaxBatchDelay = 2 * time.Millisecond
+
+	// lockTimeout bounds how long Open waits for another process (or another
+	// open DB in this process) to release the file lock.
+	lockTimeout = 5 * time.Second
+)
+
+// Options tunes a DB. The zero value (or nil) gives the defaults.
+type Options struct {
+	NoSync        bool          // tests only: skip fsync, so Put is not durable
+	MaxBatchSize  int           // most Puts/Deletes in one group commit; <= 0 means 64. Set it near the number of concurrent writers.
+	MaxBatchDelay time.Duration // longest wait for a group to fill; <= 0 means 2ms
+}
+
+// DB is a node's shard index. It is safe for concurrent use.
+type DB struct {
+	bolt    *bolt.DB
+	path    string
+	writers atomic.Int32 // Put and Delete calls in flight
+}
+
+// Stats are counters kept up to date by every Put and Delete.
+type Stats struct {
+	Keys       int    // entries that are not tombstones
+	Tombstones int    // entries that are tombstones
+	ShardBytes uint64 // sum of ShardLen over all entries, tombstones included
+}
+
+// Open opens the index at path, creating the file and its buckets if needed.
+// Every error names the path; a file that is not a valid bbolt database (or
+// holds an index of an unknown schema) is an error, never a panic.
+func Open(path string, opts *Options) (db *DB, err error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = defaultMaxBatchSize
+	}
+	if o.MaxBatchDelay <= 0 {
+		o.MaxBatchDelay = defaultMaxBatchDelay
+	}
+
+	var bdb *bolt.DB
+	// bbolt trusts the pages it reads; a crafted file can make it panic.
+	defer func() {
+		if p := recover(); p != nil {
+			if bdb != nil {
+				_ = bdb.Close()
+			}
+			db, err = nil, fmt.Errorf("index: open %s: %v", path, p)
+		}
+	}()
+	bdb, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      lockTimeout,
+		NoSync:       o.NoSync,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index: open %s: %w", path, err)
+	}
+	bdb.MaxBatchSize = o.MaxBatchSize
+	bdb.MaxBatchDelay = o.MaxBatchDelay
+
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEntries, bucketBySlot, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(metaSchema); {
+		case v == nil:
+			if err := meta.Put(metaSchema, []byte{schemaVersion}); err != nil {
+				return err
+			}
+		case len(v) != 1 || v[0] != schemaVersion:
+			return fmt.Errorf("unknown index schema %x", v)
+		}
+		if v := meta.Get(metaStats); v != nil && len(v) != 24 {
+			return fmt.Errorf("stats record is %d bytes, want 24: %w", len(v), ErrCorrupt)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = bdb.Close()
+		return nil, fmt.Errorf("index: open %s: %w", path, err)
+	}
+	return &DB{bolt: bdb, path: path}, nil
+}
+
+// Close releases the file. Calls in flight finish first; later calls fail.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("index: close %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// Put stores e unless the index already holds e.Key at a version that is
+// newer than or equal to e.Version, in which case it returns stored=false
+// and a nil error and changes nothing. When Put returns stored=true the
+// entry is fsynced (unless Options.NoSync). Concurrent Puts share one
+// commit and one fsync.
+//
+// Put fails with ErrInvalidKey for an empty or over-long key, and with an
+// error matching ErrCorrupt if the stored entry for e.Key does not decode
+// (purge it with Delete first). A failed Put wrote nothing; when the error
+// comes from bbolt's commit the write may or may not be on disk, and
+// retrying is safe because Put is idempotent.
+func (db *DB) Put(e Entry) (stored bool, err error) {
+	if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
+		return false, fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
+	}
+	key := []byte(e.Key)
+	val := encodeEntry(e)
+	slotKey := bySlotKey(e.Slot, key)
+	err = db.update(func(tx *bolt.Tx) error {
+		// Batch may run this function more than once, in a fresh
+		// transaction each time, so it sets stored on every run.
+		stored = false
+		entries, bySlot := tx.Bucket(bucketEntries), tx.Bucket(bucketBySlot)
+		st, err := readStats(tx)
+		if err != nil {
+			return err
+		}
+		if old := entries.Get(key); old != nil {
+			prev, err := decodeEntry(e.Key, old)
+			if err != nil {
+				return err
+			}
+			if !prev.Version.Less(e.Version) {
+				return nil
+			}
+			st.remove(prev)
+			if prev.Slot != e.Slot {
+				if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := entries.Put(key, val); err != nil {
+			return err
+		}
+		if err := bySlot.Put(slotKey, nil); err != nil {
+			return err
+		}
+		st.add(e)
+		if err := writeStats(tx, st); err != nil {
+			return err
+		}
+		stored = true
+		return nil
+	})
+	if err != nil {
+		return false, db.wrap("put", err)
+	}
+	return stored, nil
+}
+
+// Get returns the entry for key, or ErrNotFound. A stored value that does
+// not decode gives an error matching ErrCorrupt.
+func (db *DB) Get(key string) (Entry, error) {
+	var e Entry
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketEntries).Get([]byte(key))
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		e, err = decodeEntry(key, v)
+		return err
+	})
+	if err == ErrNotFound {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, db.wrap("get", err)
+	}
+	return e, nil
+}
+
+// Delete purges the entry for key (this is not a tombstone: Put one for
+// that). Deleting a missing key is not an error. Delete is durable and
+// group-committed like Put. It also purges an entry that does not decode;
+// the Stats counters then lose track of that entry's contribution, except
+// that Keys is decremented.
+func (db *DB) Delete(key string) error {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return nil // Put never stores such a key
+	}
+	k := []byte(key)
+	err := db.update(func(tx *bolt.Tx) error {
+		entries, bySlot := tx.Bucket(bucketEntries), tx.Bucket(bucketBySlot)
+		old := entries.Get(k)
+		if old == nil {
+			return nil
+		}
+		st, err := readStats(tx)
+		if err != nil {
+			return err
+		}
+		prev, err := decodeEntry(key, old)
+		if err != nil {
+			// The slot is unknown: look in every slot. This is slow
+			// (65536 lookups) but only happens when repairing corruption.
+			for s := 0; s <= math.MaxUint16; s++ {
+				sk := bySlotKey(uint16(s), k)
+				if bySlot.Get(sk) != nil {
+					if err := bySlot.Delete(sk); err != nil {
+						return err
+					}
+				}
+			}
+			if st.Keys > 0 {
+				st.Keys--
+			}
+		} else {
+			if err := bySlot.Delete(bySlotKey(prev.Slot, k)); err != nil {
+				return err
+			}
+			st.remove(prev)
+		}
+		if err := entries.Delete(k); err != nil {
+			return err
+		}
+		return writeStats(tx, st)
+	})
+	if err != nil {
+		return db.wrap("delete", err)
+	}
+	return nil
+}
+
+// ListPrefix returns up to limit entries (all if limit <= 0) whose keys
+// start with prefix and sort after `after` ("" means from the start), in
+// byte order of their keys. Tombstones are included. The result is a
+// consistent snapshot. To page, pass the last key returned as after.
+func (db *DB) ListPrefix(prefix, after string, limit int) ([]Entry, error) {
+	var out []Entry
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		p := []byte(prefix)
+		var k, v []byte
+		if after >= prefix {
+			a := []byte(after)
+			k, v = c.Seek(a)
+			if k != nil && bytes.Equal(k, a) {
+				k, v = c.Next()
+			}
+		} else {
+			k, v = c.Seek(p)
+		}
+		for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+			e, err := decodeEntry(string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, db.wrap("list prefix", err)
+	}
+	return out, nil
+}
+
+// ListSlot returns up to limit entries (all if limit <= 0) of slot whose
+// keys sort after `after` ("" means from the start), in byte order of their
+// keys. Tombstones are included. The result is a consistent snapshot.
+func (db *DB) ListSlot(slot uint16, after string, limit int) ([]Entry, error) {
+	var out []Entry
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		entries := tx.Bucket(bucketEntries)
+		c := tx.Bucket(bucketBySlot).Cursor()
+		start := bySlotKey(slot, []byte(after))
+		k, _ := c.Seek(start)
+		if k != nil && after != "" && bytes.Equal(k, start) {
+			k, _ = c.Next()
+		}
+		for ; k != nil && len(k) >= 2 && binary.BigEndian.Uint16(k) == slot; k, _ = c.Next() {
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+			key := k[2:]
+			v := entries.Get(key)
+			if v == nil {
+				continue // cannot happen: Put and Delete keep both buckets in step
+			}
+			e, err := decodeEntry(string(key), v)
+			if err != nil {
+				return err
+			}
+			if e.Slot != slot {
+				continue // as above
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, db.wrap("list slot", err)
+	}
+	return out, nil
+}
+
+// Stats returns the counters. They are kept by Put and Delete in the same
+// transaction as the entries, so they are exact and survive a restart.
+func (db *DB) Stats() (Stats, error) {
+	var st Stats
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		st, err = readStats(tx)
+		return err
+	})
+	if err != nil {
+		return Stats{}, db.wrap("stats", err)
+	}
+	return st, nil
+}
+
+// update runs fn in a durable write transaction. Concurrent callers are
+// group-committed with bbolt's Batch and share one fsync. A caller with no
+// company commits at once with Update instead: Batch would make it wait
+// MaxBatchDelay for callers that are not coming. fn may run more than once.
+func (db *DB) update(fn func(*bolt.Tx) error) error {
+	n := db.writers.Add(1)
+	defer db.writers.Add(-1)
+	if n == 1 {
+		return db.bolt.Update(fn)
+	}
+	return db.bolt.Batch(fn)
+}
+
+func (db *DB) wrap(op string, err error) error {
+	return fmt.Errorf("index: %s %s: %w", op, db.path, err)
+}
+
+func bySlotKey(slot uint16, key []byte) []byte {
+	b := make([]byte, 2+len(key))
+	binary.BigEndian.PutUint16(b, slot)
+	copy(b[2:], key)
+	return b
+}
+
+func readStats(tx *bolt.Tx) (Stats, error) {
+	v := tx.Bucket(bucketMeta).Get(metaStats)
+	if v == nil {
+		return Stats{}, nil
+	}
+	if len(v) != 24 {
+		return Stats{}, fmt.Errorf("stats record is %d bytes, want 24: %w", len(v), ErrCorrupt)
+	}
+	return Stats{
+		Keys:       int(binary.BigEndian.Uint64(v[0:])),
+		Tombstones: int(binary.BigEndian.Uint64(v[8:])),
+		ShardBytes: binary.BigEndian.Uint64(v[16:]),
+	}, nil
+}
+
+func writeStats(tx *bolt.Tx, st Stats) error {
+	v := make([]byte, 24)
+	binary.BigEndian.PutUint64(v[0:], uint64(st.Keys))
+	binary.BigEndian.PutUint64(v[8:], uint64(st.Tombstones))
+	binary.BigEndian.PutUint64(v[16:], st.ShardBytes)
+	return tx.Bucket(bucketMeta).Put(metaStats, v)
+}
+
+func (st *Stats) add(e Entry) {
+	if e.Tombstone {
+		st.Tombstones++
+	} else {
+		st.Keys++
+	}
+	st.ShardBytes += uint64(e.ShardLen)
+}
+
+// remove undoes add, clamping at zero so a damaged counter cannot wrap.
+func (st *Stats) remove(e Entry) {
+	if e.Tombstone {
+		if st.Tombstones > 0 {
+			st.Tombstones--
+		}
+	} else if st.Keys > 0 {
+		st.Keys--
+	}
+	if st.ShardBytes >= uint64(e.ShardLen) {
+		st.ShardBytes -= uint64(e.ShardLen)
+	} else {
+		st.ShardBytes = 0
+	}
+}

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/transport"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// FetchNodeConfig asks the bootstrapper at addr (a multiaddr ending in
+// /p2p/<id>) for the config of node `identity`, as the seed README's
+// `dscluster --bootstrapper=ADDR --identity=I` does. secret is the cluster
+// secret (hex); without it the connection is refused.
+func FetchNodeConfig(ctx context.Context, addr string, identity int, secret string) (*config.Node, error) {
+	var nc config.Node
+	if err := fetchInfo(ctx, addr, int32(identity), secret, &nc); err != nil {
+		return nil, err
+	}
+	if err := nc.Validate(); err != nil {
+		return nil, fmt.Errorf("bootstrapper sent an invalid config: %w", err)
+	}
+	return &nc, nil
+}
+
+// FetchCluster asks the node at addr for the cluster description.
+func FetchCluster(ctx context.Context, addr string, secret string) (*config.Cluster, error) {
+	var c config.Cluster
+	if err := fetchInfo(ctx, addr, ClientIdentity, secret, &c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("node sent an invalid cluster description: %w", err)
+	}
+	return &c, nil
+}
+
+func fetchInfo(ctx context.Context, addr string, identity int32, secret string, v any) error {
+	ai, err := config.ParseAddrInfo(addr)
+	if err != nil {
+		return fmt.Errorf("bootstrapper address: %w", err)
+	}
+	psk, err := config.ParseSecret(secret)
+	if err != nil {
+		return err
+	}
+	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	addrs, err := transport.DialAddrs(addrStrings(ai))
+	if err != nil {
+		return err
+	}
+	if err := h.Connect(ctx, peer.AddrInfo{ID: ai.ID, Addrs: addrs}); err != nil {
+		return fmt.Errorf("connect to %s: %w (is the node running, and is the cluster secret the same?)", addr, err)
+	}
+	cl := transport.NewClient(h, 0)
+	defer cl.Close()
+	resp, err := cl.Do(ctx, ai.ID, &wire.Request{Op: wire.OpClusterInfo, Identity: identity})
+	if err != nil {
+		return fmt.Errorf("cluster info from %s: %w", addr, err)
+	}
+	if resp.Status != wire.StatusOK {
+		return fmt.Errorf("cluster info from %s: %s: %s", addr, resp.Status, resp.Message)
+	}
+	if err := json.Unmarshal(resp.Payload, v); err != nil {
+		return fmt.Errorf("cluster info from %s does not parse: %w", addr, err)
+	}
+	return nil
+}
+
+func addrStrings(ai *peer.AddrInfo) []string {
+	out := make([]string, len(ai.Addrs))
+	for i, a := range ai.Addrs {
+		out[i] = a.String()
+	}
+	return out
+}

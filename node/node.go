@@ -1,0 +1,437 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/index"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/transport"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+var log = logging.Logger("dscluster/node")
+
+// idleTimeout closes a stream that sends no request for this long.
+const idleTimeout = 10 * time.Minute
+
+// listLimit caps the entries of one list response.
+const listLimit = 1000
+
+// Options configure a node.
+type Options struct {
+	// Dir holds the node's data: shards/ and index.db.
+	Dir string
+	// Config is the node's validated config.
+	Config *config.Node
+	// Host, when set, is used instead of a host built from Config (tests
+	// build hosts first to learn their ports). The node closes it.
+	Host host.Host
+	// Store, when set, replaces the flatfs shard store (fault injection).
+	// The node closes it.
+	Store ds.Datastore
+	// NoSync skips fsync in the shard store and the index. Tests only: an
+	// acknowledged write is then not durable.
+	NoSync bool
+}
+
+// Node is a running dscluster server.
+type Node struct {
+	cfg   *config.Node
+	dir   string
+	host  host.Host
+	store ds.Datastore
+	idx   *index.DB
+
+	cluster atomic.Pointer[config.Cluster]
+	self    int // index of this node in the cluster map
+
+	locks [256]sync.Mutex // per-key stripes: read-compare-write of one key
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Start opens the node's stores, starts its host and serves the protocol.
+func Start(ctx context.Context, opts Options) (*Node, error) {
+	if opts.Config == nil {
+		return nil, errors.New("node: no config")
+	}
+	cfg := opts.Config
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{})}
+	c := cfg.Cluster
+	n.cluster.Store(&c)
+
+	var err error
+	defer func() {
+		if err != nil {
+			n.closeResources()
+		}
+	}()
+	n.store = opts.Store
+	if n.store == nil {
+		if n.store, err = openFlatfs(opts.Dir, !opts.NoSync); err != nil {
+			return nil, err
+		}
+	}
+	n.idx, err = index.Open(filepath.Join(opts.Dir, "index.db"), &index.Options{NoSync: opts.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.host = opts.Host
+	if n.host == nil {
+		key, kerr := config.DecodePrivKey(cfg.PrivKey)
+		if kerr != nil {
+			err = fmt.Errorf("node: private key: %w", kerr)
+			return nil, err
+		}
+		psk, perr := config.ParseSecret(cfg.Secret)
+		if perr != nil {
+			err = fmt.Errorf("node: %w", perr)
+			return nil, err
+		}
+		if n.host, err = transport.NewHost(transport.HostConfig{Key: key, Listen: cfg.Listen, PSK: psk}); err != nil {
+			return nil, err
+		}
+	}
+	self, ok := c.Map.NodeIndex(n.host.ID().String())
+	if !ok {
+		err = fmt.Errorf("node: this node's peer id %s is not in the cluster map", n.host.ID())
+		return nil, err
+	}
+	n.self = self
+	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
+	log.Infow("node ready", "identity", cfg.Identity, "peer", n.host.ID().String(), "addrs", n.host.Addrs(), "policy", c.Policy.String(), "epoch", c.Map.Epoch)
+	return n, nil
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Addrs are the node's listen addresses.
+func (n *Node) Addrs() []ma.Multiaddr { return n.host.Addrs() }
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Cluster is the node's current view of the cluster.
+func (n *Node) Cluster() *config.Cluster { return n.cluster.Load() }
+
+// Close stops serving and closes the host and the stores.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.closed)
+		if n.host != nil {
+			n.host.RemoveStreamHandler(wire.ShardProtocol)
+		}
+		err = n.closeResources()
+		n.wg.Wait()
+	})
+	return err
+}
+
+func (n *Node) closeResources() error {
+	var errs []error
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.idx != nil {
+		errs = append(errs, n.idx.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) handleStream(s network.Stream) {
+	n.wg.Add(1)
+	defer n.wg.Done()
+	defer s.Close()
+	var buf []byte
+	out := make([]byte, 0, 256)
+	for {
+		select {
+		case <-n.closed:
+			_ = s.Reset()
+			return
+		default:
+		}
+		_ = s.SetReadDeadline(time.Now().Add(idleTimeout))
+		frame, err := wire.ReadFrame(s, buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, network.ErrReset) {
+				log.Debugw("bad frame", "peer", s.Conn().RemotePeer().String(), "err", err)
+				if errors.Is(err, wire.ErrMalformed) {
+					// Tell the peer why, then drop the stream: framing is lost.
+					resp := &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
+					_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+					_ = wire.WriteFrame(s, wire.AppendResponse(out, resp))
+				}
+			}
+			_ = s.Reset()
+			return
+		}
+		buf = frame[:0]
+		resp := n.serve(context.Background(), s.Conn().RemotePeer(), frame)
+		_ = s.SetWriteDeadline(time.Now().Add(time.Minute))
+		out = wire.AppendResponse(out, resp)
+		if err := wire.WriteFrame(s, out); err != nil {
+			_ = s.Reset()
+			return
+		}
+		// Large shard payloads are not kept around between requests.
+		if cap(out) > 1<<20 {
+			out = make([]byte, 0, 256)
+		}
+		if cap(buf) > 8<<20 {
+			buf = nil
+		}
+	}
+}
+
+// serve answers one request frame. It never panics on any input.
+func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wire.Response) {
+	c := n.cluster.Load()
+	req, err := wire.DecodeRequest(frame)
+	if err != nil {
+		op := wire.Op(0)
+		if len(frame) > 1 {
+			op = wire.Op(frame[1])
+		}
+		return &wire.Response{Op: op, Status: wire.StatusBadRequest, Message: err.Error(), Epoch: c.Map.Epoch}
+	}
+	defer func() {
+		resp.Op = req.Op
+		resp.Epoch = c.Map.Epoch
+	}()
+	if req.Epoch != 0 && req.Epoch < c.Map.Epoch {
+		return &wire.Response{Status: wire.StatusStaleEpoch,
+			Message: fmt.Sprintf("request made with cluster map epoch %d, this node is at epoch %d: refresh the map", req.Epoch, c.Map.Epoch)}
+	}
+	switch req.Op {
+	case wire.OpPut:
+		st, msg := n.putShard(ctx, req.Shard)
+		return &wire.Response{Status: st, Message: msg}
+	case wire.OpBatchPut:
+		rs := make([]wire.BatchResult, len(req.Shards))
+		for i, sh := range req.Shards {
+			rs[i].Status, rs[i].Message = n.putShard(ctx, sh)
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpGet:
+		return n.getShard(ctx, req.Key, req.HeaderOnly)
+	case wire.OpList:
+		return n.list(req)
+	case wire.OpStatus:
+		return n.status(ctx)
+	case wire.OpClusterInfo:
+		return n.clusterInfo(from, req.Identity)
+	}
+	return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("unsupported op %s", req.Op)}
+}
+
+func (n *Node) lock(key string) *sync.Mutex {
+	return &n.locks[placement.CRC16([]byte(key))%uint16(len(n.locks))]
+}
+
+func toIndexVersion(v coding.Version) index.Version {
+	return index.Version{HLC: v.HLC, Writer: v.Writer}
+}
+
+func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
+	sh, err := coding.ParseShard(raw)
+	if err != nil {
+		return wire.StatusCorrupt, fmt.Sprintf("put: %v", err)
+	}
+	h := &sh.Header
+	c := n.cluster.Load()
+	slot := placement.Slot(h.Key)
+	owners := c.Map.Owners(slot)
+	if int(h.Index) >= len(owners) || int(owners[h.Index]) != n.self {
+		return wire.StatusBadRequest, fmt.Sprintf("put %q: shard %d of slot %d does not belong to this node at epoch %d", h.Key, h.Index, slot, c.Map.Epoch)
+	}
+	mu := n.lock(h.Key)
+	mu.Lock()
+	defer mu.Unlock()
+	old, err := n.idx.Get(h.Key)
+	switch {
+	case err == nil:
+		if !old.Version.Less(toIndexVersion(h.Version)) {
+			return wire.StatusOK, "superseded"
+		}
+	case errors.Is(err, index.ErrNotFound):
+	default:
+		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
+	}
+	if err := n.store.Put(ctx, shardName(h.Key), raw); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("put %q: shard store: %v", h.Key, err)
+	}
+	e := index.Entry{
+		Key:       h.Key,
+		Slot:      slot,
+		Index:     h.Index,
+		Kind:      uint8(h.Policy.Kind),
+		K:         uint8(h.Policy.DataShards),
+		M:         uint8(h.Policy.ParityShards),
+		Tombstone: h.Tombstone,
+		ValueLen:  h.ValueLen,
+		ShardLen:  uint32(len(sh.Data)),
+		ShardSum:  h.ShardSum,
+		Version:   toIndexVersion(h.Version),
+	}
+	if _, err := n.idx.Put(e); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
+	}
+	return wire.StatusOK, ""
+}
+
+func (n *Node) getShard(ctx context.Context, key string, headerOnly bool) *wire.Response {
+	e, err := n.idx.Get(key)
+	if errors.Is(err, index.ErrNotFound) {
+		return &wire.Response{Status: wire.StatusNotFound}
+	}
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: index: %v", key, err)}
+	}
+	if headerOnly {
+		le := wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendListPayload(nil, []wire.ListEntry{le}, false)}
+	}
+	raw, err := n.store.Get(ctx, shardName(key))
+	if errors.Is(err, ds.ErrNotFound) {
+		log.Warnw("shard file missing for indexed key", "key", key)
+		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: shard file missing", key)}
+	}
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: shard store: %v", key, err)}
+	}
+	sh, err := coding.ParseShard(raw)
+	if err == nil && sh.Header.Key != key {
+		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
+	}
+	if err == nil && sh.Header.Version != (coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer}) {
+		err = fmt.Errorf("shard version %s does not match the index", sh.Header.Version)
+	}
+	if err != nil {
+		log.Warnw("corrupt shard", "key", key, "err", err)
+		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: %v", key, err)}
+	}
+	return &wire.Response{Status: wire.StatusOK, Payload: raw}
+}
+
+func (n *Node) list(req *wire.Request) *wire.Response {
+	limit := int(req.Limit)
+	if limit <= 0 || limit > listLimit {
+		limit = listLimit
+	}
+	es, err := n.idx.ListPrefix(req.Prefix, req.After, limit+1)
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("list: %v", err)}
+	}
+	more := len(es) > limit
+	if more {
+		es = es[:limit]
+	}
+	out := make([]wire.ListEntry, len(es))
+	for i, e := range es {
+		out[i] = wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
+	}
+	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendListPayload(nil, out, more)}
+}
+
+// Status is what a node reports about itself (OpStatus payload, JSON).
+type Status struct {
+	Peer       string `json:"peer"`
+	Identity   int    `json:"identity"`
+	Epoch      uint64 `json:"epoch"`
+	Keys       int    `json:"keys"`
+	Tombstones int    `json:"tombstones"`
+	ShardBytes uint64 `json:"shard_bytes"`
+	DiskUsage  uint64 `json:"disk_usage"`
+	Store      string `json:"store"`
+}
+
+// Stat gathers the node's Status.
+func (n *Node) Stat(ctx context.Context) (*Status, error) {
+	st, err := n.idx.Stats()
+	if err != nil {
+		return nil, err
+	}
+	s := &Status{
+		Peer: n.host.ID().String(), Identity: n.cfg.Identity, Epoch: n.cluster.Load().Map.Epoch,
+		Keys: st.Keys, Tombstones: st.Tombstones, ShardBytes: st.ShardBytes, Store: n.cfg.Store,
+	}
+	if pd, ok := n.store.(ds.PersistentDatastore); ok {
+		if du, err := pd.DiskUsage(ctx); err == nil {
+			s.DiskUsage = du
+		}
+	}
+	return s, nil
+}
+
+func (n *Node) status(ctx context.Context) *wire.Response {
+	s, err := n.Stat(ctx)
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("status: %v", err)}
+	}
+	b, _ := json.Marshal(s)
+	return &wire.Response{Status: wire.StatusOK, Payload: b}
+}
+
+// ClientIdentity asks OpClusterInfo for the cluster description only.
+const ClientIdentity = -1
+
+func (n *Node) clusterInfo(from peer.ID, identity int32) *wire.Response {
+	c := n.cluster.Load()
+	if identity == ClientIdentity {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return &wire.Response{Status: wire.StatusInternal, Message: err.Error()}
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: b}
+	}
+	if len(n.cfg.Identities) == 0 {
+		return &wire.Response{Status: wire.StatusNotFound, Message: "this node is not the bootstrapper: it holds no identities"}
+	}
+	if identity < 0 || int(identity) >= len(n.cfg.Identities) || int(identity) >= len(c.Map.Nodes) {
+		return &wire.Response{Status: wire.StatusNotFound, Message: fmt.Sprintf("identity %d does not exist: the cluster has identities 0..%d", identity, len(n.cfg.Identities)-1)}
+	}
+	nc := config.Node{
+		Version:  config.FormatVersion,
+		Identity: int(identity),
+		PrivKey:  n.cfg.Identities[identity],
+		Listen:   c.Map.Nodes[identity].Addrs,
+		Secret:   n.cfg.Secret,
+		Store:    n.cfg.Store,
+		Cluster:  *c,
+	}
+	b, err := json.Marshal(&nc)
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: err.Error()}
+	}
+	log.Infow("handed out identity", "identity", identity, "to", from.String())
+	return &wire.Response{Status: wire.StatusOK, Payload: b}
+}

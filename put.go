@@ -1,0 +1,110 @@
+package dscluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// Put stores value under key. It returns once the write quorum of shards is
+// durable; see the package doc.
+func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
+	k := key.String()
+	if len(k) > coding.MaxKeyLen {
+		return fmt.Errorf("put %.64s…: %w (%d bytes, limit %d)", k, ErrKeyTooLong, len(k), coding.MaxKeyLen)
+	}
+	if len(value) > MaxValueSize {
+		return fmt.Errorf("put %s: %w (%d bytes, limit %d)", k, ErrValueTooLarge, len(value), MaxValueSize)
+	}
+	v := d.view.Load()
+	p := v.policyFor(len(value))
+	shards, err := coding.Encode(k, value, p, d.clock.Next())
+	if err != nil {
+		return fmt.Errorf("put %s: %w", k, err)
+	}
+	return d.writeShards(ctx, v, "put", k, shards, v.c.Quorum(p))
+}
+
+// Delete removes key by writing a tombstone version to every shard position.
+// Deleting a missing key is not an error.
+func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
+	k := key.String()
+	if len(k) > coding.MaxKeyLen {
+		return nil // such a key cannot have been stored
+	}
+	exists, err := d.Has(ctx, key)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", k, err)
+	}
+	if !exists {
+		return nil
+	}
+	v := d.view.Load()
+	p := v.c.Policy
+	return d.writeShards(ctx, v, "delete", k, coding.Tombstone(k, p, d.clock.Next()), v.c.Quorum(p))
+}
+
+// writeShards sends shard i to node i of the key's slot, all in parallel,
+// and waits for every answer (each bounded by the request timeout).
+func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) error {
+	owners := v.owners(key)
+	var (
+		mu     sync.Mutex
+		stored int
+		failed []NodeError
+		wg     sync.WaitGroup
+	)
+	for i, sh := range shards {
+		wg.Add(1)
+		go func(i int, sh *coding.Shard) {
+			defer wg.Done()
+			n := int(owners[i])
+			err := d.putShard(ctx, v, n, sh)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, NodeError{Node: v.nodeName(n), Err: err})
+				return
+			}
+			stored++
+		}(i, sh)
+	}
+	wg.Wait()
+	if stored < quorum {
+		return &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
+	}
+	if len(failed) > 0 {
+		log.Warnw("write below full redundancy", "op", op, "key", key, "stored", stored, "width", len(shards), "failed", joinNodeErrors(failed))
+	}
+	return nil
+}
+
+func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Shard) error {
+	for attempt := 0; ; attempt++ {
+		// The shard is encoded straight into the request frame.
+		body := wire.NewBody(make([]byte, 0, 16+sh.Size()), wire.OpPut).U64(v.c.Map.Epoch).Bytes()
+		body = sh.AppendBinary(body)
+		resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpPut, body)
+		if err != nil {
+			return err
+		}
+		switch {
+		case resp.Status == wire.StatusOK:
+			return nil
+		case resp.Status == wire.StatusStaleEpoch && attempt == 0:
+			// The node has a newer map: adopt it and send again (the shard
+			// does not depend on the epoch).
+			if err := d.refresh(ctx); err != nil {
+				return err
+			}
+			v = d.view.Load()
+			continue
+		}
+		return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	}
+}

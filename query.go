@@ -1,0 +1,234 @@
+package dscluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// queryPage is how many index entries one list request asks a node for.
+const queryPage = 1000
+
+// queryChunk is how many merged keys are resolved (values read) at once,
+// and queryParallel how many values are read in parallel.
+const (
+	queryChunk    = 64
+	queryParallel = 16
+)
+
+// resolve turns merged index entries into results, reading the values in
+// parallel unless keysOnly. Keys deleted meanwhile are dropped.
+func (d *Datastore) resolve(ctx context.Context, les []wire.ListEntry, keysOnly bool) []dsq.Result {
+	out := make([]dsq.Result, len(les))
+	if keysOnly {
+		for i, le := range les {
+			out[i] = dsq.Result{Entry: dsq.Entry{Key: le.Key, Size: int(le.ValueLen)}}
+		}
+		return out
+	}
+	skip := make([]bool, len(les))
+	sem := make(chan struct{}, queryParallel)
+	var wg sync.WaitGroup
+	for i, le := range les {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int, key string) {
+			defer func() { <-sem; wg.Done() }()
+			val, err := d.Get(ctx, ds.RawKey(key))
+			switch {
+			case errors.Is(err, ds.ErrNotFound):
+				skip[i] = true
+			case err != nil:
+				out[i] = dsq.Result{Error: fmt.Errorf("query: %w", err)}
+			default:
+				out[i] = dsq.Result{Entry: dsq.Entry{Key: key, Value: val, Size: len(val)}}
+			}
+		}(i, le.Key)
+	}
+	wg.Wait()
+	kept := out[:0]
+	for i, r := range out {
+		if !skip[i] {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
+// Query lists keys from every node's index, merged by key with the newest
+// version of each key deciding whether it is live. Filters, orders, offset
+// and limit are applied by go-datastore's reference implementation on top
+// of the key-ordered stream. Values, when asked for, are read with Get.
+// It fails when more nodes are unreachable than the policy tolerates,
+// since keys could then be missing from the answer.
+func (d *Datastore) Query(ctx context.Context, q dsq.Query) (dsq.Results, error) {
+	v := d.view.Load()
+	// The node prefix is a plain string prefix; NaiveQueryApply narrows it to
+	// go-datastore's path semantics ("/a" matches "/a/b", not "/ab").
+	prefix := nodePrefix(q.Prefix)
+	curs := make([]*listCursor, len(v.peers))
+	var failed []NodeError
+	for i := range v.peers {
+		c := &listCursor{d: d, v: v, node: i, prefix: prefix}
+		if err := c.fill(ctx); err != nil {
+			failed = append(failed, NodeError{Node: v.nodeName(i), Err: err})
+			continue
+		}
+		curs[i] = c
+	}
+	if len(failed) > v.c.Policy.ParityShards {
+		return nil, fmt.Errorf("query: %d nodes unreachable, the policy %s tolerates %d: %s",
+			len(failed), v.c.Policy, v.c.Policy.ParityShards, joinNodeErrors(failed))
+	}
+	live := curs[:0]
+	for _, c := range curs {
+		if c != nil {
+			live = append(live, c)
+		}
+	}
+	m := &merger{curs: live}
+	var pending []dsq.Result
+	it := dsq.Iterator{
+		Next: func() (dsq.Result, bool) {
+			for len(pending) == 0 {
+				les, err := m.nextChunk(ctx, queryChunk)
+				if err != nil {
+					return dsq.Result{Error: err}, true
+				}
+				if len(les) == 0 {
+					return dsq.Result{}, false
+				}
+				pending = d.resolve(ctx, les, q.KeysOnly)
+			}
+			r := pending[0]
+			pending = pending[1:]
+			return r, true
+		},
+	}
+	return dsq.NaiveQueryApply(q, dsq.ResultsFromIterator(q, it)), nil
+}
+
+// nodePrefix cleans a query prefix the way go-datastore's NaiveQueryApply
+// does ("/a/../b" is "/b", "/." is everything) and turns it into the plain
+// string prefix that node indexes match: "/b/".
+func nodePrefix(p string) string {
+	if p == "" {
+		return ""
+	}
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	p = path.Clean(p)
+	if p == "/" {
+		return ""
+	}
+	return p + "/"
+}
+
+// listCursor pages through one node's index entries in key order.
+type listCursor struct {
+	d      *Datastore
+	v      *view
+	node   int
+	prefix string
+	buf    []wire.ListEntry
+	more   bool
+	after  string
+	done   bool
+}
+
+func (c *listCursor) fill(ctx context.Context) error {
+	resp, err := c.d.do(ctx, c.v, c.node, &wire.Request{Op: wire.OpList, Prefix: c.prefix, After: c.after, Limit: queryPage})
+	if err != nil {
+		return err
+	}
+	if resp.Status != wire.StatusOK {
+		return fmt.Errorf("list: %s: %s", resp.Status, resp.Message)
+	}
+	es, more, err := wire.DecodeListPayload(resp.Payload)
+	if err != nil {
+		return err
+	}
+	c.buf, c.more = es, more
+	if len(es) > 0 {
+		c.after = es[len(es)-1].Key
+	}
+	if len(es) == 0 && !more {
+		c.done = true
+	}
+	return nil
+}
+
+// head returns the cursor's next entry, fetching a page when needed.
+func (c *listCursor) head(ctx context.Context) (*wire.ListEntry, error) {
+	for len(c.buf) == 0 {
+		if c.done || !c.more {
+			c.done = true
+			return nil, nil
+		}
+		if err := c.fill(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return &c.buf[0], nil
+}
+
+// merger merges node cursors by key; the newest version of a key wins and
+// tombstoned keys are skipped.
+type merger struct{ curs []*listCursor }
+
+// nextChunk returns up to n live entries in key order.
+func (m *merger) nextChunk(ctx context.Context, n int) ([]wire.ListEntry, error) {
+	var out []wire.ListEntry
+	for len(out) < n {
+		le, ok, err := m.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			break
+		}
+		out = append(out, le)
+	}
+	return out, nil
+}
+
+func (m *merger) next(ctx context.Context) (wire.ListEntry, bool, error) {
+	for {
+		var minKey string
+		found := false
+		for _, c := range m.curs {
+			h, err := c.head(ctx)
+			if err != nil {
+				return wire.ListEntry{}, false, fmt.Errorf("query: %w", err)
+			}
+			if h != nil && (!found || h.Key < minKey) {
+				minKey, found = h.Key, true
+			}
+		}
+		if !found {
+			return wire.ListEntry{}, false, nil
+		}
+		var best wire.ListEntry
+		first := true
+		for _, c := range m.curs {
+			if len(c.buf) > 0 && c.buf[0].Key == minKey {
+				if first || versionLess(best, c.buf[0]) {
+					best, first = c.buf[0], false
+				}
+				c.buf = c.buf[1:]
+			}
+		}
+		if !best.Tombstone {
+			return best, true, nil
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// DefaultTimeout bounds one request when the context has no deadline.
+const DefaultTimeout = 30 * time.Second
+
+// maxIdle bounds the idle streams kept per peer.
+const maxIdle = 32
+
+// Client sends requests to nodes over pooled streams.
+type Client struct {
+	h       host.Host
+	timeout time.Duration
+
+	mu   sync.Mutex
+	idle map[peer.ID][]network.Stream
+}
+
+// NewClient returns a client on h. timeout bounds each request when ctx has
+// no earlier deadline (0: DefaultTimeout).
+func NewClient(h host.Host, timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return &Client{h: h, timeout: timeout, idle: make(map[peer.ID][]network.Stream)}
+}
+
+// Host is the client's libp2p host.
+func (c *Client) Host() host.Host { return c.h }
+
+func (c *Client) getStream(ctx context.Context, p peer.ID) (network.Stream, bool, error) {
+	c.mu.Lock()
+	if ss := c.idle[p]; len(ss) > 0 {
+		s := ss[len(ss)-1]
+		c.idle[p] = ss[:len(ss)-1]
+		c.mu.Unlock()
+		return s, true, nil
+	}
+	c.mu.Unlock()
+	s, err := c.h.NewStream(network.WithAllowLimitedConn(ctx, "dscluster"), p, wire.ShardProtocol)
+	return s, false, err
+}
+
+func (c *Client) putStream(p peer.ID, s network.Stream) {
+	_ = s.SetDeadline(time.Time{})
+	c.mu.Lock()
+	if len(c.idle[p]) < maxIdle {
+		c.idle[p] = append(c.idle[p], s)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	_ = s.Close()
+}
+
+// Do sends req to peer p and returns its response. Errors from the network
+// are wrapped as *PeerError; a non-OK status is returned as a response, not
+// an error, so callers can branch on it.
+func (c *Client) Do(ctx context.Context, p peer.ID, req *wire.Request) (*wire.Response, error) {
+	return c.DoBody(ctx, p, req.Op, wire.AppendRequest(nil, req))
+}
+
+// DoBody is Do with a request body the caller encoded itself (so a shard is
+// encoded straight into the frame, without an extra copy).
+func (c *Client) DoBody(ctx context.Context, p peer.ID, op wire.Op, body []byte) (*wire.Response, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	// A pooled stream may have been closed by the peer (restart, idle
+	// timeout); one retry on a fresh stream is safe: see wire's retry rule.
+	for attempt := 0; ; attempt++ {
+		s, pooled, err := c.getStream(ctx, p)
+		if err != nil {
+			return nil, &PeerError{Peer: p, Op: op, Err: err}
+		}
+		resp, err := roundTrip(ctx, s, body)
+		if err == nil {
+			c.putStream(p, s)
+			return resp, nil
+		}
+		_ = s.Reset()
+		if pooled && attempt == 0 && ctx.Err() == nil && !errors.Is(err, wire.ErrMalformed) {
+			continue
+		}
+		return nil, &PeerError{Peer: p, Op: op, Err: err}
+	}
+}
+
+func roundTrip(ctx context.Context, s network.Stream, body []byte) (*wire.Response, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	// Unblock I/O when ctx is cancelled before the deadline.
+	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := wire.WriteFrame(s, body); err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	frame, err := wire.ReadFrame(s, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("receive: %w", err)
+	}
+	return wire.DecodeResponse(frame)
+}
+
+// PeerError is a failure to get an answer from a peer. The request may or
+// may not have been applied (see wire's retry rule).
+type PeerError struct {
+	Peer peer.ID
+	Op   wire.Op
+	Err  error
+}
+
+func (e *PeerError) Error() string {
+	return fmt.Sprintf("%s to %s: %v", e.Op, shortID(e.Peer), e.Err)
+}
+
+func (e *PeerError) Unwrap() error { return e.Err }
+
+func shortID(p peer.ID) string {
+	s := p.String()
+	if len(s) > 12 {
+		return s[len(s)-8:]
+	}
+	return s
+}
+
+// Close resets all idle streams.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, ss := range c.idle {
+		for _, s := range ss {
+			_ = s.Reset()
+		}
+		delete(c.idle, p)
+	}
+}

@@ -1,0 +1,73 @@
+package transport
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// HostConfig describes a libp2p host.
+type HostConfig struct {
+	// Key is the host's identity; nil generates a throwaway one (clients).
+	Key crypto.PrivKey
+	// Listen lists multiaddrs to listen on; empty for a client that only dials.
+	Listen []string
+	// PSK is the cluster secret. Required.
+	PSK pnet.PSK
+}
+
+// NewHost starts a libp2p host as the package doc describes.
+func NewHost(cfg HostConfig) (host.Host, error) {
+	if len(cfg.PSK) != 32 {
+		return nil, fmt.Errorf("transport: the cluster secret is required (got %d bytes, want 32)", len(cfg.PSK))
+	}
+	opts := []libp2p.Option{
+		libp2p.PrivateNetwork(cfg.PSK),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(&network.NullResourceManager{}),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+		libp2p.Ping(false),
+	}
+	if cfg.Key != nil {
+		opts = append(opts, libp2p.Identity(cfg.Key))
+	}
+	if len(cfg.Listen) > 0 {
+		opts = append(opts, libp2p.ListenAddrStrings(cfg.Listen...))
+	} else {
+		opts = append(opts, libp2p.NoListenAddrs)
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("transport: start libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// DialAddrs parses addresses for dialing. An unspecified IP (0.0.0.0 or ::),
+// which a node listens on but nobody can dial, is replaced by loopback, so
+// that the seed's default --host=0.0.0.0 works on one machine.
+func DialAddrs(addrs []string) ([]ma.Multiaddr, error) {
+	out := make([]ma.Multiaddr, 0, len(addrs))
+	for _, s := range addrs {
+		s = strings.Replace(s, "/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1)
+		s = strings.Replace(s, "/ip6/::/", "/ip6/::1/", 1)
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("address %q: %w", s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}

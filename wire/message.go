@@ -1,0 +1,209 @@
+package wire
+
+import (
+	"fmt"
+)
+
+// MaxBatch bounds the number of shards in one batch put.
+const MaxBatch = 4096
+
+// Request is any request a node serves. Which fields are used depends on Op.
+type Request struct {
+	Op    Op
+	Epoch uint64 // the sender's cluster map epoch; 0 means "unknown, do not check"
+
+	Identity int32 // OpClusterInfo: node identity to fetch, or -1 for a client
+
+	Key        string // OpGet
+	HeaderOnly bool   // OpGet: return the shard header without data
+
+	Shard  []byte   // OpPut: an encoded shard (header + data)
+	Shards [][]byte // OpBatchPut
+
+	Prefix string // OpList
+	After  string // OpList: return keys strictly greater
+	Limit  uint32 // OpList: at most this many entries (0: node default)
+}
+
+// AppendRequest encodes r as a frame body appended to buf[:0].
+func AppendRequest(buf []byte, r *Request) []byte {
+	e := NewBody(buf, r.Op).U64(r.Epoch)
+	switch r.Op {
+	case OpClusterInfo:
+		e.U32(uint32(r.Identity))
+	case OpGet:
+		var f uint8
+		if r.HeaderOnly {
+			f = 1
+		}
+		e.U8(f).Str(r.Key)
+	case OpPut:
+		e.Raw(r.Shard)
+	case OpBatchPut:
+		e.U32(uint32(len(r.Shards)))
+		for _, s := range r.Shards {
+			e.Blob(s)
+		}
+	case OpList:
+		e.Str(r.Prefix).Str(r.After).U32(r.Limit)
+	case OpStatus:
+	}
+	return e.Bytes()
+}
+
+// DecodeRequest decodes a request body. Slices alias body.
+func DecodeRequest(body []byte) (*Request, error) {
+	d := NewDecoder(body)
+	r := &Request{Op: d.Op()}
+	r.Epoch = d.U64("epoch")
+	switch r.Op {
+	case OpClusterInfo:
+		r.Identity = int32(d.U32("identity"))
+	case OpGet:
+		r.HeaderOnly = d.U8("flags")&1 != 0
+		r.Key = d.Str("key")
+	case OpPut:
+		r.Shard = d.Rest()
+		if d.Err() == nil && len(r.Shard) == 0 {
+			return nil, fmt.Errorf("%w: put without a shard", ErrMalformed)
+		}
+		return r, d.Err()
+	case OpBatchPut:
+		n := d.U32("shard count")
+		if d.Err() == nil && n > MaxBatch {
+			return nil, fmt.Errorf("%w: batch of %d shards exceeds %d", ErrMalformed, n, MaxBatch)
+		}
+		for i := uint32(0); i < n && d.Err() == nil; i++ {
+			r.Shards = append(r.Shards, d.Blob("shard"))
+		}
+	case OpList:
+		r.Prefix = d.Str("prefix")
+		r.After = d.Str("after")
+		r.Limit = d.U32("limit")
+	case OpStatus:
+	default:
+		if d.Err() == nil {
+			return nil, fmt.Errorf("%w: unknown op %d", ErrMalformed, uint8(r.Op))
+		}
+	}
+	if err := d.Done(); err != nil {
+		return nil, fmt.Errorf("decode %s request: %w", r.Op, err)
+	}
+	return r, nil
+}
+
+// Response answers one Request.
+type Response struct {
+	Op      Op // the request's op (RespFlag is added on the wire)
+	Status  Status
+	Message string // human readable detail for a non-OK status
+	Epoch   uint64 // the node's cluster map epoch
+	Payload []byte // op specific: shard bytes, JSON, list entries, batch results
+}
+
+// AppendResponse encodes r as a frame body appended to buf[:0].
+func AppendResponse(buf []byte, r *Response) []byte {
+	return NewBody(buf, r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Raw(r.Payload).Bytes()
+}
+
+// DecodeResponse decodes a response body. Payload aliases body.
+func DecodeResponse(body []byte) (*Response, error) {
+	d := NewDecoder(body)
+	op := d.Op()
+	if d.Err() == nil && op&RespFlag == 0 {
+		return nil, fmt.Errorf("%w: expected a response, got a %s request", ErrMalformed, op)
+	}
+	r := &Response{Op: op &^ RespFlag}
+	r.Status = Status(d.U8("status"))
+	r.Message = d.Str("message")
+	r.Epoch = d.U64("epoch")
+	r.Payload = d.Rest()
+	if err := d.Err(); err != nil {
+		return nil, fmt.Errorf("decode response: %w", err)
+	}
+	return r, nil
+}
+
+// ListEntry is one key in a list response.
+type ListEntry struct {
+	Key       string
+	HLC       uint64
+	Writer    uint64
+	Tombstone bool
+	ValueLen  uint64
+}
+
+// AppendListPayload encodes list entries; more says whether the node has
+// further entries after the last one.
+func AppendListPayload(buf []byte, entries []ListEntry, more bool) []byte {
+	e := &Encoder{b: buf}
+	var m uint8
+	if more {
+		m = 1
+	}
+	e.U8(m).U32(uint32(len(entries)))
+	for _, le := range entries {
+		var t uint8
+		if le.Tombstone {
+			t = 1
+		}
+		e.Str(le.Key).U64(le.HLC).U64(le.Writer).U8(t).U64(le.ValueLen)
+	}
+	return e.Bytes()
+}
+
+// DecodeListPayload decodes AppendListPayload's output.
+func DecodeListPayload(p []byte) (entries []ListEntry, more bool, err error) {
+	d := &Decoder{b: p}
+	more = d.U8("more") == 1
+	n := d.U32("entry count")
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		var le ListEntry
+		le.Key = d.Str("key")
+		le.HLC = d.U64("hlc")
+		le.Writer = d.U64("writer")
+		le.Tombstone = d.U8("tombstone") == 1
+		le.ValueLen = d.U64("value length")
+		entries = append(entries, le)
+	}
+	if err := d.Done(); err != nil {
+		return nil, false, fmt.Errorf("decode list: %w", err)
+	}
+	return entries, more, nil
+}
+
+// BatchResult is the outcome of one shard of a batch put.
+type BatchResult struct {
+	Status  Status
+	Message string
+}
+
+// AppendBatchPayload encodes batch results in request order.
+func AppendBatchPayload(buf []byte, rs []BatchResult) []byte {
+	e := &Encoder{b: buf}
+	e.U32(uint32(len(rs)))
+	for _, r := range rs {
+		e.U8(uint8(r.Status)).Str(r.Message)
+	}
+	return e.Bytes()
+}
+
+// DecodeBatchPayload decodes AppendBatchPayload's output.
+func DecodeBatchPayload(p []byte) ([]BatchResult, error) {
+	d := &Decoder{b: p}
+	n := d.U32("result count")
+	if d.Err() == nil && n > MaxBatch {
+		return nil, fmt.Errorf("%w: %d batch results exceed %d", ErrMalformed, n, MaxBatch)
+	}
+	rs := make([]BatchResult, 0, n)
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		var r BatchResult
+		r.Status = Status(d.U8("status"))
+		r.Message = d.Str("message")
+		rs = append(rs, r)
+	}
+	if err := d.Done(); err != nil {
+		return nil, fmt.Errorf("decode batch results: %w", err)
+	}
+	return rs, nil
+}

@@ -1,0 +1,291 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Protocol IDs for libp2p stream handlers.
+const (
+	// ShardProtocol carries shard requests (put, get, list, status).
+	ShardProtocol = "/dscluster/shard/1.0.0"
+)
+
+// Version is the wire format version carried in every frame.
+const Version = 1
+
+// MaxFrame bounds a frame body: the largest shard a node accepts plus room
+// for the request fields. Larger frames are refused before being read.
+const MaxFrame = 72 << 20
+
+// Op is a message type. Responses carry the request's Op with RespFlag set.
+type Op uint8
+
+// Request ops.
+const (
+	OpClusterInfo Op = 1 // cluster configuration for a joining node or client
+	OpPut         Op = 2 // store one shard
+	OpGet         Op = 3 // read one shard (or its header only)
+	OpList        Op = 4 // list index entries by key prefix
+	OpBatchPut    Op = 5 // store several shards
+	OpStatus      Op = 6 // node statistics
+	// RespFlag marks a response frame.
+	RespFlag Op = 0x80
+)
+
+func (o Op) String() string {
+	switch o &^ RespFlag {
+	case OpClusterInfo:
+		return "cluster-info"
+	case OpPut:
+		return "put"
+	case OpGet:
+		return "get"
+	case OpList:
+		return "list"
+	case OpBatchPut:
+		return "batch-put"
+	case OpStatus:
+		return "status"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Status is the outcome of a request. See the package doc for retry rules.
+type Status uint8
+
+// Statuses.
+const (
+	StatusOK           Status = 0
+	StatusNotFound     Status = 1
+	StatusCorrupt      Status = 2
+	StatusBadRequest   Status = 3
+	StatusStaleEpoch   Status = 4
+	StatusInternal     Status = 5
+	StatusUnauthorized Status = 6
+	StatusTooLarge     Status = 7
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusNotFound:
+		return "not found"
+	case StatusCorrupt:
+		return "corrupt"
+	case StatusBadRequest:
+		return "bad request"
+	case StatusStaleEpoch:
+		return "stale epoch"
+	case StatusInternal:
+		return "internal error"
+	case StatusUnauthorized:
+		return "unauthorized"
+	case StatusTooLarge:
+		return "too large"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("wire: malformed message")
+
+// ReadFrame reads one frame body into buf (grown if needed) and returns it.
+func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n < 2 {
+		return nil, fmt.Errorf("%w: frame of %d bytes is shorter than its header", ErrMalformed, n)
+	}
+	if n > MaxFrame {
+		return nil, fmt.Errorf("%w: frame of %d bytes exceeds the limit of %d", ErrMalformed, n, MaxFrame)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("%w: truncated frame: %w", ErrMalformed, err)
+	}
+	if buf[0] != Version {
+		return nil, fmt.Errorf("%w: wire version %d, this node speaks %d", ErrMalformed, buf[0], Version)
+	}
+	return buf, nil
+}
+
+// WriteFrame writes body (which must start with the version byte) as a frame.
+func WriteFrame(w io.Writer, body []byte) error {
+	if len(body) > MaxFrame {
+		return fmt.Errorf("wire: frame of %d bytes exceeds the limit of %d", len(body), MaxFrame)
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+// Encoder appends fields to a frame body. The zero value is not usable; use
+// NewBody.
+type Encoder struct{ b []byte }
+
+// NewBody starts a frame body for op, reusing buf's storage.
+func NewBody(buf []byte, op Op) *Encoder {
+	return &Encoder{b: append(buf[:0], Version, byte(op))}
+}
+
+// Bytes returns the body built so far.
+func (e *Encoder) Bytes() []byte { return e.b }
+
+// U8 appends a byte.
+func (e *Encoder) U8(v uint8) *Encoder { e.b = append(e.b, v); return e }
+
+// U16 appends a big-endian uint16.
+func (e *Encoder) U16(v uint16) *Encoder { e.b = binary.BigEndian.AppendUint16(e.b, v); return e }
+
+// U32 appends a big-endian uint32.
+func (e *Encoder) U32(v uint32) *Encoder { e.b = binary.BigEndian.AppendUint32(e.b, v); return e }
+
+// U64 appends a big-endian uint64.
+func (e *Encoder) U64(v uint64) *Encoder { e.b = binary.BigEndian.AppendUint64(e.b, v); return e }
+
+// Str appends a string with a uint16 length prefix; longer strings are cut
+// at 65535 bytes (callers bound keys well below that).
+func (e *Encoder) Str(s string) *Encoder {
+	if len(s) > 0xffff {
+		s = s[:0xffff]
+	}
+	e.U16(uint16(len(s)))
+	e.b = append(e.b, s...)
+	return e
+}
+
+// Blob appends bytes with a uint32 length prefix.
+func (e *Encoder) Blob(p []byte) *Encoder {
+	e.U32(uint32(len(p)))
+	e.b = append(e.b, p...)
+	return e
+}
+
+// Raw appends bytes without a prefix (used for a trailing payload).
+func (e *Encoder) Raw(p []byte) *Encoder { e.b = append(e.b, p...); return e }
+
+// Decoder reads fields from a frame body. The first error sticks; check Err
+// once after reading all fields. Slices it returns alias the body.
+type Decoder struct {
+	b   []byte
+	off int
+	err error
+}
+
+// NewDecoder reads the fields of body after its version and type bytes.
+func NewDecoder(body []byte) *Decoder {
+	d := &Decoder{b: body, off: 2}
+	if len(body) < 2 {
+		d.err = fmt.Errorf("%w: body of %d bytes", ErrMalformed, len(body))
+	}
+	return d
+}
+
+// Op is the message type of the body.
+func (d *Decoder) Op() Op {
+	if len(d.b) < 2 {
+		return 0
+	}
+	return Op(d.b[1])
+}
+
+// Err is the first decoding error, wrapping ErrMalformed.
+func (d *Decoder) Err() error { return d.err }
+
+// Rest returns the unread bytes (a trailing payload).
+func (d *Decoder) Rest() []byte {
+	if d.err != nil || d.off > len(d.b) {
+		return nil
+	}
+	return d.b[d.off:]
+}
+
+func (d *Decoder) take(n int, what string) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n < 0 || len(d.b)-d.off < n {
+		d.err = fmt.Errorf("%w: truncated %s: need %d bytes, have %d", ErrMalformed, what, n, len(d.b)-d.off)
+		return nil
+	}
+	out := d.b[d.off : d.off+n : d.off+n]
+	d.off += n
+	return out
+}
+
+// U8 reads a byte.
+func (d *Decoder) U8(what string) uint8 {
+	p := d.take(1, what)
+	if p == nil {
+		return 0
+	}
+	return p[0]
+}
+
+// U16 reads a big-endian uint16.
+func (d *Decoder) U16(what string) uint16 {
+	p := d.take(2, what)
+	if p == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint16(p)
+}
+
+// U32 reads a big-endian uint32.
+func (d *Decoder) U32(what string) uint32 {
+	p := d.take(4, what)
+	if p == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint32(p)
+}
+
+// U64 reads a big-endian uint64.
+func (d *Decoder) U64(what string) uint64 {
+	p := d.take(8, what)
+	if p == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(p)
+}
+
+// Str reads a uint16-prefixed string.
+func (d *Decoder) Str(what string) string {
+	n := d.U16(what + " length")
+	return string(d.take(int(n), what))
+}
+
+// Blob reads a uint32-prefixed byte slice aliasing the body.
+func (d *Decoder) Blob(what string) []byte {
+	n := d.U32(what + " length")
+	if d.err != nil {
+		return nil
+	}
+	return d.take(int(n), what)
+}
+
+// Done reports an error if unread bytes remain, which a well-formed message
+// never leaves.
+func (d *Decoder) Done() error {
+	if d.err == nil && d.off != len(d.b) {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b)-d.off)
+	}
+	return d.err
+}
