@@ -1,0 +1,261 @@
+// Command dscfg generates go-ds-cluster configs: a bootstrap config for the
+// first N nodes of a cluster, and client configs.
+//
+//	dscfg cluster --cluster-node-number=N [flags] DIR
+//	dscfg client [--cluster=DIR] FILE
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+const usage = `dscfg generates go-ds-cluster configuration.
+
+Usage:
+  dscfg cluster --cluster-node-number=N [flags] DIR
+      Write DIR/config.json (the bootstrapper's config, holding the identities
+      of all N nodes) and DIR/swarm.key (the cluster secret), and print the
+      bootstrapper's multiaddr as the last line. Node i listens on base-port+i.
+  dscfg client [--cluster=DIR] FILE
+      Write a client config (for dsclient or the clusterds kubo plugin). With
+      --cluster, the nodes and the secret are taken from that bootstrap config.
+
+Run "dscfg cluster -h" or "dscfg client -h" for the flags.
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "dscfg:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("missing subcommand")
+	}
+	switch args[0] {
+	case "cluster":
+		return cmdCluster(args[1:])
+	case "client":
+		return cmdClient(args[1:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, usage)
+	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+func cmdCluster(args []string) error {
+	fs := flag.NewFlagSet("dscfg cluster", flag.ContinueOnError)
+	n := fs.Int("cluster-node-number", 0, "number of nodes in the initial cluster (at least data+parity shards)")
+	k := fs.Int("data-shards", config.DefaultDataShards, "erasure data shards k")
+	m := fs.Int("parity-shards", config.DefaultParityShards, "erasure parity shards m (nodes that may be lost)")
+	basePort := fs.Int("base-port", config.DefaultBasePort, "TCP port of node 0; node i listens on base-port+i (0: pick free ports now)")
+	host := fs.String("host", "0.0.0.0", "IPv4 address every node listens on")
+	hosts := fs.String("hosts", "", "comma-separated IPv4 address per node, for nodes on different machines (overrides --host)")
+	zones := fs.String("zones", "", "comma-separated failure-domain label per node (optional)")
+	small := fs.Int("small-threshold", config.DefaultSmallThreshold, "values smaller than this many bytes are replicated parity+1 times instead of erasure coded")
+	quorum := fs.Int("write-quorum", 0, "shards that must be stored before a put is acknowledged (0: data+1)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: dscfg cluster --cluster-node-number=N [flags] DIR")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("cluster: want exactly one DIR argument")
+	}
+	dir := fs.Arg(0)
+	p := coding.Erasure(*k, *m)
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("cluster: policy %d+%d: %w", *k, *m, err)
+	}
+	if *n < p.Width() {
+		return fmt.Errorf("cluster: --cluster-node-number=%d is too small: policy %s puts each value on %d distinct nodes, so the cluster needs at least %d (for a small cluster choose a narrower policy, e.g. --data-shards=2 --parity-shards=1 for 3 nodes)", *n, p, p.Width(), p.Width())
+	}
+	ips, err := nodeHosts(*host, *hosts, *n)
+	if err != nil {
+		return err
+	}
+	zs, err := splitList(*zones, *n, "--zones")
+	if err != nil {
+		return err
+	}
+	ports, err := nodePorts(*basePort, *n)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, config.FileName)
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("cluster: %s already exists; refusing to overwrite a cluster's identities", path)
+	}
+	secret := config.NewSecret()
+	var nodes []placement.Node
+	var keys []string
+	for i := 0; i < *n; i++ {
+		sk, enc, err := config.NewPrivKey()
+		if err != nil {
+			return err
+		}
+		id, err := peer.IDFromPrivateKey(sk)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, enc)
+		nodes = append(nodes, placement.Node{
+			ID:    id.String(),
+			Addrs: []string{fmt.Sprintf("/ip4/%s/tcp/%d", ips[i], ports[i])},
+			Zone:  zs[i],
+		})
+	}
+	mp, err := placement.Assign(nil, nodes, p.Width())
+	if err != nil {
+		return err
+	}
+	clusterID := config.NewSecret()[:12]
+	cfg := &config.Node{
+		Version:    config.FormatVersion,
+		Identity:   0,
+		PrivKey:    keys[0],
+		Listen:     nodes[0].Addrs,
+		Secret:     secret,
+		Store:      config.DefaultStore,
+		Identities: keys,
+		Cluster: config.Cluster{
+			ID:             "dsc-" + clusterID,
+			Policy:         p,
+			SmallThreshold: *small,
+			WriteQuorum:    *quorum,
+			Map:            mp,
+		},
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("cluster: generated config is invalid: %w", err)
+	}
+	if err := config.Save(path, cfg); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, config.SwarmKeyFile), config.SwarmKey(secret), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s and %s: %d nodes, policy %s, cluster %s\n", path, filepath.Join(dir, config.SwarmKeyFile), *n, p, cfg.Cluster.ID)
+	fmt.Fprintf(os.Stderr, "other nodes and clients need the cluster secret: copy %s into their --conf dir, or export %s=%s\n", config.SwarmKeyFile, config.SecretEnv, secret)
+	fmt.Printf("%s/p2p/%s\n", nodes[0].Addrs[0], nodes[0].ID)
+	return nil
+}
+
+func nodeHosts(host, hosts string, n int) ([]string, error) {
+	if hosts != "" {
+		return splitList(hosts, n, "--hosts")
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.To4() == nil {
+		return nil, fmt.Errorf("--host=%q is not an IPv4 address", host)
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = host
+	}
+	return out, nil
+}
+
+func splitList(s string, n int, flagName string) ([]string, error) {
+	out := make([]string, n)
+	if s == "" {
+		return out, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) != n {
+		return nil, fmt.Errorf("%s has %d entries, want one per node (%d)", flagName, len(parts), n)
+	}
+	for i, p := range parts {
+		out[i] = strings.TrimSpace(p)
+	}
+	return out, nil
+}
+
+// nodePorts returns base+i, or with base 0 ports that are free right now.
+func nodePorts(base, n int) ([]int, error) {
+	out := make([]int, n)
+	if base != 0 {
+		if base < 1 || base+n-1 > 65535 {
+			return nil, fmt.Errorf("--base-port=%d: ports %d..%d are out of range", base, base, base+n-1)
+		}
+		for i := range out {
+			out[i] = base + i
+		}
+		return out, nil
+	}
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i := range out {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		ls = append(ls, l)
+		out[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return out, nil
+}
+
+func cmdClient(args []string) error {
+	fs := flag.NewFlagSet("dscfg client", flag.ContinueOnError)
+	from := fs.String("cluster", "", "bootstrap config DIR (written by dscfg cluster) to take the nodes and secret from")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: dscfg client [--cluster=DIR] FILE")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("client: want exactly one FILE argument")
+	}
+	file := fs.Arg(0)
+	cc := &config.Client{Version: config.FormatVersion, Timeout: "30s"}
+	if *from != "" {
+		nc, err := config.LoadNode(filepath.Join(*from, config.FileName))
+		if err != nil {
+			return err
+		}
+		cc.ClusterID = nc.Cluster.ID
+		cc.Secret = nc.Secret
+		for _, n := range nc.Cluster.Map.Nodes {
+			cc.Nodes = append(cc.Nodes, n.Addrs[0]+"/p2p/"+n.ID)
+		}
+	} else {
+		cc.Secret = strings.Repeat("0", 64)
+		cc.Nodes = []string{"/ip4/127.0.0.1/tcp/6735/p2p/REPLACE-WITH-THE-BOOTSTRAPPER-PEER-ID"}
+	}
+	if err := config.Save(file, cc); err != nil {
+		return err
+	}
+	if *from == "" {
+		fmt.Fprintf(os.Stderr, "wrote %s: replace \"nodes\" with your server multiaddrs and \"secret\" with the cluster secret (the last line of the bootstrapper's swarm.key), or run: dscfg client --cluster=BOOTSTRAP-DIR %s\n", file, file)
+	} else {
+		fmt.Fprintf(os.Stderr, "wrote %s for cluster %s (%d nodes)\n", file, cc.ClusterID, len(cc.Nodes))
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+// Command dsclient puts files into a go-ds-cluster and gets them back.
+//
+//	dsclient --conf=DIR init --bootstrapper=MULTIADDR
+//	dsclient --conf=DIR add FILE
+//	dsclient --conf=DIR get CID OUTFILE
+//	dsclient --conf=DIR status
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	logging "github.com/ipfs/go-log/v2"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/dagfile"
+	"github.com/filedrive-team/go-ds-cluster/node"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+const usage = `dsclient talks to a go-ds-cluster.
+
+Usage: dsclient [--conf=DIR] [--log-level=LEVEL] COMMAND [args]
+
+Commands:
+  init --bootstrapper=MULTIADDR   fetch the cluster info and write DIR/config.json
+  add [flags] FILE                store FILE as a UnixFS DAG (as ipfs add); print its CID last
+  get CID OUTFILE                 write the file with root CID to OUTFILE ("-" for stdout)
+  status                          nodes, reachability, policy and slot coverage
+
+--conf may also name a client config file (such as clusterds.json).
+The cluster secret for init comes from $DSCLUSTER_SECRET or DIR/swarm.key.
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		// One line: errors from several nodes are joined with newlines.
+		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		fmt.Fprintln(os.Stderr, "dsclient:", msg)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("dsclient", flag.ContinueOnError)
+	conf := fs.String("conf", ".dsclient", "client config directory (or a client config file)")
+	logLevel := fs.String("log-level", "error", "log level: debug, info, warn, error")
+	timeout := fs.Duration("timeout", 0, "overall time limit (0: none)")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := logging.SetLogLevel("*", *logLevel); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("missing command")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "init":
+		return cmdInit(ctx, *conf, rest)
+	case "add":
+		return cmdAdd(ctx, *conf, rest)
+	case "get":
+		return cmdGet(ctx, *conf, rest)
+	case "status":
+		return cmdStatus(ctx, *conf, rest)
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func configPath(conf string) string {
+	if st, err := os.Stat(conf); err == nil && !st.IsDir() {
+		return conf
+	}
+	return filepath.Join(conf, config.FileName)
+}
+
+func open(ctx context.Context, conf string) (*dscluster.Datastore, error) {
+	cfg, err := config.LoadClient(configPath(conf))
+	if errors.Is(err, config.ErrNoConfig) {
+		return nil, fmt.Errorf("%w; run `dsclient --conf=%s init --bootstrapper=MULTIADDR` first", err, conf)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var opts dscluster.Options
+	if cfg.Timeout != "" {
+		if opts.Timeout, err = time.ParseDuration(cfg.Timeout); err != nil {
+			return nil, fmt.Errorf("config timeout %q: %w", cfg.Timeout, err)
+		}
+	}
+	return dscluster.Open(ctx, cfg, &opts)
+}
+
+func cmdInit(ctx context.Context, conf string, args []string) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	boot := fs.String("bootstrapper", "", "multiaddr of any cluster node, ending in /p2p/<peer id>")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *boot == "" {
+		return errors.New("init: --bootstrapper is required")
+	}
+	secret, err := config.FindSecret(conf)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := node.FetchCluster(fctx, *boot, secret)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	cc := &config.Client{Version: config.FormatVersion, ClusterID: c.ID, Secret: secret, Timeout: "30s"}
+	for _, n := range c.Map.Nodes {
+		for _, a := range n.Addrs {
+			cc.Nodes = append(cc.Nodes, a+"/p2p/"+n.ID)
+		}
+	}
+	path := filepath.Join(conf, config.FileName)
+	if err := config.Save(path, cc); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s: cluster %s, %d nodes, policy %s\n", path, c.ID, len(c.Map.Nodes), c.Policy)
+	return nil
+}
+
+func cmdAdd(ctx context.Context, conf string, args []string) error {
+	fs := flag.NewFlagSet("add", flag.ContinueOnError)
+	cidVersion := fs.Int("cid-version", 0, "CID version (0 or 1), as ipfs add")
+	rawLeaves := fs.String("raw-leaves", "", "use raw blocks for leaves: true or false (default: false for CIDv0, true for CIDv1)")
+	chunk := fs.String("chunker", "size-262144", "chunking algorithm, as ipfs add")
+	var quiet bool
+	fs.BoolVar(&quiet, "quiet", false, "print only the CID")
+	fs.BoolVar(&quiet, "Q", false, "short for --quiet")
+	var onlyHash bool
+	fs.BoolVar(&onlyHash, "only-hash", false, "compute the CID without storing anything")
+	fs.BoolVar(&onlyHash, "n", false, "short for --only-hash")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("add: want exactly one FILE")
+	}
+	opts := dagfile.AddOptions{CidVersion: *cidVersion, Chunker: *chunk}
+	switch *rawLeaves {
+	case "":
+	case "true", "false":
+		b := *rawLeaves == "true"
+		opts.RawLeaves = &b
+	default:
+		return fmt.Errorf("add: --raw-leaves=%q: want true or false", *rawLeaves)
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("add: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("add: %w", err)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("add: %s is a directory", fs.Arg(0))
+	}
+	var store ds.Batching
+	if onlyHash {
+		store = dssync.MutexWrap(ds.NewMapDatastore())
+	} else {
+		d, err := open(ctx, conf)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		store = d
+	}
+	start := time.Now()
+	c, err := dagfile.Add(ctx, store, f, opts)
+	if err != nil {
+		return fmt.Errorf("add %s: %w", fs.Arg(0), err)
+	}
+	if !quiet {
+		fmt.Fprintf(os.Stderr, "added %s: %d bytes in %s\n", fs.Arg(0), st.Size(), time.Since(start).Round(time.Millisecond))
+	}
+	fmt.Println(c)
+	return nil
+}
+
+func cmdGet(ctx context.Context, conf string, args []string) error {
+	if len(args) != 2 {
+		return errors.New("get: want CID OUTFILE")
+	}
+	c, err := cid.Decode(args[0])
+	if err != nil {
+		return fmt.Errorf("get: %q is not a CID: %w", args[0], err)
+	}
+	d, err := open(ctx, conf)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if args[1] == "-" {
+		_, err := dagfile.Cat(ctx, d, c, os.Stdout)
+		return err
+	}
+	// Write to a temporary file first: a failed get leaves no partial file.
+	tmp, err := os.CreateTemp(filepath.Dir(args[1]), ".dsclient-get-*")
+	if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	start := time.Now()
+	n, err := dagfile.Cat(ctx, d, c, tmp)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("get %s: %w", c, err)
+	}
+	if err := os.Rename(tmp.Name(), args[1]); err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s: %d bytes in %s\n", args[1], n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func cmdStatus(ctx context.Context, conf string, args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	d, err := open(ctx, conf)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sts := d.Status(sctx)
+	c := d.Cluster()
+	up := make([]bool, len(sts))
+	type nodeOut struct {
+		Index     int          `json:"index"`
+		Peer      string       `json:"peer"`
+		Addrs     []string     `json:"addrs"`
+		Zone      string       `json:"zone,omitempty"`
+		Reachable bool         `json:"reachable"`
+		Error     string       `json:"error,omitempty"`
+		Status    *node.Status `json:"status,omitempty"`
+	}
+	out := struct {
+		Cluster        string    `json:"cluster"`
+		Policy         string    `json:"policy"`
+		Epoch          uint64    `json:"epoch"`
+		Nodes          []nodeOut `json:"nodes"`
+		Slots          int       `json:"slots"`
+		SlotsReadable  int       `json:"slots_readable"`
+		SlotsRedundant int       `json:"slots_fully_redundant"`
+	}{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots}
+	for i, s := range sts {
+		no := nodeOut{Index: i, Peer: s.Peer, Addrs: s.Addrs, Zone: s.Zone, Reachable: s.Err == nil}
+		if s.Err != nil {
+			no.Error = s.Err.Error()
+		} else {
+			var st node.Status
+			if err := json.Unmarshal(s.Status, &st); err == nil {
+				no.Status = &st
+			}
+			up[i] = true
+		}
+		out.Nodes = append(out.Nodes, no)
+	}
+	w := c.Policy.Width()
+	for s := 0; s < placement.NumSlots; s++ {
+		n := 0
+		for _, o := range c.Map.Owners(uint16(s))[:w] {
+			if up[o] {
+				n++
+			}
+		}
+		if n >= c.Policy.DataShards {
+			out.SlotsReadable++
+		}
+		if n == w {
+			out.SlotsRedundant++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	fmt.Printf("cluster %s  policy %s  epoch %d\n", out.Cluster, out.Policy, out.Epoch)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tPEER\tADDRESS\tSTATE\tKEYS\tSHARD BYTES")
+	for _, n := range out.Nodes {
+		state, keys, bytes := "up", "-", "-"
+		if !n.Reachable {
+			state = "unreachable"
+		} else if n.Status != nil {
+			keys = fmt.Sprint(n.Status.Keys)
+			bytes = fmt.Sprint(n.Status.ShardBytes)
+		}
+		addr := ""
+		if len(n.Addrs) > 0 {
+			addr = n.Addrs[0]
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", n.Index, n.Peer, addr, state, keys, bytes)
+	}
+	tw.Flush()
+	fmt.Printf("slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
+	if out.SlotsReadable < out.Slots {
+		return fmt.Errorf("status: %d slots cannot be read: more than %d nodes are unreachable", out.Slots-out.SlotsReadable, c.Policy.ParityShards)
+	}
+	return nil
+}
+
