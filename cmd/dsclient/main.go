@@ -340,4 +340,3 @@ func cmdStatus(ctx context.Context, conf string, args []string) error {
 	}
 	return nil
 }
-
