@@ -50,7 +50,11 @@ func (c *Client) getStream(ctx context.Context, p peer.ID) (network.Stream, bool
 		return s, true, nil
 	}
 	c.mu.Unlock()
-	s, err := c.h.NewStream(network.WithAllowLimitedConn(ctx, "dscluster"), p, wire.ShardProtocol)
+	// Dial past libp2p's dial backoff: a node that restarts must be usable
+	// at once. Until failure detection marks nodes down (so requests skip
+	// them), a dead node costs one failed dial per request.
+	ctx = network.WithForceDirectDial(ctx, "dscluster")
+	s, err := c.h.NewStream(ctx, p, wire.ShardProtocol)
 	return s, false, err
 }
 
@@ -130,18 +134,10 @@ type PeerError struct {
 }
 
 func (e *PeerError) Error() string {
-	return fmt.Sprintf("%s to %s: %v", e.Op, shortID(e.Peer), e.Err)
+	return fmt.Sprintf("%s: %v", e.Op, e.Err)
 }
 
 func (e *PeerError) Unwrap() error { return e.Err }
-
-func shortID(p peer.ID) string {
-	s := p.String()
-	if len(s) > 12 {
-		return s[len(s)-8:]
-	}
-	return s
-}
 
 // Close resets all idle streams.
 func (c *Client) Close() {

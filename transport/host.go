@@ -3,6 +3,7 @@ package transport
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -39,6 +40,7 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.Ping(false),
+		libp2p.WithDialTimeout(5 * time.Second),
 	}
 	if cfg.Key != nil {
 		opts = append(opts, libp2p.Identity(cfg.Key))
