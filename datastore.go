@@ -107,7 +107,7 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 			errs = append(errs, err)
 			continue
 		}
-		addrs, err := transport.DialAddrs(addrStrings(ai))
+		addrs, err := transport.DialAddrInfo(ai)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -148,14 +148,6 @@ func newClock() *coding.Clock {
 	var b [8]byte
 	_, _ = crand.Read(b[:])
 	return coding.NewClock(binary.BigEndian.Uint64(b[:]), nil)
-}
-
-func addrStrings(ai *peer.AddrInfo) []string {
-	out := make([]string, len(ai.Addrs))
-	for i, a := range ai.Addrs {
-		out[i] = a.String()
-	}
-	return out
 }
 
 func (d *Datastore) setCluster(c *config.Cluster) error {

@@ -53,7 +53,7 @@ func fetchInfo(ctx context.Context, addr string, identity int32, secret string, 
 		return err
 	}
 	defer h.Close()
-	addrs, err := transport.DialAddrs(addrStrings(ai))
+	addrs, err := transport.DialAddrInfo(ai)
 	if err != nil {
 		return err
 	}
@@ -73,12 +73,4 @@ func fetchInfo(ctx context.Context, addr string, identity int32, secret string, 
 		return fmt.Errorf("cluster info from %s does not parse: %w", addr, err)
 	}
 	return nil
-}
-
-func addrStrings(ai *peer.AddrInfo) []string {
-	out := make([]string, len(ai.Addrs))
-	for i, a := range ai.Addrs {
-		out[i] = a.String()
-	}
-	return out
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
@@ -72,4 +73,13 @@ func DialAddrs(addrs []string) ([]ma.Multiaddr, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// DialAddrInfo is DialAddrs for the addresses of ai.
+func DialAddrInfo(ai *peer.AddrInfo) ([]ma.Multiaddr, error) {
+	s := make([]string, len(ai.Addrs))
+	for i, a := range ai.Addrs {
+		s[i] = a.String()
+	}
+	return DialAddrs(s)
 }

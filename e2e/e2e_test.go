@@ -1,0 +1,567 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	numNodes     = 6
+	readyLine    = "dscluster ready"
+	readyTimeout = 20 * time.Second
+	exitTimeout  = 10 * time.Second
+	cmdTimeout   = 60 * time.Second
+	fileSize     = 20 << 20
+	logTail      = 40
+)
+
+// The binaries are built once per test binary run, into binDir.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+	buildTook time.Duration
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds dscfg, dscluster and dsclient (once) and returns the
+// directory holding them.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := filepath.Abs("..")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+			buildErr = fmt.Errorf("module root %s: %w", root, err)
+			return
+		}
+		binDir, err = os.MkdirTemp("", "dscluster-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		start := time.Now()
+		// One go build for the three: the go command builds them in parallel.
+		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator),
+			"./cmd/dscfg", "./cmd/dscluster", "./cmd/dsclient")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		buildTook = time.Since(start)
+		if err != nil {
+			buildErr = fmt.Errorf("go build in %s: %v\n%s", root, err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func bin(t *testing.T, name string) string {
+	return filepath.Join(binaries(t), name)
+}
+
+// logBuf keeps a process's output lines for failure messages.
+type logBuf struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logBuf) add(s string) {
+	l.mu.Lock()
+	l.lines = append(l.lines, s)
+	l.mu.Unlock()
+}
+
+func (l *logBuf) tail(n int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls := l.lines
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// proc is a long-running dscluster process.
+type proc struct {
+	name  string
+	cmd   *exec.Cmd
+	log   logBuf
+	ready chan struct{} // closed on the "dscluster ready" line
+	done  chan struct{} // closed once the process has been waited for
+	err   error         // cmd.Wait's result, set before done is closed
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) describe() string {
+	return fmt.Sprintf("--- %s (pid %d) log tail:\n%s", p.name, p.cmd.Process.Pid, p.log.tail(logTail))
+}
+
+// startProc starts a command whose stdout and stderr go through a pipe to a
+// scanner goroutine. The process is killed at the end of the test if it is
+// still running.
+func startProc(t *testing.T, name string, env []string, path string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, ready: make(chan struct{}), done: make(chan struct{})}
+	p.cmd = exec.Command(path, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stdout = w
+	p.cmd.Stderr = w
+	if err := p.cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	w.Close()
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		isReady := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.log.add(line)
+			if !isReady && strings.Contains(line, readyLine) {
+				isReady = true
+				close(p.ready)
+			}
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		<-scanned
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if p.exited() {
+			return
+		}
+		_ = p.cmd.Process.Kill() // by PID
+		select {
+		case <-p.done:
+		case <-time.After(exitTimeout):
+			t.Errorf("cleanup: %s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid)
+		}
+	})
+	return p
+}
+
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.ready:
+	case <-p.done:
+		t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, p.describe())
+	case <-time.After(readyTimeout):
+		t.Fatalf("%s not ready after %s\n%s", p.name, readyTimeout, p.describe())
+	}
+}
+
+// signalAndWait sends sig to the process by PID and waits for it to exit.
+func (p *proc) signalAndWait(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if err := syscall.Kill(p.cmd.Process.Pid, sig); err != nil {
+		t.Fatalf("kill -%d %s (pid %d): %v", sig, p.name, p.cmd.Process.Pid, err)
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(exitTimeout):
+		t.Fatalf("%s (pid %d) still running %s after signal %v\n%s", p.name, p.cmd.Process.Pid, exitTimeout, sig, p.describe())
+		return nil
+	}
+}
+
+// result is the outcome of a short-lived command.
+type result struct {
+	stdout, stderr string
+	code           int // exit code; -1 if killed by a signal or not started
+	err            error
+	took           time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d (%v) after %s\nstdout:\n%s\nstderr:\n%s", r.code, r.err, r.took.Round(time.Millisecond), r.stdout, r.stderr)
+}
+
+// lastLine returns the last non-empty line of s.
+func lastLine(s string) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.TrimSpace(ls[len(ls)-1])
+}
+
+// run runs a command to completion under a cmdTimeout context.
+func run(t *testing.T, env []string, path string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: so.String(), stderr: se.String(), err: err, took: time.Since(start), code: -1}
+	if cmd.ProcessState != nil {
+		r.code = cmd.ProcessState.ExitCode()
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s: timed out after %s\n%s", filepath.Base(path), strings.Join(args, " "), cmdTimeout, r)
+	}
+	return r
+}
+
+// TestSeedGettingStarted runs the seed README's Getting Started with six
+// nodes (policy 4+2) on loopback, then loses nodes one by one.
+func TestSeedGettingStarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries; skipped with -short")
+	}
+	testStart := time.Now()
+	dscfg, dscluster, dsclient := bin(t, "dscfg"), bin(t, "dscluster"), bin(t, "dsclient")
+	t.Logf("build: %s", buildTook.Round(time.Millisecond))
+
+	tmp := t.TempDir()
+	nodes := make([]*proc, numNodes)
+	// On failure, show every node's log tail.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, p := range nodes {
+			if p != nil {
+				t.Log(p.describe())
+			}
+		}
+	})
+	step := time.Now()
+	lap := func(what string) {
+		t.Logf("%-40s %s", what, time.Since(step).Round(time.Millisecond))
+		step = time.Now()
+	}
+
+	// 1. dscfg cluster
+	dir := func(i int) string { return filepath.Join(tmp, fmt.Sprintf("srv%02d", i)) }
+	r := run(t, nil, dscfg, "cluster", fmt.Sprintf("--cluster-node-number=%d", numNodes), "--base-port=0", "--host=127.0.0.1", dir(0))
+	if r.code != 0 {
+		t.Fatalf("dscfg cluster: %s", r)
+	}
+	boot := lastLine(r.stdout)
+	if !strings.HasPrefix(boot, "/ip4/127.0.0.1/tcp/") || !strings.Contains(boot, "/p2p/") {
+		t.Fatalf("dscfg cluster: last stdout line %q is not a loopback p2p multiaddr\n%s", boot, r)
+	}
+	for _, f := range []string{"config.json", "swarm.key"} {
+		if _, err := os.Stat(filepath.Join(dir(0), f)); err != nil {
+			t.Fatalf("dscfg cluster did not write %s: %v", f, err)
+		}
+	}
+	key, err := os.ReadFile(filepath.Join(dir(0), "swarm.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := lastLine(string(key))
+	if b, err := hex.DecodeString(secret); err != nil || len(b) != 32 {
+		t.Fatalf("last line of swarm.key %q is not 64 hex characters", secret)
+	}
+	env := []string{"DSCLUSTER_SECRET=" + secret}
+	lap("dscfg cluster")
+
+	// 2. the bootstrapper, then the five others
+	nodes[0] = startProc(t, "node 0 (bootstrapper)", nil, dscluster, "--conf="+dir(0))
+	nodes[0].waitReady(t)
+	lap("bootstrapper ready")
+	for i := 1; i < numNodes; i++ {
+		nodes[i] = startProc(t, fmt.Sprintf("node %d", i), env, dscluster,
+			"--conf="+dir(i), "--bootstrapper="+boot, fmt.Sprintf("--identity=%d", i))
+	}
+	for i := 1; i < numNodes; i++ {
+		nodes[i].waitReady(t)
+	}
+	for i := 1; i < numNodes; i++ {
+		if _, err := os.Stat(filepath.Join(dir(i), "config.json")); err != nil {
+			t.Errorf("node %d did not save its fetched config: %v", i, err)
+		}
+	}
+	lap("5 nodes fetched config and ready")
+
+	// 3. dsclient init, add, get
+	cli := filepath.Join(tmp, "client")
+	client := func(args ...string) result {
+		return run(t, env, dsclient, append([]string{"--conf=" + cli}, args...)...)
+	}
+	if r := client("init", "--bootstrapper="+boot); r.code != 0 {
+		t.Fatalf("dsclient init: %s", r)
+	}
+	lap("dsclient init")
+
+	want := make([]byte, fileSize)
+	if _, err := rand.Read(want); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(tmp, "random.bin")
+	if err := os.WriteFile(in, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = client("add", in)
+	if r.code != 0 {
+		t.Fatalf("dsclient add: %s", r)
+	}
+	root := lastLine(r.stdout)
+	if root == "" {
+		t.Fatalf("dsclient add printed no CID: %s", r)
+	}
+	lap(fmt.Sprintf("dsclient add %d MiB", fileSize>>20))
+
+	outDir := filepath.Join(tmp, "out")
+	if err := os.Mkdir(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	getEqual := func(name string) {
+		t.Helper()
+		out := filepath.Join(outDir, name)
+		r := client("get", root, out)
+		if r.code != 0 {
+			t.Fatalf("dsclient get %s: %s", root, r)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatalf("dsclient get exited 0 but: %v", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("dsclient get %s: %d bytes differ from the %d bytes added", root, len(got), len(want))
+		}
+	}
+	getEqual("all-up.bin")
+	lap("dsclient get, 6/6 nodes up")
+
+	// 4. SIGKILL two nodes: still readable (4+2 loses at most 2)
+	killed := []int{1, 4}
+	for _, i := range killed {
+		err := nodes[i].signalAndWait(t, syscall.SIGKILL)
+		if !killedBy(err, syscall.SIGKILL) {
+			t.Fatalf("%s: want death by SIGKILL, got %v", nodes[i].name, err)
+		}
+	}
+	lap("SIGKILL nodes 1 and 4")
+	getEqual("two-down.bin")
+	lap("dsclient get, 4/6 nodes up")
+
+	// 5. SIGKILL a third node (the bootstrapper): unreadable, clean failure
+	killed = append(killed, 0)
+	if err := nodes[0].signalAndWait(t, syscall.SIGKILL); !killedBy(err, syscall.SIGKILL) {
+		t.Fatalf("%s: want death by SIGKILL, got %v", nodes[0].name, err)
+	}
+	lap("SIGKILL node 0")
+	out := filepath.Join(outDir, "three-down.bin")
+	r = client("get", root, out)
+	if r.code == 0 {
+		t.Fatalf("dsclient get with 3 of 6 nodes down succeeded: %s", r)
+	}
+	if r.code != 1 {
+		t.Errorf("dsclient get: exit code %d, want 1: %s", r.code, r)
+	}
+	msg := strings.TrimSuffix(r.stderr, "\n")
+	if strings.Contains(msg, "\n") {
+		t.Errorf("dsclient get: stderr is not one line:\n%s", r.stderr)
+	}
+	// Every value has one shard on each of the 6 nodes. A leaf (256 KiB,
+	// erasure coded 4+2) keeps 3 valid shards. The root (a few KiB, below
+	// the small-value threshold) is replicated on 3 of the 6 nodes; when the
+	// 3 killed nodes are exactly its holders (1 in 20) the root itself is
+	// the unreadable block and nothing of it is found.
+	unavailable := regexp.MustCompile(`^dsclient: get ` + root + `: (read ` + root + `: )?get /[A-Z2-7]+: unavailable: found (3|0) valid shards, need 4 \(`)
+	if !unavailable.MatchString(msg) {
+		t.Errorf("dsclient get: stderr %q does not match %s", msg, unavailable)
+	}
+	for _, i := range killed {
+		if s := fmt.Sprintf("node %d (", i); !strings.Contains(msg, s) {
+			t.Errorf("dsclient get: stderr %q does not name the killed node %d", msg, i)
+		}
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed dsclient get left %s behind (stat: %v)", out, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(outDir, ".dsclient-get-*")); len(left) > 0 {
+		t.Errorf("failed dsclient get left temporary files: %q", left)
+	}
+	t.Logf("dsclient get with 3 nodes down: %s", msg)
+	lap("dsclient get fails, 3/6 nodes up")
+
+	// 6. dsclient status: 3 unreachable, no slot readable
+	r = client("status")
+	if r.code != 1 {
+		t.Errorf("dsclient status with 3 of 6 nodes down: exit code %d, want 1: %s", r.code, r)
+	}
+	states := map[int]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		f := strings.Fields(line)
+		var idx int
+		if len(f) >= 4 {
+			if _, err := fmt.Sscanf(f[0], "%d", &idx); err == nil {
+				states[idx] = f[3]
+			}
+		}
+	}
+	isKilled := map[int]bool{}
+	for _, i := range killed {
+		isKilled[i] = true
+	}
+	for i := 0; i < numNodes; i++ {
+		want := "up"
+		if isKilled[i] {
+			want = "unreachable"
+		}
+		if states[i] != want {
+			t.Errorf("dsclient status: node %d state %q, want %q\n%s", i, states[i], want, r)
+		}
+	}
+	if n := strings.Count(r.stdout, "unreachable"); n != 3 {
+		t.Errorf("dsclient status: %d nodes unreachable, want 3\n%s", n, r)
+	}
+	if !strings.Contains(r.stdout, "slots readable: 0/") {
+		t.Errorf("dsclient status: want no readable slot with 3 of 6 nodes of a 4+2 cluster down\n%s", r)
+	}
+	if !strings.HasPrefix(r.stderr, "dsclient: status: ") || !strings.Contains(r.stderr, "slots cannot be read") {
+		t.Errorf("dsclient status: stderr %q, want a %q line about unreadable slots", r.stderr, "dsclient: status: ")
+	}
+	lap("dsclient status")
+
+	// 7. SIGTERM the three survivors: clean exit 0 within exitTimeout
+	var wg sync.WaitGroup
+	errs := make([]error, numNodes)
+	for i := 0; i < numNodes; i++ {
+		if isKilled[i] {
+			continue
+		}
+		if err := syscall.Kill(nodes[i].cmd.Process.Pid, syscall.SIGTERM); err != nil {
+			t.Fatalf("SIGTERM %s: %v", nodes[i].name, err)
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			select {
+			case <-nodes[i].done:
+				errs[i] = nodes[i].err
+			case <-time.After(exitTimeout):
+				errs[i] = fmt.Errorf("still running %s after SIGTERM", exitTimeout)
+			}
+		}(i)
+	}
+	wg.Wait()
+	for i := 0; i < numNodes; i++ {
+		if isKilled[i] {
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("%s after SIGTERM: %v, want exit status 0\n%s", nodes[i].name, errs[i], nodes[i].describe())
+		} else if code := nodes[i].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("%s after SIGTERM: exit code %d, want 0", nodes[i].name, code)
+		}
+	}
+	lap("SIGTERM 3 nodes, all exited 0")
+	t.Logf("total (excluding build): %s", (time.Since(testStart) - buildTook).Round(time.Millisecond))
+}
+
+// killedBy reports whether err is a process exit by signal sig.
+func killedBy(err error, sig syscall.Signal) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
+}
+
+// TestBadConfigRefused checks that a node refuses a config that does not
+// parse, and that dscfg refuses a cluster too small for its policy.
+func TestBadConfigRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries; skipped with -short")
+	}
+	dscfg, dscluster := bin(t, "dscfg"), bin(t, "dscluster")
+	tmp := t.TempDir()
+
+	t.Run("garbage config.json", func(t *testing.T) {
+		dir := filepath.Join(tmp, "garbage")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "config.json")
+		if err := os.WriteFile(path, []byte("{\"version\": 1, this is not json\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := run(t, nil, dscluster, "--conf="+dir)
+		if r.code == 0 || r.code == -1 {
+			t.Fatalf("dscluster with a garbage config: want a non-zero exit, got %s", r)
+		}
+		for _, s := range []string{path, "does not parse"} {
+			if !strings.Contains(r.stderr, s) {
+				t.Errorf("dscluster stderr does not contain %q:\n%s", s, r.stderr)
+			}
+		}
+		if strings.Contains(r.stderr, readyLine) {
+			t.Errorf("dscluster reported ready with a garbage config:\n%s", r.stderr)
+		}
+	})
+
+	t.Run("too few nodes for 4+2", func(t *testing.T) {
+		dir := filepath.Join(tmp, "small")
+		r := run(t, nil, dscfg, "cluster", "--cluster-node-number=3", dir)
+		if r.code == 0 || r.code == -1 {
+			t.Fatalf("dscfg cluster --cluster-node-number=3: want a non-zero exit, got %s", r)
+		}
+		for _, s := range []string{"--cluster-node-number=3", "at least 6"} {
+			if !strings.Contains(r.stderr, s) {
+				t.Errorf("dscfg stderr does not contain %q:\n%s", s, r.stderr)
+			}
+		}
+		if strings.TrimSpace(r.stdout) != "" {
+			t.Errorf("dscfg printed to stdout on failure: %q", r.stdout)
+		}
+		for _, f := range []string{"config.json", "swarm.key"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("refused dscfg cluster wrote %s (stat: %v)", f, err)
+			}
+		}
+	})
+}
