@@ -64,13 +64,15 @@ func Start(t testing.TB, opts Options) *Cluster {
 	case opts.SmallThreshold < 0:
 		opts.SmallThreshold = 0
 	}
+	// TempDir first: cleanups run last-in first-out, and the nodes must be
+	// stopped before their folders are removed.
+	root := t.TempDir()
 	c := &Cluster{t: t, opts: opts, Secret: config.NewSecret()}
 	t.Cleanup(c.Close)
 	psk, err := config.ParseSecret(c.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := t.TempDir()
 	var pnodes []placement.Node
 	hosts := make([]*hostSlot, opts.Nodes)
 	for i := 0; i < opts.Nodes; i++ {
