@@ -8,6 +8,8 @@
 // is sent only after both, so an acknowledged shard survives a crash. A
 // node keeps only the newest version of a key: an older or equal version is
 // acknowledged without being written, which makes shard writes idempotent.
+// A tombstone (a delete) is kept in the index alone and removes the shard
+// file; its shard is rebuilt from the index entry when read.
 //
 // Every shard read is verified against its checksum; a corrupt shard is
 // answered with StatusCorrupt, never served.

@@ -286,8 +286,12 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
 	}
-	if err := n.store.Put(ctx, shardName(h.Key), raw); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("put %q: shard store: %v", h.Key, err)
+	// A tombstone lives in the index alone (its shard is rebuilt from the
+	// entry on read), so a delete costs no file create.
+	if !h.Tombstone {
+		if err := n.store.Put(ctx, shardName(h.Key), raw); err != nil {
+			return wire.StatusInternal, fmt.Sprintf("put %q: shard store: %v", h.Key, err)
+		}
 	}
 	e := index.Entry{
 		Key:       h.Key,
@@ -305,6 +309,12 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	if _, err := n.idx.Put(e); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
 	}
+	if h.Tombstone {
+		// The index entry is durable; the old value's shard is garbage now.
+		if err := n.store.Delete(ctx, shardName(h.Key)); err != nil {
+			log.Warnw("delete shard under tombstone", "key", h.Key, "err", err)
+		}
+	}
 	return wire.StatusOK, ""
 }
 
@@ -319,6 +329,9 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool) *wire.
 	if headerOnly {
 		le := wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendListPayload(nil, []wire.ListEntry{le}, false)}
+	}
+	if e.Tombstone {
+		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(e)}
 	}
 	raw, err := n.store.Get(ctx, shardName(key))
 	if errors.Is(err, ds.ErrNotFound) {
@@ -340,6 +353,17 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool) *wire.
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: %v", key, err)}
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: raw}
+}
+
+// tombstoneShard rebuilds the shard of a tombstone from its index entry.
+func tombstoneShard(e index.Entry) []byte {
+	p := coding.Policy{Kind: coding.Kind(e.Kind), DataShards: int(e.K), ParityShards: int(e.M)}
+	v := coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer}
+	shards := coding.Tombstone(e.Key, p, v)
+	if int(e.Index) >= len(shards) {
+		return nil
+	}
+	return shards[e.Index].AppendBinary(nil)
 }
 
 func (n *Node) list(req *wire.Request) *wire.Response {

@@ -1,0 +1,271 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/transport"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// newHost starts a libp2p host with secret and registers its Close.
+func newHost(t *testing.T, secret string) host.Host {
+	t.Helper()
+	psk, err := config.ParseSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// openStream connects h to node 0 of c and opens a shard protocol stream.
+func openStream(t *testing.T, ctx context.Context, h host.Host, c *clustertest.Cluster) network.Stream {
+	t.Helper()
+	n := c.Node(0)
+	h.Peerstore().AddAddrs(n.ID(), n.Addrs(), peerstore.PermanentAddrTTL)
+	if err := h.Connect(ctx, peer.AddrInfo{ID: n.ID(), Addrs: n.Addrs()}); err != nil {
+		t.Fatalf("connect to node 0: %v", err)
+	}
+	s, err := h.NewStream(ctx, n.ID(), wire.ShardProtocol)
+	if err != nil {
+		t.Fatalf("open stream to node 0: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Reset() })
+	// A bound on each exchange, so a node that never answers fails the
+	// test instead of hanging it; answers arrive in milliseconds.
+	_ = s.SetDeadline(time.Now().Add(20 * time.Second))
+	return s
+}
+
+// exchange writes raw bytes, closes the write side if closeWrite, and reads
+// one response frame. It returns the response, or the read error when the
+// node reset or closed the stream instead of answering.
+func exchange(t *testing.T, s network.Stream, raw []byte, closeWrite bool) (*wire.Response, error) {
+	t.Helper()
+	if _, err := s.Write(raw); err != nil {
+		return nil, fmt.Errorf("write: %w", err)
+	}
+	if closeWrite {
+		if err := s.CloseWrite(); err != nil {
+			return nil, fmt.Errorf("close write: %w", err)
+		}
+	}
+	frame, err := wire.ReadFrame(s, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := wire.DecodeResponse(frame)
+	if err != nil {
+		t.Fatalf("the node sent a response that does not decode: %v", err)
+	}
+	return resp, nil
+}
+
+func frame(body []byte) []byte {
+	out := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	return append(out, body...)
+}
+
+// keyNotOwnedAt returns a key and a position whose owner is not node 0.
+func keyNotOwnedAt(c *clustertest.Cluster) (string, int) {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("/bad/owner-%d", i)
+		for pos, o := range c.Owners(k) {
+			if o != 0 {
+				return k, pos
+			}
+		}
+	}
+}
+
+// keyOwnedAt returns a key whose shard at position pos is on node 0.
+func keyOwnedAt(c *clustertest.Cluster, pos int) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("/bad/mine-%d", i)
+		if c.Owners(k)[pos] == 0 {
+			return k
+		}
+	}
+}
+
+func encodeShard(t *testing.T, key string, size, index int) []byte {
+	t.Helper()
+	shards, err := coding.Encode(key, bytes.Repeat([]byte{7}, size), coding.Erasure(4, 2), coding.Version{HLC: 1 << 20, Writer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return shards[index].AppendBinary(nil)
+}
+
+func TestBadInputKeepsServing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := clustertest.Start(t, clustertest.Options{Nodes: 6})
+	h := newHost(t, c.Secret)
+	r := rand.New(rand.NewPCG(21, 22))
+
+	garbage := make([]byte, 200)
+	for i := range garbage {
+		garbage[i] = byte(r.Uint32())
+	}
+	// Garbage whose first 4 bytes read as a plausible length (a little
+	// over what follows): the node waits for the rest and gets EOF.
+	smallGarbage := append(binary.BigEndian.AppendUint32(nil, 300), garbage...)
+
+	badVersion := wire.AppendRequest(nil, &wire.Request{Op: wire.OpStatus})
+	badVersion[0] = wire.Version + 41
+	unknownOp := wire.NewBody(nil, wire.Op(0x3f)).U64(0).Bytes()
+
+	corruptShard := encodeShard(t, keyOwnedAt(c, 0), 64<<10, 0)
+	corruptShard[len(corruptShard)-1] ^= 1
+	corruptPut := wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: corruptShard})
+
+	foreignKey, foreignPos := keyNotOwnedAt(c)
+	foreignPut := wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: encodeShard(t, foreignKey, 64<<10, foreignPos)})
+
+	oversize := binary.BigEndian.AppendUint32(nil, wire.MaxFrame+1)
+	oversize = append(oversize, badVersion[:2]...)
+
+	cases := []struct {
+		name       string
+		raw        []byte
+		closeWrite bool
+		// want is the status the node must answer with, if it answers
+		// before dropping the stream.
+		want wire.Status
+		// mustAnswer: the frame was well formed, so the stream stays
+		// usable and the node must answer (and keep answering).
+		mustAnswer bool
+		wantMsg    string
+	}{
+		{name: "truncated frame", raw: append(binary.BigEndian.AppendUint32(nil, 100), make([]byte, 10)...), closeWrite: true, want: wire.StatusBadRequest, wantMsg: "truncated"},
+		{name: "random garbage", raw: garbage, closeWrite: true, want: wire.StatusBadRequest},
+		{name: "garbage with small length", raw: smallGarbage, closeWrite: true, want: wire.StatusBadRequest},
+		{name: "unknown wire version", raw: frame(badVersion), want: wire.StatusBadRequest, wantMsg: "version"},
+		{name: "unknown op", raw: frame(unknownOp), want: wire.StatusBadRequest, mustAnswer: true, wantMsg: "unknown op"},
+		{name: "frame over MaxFrame", raw: oversize, want: wire.StatusBadRequest, wantMsg: "exceeds"},
+		{name: "zero-length frame", raw: frame(nil), want: wire.StatusBadRequest},
+		{name: "put with a shard failing its checksum", raw: frame(corruptPut), want: wire.StatusCorrupt, mustAnswer: true, wantMsg: "checksum"},
+		{name: "put for a position this node does not hold", raw: frame(foreignPut), want: wire.StatusBadRequest, mustAnswer: true, wantMsg: "does not belong"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStream(t, ctx, h, c)
+			resp, err := exchange(t, s, tc.raw, tc.closeWrite)
+			if err != nil {
+				if tc.mustAnswer {
+					t.Fatalf("no answer to a well-framed request: %v", err)
+				}
+				if !errors.Is(err, io.EOF) && !errors.Is(err, network.ErrReset) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("stream ended with %v; want an error response, EOF or a reset", err)
+				}
+				t.Logf("stream dropped: %v", err)
+				return
+			}
+			if resp.Status != tc.want {
+				t.Fatalf("status %s (%q); want %s", resp.Status, resp.Message, tc.want)
+			}
+			if !strings.Contains(resp.Message, tc.wantMsg) {
+				t.Errorf("message %q does not mention %q", resp.Message, tc.wantMsg)
+			}
+			t.Logf("answered %s: %s", resp.Status, resp.Message)
+			if tc.mustAnswer {
+				// Same stream, next request: framing was intact, so it
+				// must still be served.
+				status := frame(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStatus}))
+				resp, err := exchange(t, s, status, false)
+				if err != nil || resp.Status != wire.StatusOK || resp.Op != wire.OpStatus {
+					t.Fatalf("status request on the same stream after bad input: %+v, %v", resp, err)
+				}
+			}
+		})
+	}
+
+	// The refused puts stored nothing.
+	for _, key := range []string{foreignKey, keyOwnedAt(c, 0)} {
+		s := openStream(t, ctx, h, c)
+		resp, err := exchange(t, s, frame(wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Key: key})), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status != wire.StatusNotFound {
+			t.Errorf("get %s from node 0 after a refused put: %s (%d bytes); want not found", key, resp.Status, len(resp.Payload))
+		}
+	}
+
+	// The node still serves a front end.
+	d := c.Client(nil)
+	k := ds.NewKey("/bad/after")
+	v := bytes.Repeat([]byte("still serving "), 20000)
+	if err := d.Put(ctx, k, v); err != nil {
+		t.Fatalf("put after bad input: %v", err)
+	}
+	got, err := d.Get(ctx, k)
+	if err != nil || !bytes.Equal(got, v) {
+		t.Fatalf("get after bad input: %d bytes, %v", len(got), err)
+	}
+	if c.Node(0) == nil {
+		t.Fatal("node 0 stopped")
+	}
+	st, err := c.Node(0).Stat(ctx)
+	if err != nil || st.Keys == 0 {
+		t.Fatalf("node 0 stat after bad input: %+v, %v", st, err)
+	}
+}
+
+func TestWrongSecretRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := clustertest.Start(t, clustertest.Options{Nodes: 6})
+	h := newHost(t, config.NewSecret())
+	n := c.Node(0)
+	h.Peerstore().AddAddrs(n.ID(), n.Addrs(), peerstore.PermanentAddrTTL)
+
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	start := time.Now()
+	if err := h.Connect(cctx, peer.AddrInfo{ID: n.ID(), Addrs: n.Addrs()}); err == nil {
+		t.Fatal("a host with another secret connected to node 0")
+	} else {
+		t.Logf("connect refused after %v: %v", time.Since(start), err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if s, err := h.NewStream(sctx, n.ID(), wire.ShardProtocol); err == nil {
+		_ = s.Reset()
+		t.Fatal("a host with another secret opened a stream to node 0")
+	}
+	if conns := h.Network().ConnsToPeer(n.ID()); len(conns) != 0 {
+		t.Errorf("%d connections to node 0 from a host with another secret", len(conns))
+	}
+
+	// The right secret still works.
+	good := newHost(t, c.Secret)
+	s := openStream(t, ctx, good, c)
+	resp, err := exchange(t, s, frame(wire.AppendRequest(nil, &wire.Request{Op: wire.OpStatus})), false)
+	if err != nil || resp.Status != wire.StatusOK {
+		t.Fatalf("status with the right secret: %+v, %v", resp, err)
+	}
+}
