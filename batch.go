@@ -2,15 +2,29 @@ package dscluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 
 	ds "github.com/ipfs/go-datastore"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// Batch returns a batch whose operations are applied, in parallel, by
-// Commit. The last operation on a key within a batch wins.
+// Batch sizing: a batch commit encodes up to batchGroupBytes of values at
+// a time and sends each node its shards of the group in requests of at most
+// batchRequestBytes, so memory stays bounded whatever the batch holds.
+const (
+	batchGroupBytes   = 32 << 20
+	batchRequestBytes = 8 << 20
+)
+
+// Batch returns a batch whose operations are applied by Commit. Puts are
+// grouped per node: one request carries many shards, so a batch of small
+// blocks costs a few round trips instead of one per shard. The last
+// operation on a key within a batch wins.
 func (d *Datastore) Batch(ctx context.Context) (ds.Batch, error) {
 	return &batch{d: d, ops: make(map[ds.Key]batchOp)}, nil
 }
@@ -48,7 +62,7 @@ func (b *batch) Delete(ctx context.Context, key ds.Key) error {
 	return nil
 }
 
-// Commit applies every operation; it returns the errors of those that
+// Commit applies every operation and returns the errors of those that
 // failed, joined. Operations that succeeded stay applied.
 func (b *batch) Commit(ctx context.Context) error {
 	b.mu.Lock()
@@ -56,34 +70,179 @@ func (b *batch) Commit(ctx context.Context) error {
 	b.ops, b.order = make(map[ds.Key]batchOp), nil
 	b.mu.Unlock()
 
-	sem := make(chan struct{}, b.d.opts.BatchConcurrency)
+	var errs []error
+	var group []ds.Key
+	size := 0
+	flush := func() {
+		errs = append(errs, b.d.putGroup(ctx, group, ops)...)
+		group, size = group[:0], 0
+	}
+	var dels []ds.Key
+	for _, k := range order {
+		op := ops[k]
+		if op.del {
+			dels = append(dels, k)
+			continue
+		}
+		group = append(group, k)
+		size += len(op.value)
+		if size >= batchGroupBytes {
+			flush()
+		}
+	}
+	if len(group) > 0 {
+		flush()
+	}
+	errs = append(errs, b.d.deleteMany(ctx, dels)...)
+	if len(errs) > 0 {
+		return fmt.Errorf("batch commit: %d of %d operations failed: %w", len(errs), len(order), errors.Join(errs...))
+	}
+	return nil
+}
+
+// deleteMany deletes keys in parallel.
+func (d *Datastore) deleteMany(ctx context.Context, keys []ds.Key) []error {
+	sem := make(chan struct{}, d.opts.BatchConcurrency)
 	var (
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for _, k := range order {
-		op := ops[k]
+	for _, k := range keys {
 		sem <- struct{}{}
 		wg.Add(1)
-		go func(k ds.Key, op batchOp) {
+		go func(k ds.Key) {
 			defer func() { <-sem; wg.Done() }()
-			var err error
-			if op.del {
-				err = b.d.Delete(ctx, k)
-			} else {
-				err = b.d.Put(ctx, k, op.value)
-			}
-			if err != nil {
+			if err := d.Delete(ctx, k); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
 			}
-		}(k, op)
+		}(k)
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return fmt.Errorf("batch commit: %d of %d operations failed: %w", len(errs), len(order), errors.Join(errs...))
+	return errs
+}
+
+// groupWrite tracks one value's shards within a batch commit.
+type groupWrite struct {
+	key    string
+	quorum int
+	stored int
+	failed []NodeError
+}
+
+type nodeShard struct {
+	w     *groupWrite
+	shard *coding.Shard
+}
+
+// putGroup encodes the values of keys and sends every node its shards in
+// batch requests, all nodes in parallel.
+func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]batchOp) []error {
+	v := d.view.Load()
+	var errs []error
+	writes := make([]*groupWrite, 0, len(keys))
+	perNode := make(map[int][]nodeShard)
+	for _, key := range keys {
+		k, val := key.String(), ops[key].value
+		if len(k) > coding.MaxKeyLen {
+			errs = append(errs, fmt.Errorf("put %.64s…: %w (%d bytes, limit %d)", k, ErrKeyTooLong, len(k), coding.MaxKeyLen))
+			continue
+		}
+		if len(val) > MaxValueSize {
+			errs = append(errs, fmt.Errorf("put %s: %w (%d bytes, limit %d)", k, ErrValueTooLarge, len(val), MaxValueSize))
+			continue
+		}
+		p := v.policyFor(len(val))
+		shards, err := coding.Encode(k, val, p, d.clock.Next())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("put %s: %w", k, err))
+			continue
+		}
+		w := &groupWrite{key: k, quorum: v.c.Quorum(p)}
+		writes = append(writes, w)
+		owners := v.owners(k)
+		for i, sh := range shards {
+			n := int(owners[i])
+			perNode[n] = append(perNode[n], nodeShard{w: w, shard: sh})
+		}
 	}
-	return nil
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for n, items := range perNode {
+		wg.Add(1)
+		go func(n int, items []nodeShard) {
+			defer wg.Done()
+			for len(items) > 0 {
+				chunk := takeChunk(items)
+				items = items[len(chunk):]
+				res, err := d.batchPut(ctx, v, n, chunk)
+				mu.Lock()
+				for i, it := range chunk {
+					switch {
+					case err != nil:
+						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: err})
+					case res[i].Status != wire.StatusOK:
+						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: fmt.Errorf("%s: %s", res[i].Status, res[i].Message)})
+					default:
+						it.w.stored++
+					}
+				}
+				mu.Unlock()
+			}
+		}(n, items)
+	}
+	wg.Wait()
+	for _, w := range writes {
+		if w.stored < w.quorum {
+			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: w.failed})
+		} else if len(w.failed) > 0 {
+			log.Warnw("write below full redundancy", "op", "put", "key", w.key, "stored", w.stored, "failed", joinNodeErrors(w.failed))
+		}
+	}
+	return errs
+}
+
+// takeChunk returns the leading items that fit one batch request.
+func takeChunk(items []nodeShard) []nodeShard {
+	size := 0
+	for i, it := range items {
+		size += it.shard.Size()
+		if i > 0 && (size > batchRequestBytes || i >= wire.MaxBatch) {
+			return items[:i]
+		}
+	}
+	return items
+}
+
+// batchPut sends shards to node n in one request and returns one result per
+// shard. The shards are encoded straight into the request frame.
+func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeShard) ([]wire.BatchResult, error) {
+	size := 16
+	for _, it := range items {
+		size += 4 + it.shard.Size()
+	}
+	body := wire.NewBody(make([]byte, 0, size), wire.OpBatchPut).U64(v.c.Map.Epoch).U32(uint32(len(items))).Bytes()
+	for _, it := range items {
+		body = binary.BigEndian.AppendUint32(body, uint32(it.shard.Size()))
+		body = it.shard.AppendBinary(body)
+	}
+	resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpBatchPut, body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status != wire.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	}
+	res, err := wire.DecodeBatchPayload(resp.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != len(items) {
+		return nil, fmt.Errorf("batch put: %d results for %d shards", len(res), len(items))
+	}
+	return res, nil
 }

@@ -35,6 +35,9 @@ const idleTimeout = 10 * time.Minute
 // listLimit caps the entries of one list response.
 const listLimit = 1000
 
+// batchWorkers bounds the shards of one batch written at once.
+const batchWorkers = 8
+
 // Options configure a node.
 type Options struct {
 	// Dir holds the node's data: shards/ and index.db.
@@ -236,10 +239,21 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wir
 		st, msg := n.putShard(ctx, req.Shard)
 		return &wire.Response{Status: st, Message: msg}
 	case wire.OpBatchPut:
+		// Shards of a batch are written in parallel: concurrent flatfs
+		// writes with fsync go about twice as fast (PERF-LIMITS), and the
+		// index commits them as one group.
 		rs := make([]wire.BatchResult, len(req.Shards))
+		sem := make(chan struct{}, batchWorkers)
+		var wg sync.WaitGroup
 		for i, sh := range req.Shards {
-			rs[i].Status, rs[i].Message = n.putShard(ctx, sh)
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(i int, sh []byte) {
+				defer func() { <-sem; wg.Done() }()
+				rs[i].Status, rs[i].Message = n.putShard(ctx, sh)
+			}(i, sh)
 		}
+		wg.Wait()
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
 		return n.getShard(ctx, req.Key, req.HeaderOnly)
