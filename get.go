@@ -119,6 +119,9 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 	groups := make([]*group, 0, len(byVer))
 	for _, g := range byVer {
 		groups = append(groups, g)
+		// A later write from this front end must outrank every version it
+		// has seen, whatever its wall clock says.
+		d.clock.Observe(g.ver)
 	}
 	sort.Slice(groups, func(i, j int) bool { return groups[j].ver.Less(groups[i].ver) })
 
@@ -246,6 +249,9 @@ func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, f
 			}
 		case !found || versionLess(le, a.le):
 			le, found = a.le, true
+		}
+		if a.err == nil && a.status == wire.StatusOK {
+			d.clock.Observe(coding.Version{HLC: a.le.HLC, Writer: a.le.Writer})
 		}
 	}
 	if found {

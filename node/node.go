@@ -188,10 +188,14 @@ func (n *Node) handleStream(s network.Stream) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, network.ErrReset) {
 				log.Debugw("bad frame", "peer", s.Conn().RemotePeer().String(), "err", err)
 				if errors.Is(err, wire.ErrMalformed) {
-					// Tell the peer why, then drop the stream: framing is lost.
+					// Tell the peer why, then close the stream (framing is
+					// lost); a close, unlike a reset, lets the answer arrive.
 					resp := &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
 					_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
-					_ = wire.WriteFrame(s, wire.AppendResponse(out, resp))
+					if wire.WriteFrame(s, wire.AppendResponse(out, resp)) == nil {
+						_ = s.CloseWrite()
+						return
+					}
 				}
 			}
 			_ = s.Reset()

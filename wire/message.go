@@ -64,10 +64,13 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Key = d.Str("key")
 	case OpPut:
 		r.Shard = d.Rest()
-		if d.Err() == nil && len(r.Shard) == 0 {
-			return nil, fmt.Errorf("%w: put without a shard", ErrMalformed)
+		if err := d.Err(); err != nil {
+			return nil, fmt.Errorf("decode %s request: %w", r.Op, err)
 		}
-		return r, d.Err()
+		if len(r.Shard) == 0 {
+			return nil, fmt.Errorf("decode %s request: %w: no shard", r.Op, ErrMalformed)
+		}
+		return r, nil
 	case OpBatchPut:
 		n := d.U32("shard count")
 		if d.Err() == nil && n > MaxBatch {

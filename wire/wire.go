@@ -192,8 +192,11 @@ type Decoder struct {
 // NewDecoder reads the fields of body after its version and type bytes.
 func NewDecoder(body []byte) *Decoder {
 	d := &Decoder{b: body, off: 2}
-	if len(body) < 2 {
+	switch {
+	case len(body) < 2:
 		d.err = fmt.Errorf("%w: body of %d bytes", ErrMalformed, len(body))
+	case body[0] != Version:
+		d.err = fmt.Errorf("%w: wire version %d, this build speaks %d", ErrMalformed, body[0], Version)
 	}
 	return d
 }
