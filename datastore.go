@@ -42,6 +42,9 @@ type Options struct {
 	// BatchConcurrency is how many operations a Batch commits at once
 	// (default 16).
 	BatchConcurrency int
+	// TombstoneGrace is the age a tombstone must reach before
+	// CollectGarbage purges it (default DefaultTombstoneGrace; negative: 0).
+	TombstoneGrace time.Duration
 }
 
 func (o *Options) withDefaults() Options {
@@ -54,6 +57,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if out.BatchConcurrency <= 0 {
 		out.BatchConcurrency = 16
+	}
+	switch {
+	case out.TombstoneGrace == 0:
+		out.TombstoneGrace = DefaultTombstoneGrace
+	case out.TombstoneGrace < 0:
+		out.TombstoneGrace = 0
 	}
 	return out
 }

@@ -74,27 +74,10 @@ func (d *Datastore) Query(ctx context.Context, q dsq.Query) (dsq.Results, error)
 	// The node prefix is a plain string prefix; NaiveQueryApply narrows it to
 	// go-datastore's path semantics ("/a" matches "/a/b", not "/ab").
 	prefix := nodePrefix(q.Prefix)
-	curs := make([]*listCursor, len(v.peers))
-	var failed []NodeError
-	for i := range v.peers {
-		c := &listCursor{d: d, v: v, node: i, prefix: prefix}
-		if err := c.fill(ctx); err != nil {
-			failed = append(failed, NodeError{Node: v.nodeName(i), Err: err})
-			continue
-		}
-		curs[i] = c
+	m, err := d.openMerger(ctx, v, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
 	}
-	if len(failed) > v.c.Policy.ParityShards {
-		return nil, fmt.Errorf("query: %d nodes unreachable, the policy %s tolerates %d: %s",
-			len(failed), v.c.Policy, v.c.Policy.ParityShards, joinNodeErrors(failed))
-	}
-	live := curs[:0]
-	for _, c := range curs {
-		if c != nil {
-			live = append(live, c)
-		}
-	}
-	m := &merger{curs: live}
 	var pending []dsq.Result
 	it := dsq.Iterator{
 		Next: func() (dsq.Result, bool) {
@@ -131,6 +114,27 @@ func nodePrefix(p string) string {
 		return ""
 	}
 	return p + "/"
+}
+
+// openMerger opens a list cursor on every node. It fails when more nodes
+// are unreachable than the policy tolerates, since keys could then be
+// missing from the answer.
+func (d *Datastore) openMerger(ctx context.Context, v *view, prefix string) (*merger, error) {
+	m := &merger{}
+	var failed []NodeError
+	for i := range v.peers {
+		c := &listCursor{d: d, v: v, node: i, prefix: prefix}
+		if err := c.fill(ctx); err != nil {
+			failed = append(failed, NodeError{Node: v.nodeName(i), Err: err})
+			continue
+		}
+		m.curs = append(m.curs, c)
+	}
+	if len(failed) > v.c.Policy.ParityShards {
+		return nil, fmt.Errorf("%d nodes unreachable, the policy %s tolerates %d: %s",
+			len(failed), v.c.Policy, v.c.Policy.ParityShards, joinNodeErrors(failed))
+	}
+	return m, nil
 }
 
 // listCursor pages through one node's index entries in key order.
@@ -203,32 +207,50 @@ func (m *merger) nextChunk(ctx context.Context, n int) ([]wire.ListEntry, error)
 
 func (m *merger) next(ctx context.Context) (wire.ListEntry, bool, error) {
 	for {
-		var minKey string
-		found := false
-		for _, c := range m.curs {
-			h, err := c.head(ctx)
-			if err != nil {
-				return wire.ListEntry{}, false, fmt.Errorf("query: %w", err)
-			}
-			if h != nil && (!found || h.Key < minKey) {
-				minKey, found = h.Key, true
-			}
+		es, ok, err := m.nextKey(ctx)
+		if err != nil || !ok {
+			return wire.ListEntry{}, false, err
 		}
-		if !found {
-			return wire.ListEntry{}, false, nil
-		}
-		var best wire.ListEntry
-		first := true
-		for _, c := range m.curs {
-			if len(c.buf) > 0 && c.buf[0].Key == minKey {
-				if first || versionLess(best, c.buf[0]) {
-					best, first = c.buf[0], false
-				}
-				c.buf = c.buf[1:]
-			}
-		}
+		best := newest(es)
 		if !best.Tombstone {
 			return best, true, nil
 		}
 	}
+}
+
+// nextKey returns the entries of every node for the smallest key left.
+func (m *merger) nextKey(ctx context.Context) ([]wire.ListEntry, bool, error) {
+	var minKey string
+	found := false
+	for _, c := range m.curs {
+		h, err := c.head(ctx)
+		if err != nil {
+			return nil, false, fmt.Errorf("query: %w", err)
+		}
+		if h != nil && (!found || h.Key < minKey) {
+			minKey, found = h.Key, true
+		}
+	}
+	if !found {
+		return nil, false, nil
+	}
+	var es []wire.ListEntry
+	for _, c := range m.curs {
+		if len(c.buf) > 0 && c.buf[0].Key == minKey {
+			es = append(es, c.buf[0])
+			c.buf = c.buf[1:]
+		}
+	}
+	return es, true, nil
+}
+
+// newest returns the entry with the newest version.
+func newest(es []wire.ListEntry) wire.ListEntry {
+	best := es[0]
+	for _, e := range es[1:] {
+		if versionLess(best, e) {
+			best = e
+		}
+	}
+	return best
 }

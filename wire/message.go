@@ -20,6 +20,8 @@ type Request struct {
 	Shard  []byte   // OpPut: an encoded shard (header + data)
 	Shards [][]byte // OpBatchPut
 
+	Purge []ListEntry // OpPurge: tombstones (key and version) to drop
+
 	Prefix string // OpList
 	After  string // OpList: return keys strictly greater
 	Limit  uint32 // OpList: at most this many entries (0: node default)
@@ -46,6 +48,11 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		}
 	case OpList:
 		e.Str(r.Prefix).Str(r.After).U32(r.Limit)
+	case OpPurge:
+		e.U32(uint32(len(r.Purge)))
+		for _, le := range r.Purge {
+			e.Str(le.Key).U64(le.HLC).U64(le.Writer)
+		}
 	case OpStatus:
 	}
 	return e.Bytes()
@@ -83,6 +90,15 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Prefix = d.Str("prefix")
 		r.After = d.Str("after")
 		r.Limit = d.U32("limit")
+	case OpPurge:
+		n := d.U32("purge count")
+		if d.Err() == nil && n > MaxBatch {
+			return nil, fmt.Errorf("%w: purge of %d keys exceeds %d", ErrMalformed, n, MaxBatch)
+		}
+		for i := uint32(0); i < n && d.Err() == nil; i++ {
+			le := ListEntry{Key: d.Str("key"), HLC: d.U64("hlc"), Writer: d.U64("writer"), Tombstone: true}
+			r.Purge = append(r.Purge, le)
+		}
 	case OpStatus:
 	default:
 		if d.Err() == nil {

@@ -31,6 +31,7 @@ const (
 	OpList        Op = 4 // list index entries by key prefix
 	OpBatchPut    Op = 5 // store several shards
 	OpStatus      Op = 6 // node statistics
+	OpPurge       Op = 7 // drop tombstones that every shard node holds
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -49,6 +50,8 @@ func (o Op) String() string {
 		return "batch-put"
 	case OpStatus:
 		return "status"
+	case OpPurge:
+		return "purge"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

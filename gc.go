@@ -1,0 +1,79 @@
+package dscluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+var _ ds.GCDatastore = (*Datastore)(nil)
+
+// DefaultTombstoneGrace is how old a tombstone must be before
+// CollectGarbage purges it: a write delayed in the network for longer than
+// this could otherwise bring back a deleted value on one node.
+const DefaultTombstoneGrace = 10 * time.Minute
+
+// CollectGarbage purges tombstones (deletes) that every shard node of their
+// key holds and that are older than the tombstone grace. A tombstone that
+// some node lacks is kept: it still has to hide that node's old shard.
+// Nodes that do not answer keep theirs; the next run retries.
+func (d *Datastore) CollectGarbage(ctx context.Context) error {
+	v := d.view.Load()
+	m, err := d.openMerger(ctx, v, "")
+	if err != nil {
+		return fmt.Errorf("collect garbage: %w", err)
+	}
+	cutoff := uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli()) << 16
+	width := v.c.Policy.Width()
+	perNode := make(map[int][]wire.ListEntry)
+	purge := func() error {
+		for n, es := range perNode {
+			resp, err := d.do(ctx, v, n, &wire.Request{Op: wire.OpPurge, Purge: es})
+			if err == nil && resp.Status != wire.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+			}
+			if err != nil {
+				return fmt.Errorf("collect garbage: %s: %w", v.nodeName(n), err)
+			}
+			delete(perNode, n)
+		}
+		return nil
+	}
+	queued := 0
+	for {
+		es, ok, err := m.nextKey(ctx)
+		if err != nil {
+			return fmt.Errorf("collect garbage: %w", err)
+		}
+		if !ok {
+			break
+		}
+		top := newest(es)
+		if !top.Tombstone || top.HLC > cutoff {
+			continue
+		}
+		same := 0
+		for _, e := range es {
+			if e.Tombstone && e.HLC == top.HLC && e.Writer == top.Writer {
+				same++
+			}
+		}
+		if same < width {
+			continue
+		}
+		for _, n := range v.c.Map.Owners(placement.Slot(top.Key))[:width] {
+			perNode[int(n)] = append(perNode[int(n)], top)
+		}
+		if queued++; queued%wire.MaxBatch == 0 {
+			if err := purge(); err != nil {
+				return err
+			}
+		}
+	}
+	return purge()
+}
