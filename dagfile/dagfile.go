@@ -11,6 +11,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/ipfs/boxo/blockservice"
@@ -48,14 +52,20 @@ func Add(ctx context.Context, d ds.Batching, r io.Reader, opts AddOptions) (cid.
 
 // AddTo imports r into dserv; see Add.
 func AddTo(ctx context.Context, dserv ipld.DAGService, r io.Reader, opts AddOptions) (cid.Cid, error) {
-	chunk := opts.Chunker
-	if chunk == "" {
-		chunk = "size-262144"
-	}
-	spl, err := chunker.FromString(r, chunk)
+	// Batch the blocks so they are written in parallel.
+	batch := ipld.NewBufferedDAG(ctx, dserv, ipld.MaxNodesBatchOption(64))
+	nd, err := layout(batch, r, opts)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("chunker %q: %w", chunk, err)
+		return cid.Undef, err
 	}
+	if err := batch.Commit(); err != nil {
+		return cid.Undef, fmt.Errorf("store blocks: %w", err)
+	}
+	return nd.Cid(), nil
+}
+
+// cidPrefix returns the CID prefix and raw-leaves setting of opts.
+func cidPrefix(opts AddOptions) (cid.Prefix, bool, error) {
 	var prefix cid.Prefix
 	raw := false
 	switch opts.CidVersion {
@@ -65,31 +75,116 @@ func AddTo(ctx context.Context, dserv ipld.DAGService, r io.Reader, opts AddOpti
 		prefix = merkledag.V1CidPrefix()
 		raw = true
 	default:
-		return cid.Undef, fmt.Errorf("cid version %d: want 0 or 1", opts.CidVersion)
+		return prefix, false, fmt.Errorf("cid version %d: want 0 or 1", opts.CidVersion)
 	}
 	if opts.RawLeaves != nil {
 		raw = *opts.RawLeaves
 	}
-	// Batch the blocks so they are written in parallel.
-	batch := ipld.NewBufferedDAG(ctx, dserv, ipld.MaxNodesBatchOption(64))
+	return prefix, raw, nil
+}
+
+// layout chunks r and builds a balanced UnixFS file DAG in dserv.
+func layout(dserv ipld.DAGService, r io.Reader, opts AddOptions) (ipld.Node, error) {
+	chunk := opts.Chunker
+	if chunk == "" {
+		chunk = "size-262144"
+	}
+	spl, err := chunker.FromString(r, chunk)
+	if err != nil {
+		return nil, fmt.Errorf("chunker %q: %w", chunk, err)
+	}
+	prefix, raw, err := cidPrefix(opts)
+	if err != nil {
+		return nil, err
+	}
 	params := helpers.DagBuilderParams{
 		Maxlinks:   helpers.DefaultLinksPerBlock,
 		RawLeaves:  raw,
 		CidBuilder: prefix,
-		Dagserv:    batch,
+		Dagserv:    dserv,
 	}
 	db, err := params.New(spl)
 	if err != nil {
-		return cid.Undef, err
+		return nil, err
 	}
 	nd, err := balanced.Layout(db)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("import: %w", err)
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	return nd, nil
+}
+
+// AddDir imports the folder at path recursively, as `ipfs add -r` does with
+// its defaults: files as in Add, folders as UnixFS directories (HAMT-sharded
+// past boxo's threshold, as kubo), hidden entries (names starting with a
+// dot) and symlinks skipped. It returns the root folder's CID.
+func AddDir(ctx context.Context, d ds.Batching, path string, opts AddOptions) (cid.Cid, error) {
+	dserv := DAGService(d)
+	batch := ipld.NewBufferedDAG(ctx, dserv, ipld.MaxNodesBatchOption(64))
+	nd, err := addDir(ctx, batch, path, opts)
+	if err != nil {
+		return cid.Undef, err
 	}
 	if err := batch.Commit(); err != nil {
 		return cid.Undef, fmt.Errorf("store blocks: %w", err)
 	}
 	return nd.Cid(), nil
+}
+
+func addDir(ctx context.Context, dserv ipld.DAGService, path string, opts AddOptions) (ipld.Node, error) {
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := uio.NewDirectory(dserv)
+	if err != nil {
+		return nil, err
+	}
+	prefix, _, err := cidPrefix(opts)
+	if err != nil {
+		return nil, err
+	}
+	dir.SetCidBuilder(prefix)
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || e.Type()&fs.ModeSymlink != 0 {
+			continue
+		}
+		child := filepath.Join(path, name)
+		var nd ipld.Node
+		if e.IsDir() {
+			nd, err = addDir(ctx, dserv, child, opts)
+		} else {
+			nd, err = addFile(ctx, dserv, child, opts)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := dir.AddChild(ctx, name, nd); err != nil {
+			return nil, fmt.Errorf("%s: %w", child, err)
+		}
+	}
+	nd, err := dir.GetNode()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := dserv.Add(ctx, nd); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return nd, nil
+}
+
+func addFile(ctx context.Context, dserv ipld.DAGService, path string, opts AddOptions) (ipld.Node, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	nd, err := layout(dserv, f, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return nd, nil
 }
 
 // Cat writes the file with root c to w.

@@ -38,7 +38,7 @@ Usage: dsclient [--conf=DIR] [--log-level=LEVEL] COMMAND [args]
 
 Commands:
   init --bootstrapper=MULTIADDR   fetch the cluster info and write DIR/config.json
-  add [flags] FILE                store FILE as a UnixFS DAG (as ipfs add); print its CID last
+  add [flags] FILE|-r DIR         store a file (or folder) as a UnixFS DAG, as ipfs add; print its CID last
   get CID OUTFILE                 write the file with root CID to OUTFILE ("-" for stdout)
   status                          nodes, reachability, policy and slot coverage
 
@@ -158,6 +158,9 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	var quiet bool
 	fs.BoolVar(&quiet, "quiet", false, "print only the CID")
 	fs.BoolVar(&quiet, "Q", false, "short for --quiet")
+	var recursive bool
+	fs.BoolVar(&recursive, "recursive", false, "add a folder and everything in it")
+	fs.BoolVar(&recursive, "r", false, "short for --recursive")
 	var onlyHash bool
 	fs.BoolVar(&onlyHash, "only-hash", false, "compute the CID without storing anything")
 	fs.BoolVar(&onlyHash, "n", false, "short for --only-hash")
@@ -176,17 +179,12 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	default:
 		return fmt.Errorf("add: --raw-leaves=%q: want true or false", *rawLeaves)
 	}
-	f, err := os.Open(fs.Arg(0))
+	st, err := os.Stat(fs.Arg(0))
 	if err != nil {
 		return fmt.Errorf("add: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("add: %w", err)
-	}
-	if st.IsDir() {
-		return fmt.Errorf("add: %s is a directory", fs.Arg(0))
+	if st.IsDir() && !recursive {
+		return fmt.Errorf("add: %s is a directory (use -r)", fs.Arg(0))
 	}
 	var store ds.Batching
 	if onlyHash {
@@ -200,15 +198,29 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 		store = d
 	}
 	start := time.Now()
-	c, err := dagfile.Add(ctx, store, f, opts)
+	var c cid.Cid
+	if st.IsDir() {
+		c, err = dagfile.AddDir(ctx, store, fs.Arg(0), opts)
+	} else {
+		c, err = addFile(ctx, store, fs.Arg(0), opts)
+	}
 	if err != nil {
 		return fmt.Errorf("add %s: %w", fs.Arg(0), err)
 	}
 	if !quiet {
-		fmt.Fprintf(os.Stderr, "added %s: %d bytes in %s\n", fs.Arg(0), st.Size(), time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "added %s in %s\n", fs.Arg(0), time.Since(start).Round(time.Millisecond))
 	}
 	fmt.Println(c)
 	return nil
+}
+
+func addFile(ctx context.Context, store ds.Batching, path string, opts dagfile.AddOptions) (cid.Cid, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return cid.Undef, err
+	}
+	defer f.Close()
+	return dagfile.Add(ctx, store, f, opts)
 }
 
 func cmdGet(ctx context.Context, conf string, args []string) error {
