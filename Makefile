@@ -6,7 +6,7 @@ export GOFLAGS
 
 BINARIES := dscfg dscluster dsclient
 
-.PHONY: all build $(BINARIES) test test-short demo fuzz vet clean
+.PHONY: all build $(BINARIES) ipfs test test-ipfs demo fuzz vet clean
 
 all: build
 
@@ -17,12 +17,24 @@ build: $(BINARIES)
 $(BINARIES):
 	$(GO) build -o $@ ./cmd/$@
 
+# kubo v0.43.1 with the clusterds plugin preloaded. The plugin is its own Go
+# module (ipfsplugin/), so kubo's dependencies stay out of the core build.
+ipfs:
+	cd ipfsplugin && $(GO) build -o ../ipfs ./cmd/ipfs
+
 vet:
 	$(GO) vet ./...
 
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The kubo tests: CID equality with ipfs add, a kubo daemon on a live
+# cluster, and the plugin's start-up failures. They build kubo (minutes from
+# a cold cache).
+test-ipfs:
+	cd ipfsplugin && $(GO) vet ./...
+	DSCLUSTER_TEST_IPFS=1 $(GO) test -count=1 -timeout 30m -run 'TestIPFS' -v ./e2e/
 
 demo: build
 	bash scripts/demo.sh
@@ -36,4 +48,4 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=$(FUZZTIME) ./wire/
 
 clean:
-	rm -f $(BINARIES)
+	rm -f $(BINARIES) ipfs
