@@ -221,6 +221,9 @@ func takeChunk(items []nodeShard) []nodeShard {
 // batchPut sends shards to node n in one request and returns one result per
 // shard. The shards are encoded straight into the request frame.
 func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeShard) ([]wire.BatchResult, error) {
+	if v.down[n] {
+		return nil, errDown
+	}
 	size := 16
 	for _, it := range items {
 		size += 4 + it.shard.Size()

@@ -45,6 +45,15 @@ type Options struct {
 	// TombstoneGrace is the age a tombstone must reach before
 	// CollectGarbage purges it (default DefaultTombstoneGrace; negative: 0).
 	TombstoneGrace time.Duration
+	// Policy, when set, replaces the cluster's erasure policy for this front
+	// end (its width must fit the map). Values written with one policy are
+	// read back by front ends with the same policy; benchmarks use it to
+	// compare policies on one cluster.
+	Policy coding.Policy
+	// Down lists map node indexes this front end treats as down: it never
+	// contacts them. Benchmarks and tests use it to measure the degraded
+	// read path without stopping nodes.
+	Down []int
 }
 
 func (o *Options) withDefaults() Options {
@@ -71,6 +80,7 @@ func (o *Options) withDefaults() Options {
 type view struct {
 	c     *config.Cluster
 	peers []peer.ID // by map node index
+	down  []bool    // by map node index: Options.Down
 }
 
 func (v *view) nodeName(i int) string {
@@ -163,7 +173,24 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("dscluster: cluster description: %w", err)
 	}
-	v := &view{c: c, peers: make([]peer.ID, len(c.Map.Nodes))}
+	if d.opts.Policy.Kind != 0 {
+		if err := d.opts.Policy.Validate(); err != nil {
+			return fmt.Errorf("dscluster: policy option: %w", err)
+		}
+		if d.opts.Policy.Width() > c.Map.Width {
+			return fmt.Errorf("dscluster: policy option %s needs %d nodes per slot, the map has %d", d.opts.Policy, d.opts.Policy.Width(), c.Map.Width)
+		}
+		cc := *c
+		cc.Policy = d.opts.Policy
+		c = &cc
+	}
+	v := &view{c: c, peers: make([]peer.ID, len(c.Map.Nodes)), down: make([]bool, len(c.Map.Nodes))}
+	for _, i := range d.opts.Down {
+		if i < 0 || i >= len(v.down) {
+			return fmt.Errorf("dscluster: down node %d: the map has nodes 0..%d", i, len(v.down)-1)
+		}
+		v.down[i] = true
+	}
 	ps := d.client.Host().Peerstore()
 	for i, n := range c.Map.Nodes {
 		id, err := peer.Decode(n.ID)
@@ -224,6 +251,9 @@ func (d *Datastore) refresh(ctx context.Context) error {
 // says the map is stale. A non-OK status other than stale epoch is returned
 // in the response.
 func (d *Datastore) do(ctx context.Context, v *view, i int, req *wire.Request) (*wire.Response, error) {
+	if v.down[i] {
+		return nil, errDown
+	}
 	req.Epoch = v.c.Map.Epoch
 	resp, err := d.client.Do(ctx, v.peers[i], req)
 	if err != nil || resp.Status != wire.StatusStaleEpoch {
@@ -235,6 +265,9 @@ func (d *Datastore) do(ctx context.Context, v *view, i int, req *wire.Request) (
 	req.Epoch = d.view.Load().c.Map.Epoch
 	return d.client.Do(ctx, v.peers[i], req)
 }
+
+// errDown is the error of a request to a node in Options.Down.
+var errDown = errors.New("node is marked down in this front end's options")
 
 // owners returns the map node indexes of key's slot.
 func (v *view) owners(key string) []uint16 {

@@ -85,6 +85,9 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 }
 
 func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Shard) error {
+	if v.down[n] {
+		return errDown
+	}
 	for attempt := 0; ; attempt++ {
 		// The shard is encoded straight into the request frame.
 		body := wire.NewBody(make([]byte, 0, 16+sh.Size()), wire.OpPut).U64(v.c.Map.Epoch).Bytes()
