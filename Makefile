@@ -6,7 +6,7 @@ export GOFLAGS
 
 BINARIES := dscfg dscluster dsclient
 
-.PHONY: all build $(BINARIES) ipfs test test-ipfs demo fuzz vet clean
+.PHONY: all build $(BINARIES) ipfs test test-ipfs demo bench fuzz vet clean
 
 all: build
 
@@ -38,6 +38,12 @@ test-ipfs:
 
 demo: build
 	bash scripts/demo.sh
+
+# The standard benchmark suite on a local 6-node 4+2 cluster, with a raw
+# flatfs baseline in the same run; writes bench/results/latest.md.
+# BENCH_DURATION (default 10s) is the time per workload and target.
+bench: build
+	bash scripts/bench.sh
 
 # Run each fuzzer for a while (CI only replays the checked-in corpus).
 FUZZTIME ?= 30s

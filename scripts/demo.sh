@@ -9,59 +9,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for b in dscfg dscluster dsclient; do
-	[ -x "./$b" ] || { echo "demo: ./$b is missing; run make demo (it builds them)" >&2; exit 1; }
-done
-
 NODES=6
+K=4
+M=2
 SIZE_MIB=${DEMO_SIZE_MIB:-16}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dscluster-demo.XXXXXX")
-declare -a PIDS=()
-
-cleanup() {
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/cluster.sh
+. scripts/cluster.sh
+trap 'stop_cluster; rm -rf "$WORK"' EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
-wait_ready() { # LOGFILE
-	for _ in $(seq 1 200); do
-		grep -q "dscluster ready" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "demo: node did not start; its log:" >&2
-	cat "$1" >&2
-	exit 1
-}
-
-step "generate a $NODES-node cluster config, policy 4+2, on free loopback ports"
-BOOT=$(./dscfg cluster --cluster-node-number=$NODES --data-shards=4 --parity-shards=2 \
-	--base-port=0 --host=127.0.0.1 "$WORK/srv0" | tail -n 1)
-echo "bootstrapper: $BOOT"
-# Nodes and clients without a config need the cluster secret.
-DSCLUSTER_SECRET=$(tail -n 1 "$WORK/srv0/swarm.key")
-export DSCLUSTER_SECRET
-
-step "start the bootstrapper and $((NODES - 1)) nodes that fetch their identity from it"
-./dscluster --conf="$WORK/srv0" >"$WORK/node0.log" 2>&1 &
-PIDS[0]=$!
-wait_ready "$WORK/node0.log"
-for i in $(seq 1 $((NODES - 1))); do
-	./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity=$i >"$WORK/node$i.log" 2>&1 &
-	PIDS[$i]=$!
-done
-for i in $(seq 1 $((NODES - 1))); do wait_ready "$WORK/node$i.log"; done
-echo "all $NODES nodes ready (data under $WORK)"
-
-step "dsclient init"
-./dsclient --conf="$WORK/client" init --bootstrapper="$BOOT"
+step "start a $NODES-node cluster, policy $K+$M, on free loopback ports: dscfg cluster, then the bootstrapper and $((NODES - 1)) nodes that fetch their identity from it, then dsclient init"
+start_cluster
 
 step "add a ${SIZE_MIB} MiB random file"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$WORK/input.bin"

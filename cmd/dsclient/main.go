@@ -41,6 +41,7 @@ Commands:
   add [flags] FILE|-r DIR         store a file (or folder) as a UnixFS DAG, as ipfs add; print its CID last
   get CID OUTFILE                 write the file with root CID to OUTFILE ("-" for stdout)
   status                          nodes, reachability, policy and slot coverage
+  bench [flags]                   throughput against the cluster and a raw flatfs, same run
 
 --conf may also name a client config file (such as clusterds.json).
 The cluster secret for init comes from $DSCLUSTER_SECRET or DIR/swarm.key.
@@ -88,6 +89,8 @@ func run(args []string) error {
 		return cmdGet(ctx, *conf, rest)
 	case "status":
 		return cmdStatus(ctx, *conf, rest)
+	case "bench":
+		return cmdBench(ctx, *conf, rest)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
@@ -101,6 +104,12 @@ func configPath(conf string) string {
 }
 
 func open(ctx context.Context, conf string) (*dscluster.Datastore, error) {
+	return openWith(ctx, conf, dscluster.Options{})
+}
+
+// openWith opens the cluster with opts; the config's timeout fills
+// opts.Timeout.
+func openWith(ctx context.Context, conf string, opts dscluster.Options) (*dscluster.Datastore, error) {
 	cfg, err := config.LoadClient(configPath(conf))
 	if errors.Is(err, config.ErrNoConfig) {
 		return nil, fmt.Errorf("%w; run `dsclient --conf=%s init --bootstrapper=MULTIADDR` first", err, conf)
@@ -108,7 +117,6 @@ func open(ctx context.Context, conf string) (*dscluster.Datastore, error) {
 	if err != nil {
 		return nil, err
 	}
-	var opts dscluster.Options
 	if cfg.Timeout != "" {
 		if opts.Timeout, err = time.ParseDuration(cfg.Timeout); err != nil {
 			return nil, fmt.Errorf("config timeout %q: %w", cfg.Timeout, err)

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"4KiB": 4096, "256KiB": 262144, "1MiB": 1 << 20, "4096": 4096, "1KB": 1000, "2M": 2 << 20} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+		if in == "4KiB" && FormatSize(got) != "4KiB" {
+			t.Errorf("FormatSize(%d) = %s", got, FormatSize(got))
+		}
+	}
+	for _, bad := range []string{"", "KiB", "-4KiB", "x"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func count(t *testing.T, d ds.Datastore) int {
+	t.Helper()
+	rs, err := d.Query(context.Background(), dsq.Query{KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := rs.Rest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(all)
+}
+
+// TestRunCountsAndCleansUp runs each workload against an in-memory store:
+// the op count is exact, nothing fails, and the keys it wrote are gone.
+func TestRunCountsAndCleansUp(t *testing.T) {
+	ctx := context.Background()
+	for _, w := range []Workload{Put, Get, Mixed, DegradedGet} {
+		d := dssync.MutexWrap(ds.NewMapDatastore())
+		r, err := Run(ctx, "mem", d, nil, Config{Workload: w, Size: 1000, Count: 200, Concurrency: 4}, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", w, err)
+		}
+		if r.Ops != 200 || r.Errors != 0 || r.OpsPerSec <= 0 || r.P50ms > r.P999ms {
+			t.Fatalf("%s: %+v", w, r)
+		}
+		if n := count(t, d); n != 0 {
+			t.Fatalf("%s left %d keys behind", w, n)
+		}
+	}
+}
+
+type failing struct{ ds.Datastore }
+
+func (failing) Get(context.Context, ds.Key) ([]byte, error) { return nil, errors.New("disk on fire") }
+
+// TestRunReportsErrors: failed operations are counted and returned.
+func TestRunReportsErrors(t *testing.T) {
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	r, err := Run(context.Background(), "mem", d, failing{d}, Config{Workload: Get, Size: 10, Count: 50, Concurrency: 2}, nil)
+	if err == nil || !strings.Contains(err.Error(), "50 of 50 operations failed") || r.Errors != 50 {
+		t.Fatalf("err %v, result %+v", err, r)
+	}
+}
+
+func TestReportRatios(t *testing.T) {
+	var r Report
+	r.Add(&Result{Workload: "get", Size: 100, OpsPerSec: 50, Target: "cluster"}, &Result{Workload: "get", Size: 100, OpsPerSec: 100, Target: "flatfs"})
+	r.Add(&Result{Workload: "degraded-get", Size: 100, OpsPerSec: 40, Target: "cluster"}, nil)
+	if r.Rows[0].Ratio != 0.5 || r.Rows[1].VsHealthy != 0.8 {
+		t.Fatalf("ratios: %+v %+v", r.Rows[0], r.Rows[1])
+	}
+	var buf bytes.Buffer
+	r.WriteMarkdown(&buf, "dsclient bench")
+	if !strings.Contains(buf.String(), "| degraded-get | 100B |") || !strings.Contains(buf.String(), "0.80x") {
+		t.Fatalf("markdown:\n%s", buf.String())
+	}
+}

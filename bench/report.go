@@ -1,0 +1,165 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Case is one workload shape of a suite.
+type Case struct {
+	Workload    Workload
+	Size        int
+	Concurrency int
+}
+
+// StandardSuite is what `make bench` runs: 256 KiB put and get at
+// concurrency 16, 4 KiB put and get, and degraded get with 2 nodes down.
+var StandardSuite = []Case{
+	{Put, 256 << 10, 16},
+	{Get, 256 << 10, 16},
+	{Put, 4 << 10, 16},
+	{Get, 4 << 10, 16},
+	{DegradedGet, 256 << 10, 16},
+}
+
+// Row pairs a workload's cluster result with the baseline's.
+type Row struct {
+	Cluster  *Result `json:"cluster"`
+	Baseline *Result `json:"baseline,omitempty"`
+	// Ratio is cluster ops/s over baseline ops/s (0 without a baseline).
+	Ratio float64 `json:"ratio"`
+	// VsHealthy, for degraded-get, is its ops/s over the healthy cluster
+	// get of the same size in the same run (0 when there is none).
+	VsHealthy float64 `json:"vs_healthy_get,omitempty"`
+}
+
+// Report is a whole run: `dsclient bench --json` prints it.
+type Report struct {
+	Started  time.Time `json:"started"`
+	Cluster  string    `json:"cluster"`
+	Policy   string    `json:"policy"`
+	Nodes    int       `json:"nodes"`
+	Down     int       `json:"degraded_nodes_down"`
+	Baseline string    `json:"baseline"`
+	Rows     []Row     `json:"rows"`
+}
+
+// Add appends a row and computes its ratios.
+func (r *Report) Add(cluster, baseline *Result) {
+	row := Row{Cluster: cluster, Baseline: baseline}
+	if baseline != nil && baseline.OpsPerSec > 0 {
+		row.Ratio = cluster.OpsPerSec / baseline.OpsPerSec
+	}
+	r.Rows = append(r.Rows, row)
+	r.linkHealthy()
+}
+
+// linkHealthy sets VsHealthy on degraded-get rows.
+func (r *Report) linkHealthy() {
+	for i := range r.Rows {
+		dg := r.Rows[i].Cluster
+		if dg.Workload != string(DegradedGet) {
+			continue
+		}
+		for _, h := range r.Rows {
+			if h.Cluster.Workload == string(Get) && h.Cluster.Size == dg.Size && h.Cluster.OpsPerSec > 0 {
+				r.Rows[i].VsHealthy = dg.OpsPerSec / h.Cluster.OpsPerSec
+			}
+		}
+	}
+}
+
+// FormatSize prints 262144 as 256KiB.
+func FormatSize(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// ParseSize reads 4KiB, 256KiB, 1MiB, 4096, 1KB (=1000).
+func ParseSize(s string) (int, error) {
+	units := []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"K", 1 << 10}, {"M", 1 << 20}, {"B", 1}}
+	t := strings.TrimSpace(s)
+	mult := 1
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bench: size %q: want a positive number with an optional unit (4KiB, 256KiB, 1MiB)", s)
+	}
+	return n * mult, nil
+}
+
+func ratio(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", x)
+}
+
+// WriteTable prints the human table.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "cluster %s  policy %s  %d nodes  baseline %s\n", r.Cluster, r.Policy, r.Nodes, r.Baseline)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tvs baseline\tvs healthy\t")
+	for _, row := range r.Rows {
+		for _, res := range []*Result{row.Cluster, row.Baseline} {
+			if res == nil {
+				continue
+			}
+			vs, vh := "", ""
+			if res == row.Cluster {
+				vs, vh = ratio(row.Ratio), ratio(row.VsHealthy)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n",
+				res.Workload, FormatSize(res.Size), res.Concurrency, res.Target, res.OpsPerSec, res.MBPerSec,
+				res.P50ms, res.P99ms, res.P999ms, res.CPUSecPerGB, vs, vh)
+		}
+	}
+	tw.Flush()
+}
+
+// WriteMarkdown writes the report as markdown.
+func (r *Report) WriteMarkdown(w io.Writer, command string) {
+	fmt.Fprintf(w, "# go-ds-cluster benchmark\n\n")
+	fmt.Fprintf(w, "Run %s on cluster `%s` (policy %s, %d nodes); baseline: %s, in the same process.\n\n",
+		r.Started.UTC().Format(time.RFC3339), r.Cluster, r.Policy, r.Nodes, r.Baseline)
+	if command != "" {
+		fmt.Fprintf(w, "Command: `%s`\n\n", command)
+	}
+	fmt.Fprintln(w, "| workload | size | conc | target | ops/s | MB/s | p50 ms | p99 ms | p999 ms | CPU s/GB | vs baseline | vs healthy get |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, row := range r.Rows {
+		for _, res := range []*Result{row.Cluster, row.Baseline} {
+			if res == nil {
+				continue
+			}
+			vs, vh := "", ""
+			if res == row.Cluster {
+				vs, vh = ratio(row.Ratio), ratio(row.VsHealthy)
+			}
+			fmt.Fprintf(w, "| %s | %s | %d | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %s | %s |\n",
+				res.Workload, FormatSize(res.Size), res.Concurrency, res.Target, res.OpsPerSec, res.MBPerSec,
+				res.P50ms, res.P99ms, res.P999ms, res.CPUSecPerGB, vs, vh)
+		}
+	}
+	fmt.Fprintf(w, "\nCPU s/GB is the benchmarking process's CPU: for the cluster, the client's share only (the nodes run in their own processes).\n")
+	if r.Down > 0 {
+		fmt.Fprintf(w, "degraded-get reads through a front end that treats %d nodes as down (never contacted), so values are rebuilt from parity.\n", r.Down)
+	}
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/bench"
+	"github.com/filedrive-team/go-ds-cluster/coding"
+)
+
+func cmdBench(ctx context.Context, conf string, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	workloads := fs.String("workload", "put,get", "comma-separated workloads: put, get, mixed, degraded-get")
+	suite := fs.String("suite", "", `"standard": the make bench suite (256KiB and 4KiB put/get at concurrency 16, degraded get); overrides --workload, --size, --concurrency`)
+	sizeFlag := fs.String("size", "256KiB", "value size (4KiB, 256KiB, 1MiB)")
+	count := fs.Int("count", 0, "operations per workload and target (0: use --duration)")
+	duration := fs.Duration("duration", 10*time.Second, "time per workload and target, when --count is 0")
+	conc := fs.Int("concurrency", 16, "operations in flight")
+	policy := fs.String("policy", "", "erasure policy for this run, such as 4+2 or 2+1 (default: the cluster's)")
+	down := fs.Int("degraded", -1, "nodes treated as down by degraded-get (default: the policy's parity shards)")
+	baseDir := fs.String("baseline-dir", "", "folder for the raw flatfs baseline (default: a temporary folder, removed afterwards)")
+	noBaseline := fs.Bool("no-baseline", false, "skip the raw flatfs baseline")
+	asJSON := fs.Bool("json", false, "print the report as one JSON object")
+	reportDir := fs.String("report", "", "also write DIR/latest.md")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var cases []bench.Case
+	if *suite != "" {
+		if *suite != "standard" {
+			return fmt.Errorf("bench: unknown suite %q (want standard)", *suite)
+		}
+		cases = bench.StandardSuite
+	} else {
+		size, err := bench.ParseSize(*sizeFlag)
+		if err != nil {
+			return err
+		}
+		for _, w := range strings.Split(*workloads, ",") {
+			wl, err := bench.ParseWorkload(strings.TrimSpace(w))
+			if err != nil {
+				return err
+			}
+			cases = append(cases, bench.Case{Workload: wl, Size: size, Concurrency: *conc})
+		}
+	}
+	var opts dscluster.Options
+	if *policy != "" {
+		p, err := coding.ParsePolicy(*policy)
+		if err != nil {
+			return fmt.Errorf("bench: --policy: %w", err)
+		}
+		opts.Policy = p
+	}
+	d, err := openWith(ctx, conf, opts)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	c := d.Cluster()
+	n := *down
+	if n < 0 {
+		n = c.Policy.ParityShards
+	}
+	rep := &bench.Report{Started: time.Now(), Cluster: c.ID, Policy: c.Policy.String(), Nodes: len(c.Map.Nodes), Baseline: "none"}
+	var degraded *dscluster.Datastore
+	for _, cs := range cases {
+		if cs.Workload == bench.DegradedGet && degraded == nil {
+			if n > c.Policy.ParityShards {
+				return fmt.Errorf("bench: --degraded=%d is more than the policy %s tolerates", n, c.Policy)
+			}
+			o := opts
+			for i := 0; i < n; i++ {
+				o.Down = append(o.Down, i)
+			}
+			if degraded, err = openWith(ctx, conf, o); err != nil {
+				return err
+			}
+			defer degraded.Close()
+			rep.Down = n
+		}
+	}
+	var baseline ds.Batching
+	if !*noBaseline {
+		dir := *baseDir
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "dsclient-bench-flatfs-"); err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+		}
+		// Sync on, as the cluster's nodes fsync every shard.
+		fsds, err := flatfs.CreateOrOpen(filepath.Join(dir, "flatfs"), flatfs.NextToLast(2), true)
+		if err != nil {
+			return fmt.Errorf("bench: baseline flatfs: %w", err)
+		}
+		defer fsds.Close()
+		baseline = fsds
+		rep.Baseline = "go-ds-flatfs (sync) in " + dir
+	}
+	tty := isTerminal(os.Stderr)
+	prefix := "/BENCH" + strings.ToUpper(strconv.FormatInt(time.Now().UnixNano(), 36))
+	for _, cs := range cases {
+		cfg := bench.Config{Workload: cs.Workload, Size: cs.Size, Count: *count, Duration: *duration, Concurrency: cs.Concurrency, Prefix: prefix}
+		var base *bench.Result
+		if baseline != nil {
+			bcfg := cfg
+			if bcfg.Workload == bench.DegradedGet {
+				bcfg.Workload = bench.Get // flatfs has no degraded mode
+			}
+			base, err = bench.Run(ctx, "flatfs", baseline, nil, bcfg, progressBar(tty, "flatfs "+label(cs)))
+			if err != nil {
+				return err
+			}
+		}
+		var read ds.Datastore
+		if cs.Workload == bench.DegradedGet {
+			read = degraded
+		}
+		res, err := bench.Run(ctx, "cluster", d, read, cfg, progressBar(tty, "cluster "+label(cs)))
+		if err != nil {
+			return err
+		}
+		rep.Add(res, base)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		rep.WriteTable(os.Stdout)
+	}
+	if *reportDir != "" {
+		if err := os.MkdirAll(*reportDir, 0o755); err != nil {
+			return err
+		}
+		path := filepath.Join(*reportDir, "latest.md")
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		rep.WriteMarkdown(f, "dsclient "+strings.Join(os.Args[1:], " "))
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", path)
+	}
+	return nil
+}
+
+func label(c bench.Case) string {
+	return fmt.Sprintf("%s %s c%d", c.Workload, bench.FormatSize(c.Size), c.Concurrency)
+}
+
+// progressBar draws a progress line on stderr when it is a terminal.
+func progressBar(tty bool, what string) bench.Progress {
+	if !tty {
+		fmt.Fprintf(os.Stderr, "running %s\n", what)
+		return nil
+	}
+	start := time.Now()
+	return func(done, total int) {
+		if total > 0 {
+			const width = 30
+			filled := width * done / total
+			fmt.Fprintf(os.Stderr, "\r%-36s [%s%s] %d/%d", what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, total)
+		} else {
+			fmt.Fprintf(os.Stderr, "\r%-36s %d ops, %s", what, done, time.Since(start).Round(time.Second))
+		}
+		if total > 0 && done >= total {
+			fmt.Fprintln(os.Stderr)
+		}
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
