@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -85,5 +87,22 @@ func TestReportRatios(t *testing.T) {
 	r.WriteMarkdown(&buf, "dsclient bench")
 	if !strings.Contains(buf.String(), "| degraded-get | 100B |") || !strings.Contains(buf.String(), "0.80x") {
 		t.Fatalf("markdown:\n%s", buf.String())
+	}
+}
+
+func TestWriteChart(t *testing.T) {
+	var r Report
+	r.Add(&Result{Workload: "put", Size: 262144, MBPerSec: 20, P50ms: 200, P99ms: 600}, &Result{Workload: "put", Size: 262144, MBPerSec: 300, P50ms: 10, P99ms: 30})
+	r.Add(&Result{Workload: "degraded-get", Size: 262144, MBPerSec: 120, P50ms: 30, P99ms: 60}, nil)
+	path := filepath.Join(t.TempDir(), "chart.png")
+	if err := r.WriteChart(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 10000 {
+		t.Fatalf("chart is not a PNG of a plausible size: %d bytes", len(b))
 	}
 }

@@ -112,11 +112,9 @@ func ratio(x float64) string {
 	return fmt.Sprintf("%.2fx", x)
 }
 
-// WriteTable prints the human table.
-func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "cluster %s  policy %s  %d nodes  baseline %s\n", r.Cluster, r.Policy, r.Nodes, r.Baseline)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tvs baseline\tvs healthy\t")
+// eachLine calls f with the cells of every result line, cluster first and
+// its baseline after, in report order.
+func (r *Report) eachLine(f func(cells []string)) {
 	for _, row := range r.Rows {
 		for _, res := range []*Result{row.Cluster, row.Baseline} {
 			if res == nil {
@@ -126,11 +124,20 @@ func (r *Report) WriteTable(w io.Writer) {
 			if res == row.Cluster {
 				vs, vh = ratio(row.Ratio), ratio(row.VsHealthy)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n",
-				res.Workload, FormatSize(res.Size), res.Concurrency, res.Target, res.OpsPerSec, res.MBPerSec,
-				res.P50ms, res.P99ms, res.P999ms, res.CPUSecPerGB, vs, vh)
+			f([]string{res.Workload, FormatSize(res.Size), strconv.Itoa(res.Concurrency), res.Target,
+				fmt.Sprintf("%.0f", res.OpsPerSec), fmt.Sprintf("%.1f", res.MBPerSec),
+				fmt.Sprintf("%.2f", res.P50ms), fmt.Sprintf("%.2f", res.P99ms), fmt.Sprintf("%.2f", res.P999ms),
+				fmt.Sprintf("%.2f", res.CPUSecPerGB), vs, vh})
 		}
 	}
+}
+
+// WriteTable prints the human table.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "cluster %s  policy %s  %d nodes  baseline %s\n", r.Cluster, r.Policy, r.Nodes, r.Baseline)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tvs baseline\tvs healthy\t")
+	r.eachLine(func(cells []string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") })
 	tw.Flush()
 }
 
@@ -144,20 +151,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) {
 	}
 	fmt.Fprintln(w, "| workload | size | conc | target | ops/s | MB/s | p50 ms | p99 ms | p999 ms | CPU s/GB | vs baseline | vs healthy get |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
-	for _, row := range r.Rows {
-		for _, res := range []*Result{row.Cluster, row.Baseline} {
-			if res == nil {
-				continue
-			}
-			vs, vh := "", ""
-			if res == row.Cluster {
-				vs, vh = ratio(row.Ratio), ratio(row.VsHealthy)
-			}
-			fmt.Fprintf(w, "| %s | %s | %d | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %s | %s |\n",
-				res.Workload, FormatSize(res.Size), res.Concurrency, res.Target, res.OpsPerSec, res.MBPerSec,
-				res.P50ms, res.P99ms, res.P999ms, res.CPUSecPerGB, vs, vh)
-		}
-	}
+	r.eachLine(func(cells []string) { fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |") })
 	fmt.Fprintf(w, "\nCPU s/GB is the benchmarking process's CPU: for the cluster, the client's share only (the nodes run in their own processes).\n")
 	if r.Down > 0 {
 		fmt.Fprintf(w, "degraded-get reads through a front end that treats %d nodes as down (never contacted), so values are rebuilt from parity.\n", r.Down)

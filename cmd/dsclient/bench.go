@@ -32,7 +32,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	baseDir := fs.String("baseline-dir", "", "folder for the raw flatfs baseline (default: a temporary folder, removed afterwards)")
 	noBaseline := fs.Bool("no-baseline", false, "skip the raw flatfs baseline")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
-	reportDir := fs.String("report", "", "also write DIR/latest.md")
+	reportDir := fs.String("report", "", "also write DIR/latest.md and a chart, DIR/latest.png")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -156,7 +156,11 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		if err := f.Close(); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "wrote %s\n", path)
+		png := filepath.Join(*reportDir, "latest.png")
+		if err := rep.WriteChart(png); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s and %s\n", path, png)
 	}
 	return nil
 }
