@@ -85,6 +85,9 @@ type Result struct {
 	P99ms       float64 `json:"p99_ms"`
 	P999ms      float64 `json:"p999_ms"`
 	CPUSecPerGB float64 `json:"cpu_sec_per_gb"`
+	// DiskPerByte, for put, is the growth of the target's DiskUsage over
+	// the bytes written (0 when the target does not report usage).
+	DiskPerByte float64 `json:"disk_per_byte,omitempty"`
 }
 
 // Progress is called with the operations done so far and the total (0
@@ -132,6 +135,11 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 	if cfg.Count == 0 {
 		deadline = time.Now().Add(cfg.Duration)
 	}
+	pd, _ := d.(ds.PersistentDatastore)
+	var du0 uint64
+	if pd != nil && cfg.Workload == Put {
+		du0, _ = pd.DiskUsage(ctx)
+	}
 	cpu0 := cpuTime()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -177,6 +185,12 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 	if progress != nil {
 		progress(int(done.Load()), cfg.Count)
 	}
+	var grew uint64
+	if pd != nil && cfg.Workload == Put {
+		if du1, err := pd.DiskUsage(ctx); err == nil && du1 > du0 {
+			grew = du1 - du0
+		}
+	}
 
 	// Clean up what the run wrote (untimed).
 	total := int(next.Load())
@@ -199,6 +213,7 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 		r.MBPerSec = r.OpsPerSec * float64(cfg.Size) / 1e6
 		gb := float64(r.Ops) * float64(cfg.Size) / 1e9
 		r.CPUSecPerGB = cpu.Seconds() / gb
+		r.DiskPerByte = float64(grew) / (float64(r.Ops) * float64(cfg.Size))
 	}
 	slices.Sort(lat)
 	r.P50ms, r.P99ms, r.P999ms = quantile(lat, 0.50), quantile(lat, 0.99), quantile(lat, 0.999)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
@@ -104,5 +105,37 @@ func TestWriteChart(t *testing.T) {
 	}
 	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 10000 {
 		t.Fatalf("chart is not a PNG of a plausible size: %d bytes", len(b))
+	}
+}
+
+// sized is an in-memory store that reports the bytes it holds as its disk
+// usage, doubled, as a store with 2x overhead would.
+type sized struct {
+	ds.Batching
+	mu    sync.Mutex
+	bytes uint64
+}
+
+func (s *sized) Put(ctx context.Context, k ds.Key, v []byte) error {
+	s.mu.Lock()
+	s.bytes += 2 * uint64(len(v))
+	s.mu.Unlock()
+	return s.Batching.Put(ctx, k, v)
+}
+
+func (s *sized) DiskUsage(context.Context) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes, nil
+}
+
+func TestRunDiskPerByte(t *testing.T) {
+	d := &sized{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+	r, err := Run(context.Background(), "sized", d, nil, Config{Workload: Put, Size: 4096, Count: 100, Concurrency: 4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DiskPerByte != 2 {
+		t.Fatalf("disk per byte %.3f, want 2", r.DiskPerByte)
 	}
 }

@@ -105,6 +105,13 @@ func ParseSize(s string) (int, error) {
 	return n * mult, nil
 }
 
+func disk(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
 func ratio(x float64) string {
 	if x == 0 {
 		return "-"
@@ -127,7 +134,7 @@ func (r *Report) eachLine(f func(cells []string)) {
 			f([]string{res.Workload, FormatSize(res.Size), strconv.Itoa(res.Concurrency), res.Target,
 				fmt.Sprintf("%.0f", res.OpsPerSec), fmt.Sprintf("%.1f", res.MBPerSec),
 				fmt.Sprintf("%.2f", res.P50ms), fmt.Sprintf("%.2f", res.P99ms), fmt.Sprintf("%.2f", res.P999ms),
-				fmt.Sprintf("%.2f", res.CPUSecPerGB), vs, vh})
+				fmt.Sprintf("%.2f", res.CPUSecPerGB), disk(res.DiskPerByte), vs, vh})
 		}
 	}
 }
@@ -136,7 +143,7 @@ func (r *Report) eachLine(f func(cells []string)) {
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "cluster %s  policy %s  %d nodes  baseline %s\n", r.Cluster, r.Policy, r.Nodes, r.Baseline)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tvs baseline\tvs healthy\t")
+	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tdisk/byte\tvs baseline\tvs healthy\t")
 	r.eachLine(func(cells []string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") })
 	tw.Flush()
 }
@@ -149,10 +156,11 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) {
 	if command != "" {
 		fmt.Fprintf(w, "Command: `%s`\n\n", command)
 	}
-	fmt.Fprintln(w, "| workload | size | conc | target | ops/s | MB/s | p50 ms | p99 ms | p999 ms | CPU s/GB | vs baseline | vs healthy get |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| workload | size | conc | target | ops/s | MB/s | p50 ms | p99 ms | p999 ms | CPU s/GB | disk/byte | vs baseline | vs healthy get |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	r.eachLine(func(cells []string) { fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |") })
 	fmt.Fprintf(w, "\nCPU s/GB is the benchmarking process's CPU: for the cluster, the client's share only (the nodes run in their own processes).\n")
+	fmt.Fprintf(w, "disk/byte, for put, is the growth of the target's reported disk usage over the bytes written.\n")
 	if r.Down > 0 {
 		fmt.Fprintf(w, "degraded-get reads through a front end that treats %d nodes as down (never contacted), so values are rebuilt from parity.\n", r.Down)
 	}
