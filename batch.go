@@ -126,9 +126,11 @@ func (d *Datastore) deleteMany(ctx context.Context, keys []ds.Key) []error {
 
 // groupWrite tracks one value's shards within a batch commit.
 type groupWrite struct {
+	dsKey  ds.Key
 	key    string
 	quorum int
 	stored int
+	newer  bool // a node held a newer version: write again, ordered
 	failed []NodeError
 }
 
@@ -160,7 +162,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 			errs = append(errs, fmt.Errorf("put %s: %w", k, err))
 			continue
 		}
-		w := &groupWrite{key: k, quorum: v.c.Quorum(p)}
+		w := &groupWrite{dsKey: key, key: k, quorum: v.c.Quorum(p)}
 		writes = append(writes, w)
 		owners := v.owners(k)
 		for i, sh := range shards {
@@ -189,6 +191,10 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: fmt.Errorf("%s: %s", res[i].Status, res[i].Message)})
 					default:
 						it.w.stored++
+						if hlc, wr, ok := wire.ParseSuperseded(res[i].Message); ok && it.shard.Header.Version.Less(coding.Version{HLC: hlc, Writer: wr}) {
+							d.clock.Observe(coding.Version{HLC: hlc, Writer: wr})
+							it.w.newer = true
+						}
 					}
 				}
 				mu.Unlock()
@@ -197,6 +203,14 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 	}
 	wg.Wait()
 	for _, w := range writes {
+		if w.newer && w.stored >= w.quorum {
+			// Another writer got there first within our clock's reach: a
+			// plain Put orders this value after it.
+			if err := d.Put(ctx, w.dsKey, ops[w.dsKey].value); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: w.failed})
 		} else if len(w.failed) > 0 {

@@ -27,7 +27,28 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("put %s: %w", k, err)
 	}
-	return d.writeShards(ctx, v, "put", k, shards, v.c.Quorum(p))
+	return d.writeOrdered(ctx, v, "put", k, shards, v.c.Quorum(p), func(ver coding.Version) ([]*coding.Shard, error) {
+		return coding.Encode(k, value, p, ver)
+	})
+}
+
+// writeOrdered writes shards and, if a node already held a version at
+// least as new (another front end wrote within the same clock tick, or with
+// a clock ahead of ours), writes once more with a version after it: a write
+// that starts after another one returned must win, whatever the clocks say.
+func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int,
+	reencode func(coding.Version) ([]*coding.Shard, error)) error {
+	newer, err := d.writeShards(ctx, v, op, key, shards, quorum)
+	if err != nil || newer.IsZero() {
+		return err
+	}
+	d.clock.Observe(newer)
+	again, err := reencode(d.clock.Next())
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	_, err = d.writeShards(ctx, v, op, key, again, quorum)
+	return err
 }
 
 // Delete removes key by writing a tombstone version to every shard position.
@@ -46,16 +67,21 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 	}
 	v := d.view.Load()
 	p := v.c.Policy
-	return d.writeShards(ctx, v, "delete", k, coding.Tombstone(k, p, d.clock.Next()), v.c.Quorum(p))
+	return d.writeOrdered(ctx, v, "delete", k, coding.Tombstone(k, p, d.clock.Next()), v.c.Quorum(p), func(ver coding.Version) ([]*coding.Shard, error) {
+		return coding.Tombstone(k, p, ver), nil
+	})
 }
 
 // writeShards sends shard i to node i of the key's slot, all in parallel,
-// and waits for every answer (each bounded by the request timeout).
-func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) error {
+// and waits for every answer (each bounded by the request timeout). It
+// returns the newest version a node reported holding instead of ours (zero
+// when none did).
+func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) (coding.Version, error) {
 	owners := v.owners(key)
 	var (
 		mu     sync.Mutex
 		stored int
+		newer  coding.Version
 		failed []NodeError
 		wg     sync.WaitGroup
 	)
@@ -64,7 +90,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		go func(i int, sh *coding.Shard) {
 			defer wg.Done()
 			n := int(owners[i])
-			err := d.putShard(ctx, v, n, sh)
+			held, err := d.putShard(ctx, v, n, sh)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -72,21 +98,27 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 				return
 			}
 			stored++
+			// An equal version is our own write seen twice (a retry).
+			if sh.Header.Version.Less(held) && newer.Less(held) {
+				newer = held
+			}
 		}(i, sh)
 	}
 	wg.Wait()
 	if stored < quorum {
-		return &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
+		return newer, &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
 	}
 	if len(failed) > 0 {
 		log.Warnw("write below full redundancy", "op", op, "key", key, "stored", stored, "width", len(shards), "failed", joinNodeErrors(failed))
 	}
-	return nil
+	return newer, nil
 }
 
-func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Shard) error {
+// putShard stores sh on node n. When the node holds the key at a newer or
+// equal version it acknowledges without storing and says which: held.
+func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Shard) (held coding.Version, err error) {
 	if v.down[n] {
-		return errDown
+		return held, errDown
 	}
 	for attempt := 0; ; attempt++ {
 		// The shard is encoded straight into the request frame.
@@ -94,20 +126,23 @@ func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Sha
 		body = sh.AppendBinary(body)
 		resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpPut, body)
 		if err != nil {
-			return err
+			return held, err
 		}
 		switch {
 		case resp.Status == wire.StatusOK:
-			return nil
+			if hlc, w, ok := wire.ParseSuperseded(resp.Message); ok {
+				held = coding.Version{HLC: hlc, Writer: w}
+			}
+			return held, nil
 		case resp.Status == wire.StatusStaleEpoch && attempt == 0:
 			// The node has a newer map: adopt it and send again (the shard
 			// does not depend on the epoch).
 			if err := d.refresh(ctx); err != nil {
-				return err
+				return held, err
 			}
 			v = d.view.Load()
 			continue
 		}
-		return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		return held, fmt.Errorf("%s: %s", resp.Status, resp.Message)
 	}
 }

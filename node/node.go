@@ -304,7 +304,7 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	switch {
 	case err == nil:
 		if !old.Version.Less(toIndexVersion(h.Version)) {
-			return wire.StatusOK, "superseded"
+			return wire.StatusOK, wire.Superseded(old.Version.HLC, old.Version.Writer)
 		}
 	case errors.Is(err, index.ErrNotFound):
 	default:

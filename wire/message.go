@@ -2,6 +2,8 @@ package wire
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // MaxBatch bounds the number of shards in one batch put.
@@ -225,4 +227,29 @@ func DecodeBatchPayload(p []byte) ([]BatchResult, error) {
 		return nil, fmt.Errorf("decode batch results: %w", err)
 	}
 	return rs, nil
+}
+
+// supersededPrefix starts the message of a put that a node acknowledged
+// without storing, because it holds that key at a newer or equal version.
+const supersededPrefix = "superseded by "
+
+// Superseded is the message of such a put: it names the version the node
+// holds, so the writer can order its next write after it.
+func Superseded(hlc, writer uint64) string {
+	return fmt.Sprintf("%s%d.%d", supersededPrefix, hlc, writer)
+}
+
+// ParseSuperseded reads a Superseded message; ok is false for any other.
+func ParseSuperseded(msg string) (hlc, writer uint64, ok bool) {
+	rest, found := strings.CutPrefix(msg, supersededPrefix)
+	if !found {
+		return 0, 0, false
+	}
+	h, w, found := strings.Cut(rest, ".")
+	if !found {
+		return 0, 0, false
+	}
+	hlc, err1 := strconv.ParseUint(h, 10, 64)
+	writer, err2 := strconv.ParseUint(w, 10, 64)
+	return hlc, writer, err1 == nil && err2 == nil
 }
