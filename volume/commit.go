@@ -1,0 +1,246 @@
+package volume
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+type opKind uint8
+
+const (
+	opPut    opKind = iota
+	opDelete        // remove the index entry
+	opMove          // compaction: repoint key only if it still points at old
+)
+
+type op struct {
+	kind opKind
+	key  string
+	rec  []byte // encoded record, for opPut and opMove
+	at   loc    // where rec was appended; set by apply
+	old  loc    // opMove: the location being replaced
+}
+
+// submission is one caller's run of ops; it commits atomically in one group.
+type submission struct {
+	ops  []op
+	done chan error
+}
+
+// apply appends the records of ops to the active volume under one hold of
+// appendMu, queues them for the committer and waits for the group commit.
+func (s *Store) apply(ops []op) error {
+	sub := &submission{ops: ops, done: make(chan error, 1)}
+	if err := s.appendAll(sub); err != nil {
+		return err
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return <-sub.done
+}
+
+func (s *Store) appendAll(sub *submission) error {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.failed != nil {
+		return s.failed
+	}
+	startVol, startOff := s.activeVol, s.activeOff
+	for i := range sub.ops {
+		o := &sub.ops[i]
+		if o.rec == nil {
+			continue
+		}
+		n := int64(len(o.rec))
+		if s.activeOff > 0 && s.activeOff+n > s.opts.MaxVolumeSize {
+			if err := s.createVolume(s.activeVol + 1); err != nil {
+				s.failed = err
+				return err
+			}
+		}
+		s.filesMu.RLock()
+		f := s.files[s.activeVol]
+		s.filesMu.RUnlock()
+		if _, err := f.WriteAt(o.rec, s.activeOff); err != nil {
+			err = fmt.Errorf("volume: append: %w", err)
+			if s.activeVol == startVol {
+				// Nothing of this submission is queued; later appends
+				// overwrite the bytes and the end offset never covers them.
+				s.activeOff = startOff
+			} else {
+				s.failed = err
+			}
+			return err
+		}
+		o.at = loc{vol: s.activeVol, off: s.activeOff, valLen: uint32(n - recordLen(len(o.key), 0))}
+		s.activeOff += n
+		o.rec = nil // the bytes are in the page cache; let them go
+	}
+	s.pending = append(s.pending, sub)
+	return nil
+}
+
+// commitLoop is the single committer. Each round it waits up to CommitDelay
+// for as many submissions as the previous round had (so a lone writer never
+// waits), then fsyncs the touched volumes and commits one index transaction.
+func (s *Store) commitLoop() {
+	defer close(s.committed)
+	lastN := 1
+	var timer *time.Timer
+	for {
+		select {
+		case <-s.kick:
+		case <-s.quit:
+			s.commitRound()
+			return
+		}
+		if d := s.opts.CommitDelay; d > 0 && lastN > 1 {
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+		wait:
+			for s.pendingLen() < lastN {
+				select {
+				case <-s.kick:
+				case <-timer.C:
+					break wait
+				case <-s.quit:
+					break wait
+				}
+			}
+			timer.Stop()
+		}
+		if n := s.commitRound(); n > 0 {
+			lastN = n
+		}
+	}
+}
+
+func (s *Store) pendingLen() int {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	return len(s.pending)
+}
+
+// commitRound commits everything pending and answers each submission. It
+// returns the number of submissions committed.
+func (s *Store) commitRound() int {
+	s.appendMu.Lock()
+	group := s.pending
+	s.pending = nil
+	s.appendMu.Unlock()
+	if len(group) == 0 {
+		return 0
+	}
+	err := s.commitGroup(group)
+	if err != nil {
+		s.appendMu.Lock()
+		if s.failed == nil {
+			s.failed = err
+		}
+		s.appendMu.Unlock()
+	}
+	for _, sub := range group {
+		sub.done <- err
+	}
+	return len(group)
+}
+
+func (s *Store) commitGroup(group []*submission) error {
+	// 1. Make the records durable.
+	touched := map[uint32]bool{}
+	for _, sub := range group {
+		for _, o := range sub.ops {
+			if o.kind != opDelete {
+				touched[o.at.vol] = true
+			}
+		}
+	}
+	for vol := range touched {
+		s.filesMu.RLock()
+		f := s.files[vol]
+		s.filesMu.RUnlock()
+		if f == nil {
+			return fmt.Errorf("volume: volume %d vanished before commit", vol)
+		}
+		if err := s.fsync(f); err != nil {
+			return fmt.Errorf("volume: fsync %s: %w", volName(vol), err)
+		}
+	}
+	// 2. Make them visible, in submission order, in one transaction.
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		keys, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketMeta)
+		dead := map[uint32]uint64{}
+		ends := map[uint32]int64{}
+		kill := func(k string, v []byte) {
+			if l, err := decodeLoc(v); err == nil {
+				dead[l.vol] += uint64(recordLen(len(k), int(l.valLen)))
+			}
+		}
+		for _, sub := range group {
+			for _, o := range sub.ops {
+				kb := []byte(o.key)
+				if o.kind != opDelete {
+					if e := o.at.off + recordLen(len(o.key), int(o.at.valLen)); e > ends[o.at.vol] {
+						ends[o.at.vol] = e
+					}
+				}
+				cur := keys.Get(kb)
+				switch o.kind {
+				case opPut:
+					if cur != nil {
+						kill(o.key, cur)
+					}
+					if err := keys.Put(kb, o.at.encode()); err != nil {
+						return err
+					}
+				case opDelete:
+					if cur != nil {
+						kill(o.key, cur)
+						if err := keys.Delete(kb); err != nil {
+							return err
+						}
+					}
+				case opMove:
+					if cur != nil && bytes.Equal(cur, o.old.encode()) {
+						kill(o.key, cur)
+						if err := keys.Put(kb, o.at.encode()); err != nil {
+							return err
+						}
+					} else {
+						dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
+					}
+				}
+			}
+		}
+		for vol, e := range ends {
+			k := metaKey('e', vol)
+			if uint64(e) > getU64(meta, k) {
+				if err := putU64(meta, k, uint64(e)); err != nil {
+					return err
+				}
+			}
+		}
+		for vol, d := range dead {
+			k := metaKey('d', vol)
+			if err := putU64(meta, k, getU64(meta, k)+d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("volume: index commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,500 @@
+package volume
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrCorrupt marks a record or index entry that fails its checks. Get never
+// returns the bytes of such a record.
+var ErrCorrupt = errors.New("volume: corrupt record")
+
+// ErrClosed is returned by operations on a closed Store.
+var ErrClosed = errors.New("volume: store closed")
+
+var (
+	_ ds.Batching            = (*Store)(nil)
+	_ ds.PersistentDatastore = (*Store)(nil)
+	_ ds.CheckedDatastore    = (*Store)(nil)
+)
+
+const (
+	indexFile        = "index.bolt"
+	volSuffix        = ".vol"
+	defaultMaxVolume = 1 << 30
+	defaultDelay     = time.Millisecond
+)
+
+var (
+	bucketKeys = []byte("keys")
+	bucketMeta = []byte("meta")
+)
+
+// Options configures a Store. The zero value is the production default.
+type Options struct {
+	NoSync        bool          // skip fsyncs; tests only
+	MaxVolumeSize int64         // roll to a new volume file past this size (default 1 GiB)
+	CommitDelay   time.Duration // longest a write waits for others to share its fsync (0: default 1ms, negative: none)
+}
+
+// Validate reports options that cannot work.
+func (o *Options) Validate() error {
+	if o.MaxVolumeSize < 0 {
+		return fmt.Errorf("volume: MaxVolumeSize %d < 0", o.MaxVolumeSize)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxVolumeSize == 0 {
+		o.MaxVolumeSize = defaultMaxVolume
+	}
+	if o.CommitDelay == 0 {
+		o.CommitDelay = defaultDelay
+	}
+	return o
+}
+
+// Store is an append-only datastore. See the package documentation.
+type Store struct {
+	dir  string
+	opts Options
+	db   *bolt.DB
+
+	// filesMu guards files. Readers hold it shared from index lookup to the
+	// end of the pread, so compaction cannot remove a file under them.
+	filesMu sync.RWMutex
+	files   map[uint32]*os.File
+
+	// appendMu guards the active volume, pending and the flags below.
+	appendMu  sync.Mutex
+	activeVol uint32
+	activeOff int64
+	pending   []*submission
+	closed    bool
+	failed    error // sticky: set when an fsync or index commit fails
+
+	kick      chan struct{}
+	quit      chan struct{}
+	committed chan struct{} // closed when the committer exits
+
+	compactMu sync.Mutex
+}
+
+func volName(id uint32) string { return fmt.Sprintf("%08d%s", id, volSuffix) }
+
+func metaKey(kind byte, vol uint32) []byte {
+	b := make([]byte, 5)
+	b[0] = kind
+	binary.BigEndian.PutUint32(b[1:], vol)
+	return b
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putU64(b *bolt.Bucket, k []byte, v uint64) error {
+	buf := make([]byte, 8)
+	binary.BigEndian.PutUint64(buf, v)
+	return b.Put(k, buf)
+}
+
+// Open opens or creates the store in dir and recovers from a crash: every
+// volume is truncated to the end of its last indexed record, which drops torn
+// records and records that were never acknowledged.
+func Open(dir string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o = o.withDefaults()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, indexFile), 0o600, &bolt.Options{
+		Timeout:        10 * time.Second,
+		NoSync:         o.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volume: open index: %w", err)
+	}
+	s := &Store{
+		dir:       dir,
+		opts:      o,
+		db:        db,
+		files:     map[uint32]*os.File{},
+		kick:      make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		committed: make(chan struct{}),
+	}
+	if err := s.recover(); err != nil {
+		for _, f := range s.files {
+			f.Close()
+		}
+		db.Close()
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+func listVolumes(dir string) ([]uint32, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint32
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, volSuffix) {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(name, volSuffix), 10, 32)
+		if err != nil || n == 0 {
+			continue
+		}
+		ids = append(ids, uint32(n))
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+func (s *Store) recover() error {
+	ends := map[uint32]uint64{}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
+			return err
+		}
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return m.ForEach(func(k, v []byte) error {
+			if len(k) == 5 && k[0] == 'e' && len(v) == 8 {
+				ends[binary.BigEndian.Uint32(k[1:])] = binary.BigEndian.Uint64(v)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("volume: read index meta: %w", err)
+	}
+	ids, err := listVolumes(s.dir)
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	dirty := false
+	for i, id := range ids {
+		path := filepath.Join(s.dir, volName(id))
+		end, known := ends[id]
+		last := i == len(ids)-1
+		if !known && !last {
+			// No index entry ever pointed here (or compaction finished with
+			// it): an unacknowledged roll or a compacted leftover.
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("volume: %w", err)
+			}
+			dirty = true
+			continue
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0o644)
+		if err != nil {
+			return fmt.Errorf("volume: %w", err)
+		}
+		s.files[id] = f
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("volume: %w", err)
+		}
+		size := st.Size()
+		if size < int64(end) {
+			return fmt.Errorf("%w: volume %s is %d bytes, index says %d are committed", ErrCorrupt, path, size, end)
+		}
+		if size > int64(end) {
+			// Everything past the indexed end was never acknowledged: a torn
+			// record, garbage, or complete records whose group never committed.
+			if err := f.Truncate(int64(end)); err != nil {
+				return fmt.Errorf("volume: truncate %s: %w", path, err)
+			}
+			if err := s.fsync(f); err != nil {
+				return fmt.Errorf("volume: %w", err)
+			}
+		}
+		if last {
+			s.activeVol, s.activeOff = id, int64(end)
+		}
+	}
+	if len(s.files) == 0 {
+		var next uint32 = 1
+		if len(ids) > 0 {
+			next = ids[len(ids)-1] + 1
+		}
+		if err := s.createVolume(next); err != nil {
+			return err
+		}
+		dirty = false // createVolume synced the directory
+	}
+	if dirty {
+		return s.syncDir()
+	}
+	return nil
+}
+
+func (s *Store) fsync(f *os.File) error {
+	if s.opts.NoSync {
+		return nil
+	}
+	return f.Sync()
+}
+
+func (s *Store) syncDir() error {
+	if s.opts.NoSync {
+		return nil
+	}
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("volume: sync dir: %w", err)
+	}
+	return nil
+}
+
+// createVolume creates volume id, makes it the active one and syncs the
+// directory so that the file outlives a crash before any index entry points
+// into it. Callers hold appendMu (or are in Open).
+func (s *Store) createVolume(id uint32) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, volName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("volume: create volume: %w", err)
+	}
+	if err := s.syncDir(); err != nil {
+		f.Close()
+		return err
+	}
+	s.filesMu.Lock()
+	s.files[id] = f
+	s.filesMu.Unlock()
+	s.activeVol, s.activeOff = id, 0
+	return nil
+}
+
+// lookup returns the location of key in the index.
+func (s *Store) lookup(key string) (loc, bool, error) {
+	var l loc
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKeys).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		found = true
+		var err error
+		l, err = decodeLoc(v)
+		return err
+	})
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return l, false, ErrClosed
+	}
+	return l, found, err
+}
+
+// readRecord reads the whole record at l. Callers hold filesMu shared.
+func (s *Store) readRecord(key string, l loc) ([]byte, error) {
+	f := s.files[l.vol]
+	if f == nil {
+		return nil, fmt.Errorf("%w: index points to missing volume %d", ErrCorrupt, l.vol)
+	}
+	rec := make([]byte, recordLen(len(key), int(l.valLen)))
+	if _, err := f.ReadAt(rec, l.off); err != nil {
+		return nil, fmt.Errorf("volume: read %s at %d: %w", volName(l.vol), l.off, err)
+	}
+	return rec, nil
+}
+
+// Get returns the value stored under key, or ds.ErrNotFound.
+func (s *Store) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+	k := key.String()
+	s.filesMu.RLock()
+	defer s.filesMu.RUnlock()
+	l, ok, err := s.lookup(k)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ds.ErrNotFound
+	}
+	rec, err := s.readRecord(k, l)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeRecord(rec, k)
+	if err != nil {
+		return nil, fmt.Errorf("volume: get %s in %s at %d: %w", k, volName(l.vol), l.off, err)
+	}
+	return v, nil
+}
+
+// Has reports whether key is in the index. It does not read the volume.
+func (s *Store) Has(ctx context.Context, key ds.Key) (bool, error) {
+	_, ok, err := s.lookup(key.String())
+	return ok, err
+}
+
+// GetSize returns the value size recorded in the index, or ds.ErrNotFound.
+func (s *Store) GetSize(ctx context.Context, key ds.Key) (int, error) {
+	l, ok, err := s.lookup(key.String())
+	if err != nil {
+		return -1, err
+	}
+	if !ok {
+		return -1, ds.ErrNotFound
+	}
+	return int(l.valLen), nil
+}
+
+// Put stores value under key. It returns once the record is fsynced and
+// its index entry committed. The store does not keep value.
+func (s *Store) Put(ctx context.Context, key ds.Key, value []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k := key.String()
+	if err := checkSizes(k, len(value)); err != nil {
+		return err
+	}
+	return s.apply([]op{{kind: opPut, key: k, rec: encodeRecord(k, value)}})
+}
+
+func checkSizes(k string, n int) error {
+	if len(k) > MaxKeySize {
+		return fmt.Errorf("volume: key of %d bytes exceeds %d", len(k), MaxKeySize)
+	}
+	if n > MaxValueSize {
+		return fmt.Errorf("volume: value of %d bytes exceeds %d", n, MaxValueSize)
+	}
+	return nil
+}
+
+// Delete removes key. Deleting a missing key is not an error. The removal is
+// durable when Delete returns.
+func (s *Store) Delete(ctx context.Context, key ds.Key) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k := key.String()
+	if _, ok, err := s.lookup(k); err != nil || !ok {
+		return err
+	}
+	return s.apply([]op{{kind: opDelete, key: k}})
+}
+
+// Sync is a no-op: every write is durable when it returns.
+func (s *Store) Sync(ctx context.Context, prefix ds.Key) error { return nil }
+
+// DiskUsage returns the bytes held by volume files (not the index).
+func (s *Store) DiskUsage(ctx context.Context) (uint64, error) {
+	s.filesMu.RLock()
+	defer s.filesMu.RUnlock()
+	var n uint64
+	for _, f := range s.files {
+		st, err := f.Stat()
+		if err != nil {
+			return 0, fmt.Errorf("volume: %w", err)
+		}
+		n += uint64(st.Size())
+	}
+	return n, nil
+}
+
+// Check verifies that every index entry points at a record header with the
+// right magic, lengths and key. It does not read values or checksums.
+func (s *Store) Check(ctx context.Context) error {
+	var bad []error
+	err := s.scan(ctx, nil, func(k string, l loc) bool {
+		if err := s.checkHeader(k, l); err != nil {
+			bad = append(bad, fmt.Errorf("key %s: %w", k, err))
+		}
+		return len(bad) < 100
+	})
+	if err != nil {
+		return err
+	}
+	return errors.Join(bad...)
+}
+
+func (s *Store) checkHeader(k string, l loc) error {
+	s.filesMu.RLock()
+	defer s.filesMu.RUnlock()
+	f := s.files[l.vol]
+	if f == nil {
+		return fmt.Errorf("%w: missing volume %d", ErrCorrupt, l.vol)
+	}
+	h := make([]byte, headerSize+len(k))
+	if _, err := f.ReadAt(h, l.off); err != nil {
+		return fmt.Errorf("%w: read header: %v", ErrCorrupt, err)
+	}
+	kl, vl, err := parseHeader(h)
+	if err != nil {
+		return err
+	}
+	if kl != len(k) || vl != int(l.valLen) || string(h[headerSize:]) != k {
+		return fmt.Errorf("%w: header does not match index", ErrCorrupt)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() < l.off+recordLen(kl, vl) {
+		return fmt.Errorf("%w: record runs past end of volume", ErrCorrupt)
+	}
+	return nil
+}
+
+// Close commits pending writes, stops the committer and closes all files.
+func (s *Store) Close() error {
+	s.appendMu.Lock()
+	if s.closed {
+		s.appendMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.appendMu.Unlock()
+	close(s.quit)
+	<-s.committed
+	s.compactMu.Lock() // wait for a running Compact
+	defer s.compactMu.Unlock()
+	s.filesMu.Lock()
+	var errs []error
+	for id, f := range s.files {
+		if err := f.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(s.files, id)
+	}
+	s.filesMu.Unlock()
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
