@@ -41,7 +41,8 @@ demo: build
 
 # The standard benchmark suite on a local 6-node 4+2 cluster, with a raw
 # flatfs baseline in the same run; writes bench/results/latest.md.
-# BENCH_DURATION (default 10s) is the time per workload and target.
+# BENCH_DURATION (default 10s) is the time per workload and target;
+# BENCH_STORE=flatfs runs the nodes on go-ds-flatfs instead of the volume store.
 bench: build
 	bash scripts/bench.sh
 

@@ -77,12 +77,18 @@ func flatfsStore(b *testing.B) ds.Batching {
 	return fs
 }
 
-func clusterStore(b *testing.B) ds.Datastore {
-	c := clustertest.Start(b, clustertest.Options{Sync: true})
+func clusterStore(b *testing.B, store string) ds.Datastore {
+	c := clustertest.Start(b, clustertest.Options{Sync: true, Store: store})
 	return c.Client(nil)
 }
 
 func BenchmarkFlatfsPut_256K(b *testing.B)      { benchPut(b, flatfsStore(b), 256<<10) }
-func BenchmarkClusterPut_4x2x256K(b *testing.B) { benchPut(b, clusterStore(b), 256<<10) }
+func BenchmarkClusterPut_4x2x256K(b *testing.B) { benchPut(b, clusterStore(b, "flatfs"), 256<<10) }
+func BenchmarkClusterPutVolume_4x2x256K(b *testing.B) {
+	benchPut(b, clusterStore(b, "volume"), 256<<10)
+}
 func BenchmarkFlatfsGet_256K(b *testing.B)      { benchGet(b, flatfsStore(b), 256<<10) }
-func BenchmarkClusterGet_4x2x256K(b *testing.B) { benchGet(b, clusterStore(b), 256<<10) }
+func BenchmarkClusterGet_4x2x256K(b *testing.B) { benchGet(b, clusterStore(b, "flatfs"), 256<<10) }
+func BenchmarkClusterGetVolume_4x2x256K(b *testing.B) {
+	benchGet(b, clusterStore(b, "volume"), 256<<10)
+}

@@ -35,6 +35,8 @@ type Options struct {
 	// Sync makes nodes fsync (default off: tests do not need durability
 	// across machine crashes, and fsync dominates their run time).
 	Sync bool
+	// Store is the nodes' shard store: "flatfs" (default) or "volume".
+	Store string
 }
 
 // Cluster is a running in-process cluster.
@@ -57,6 +59,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	if opts.Policy.Kind == 0 {
 		opts.Policy = coding.Erasure(4, 2)
+	}
+	if opts.Store == "" {
+		opts.Store = "flatfs"
 	}
 	switch {
 	case opts.SmallThreshold == 0:
@@ -102,7 +107,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	for i := range hosts {
 		c.configs = append(c.configs, &config.Node{
 			Version: config.FormatVersion, Identity: i, PrivKey: hosts[i].enc,
-			Listen: pnodes[i].Addrs, Secret: c.Secret, Store: "flatfs", Cluster: *c.Info,
+			Listen: pnodes[i].Addrs, Secret: c.Secret, Store: opts.Store, Cluster: *c.Info,
 		})
 		n, err := node.Start(context.Background(), node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: hosts[i].h, NoSync: !opts.Sync})
 		if err != nil {

@@ -40,7 +40,7 @@ const (
 	DefaultParityShards   = 2
 	DefaultBasePort       = 6735
 	DefaultSmallThreshold = 16 << 10
-	DefaultStore          = "flatfs"
+	DefaultStore          = "volume"
 )
 
 // ErrNoConfig is returned when a config file does not exist.
@@ -110,7 +110,8 @@ type Node struct {
 	Listen  []string `json:"listen"`
 	// Secret is the cluster's private network key, 64 hex characters.
 	Secret string `json:"secret"`
-	// Store names the shard store backend: "flatfs".
+	// Store names the shard store backend: "flatfs" (one file per shard,
+	// go-ds-flatfs) or "volume" (append-only volume files, group commit).
 	Store string `json:"store"`
 	// Identities holds the private keys of every node of the initial
 	// cluster; only the bootstrapper's config has it, to hand identities to
@@ -139,9 +140,9 @@ func (n *Node) Validate() error {
 		}
 	}
 	switch n.Store {
-	case "flatfs":
+	case "flatfs", "volume":
 	default:
-		return fmt.Errorf("store %q is unknown (want flatfs)", n.Store)
+		return fmt.Errorf("store %q is unknown (want flatfs or volume)", n.Store)
 	}
 	return n.Cluster.Validate()
 }

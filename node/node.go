@@ -94,7 +94,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	}()
 	n.store = opts.Store
 	if n.store == nil {
-		if n.store, err = openFlatfs(opts.Dir, !opts.NoSync); err != nil {
+		if n.store, err = openStore(opts.Dir, cfg.Store, !opts.NoSync); err != nil {
 			return nil, err
 		}
 	}

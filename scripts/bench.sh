@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 NODES=6
 K=4
 M=2
+STORE=${BENCH_STORE:-volume}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dscluster-bench.XXXXXX")
 # shellcheck source=scripts/cluster.sh
 . scripts/cluster.sh

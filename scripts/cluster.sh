@@ -1,5 +1,6 @@
 # Sourced by demo.sh and bench.sh: start a local cluster of $NODES nodes
-# (policy $K+$M) on free loopback ports under $WORK, with the seed README's
+# (policy $K+$M, shard store $STORE, default volume) on free loopback ports
+# under $WORK, with the seed README's
 # commands. Sets BOOT, PIDS and exports DSCLUSTER_SECRET. The caller's EXIT
 # trap runs stop_cluster.
 
@@ -29,7 +30,7 @@ start_cluster() {
 		[ -x "./$b" ] || { echo "./$b is missing: build it with make $b" >&2; exit 1; }
 	done
 	BOOT=$(./dscfg cluster --cluster-node-number="$NODES" --data-shards="$K" --parity-shards="$M" \
-		--base-port=0 --host=127.0.0.1 "$WORK/srv0" | tail -n 1)
+		--store="${STORE:-volume}" --base-port=0 --host=127.0.0.1 "$WORK/srv0" | tail -n 1)
 	echo "bootstrapper: $BOOT"
 	# Nodes and clients without a config need the cluster secret.
 	DSCLUSTER_SECRET=$(tail -n 1 "$WORK/srv0/swarm.key")

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 NODES=6
 K=4
 M=2
+STORE=flatfs # the demo's embedded default; new clusters default to the volume store
 SIZE_MIB=${DEMO_SIZE_MIB:-16}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dscluster-demo.XXXXXX")
 # shellcheck source=scripts/cluster.sh
@@ -20,7 +21,7 @@ trap 'stop_cluster; rm -rf "$WORK"' EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "start a $NODES-node cluster, policy $K+$M, on free loopback ports: dscfg cluster, then the bootstrapper and $((NODES - 1)) nodes that fetch their identity from it, then dsclient init"
+step "start a $NODES-node cluster, policy $K+$M, $STORE shard stores, on free loopback ports: dscfg cluster, then the bootstrapper and $((NODES - 1)) nodes that fetch their identity from it, then dsclient init"
 start_cluster
 
 step "add a ${SIZE_MIB} MiB random file"

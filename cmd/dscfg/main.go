@@ -71,6 +71,7 @@ func cmdCluster(args []string) error {
 	zones := fs.String("zones", "", "comma-separated failure-domain label per node (optional)")
 	small := fs.Int("small-threshold", config.DefaultSmallThreshold, "values smaller than this many bytes are replicated parity+1 times instead of erasure coded")
 	quorum := fs.Int("write-quorum", 0, "shards that must be stored before a put is acknowledged (0: data+1)")
+	store := fs.String("store", config.DefaultStore, "shard store of every node: flatfs (one file per shard) or volume (append-only volume files)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: dscfg cluster --cluster-node-number=N [flags] DIR")
 		fs.PrintDefaults()
@@ -136,7 +137,7 @@ func cmdCluster(args []string) error {
 		PrivKey:    keys[0],
 		Listen:     nodes[0].Addrs,
 		Secret:     secret,
-		Store:      config.DefaultStore,
+		Store:      *store,
 		Identities: keys,
 		Cluster: config.Cluster{
 			ID:             "dsc-" + clusterID,
