@@ -202,6 +202,13 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 		}(n, items)
 	}
 	wg.Wait()
+	for _, items := range perNode {
+		for _, it := range items {
+			if it.shard.Header.Index == 0 {
+				coding.Release([]*coding.Shard{it.shard})
+			}
+		}
+	}
 	for _, w := range writes {
 		if w.newer && w.stored >= w.quorum {
 			// Another writer got there first within our clock's reach: a

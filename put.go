@@ -32,13 +32,15 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	})
 }
 
-// writeOrdered writes shards and, if a node already held a version at
+// writeOrdered writes shards (and releases them) and, if a node already held a version at
 // least as new (another front end wrote within the same clock tick, or with
 // a clock ahead of ours), writes once more with a version after it: a write
 // that starts after another one returned must win, whatever the clocks say.
 func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int,
 	reencode func(coding.Version) ([]*coding.Shard, error)) error {
 	newer, err := d.writeShards(ctx, v, op, key, shards, quorum)
+	// Every request was encoded from the shards and has been answered.
+	coding.Release(shards)
 	if err != nil || newer.IsZero() {
 		return err
 	}
@@ -48,6 +50,7 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	_, err = d.writeShards(ctx, v, op, key, again, quorum)
+	coding.Release(again)
 	return err
 }
 

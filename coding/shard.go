@@ -13,6 +13,37 @@ import (
 type Shard struct {
 	Header Header
 	Data   []byte
+
+	pooled []byte // the buffer Encode took from its pool (on shard 0 only)
+}
+
+// bufPool holds the erasure-coding buffers of released writes: allocating
+// (and faulting in) a fresh buffer per value costs more than the
+// Reed-Solomon encode itself.
+var bufPool sync.Pool
+
+func getBuf(n int) []byte {
+	if b, ok := bufPool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+// Release hands the buffer behind shards made by Encode back for reuse.
+// Neither the shards nor any slice of their Data may be used afterwards.
+// Calling it is optional (without it the buffer is garbage collected); it
+// is a no-op for shards that Encode did not make.
+func Release(shards []*Shard) {
+	if len(shards) == 0 || shards[0] == nil || shards[0].pooled == nil {
+		return
+	}
+	b := shards[0].pooled
+	for _, s := range shards {
+		if s != nil {
+			s.pooled, s.Data = nil, nil
+		}
+	}
+	bufPool.Put(&b)
 }
 
 // Size is the encoded size of s: header plus data.
@@ -109,17 +140,19 @@ func Encode(key string, value []byte, p Policy, v Version) ([]*Shard, error) {
 	w := p.Width()
 	sl := ShardLen(p, uint64(len(value)))
 	data := make([][]byte, w)
+	var buf []byte
 	switch {
 	case len(value) == 0:
 		// Every shard is empty; Reed-Solomon cannot split nothing.
 	case p.Kind == KindReplica:
-		buf := append([]byte(nil), value...)
+		cp := append([]byte(nil), value...)
 		for i := range data {
-			data[i] = buf
+			data[i] = cp
 		}
 	default:
-		buf := make([]byte, w*sl)
-		copy(buf, value)
+		buf = getBuf(w * sl)
+		n := copy(buf, value)
+		clear(buf[n : p.DataShards*sl]) // padding of the last data shard
 		for i := range data {
 			data[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
 		}
@@ -156,6 +189,7 @@ func Encode(key string, value []byte, p Policy, v Version) ([]*Shard, error) {
 		}
 		out[i] = &shards[i]
 	}
+	shards[0].pooled = buf
 	return out, nil
 }
 
