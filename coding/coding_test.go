@@ -704,3 +704,41 @@ func TestReleaseReuse(t *testing.T) {
 	}
 	Release(nil) // no-op
 }
+
+// TestParseShardUnverified: the header and length are checked, the data
+// not; Decode still refuses a shard whose data was damaged.
+func TestParseShardUnverified(t *testing.T) {
+	p := Erasure(4, 2)
+	val := bytes.Repeat([]byte("abc"), 30000)
+	shards, err := Encode("/k", val, p, Version{HLC: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parsed []*Shard
+	for i, sh := range shards {
+		b := sh.AppendBinary(nil)
+		if i == 0 {
+			b[len(b)-1] ^= 1 // damage data shard 0
+		}
+		got, err := ParseShardUnverified(b)
+		if err != nil {
+			t.Fatalf("shard %d: %v", i, err)
+		}
+		parsed = append(parsed, got)
+		if _, err := ParseShardUnverified(b[:len(b)-1]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("shard %d truncated: %v, want ErrCorrupt", i, err)
+		}
+	}
+	if err := parsed[0].Verify(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify of the damaged shard: %v", err)
+	}
+	got, err := Decode(parsed)
+	if err != nil || !bytes.Equal(got, val) {
+		t.Fatalf("decode with a damaged data shard: %d bytes, %v", len(got), err)
+	}
+	parsed[1].Data[0] ^= 1
+	parsed[2].Data[0] ^= 1
+	if _, err := Decode(parsed); !errors.Is(err, ErrTooFewShards) {
+		t.Fatalf("decode with 3 damaged shards: %v, want ErrTooFewShards", err)
+	}
+}

@@ -61,6 +61,21 @@ func (s *Shard) AppendBinary(dst []byte) []byte {
 // The returned Data aliases b (with its capacity cut to its length): the
 // caller must not modify b while it uses the shard. Errors wrap ErrCorrupt.
 func ParseShard(b []byte) (*Shard, error) {
+	s, err := ParseShardUnverified(b)
+	if err != nil {
+		return nil, err
+	}
+	if sum := Checksum(s.Data); sum != s.Header.ShardSum {
+		return nil, corruptf("shard %d of %q: data checksum mismatch", s.Header.Index, s.Header.Key)
+	}
+	return s, nil
+}
+
+// ParseShardUnverified is ParseShard without the data checksum: the header
+// is checked (its own checksum and sanity) and the data length, not the
+// data. For a reader that hands the shard to Decode, which verifies every
+// shard it uses, so the data is hashed once; anyone else calls Verify.
+func ParseShardUnverified(b []byte) (*Shard, error) {
 	h, n, err := DecodeHeader(b)
 	if err != nil {
 		return nil, err
@@ -69,11 +84,7 @@ func ParseShard(b []byte) (*Shard, error) {
 	if len(b)-n != want {
 		return nil, corruptf("shard %d of %q: %d data bytes, header says %d", h.Index, h.Key, len(b)-n, want)
 	}
-	s := &Shard{Header: h, Data: b[n:len(b):len(b)]}
-	if sum := Checksum(s.Data); sum != h.ShardSum {
-		return nil, corruptf("shard %d of %q: data checksum mismatch", h.Index, h.Key)
-	}
-	return s, nil
+	return &Shard{Header: h, Data: b[n:len(b):len(b)]}, nil
 }
 
 // Verify checks s as ParseShard would: a sane header, len(Data) equal to
