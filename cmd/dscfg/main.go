@@ -37,6 +37,9 @@ Run "dscfg cluster -h" or "dscfg client -h" for the flags.
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // the usage was printed
+		}
 		fmt.Fprintln(os.Stderr, "dscfg:", err)
 		os.Exit(1)
 	}

@@ -49,6 +49,9 @@ The cluster secret for init comes from $DSCLUSTER_SECRET or DIR/swarm.key.
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // the usage was printed
+		}
 		// One line: errors from several nodes are joined with newlines.
 		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 		fmt.Fprintln(os.Stderr, "dsclient:", msg)
