@@ -33,6 +33,14 @@ func (s *Store) Compact(ctx context.Context, minGarbage float64) (int64, error) 
 	if closed {
 		return 0, ErrClosed
 	}
+	// A write may have been appended to a now sealed volume and still be
+	// waiting for its index commit: the scan below would miss it and the
+	// volume would go with its record. An empty submission queued now
+	// commits after every earlier one, so once it returns every record in
+	// a volume below active is in the index.
+	if err := s.apply(nil); err != nil {
+		return 0, fmt.Errorf("volume: compact: %w", err)
+	}
 	var stats []volStat
 	err := s.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
