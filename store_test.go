@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -50,4 +51,59 @@ func TestVolumeStoreCluster(t *testing.T) {
 		c.Restart(i)
 	}
 	check("every node restarted")
+}
+
+// TestVolumeCompaction: nodes compact their volume stores in the background;
+// overwritten and deleted shards give their space back and every live value
+// still reads back.
+func TestVolumeCompaction(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{Store: "volume", VolumeSize: 256 << 10, CompactEvery: 100 * time.Millisecond})
+	d := c.Client(nil)
+	put := func(round byte) map[ds.Key][]byte {
+		vals := map[ds.Key][]byte{}
+		for i := 0; i < 40; i++ {
+			k := ds.NewKey(fmt.Sprintf("/compact/%d", i))
+			v := bytes.Repeat([]byte{round, byte(i)}, 32<<10)
+			vals[k] = v
+			if err := d.Put(ctx, k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return vals
+	}
+	put(1)
+	full, err := d.DiskUsage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := put(2) // the first round is garbage now
+	for i := 0; i < 20; i++ {
+		k := ds.NewKey(fmt.Sprintf("/compact/%d", i))
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		delete(vals, k)
+	}
+	var now uint64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if now, err = d.DiskUsage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Half the keys are live, once each: well under one full round.
+		if now < full*3/4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if now >= full*3/4 {
+		t.Fatalf("disk usage %d after overwriting and deleting, %d after the first round: compaction did not reclaim", now, full)
+	}
+	for k, want := range vals {
+		got, err := d.Get(ctx, k)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s after compaction: %d bytes, err %v", k, len(got), err)
+		}
+	}
 }

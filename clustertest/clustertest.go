@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -37,6 +38,9 @@ type Options struct {
 	Sync bool
 	// Store is the nodes' shard store: "flatfs" (default) or "volume".
 	Store string
+	// CompactEvery and VolumeSize are passed to every node (node.Options).
+	CompactEvery time.Duration
+	VolumeSize   int64
 }
 
 // Cluster is a running in-process cluster.
@@ -109,7 +113,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			Version: config.FormatVersion, Identity: i, PrivKey: hosts[i].enc,
 			Listen: pnodes[i].Addrs, Secret: c.Secret, Store: opts.Store, Cluster: *c.Info,
 		})
-		n, err := node.Start(context.Background(), node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: hosts[i].h, NoSync: !opts.Sync})
+		n, err := node.Start(context.Background(), c.nodeOptions(i, hosts[i].h))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,6 +125,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 type hostSlot struct {
 	h   host.Host
 	enc string
+}
+
+func (c *Cluster) nodeOptions(i int, h host.Host) node.Options {
+	return node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: h, NoSync: !c.opts.Sync,
+		CompactEvery: c.opts.CompactEvery, VolumeSize: c.opts.VolumeSize}
 }
 
 // ClientConfig is a client config for this cluster.
@@ -164,7 +173,7 @@ func (c *Cluster) Restart(i int) {
 	if c.nodes[i] != nil {
 		return
 	}
-	n, err := node.Start(context.Background(), node.Options{Dir: c.Dirs[i], Config: c.configs[i], NoSync: !c.opts.Sync})
+	n, err := node.Start(context.Background(), c.nodeOptions(i, nil))
 	if err != nil {
 		c.t.Fatalf("restart node %d: %v", i, err)
 	}

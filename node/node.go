@@ -53,6 +53,50 @@ type Options struct {
 	// NoSync skips fsync in the shard store and the index. Tests only: an
 	// acknowledged write is then not durable.
 	NoSync bool
+	// CompactEvery is how often a store that supports it (the volume store)
+	// rewrites volumes that are at least half garbage (default 10 minutes;
+	// negative: never).
+	CompactEvery time.Duration
+	// VolumeSize is the volume store's file size limit (0: its default, 1
+	// GiB). Tests make it small so that volumes seal and can be compacted.
+	VolumeSize int64
+}
+
+// compactor is a shard store that reclaims the space of deleted and
+// overwritten shards.
+type compactor interface {
+	Compact(ctx context.Context, minGarbage float64) (int64, error)
+}
+
+// compactLoop compacts the store every interval until the node closes.
+func (n *Node) compactLoop(c compactor, every time.Duration) {
+	defer n.compactWG.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-n.closed:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		freed, err := c.Compact(ctx, 0.5)
+		cancel()
+		if err != nil {
+			log.Warnw("compaction", "err", err)
+			continue
+		}
+		if freed > 0 {
+			log.Infow("compacted the shard store", "freed_bytes", freed)
+		}
+	}
 }
 
 // Node is a running dscluster server.
@@ -70,7 +114,8 @@ type Node struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // stream handlers
+	compactWG sync.WaitGroup // the compaction loop, stopped before the stores close
 }
 
 // Start opens the node's stores, starts its host and serves the protocol.
@@ -94,7 +139,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	}()
 	n.store = opts.Store
 	if n.store == nil {
-		if n.store, err = openStore(opts.Dir, cfg.Store, !opts.NoSync); err != nil {
+		if n.store, err = openStore(opts.Dir, cfg.Store, !opts.NoSync, opts.VolumeSize); err != nil {
 			return nil, err
 		}
 	}
@@ -124,6 +169,14 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.self = self
+	if c, ok := n.store.(compactor); ok && opts.CompactEvery >= 0 {
+		every := opts.CompactEvery
+		if every == 0 {
+			every = 10 * time.Minute
+		}
+		n.compactWG.Add(1)
+		go n.compactLoop(c, every)
+	}
 	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
 	log.Infow("node ready", "identity", cfg.Identity, "peer", n.host.ID().String(), "addrs", n.host.Addrs(), "policy", c.Policy.String(), "epoch", c.Map.Epoch)
 	return n, nil
@@ -146,6 +199,7 @@ func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.closed)
+		n.compactWG.Wait()
 		if n.host != nil {
 			n.host.RemoveStreamHandler(wire.ShardProtocol)
 		}

@@ -23,11 +23,11 @@ func ShardKey(key string) ds.Key {
 }
 
 // openStore opens the shard store the config names, under dir.
-func openStore(dir, kind string, sync bool) (ds.Batching, error) {
+func openStore(dir, kind string, sync bool, volumeSize int64) (ds.Batching, error) {
 	switch kind {
 	case "volume":
 		path := filepath.Join(dir, "volume")
-		v, err := volume.Open(path, &volume.Options{NoSync: !sync})
+		v, err := volume.Open(path, &volume.Options{NoSync: !sync, MaxVolumeSize: volumeSize})
 		if err != nil {
 			return nil, fmt.Errorf("open volume shard store %s: %w", path, err)
 		}
