@@ -246,7 +246,7 @@ func (n *Node) handleStream(s network.Stream) {
 					// lost); a close, unlike a reset, lets the answer arrive.
 					resp := &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
 					_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
-					if wire.WriteFrame(s, wire.AppendResponse(out, resp)) == nil {
+					if _, err := wire.WriteResponse(s, out, resp); err == nil {
 						_ = s.CloseWrite()
 						return
 					}
@@ -258,15 +258,11 @@ func (n *Node) handleStream(s network.Stream) {
 		buf = frame[:0]
 		resp := n.serve(context.Background(), s.Conn().RemotePeer(), frame)
 		_ = s.SetWriteDeadline(time.Now().Add(time.Minute))
-		out = wire.AppendResponse(out, resp)
-		if err := wire.WriteFrame(s, out); err != nil {
+		if out, err = wire.WriteResponse(s, out, resp); err != nil {
 			_ = s.Reset()
 			return
 		}
-		// Large shard payloads are not kept around between requests.
-		if cap(out) > 1<<20 {
-			out = make([]byte, 0, 256)
-		}
+		// Large request frames are not kept around between requests.
 		if cap(buf) > 8<<20 {
 			buf = nil
 		}

@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -125,6 +127,28 @@ type Response struct {
 // AppendResponse encodes r as a frame body appended to buf[:0].
 func AppendResponse(buf []byte, r *Response) []byte {
 	return NewBody(buf, r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Raw(r.Payload).Bytes()
+}
+
+// WriteResponse writes r as one frame without copying its payload: the
+// frame length and fixed fields go out of buf (reused and returned), then
+// the payload as it is, so a shard read from disk is not copied again.
+func WriteResponse(w io.Writer, buf []byte, r *Response) ([]byte, error) {
+	head := NewBody(buf[:0], r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Bytes()
+	n := len(head) + len(r.Payload)
+	if n > MaxFrame {
+		return head, fmt.Errorf("wire: frame of %d bytes exceeds the limit of %d", n, MaxFrame)
+	}
+	var lenb [4]byte
+	binary.BigEndian.PutUint32(lenb[:], uint32(n))
+	if _, err := w.Write(append(lenb[:], head...)); err != nil {
+		return head, err
+	}
+	if len(r.Payload) > 0 {
+		if _, err := w.Write(r.Payload); err != nil {
+			return head, err
+		}
+	}
+	return head, nil
 }
 
 // DecodeResponse decodes a response body. Payload aliases body.

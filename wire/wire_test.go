@@ -306,3 +306,23 @@ func FuzzDecodeResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestWriteResponseMatchesAppend: the copy-free writer puts exactly the
+// bytes of WriteFrame(AppendResponse(...)) on the wire.
+func TestWriteResponseMatchesAppend(t *testing.T) {
+	for _, r := range []*Response{
+		{Op: OpGet, Status: StatusOK, Epoch: 3, Payload: bytes.Repeat([]byte{7}, 70000)},
+		{Op: OpPut, Status: StatusBadRequest, Message: "no", Epoch: 1},
+	} {
+		var want, got bytes.Buffer
+		if err := WriteFrame(&want, AppendResponse(nil, r)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := WriteResponse(&got, make([]byte, 0, 8), r); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("%s: WriteResponse wrote %d bytes, AppendResponse+WriteFrame %d, or they differ", r.Op, got.Len(), want.Len())
+		}
+	}
+}
