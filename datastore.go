@@ -37,7 +37,8 @@ var (
 
 // Options tune a Datastore. The zero value is valid.
 type Options struct {
-	// Timeout bounds one request to one node (default 30s).
+	// Timeout bounds one request to one node (default: the client config's
+	// timeout with Open, else 30s).
 	Timeout time.Duration
 	// BatchConcurrency is how many operations a Batch commits at once
 	// (default 16).
@@ -113,11 +114,19 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
 	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Timeout == 0 {
+		// Validate checked it parses.
+		o.Timeout, _ = cfg.RequestTimeout()
+	}
+	o = o.withDefaults()
 	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
 	if err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
 	}
-	o := opts.withDefaults()
 	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), ownHost: true, clock: newClock()}
 	var errs []error
 	for _, a := range cfg.Nodes {

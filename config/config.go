@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -172,12 +173,27 @@ func (c *Client) Validate() error {
 	if len(c.Nodes) == 0 {
 		return errors.New("nodes is empty: list at least one server multiaddr ending in /p2p/<peer id>")
 	}
+	if _, err := c.RequestTimeout(); err != nil {
+		return err
+	}
 	for _, a := range c.Nodes {
 		if _, err := ParseAddrInfo(a); err != nil {
 			return fmt.Errorf("node %q: %w", a, err)
 		}
 	}
 	return nil
+}
+
+// RequestTimeout is Timeout parsed; 0 when it is not set.
+func (c *Client) RequestTimeout() (time.Duration, error) {
+	if c.Timeout == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.Timeout)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("timeout %q: want a positive Go duration such as 30s", c.Timeout)
+	}
+	return d, nil
 }
 
 // ParseAddrInfo parses a multiaddr that ends in /p2p/<peer id>.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"time"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -320,6 +321,24 @@ func TestParseSecret(t *testing.T) {
 	for _, bad := range []string{"", "abc", s[:62], s + "00", "g" + s[1:]} {
 		if _, err := ParseSecret(bad); err == nil {
 			t.Errorf("ParseSecret(%q) succeeded", bad)
+		}
+	}
+}
+
+// TestClientTimeout: a client config's timeout parses once, in Validate,
+// and RequestTimeout gives it to the front end.
+func TestClientTimeout(t *testing.T) {
+	c := &Client{Version: FormatVersion, Secret: NewSecret(), Nodes: []string{"/ip4/127.0.0.1/tcp/1/p2p/12D3KooWHvcTcBwjDgbeDdoN1EhuK5hbT5T6ULWcht55XyB8QiRp"}, Timeout: "15s"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.RequestTimeout(); err != nil || d != 15*time.Second {
+		t.Fatalf("RequestTimeout = %v, %v; want 15s", d, err)
+	}
+	for _, bad := range []string{"soon", "-3s"} {
+		c.Timeout = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("timeout %q: Validate gave %v, want an error naming the timeout", bad, err)
 		}
 	}
 }

@@ -88,15 +88,9 @@ func (c *datastoreConfig) Create(repoPath string) (repo.Datastore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clusterds: %w", err)
 	}
-	var opts dscluster.Options
-	if cc.Timeout != "" {
-		if opts.Timeout, err = time.ParseDuration(cc.Timeout); err != nil {
-			return nil, fmt.Errorf("clusterds: %s: timeout %q: %w", p, cc.Timeout, err)
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), OpenTimeout)
 	defer cancel()
-	d, err := dscluster.Open(ctx, cc, &opts)
+	d, err := dscluster.Open(ctx, cc, nil)
 	if err != nil {
 		return nil, fmt.Errorf("clusterds: %s: %w", p, err)
 	}

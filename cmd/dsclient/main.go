@@ -110,8 +110,7 @@ func open(ctx context.Context, conf string) (*dscluster.Datastore, error) {
 	return openWith(ctx, conf, dscluster.Options{})
 }
 
-// openWith opens the cluster with opts; the config's timeout fills
-// opts.Timeout.
+// openWith opens the cluster with opts.
 func openWith(ctx context.Context, conf string, opts dscluster.Options) (*dscluster.Datastore, error) {
 	cfg, err := config.LoadClient(configPath(conf))
 	if errors.Is(err, config.ErrNoConfig) {
@@ -119,11 +118,6 @@ func openWith(ctx context.Context, conf string, opts dscluster.Options) (*dsclus
 	}
 	if err != nil {
 		return nil, err
-	}
-	if cfg.Timeout != "" {
-		if opts.Timeout, err = time.ParseDuration(cfg.Timeout); err != nil {
-			return nil, fmt.Errorf("config timeout %q: %w", cfg.Timeout, err)
-		}
 	}
 	return dscluster.Open(ctx, cfg, &opts)
 }
