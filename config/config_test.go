@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
