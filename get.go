@@ -154,15 +154,11 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 		}
 	}
 	var failed []NodeError
-	notFound := 0
-	notFoundReplica := 0
+	var absent []int
 	for pos, r := range res {
 		switch r.state {
 		case fetchNotFound:
-			notFound++
-			if pos <= v.c.Policy.ParityShards {
-				notFoundReplica++
-			}
+			absent = append(absent, pos)
 		case fetchFailed:
 			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: r.err})
 		}
@@ -170,25 +166,31 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 	failed = append(failed, decodeErrs...)
 	if !final {
 		// Done early only when the data positions prove the key absent.
-		if len(groups) == 0 && !d.mayExist(v, notFound, notFoundReplica) {
+		if len(groups) == 0 && !d.mayExist(v, absent) {
 			return nil, ds.ErrNotFound, true
 		}
 		return nil, nil, false
 	}
-	if best == 0 && len(decodeErrs) == 0 && !d.mayExist(v, notFound, notFoundReplica) {
+	if best == 0 && len(decodeErrs) == 0 && !d.mayExist(v, absent) {
 		return nil, ds.ErrNotFound, true
 	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
 }
 
 // mayExist reports whether an acknowledged write could hide on the
-// positions that did not say "not found": an erasure write is on at least
-// its quorum of positions, a replicated one on at least its quorum of the
-// first m+1 positions.
-func (d *Datastore) mayExist(v *view, notFound, notFoundReplica int) bool {
+// positions that did not say "not found" (absent lists those that did): an
+// erasure write is on at least its quorum of positions, a replicated one on
+// at least its quorum of the first m+1 positions.
+func (d *Datastore) mayExist(v *view, absent []int) bool {
 	p := v.c.Policy
 	r := coding.Replicas(p.ParityShards + 1)
-	return p.Width()-notFound >= v.c.Quorum(p) || r.Width()-notFoundReplica >= v.c.Quorum(r)
+	absentReplica := 0
+	for _, pos := range absent {
+		if pos < r.Width() {
+			absentReplica++
+		}
+	}
+	return p.Width()-len(absent) >= v.c.Quorum(p) || r.Width()-absentReplica >= v.c.Quorum(r)
 }
 
 func firstHeader(shards []*coding.Shard) coding.Header {
@@ -239,16 +241,13 @@ func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, f
 	}
 	wg.Wait()
 	var failed []NodeError
-	notFound, notFoundReplica := 0, 0
+	var absent []int
 	for pos, a := range ans {
 		switch {
 		case a.err != nil:
 			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.err})
 		case a.status == wire.StatusNotFound:
-			notFound++
-			if pos <= p.ParityShards {
-				notFoundReplica++
-			}
+			absent = append(absent, pos)
 		case !found || versionLess(le, a.le):
 			le, found = a.le, true
 		}
@@ -260,7 +259,7 @@ func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, f
 		return le, !le.Tombstone, nil
 	}
 	// Positions not asked count as unknown, like failed ones.
-	if !d.mayExist(v, notFound, notFoundReplica) {
+	if !d.mayExist(v, absent) {
 		return le, false, nil
 	}
 	return le, false, &UnavailableError{Key: key, Found: 0, Need: 1, Failed: failed}
