@@ -38,6 +38,8 @@ type Options struct {
 	Sync bool
 	// Store is the nodes' shard store: "flatfs" (default) or "volume".
 	Store string
+	// Epoch, when set, is the cluster map's epoch (default: 1).
+	Epoch uint64
 	// CompactEvery and VolumeSize are passed to every node (node.Options).
 	CompactEvery time.Duration
 	VolumeSize   int64
@@ -105,6 +107,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	m, err := placement.Assign(nil, pnodes, opts.Policy.Width())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.Epoch > 0 {
+		m.Epoch = opts.Epoch
 	}
 	c.Info = &config.Cluster{ID: "test-" + c.Secret[:8], Policy: opts.Policy, SmallThreshold: opts.SmallThreshold, Map: m}
 	c.nodes = make([]*node.Node, opts.Nodes)
