@@ -59,6 +59,69 @@ type Cluster struct {
 	// is acknowledged; 0 means DataShards+1 (capped at the policy width).
 	WriteQuorum int            `json:"write_quorum,omitempty"`
 	Map         *placement.Map `json:"map"`
+	// Members are every node the cluster knows, with its membership state
+	// (package membership). Empty in a config written by dscfg: the nodes of
+	// the map are then all members and up.
+	Members []Member `json:"members,omitempty"`
+	// Target is the map a rebalance is moving to: its new owners already
+	// accept shards, and it replaces Map once they hold them. Nil when no
+	// rebalance is under way.
+	Target *placement.Map `json:"target,omitempty"`
+}
+
+// Member is one node and its membership state.
+type Member struct {
+	placement.Node
+	// State is joining, up, down, out, draining or removed (package
+	// membership defines them and their transitions).
+	State string `json:"state"`
+	// Since is when State was set, in Unix nanoseconds of the raft leader
+	// that set it.
+	Since int64 `json:"since,omitempty"`
+	// Leaving is set by a drain and stays set while the member is down, so
+	// a missed heartbeat does not cancel the drain.
+	Leaving bool `json:"leaving,omitempty"`
+}
+
+// Member returns the member with the given peer ID.
+func (c *Cluster) Member(id string) (*Member, bool) {
+	for i := range c.Members {
+		if c.Members[i].ID == id {
+			return &c.Members[i], true
+		}
+	}
+	return nil, false
+}
+
+// Clone returns a deep copy of c.
+func (c *Cluster) Clone() *Cluster {
+	d := *c
+	d.Map = c.Map.Clone()
+	d.Target = c.Target.Clone()
+	d.Members = make([]Member, len(c.Members))
+	for i, m := range c.Members {
+		d.Members[i] = m
+		d.Members[i].Addrs = append([]string(nil), m.Addrs...)
+	}
+	if c.Members == nil {
+		d.Members = nil
+	}
+	return &d
+}
+
+// Owns reports whether node id holds position pos of slot in the map or in
+// the rebalance target: such a node accepts and serves that shard.
+func (c *Cluster) Owns(id string, slot uint16, pos int) bool {
+	for _, m := range []*placement.Map{c.Map, c.Target} {
+		if m == nil {
+			continue
+		}
+		owners := m.Owners(slot)
+		if pos < len(owners) && int(owners[pos]) < len(m.Nodes) && m.Nodes[owners[pos]].ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate checks the cluster description.
@@ -87,6 +150,21 @@ func (c *Cluster) Validate() error {
 	if c.Map.Width < c.Policy.Width() {
 		return fmt.Errorf("map width %d is smaller than policy %s needs", c.Map.Width, c.Policy)
 	}
+	if c.Target != nil {
+		if err := c.Target.Validate(); err != nil {
+			return fmt.Errorf("target map: %w", err)
+		}
+		if c.Target.Width != c.Map.Width {
+			return fmt.Errorf("target map width %d differs from the map's %d", c.Target.Width, c.Map.Width)
+		}
+	}
+	seen := make(map[string]bool, len(c.Members))
+	for _, m := range c.Members {
+		if m.ID == "" || seen[m.ID] {
+			return fmt.Errorf("members: empty or repeated peer id %q", m.ID)
+		}
+		seen[m.ID] = true
+	}
 	return nil
 }
 
@@ -114,6 +192,10 @@ type Node struct {
 	// Store names the shard store backend: "flatfs" (one file per shard,
 	// go-ds-flatfs) or "volume" (append-only volume files, group commit).
 	Store string `json:"store"`
+	// Zone and Weight are this node's failure domain and capacity weight,
+	// sent when it joins a running cluster (dscluster --zone, --weight).
+	Zone   string `json:"zone,omitempty"`
+	Weight int    `json:"weight,omitempty"`
 	// Identities holds the private keys of every node of the initial
 	// cluster; only the bootstrapper's config has it, to hand identities to
 	// nodes started with --identity.

@@ -27,8 +27,12 @@ type Request struct {
 	Purge []ListEntry // OpPurge: tombstones (key and version) to drop
 
 	Prefix string // OpList
-	After  string // OpList: return keys strictly greater
-	Limit  uint32 // OpList: at most this many entries (0: node default)
+	After  string // OpList, OpInventory: return keys strictly greater
+	Limit  uint32 // OpList, OpInventory: at most this many entries (0: node default)
+
+	Drop []ShardRef // OpDrop: shards (key, position, version) to drop
+
+	Body []byte // OpMember: a JSON command
 }
 
 // AppendRequest encodes r as a frame body appended to buf[:0].
@@ -57,7 +61,20 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		for _, le := range r.Purge {
 			e.Str(le.Key).U64(le.HLC).U64(le.Writer)
 		}
-	case OpStatus:
+	case OpInventory:
+		e.Str(r.After).U32(r.Limit)
+	case OpDrop:
+		e.U32(uint32(len(r.Drop)))
+		for _, sr := range r.Drop {
+			var f uint8
+			if sr.Stale {
+				f = 1
+			}
+			e.Str(sr.Key).U8(sr.Pos).U64(sr.HLC).U64(sr.Writer).U8(f)
+		}
+	case OpMember:
+		e.Blob(r.Body)
+	case OpStatus, OpPing:
 	}
 	return e.Bytes()
 }
@@ -103,7 +120,22 @@ func DecodeRequest(body []byte) (*Request, error) {
 			le := ListEntry{Key: d.Str("key"), HLC: d.U64("hlc"), Writer: d.U64("writer"), Tombstone: true}
 			r.Purge = append(r.Purge, le)
 		}
-	case OpStatus:
+	case OpInventory:
+		r.After = d.Str("after")
+		r.Limit = d.U32("limit")
+	case OpDrop:
+		n := d.U32("drop count")
+		if d.Err() == nil && n > MaxBatch {
+			return nil, fmt.Errorf("%w: drop of %d shards exceeds %d", ErrMalformed, n, MaxBatch)
+		}
+		for i := uint32(0); i < n && d.Err() == nil; i++ {
+			sr := ShardRef{Key: d.Str("key"), Pos: d.U8("position"), HLC: d.U64("hlc"), Writer: d.U64("writer")}
+			sr.Stale = d.U8("flags")&1 != 0
+			r.Drop = append(r.Drop, sr)
+		}
+	case OpMember:
+		r.Body = d.Blob("body")
+	case OpStatus, OpPing:
 	default:
 		if d.Err() == nil {
 			return nil, fmt.Errorf("%w: unknown op %d", ErrMalformed, uint8(r.Op))
@@ -276,4 +308,73 @@ func ParseSuperseded(msg string) (hlc, writer uint64, ok bool) {
 	hlc, err1 := strconv.ParseUint(h, 10, 64)
 	writer, err2 := strconv.ParseUint(w, 10, 64)
 	return hlc, writer, err1 == nil && err2 == nil
+}
+
+// ShardRef names one shard: a key's shard at a position and version.
+type ShardRef struct {
+	Key    string
+	Pos    uint8
+	HLC    uint64
+	Writer uint64
+	// Stale (OpDrop): the shard is an older version at a position the
+	// key's newest policy does not use, so even its owner drops it.
+	Stale bool
+}
+
+// InventoryEntry is one shard a node holds, as OpInventory reports it: what
+// the repair planner needs to know without reading the shard.
+type InventoryEntry struct {
+	Key       string
+	Pos       uint8 // shard index
+	Kind      uint8 // coding.Kind of the policy
+	K, M      uint8 // policy shape
+	HLC       uint64
+	Writer    uint64
+	Tombstone bool
+	ValueLen  uint64
+	ShardLen  uint32
+}
+
+// AppendInventoryPayload encodes inventory entries; more says whether the
+// node has further entries after the last one.
+func AppendInventoryPayload(buf []byte, entries []InventoryEntry, more bool) []byte {
+	e := &Encoder{b: buf}
+	var m uint8
+	if more {
+		m = 1
+	}
+	e.U8(m).U32(uint32(len(entries)))
+	for _, ie := range entries {
+		var t uint8
+		if ie.Tombstone {
+			t = 1
+		}
+		e.Str(ie.Key).U8(ie.Pos).U8(ie.Kind).U8(ie.K).U8(ie.M).U64(ie.HLC).U64(ie.Writer).U8(t).U64(ie.ValueLen).U32(ie.ShardLen)
+	}
+	return e.Bytes()
+}
+
+// DecodeInventoryPayload decodes AppendInventoryPayload's output.
+func DecodeInventoryPayload(p []byte) (entries []InventoryEntry, more bool, err error) {
+	d := &Decoder{b: p}
+	more = d.U8("more") == 1
+	n := d.U32("entry count")
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		var ie InventoryEntry
+		ie.Key = d.Str("key")
+		ie.Pos = d.U8("position")
+		ie.Kind = d.U8("kind")
+		ie.K = d.U8("k")
+		ie.M = d.U8("m")
+		ie.HLC = d.U64("hlc")
+		ie.Writer = d.U64("writer")
+		ie.Tombstone = d.U8("tombstone") == 1
+		ie.ValueLen = d.U64("value length")
+		ie.ShardLen = d.U32("shard length")
+		entries = append(entries, ie)
+	}
+	if err := d.Done(); err != nil {
+		return nil, false, fmt.Errorf("decode inventory: %w", err)
+	}
+	return entries, more, nil
 }

@@ -25,13 +25,17 @@ type Op uint8
 
 // Request ops.
 const (
-	OpClusterInfo Op = 1 // cluster configuration for a joining node or client
-	OpPut         Op = 2 // store one shard
-	OpGet         Op = 3 // read one shard (or its header only)
-	OpList        Op = 4 // list index entries by key prefix
-	OpBatchPut    Op = 5 // store several shards
-	OpStatus      Op = 6 // node statistics
-	OpPurge       Op = 7 // drop tombstones that every shard node holds
+	OpClusterInfo Op = 1  // cluster configuration for a joining node or client
+	OpPut         Op = 2  // store one shard
+	OpGet         Op = 3  // read one shard (or its header only)
+	OpList        Op = 4  // list index entries by key prefix
+	OpBatchPut    Op = 5  // store several shards
+	OpStatus      Op = 6  // node statistics
+	OpPurge       Op = 7  // drop tombstones that every shard node holds
+	OpInventory   Op = 8  // list the shards a node holds, with position and policy (repair)
+	OpDrop        Op = 9  // drop shards the node no longer owns, if still at that version (repair)
+	OpPing        Op = 10 // heartbeat: answers at once with the node's epoch
+	OpMember      Op = 11 // membership command (join, drain), JSON; forwarded to the raft leader
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -52,6 +56,14 @@ func (o Op) String() string {
 		return "status"
 	case OpPurge:
 		return "purge"
+	case OpInventory:
+		return "inventory"
+	case OpDrop:
+		return "drop"
+	case OpPing:
+		return "ping"
+	case OpMember:
+		return "member"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

@@ -22,6 +22,10 @@ func sampleRequests() []*Request {
 		{Op: OpList, Epoch: 4, Prefix: "/blocks/", After: "/blocks/A", Limit: 1000},
 		{Op: OpList},
 		{Op: OpStatus, Epoch: 12},
+		{Op: OpInventory, Epoch: 5, After: "/k", Limit: 500},
+		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}}},
+		{Op: OpPing},
+		{Op: OpMember, Epoch: 2, Body: []byte(`{"op":"drain","id":"x"}`)},
 	}
 }
 
@@ -39,8 +43,14 @@ func sampleResponses() []*Response {
 func reqEqual(a, b *Request) bool {
 	if a.Op != b.Op || a.Epoch != b.Epoch || a.Identity != b.Identity || a.Key != b.Key ||
 		a.HeaderOnly != b.HeaderOnly || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
-		a.After != b.After || a.Limit != b.Limit || len(a.Shards) != len(b.Shards) {
+		a.After != b.After || a.Limit != b.Limit || len(a.Shards) != len(b.Shards) ||
+		!bytes.Equal(a.Body, b.Body) || len(a.Drop) != len(b.Drop) {
 		return false
+	}
+	for i := range a.Drop {
+		if a.Drop[i] != b.Drop[i] {
+			return false
+		}
 	}
 	for i := range a.Shards {
 		if !bytes.Equal(a.Shards[i], b.Shards[i]) {
@@ -323,6 +333,33 @@ func TestWriteResponseMatchesAppend(t *testing.T) {
 		}
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("%s: WriteResponse wrote %d bytes, AppendResponse+WriteFrame %d, or they differ", r.Op, got.Len(), want.Len())
+		}
+	}
+}
+
+func TestInventoryPayloadRoundTrip(t *testing.T) {
+	in := []InventoryEntry{
+		{Key: "/blocks/A", Pos: 5, Kind: 1, K: 4, M: 2, HLC: 1 << 40, Writer: 3, ValueLen: 262144, ShardLen: 65536},
+		{Key: "/t", Pos: 0, Kind: 2, K: 1, M: 2, HLC: 1, Writer: 1, Tombstone: true},
+	}
+	for _, more := range []bool{false, true} {
+		p := AppendInventoryPayload(nil, in, more)
+		got, gotMore, err := DecodeInventoryPayload(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotMore != more || len(got) != len(in) {
+			t.Fatalf("got %d entries more=%v, want %d more=%v", len(got), gotMore, len(in), more)
+		}
+		for i := range in {
+			if got[i] != in[i] {
+				t.Fatalf("entry %d: got %+v, want %+v", i, got[i], in[i])
+			}
+		}
+		for cut := 0; cut < len(p); cut++ {
+			if _, _, err := DecodeInventoryPayload(p[:cut]); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("truncated to %d of %d bytes: err %v, want ErrMalformed", cut, len(p), err)
+			}
 		}
 	}
 }

@@ -1,0 +1,363 @@
+package membership
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// Member states.
+const (
+	Joining  = "joining"
+	Up       = "up"
+	Down     = "down"
+	Out      = "out"
+	Draining = "draining"
+	Removed  = "removed"
+)
+
+// Command ops.
+const (
+	OpInit      = "init"      // Cluster: the initial cluster (first log entry)
+	OpJoin      = "join"      // Member: add (or re-add) a node as joining
+	OpState     = "state"     // ID, State, At: a heartbeat-driven state change
+	OpDrain     = "drain"     // ID, At: start moving a node's data away
+	OpRebalance = "rebalance" // recompute the assignment from the members
+	OpCommit    = "commit"    // Epoch: the target of that epoch becomes the map
+	OpRemove    = "remove"    // ID, At: a drained node that holds nothing leaves
+)
+
+// ErrRejected wraps every error of Apply: the command was not applied and
+// the cluster is unchanged.
+var ErrRejected = errors.New("membership: command rejected")
+
+// Command is one change to the cluster, as the raft log carries it (JSON).
+type Command struct {
+	Op      string          `json:"op"`
+	Cluster *config.Cluster `json:"cluster,omitempty"`
+	Member  *config.Member  `json:"member,omitempty"`
+	ID      string          `json:"id,omitempty"`
+	State   string          `json:"state,omitempty"`
+	At      int64           `json:"at,omitempty"` // Unix nanoseconds
+	Epoch   uint64          `json:"epoch,omitempty"`
+}
+
+// Init returns c with Members filled from the map's nodes (all up) when it
+// has none, as a config written by dscfg has.
+func Init(c *config.Cluster) *config.Cluster {
+	d := c.Clone()
+	if len(d.Members) == 0 {
+		for _, n := range d.Map.Nodes {
+			d.Members = append(d.Members, config.Member{Node: n, State: Up})
+		}
+	}
+	return d
+}
+
+// Apply returns the cluster after cmd. c is not modified (nil before the
+// init command). An error wraps ErrRejected and says why; it is the same on
+// every replica, since Apply depends on nothing but its arguments.
+func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
+	reject := func(format string, args ...any) (*config.Cluster, error) {
+		return nil, fmt.Errorf("%w: %s: %s", ErrRejected, cmd.Op, fmt.Sprintf(format, args...))
+	}
+	if cmd.Op == OpInit {
+		if c != nil {
+			return reject("the cluster is already initialised")
+		}
+		if cmd.Cluster == nil {
+			return reject("no cluster")
+		}
+		if err := cmd.Cluster.Validate(); err != nil {
+			return reject("%v", err)
+		}
+		return Init(cmd.Cluster), nil
+	}
+	if c == nil {
+		return reject("the cluster is not initialised yet")
+	}
+	d := c.Clone()
+	switch cmd.Op {
+	case OpJoin:
+		if cmd.Member == nil || cmd.Member.ID == "" {
+			return reject("no member")
+		}
+		nm := *cmd.Member
+		nm.State, nm.Since, nm.Leaving = Joining, cmd.At, false
+		if m, ok := d.Member(nm.ID); ok {
+			switch m.State {
+			case Out, Removed:
+				*m = nm
+			default:
+				// Already a member: a restarted node may have new addresses.
+				m.Addrs = nm.Addrs
+			}
+			return d, nil
+		}
+		if len(d.Members) >= placement.MaxNodes {
+			return reject("the cluster has %d members already", len(d.Members))
+		}
+		d.Members = append(d.Members, nm)
+		return d, nil
+	case OpState:
+		m, ok := d.Member(cmd.ID)
+		if !ok {
+			return reject("no member %s", cmd.ID)
+		}
+		if !allowed(m.State, cmd.State) {
+			return reject("member %s cannot go from %s to %s", cmd.ID, m.State, cmd.State)
+		}
+		// A drained member that was down comes back draining, never up.
+		if m.Leaving != (cmd.State == Draining) && m.State == Down && cmd.State != Out {
+			return reject("member %s (leaving %v) cannot go from down to %s", cmd.ID, m.Leaving, cmd.State)
+		}
+		m.State, m.Since = cmd.State, cmd.At
+		return d, nil
+	case OpDrain:
+		m, ok := d.Member(cmd.ID)
+		if !ok {
+			return reject("no member %s", cmd.ID)
+		}
+		if m.Leaving || (m.State != Up && m.State != Joining && m.State != Down) {
+			return reject("member %s is %s, only an up, joining or down member can be drained", cmd.ID, m.State)
+		}
+		if eligibleCount(d)-1 < d.Map.Width {
+			return reject("draining %s would leave fewer than %d members to hold the slots", cmd.ID, d.Map.Width)
+		}
+		m.State, m.Since, m.Leaving = Draining, cmd.At, true
+		return d, nil
+	case OpRebalance:
+		want, direct, err := Desired(d)
+		if err != nil {
+			return reject("%v", err)
+		}
+		// Every new map or target gets an epoch above all before it, so a
+		// commit meant for a replaced target cannot commit its successor.
+		if want != nil && d.Target != nil {
+			if !direct && sameTable(want, d.Target) {
+				return d, nil // under way
+			}
+			want.Epoch = max(want.Epoch, d.Target.Epoch+1)
+		}
+		switch {
+		case want == nil:
+			d.Target = nil
+		case direct:
+			d.Map, d.Target = want, nil
+			promote(d)
+		default:
+			d.Target = want
+		}
+		return d, nil
+	case OpCommit:
+		if d.Target == nil || d.Target.Epoch != cmd.Epoch {
+			return reject("no rebalance target of epoch %d", cmd.Epoch)
+		}
+		d.Map, d.Target = d.Target, nil
+		promote(d)
+		return d, nil
+	case OpRemove:
+		m, ok := d.Member(cmd.ID)
+		if !ok {
+			return reject("no member %s", cmd.ID)
+		}
+		if m.State != Draining && m.State != Out {
+			return reject("member %s is %s, not draining or out", cmd.ID, m.State)
+		}
+		if inMap(d.Map, cmd.ID) || inMap(d.Target, cmd.ID) {
+			return reject("member %s still owns slots", cmd.ID)
+		}
+		m.State, m.Since = Removed, cmd.At
+		return d, nil
+	}
+	return reject("unknown op")
+}
+
+// allowed lists the heartbeat-driven transitions.
+func allowed(from, to string) bool {
+	switch to {
+	case Draining:
+		return from == Down // a draining member that was down answers again
+	case Down:
+		return from == Up || from == Joining || from == Draining
+	case Up:
+		return from == Down || from == Joining
+	case Joining:
+		return from == Down
+	case Out:
+		return from == Down
+	}
+	return false
+}
+
+// promote marks joining members that own slots in the map as up.
+func promote(c *config.Cluster) {
+	for i := range c.Members {
+		if c.Members[i].State == Joining && inMap(c.Map, c.Members[i].ID) {
+			c.Members[i].State = Up
+		}
+	}
+}
+
+func inMap(m *placement.Map, id string) bool {
+	if m == nil {
+		return false
+	}
+	_, ok := m.NodeIndex(id)
+	return ok
+}
+
+// eligible says whether a member should own slots.
+func eligible(m *config.Member) bool {
+	return !m.Leaving && (m.State == Up || m.State == Joining || m.State == Down)
+}
+
+func eligibleCount(c *config.Cluster) int {
+	n := 0
+	for i := range c.Members {
+		if eligible(&c.Members[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+// Desired computes the assignment the members call for, starting from the
+// map so that few slots move. It returns nil when the map already holds
+// exactly the eligible members (same IDs, zones and weights): rebalancing
+// follows membership, not the assignment's own second thoughts (Assign
+// run again on its own output may still improve zone spread a little, and
+// each round would cost a full copy). direct is true when the map must
+// change at once because a node of the map is out or removed: its shards
+// cannot be copied, only rebuilt.
+func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
+	var nodes []placement.Node
+	for i := range c.Members {
+		if eligible(&c.Members[i]) {
+			nodes = append(nodes, c.Members[i].Node)
+		}
+	}
+	// Draining members keep no slots; down ones keep theirs until out.
+	for _, n := range c.Map.Nodes {
+		if m, ok := c.Member(n.ID); ok && (m.State == Out || m.State == Removed) {
+			direct = true
+		}
+	}
+	if sameNodes(nodes, c.Map.Nodes) {
+		return nil, false, nil
+	}
+	want, err = placement.Assign(c.Map, nodes, c.Map.Width)
+	if err != nil {
+		return nil, false, fmt.Errorf("assign %d eligible members: %w", len(nodes), err)
+	}
+	if sameTable(want, c.Map) {
+		return nil, false, nil
+	}
+	return want, direct, nil
+}
+
+// sameNodes reports whether a and b hold the same nodes (ID, zone and
+// weight), in any order.
+func sameNodes(a, b []placement.Node) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	type shape struct {
+		zone   string
+		weight int
+	}
+	m := make(map[string]shape, len(a))
+	for _, n := range a {
+		m[n.ID] = shape{n.Zone, n.Weight}
+	}
+	for _, n := range b {
+		if s, ok := m[n.ID]; !ok || s != (shape{n.Zone, n.Weight}) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameTable reports whether a and b put the same node IDs at every position.
+func sameTable(a, b *placement.Map) bool {
+	if a.Width != b.Width || len(a.Table) != len(b.Table) {
+		return false
+	}
+	for i := range a.Table {
+		if a.Nodes[a.Table[i]].ID != b.Nodes[b.Table[i]].ID {
+			return false
+		}
+	}
+	return true
+}
+
+// Decide returns what the raft leader should propose now, given the
+// cluster, which members answered their last heartbeat, the time and the
+// grace period after which a down member is out. It returns nothing when
+// all is as it should be, so a leader can call it on every tick.
+func Decide(c *config.Cluster, answered map[string]bool, now time.Time, outAfter time.Duration) []Command {
+	if c == nil {
+		return nil
+	}
+	at := now.UnixNano()
+	var cmds []Command
+	for _, m := range c.Members {
+		ok := answered[m.ID]
+		switch {
+		case !ok && (m.State == Up || m.State == Joining || m.State == Draining):
+			cmds = append(cmds, Command{Op: OpState, ID: m.ID, State: Down, At: at})
+		case ok && m.State == Down && m.Leaving:
+			cmds = append(cmds, Command{Op: OpState, ID: m.ID, State: Draining, At: at})
+		case ok && m.State == Down && inMap(c.Map, m.ID):
+			cmds = append(cmds, Command{Op: OpState, ID: m.ID, State: Up, At: at})
+		case ok && m.State == Down:
+			cmds = append(cmds, Command{Op: OpState, ID: m.ID, State: Joining, At: at})
+		case !ok && m.State == Down && now.Sub(time.Unix(0, m.Since)) >= outAfter:
+			cmds = append(cmds, Command{Op: OpState, ID: m.ID, State: Out, At: at})
+		case ok && m.State == Out:
+			mm := m
+			cmds = append(cmds, Command{Op: OpJoin, Member: &mm, At: at})
+		}
+	}
+	if len(cmds) > 0 {
+		// Rebalance on the next tick, from the states these set.
+		return cmds
+	}
+	want, direct, err := Desired(c)
+	if err != nil {
+		return nil
+	}
+	switch {
+	case want == nil && c.Target != nil:
+		return []Command{{Op: OpRebalance}} // the target is moot now
+	case want == nil:
+		return nil
+	case !direct && c.Target != nil && sameTable(want, c.Target):
+		return nil // under way
+	}
+	return []Command{{Op: OpRebalance}}
+}
+
+// Voters returns the members that should be raft voters: the first 3 (5
+// when there are 7 or more) members, in join order, that are not out or
+// removed.
+func Voters(c *config.Cluster) []string {
+	var live []string
+	for _, m := range c.Members {
+		if m.State != Out && m.State != Removed {
+			live = append(live, m.ID)
+		}
+	}
+	n := 3
+	if len(live) >= 7 {
+		n = 5
+	}
+	if n > len(live) {
+		n = len(live)
+	}
+	return slices.Clone(live[:n])
+}

@@ -1,0 +1,896 @@
+package membership_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// The tests below tell the membership stories as the raft leader lives
+// them: Decide says what to propose, Apply (through the helpers, which
+// check that Apply never touches its input) is the FSM. Time is a fixed
+// clock moved by hand.
+
+const (
+	width    = 6
+	outAfter = 10 * time.Minute
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+// testNodes returns n nodes n0..n(n-1), each with one address, and zones
+// round robin over zones when any are given.
+func testNodes(n int, zones ...string) []placement.Node {
+	var nodes []placement.Node
+	for i := range n {
+		nodes = append(nodes, testNode(i, zones...))
+	}
+	return nodes
+}
+
+func testNode(i int, zones ...string) placement.Node {
+	nd := placement.Node{ID: fmt.Sprintf("n%d", i), Addrs: []string{fmt.Sprintf("/ip4/10.0.0.%d/tcp/6735", i)}}
+	if len(zones) > 0 {
+		nd.Zone = zones[i%len(zones)]
+	}
+	return nd
+}
+
+// testConfig is a cluster as dscfg writes it: a map, no members.
+func testConfig(t *testing.T, nodes []placement.Node) *config.Cluster {
+	t.Helper()
+	m, err := placement.Assign(nil, nodes, width)
+	if err != nil {
+		t.Fatalf("Assign %d nodes width %d: %v", len(nodes), width, err)
+	}
+	return &config.Cluster{
+		ID:             "test-cluster",
+		Policy:         coding.Erasure(4, 2),
+		SmallThreshold: config.DefaultSmallThreshold,
+		Map:            m,
+	}
+}
+
+// newCluster initialises a cluster of nodes through OpInit.
+func newCluster(t *testing.T, nodes []placement.Node) *config.Cluster {
+	t.Helper()
+	return must(t, nil, membership.Command{Op: membership.OpInit, Cluster: testConfig(t, nodes)})
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	return b
+}
+
+// apply runs membership.Apply and fails the test if it modified c or its
+// command's cluster, or if a rejection does not wrap ErrRejected or returns
+// a cluster.
+func apply(t *testing.T, c *config.Cluster, cmd membership.Command) (*config.Cluster, error) {
+	t.Helper()
+	before, beforeCmd := mustJSON(t, c), mustJSON(t, cmd)
+	d, err := membership.Apply(c, cmd)
+	if !bytes.Equal(before, mustJSON(t, c)) {
+		t.Fatalf("Apply(%s) modified its input cluster", describe(cmd))
+	}
+	if !bytes.Equal(beforeCmd, mustJSON(t, cmd)) {
+		t.Fatalf("Apply(%s) modified its command", describe(cmd))
+	}
+	if err != nil {
+		if !errors.Is(err, membership.ErrRejected) {
+			t.Fatalf("Apply(%s) = %v, want an error wrapping ErrRejected", describe(cmd), err)
+		}
+		if d != nil {
+			t.Fatalf("Apply(%s) rejected (%v) but returned a cluster", describe(cmd), err)
+		}
+	}
+	return d, err
+}
+
+// must applies a command that has to be accepted.
+func must(t *testing.T, c *config.Cluster, cmd membership.Command) *config.Cluster {
+	t.Helper()
+	d, err := apply(t, c, cmd)
+	if err != nil {
+		t.Fatalf("Apply(%s) = %v, want accepted", describe(cmd), err)
+	}
+	if d == nil {
+		t.Fatalf("Apply(%s) returned a nil cluster", describe(cmd))
+	}
+	return d
+}
+
+// refuse applies a command that has to be rejected and returns the error.
+func refuse(t *testing.T, c *config.Cluster, cmd membership.Command) error {
+	t.Helper()
+	_, err := apply(t, c, cmd)
+	if err == nil {
+		t.Fatalf("Apply(%s) accepted, want rejected", describe(cmd))
+	}
+	return err
+}
+
+// mustAll applies every command in order.
+func mustAll(t *testing.T, c *config.Cluster, cmds []membership.Command) *config.Cluster {
+	t.Helper()
+	for _, cmd := range cmds {
+		c = must(t, c, cmd)
+	}
+	return c
+}
+
+func describe(cmd membership.Command) string {
+	s := cmd.Op
+	if cmd.ID != "" {
+		s += " " + cmd.ID
+	}
+	if cmd.State != "" {
+		s += " -> " + cmd.State
+	}
+	if cmd.Member != nil {
+		s += " member " + cmd.Member.ID
+	}
+	if cmd.Op == membership.OpCommit {
+		s += fmt.Sprintf(" epoch %d", cmd.Epoch)
+	}
+	return s
+}
+
+func describeAll(cmds []membership.Command) string {
+	var s []string
+	for _, cmd := range cmds {
+		s = append(s, describe(cmd))
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// answering returns the heartbeat answers of every member but the silent.
+func answering(c *config.Cluster, silent ...string) map[string]bool {
+	a := map[string]bool{}
+	for _, m := range c.Members {
+		if !slices.Contains(silent, m.ID) {
+			a[m.ID] = true
+		}
+	}
+	return a
+}
+
+func stateOf(t *testing.T, c *config.Cluster, id string) string {
+	t.Helper()
+	m, ok := c.Member(id)
+	if !ok {
+		t.Fatalf("no member %s", id)
+	}
+	return m.State
+}
+
+func wantState(t *testing.T, c *config.Cluster, id, want string) {
+	t.Helper()
+	if got := stateOf(t, c, id); got != want {
+		t.Fatalf("member %s is %s, want %s", id, got, want)
+	}
+}
+
+func wantNoCommands(t *testing.T, cmds []membership.Command, when string) {
+	t.Helper()
+	if len(cmds) != 0 {
+		t.Fatalf("%s: Decide = %s, want nothing", when, describeAll(cmds))
+	}
+}
+
+// wantOne checks that cmds is exactly one command of op (and, for a state
+// change, of that member and state).
+func wantOne(t *testing.T, cmds []membership.Command, op, id, state string) membership.Command {
+	t.Helper()
+	if len(cmds) != 1 || cmds[0].Op != op || cmds[0].ID != id || cmds[0].State != state {
+		want := describe(membership.Command{Op: op, ID: id, State: state})
+		t.Fatalf("Decide = %s, want [%s]", describeAll(cmds), want)
+	}
+	return cmds[0]
+}
+
+func inMap(m *placement.Map, id string) bool {
+	if m == nil {
+		return false
+	}
+	_, ok := m.NodeIndex(id)
+	return ok
+}
+
+func sameMap(t *testing.T, a, b *placement.Map) bool {
+	t.Helper()
+	return bytes.Equal(mustJSON(t, a), mustJSON(t, b))
+}
+
+// wantBalanced checks that m is valid and every node holds within one
+// position of its equal share.
+func wantBalanced(t *testing.T, m *placement.Map) {
+	t.Helper()
+	if err := m.Validate(); err != nil {
+		t.Fatalf("map of epoch %d does not validate: %v", m.Epoch, err)
+	}
+	ideal := float64(placement.NumSlots*m.Width) / float64(len(m.Nodes))
+	for i, n := range m.Counts() {
+		if math.Abs(float64(n)-ideal) > 1 {
+			t.Fatalf("map of epoch %d: node %s holds %d positions, want %.1f ± 1", m.Epoch, m.Nodes[i].ID, n, ideal)
+		}
+	}
+}
+
+// settle runs the leader's loop rounds times with everyone but silent
+// answering: apply what Decide proposes, and commit a target at once (as
+// the repair worker would once the copies are done). It returns the
+// cluster and the map epoch after each round.
+func settle(t *testing.T, c *config.Cluster, now time.Time, rounds int, silent ...string) (*config.Cluster, []uint64) {
+	t.Helper()
+	var epochs []uint64
+	for range rounds {
+		c = mustAll(t, c, membership.Decide(c, answering(c, silent...), now, outAfter))
+		if c.Target != nil {
+			c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch})
+		}
+		epochs = append(epochs, c.Map.Epoch)
+	}
+	return c, epochs
+}
+
+func TestInitFillsMembersFromTheMapWithoutAliasing(t *testing.T) {
+	in := testConfig(t, testNodes(7))
+	before := mustJSON(t, in)
+
+	c := membership.Init(in)
+	if len(c.Members) != len(in.Map.Nodes) {
+		t.Fatalf("Init: %d members, want one per map node (%d)", len(c.Members), len(in.Map.Nodes))
+	}
+	for i, m := range c.Members {
+		if m.State != membership.Up {
+			t.Errorf("Init: member %s is %q, want up", m.ID, m.State)
+		}
+		if !bytes.Equal(mustJSON(t, m.Node), mustJSON(t, in.Map.Nodes[i])) {
+			t.Errorf("Init: member %d is %+v, want map node %+v", i, m.Node, in.Map.Nodes[i])
+		}
+	}
+	if !sameMap(t, c.Map, in.Map) || c.ID != in.ID || c.Policy != in.Policy || c.SmallThreshold != in.SmallThreshold {
+		t.Fatalf("Init changed the cluster's identity, policy or map")
+	}
+
+	// Scribble over everything the result holds: the input must not see it.
+	c.Members[0].Addrs[0] = "/ip4/6.6.6.6/tcp/1"
+	c.Members[1].ID = "mallory"
+	c.Members = append(c.Members, config.Member{Node: placement.Node{ID: "extra"}})
+	c.Map.Nodes[0].Addrs[0] = "/ip4/6.6.6.6/tcp/2"
+	c.Map.Nodes[2].Zone = "elsewhere"
+	c.Map.Table[0], c.Map.Table[1] = c.Map.Table[1], c.Map.Table[0]
+	c.Map.Epoch = 99
+	if !bytes.Equal(before, mustJSON(t, in)) {
+		t.Fatal("modifying Init's result modified its input")
+	}
+	if in.Members != nil {
+		t.Fatalf("Init filled the input's members: %+v", in.Members)
+	}
+}
+
+func TestInitKeepsMembersItAlreadyHas(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
+	before := mustJSON(t, c)
+
+	d := membership.Init(c)
+	if !bytes.Equal(before, mustJSON(t, d)) {
+		t.Fatal("Init of a cluster with members changed it; want an equal copy")
+	}
+	d.Members[0].State = membership.Down
+	if stateOf(t, c, "n0") != membership.Up {
+		t.Fatal("Init's result aliases its input's members")
+	}
+}
+
+func TestInitCommandIsAcceptedOnce(t *testing.T) {
+	cfg := testConfig(t, testNodes(7))
+	c := must(t, nil, membership.Command{Op: membership.OpInit, Cluster: cfg})
+	if !bytes.Equal(mustJSON(t, c), mustJSON(t, membership.Init(cfg))) {
+		t.Fatal("OpInit result differs from Init of its cluster")
+	}
+	if len(c.Members) != 7 {
+		t.Fatalf("after OpInit: %d members, want 7", len(c.Members))
+	}
+
+	// A second init (a replayed first entry, or a rival leader's) is refused.
+	refuse(t, c, membership.Command{Op: membership.OpInit, Cluster: cfg})
+	refuse(t, c, membership.Command{Op: membership.OpInit, Cluster: testConfig(t, testNodes(8))})
+}
+
+func TestInitCommandRejectsAnInvalidCluster(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(c *config.Cluster)
+	}{
+		{"no cluster id", func(c *config.Cluster) { c.ID = "" }},
+		{"no map", func(c *config.Cluster) { c.Map = nil }},
+		{"replica policy", func(c *config.Cluster) { c.Policy = coding.Replicas(3) }},
+		{"policy wider than the map", func(c *config.Cluster) { c.Policy = coding.Erasure(6, 3) }},
+		{"negative small threshold", func(c *config.Cluster) { c.SmallThreshold = -1 }},
+		{"short table", func(c *config.Cluster) { c.Map.Table = c.Map.Table[:10] }},
+		{"repeated member", func(c *config.Cluster) {
+			c.Members = []config.Member{{Node: c.Map.Nodes[0], State: membership.Up}, {Node: c.Map.Nodes[0], State: membership.Up}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, testNodes(7))
+			tc.spoil(cfg)
+			err := refuse(t, nil, membership.Command{Op: membership.OpInit, Cluster: cfg})
+			t.Logf("rejected: %v", err)
+		})
+	}
+	t.Run("no cluster", func(t *testing.T) {
+		refuse(t, nil, membership.Command{Op: membership.OpInit})
+	})
+}
+
+func TestEveryOtherOpIsRejectedBeforeInit(t *testing.T) {
+	member := &config.Member{Node: testNode(0)}
+	for _, cmd := range []membership.Command{
+		{Op: membership.OpJoin, Member: member},
+		{Op: membership.OpState, ID: "n0", State: membership.Down},
+		{Op: membership.OpDrain, ID: "n0"},
+		{Op: membership.OpRebalance},
+		{Op: membership.OpCommit, Epoch: 1},
+		{Op: membership.OpRemove, ID: "n0"},
+		{Op: "frobnicate"},
+		{},
+	} {
+		err := refuse(t, nil, cmd)
+		if !strings.Contains(err.Error(), "not initialised") {
+			t.Errorf("Apply(nil, %s) = %v, want it to say the cluster is not initialised", describe(cmd), err)
+		}
+	}
+}
+
+func TestUnknownOpIsRejected(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	refuse(t, c, membership.Command{Op: "frobnicate"})
+	refuse(t, c, membership.Command{})
+}
+
+// TestHeartbeatStory: n3 of 7 stops answering, is down, then out, its slots
+// are reassigned at once; then it comes back, joins, and gets slots again
+// through a target and a commit.
+func TestHeartbeatStory(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	epoch0 := c.Map.Epoch
+	now := t0
+
+	wantNoCommands(t, membership.Decide(c, answering(c), now, outAfter), "everyone answers")
+
+	// n3 stops answering: down, and nothing else yet (the rebalance, if
+	// any, waits for the next tick).
+	now = now.Add(time.Second)
+	down := wantOne(t, membership.Decide(c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down)
+	if down.At != now.UnixNano() {
+		t.Fatalf("down command At = %d, want now (%d)", down.At, now.UnixNano())
+	}
+	c = must(t, c, down)
+	wantState(t, c, "n3", membership.Down)
+	if m, _ := c.Member("n3"); m.Since != now.UnixNano() {
+		t.Fatalf("n3 Since = %d, want %d", m.Since, now.UnixNano())
+	}
+	downAt := now
+
+	// Down keeps its slots: a restart costs no repair. Nothing to do
+	// until the grace period is over, up to the last nanosecond.
+	for _, dt := range []time.Duration{time.Second, outAfter / 2, outAfter - time.Nanosecond} {
+		wantNoCommands(t, membership.Decide(c, answering(c, "n3"), downAt.Add(dt), outAfter),
+			fmt.Sprintf("n3 down for %v of %v", dt, outAfter))
+	}
+
+	// Grace over: out.
+	now = downAt.Add(outAfter)
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
+	wantState(t, c, "n3", membership.Out)
+
+	// Next tick: rebalance, which replaces the map at once (n3's shards
+	// are lost; only repair can bring them back).
+	now = now.Add(time.Second)
+	reb := wantOne(t, membership.Decide(c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", "")
+	c = must(t, c, reb)
+	if c.Target != nil {
+		t.Fatalf("rebalance after an out node set a target (epoch %d), want the map replaced directly", c.Target.Epoch)
+	}
+	if c.Map.Epoch != epoch0+1 {
+		t.Fatalf("map epoch %d after the direct rebalance, want %d", c.Map.Epoch, epoch0+1)
+	}
+	if inMap(c.Map, "n3") {
+		t.Fatal("n3 is out but still in the map")
+	}
+	if len(c.Map.Nodes) != 6 {
+		t.Fatalf("map has %d nodes, want the 6 that are up", len(c.Map.Nodes))
+	}
+	wantBalanced(t, c.Map)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("cluster after rebalance does not validate: %v", err)
+	}
+
+	// No churn: the leader keeps ticking and nothing changes.
+	for i := range 5 {
+		now = now.Add(time.Second)
+		cmds := membership.Decide(c, answering(c, "n3"), now, outAfter)
+		wantNoCommands(t, cmds, fmt.Sprintf("tick %d after the rebalance", i))
+		c = mustAll(t, c, cmds)
+		if c.Map.Epoch != epoch0+1 || c.Target != nil {
+			t.Fatalf("tick %d: epoch %d target %v, want epoch %d and no target", i, c.Map.Epoch, c.Target != nil, epoch0+1)
+		}
+	}
+
+	// n3 answers again: it rejoins as joining (its disk may be stale).
+	now = now.Add(time.Second)
+	join := wantOne(t, membership.Decide(c, answering(c), now, outAfter), membership.OpJoin, "", "")
+	if join.Member == nil || join.Member.ID != "n3" {
+		t.Fatalf("Decide = %s, want a join of n3", describe(join))
+	}
+	c = must(t, c, join)
+	wantState(t, c, "n3", membership.Joining)
+
+	// Next tick: rebalance, through a target this time; the map stays.
+	now = now.Add(time.Second)
+	mapBefore := c.Map.Clone()
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), now, outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil {
+		t.Fatal("rebalance for a joining node set no target")
+	}
+	if !sameMap(t, c.Map, mapBefore) {
+		t.Fatal("rebalance for a joining node changed the map; want only a target")
+	}
+	if c.Target.Epoch != mapBefore.Epoch+1 || !inMap(c.Target, "n3") {
+		t.Fatalf("target epoch %d, n3 in it %v; want epoch %d with n3", c.Target.Epoch, inMap(c.Target, "n3"), mapBefore.Epoch+1)
+	}
+	wantBalanced(t, c.Target)
+	wantState(t, c, "n3", membership.Joining)
+
+	// While the copy is under way, Decide waits.
+	wantNoCommands(t, membership.Decide(c, answering(c), now.Add(time.Second), outAfter), "target under way")
+
+	// A commit of any other epoch is refused.
+	for _, e := range []uint64{0, c.Map.Epoch, c.Target.Epoch + 1} {
+		refuse(t, c, membership.Command{Op: membership.OpCommit, Epoch: e})
+	}
+	target := c.Target.Clone()
+	c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: target.Epoch})
+	if !sameMap(t, c.Map, target) || c.Target != nil {
+		t.Fatal("after commit: want the map to be the target and no target")
+	}
+	wantState(t, c, "n3", membership.Up)
+	for _, m := range c.Members {
+		if m.State != membership.Up {
+			t.Errorf("after commit: member %s is %s, want every member up", m.ID, m.State)
+		}
+	}
+	// And a second commit of the same epoch finds no target.
+	refuse(t, c, membership.Command{Op: membership.OpCommit, Epoch: target.Epoch})
+
+	c, epochs := settle(t, c, now.Add(time.Minute), 5)
+	for _, e := range epochs {
+		if e != target.Epoch {
+			t.Fatalf("epochs after the rejoin settled: %v, want %d throughout", epochs, target.Epoch)
+		}
+	}
+}
+
+func TestDownMemberAnswersBeforeGraceGoesBackUp(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	mapBefore := c.Map.Clone()
+
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n5"), t0, outAfter), membership.OpState, "n5", membership.Down))
+	back := t0.Add(outAfter - time.Second)
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), back, outAfter), membership.OpState, "n5", membership.Up))
+	wantState(t, c, "n5", membership.Up)
+	if m, _ := c.Member("n5"); m.Since != back.UnixNano() {
+		t.Fatalf("n5 Since = %d, want %d", m.Since, back.UnixNano())
+	}
+	if !sameMap(t, c.Map, mapBefore) || c.Target != nil {
+		t.Fatal("a down member coming back changed the map or set a target")
+	}
+	wantNoCommands(t, membership.Decide(c, answering(c), back.Add(outAfter), outAfter), "n5 back up")
+}
+
+func TestDownJoiningMemberAnswersGoesBackToJoining(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
+	wantState(t, c, "n7", membership.Joining)
+
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n7"), t0.Add(time.Second), outAfter), membership.OpState, "n7", membership.Down))
+	wantState(t, c, "n7", membership.Down)
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(2*time.Second), outAfter), membership.OpState, "n7", membership.Joining))
+	wantState(t, c, "n7", membership.Joining)
+
+	// Same with a target under way that holds n7: still joining, and
+	// the target stands.
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(3*time.Second), outAfter), membership.OpRebalance, "", ""))
+	target := c.Target.Clone()
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n7"), t0.Add(4*time.Second), outAfter), membership.OpState, "n7", membership.Down))
+	wantNoCommands(t, membership.Decide(c, answering(c, "n7"), t0.Add(5*time.Second), outAfter), "n7 down with a target under way")
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(6*time.Second), outAfter), membership.OpState, "n7", membership.Joining))
+	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(7*time.Second), outAfter), "n7 joining again")
+	if !sameMap(t, c.Target, target) {
+		t.Fatal("the target changed while n7 blinked")
+	}
+}
+
+func TestJoinNewNodeMovesItsShare(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	n7 := testNode(7)
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: n7, State: membership.Up, Since: 42}, At: t0.UnixNano()})
+	m, ok := c.Member("n7")
+	if !ok || m.State != membership.Joining || m.Since != t0.UnixNano() || !slices.Equal(m.Addrs, n7.Addrs) {
+		t.Fatalf("after join: member n7 = %+v, want joining since %d with addrs %v (the command's state and since ignored)", m, t0.UnixNano(), n7.Addrs)
+	}
+	if c.Members[len(c.Members)-1].ID != "n7" {
+		t.Fatal("a new member is not appended after the others")
+	}
+
+	mapBefore := c.Map.Clone()
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil || !inMap(c.Target, "n7") {
+		t.Fatal("rebalance after a join: want a target that holds n7")
+	}
+	if !sameMap(t, c.Map, mapBefore) {
+		t.Fatal("rebalance after a join changed the map")
+	}
+	wantBalanced(t, c.Target)
+	moves, err := placement.Diff(c.Map, c.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := placement.NumSlots * width / 8
+	if len(moves) < share || float64(len(moves)) > 1.2*float64(share) {
+		t.Fatalf("join of an 8th node moves %d positions, want its share %d (at most 1.2x)", len(moves), share)
+	}
+	for _, mv := range moves {
+		if mv.To != "n7" {
+			t.Fatalf("move %+v goes to %s, want every move to go to the new node", mv, mv.To)
+		}
+	}
+	t.Logf("join of n7: %d moves, share %d", len(moves), share)
+
+	c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch})
+	wantState(t, c, "n7", membership.Up)
+}
+
+func TestRepeatedJoinOnlyRefreshesAddresses(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	old, _ := c.Member("n2")
+	oldSince := old.Since
+	newAddrs := []string{"/ip4/10.9.9.9/tcp/7000", "/ip4/10.9.9.9/udp/7000/quic-v1"}
+	again := placement.Node{ID: "n2", Addrs: newAddrs, Zone: "moved", Weight: 9}
+
+	d := must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: again}, At: t0.UnixNano()})
+	m, _ := d.Member("n2")
+	if m.State != membership.Up || m.Since != oldSince {
+		t.Fatalf("repeated join of up n2: state %s since %d, want up since %d", m.State, m.Since, oldSince)
+	}
+	if !slices.Equal(m.Addrs, newAddrs) {
+		t.Fatalf("repeated join: n2 addrs %v, want %v", m.Addrs, newAddrs)
+	}
+	if m.Zone != old.Zone || m.Weight != old.Weight {
+		t.Fatalf("repeated join changed zone/weight to %q/%d; want only addresses refreshed", m.Zone, m.Weight)
+	}
+	// Nothing else moved.
+	m.Addrs = old.Addrs
+	if !bytes.Equal(mustJSON(t, d), mustJSON(t, c)) {
+		t.Fatal("repeated join changed more than n2's addresses")
+	}
+	wantNoCommands(t, membership.Decide(d, answering(d), t0.Add(time.Second), outAfter), "after a repeated join")
+
+	// A repeated join of a joining member keeps it joining.
+	d = must(t, d, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
+	d = must(t, d, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.Add(time.Hour).UnixNano()})
+	wantState(t, d, "n7", membership.Joining)
+	if m, _ := d.Member("n7"); m.Since != t0.UnixNano() {
+		t.Fatalf("repeated join of joining n7 moved Since to %d, want %d", m.Since, t0.UnixNano())
+	}
+	if len(d.Members) != 8 {
+		t.Fatalf("%d members after joining n7 twice, want 8", len(d.Members))
+	}
+
+	// A join without a member is refused.
+	refuse(t, c, membership.Command{Op: membership.OpJoin})
+	refuse(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{}})
+}
+
+func TestDrainThenRemove(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: "n2", At: t0.UnixNano()})
+	wantState(t, c, "n2", membership.Draining)
+
+	mapBefore := c.Map.Clone()
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil || inMap(c.Target, "n2") {
+		t.Fatal("rebalance after a drain: want a target without n2")
+	}
+	if !sameMap(t, c.Map, mapBefore) {
+		t.Fatal("rebalance after a drain changed the map; want only a target (n2's shards can be copied)")
+	}
+	wantBalanced(t, c.Target)
+	moves, err := placement.Diff(c.Map, c.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range moves {
+		if mv.From != "n2" {
+			t.Fatalf("move %+v comes from %s, want only n2's positions to move", mv, mv.From)
+		}
+	}
+	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(2*time.Second), outAfter), "drain under way")
+
+	// n2 still owns slots in the map: it cannot leave yet.
+	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n2"})
+
+	c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch})
+	if inMap(c.Map, "n2") || c.Target != nil {
+		t.Fatal("after commit: n2 still in the map, or a target left")
+	}
+	wantState(t, c, "n2", membership.Draining)
+	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(3*time.Second), outAfter), "drained, not removed yet")
+
+	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: "n2", At: t0.Add(4 * time.Second).UnixNano()})
+	wantState(t, c, "n2", membership.Removed)
+	wantNoCommands(t, membership.Decide(c, answering(c, "n2"), t0.Add(5*time.Second), outAfter), "n2 removed and silent")
+	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(6*time.Second), outAfter), "n2 removed and still answering")
+
+	// Removed is final for these ops.
+	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n2"})
+	refuse(t, c, membership.Command{Op: membership.OpDrain, ID: "n2"})
+	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n9"})
+	// Remove of an up member is refused.
+	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n0"})
+}
+
+func TestRemoveRefusedWhileInTarget(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
+	c = must(t, c, membership.Command{Op: membership.OpRebalance})
+	if !inMap(c.Target, "n7") || inMap(c.Map, "n7") {
+		t.Fatal("want n7 in the target only")
+	}
+	// Changed its mind: drain the joining n7. It is not in the map but is
+	// in the target, so it may hold shards already.
+	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: "n7", At: t0.UnixNano()})
+	wantState(t, c, "n7", membership.Draining)
+	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n7"})
+
+	// The members now match the map again: the target is moot.
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	if c.Target != nil {
+		t.Fatal("rebalance with members matching the map left a target")
+	}
+	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: "n7"})
+	wantState(t, c, "n7", membership.Removed)
+}
+
+func TestDrainRefused(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+
+	// 7 nodes, width 6: one can go, a second would leave 5 for 6 positions.
+	one := must(t, c, membership.Command{Op: membership.OpDrain, ID: "n1"})
+	err := refuse(t, one, membership.Command{Op: membership.OpDrain, ID: "n4"})
+	if !strings.Contains(err.Error(), "fewer than 6") {
+		t.Errorf("second drain: %v, want it to say fewer than 6 members would be left", err)
+	}
+	// Draining the draining one again is refused too.
+	refuse(t, one, membership.Command{Op: membership.OpDrain, ID: "n1"})
+
+	// A down member counts as one that will hold slots; a down one may be
+	// drained.
+	downed := must(t, c, membership.Command{Op: membership.OpState, ID: "n4", State: membership.Down})
+	downed = must(t, downed, membership.Command{Op: membership.OpDrain, ID: "n4"})
+	wantState(t, downed, "n4", membership.Draining)
+
+	// Out members cannot be drained (they are being replaced anyway), nor
+	// removed ones, nor unknown ones.
+	out := must(t, c, membership.Command{Op: membership.OpState, ID: "n5", State: membership.Down})
+	out = must(t, out, membership.Command{Op: membership.OpState, ID: "n5", State: membership.Out})
+	refuse(t, out, membership.Command{Op: membership.OpDrain, ID: "n5"})
+	out = must(t, out, membership.Command{Op: membership.OpRebalance})
+	refuse(t, out, membership.Command{Op: membership.OpDrain, ID: "n5"})
+	// With n5 out, 6 eligible are left: no drain at all.
+	refuse(t, out, membership.Command{Op: membership.OpDrain, ID: "n0"})
+	removed := must(t, out, membership.Command{Op: membership.OpRemove, ID: "n5"})
+	wantState(t, removed, "n5", membership.Removed)
+	refuse(t, removed, membership.Command{Op: membership.OpDrain, ID: "n5"})
+	refuse(t, c, membership.Command{Op: membership.OpDrain, ID: "n9"})
+}
+
+func TestStateTransitions(t *testing.T) {
+	states := []string{membership.Joining, membership.Up, membership.Down, membership.Out, membership.Draining, membership.Removed}
+	// The heartbeat-driven transitions, as the package doc describes them.
+	allowed := map[[2]string]bool{
+		{membership.Up, membership.Down}:       true,
+		{membership.Joining, membership.Down}:  true,
+		{membership.Draining, membership.Down}: true,
+		{membership.Down, membership.Up}:       true,
+		{membership.Joining, membership.Up}:    true,
+		{membership.Down, membership.Joining}:  true,
+		{membership.Down, membership.Out}:      true,
+	}
+	base := newCluster(t, testNodes(7))
+	for _, from := range states {
+		for _, to := range append(slices.Clone(states), "", "bogus") {
+			c := base.Clone()
+			m, _ := c.Member("n3")
+			m.State = from
+			cmd := membership.Command{Op: membership.OpState, ID: "n3", State: to, At: t0.UnixNano()}
+			d, err := apply(t, c, cmd)
+			switch {
+			case allowed[[2]string{from, to}] && err != nil:
+				t.Errorf("%s -> %s rejected (%v), want accepted", from, to, err)
+			case allowed[[2]string{from, to}]:
+				if got, _ := d.Member("n3"); got.State != to || got.Since != t0.UnixNano() {
+					t.Errorf("%s -> %s: member is %s since %d", from, to, got.State, got.Since)
+				}
+			case err == nil:
+				t.Errorf("%s -> %q accepted, want rejected", from, to)
+			}
+		}
+	}
+	refuse(t, base, membership.Command{Op: membership.OpState, ID: "n9", State: membership.Down})
+
+	// A drained member that was down comes back draining, never up.
+	c := must(t, base, membership.Command{Op: membership.OpDrain, ID: "n3"})
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Down})
+	refuse(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Up})
+	refuse(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Joining})
+	wantState(t, must(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Draining}), "n3", membership.Draining)
+}
+
+func TestVoters(t *testing.T) {
+	cluster := func(states ...string) *config.Cluster {
+		c := &config.Cluster{}
+		for i, s := range states {
+			c.Members = append(c.Members, config.Member{Node: testNode(i), State: s})
+		}
+		return c
+	}
+	repeat := func(n int, s string) []string { return slices.Repeat([]string{s}, n) }
+	const (
+		up, jn, dn, out, dr, rm = membership.Up, membership.Joining, membership.Down, membership.Out, membership.Draining, membership.Removed
+	)
+	for _, tc := range []struct {
+		name   string
+		states []string
+		want   []string
+	}{
+		{"none", nil, nil},
+		{"one", []string{up}, []string{"n0"}},
+		{"two", []string{up, up}, []string{"n0", "n1"}},
+		{"three", repeat(3, up), []string{"n0", "n1", "n2"}},
+		{"six", repeat(6, up), []string{"n0", "n1", "n2"}},
+		{"seven", repeat(7, up), []string{"n0", "n1", "n2", "n3", "n4"}},
+		{"ten", repeat(10, up), []string{"n0", "n1", "n2", "n3", "n4"}},
+		{"joining down draining are live", []string{jn, dn, dr, up, up, up, up}, []string{"n0", "n1", "n2", "n3", "n4"}},
+		{"out and removed skipped", []string{out, up, rm, up, up}, []string{"n1", "n3", "n4"}},
+		{"seven members but six live", []string{up, up, out, up, up, up, up}, []string{"n0", "n1", "n3"}},
+		{"eight members seven live", []string{rm, up, up, up, up, up, up, up}, []string{"n1", "n2", "n3", "n4", "n5"}},
+		{"two live of many", []string{out, out, up, rm, rm, up, out}, []string{"n2", "n5"}},
+		{"all gone", []string{out, rm}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cluster(tc.states...)
+			before := mustJSON(t, c)
+			got := membership.Voters(c)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("Voters(%v) = %v, want %v", tc.states, got, tc.want)
+			}
+			if !bytes.Equal(before, mustJSON(t, c)) {
+				t.Fatal("Voters modified the cluster")
+			}
+		})
+	}
+}
+
+func TestZonesNoChurn(t *testing.T) {
+	zones := []string{"za", "zb", "zc"}
+	c := newCluster(t, testNodes(7, zones...))
+	now := t0
+	wantNoCommands(t, membership.Decide(c, answering(c), now, outAfter), "zoned cluster at rest")
+
+	for _, next := range []int{7, 8} {
+		now = now.Add(time.Minute)
+		c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(next, zones...)}, At: now.UnixNano()})
+		epoch := c.Map.Epoch
+		var epochs []uint64
+		c, epochs = settle(t, c, now.Add(time.Second), 6)
+		if epochs[0] != epoch+1 {
+			t.Fatalf("after join of n%d: epochs %v, want the join committed as epoch %d in the first round", next, epochs, epoch+1)
+		}
+		for _, e := range epochs[1:] {
+			if e != epoch+1 {
+				t.Fatalf("after join of n%d: epochs %v, want %d to stay put (no churn)", next, epochs, epoch+1)
+			}
+		}
+		wantState(t, c, fmt.Sprintf("n%d", next), membership.Up)
+		wantBalanced(t, c.Map)
+	}
+
+	// And when a zoned node goes out, the direct rebalance settles too.
+	now = now.Add(time.Minute)
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n4", State: membership.Down, At: now.UnixNano()})
+	now = now.Add(outAfter)
+	c, epochs := settle(t, c, now, 6, "n4")
+	wantState(t, c, "n4", membership.Out)
+	if inMap(c.Map, "n4") {
+		t.Fatal("n4 is out but still in the map")
+	}
+	for _, e := range epochs[2:] {
+		if e != epochs[1] {
+			t.Fatalf("after n4 out: epochs %v, want them to stay put once rebalanced", epochs)
+		}
+	}
+}
+
+func TestDecideNilCluster(t *testing.T) {
+	if cmds := membership.Decide(nil, map[string]bool{"n0": true}, t0, outAfter); cmds != nil {
+		t.Fatalf("Decide(nil) = %s, want nil", describeAll(cmds))
+	}
+}
+
+func TestRebalanceWithNothingToDoIsANoOp(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	d := must(t, c, membership.Command{Op: membership.OpRebalance})
+	if !bytes.Equal(mustJSON(t, c), mustJSON(t, d)) {
+		t.Fatal("rebalance with members matching the map changed the cluster")
+	}
+}
+
+// TestDrainingMemberBlipStaysDraining: a draining member that misses one
+// heartbeat goes down; when it answers again it should go on draining.
+func TestDrainingMemberBlipStaysDraining(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: "n2", At: t0.UnixNano()})
+	c = must(t, c, membership.Command{Op: membership.OpRebalance})
+	target := c.Target.Clone()
+
+	c = mustAll(t, c, membership.Decide(c, answering(c, "n2"), t0.Add(time.Second), outAfter))
+	wantState(t, c, "n2", membership.Down)
+	c = mustAll(t, c, membership.Decide(c, answering(c), t0.Add(2*time.Second), outAfter))
+	wantState(t, c, "n2", membership.Draining)
+	c = mustAll(t, c, membership.Decide(c, answering(c), t0.Add(3*time.Second), outAfter))
+	if c.Target == nil || !sameMap(t, c.Target, target) {
+		t.Fatal("the drain target was dropped after n2 blinked")
+	}
+}
+
+// TestStaleCommitDoesNotCommitANewerTarget: a target replaced by another
+// (a second join while the first copy is under way) must not be
+// committable by the first one's epoch: the repair pass that checked the
+// first target's owners proposes a commit of that epoch.
+func TestStaleCommitDoesNotCommitANewerTarget(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
+	c = must(t, c, membership.Command{Op: membership.OpRebalance})
+	first := c.Target.Clone()
+
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(8)}, At: t0.UnixNano()})
+	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	if sameMap(t, c.Target, first) {
+		t.Fatal("second join did not change the target")
+	}
+	if c.Target.Epoch == first.Epoch {
+		t.Errorf("replaced target has epoch %d, the same as the one it replaced", c.Target.Epoch)
+	}
+	if _, err := apply(t, c, membership.Command{Op: membership.OpCommit, Epoch: first.Epoch}); err == nil {
+		t.Errorf("commit of the replaced target's epoch %d accepted: it committed a target nobody copied", first.Epoch)
+	}
+}
