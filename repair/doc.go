@@ -1,0 +1,85 @@
+// Package repair keeps every key at full redundancy: it finds shards that
+// are missing, misplaced or left over, and copies, rebuilds or drops them.
+// It is how the cluster recovers after a node is declared out, moves data
+// when a node joins or drains, and completes writes that reached only their
+// quorum.
+//
+// The package has two halves, in the etcd raft style: a pure planner and a
+// thin driver.
+//
+//   - Make (the planner) takes a View (the cluster map, the rebalance
+//     target, which nodes answered, and every shard those nodes hold) and
+//     returns a Plan: the actions to take and a few figures. It does no I/O,
+//     keeps no state and reads no clock, so every rule below is tested with
+//     scripted scenarios on a simulated cluster.
+//   - The driver lists the nodes' inventories, calls Make, records the plan
+//     so a crash resumes it, and carries out the actions at a limited rate.
+//
+// # Contracts of Make
+//
+//   - Pure and deterministic: Make reads the View and modifies nothing in
+//     it; the same View gives the same Plan, whatever the order of
+//     Holdings (a shard listed twice counts once). Safe for concurrent use
+//     on Views that nobody modifies.
+//   - Cost: linear in the number of holdings, plus sorting the distinct
+//     keys: a quarter of a second for a million holdings on the
+//     development machine (BenchmarkMake_1M).
+//   - Bytes in an action is the shard length it moves (0 for drops and
+//     tombstones), for rate limits and ETAs.
+//   - Actions are sorted by key, position, kind (copy, rebuild, drop) and
+//     destination, and the actions of one plan may run in any order, or
+//     concurrently: no action's source is dropped by the same plan, no
+//     drop relies on a shard that another action of the plan replaces, and
+//     a node is sent at most one shard of a key per plan.
+//   - Actions are idempotent against the state they were planned from: a
+//     node keeps the newest version of a key and refuses an equal or older
+//     one, and a Drop names the exact position and version it removes. A
+//     drop is justified by the View it was planned from, so a driver that
+//     replays a recorded plan after the cluster changed relies on the node
+//     checking ownership; a fresh plan is always safe.
+//   - An unreachable node (not in View.Reachable) is never a source, never
+//     a destination, never asked to drop, and its listed holdings do not
+//     count as copies.
+//
+// # Rules
+//
+// For each key, V is the newest version among its holdings and P the
+// policy of V, of width w. A node holds "V at p" only with that exact
+// version at that exact position.
+//
+//   - Needs: each reachable owner, in View.Map or View.Target, of a position
+//     p < w must hold V at p. A node stores one shard per key (package
+//     index), so a node that owns different positions of the slot in the map
+//     and in the target gets its map position; the target position follows
+//     after the commit and does not hold the commit back.
+//   - Copy when a reachable node holds V at p (preferring a node that owns p
+//     in neither map: the old owner, whose copy is about to go; then the
+//     lowest node ID). Otherwise Rebuild: a tombstone needs no sources, a
+//     value needs k distinct positions of V, and the sources list one node
+//     per available position in position order, data shards first.
+//   - A node that holds V at a position it owns in neither map cannot take
+//     another position of V (the node would refuse it as not newer): its
+//     misplaced shard is first copied to its owner and dropped, and the
+//     node gets its own position in a later plan.
+//   - Drop a holding whose node owns its position in neither map once a
+//     reachable owner of that position (map or target) holds it at the same
+//     or a newer version; and drop holdings of superseded versions at
+//     positions >= w (left over when a key is overwritten by a narrower
+//     policy, 4+2 by r3) once the key is not degraded.
+//   - Rings: when owners hold each other's positions (A holds B's, B holds
+//     A's), nothing above applies. Then one such shard of V is dropped per
+//     plan, if the key keeps max(k+1, w-1) distinct positions of V
+//     without it, and its position is rebuilt. This is the one drop of a
+//     position's only copy, and only of one that can be rebuilt with margin.
+//   - Lost: a key (not a tombstone) whose V has fewer than k distinct
+//     positions on reachable nodes gets no action at all, drops included:
+//     an older version may be all a reader can still get. Lost keys do not
+//     hold a target's commit back, since nothing can fix them.
+//
+// # Figures
+//
+// Plan.Degraded counts keys with fewer than w positions of V held by their
+// reachable owner in View.Map; Plan.Lost is a subset of it. TargetReady
+// says the leader may commit the target. Held counts each reachable node's
+// holdings, so a draining node is removed once it holds nothing.
+package repair

@@ -1,0 +1,477 @@
+package repair
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+var log = logging.Logger("dscluster/repair")
+
+// Peers is the I/O the driver does against the nodes. Package node
+// implements it over the wire protocol; tests implement it in memory.
+type Peers interface {
+	// Inventory returns every shard node holds.
+	Inventory(ctx context.Context, node string) ([]Holding, error)
+	// GetShard returns the encoded shard of key that node holds.
+	GetShard(ctx context.Context, node, key string) ([]byte, error)
+	// PutShard stores an encoded shard on node (newest version wins).
+	PutShard(ctx context.Context, node string, shard []byte) error
+	// Drop removes node's shard of key if it is still shard pos at v. A
+	// node refuses to drop a position it owns unless stale is set (see
+	// Action.Stale).
+	Drop(ctx context.Context, node, key string, pos int, v coding.Version, stale bool) error
+}
+
+// DriverConfig configures a Driver.
+type DriverConfig struct {
+	Peers Peers
+	// StatePath is the bbolt file that keeps the backlog and the totals,
+	// so that a repair resumes after a crash.
+	StatePath string
+	// Rate limits the shard bytes moved per second (0: unlimited).
+	Rate float64
+	// Workers is the number of actions run at once (default 4).
+	Workers int
+	// NoSync skips fsync of the state file (tests).
+	NoSync bool
+}
+
+// Validate checks the config and fills defaults.
+func (c *DriverConfig) Validate() error {
+	if c.Peers == nil {
+		return errors.New("repair: no peers")
+	}
+	if c.StatePath == "" {
+		return errors.New("repair: no state path")
+	}
+	if c.Rate < 0 {
+		return fmt.Errorf("repair: rate %v is negative", c.Rate)
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	return nil
+}
+
+// Stats is what the driver reports: the last plan and the work since.
+type Stats struct {
+	Passes   int       `json:"passes"`
+	Started  time.Time `json:"pass_started"`  // start of the last pass
+	Finished time.Time `json:"pass_finished"` // end of the last complete pass
+	Epoch    uint64    `json:"epoch"`         // map epoch the last pass planned for
+	Nodes    int       `json:"nodes_listed"`
+	Keys     int       `json:"keys"`
+	Degraded int       `json:"degraded_keys"`
+	Lost     int       `json:"lost_keys"`
+	// Backlog is the actions of the current plan not done yet.
+	Backlog      int   `json:"backlog"`
+	BacklogBytes int64 `json:"backlog_bytes"`
+	// Totals over the driver's life, kept across restarts.
+	Done       int64 `json:"done_total"`
+	Failed     int64 `json:"failed_total"`
+	BytesMoved int64 `json:"bytes_moved_total"`
+	// Rate is the bytes per second moved by the last pass that moved any.
+	Rate float64 `json:"rate_bytes_per_sec"`
+	// ETA is the backlog's bytes at Rate, in seconds (0 when idle).
+	ETA float64 `json:"eta_seconds"`
+}
+
+// Driver runs repair passes: list what every node holds, plan, act.
+// Only one pass runs at a time; Stats may be called from any goroutine.
+type Driver struct {
+	cfg     DriverConfig
+	db      *bolt.DB
+	limiter *rate.Limiter
+
+	passMu sync.Mutex // one pass at a time
+	mu     sync.Mutex
+	stats  Stats
+}
+
+var (
+	bucketBacklog = []byte("backlog")
+	bucketMeta    = []byte("meta")
+	keyTotals     = []byte("totals")
+)
+
+// burst is the most bytes the rate limiter lets through at once: a shard
+// larger than it waits for a full bucket.
+const burst = 16 << 20
+
+// OpenDriver opens (or creates) the driver's state file.
+func OpenDriver(cfg DriverConfig) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(cfg.StatePath, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("repair: open state %s: %w", cfg.StatePath, err)
+	}
+	d := &Driver{cfg: cfg, db: db}
+	if cfg.Rate > 0 {
+		d.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), burst)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketBacklog)
+		if err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keyTotals); v != nil {
+			if err := json.Unmarshal(v, &d.stats); err != nil {
+				return fmt.Errorf("totals do not parse: %w", err)
+			}
+		}
+		d.stats.Backlog, d.stats.BacklogBytes = 0, 0
+		return b.ForEach(func(_, v []byte) error {
+			var a Action
+			if json.Unmarshal(v, &a) == nil {
+				d.stats.Backlog++
+				d.stats.BacklogBytes += a.Bytes
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("repair: state %s: %w", cfg.StatePath, err)
+	}
+	return d, nil
+}
+
+// Close closes the state file. A pass still running fails.
+func (d *Driver) Close() error { return d.db.Close() }
+
+// Stats returns the driver's current figures.
+func (d *Driver) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.stats
+	if s.Rate > 0 {
+		s.ETA = float64(s.BacklogBytes) / s.Rate
+	}
+	return s
+}
+
+// Pass runs one repair pass for the cluster described by m and target
+// over the given nodes: it first finishes the backlog a crash may have
+// left, then lists every node (those that fail to answer are unreachable),
+// plans, records the plan as the new backlog and carries it out. It
+// returns the plan it made. Action failures are counted and logged, not
+// returned: the next pass plans them again.
+func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []string) (*Plan, error) {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	started := time.Now()
+	d.mu.Lock()
+	d.stats.Started = started
+	d.mu.Unlock()
+
+	if left, err := d.loadBacklog(); err != nil {
+		return nil, err
+	} else if len(left) > 0 {
+		// Copies and rebuilds are safe whenever they run (a node keeps
+		// the newest version); a drop was safe when planned, because the
+		// owner held a copy then, which may no longer be true: drops are
+		// left to this pass's plan.
+		var resume []Action
+		for _, a := range left {
+			if a.Kind != Drop {
+				resume = append(resume, a)
+			}
+		}
+		log.Infow("resuming the repair backlog", "actions", len(resume), "drops_replanned", len(left)-len(resume))
+		if err := d.saveBacklog(resume); err != nil {
+			return nil, err
+		}
+		d.run(ctx, resume)
+	}
+
+	view := &View{Map: m, Target: target, Reachable: make(map[string]bool)}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, id := range nodes {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			hs, err := d.cfg.Peers.Inventory(ctx, id)
+			if err != nil {
+				log.Debugw("inventory", "node", id, "err", err)
+				return
+			}
+			mu.Lock()
+			view.Reachable[id] = true
+			view.Holdings = append(view.Holdings, hs...)
+			mu.Unlock()
+		}(id)
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	plan := Make(view)
+	if err := d.saveBacklog(plan.Actions); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.stats.Epoch = m.Epoch
+	d.stats.Nodes = len(view.Reachable)
+	d.stats.Keys, d.stats.Degraded, d.stats.Lost = plan.Keys, plan.Degraded, plan.Lost
+	d.mu.Unlock()
+	if len(plan.Actions) > 0 {
+		log.Infow("repair plan", "epoch", m.Epoch, "keys", plan.Keys, "degraded", plan.Degraded, "lost", plan.Lost, "actions", len(plan.Actions))
+	}
+	moved := d.run(ctx, plan.Actions)
+	d.mu.Lock()
+	d.stats.Passes++
+	if ctx.Err() == nil {
+		d.stats.Finished = time.Now()
+	}
+	if moved > 0 {
+		if secs := time.Since(started).Seconds(); secs > 0 {
+			d.stats.Rate = float64(moved) / secs
+		}
+	}
+	d.mu.Unlock()
+	return plan, d.saveTotals()
+}
+
+// run carries out actions with the configured workers and returns the
+// bytes moved. Each done action leaves the backlog.
+func (d *Driver) run(ctx context.Context, actions []Action) int64 {
+	type job struct {
+		seq uint64
+		a   Action
+	}
+	jobs := make(chan job)
+	var moved int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < d.cfg.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				err := d.do(ctx, j.a)
+				mu.Lock()
+				if err == nil {
+					moved += j.a.Bytes
+				}
+				mu.Unlock()
+				d.finish(j.seq, j.a, err)
+			}
+		}()
+	}
+	for i, a := range actions {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- job{seq: uint64(i), a: a}
+	}
+	close(jobs)
+	wg.Wait()
+	return moved
+}
+
+// finish records the outcome of one action.
+func (d *Driver) finish(seq uint64, a Action, err error) {
+	d.mu.Lock()
+	if err != nil {
+		d.stats.Failed++
+	} else {
+		d.stats.Done++
+		d.stats.BytesMoved += a.Bytes
+	}
+	d.stats.Backlog--
+	d.stats.BacklogBytes -= a.Bytes
+	d.mu.Unlock()
+	if err != nil {
+		log.Debugw("repair action failed", "action", a.Kind.String(), "key", a.Key, "pos", a.Pos, "to", a.To, "err", err)
+	}
+	// A failed action leaves the backlog too: the next pass plans it again
+	// from what the nodes hold then.
+	uerr := d.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBacklog).Delete(seqKey(seq))
+	})
+	if uerr != nil {
+		log.Warnw("repair backlog", "err", uerr)
+	}
+}
+
+// do carries out one action.
+func (d *Driver) do(ctx context.Context, a Action) error {
+	if d.limiter != nil && a.Bytes > 0 {
+		n := int(min(a.Bytes, burst))
+		if err := d.limiter.WaitN(ctx, n); err != nil {
+			return err
+		}
+	}
+	switch a.Kind {
+	case Drop:
+		return d.cfg.Peers.Drop(ctx, a.To, a.Key, a.Pos, a.Version, a.Stale)
+	case Copy:
+		raw, err := d.cfg.Peers.GetShard(ctx, a.From, a.Key)
+		if err != nil {
+			return fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
+		}
+		sh, err := coding.ParseShard(raw)
+		if err != nil {
+			return fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
+		}
+		if sh.Header.Key != a.Key || int(sh.Header.Index) != a.Pos || sh.Header.Version != a.Version {
+			return fmt.Errorf("copy %q shard %d from %s: it now holds another shard", a.Key, a.Pos, a.From)
+		}
+		return d.cfg.Peers.PutShard(ctx, a.To, raw)
+	case Rebuild:
+		shard, err := d.rebuild(ctx, a)
+		if err != nil {
+			return err
+		}
+		return d.cfg.Peers.PutShard(ctx, a.To, shard)
+	}
+	return fmt.Errorf("repair: unknown action kind %d", a.Kind)
+}
+
+// rebuild makes shard a.Pos of (a.Key, a.Version) from a.Sources.
+func (d *Driver) rebuild(ctx context.Context, a Action) ([]byte, error) {
+	w := a.Policy.Width()
+	if a.Pos < 0 || a.Pos >= w {
+		return nil, fmt.Errorf("rebuild %q: position %d outside policy %s", a.Key, a.Pos, a.Policy)
+	}
+	if a.Tombstone {
+		return coding.Tombstone(a.Key, a.Policy, a.Version)[a.Pos].AppendBinary(nil), nil
+	}
+	shards := make([]*coding.Shard, w)
+	have := 0
+	for _, src := range a.Sources {
+		if have == a.Policy.DataShards {
+			break
+		}
+		if src.Pos < 0 || src.Pos >= w || shards[src.Pos] != nil {
+			continue
+		}
+		raw, err := d.cfg.Peers.GetShard(ctx, src.Node, a.Key)
+		if err != nil {
+			continue
+		}
+		sh, err := coding.ParseShard(raw)
+		if err != nil || sh.Header.Key != a.Key || int(sh.Header.Index) != src.Pos || sh.Header.Version != a.Version {
+			continue
+		}
+		shards[src.Pos] = sh
+		have++
+	}
+	if have < a.Policy.DataShards {
+		return nil, fmt.Errorf("rebuild %q shard %d: %d valid sources of %d needed", a.Key, a.Pos, have, a.Policy.DataShards)
+	}
+	value, err := coding.Decode(shards)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %q shard %d: %w", a.Key, a.Pos, err)
+	}
+	out, err := coding.Encode(a.Key, value, a.Policy, a.Version)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %q shard %d: %w", a.Key, a.Pos, err)
+	}
+	b := out[a.Pos].AppendBinary(nil)
+	coding.Release(out)
+	return b, nil
+}
+
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+// saveBacklog replaces the backlog with actions.
+func (d *Driver) saveBacklog(actions []Action) error {
+	var bytes int64
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketBacklog); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketBacklog)
+		if err != nil {
+			return err
+		}
+		for i, a := range actions {
+			v, err := json.Marshal(a)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(seqKey(uint64(i)), v); err != nil {
+				return err
+			}
+			bytes += a.Bytes
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("repair: save backlog: %w", err)
+	}
+	d.mu.Lock()
+	d.stats.Backlog, d.stats.BacklogBytes = len(actions), bytes
+	d.mu.Unlock()
+	return nil
+}
+
+// loadBacklog returns the actions a previous pass left, in order.
+func (d *Driver) loadBacklog() ([]Action, error) {
+	type item struct {
+		seq uint64
+		a   Action
+	}
+	var items []item
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBacklog).ForEach(func(k, v []byte) error {
+			var a Action
+			if len(k) != 8 || json.Unmarshal(v, &a) != nil {
+				return nil // unreadable entries are skipped: the pass replans
+			}
+			items = append(items, item{binary.BigEndian.Uint64(k), a})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repair: load backlog: %w", err)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].seq < items[j].seq })
+	out := make([]Action, len(items))
+	for i, it := range items {
+		out[i] = it.a
+	}
+	// run numbers actions from 0: keep the stored keys by rewriting them.
+	if err := d.saveBacklog(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// saveTotals persists the life totals.
+func (d *Driver) saveTotals() error {
+	d.mu.Lock()
+	v, err := json.Marshal(d.stats)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	err = d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyTotals, v) })
+	if err != nil {
+		return fmt.Errorf("repair: save totals: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,639 @@
+package repair
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// Make plans the repair of v: the copies, rebuilds and drops that bring
+// every key's newest version to the owners of its positions in v.Map and
+// v.Target, and take shards away from nodes that own them in neither. See
+// the package documentation for the rules.
+//
+// Make is pure and deterministic: it reads v and modifies nothing in it,
+// and the same View gives the same Plan whatever the order of v.Holdings.
+// It takes O(n) time and memory for n holdings, plus sorting the distinct
+// keys. A nil v or v.Map gives a Plan with no actions.
+func Make(v *View) *Plan {
+	p := &Plan{Held: make(map[string]int)}
+	if v == nil {
+		return p
+	}
+	for id, ok := range v.Reachable {
+		if ok {
+			p.Held[id] = 0
+		}
+	}
+	keys, idx, bounds := groupByKey(v.Holdings)
+	p.Keys = len(keys)
+	s := &planner{
+		v:    v,
+		plan: p,
+		cur:  newOwnerTable(v.Map, v.Reachable),
+		tgt:  newOwnerTable(v.Target, v.Reachable),
+	}
+	for g, key := range keys {
+		s.planKey(key, idx[bounds[g]:bounds[g+1]])
+	}
+	p.TargetReady = v.Target != nil && v.Map != nil && s.tgt.allReachable() && !s.targetPending
+	return p
+}
+
+// groupByKey returns the distinct keys of hs in ascending order, and the
+// indexes of hs grouped by key: the holdings of keys[g] are
+// idx[bounds[g]:bounds[g+1]].
+func groupByKey(hs []Holding) (keys []string, idx []int, bounds []int) {
+	gid := make(map[string]int)
+	of := make([]int, len(hs))
+	var count []int
+	for i := range hs {
+		g, ok := gid[hs[i].Key]
+		if !ok {
+			g = len(keys)
+			gid[hs[i].Key] = g
+			keys = append(keys, hs[i].Key)
+			count = append(count, 0)
+		}
+		of[i] = g
+		count[g]++
+	}
+	order := make([]int, len(keys))
+	for g := range order {
+		order[g] = g
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
+	rank := make([]int, len(keys)) // rank[g] is g's place in key order
+	sorted := make([]string, len(keys))
+	bounds = make([]int, len(keys)+1)
+	for r, g := range order {
+		rank[g] = r
+		sorted[r] = keys[g]
+		bounds[r+1] = bounds[r] + count[g]
+	}
+	next := slices.Clone(bounds[:len(keys)])
+	idx = make([]int, len(hs))
+	for i, g := range of {
+		r := rank[g]
+		idx[next[r]] = i
+		next[r]++
+	}
+	return sorted, idx, bounds
+}
+
+// ownerTable answers "who owns position p of slot s" for one map, with the
+// node IDs and their reachability looked up once per node instead of once
+// per key.
+type ownerTable struct {
+	m     *placement.Map
+	ids   []string
+	reach []bool
+}
+
+func newOwnerTable(m *placement.Map, reachable map[string]bool) ownerTable {
+	if m == nil {
+		return ownerTable{}
+	}
+	t := ownerTable{m: m, ids: make([]string, len(m.Nodes)), reach: make([]bool, len(m.Nodes))}
+	for i := range m.Nodes {
+		t.ids[i] = m.Nodes[i].ID
+		t.reach[i] = reachable[m.Nodes[i].ID]
+	}
+	return t
+}
+
+// row returns the owners of slot (nil when there is no map).
+func (t *ownerTable) row(slot uint16) []uint16 {
+	if t.m == nil {
+		return nil
+	}
+	return t.m.Owners(slot)
+}
+
+// owner returns the owner of position pos in row; ok is false when the
+// position has none (beyond the map's width, or a malformed table).
+func (t *ownerTable) owner(row []uint16, pos int) (id string, reach, ok bool) {
+	if pos < 0 || pos >= len(row) || int(row[pos]) >= len(t.ids) {
+		return "", false, false
+	}
+	j := row[pos]
+	return t.ids[j], t.reach[j], true
+}
+
+// allReachable reports whether every node that owns a position in the map
+// is reachable.
+func (t *ownerTable) allReachable() bool {
+	if t.m == nil {
+		return false
+	}
+	seen := make([]bool, len(t.ids))
+	for _, j := range t.m.Table {
+		if int(j) >= len(t.ids) {
+			return false
+		}
+		if !seen[j] {
+			seen[j] = true
+			if !t.reach[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// hold is one holding of the key being planned.
+type hold struct {
+	*Holding
+	reach bool
+	drop  bool // a Drop of it is in the plan
+}
+
+// Owner states, per key.
+const (
+	ownerActing    = iota // gets a Copy or Rebuild of position pos
+	ownerSatisfied        // holds the newest version at a position it owns
+	ownerBlocked          // holds the newest version at a position it owns in neither map
+)
+
+// owner is a reachable node that owns positions of the key's slot: mp in
+// the map, tp in the target (-1 when none). A node keeps one shard per key
+// (package index), so it is given one position at a time: its map
+// position first, since that is the one reads use now.
+type owner struct {
+	id       string
+	mp, tp   int
+	state    int
+	pos      int // the position it should hold: mp, or tp when it has no mp
+	visiting bool
+}
+
+// planner holds the state of one Make call and scratch space reused from
+// key to key.
+type planner struct {
+	v             *View
+	plan          *Plan
+	cur, tgt      ownerTable
+	targetPending bool // a Copy or Rebuild to a target owner remains
+
+	// Per key.
+	key          string
+	curRow       []uint16
+	tgtRow       []uint16
+	hs           []hold
+	owners       []owner
+	acts         []Action
+	newest       coding.Version
+	policy       coding.Policy
+	tombstone    bool
+	valueLen     uint64
+	width, kdata int
+}
+
+func (s *planner) planKey(key string, idx []int) {
+	s.key = key
+	s.hs = s.hs[:0]
+	for _, i := range idx {
+		h := &s.v.Holdings[i]
+		s.hs = append(s.hs, hold{Holding: h, reach: s.v.Reachable[h.Node]})
+	}
+	slices.SortFunc(s.hs, func(a, b hold) int {
+		if c := cmp.Compare(a.Pos, b.Pos); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Node, b.Node); c != 0 {
+			return c
+		}
+		return compareVersion(a.Version, b.Version)
+	})
+	// The same shard listed twice (an inventory page read twice) is one.
+	s.hs = slices.CompactFunc(s.hs, func(a, b hold) bool {
+		return a.Pos == b.Pos && a.Node == b.Node && a.Version == b.Version
+	})
+	for i := range s.hs {
+		if s.hs[i].reach {
+			s.plan.Held[s.hs[i].Node]++
+		}
+	}
+
+	// The newest version, and its header from its first holding in
+	// (position, node) order, so the choice does not depend on input order.
+	ref := 0
+	for i := range s.hs {
+		if s.hs[ref].Version.Less(s.hs[i].Version) {
+			ref = i
+		}
+	}
+	r := s.hs[ref].Holding
+	s.newest, s.policy, s.tombstone, s.valueLen = r.Version, r.Policy, r.Tombstone, r.ValueLen
+	s.width, s.kdata = s.policy.Width(), s.policy.DataShards
+	slot := placement.Slot(key)
+	s.curRow, s.tgtRow = s.cur.row(slot), s.tgt.row(slot)
+
+	if s.policy.Validate() != nil {
+		// Nothing can be decoded or rebuilt from a header that makes no
+		// sense; leave every shard where it is.
+		s.plan.Degraded++
+		s.plan.Lost++
+		return
+	}
+	degraded := s.degraded()
+	if degraded {
+		s.plan.Degraded++
+	}
+	if !s.tombstone && s.positions(-1) < s.kdata {
+		// Nothing to rebuild from; and every shard left, of any version,
+		// may be what a reader or an operator still needs.
+		s.plan.Lost++
+		return
+	}
+
+	s.acts = s.acts[:0]
+	s.classifyOwners()
+	s.dropMisplaced(degraded)
+	s.breakCycle()
+	s.repairOwners()
+
+	slices.SortFunc(s.acts, func(a, b Action) int {
+		if c := cmp.Compare(a.Pos, b.Pos); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Kind, b.Kind); c != 0 {
+			return c
+		}
+		return strings.Compare(a.To, b.To)
+	})
+	s.plan.Actions = append(s.plan.Actions, s.acts...)
+}
+
+func compareVersion(a, b coding.Version) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return 0
+}
+
+// find returns the holding of node at pos (the newest if several), or nil.
+func (s *planner) find(node string, pos int) *hold {
+	var best *hold
+	for i := range s.hs {
+		h := &s.hs[i]
+		if h.Pos == pos && h.Node == node && (best == nil || best.Version.Less(h.Version)) {
+			best = h
+		}
+	}
+	return best
+}
+
+// holdsNewest reports whether node holds the newest version at pos.
+func (s *planner) holdsNewest(node string, pos int) bool {
+	h := s.find(node, pos)
+	return h != nil && h.Version == s.newest
+}
+
+// owns reports whether node owns pos in the map or the target.
+func (s *planner) owns(node string, pos int) bool {
+	if id, _, ok := s.cur.owner(s.curRow, pos); ok && id == node {
+		return true
+	}
+	if id, _, ok := s.tgt.owner(s.tgtRow, pos); ok && id == node {
+		return true
+	}
+	return false
+}
+
+// degraded reports whether fewer than width positions of the newest
+// version are held by their reachable owner in the map.
+func (s *planner) degraded() bool {
+	for p := 0; p < s.width; p++ {
+		id, reach, ok := s.cur.owner(s.curRow, p)
+		if !ok || !reach || !s.holdsNewest(id, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// positions counts the distinct positions below the width at which a
+// reachable node holds the newest version, leaving out holdings that are
+// dropped and the holding skip (-1: none).
+func (s *planner) positions(skip int) int {
+	n, last := 0, -1
+	for i := range s.hs { // sorted by position
+		h := &s.hs[i]
+		if i == skip || h.drop || !h.reach || h.Version != s.newest || h.Pos < 0 || h.Pos >= s.width || h.Pos == last {
+			continue
+		}
+		n++
+		last = h.Pos
+	}
+	return n
+}
+
+// classifyOwners lists the reachable owners of the key's positions and
+// what each should get.
+func (s *planner) classifyOwners() {
+	s.owners = s.owners[:0]
+	add := func(id string, p int, target bool) {
+		i := slices.IndexFunc(s.owners, func(o owner) bool { return o.id == id })
+		if i < 0 {
+			s.owners = append(s.owners, owner{id: id, mp: -1, tp: -1})
+			i = len(s.owners) - 1
+		}
+		if target {
+			s.owners[i].tp = p
+		} else {
+			s.owners[i].mp = p
+		}
+	}
+	for p := 0; p < s.width; p++ {
+		if id, reach, ok := s.cur.owner(s.curRow, p); ok && reach {
+			add(id, p, false)
+		}
+		if id, reach, ok := s.tgt.owner(s.tgtRow, p); ok && reach {
+			add(id, p, true)
+		}
+	}
+	for i := range s.owners {
+		o := &s.owners[i]
+		o.pos = o.mp
+		if o.pos < 0 {
+			o.pos = o.tp
+		}
+		switch {
+		case s.holdsNewest(o.id, o.pos) || (o.tp >= 0 && s.holdsNewest(o.id, o.tp)):
+			// Holding its map position, a node whose target position
+			// differs gets that one after the commit, when it owns only
+			// it: it can keep one shard of the key. Until then the other
+			// position is deferred, and does not hold the commit back.
+			o.state = ownerSatisfied
+		case s.misplaced(o.id) >= 0:
+			// A copy would be refused (same version). The misplaced
+			// shard is copied to its owner and dropped first.
+			o.state = ownerBlocked
+		default:
+			o.state = ownerActing
+		}
+		if o.state != ownerSatisfied && o.pos == o.tp {
+			s.targetPending = true
+		}
+	}
+}
+
+// misplaced returns the index in s.hs of node's holding of the newest
+// version at a position it owns in neither map, or -1.
+func (s *planner) misplaced(node string) int {
+	for i := range s.hs {
+		h := &s.hs[i]
+		if h.Node == node && h.Version == s.newest && !s.owns(node, h.Pos) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *planner) ownerOf(id string) *owner {
+	for i := range s.owners {
+		if s.owners[i].id == id {
+			return &s.owners[i]
+		}
+	}
+	return nil
+}
+
+// dropMisplaced drops shards held by nodes that own their position in
+// neither map once an owner of that position holds the same or a newer
+// version, and shards of superseded versions beyond the newest policy's
+// width once the newest version is whole.
+func (s *planner) dropMisplaced(degraded bool) {
+	for i := range s.hs {
+		h := &s.hs[i]
+		if !h.reach || h.Pos < 0 {
+			continue
+		}
+		switch {
+		case h.Pos >= s.width && h.Version.Less(s.newest) && !degraded:
+			// Left over from a wider policy (4+2 overwritten by r3): no
+			// reader asks for it, and every position of the newest
+			// version is at its owner.
+			s.drop(h)
+			s.acts[len(s.acts)-1].Stale = true
+		case !s.owns(h.Node, h.Pos) && s.keptByOwner(h):
+			s.drop(h)
+		}
+	}
+}
+
+// keptByOwner reports whether a reachable owner of h's position, in the
+// map or the target, holds the key at that position at h's version or a
+// newer one, and keeps it through this plan.
+func (s *planner) keptByOwner(h *hold) bool {
+	for _, t := range []struct {
+		tab *ownerTable
+		row []uint16
+	}{{&s.cur, s.curRow}, {&s.tgt, s.tgtRow}} {
+		id, reach, ok := t.tab.owner(t.row, h.Pos)
+		if !ok || !reach || id == h.Node {
+			continue
+		}
+		k := s.find(id, h.Pos)
+		if k == nil || k.drop || k.Version.Less(h.Version) {
+			continue
+		}
+		// A node keeps one shard per key: a copy of another position
+		// to it in this plan would replace the one relied on here.
+		if o := s.ownerOf(id); o != nil && o.state == ownerActing && o.pos != h.Pos {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func (s *planner) drop(h *hold) {
+	h.drop = true
+	s.acts = append(s.acts, Action{
+		Kind:      Drop,
+		Key:       s.key,
+		Pos:       h.Pos,
+		Policy:    h.Policy,
+		Version:   h.Version,
+		Tombstone: h.Tombstone,
+		To:        h.Node,
+	})
+}
+
+// breakCycle resolves owners that wait on each other: A holds B's position
+// and B holds A's (or a longer ring, or an owner that cannot take the
+// position before the target is committed), so no copy is accepted and no
+// drop is justified. It drops one such misplaced shard of the newest
+// version, the lowest position first, when the key keeps at least
+// max(k+1, width-1) distinct positions without it: the position is then
+// rebuilt by its owner from the others. At most one per key per plan.
+func (s *planner) breakCycle() {
+	best := -1
+	for i := range s.owners {
+		o := &s.owners[i]
+		if o.state != ownerBlocked {
+			continue
+		}
+		j := s.misplaced(o.id)
+		if j < 0 || s.hs[j].drop || s.hs[j].Pos >= s.width {
+			continue
+		}
+		for k := range s.owners {
+			s.owners[k].visiting = false
+		}
+		o.visiting = true
+		if !s.stuck(s.hs[j].Pos) {
+			continue
+		}
+		if best < 0 || s.hs[j].Pos < s.hs[best].Pos || (s.hs[j].Pos == s.hs[best].Pos && s.hs[j].Node < s.hs[best].Node) {
+			best = j
+		}
+	}
+	if best < 0 {
+		return
+	}
+	need := max(s.kdata+1, s.width-1)
+	if s.positions(best) < need {
+		return
+	}
+	// The node takes its own position in the next plan, once the drop
+	// has landed: a copy sent now could arrive first and be refused.
+	s.drop(&s.hs[best])
+}
+
+// stuck reports whether position pos, misplaced at a blocked owner, can
+// never reach an owner of pos as things stand: every owner of pos is
+// reachable, holds no copy, gets none in this plan, and is itself waiting
+// (on a position it cannot take before a commit, or on a stuck shard).
+func (s *planner) stuck(pos int) bool {
+	for _, t := range []struct {
+		tab *ownerTable
+		row []uint16
+	}{{&s.cur, s.curRow}, {&s.tgt, s.tgtRow}} {
+		id, reach, ok := t.tab.owner(t.row, pos)
+		if !ok {
+			continue
+		}
+		if !reach || s.holdsNewest(id, pos) {
+			return false
+		}
+		y := s.ownerOf(id)
+		switch {
+		case y == nil:
+			return false
+		case y.pos != pos || y.state == ownerSatisfied:
+			// It takes another position first; pos waits for a commit.
+		case y.state == ownerActing:
+			return false // it gets pos in this plan
+		case y.visiting:
+			// A ring.
+		default:
+			j := s.misplaced(id)
+			if j < 0 || s.hs[j].drop {
+				return false
+			}
+			y.visiting = true
+			if !s.stuck(s.hs[j].Pos) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// repairOwners emits a Copy or Rebuild of its position to each acting
+// owner.
+func (s *planner) repairOwners() {
+	for i := range s.owners {
+		o := &s.owners[i]
+		if o.state != ownerActing {
+			continue
+		}
+		a := Action{
+			Key:       s.key,
+			Pos:       o.pos,
+			Policy:    s.policy,
+			Version:   s.newest,
+			Tombstone: s.tombstone,
+			To:        o.id,
+		}
+		if from := s.copySource(o.pos); from != nil {
+			a.Kind, a.From = Copy, from.Node
+			if !s.tombstone {
+				a.Bytes = int64(from.ShardLen)
+			}
+		} else {
+			a.Kind = Rebuild
+			if !s.tombstone {
+				a.Sources = s.rebuildSources()
+				if len(a.Sources) < s.kdata {
+					continue // not enough left beside what is dropped
+				}
+				if n := coding.ShardLen(s.policy, s.valueLen); n > 0 {
+					a.Bytes = int64(n)
+				}
+			}
+		}
+		s.acts = append(s.acts, a)
+	}
+}
+
+// copySource returns the holding to copy position pos of the newest
+// version from: one that is reachable and not dropped, preferring a node
+// that owns pos in neither map (an old owner, whose copy is about to go),
+// then the lowest node ID. Nil when there is none.
+func (s *planner) copySource(pos int) *hold {
+	var best *hold
+	for i := range s.hs { // sorted by position, then node
+		h := &s.hs[i]
+		if h.Pos != pos || !h.reach || h.drop || h.Version != s.newest {
+			continue
+		}
+		if !s.owns(h.Node, pos) {
+			return h
+		}
+		if best == nil {
+			best = h
+		}
+	}
+	return best
+}
+
+// rebuildSources returns one source per distinct position of the newest
+// version, in position order (data shards first): the map owner of the
+// position when it holds it, else the lowest node ID.
+func (s *planner) rebuildSources() []Source {
+	var src []Source
+	for i := 0; i < len(s.hs); {
+		p := s.hs[i].Pos
+		j := i
+		for j < len(s.hs) && s.hs[j].Pos == p {
+			j++
+		}
+		if p >= 0 && p < s.width {
+			mid, _, _ := s.cur.owner(s.curRow, p)
+			pick := ""
+			for _, h := range s.hs[i:j] {
+				if !h.reach || h.drop || h.Version != s.newest {
+					continue
+				}
+				if pick == "" || h.Node == mid {
+					pick = h.Node
+				}
+			}
+			if pick != "" {
+				src = append(src, Source{Node: pick, Pos: p})
+			}
+		}
+		i = j
+	}
+	return src
+}

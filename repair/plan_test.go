@@ -1,0 +1,1316 @@
+package repair
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// The tests below run the planner against a simulated cluster: the
+// membership state machine and placement maps are the real ones, each node
+// is a key -> shard table that behaves like package index (one shard per
+// key, newest version wins, an equal or older one is refused), and
+// simApply carries out a plan the way the driver and the nodes would,
+// failing the test on any action a real node would refuse or could not
+// serve.
+
+var (
+	simEC = coding.Erasure(4, 2)
+	simR3 = coding.Replicas(3)
+)
+
+const simOutAfter = 10 * time.Second
+
+// simShard is what a simulated node keeps of a key.
+type simShard struct {
+	Pos       int
+	Policy    coding.Policy
+	Version   coding.Version
+	Tombstone bool
+	ValueLen  uint64
+}
+
+type simCluster struct {
+	t    testing.TB
+	c    *config.Cluster
+	now  time.Time
+	hlc  uint64
+	next int // number of the next node to join
+
+	down map[string]bool                // not answering: unreachable
+	gone map[string]bool                // removed: left with its disk
+	data map[string]map[string]simShard // node -> key -> its one shard
+	keys map[string]bool                // every key ever written
+	ran  [4]int                         // actions applied, by kind
+
+	decided string // what decide last asked membership.Decide
+	commits int
+}
+
+// newSimCluster starts n nodes n0..n(n-1), up, with width 6; zones z0..z2
+// round robin when zoned.
+func newSimCluster(t testing.TB, n int, zoned bool) *simCluster {
+	t.Helper()
+	s := &simCluster{
+		t: t, now: time.Unix(1_700_000_000, 0),
+		down: map[string]bool{}, gone: map[string]bool{},
+		data: map[string]map[string]simShard{}, keys: map[string]bool{},
+	}
+	var nodes []placement.Node
+	for range n {
+		nodes = append(nodes, s.newNode(zoned))
+	}
+	m, err := placement.Assign(nil, nodes, simEC.Width())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.must(membership.Command{Op: membership.OpInit, Cluster: &config.Cluster{
+		ID: "sim", Policy: simEC, SmallThreshold: 16 << 10, Map: m,
+	}})
+	return s
+}
+
+func (s *simCluster) newNode(zoned bool) placement.Node {
+	n := placement.Node{ID: fmt.Sprintf("n%d", s.next)}
+	if zoned {
+		n.Zone = fmt.Sprintf("z%d", s.next%3)
+	}
+	s.data[n.ID] = map[string]simShard{}
+	s.next++
+	return n
+}
+
+// must applies a membership command that has to be accepted.
+func (s *simCluster) must(cmd membership.Command) {
+	s.t.Helper()
+	if err := s.try(cmd); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *simCluster) try(cmd membership.Command) error {
+	if cmd.At == 0 {
+		cmd.At = s.now.UnixNano()
+	}
+	c, err := membership.Apply(s.c, cmd)
+	if err != nil {
+		return err
+	}
+	s.c = c
+	if cmd.Op == membership.OpRemove {
+		s.gone[cmd.ID] = true
+		s.data[cmd.ID] = map[string]simShard{}
+	}
+	return nil
+}
+
+func (s *simCluster) ids() []string {
+	var ids []string
+	for id := range s.data {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (s *simCluster) reachable(id string) bool { return !s.down[id] && !s.gone[id] }
+
+func simOwner(m *placement.Map, key string, pos int) string {
+	if m == nil {
+		return ""
+	}
+	row := m.Owners(placement.Slot(key))
+	if pos < 0 || pos >= len(row) {
+		return ""
+	}
+	return m.Nodes[row[pos]].ID
+}
+
+func (s *simCluster) owns(id, key string, pos int) bool {
+	return simOwner(s.c.Map, key, pos) == id || simOwner(s.c.Target, key, pos) == id
+}
+
+// put stores sh at node id as a node does: only if newer than what it has.
+func (s *simCluster) put(id, key string, sh simShard) bool {
+	if old, ok := s.data[id][key]; ok && !old.Version.Less(sh.Version) {
+		return false
+	}
+	s.data[id][key] = sh
+	return true
+}
+
+func (s *simCluster) version() coding.Version {
+	s.hlc++
+	return coding.Version{HLC: s.hlc << 16, Writer: 7}
+}
+
+// write puts a new version of key at the reachable map owners of its
+// positions, as the front end does, if at least the write quorum of them
+// answers. It reports whether the write was acknowledged.
+func (s *simCluster) write(key string, p coding.Policy, valueLen uint64, tombstone bool) bool {
+	var at []int
+	for pos := range p.Width() {
+		if s.reachable(simOwner(s.c.Map, key, pos)) {
+			at = append(at, pos)
+		}
+	}
+	if len(at) < s.c.Quorum(p) {
+		return false
+	}
+	s.writeAt(key, p, valueLen, tombstone, at...)
+	return true
+}
+
+// writeAt puts a new version of key at the map owners of positions only: a
+// write that reached only some of its nodes.
+func (s *simCluster) writeAt(key string, p coding.Policy, valueLen uint64, tombstone bool, positions ...int) coding.Version {
+	v := s.version()
+	if tombstone {
+		valueLen = 0
+	}
+	for _, pos := range positions {
+		s.put(simOwner(s.c.Map, key, pos), key, simShard{Pos: pos, Policy: p, Version: v, Tombstone: tombstone, ValueLen: valueLen})
+	}
+	s.keys[key] = true
+	return v
+}
+
+// writeKeys writes n keys /k0000.. in full: every third one small and
+// replicated r3, the others 256 KiB and erasure coded 4+2.
+func (s *simCluster) writeKeys(n int) {
+	for i := range n {
+		key := fmt.Sprintf("/k%04d", i)
+		if i%3 == 2 {
+			s.write(key, simR3, 1<<10, false)
+		} else {
+			s.write(key, simEC, 256<<10, false)
+		}
+	}
+}
+
+func (s *simCluster) view() *View {
+	v := &View{Map: s.c.Map, Target: s.c.Target, Reachable: map[string]bool{}}
+	for _, id := range s.ids() {
+		if s.gone[id] {
+			continue
+		}
+		if s.reachable(id) {
+			v.Reachable[id] = true
+		}
+		// A down node's shards are listed too, as a stale inventory
+		// would: the planner must not use them.
+		keys := make([]string, 0, len(s.data[id]))
+		for k := range s.data[id] {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			sh := s.data[id][k]
+			n := coding.ShardLen(sh.Policy, sh.ValueLen)
+			if sh.Tombstone {
+				n = 0
+			}
+			v.Holdings = append(v.Holdings, Holding{
+				Node: id, Key: k, Pos: sh.Pos, Policy: sh.Policy, Version: sh.Version,
+				Tombstone: sh.Tombstone, ValueLen: sh.ValueLen, ShardLen: uint32(n),
+			})
+		}
+	}
+	return v
+}
+
+func (s *simCluster) plan() *Plan { return Make(s.view()) }
+
+// newest returns key's newest version anywhere (down nodes included) and
+// its shard.
+func (s *simCluster) newest(key string) (simShard, bool) {
+	var best simShard
+	found := false
+	for _, id := range s.ids() {
+		if sh, ok := s.data[id][key]; ok && (!found || best.Version.Less(sh.Version)) {
+			best, found = sh, true
+		}
+	}
+	return best, found
+}
+
+// holdsAt reports whether node id holds exactly key at pos and version v.
+func (s *simCluster) holdsAt(id, key string, pos int, v coding.Version) bool {
+	sh, ok := s.data[id][key]
+	return ok && sh.Pos == pos && sh.Version == v
+}
+
+// positionsOf counts the distinct positions of key's version v held by
+// reachable nodes.
+func (s *simCluster) positionsOf(key string, v coding.Version) int {
+	seen := map[int]bool{}
+	for _, id := range s.ids() {
+		if sh, ok := s.data[id][key]; ok && s.reachable(id) && sh.Version == v {
+			seen[sh.Pos] = true
+		}
+	}
+	return len(seen)
+}
+
+// apply carries out the actions of p at index order (all, in plan order,
+// when nil), checking each as a node would, and returns how many of each
+// kind it ran.
+func (s *simCluster) apply(p *Plan, order []int) (n [4]int) {
+	s.t.Helper()
+	if order == nil {
+		order = make([]int, len(p.Actions))
+		for i := range order {
+			order[i] = i
+		}
+	}
+	for _, i := range order {
+		a := p.Actions[i]
+		if !s.reachable(a.To) {
+			s.t.Fatalf("%s %s pos %d to unreachable node %s", a.Kind, a.Key, a.Pos, a.To)
+		}
+		switch a.Kind {
+		case Copy:
+			if !s.reachable(a.From) {
+				s.t.Fatalf("copy %s pos %d from unreachable node %s", a.Key, a.Pos, a.From)
+			}
+			if !s.holdsAt(a.From, a.Key, a.Pos, a.Version) {
+				s.t.Fatalf("copy %s pos %d version %s from %s, which does not hold it", a.Key, a.Pos, a.Version, a.From)
+			}
+			s.receive(a, s.data[a.From][a.Key])
+		case Rebuild:
+			var sh simShard
+			if a.Tombstone {
+				if len(a.Sources) != 0 {
+					s.t.Errorf("rebuild of tombstone %s lists %d sources, want none", a.Key, len(a.Sources))
+				}
+				sh = simShard{Policy: a.Policy, Version: a.Version, Tombstone: true}
+			} else {
+				if len(a.Sources) < a.Policy.DataShards {
+					s.t.Fatalf("rebuild %s pos %d from %d sources, need %d", a.Key, a.Pos, len(a.Sources), a.Policy.DataShards)
+				}
+				for j, src := range a.Sources {
+					if !s.reachable(src.Node) || !s.holdsAt(src.Node, a.Key, src.Pos, a.Version) {
+						s.t.Fatalf("rebuild %s pos %d: source %s pos %d does not hold version %s (reachable %v)", a.Key, a.Pos, src.Node, src.Pos, a.Version, s.reachable(src.Node))
+					}
+					if j > 0 && src.Pos <= a.Sources[j-1].Pos {
+						s.t.Fatalf("rebuild %s: sources %v not in increasing position order", a.Key, a.Sources)
+					}
+				}
+				sh = s.data[a.Sources[0].Node][a.Key]
+			}
+			s.receive(a, sh)
+		case Drop:
+			if s.owns(a.To, a.Key, a.Pos) {
+				// A node refuses to drop a position it owns, except
+				// positions beyond the key's newest width (left over from
+				// a wider policy).
+				if nw, _ := s.newest(a.Key); a.Pos < nw.Policy.Width() {
+					s.t.Fatalf("drop %s pos %d at %s, which owns it", a.Key, a.Pos, a.To)
+				}
+			}
+			if s.holdsAt(a.To, a.Key, a.Pos, a.Version) {
+				delete(s.data[a.To], a.Key)
+			}
+		default:
+			s.t.Fatalf("action of unknown kind %d", a.Kind)
+		}
+		n[a.Kind]++
+		s.ran[a.Kind]++
+	}
+	return n
+}
+
+// receive stores the shard a Copy or Rebuild sends, as the node does: it
+// must own the position, and must not refuse it (a refused shard would be
+// planned again forever).
+func (s *simCluster) receive(a Action, from simShard) {
+	s.t.Helper()
+	if !s.owns(a.To, a.Key, a.Pos) {
+		s.t.Fatalf("%s %s pos %d to %s, which owns it in neither map", a.Kind, a.Key, a.Pos, a.To)
+	}
+	sh := simShard{Pos: a.Pos, Policy: a.Policy, Version: a.Version, Tombstone: a.Tombstone, ValueLen: from.ValueLen}
+	if !s.put(a.To, a.Key, sh) {
+		s.t.Fatalf("%s %s pos %d version %s to %s refused: it holds pos %d version %s", a.Kind, a.Key, a.Pos, a.Version, a.To, s.data[a.To][a.Key].Pos, s.data[a.To][a.Key].Version)
+	}
+}
+
+// converge plans and applies until a plan has no actions, and returns the
+// actions run by kind.
+func (s *simCluster) converge(maxRounds int) (n [4]int) {
+	s.t.Helper()
+	for range maxRounds {
+		p := s.plan()
+		if len(p.Actions) == 0 {
+			return n
+		}
+		got := s.apply(p, nil)
+		for k := range n {
+			n[k] += got[k]
+		}
+	}
+	s.t.Fatalf("no convergence after %d rounds; last plan: %v", maxRounds, s.plan().Actions)
+	return n
+}
+
+// keysOn counts the keys that have a position below their width at node id
+// in the map.
+func (s *simCluster) keysOn(id string) int {
+	n := 0
+	for key := range s.keys {
+		sh, _ := s.newest(key)
+		for pos := range sh.Policy.Width() {
+			if simOwner(s.c.Map, key, pos) == id {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// shardsTotal counts the positions of the newest version of every key.
+func (s *simCluster) shardsTotal() int {
+	n := 0
+	for key := range s.keys {
+		sh, _ := s.newest(key)
+		n += sh.Policy.Width()
+	}
+	return n
+}
+
+// checkClean checks that every key's newest version sits at every
+// position of its width at that position's owner in the map, and that no
+// reachable node holds anything else.
+func (s *simCluster) checkClean() {
+	s.t.Helper()
+	for key := range s.keys {
+		nw, ok := s.newest(key)
+		if !ok {
+			s.t.Errorf("key %s: no shard left anywhere", key)
+			continue
+		}
+		for pos := range nw.Policy.Width() {
+			if id := simOwner(s.c.Map, key, pos); !s.holdsAt(id, key, pos, nw.Version) {
+				s.t.Errorf("key %s: owner %s of pos %d does not hold version %s (holds %+v)", key, id, pos, nw.Version, s.data[id][key])
+			}
+		}
+	}
+	for _, id := range s.ids() {
+		if !s.reachable(id) {
+			continue
+		}
+		for key, sh := range s.data[id] {
+			nw, _ := s.newest(key)
+			if sh.Version != nw.Version || sh.Pos >= nw.Policy.Width() || simOwner(s.c.Map, key, sh.Pos) != id {
+				s.t.Errorf("node %s holds %s pos %d version %s: misplaced or stale (newest %s, width %d, owner %s)",
+					id, key, sh.Pos, sh.Version, nw.Version, nw.Policy.Width(), simOwner(s.c.Map, key, sh.Pos))
+			}
+		}
+	}
+}
+
+func (s *simCluster) held(id string) int { return len(s.data[id]) }
+
+func countKinds(p *Plan) (n [4]int) {
+	for _, a := range p.Actions {
+		n[a.Kind]++
+	}
+	return n
+}
+
+func actionsOf(p *Plan, key string) []Action {
+	var out []Action
+	for _, a := range p.Actions {
+		if a.Key == key {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Kill node 3; it is down, then out: repair rebuilds every shard it had.
+func TestKillNodeThenOut(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeKeys(300)
+	if p := s.plan(); p.Keys != 300 || p.Degraded != 0 || len(p.Actions) != 0 {
+		t.Fatalf("healthy cluster: keys %d degraded %d actions %d, want 300, 0, 0", p.Keys, p.Degraded, len(p.Actions))
+	}
+
+	s.down["n3"] = true
+	on3 := s.keysOn("n3")
+	p := s.plan()
+	if p.Degraded != on3 {
+		t.Errorf("n3 unreachable: degraded %d, want %d (keys with a shard on n3)", p.Degraded, on3)
+	}
+	if len(p.Actions) != 0 {
+		t.Errorf("n3 unreachable: %d actions, want none (its owner is unknown, nothing else is missing): %v", len(p.Actions), p.Actions[0])
+	}
+	if _, ok := p.Held["n3"]; ok || p.Lost != 0 {
+		t.Errorf("Held lists unreachable n3 (%v) or lost %d != 0", p.Held, p.Lost)
+	}
+
+	s.must(membership.Command{Op: membership.OpState, ID: "n3", State: membership.Down})
+	s.must(membership.Command{Op: membership.OpState, ID: "n3", State: membership.Out})
+	epoch := s.c.Map.Epoch
+	s.must(membership.Command{Op: membership.OpRebalance})
+	if s.c.Target != nil || s.c.Map.Epoch != epoch+1 {
+		t.Fatalf("rebalance after out: target %v, epoch %d; want the map replaced at once, epoch %d", s.c.Target != nil, s.c.Map.Epoch, epoch+1)
+	}
+	if _, ok := s.c.Map.NodeIndex("n3"); ok {
+		t.Fatal("n3 still in the map after it is out")
+	}
+	p = s.plan()
+	if got := countKinds(p); got[Rebuild] != on3 || got[Copy] != 0 || got[Drop] != 0 {
+		t.Errorf("first plan after out: %d copies, %d rebuilds, %d drops; want 0, %d, 0", got[Copy], got[Rebuild], got[Drop], on3)
+	}
+	for _, a := range p.Actions {
+		if a.Kind == Rebuild && (len(a.Sources) != a.Policy.Width()-1 || a.Bytes != int64(coding.ShardLen(a.Policy, 256<<10)) && a.Policy == simEC) {
+			t.Errorf("rebuild %s: %d sources, %d bytes; want every other position (%d) and the shard length", a.Key, len(a.Sources), a.Bytes, a.Policy.Width()-1)
+		}
+	}
+	n := s.converge(5)
+	if n[Rebuild] != on3 {
+		t.Errorf("converge: %d rebuilds, want %d", n[Rebuild], on3)
+	}
+	if p := s.plan(); p.Degraded != 0 || p.Lost != 0 {
+		t.Errorf("after repair: degraded %d lost %d, want 0", p.Degraded, p.Lost)
+	}
+	s.checkClean()
+}
+
+// An eighth node joins: the target map moves 1/8 of the positions to it.
+// Repair copies them, the target is committed, and repair drops the old
+// copies.
+func TestJoinRebalance(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeKeys(600)
+	s.must(membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: s.newNode(false)}})
+	s.must(membership.Command{Op: membership.OpRebalance})
+	if s.c.Target == nil {
+		t.Fatal("rebalance after a join set no target")
+	}
+
+	// The positions whose owner changes are exactly the copies to make.
+	moved := map[string]string{} // key/pos -> old owner
+	for key := range s.keys {
+		sh, _ := s.newest(key)
+		for pos := range sh.Policy.Width() {
+			if a, b := simOwner(s.c.Map, key, pos), simOwner(s.c.Target, key, pos); a != b {
+				if b != "n7" {
+					t.Errorf("%s pos %d moves from %s to %s, not to the new node", key, pos, a, b)
+				}
+				moved[fmt.Sprintf("%s/%d", key, pos)] = a
+			}
+		}
+	}
+	total := s.shardsTotal()
+	if share := float64(total) / 8; float64(len(moved)) < share/1.2 || float64(len(moved)) > share*1.2 {
+		t.Errorf("%d of %d shards move, want about 1/8 (%.0f) within 1.2x", len(moved), total, share)
+	}
+
+	p := s.plan()
+	if p.TargetReady {
+		t.Error("target ready before any copy")
+	}
+	if p.Degraded != 0 {
+		t.Errorf("degraded %d during the rebalance, want 0", p.Degraded)
+	}
+	n := s.converge(5)
+	if n[Copy] != len(moved) || n[Rebuild] != 0 || n[Drop] != 0 {
+		t.Errorf("before the commit: %d copies, %d rebuilds, %d drops; want %d, 0, 0", n[Copy], n[Rebuild], n[Drop], len(moved))
+	}
+	if got := s.held("n7"); got != len(moved) {
+		t.Errorf("n7 holds %d shards, want %d", got, len(moved))
+	}
+	p = s.plan()
+	if !p.TargetReady {
+		t.Fatal("target not ready after the copies")
+	}
+
+	s.must(membership.Command{Op: membership.OpCommit, Epoch: s.c.Target.Epoch})
+	p = s.plan()
+	for _, a := range p.Actions {
+		if a.Kind != Drop {
+			t.Errorf("after the commit: %s %s pos %d, want drops only", a.Kind, a.Key, a.Pos)
+			continue
+		}
+		if from := moved[fmt.Sprintf("%s/%d", a.Key, a.Pos)]; from != a.To {
+			t.Errorf("drop %s pos %d at %s, want at its old owner %q", a.Key, a.Pos, a.To, from)
+		}
+	}
+	if len(p.Actions) != len(moved) {
+		t.Errorf("after the commit: %d drops, want %d", len(p.Actions), len(moved))
+	}
+	s.converge(3)
+	if p := s.plan(); p.Degraded != 0 || p.TargetReady {
+		t.Errorf("after the drops: degraded %d, target ready %v; want 0, false", p.Degraded, p.TargetReady)
+	}
+	s.checkClean()
+}
+
+// Drain node 2: its shards move to the others, then it holds nothing and is
+// removed.
+func TestDrain(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeKeys(300)
+	on2 := s.held("n2")
+	s.must(membership.Command{Op: membership.OpDrain, ID: "n2"})
+	s.must(membership.Command{Op: membership.OpRebalance})
+	if s.c.Target == nil {
+		t.Fatal("drain set no target")
+	}
+	n := s.converge(5)
+	if n[Copy] != on2 || n[Rebuild] != 0 || n[Drop] != 0 {
+		t.Errorf("drain before the commit: %d copies, %d rebuilds, %d drops; want %d (n2's shards), 0, 0", n[Copy], n[Rebuild], n[Drop], on2)
+	}
+	p := s.plan()
+	if !p.TargetReady || p.Held["n2"] != on2 {
+		t.Fatalf("target ready %v, n2 holds %d; want true, %d", p.TargetReady, p.Held["n2"], on2)
+	}
+	if err := s.try(membership.Command{Op: membership.OpRemove, ID: "n2"}); err == nil {
+		t.Error("n2 removed while it still owns slots")
+	}
+	s.must(membership.Command{Op: membership.OpCommit, Epoch: s.c.Target.Epoch})
+	p = s.plan()
+	for _, a := range p.Actions {
+		if a.Kind != Drop || a.To != "n2" {
+			t.Errorf("after the commit: %s %s at %s, want drops at n2 only", a.Kind, a.Key, a.To)
+		}
+	}
+	if len(p.Actions) != on2 {
+		t.Errorf("after the commit: %d actions, want %d drops", len(p.Actions), on2)
+	}
+	s.converge(3)
+	if p := s.plan(); p.Held["n2"] != 0 || p.Degraded != 0 {
+		t.Errorf("after the drain: n2 holds %d, degraded %d; want 0, 0", p.Held["n2"], p.Degraded)
+	}
+	s.must(membership.Command{Op: membership.OpRemove, ID: "n2"})
+	s.checkClean()
+}
+
+// A write that reached k+1 nodes leaves the older version at the rest:
+// repair rebuilds the newest there.
+func TestMissedWrite(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	v := s.writeAt("/a", simEC, 2000, false, 0, 1, 2, 3, 4)
+	s.writeAt("/b", simR3, 100, false, 0, 1, 2)
+	vb := s.writeAt("/b", simR3, 200, false, 0, 1)
+
+	p := s.plan()
+	if p.Degraded != 2 || p.Lost != 0 {
+		t.Errorf("degraded %d lost %d, want 2, 0", p.Degraded, p.Lost)
+	}
+	want := []Action{{
+		Kind: Rebuild, Key: "/a", Pos: 5, Policy: simEC, Version: v, To: simOwner(s.c.Map, "/a", 5),
+		Sources: []Source{
+			{simOwner(s.c.Map, "/a", 0), 0}, {simOwner(s.c.Map, "/a", 1), 1}, {simOwner(s.c.Map, "/a", 2), 2},
+			{simOwner(s.c.Map, "/a", 3), 3}, {simOwner(s.c.Map, "/a", 4), 4},
+		},
+		Bytes: 500,
+	}, {
+		Kind: Rebuild, Key: "/b", Pos: 2, Policy: simR3, Version: vb, To: simOwner(s.c.Map, "/b", 2),
+		Sources: []Source{{simOwner(s.c.Map, "/b", 0), 0}, {simOwner(s.c.Map, "/b", 1), 1}},
+		Bytes:   200,
+	}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Errorf("plan:\n got %+v\nwant %+v", p.Actions, want)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 {
+		t.Errorf("after the rebuilds: %d actions, degraded %d; want none", len(p.Actions), p.Degraded)
+	}
+	s.checkClean()
+}
+
+// Fewer than k shards of the newest version: nothing can be rebuilt, and
+// nothing is touched.
+func TestLostKey(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeKeys(20)
+	s.writeAt("/lost", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	s.writeAt("/lost", simEC, 2000, false, 0, 1, 2)
+	p := s.plan()
+	if p.Lost != 1 || p.Degraded != 1 || p.Keys != 21 {
+		t.Errorf("keys %d degraded %d lost %d, want 21, 1, 1", p.Keys, p.Degraded, p.Lost)
+	}
+	if a := actionsOf(p, "/lost"); len(a) != 0 {
+		t.Errorf("actions for a lost key: %+v", a)
+	}
+	if len(p.Actions) != 0 {
+		t.Errorf("%d actions, want none", len(p.Actions))
+	}
+}
+
+// A tombstone is rebuilt from its header alone.
+func TestTombstoneRebuild(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	v := s.writeAt("/a", simEC, 0, true, 0, 1, 2, 3, 4)
+	// Even a tombstone on fewer than k nodes is the newest word on the key.
+	s.writeAt("/b", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	s.writeAt("/b", simEC, 0, true, 0)
+
+	p := s.plan()
+	want := Action{Kind: Rebuild, Key: "/a", Pos: 5, Policy: simEC, Version: v, Tombstone: true, To: simOwner(s.c.Map, "/a", 5)}
+	if a := actionsOf(p, "/a"); len(a) != 1 || !reflect.DeepEqual(a[0], want) {
+		t.Errorf("plan for /a:\n got %+v\nwant [%+v]", a, want)
+	}
+	if a := actionsOf(p, "/b"); len(a) != 5 || p.Lost != 0 {
+		t.Errorf("plan for /b: %d actions, lost %d; want 5 rebuilds, 0", len(a), p.Lost)
+	}
+	s.converge(3)
+	s.checkClean()
+}
+
+// Overwriting a 4+2 value with 3 replicas leaves positions 3..5 of the old
+// version at their owners: dropped once the new version is whole.
+func TestOverwriteNarrower(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 256<<10, false, 0, 1, 2, 3, 4, 5)
+	s.writeAt("/a", simR3, 1000, false, 0, 1)
+
+	// Position 2 is missing: rebuild it first, drop nothing yet.
+	p := s.plan()
+	if got := countKinds(p); got != [4]int{0, 0, 1, 0} {
+		t.Errorf("degraded r3: %d copies, %d rebuilds, %d drops; want one rebuild", got[Copy], got[Rebuild], got[Drop])
+	}
+	s.apply(p, nil)
+
+	p = s.plan()
+	var pos []int
+	for _, a := range p.Actions {
+		if a.Kind != Drop || a.To != simOwner(s.c.Map, "/a", a.Pos) || a.Policy != simEC || a.Bytes != 0 {
+			t.Errorf("unexpected %+v", a)
+		}
+		pos = append(pos, a.Pos)
+	}
+	if !slices.Equal(pos, []int{3, 4, 5}) {
+		t.Errorf("dropped positions %v, want [3 4 5]", pos)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 {
+		t.Errorf("after the drops: %d actions, degraded %d", len(p.Actions), p.Degraded)
+	}
+	s.checkClean()
+}
+
+// An unreachable node is never a source, a destination, or asked to drop,
+// even when the (stale) listing of its shards would make it one.
+func TestUnreachableNeverUsed(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeKeys(200)
+	// Find keys whose slots do not include n1 and make n1 hold a shard
+	// of each: for /k0000-ish A the only copy of a position, for B a
+	// duplicate of what the owner holds.
+	var free []string
+	for i := range 200 {
+		key := fmt.Sprintf("/k%04d", i)
+		if i%3 != 2 && !slices.ContainsFunc([]int{0, 1, 2, 3, 4, 5}, func(p int) bool { return simOwner(s.c.Map, key, p) == "n1" }) {
+			free = append(free, key)
+		}
+	}
+	if len(free) < 2 {
+		t.Fatalf("only %d keys avoid n1", len(free))
+	}
+	only, dup := free[0], free[1]
+	owner := simOwner(s.c.Map, only, 2)
+	s.data["n1"][only] = s.data[owner][only]
+	delete(s.data[owner], only)
+	s.data["n1"][dup] = s.data[simOwner(s.c.Map, dup, 0)][dup]
+	s.down["n1"] = true
+
+	p := s.plan()
+	for _, a := range p.Actions {
+		if a.To == "n1" || a.From == "n1" || slices.ContainsFunc(a.Sources, func(src Source) bool { return src.Node == "n1" }) {
+			t.Errorf("action uses unreachable n1: %+v", a)
+		}
+	}
+	if a := actionsOf(p, only); len(a) != 1 || a[0].Kind != Rebuild || a[0].To != owner {
+		t.Errorf("position whose only other copy is on n1: %+v, want a rebuild to %s", a, owner)
+	}
+	if a := actionsOf(p, dup); len(a) != 0 {
+		t.Errorf("duplicate on unreachable n1: %+v, want no action", a)
+	}
+	if got, want := p.Degraded, s.keysOn("n1")+1; got != want {
+		t.Errorf("degraded %d, want %d", got, want)
+	}
+	s.apply(p, nil)
+}
+
+// Two owners hold each other's position: neither accepts a copy (same
+// version), so the planner drops one and rebuilds it.
+func TestSwappedPositions(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	a1, a4 := simOwner(s.c.Map, "/a", 1), simOwner(s.c.Map, "/a", 4)
+	s.data[a1]["/a"], s.data[a4]["/a"] = s.data[a4]["/a"], s.data[a1]["/a"]
+
+	p := s.plan()
+	want := []Action{{Kind: Drop, Key: "/a", Pos: 1, Policy: simEC, Version: s.data[a4]["/a"].Version, To: a4}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("ring of two:\n got %+v\nwant %+v", p.Actions, want)
+	}
+	n := s.converge(6)
+	// a4's drop frees it: a4 copies 4 from a1, a1's copy is dropped,
+	// a1 rebuilds 1.
+	if n != [4]int{0, 1, 1, 2} {
+		t.Errorf("ring of two: %d copies, %d rebuilds, %d drops; want 1, 1, 2", n[Copy], n[Rebuild], n[Drop])
+	}
+	s.checkClean()
+
+	// A key missing a position keeps too few to break a ring at once
+	// (5 of 6, and it would keep 4 < max(k+1, w-1)): the missing position
+	// is rebuilt first, then the ring is broken.
+	s.writeAt("/b", simEC, 4000, false, 0, 1, 2, 3, 4)
+	b0, b1 := simOwner(s.c.Map, "/b", 0), simOwner(s.c.Map, "/b", 1)
+	s.data[b0]["/b"], s.data[b1]["/b"] = s.data[b1]["/b"], s.data[b0]["/b"]
+	p = s.plan()
+	want = []Action{{
+		Kind: Rebuild, Key: "/b", Pos: 5, Policy: simEC, Version: s.data[b0]["/b"].Version, To: simOwner(s.c.Map, "/b", 5),
+		Sources: []Source{{b1, 0}, {b0, 1}, {simOwner(s.c.Map, "/b", 2), 2}, {simOwner(s.c.Map, "/b", 3), 3}, {simOwner(s.c.Map, "/b", 4), 4}},
+		Bytes:   1000,
+	}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("ring with a position missing:\n got %+v\nwant %+v", p.Actions, want)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); len(p.Actions) != 1 || p.Actions[0].Kind != Drop || p.Actions[0].Pos != 0 || p.Actions[0].To != b1 {
+		t.Errorf("once whole but for the ring: %+v, want the drop of pos 0 at %s", p.Actions, b1)
+	}
+	s.converge(8)
+	s.checkClean()
+}
+
+// setTarget makes the target a copy of the map with the row of key's slot
+// changed by f (the membership machine is bypassed: these tests need a
+// precise shape).
+func (s *simCluster) setTarget(key string, f func(row []uint16)) {
+	t := s.c.Target
+	if t == nil {
+		t = s.c.Map.Clone()
+		t.Epoch++
+	}
+	slot := int(placement.Slot(key))
+	f(t.Table[slot*t.Width : (slot+1)*t.Width])
+	if err := t.Validate(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.c.Target = t
+}
+
+// A node whose map and target positions in a slot differ keeps its map
+// position; the target one is deferred to after the commit, and does not
+// hold the commit back.
+func TestTargetSwapDeferred(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	s.setTarget("/a", func(row []uint16) { row[1], row[4] = row[4], row[1] })
+	// /c: the owner of position 1 in the map already holds position 4, its
+	// target position (a copy it got earlier); nobody holds position 1.
+	s.writeAt("/c", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	s.setTarget("/c", func(row []uint16) { row[1], row[4] = row[4], row[1] })
+	s.data[simOwner(s.c.Map, "/c", 1)]["/c"] = s.data[simOwner(s.c.Map, "/c", 4)]["/c"]
+
+	p := s.plan()
+	if len(p.Actions) != 0 || !p.TargetReady || p.Degraded != 1 {
+		t.Fatalf("swap in the target: actions %+v, ready %v, degraded %d; want none, true, 1 (/c)", p.Actions, p.TargetReady, p.Degraded)
+	}
+	s.c.Map, s.c.Target = s.c.Target, nil // the commit
+	if p := s.plan(); p.Degraded != 2 {
+		t.Errorf("after the commit: degraded %d, want 2", p.Degraded)
+	}
+	// /a: a ring, broken by a drop, a copy, a drop and a rebuild. /c: a
+	// duplicate of 4 dropped, then 1 rebuilt.
+	if n := s.converge(8); n != [4]int{0, 1, 2, 3} {
+		t.Errorf("after the commit: %d copies, %d rebuilds, %d drops; want 1, 2, 3", n[Copy], n[Rebuild], n[Drop])
+	}
+	s.checkClean()
+}
+
+// A drop relies on an owner's shard only if no action of the same plan
+// replaces it (a node keeps one shard per key).
+func TestDropNeedsAKeptCopy(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	s.setTarget("/a", func(row []uint16) { row[1], row[4] = row[4], row[1] })
+	b, e := simOwner(s.c.Map, "/a", 1), simOwner(s.c.Map, "/a", 4)
+	var g string // a node outside the slot
+	for _, id := range s.ids() {
+		if !s.owns(id, "/a", 0) && !slices.ContainsFunc([]int{1, 2, 3, 4, 5}, func(p int) bool { return s.owns(id, "/a", p) }) {
+			g = id
+		}
+	}
+	// b holds an old shard of position 4 (its target position), so does
+	// g; e (owner of 4 in the map) is down.
+	old := s.data[e]["/a"]
+	old.Version = coding.Version{HLC: 1}
+	s.data[b]["/a"], s.data[g]["/a"] = old, old
+	s.down[e] = true
+	p := s.plan()
+	want := []Action{{
+		Kind: Rebuild, Key: "/a", Pos: 1, Policy: simEC, Version: s.data[simOwner(s.c.Map, "/a", 0)]["/a"].Version, To: b,
+		Sources: []Source{
+			{simOwner(s.c.Map, "/a", 0), 0}, {simOwner(s.c.Map, "/a", 2), 2},
+			{simOwner(s.c.Map, "/a", 3), 3}, {simOwner(s.c.Map, "/a", 5), 5},
+		},
+		Bytes: 1000,
+	}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("got %+v\nwant %+v (no drop at %s: %s's old shard is about to be replaced)", p.Actions, want, g, b)
+	}
+}
+
+// A new target owner that holds a misplaced shard of the newest version
+// must shed it before it can take its position: the target is not ready
+// until it has.
+func TestTargetOwnerBlocked(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	var g uint16 // a node outside the slot
+	slot := int(placement.Slot("/a"))
+	for j := range s.c.Map.Nodes {
+		if !slices.Contains(s.c.Map.Table[slot*6:(slot+1)*6], uint16(j)) {
+			g = uint16(j)
+		}
+	}
+	gid := s.c.Map.Nodes[g].ID
+	s.setTarget("/a", func(row []uint16) { row[1] = g })
+	s.data[gid]["/a"] = s.data[simOwner(s.c.Map, "/a", 3)]["/a"] // a stale copy of position 3
+	p := s.plan()
+	if len(p.Actions) != 1 || p.Actions[0].Kind != Drop || p.Actions[0].To != gid || p.TargetReady {
+		t.Fatalf("got %+v, ready %v; want only the drop of %s's misplaced shard, not ready", p.Actions, p.TargetReady, gid)
+	}
+	s.apply(p, nil)
+	p = s.plan()
+	if len(p.Actions) != 1 || p.Actions[0].Kind != Copy || p.Actions[0].To != gid || p.Actions[0].Pos != 1 || p.TargetReady {
+		t.Fatalf("got %+v, ready %v; want the copy of position 1 to %s, not ready", p.Actions, p.TargetReady, gid)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); !p.TargetReady || len(p.Actions) != 0 {
+		t.Fatalf("after the copy: %+v, want ready and nothing to do", p)
+	}
+}
+
+// With zones, a join can move a node to another position of a slot it
+// stays in. It then gets its new position after the commit.
+func TestJoinWithZones(t *testing.T) {
+	s := newSimCluster(t, 7, true)
+	s.writeKeys(600)
+	s.must(membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: s.newNode(true)}})
+	s.must(membership.Command{Op: membership.OpRebalance})
+	shifted := 0
+	for key := range s.keys {
+		sh, _ := s.newest(key)
+		for pos := range sh.Policy.Width() {
+			id := simOwner(s.c.Map, key, pos)
+			if t := simOwner(s.c.Target, key, pos); t != id && slices.ContainsFunc([]int{0, 1, 2, 3, 4, 5}, func(q int) bool { return simOwner(s.c.Target, key, q) == id }) {
+				shifted++
+			}
+		}
+	}
+	if shifted == 0 {
+		t.Log("no node changes position within a slot: this test covers nothing more than TestJoinRebalance")
+	}
+	n := s.converge(8)
+	if n[Rebuild] != 0 || n[Drop] != 0 {
+		t.Errorf("before the commit: %d rebuilds, %d drops, want copies only", n[Rebuild], n[Drop])
+	}
+	if !s.plan().TargetReady {
+		t.Fatal("target never ready")
+	}
+	s.must(membership.Command{Op: membership.OpCommit, Epoch: s.c.Target.Epoch})
+	n = s.converge(8)
+	if p := s.plan(); p.Degraded != 0 {
+		t.Errorf("degraded %d after the rebalance", p.Degraded)
+	}
+	t.Logf("%d shards shifted position; after the commit %d copies, %d rebuilds, %d drops", shifted, n[Copy], n[Rebuild], n[Drop])
+	s.checkClean()
+}
+
+// The same View gives the same Plan, however its holdings are ordered, and
+// Make does not modify the View.
+func TestMakeDeterministic(t *testing.T) {
+	s := newSimCluster(t, 8, true)
+	s.writeKeys(200)
+	s.down["n5"] = true
+	for i := range 30 {
+		s.writeAt(fmt.Sprintf("/k%04d", i), simEC, 3000, i%5 == 0, 0, 1, 2, 3, 4)
+	}
+	s.must(membership.Command{Op: membership.OpDrain, ID: "n0"})
+	s.must(membership.Command{Op: membership.OpRebalance})
+	v := s.view()
+	v.Holdings = append(v.Holdings, v.Holdings[:10]...) // listed twice
+	before := slices.Clone(v.Holdings)
+	p := Make(v)
+	if !reflect.DeepEqual(v.Holdings, before) {
+		t.Fatal("Make modified the view's holdings")
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 3 {
+		r.Shuffle(len(v.Holdings), func(i, j int) { v.Holdings[i], v.Holdings[j] = v.Holdings[j], v.Holdings[i] })
+		if q := Make(v); !reflect.DeepEqual(p, q) {
+			t.Fatal("Make gave another plan for the same view in another order")
+		}
+	}
+	if len(p.Actions) == 0 {
+		t.Fatal("empty plan: the test checks nothing")
+	}
+	if !slices.IsSortedFunc(p.Actions, func(a, b Action) int {
+		return cmpActions(a, b)
+	}) {
+		t.Error("actions not sorted by key, position, kind, destination")
+	}
+}
+
+func cmpActions(a, b Action) int {
+	if c := strings.Compare(a.Key, b.Key); c != 0 {
+		return c
+	}
+	if a.Pos != b.Pos {
+		return a.Pos - b.Pos
+	}
+	if a.Kind != b.Kind {
+		return int(a.Kind) - int(b.Kind)
+	}
+	return strings.Compare(a.To, b.To)
+}
+
+func TestMakeEmpty(t *testing.T) {
+	for _, v := range []*View{nil, {}, {Reachable: map[string]bool{"a": true}}} {
+		p := Make(v)
+		if p == nil || len(p.Actions) != 0 || p.TargetReady || p.Keys != 0 {
+			t.Errorf("Make(%+v) = %+v, want an empty plan", v, p)
+		}
+	}
+	// Without a map nothing is owned: every key is degraded, nothing moves.
+	p := Make(&View{Reachable: map[string]bool{"a": true}, Holdings: []Holding{{Node: "a", Key: "/x", Policy: simR3, Version: coding.Version{HLC: 1}}}})
+	if p.Keys != 1 || p.Degraded != 1 || len(p.Actions) != 0 || p.Held["a"] != 1 {
+		t.Errorf("no map: %+v", p)
+	}
+}
+
+// A seeded random sequence of kills, revivals, outs, joins, drains and
+// writes, with repair rounds that carry out a random part of each plan in
+// random order (an interrupted driver), checking each plan; then everything
+// is revived and must converge to a clean cluster.
+func TestPropertyRandomEvents(t *testing.T) {
+	seeds := 6
+	if testing.Short() {
+		seeds = 2
+	}
+	for seed := range seeds {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { simRandomRun(t, uint64(seed)) })
+	}
+}
+
+func simRandomRun(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 99))
+	s := newSimCluster(t, 7, true)
+	s.writeKeys(120)
+	log := []string{}
+	defer func() {
+		if t.Failed() {
+			t.Logf("events: %s", strings.Join(log, ", "))
+		}
+	}()
+
+	for range 40 {
+		switch e := r.IntN(8); e {
+		case 0: // kill a node, only when the cluster is whole
+			if !s.settle(r, false) || len(s.down) > 0 {
+				continue
+			}
+			ids := s.memberIDs(membership.Up)
+			id := ids[r.IntN(len(ids))]
+			s.down[id] = true
+			log = append(log, "kill "+id)
+		case 1: // revive
+			for id := range s.down {
+				delete(s.down, id)
+				log = append(log, "revive "+id)
+				break
+			}
+		case 2: // time passes: down nodes go out
+			s.now = s.now.Add(simOutAfter + time.Second)
+			log = append(log, "wait")
+		case 3: // join
+			if s.next < 10 && len(s.down) == 0 {
+				n := s.newNode(true)
+				if s.try(membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: n}}) == nil {
+					log = append(log, "join "+n.ID)
+				}
+			}
+		case 4: // drain
+			ids := s.memberIDs(membership.Up)
+			if len(s.down) == 0 && len(ids) > 0 {
+				id := ids[r.IntN(len(ids))]
+				if s.try(membership.Command{Op: membership.OpDrain, ID: id}) == nil {
+					log = append(log, "drain "+id)
+				}
+			}
+		case 5, 6: // writes and deletes
+			for range 8 {
+				key := fmt.Sprintf("/k%04d", r.IntN(160))
+				p := simEC
+				if r.IntN(3) == 0 {
+					p = simR3
+				}
+				s.write(key, p, uint64(1+r.IntN(300<<10)), r.IntN(8) == 0)
+			}
+			log = append(log, "write")
+		case 7: // commit a ready target, remove drained nodes
+			if p := s.plan(); p.TargetReady {
+				s.must(membership.Command{Op: membership.OpCommit, Epoch: s.c.Target.Epoch})
+				s.commits++
+				log = append(log, "commit")
+			}
+			s.removeEmpty()
+		}
+		s.decide()
+		for range 1 + r.IntN(2) {
+			s.checkedRound(r, true)
+		}
+	}
+
+	// Everyone comes back; the cluster must heal completely.
+	s.down = map[string]bool{}
+	log = append(log, "revive all")
+	if !s.settle(r, true) {
+		t.Fatalf("no convergence; last plan %+v", s.plan())
+	}
+	p := s.plan()
+	if p.Degraded != 0 || p.Lost != 0 || len(p.Actions) != 0 || s.c.Target != nil {
+		t.Fatalf("after healing: degraded %d lost %d actions %d target %v", p.Degraded, p.Lost, len(p.Actions), s.c.Target != nil)
+	}
+	s.checkClean()
+	t.Logf("events: %s; %d commits; ran %d copies, %d rebuilds, %d drops", strings.Join(log, ", "), s.commits, s.ran[Copy], s.ran[Rebuild], s.ran[Drop])
+}
+
+func (s *simCluster) memberIDs(state string) []string {
+	var ids []string
+	for _, m := range s.c.Members {
+		if m.State == state && !s.down[m.ID] {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}
+
+// decide applies what the raft leader would propose now, and reports
+// whether it changed anything. (Decide computes an assignment, the slowest
+// step of these tests, so an unchanged cluster is not asked twice.)
+func (s *simCluster) decide() bool {
+	changed := false
+	for range 5 {
+		asked := fmt.Sprintf("%p %v %d", s.c, s.answered(), s.now.UnixNano())
+		if asked == s.decided {
+			break
+		}
+		s.decided = asked
+		for _, cmd := range membership.Decide(s.c, s.answered(), s.now, simOutAfter) {
+			if s.try(cmd) == nil { // a rejected rebalance (too few nodes) waits
+				changed = true
+			}
+		}
+	}
+	return changed
+}
+
+// removeEmpty removes draining or out members that hold nothing and own
+// nothing, as the leader does.
+func (s *simCluster) removeEmpty() {
+	for _, m := range s.c.Members {
+		if (m.State == membership.Draining || m.State == membership.Out) && s.held(m.ID) == 0 {
+			_ = s.try(membership.Command{Op: membership.OpRemove, ID: m.ID})
+		}
+	}
+}
+
+// settle runs membership decisions, full repair rounds and commits until
+// nothing changes, and reports whether the cluster is then whole (no key
+// degraded).
+func (s *simCluster) settle(r *rand.Rand, advance bool) bool {
+	for range 200 {
+		if advance {
+			s.now = s.now.Add(time.Second)
+		}
+		s.decide()
+		p := s.plan()
+		switch {
+		case len(p.Actions) > 0:
+			s.checkedRound(r, false)
+		case p.TargetReady:
+			s.must(membership.Command{Op: membership.OpCommit, Epoch: s.c.Target.Epoch})
+			s.commits++
+		default:
+			s.removeEmpty()
+			if !s.decide() {
+				return p.Degraded == 0
+			}
+		}
+	}
+	return false
+}
+
+func (s *simCluster) answered() map[string]bool {
+	a := map[string]bool{}
+	for id := range s.data {
+		a[id] = s.reachable(id)
+	}
+	return a
+}
+
+// checkedRound plans, checks the plan's determinism, applies all of it or
+// a random part in random order, and checks that no drop lost data.
+func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
+	s.t.Helper()
+	v := s.view()
+	p := Make(v)
+	r.Shuffle(len(v.Holdings), func(i, j int) { v.Holdings[i], v.Holdings[j] = v.Holdings[j], v.Holdings[i] })
+	if q := Make(v); !reflect.DeepEqual(p, q) {
+		s.t.Fatal("plan differs for the same view")
+	}
+	for i, a := range p.Actions {
+		if i > 0 && cmpActions(p.Actions[i-1], a) > 0 {
+			s.t.Fatalf("actions out of order at %d: %+v after %+v", i, a, p.Actions[i-1])
+		}
+	}
+
+	// Before: each key's newest version and its distinct positions.
+	type state struct {
+		nw   simShard
+		have int
+	}
+	before := map[string]state{}
+	for key := range s.keys {
+		if nw, ok := s.newest(key); ok {
+			before[key] = state{nw, s.positionsOf(key, nw.Version)}
+		}
+	}
+
+	if p.TargetReady {
+		s.checkTargetHeld()
+	}
+
+	order := r.Perm(len(p.Actions))
+	if partial {
+		order = order[:r.IntN(len(order)+1)]
+	}
+	s.apply(p, order)
+
+	for _, i := range order {
+		a := p.Actions[i]
+		if a.Kind != Drop {
+			continue
+		}
+		b := before[a.Key]
+		k, w := b.nw.Policy.DataShards, b.nw.Policy.Width()
+		kept := false
+		for _, id := range s.ids() {
+			if sh, ok := s.data[id][a.Key]; ok && s.reachable(id) && sh.Pos == a.Pos && !sh.Version.Less(a.Version) {
+				kept = true
+			}
+		}
+		switch {
+		case kept:
+		case a.Version.Less(b.nw.Version) && a.Pos >= w:
+			// A superseded leftover beyond the newest width.
+		case a.Version == b.nw.Version && s.positionsOf(a.Key, a.Version) >= max(k+1, w-1):
+			// A ring broken with margin.
+		default:
+			s.t.Errorf("drop %s pos %d version %s at %s removed its last copy (newest %s, %d positions before)", a.Key, a.Pos, a.Version, a.To, b.nw.Version, b.have)
+		}
+	}
+	for key, b := range before {
+		nw, _ := s.newest(key)
+		if nw.Version != b.nw.Version {
+			s.t.Errorf("key %s: newest version went from %s to %s", key, b.nw.Version, nw.Version)
+		}
+		if k := b.nw.Policy.DataShards; !b.nw.Tombstone && b.have >= k && s.positionsOf(key, b.nw.Version) < k {
+			s.t.Errorf("key %s: readable before the round (%d positions), not after", key, b.have)
+		}
+	}
+}
+
+// checkTargetHeld checks what a ready target means: every owner in the
+// target holds the newest version of every key that is not lost at its
+// target position, or at its map position of the slot (the target one is
+// deferred to after the commit).
+func (s *simCluster) checkTargetHeld() {
+	s.t.Helper()
+	for key := range s.keys {
+		nw, _ := s.newest(key)
+		w := nw.Policy.Width()
+		if !nw.Tombstone && s.positionsOf(key, nw.Version) < nw.Policy.DataShards {
+			continue
+		}
+		for pos := range w {
+			id := simOwner(s.c.Target, key, pos)
+			if !s.reachable(id) {
+				s.t.Errorf("target ready with owner %s unreachable", id)
+				continue
+			}
+			if s.holdsAt(id, key, pos, nw.Version) {
+				continue
+			}
+			deferred := false
+			for q := range w {
+				if q != pos && simOwner(s.c.Map, key, q) == id && s.holdsAt(id, key, q, nw.Version) {
+					deferred = true
+				}
+			}
+			if !deferred {
+				s.t.Errorf("target ready but %s lacks %s pos %d version %s (holds %+v)", id, key, pos, nw.Version, s.data[id][key])
+			}
+		}
+	}
+}
+
+// BenchmarkMake_1M plans a view of about a million holdings (170k keys of
+// 4+2 on 12 nodes, one node down, a rebalance target set).
+func BenchmarkMake_1M(b *testing.B) {
+	var nodes []placement.Node
+	for i := range 12 {
+		nodes = append(nodes, placement.Node{ID: fmt.Sprintf("12D3KooWnode%02d", i)})
+	}
+	m, err := placement.Assign(nil, nodes[:11], 6)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tgt, err := placement.Assign(m, nodes, 6)
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := &View{Map: m, Target: tgt, Reachable: map[string]bool{}}
+	for _, n := range nodes {
+		v.Reachable[n.ID] = n.ID != nodes[3].ID
+	}
+	for i := range 170_000 {
+		key := fmt.Sprintf("/blocks/CIQ%040d", i*7919)
+		row := m.Owners(placement.Slot(key))
+		for p := range 6 {
+			v.Holdings = append(v.Holdings, Holding{
+				Node: m.Nodes[row[p]].ID, Key: key, Pos: p, Policy: simEC,
+				Version: coding.Version{HLC: uint64(i)}, ValueLen: 256 << 10, ShardLen: 64 << 10,
+			})
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		p := Make(v)
+		if p.Keys != 170_000 {
+			b.Fatal(p.Keys)
+		}
+	}
+}

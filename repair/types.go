@@ -1,0 +1,109 @@
+package repair
+
+import (
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// Holding is one shard a node holds, as its index reports it (wire
+// OpInventory).
+type Holding struct {
+	Node      string // peer ID of the holder
+	Key       string
+	Pos       int // shard index
+	Policy    coding.Policy
+	Version   coding.Version
+	Tombstone bool
+	ValueLen  uint64
+	ShardLen  uint32
+}
+
+// View is what the planner plans from: the maps, which nodes could be
+// listed, and everything those nodes hold.
+type View struct {
+	Map *placement.Map
+	// Target is the map a rebalance moves to (nil when none). Its owners
+	// must get every shard before the leader commits it.
+	Target *placement.Map
+	// Reachable are the nodes whose holdings are complete in Holdings. A
+	// node not in it is unknown: never a source, never written to, never
+	// asked to drop.
+	Reachable map[string]bool
+	Holdings  []Holding
+}
+
+// ActionKind says what an Action does.
+type ActionKind uint8
+
+// Action kinds.
+const (
+	// Copy reads the shard (Key, Pos, Version) from From and writes it to To.
+	Copy ActionKind = iota + 1
+	// Rebuild reads Policy.DataShards shards of (Key, Version) from Sources,
+	// decodes the value, encodes shard Pos and writes it to To. A tombstone
+	// needs no sources: it is built from its header.
+	Rebuild
+	// Drop removes the shard (Key, Pos, Version) from To, which owns that
+	// position in neither map; the owner holds it (or a newer version).
+	Drop
+)
+
+func (k ActionKind) String() string {
+	switch k {
+	case Copy:
+		return "copy"
+	case Rebuild:
+		return "rebuild"
+	case Drop:
+		return "drop"
+	}
+	return "action(?)"
+}
+
+// Source is a shard to rebuild from.
+type Source struct {
+	Node string
+	Pos  int
+}
+
+// Action is one step of a plan. Actions are idempotent: a node keeps the
+// newest version of a key, and a drop names the exact version it removes.
+type Action struct {
+	Kind      ActionKind `json:"kind"`
+	Key       string     `json:"key"`
+	Pos       int        `json:"pos"`
+	Policy    coding.Policy
+	Version   coding.Version
+	Tombstone bool     `json:"tombstone,omitempty"`
+	To        string   `json:"to"`
+	From      string   `json:"from,omitempty"`    // Copy
+	Sources   []Source `json:"sources,omitempty"` // Rebuild: in preference order, at least DataShards
+	// Stale marks a Drop of an older version at a position the newest
+	// policy does not use (a 4+2 value overwritten by a 3-replica one): its
+	// holder may own that position, and drops it all the same.
+	Stale bool `json:"stale,omitempty"`
+	// Bytes is the shard length moved by the action (0 for Drop and
+	// tombstones), for rate limits and ETAs.
+	Bytes int64 `json:"bytes"`
+}
+
+// Plan is the planner's answer for one View.
+type Plan struct {
+	Actions []Action // sorted by key, then position, then kind
+	// Keys is the number of distinct keys seen (tombstones included).
+	Keys int
+	// Degraded counts keys with fewer than their policy's width of shards
+	// of the newest version at reachable owners in View.Map.
+	Degraded int
+	// Lost counts keys whose newest version has fewer than DataShards
+	// shards on reachable nodes: nothing can be rebuilt for them now.
+	Lost int
+	// TargetReady is true when View.Target is set and every reachable
+	// owner in it holds every shard of the newest version of every key
+	// (no Copy or Rebuild to a target owner remains), and every target
+	// owner is reachable: the leader may commit the target.
+	TargetReady bool
+	// Held counts the holdings of each reachable node (drain completion:
+	// a draining node is removed once it holds nothing).
+	Held map[string]int
+}
