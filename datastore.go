@@ -19,6 +19,7 @@ import (
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -306,26 +307,51 @@ func (d *Datastore) Close() error {
 
 // NodeStatus is one node's answer to a status request.
 type NodeStatus struct {
-	Index  int
+	Index  int // position in the map's node list; -1 for a member that owns no slots
 	Peer   string
 	Addrs  []string
 	Zone   string
+	State  string          // membership state (up, down, out, joining, draining, removed)
 	Err    error           // non-nil when the node did not answer
 	Status json.RawMessage // the node's status JSON (node.Status)
 }
 
-// Status asks every node of the map for its status.
+// Status asks every member of the cluster (every node of the map, when the
+// cluster description has no member list) for its status. Removed members
+// are not asked.
 func (d *Datastore) Status(ctx context.Context) []NodeStatus {
-	v := d.view.Load()
-	out := make([]NodeStatus, len(v.peers))
+	c := d.view.Load().c
+	var out []NodeStatus
+	if len(c.Members) == 0 {
+		for i, n := range c.Map.Nodes {
+			out = append(out, NodeStatus{Index: i, Peer: n.ID, Addrs: n.Addrs, Zone: n.Zone, State: membership.Up})
+		}
+	}
+	for _, m := range c.Members {
+		if m.State == membership.Removed {
+			continue
+		}
+		i, ok := c.Map.NodeIndex(m.ID)
+		if !ok {
+			i = -1
+		}
+		out = append(out, NodeStatus{Index: i, Peer: m.ID, Addrs: m.Addrs, Zone: m.Zone, State: m.State})
+	}
+	ps := d.client.Host().Peerstore()
 	var wg sync.WaitGroup
-	for i := range v.peers {
-		n := v.c.Map.Nodes[i]
-		out[i] = NodeStatus{Index: i, Peer: n.ID, Addrs: n.Addrs, Zone: n.Zone}
+	for i := range out {
+		id, err := peer.Decode(out[i].Peer)
+		if err != nil {
+			out[i].Err = fmt.Errorf("peer id %q: %w", out[i].Peer, err)
+			continue
+		}
+		if addrs, err := transport.DialAddrs(out[i].Addrs); err == nil {
+			ps.AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
+		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpStatus})
+			resp, err := d.client.Do(ctx, id, &wire.Request{Op: wire.OpStatus})
 			if err == nil && resp.Status != wire.StatusOK {
 				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
 			}
@@ -338,6 +364,30 @@ func (d *Datastore) Status(ctx context.Context) []NodeStatus {
 	}
 	wg.Wait()
 	return out
+}
+
+// Member sends a membership command (membership.OpDrain with an ID, or
+// membership.OpJoin with a Member) to the cluster: the first node of the
+// map that answers forwards it to the raft leader.
+func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	v := d.view.Load()
+	var errs []error
+	for i := range v.peers {
+		resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpMember, Body: body})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if resp.Status != wire.StatusOK {
+			return fmt.Errorf("%s %s: %s", cmd.Op, cmd.ID, resp.Message)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s %s: no node answered: %w", cmd.Op, cmd.ID, errors.Join(errs...))
 }
 
 // DiskUsage sums the shard store usage that the reachable nodes report.

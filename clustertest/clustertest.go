@@ -23,6 +23,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/node"
+	"github.com/filedrive-team/go-ds-cluster/node/raftmap"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 )
@@ -43,6 +44,17 @@ type Options struct {
 	// CompactEvery and VolumeSize are passed to every node (node.Options).
 	CompactEvery time.Duration
 	VolumeSize   int64
+	// Cluster life (node.Options): heartbeats, the out grace period, repair
+	// and scrub intervals. Zero takes the node's defaults (10 minutes to
+	// out, 30 s between repair passes), which keep a short test static.
+	HeartbeatInterval time.Duration
+	OutAfter          time.Duration
+	RepairInterval    time.Duration
+	ScrubInterval     time.Duration
+	RepairRate        float64
+	// FastRaft shortens raft's timeouts so that a leader change takes
+	// well under a second.
+	FastRaft bool
 }
 
 // Cluster is a running in-process cluster.
@@ -133,9 +145,90 @@ type hostSlot struct {
 }
 
 func (c *Cluster) nodeOptions(i int, h host.Host) node.Options {
-	return node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: h, NoSync: !c.opts.Sync,
-		CompactEvery: c.opts.CompactEvery, VolumeSize: c.opts.VolumeSize}
+	o := node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: h, NoSync: !c.opts.Sync,
+		CompactEvery: c.opts.CompactEvery, VolumeSize: c.opts.VolumeSize,
+		HeartbeatInterval: c.opts.HeartbeatInterval, OutAfter: c.opts.OutAfter,
+		RepairInterval: c.opts.RepairInterval, ScrubInterval: c.opts.ScrubInterval,
+		RepairRate: c.opts.RepairRate}
+	if c.opts.FastRaft {
+		o.RaftTiming = raftmap.Timing{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+			LeaderLeaseTimeout: 150 * time.Millisecond}
+	}
+	return o
 }
+
+// AddNode starts a new node with a fresh identity that joins the running
+// cluster through a running member, as `dscluster --bootstrapper=ADDR`
+// does, and returns its index. zone is its failure domain label.
+func (c *Cluster) AddNode(zone string) int {
+	c.t.Helper()
+	psk, err := config.ParseSecret(c.Secret)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	key, enc, err := config.NewPrivKey()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var addrs []string
+	for _, a := range h.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	via := c.running()
+	cur := c.Current()
+	i := len(c.nodes)
+	c.Dirs = append(c.Dirs, filepath.Join(filepath.Dir(c.Dirs[0]), fmt.Sprintf("node%d", i)))
+	c.keys = append(c.keys, key)
+	c.configs = append(c.configs, &config.Node{
+		Version: config.FormatVersion, Identity: -1, PrivKey: enc, Listen: addrs,
+		Secret: c.Secret, Store: c.opts.Store, Zone: zone, Cluster: *cur,
+	})
+	n, err := node.Start(context.Background(), c.nodeOptions(i, h))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	boot := c.configs[via].Listen[0] + "/p2p/" + c.nodes[via].ID().String()
+	if err := node.Join(ctx, boot, n); err != nil {
+		c.t.Fatalf("node %d joins through node %d: %v", i, via, err)
+	}
+	return i
+}
+
+// running returns the index of a running node.
+func (c *Cluster) running() int {
+	for i, n := range c.nodes {
+		if n != nil {
+			return i
+		}
+	}
+	c.t.Fatal("no node is running")
+	return -1
+}
+
+// Current is the cluster description as a running node knows it now.
+func (c *Cluster) Current() *config.Cluster {
+	return c.nodes[c.running()].Cluster()
+}
+
+// Leader returns the index of the node that is raft leader, or -1.
+func (c *Cluster) Leader() int {
+	for i, n := range c.nodes {
+		if n != nil && n.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// Len is the number of nodes the cluster has had (stopped ones included).
+func (c *Cluster) Len() int { return len(c.nodes) }
 
 // ClientConfig is a client config for this cluster.
 func (c *Cluster) ClientConfig() *config.Client {

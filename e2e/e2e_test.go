@@ -432,13 +432,14 @@ func TestSeedGettingStarted(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("dsclient status with 3 of 6 nodes down: exit code %d, want 1: %s", r.code, r)
 	}
-	states := map[int]string{}
+	// Columns: NODE PEER ADDRESS STATE REACHABLE RAFT KEYS SHARD-BYTES.
+	reach := map[int]string{}
 	for _, line := range strings.Split(r.stdout, "\n") {
 		f := strings.Fields(line)
 		var idx int
-		if len(f) >= 4 {
+		if len(f) >= 5 {
 			if _, err := fmt.Sscanf(f[0], "%d", &idx); err == nil {
-				states[idx] = f[3]
+				reach[idx] = f[4]
 			}
 		}
 	}
@@ -446,17 +447,19 @@ func TestSeedGettingStarted(t *testing.T) {
 	for _, i := range killed {
 		isKilled[i] = true
 	}
+	unreachable := 0
 	for i := 0; i < numNodes; i++ {
-		want := "up"
+		want := "yes"
 		if isKilled[i] {
-			want = "unreachable"
+			want = "no"
+			unreachable++
 		}
-		if states[i] != want {
-			t.Errorf("dsclient status: node %d state %q, want %q\n%s", i, states[i], want, r)
+		if reach[i] != want {
+			t.Errorf("dsclient status: node %d reachable %q, want %q\n%s", i, reach[i], want, r)
 		}
 	}
-	if n := strings.Count(r.stdout, "unreachable"); n != 3 {
-		t.Errorf("dsclient status: %d nodes unreachable, want 3\n%s", n, r)
+	if unreachable != 3 {
+		t.Errorf("dsclient status: %d nodes unreachable, want 3\n%s", unreachable, r)
 	}
 	if !strings.Contains(r.stdout, "slots readable: 0/") {
 		t.Errorf("dsclient status: want no readable slot with 3 of 6 nodes of a 4+2 cluster down\n%s", r)

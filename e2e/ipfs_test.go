@@ -50,21 +50,27 @@ func ipfsBin(t *testing.T) string {
 	return filepath.Join(dir, "ipfs")
 }
 
-// cluster is a running 6-node cluster of dscluster processes.
+// cluster is a running cluster of dscluster processes.
 type cluster struct {
 	boot   string
 	dir0   string
+	dirs   []string // --conf of each node
+	args   []string // extra dscluster flags every node runs with
 	env    []string
 	nodes  []*proc
 	client string // dsclient config dir
 }
 
 // startCluster runs dscfg and starts numNodes nodes on free loopback ports.
-func startCluster(t *testing.T) *cluster {
+func startCluster(t *testing.T) *cluster { return startClusterN(t, numNodes) }
+
+// startClusterN runs dscfg for n nodes (4+2) and starts them on free
+// loopback ports, each with the extra dscluster flags args.
+func startClusterN(t *testing.T, n int, args ...string) *cluster {
 	t.Helper()
 	tmp := t.TempDir()
-	c := &cluster{dir0: filepath.Join(tmp, "srv0"), client: filepath.Join(tmp, "client")}
-	r := run(t, nil, bin(t, "dscfg"), "cluster", fmt.Sprintf("--cluster-node-number=%d", numNodes), "--base-port=0", "--host=127.0.0.1", c.dir0)
+	c := &cluster{dir0: filepath.Join(tmp, "srv0"), client: filepath.Join(tmp, "client"), args: args}
+	r := run(t, nil, bin(t, "dscfg"), "cluster", fmt.Sprintf("--cluster-node-number=%d", n), "--base-port=0", "--host=127.0.0.1", c.dir0)
 	if r.code != 0 {
 		t.Fatalf("dscfg cluster: %s", r)
 	}
@@ -74,11 +80,14 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	c.env = []string{"DSCLUSTER_SECRET=" + lastLine(string(key))}
-	c.nodes = append(c.nodes, startProc(t, "node 0", nil, bin(t, "dscluster"), "--conf="+c.dir0))
+	c.dirs = append(c.dirs, c.dir0)
+	c.nodes = append(c.nodes, startProc(t, "node 0", nil, bin(t, "dscluster"), append([]string{"--conf=" + c.dir0}, args...)...))
 	c.nodes[0].waitReady(t)
-	for i := 1; i < numNodes; i++ {
+	for i := 1; i < n; i++ {
+		dir := filepath.Join(tmp, fmt.Sprintf("srv%d", i))
+		c.dirs = append(c.dirs, dir)
 		c.nodes = append(c.nodes, startProc(t, fmt.Sprintf("node %d", i), c.env, bin(t, "dscluster"),
-			"--conf="+filepath.Join(tmp, fmt.Sprintf("srv%d", i)), "--bootstrapper="+c.boot, fmt.Sprintf("--identity=%d", i)))
+			append([]string{"--conf=" + dir, "--bootstrapper=" + c.boot, fmt.Sprintf("--identity=%d", i)}, args...)...))
 	}
 	for _, p := range c.nodes[1:] {
 		p.waitReady(t)

@@ -3,11 +3,17 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -73,4 +79,61 @@ func fetchInfo(ctx context.Context, addr string, identity int32, secret string, 
 		return fmt.Errorf("cluster info from %s does not parse: %w", addr, err)
 	}
 	return nil
+}
+
+// Join asks the cluster, through the member at addr, to add n as a member.
+// The raft leader records it as joining; the rebalance that follows copies
+// its share of the slots to it and then commits the new map. Join retries
+// while the cluster has no leader, until ctx ends.
+func Join(ctx context.Context, addr string, n *Node) error {
+	ai, err := config.ParseAddrInfo(addr)
+	if err != nil {
+		return fmt.Errorf("bootstrapper address: %w", err)
+	}
+	addrs, err := transport.DialAddrInfo(ai)
+	if err != nil {
+		return err
+	}
+	n.host.Peerstore().AddAddrs(ai.ID, addrs, peerstore.PermanentAddrTTL)
+	m := config.Member{Node: placement.Node{ID: n.selfID, Addrs: n.advertised(), Zone: n.cfg.Zone, Weight: n.cfg.Weight}}
+	body, err := json.Marshal(membership.Command{Op: membership.OpJoin, Member: &m})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := n.client.Do(ctx, ai.ID, &wire.Request{Op: wire.OpMember, Body: body})
+		switch {
+		case err == nil && resp.Status == wire.StatusOK:
+			return nil
+		case err == nil && resp.Status != wire.StatusInternal:
+			return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		case err == nil:
+			err = errors.New(resp.Message)
+		}
+		log.Infow("join: retrying", "through", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// advertised are the addresses other members dial this node at: the
+// configured listen addresses with the port the host bound, and for an
+// unspecified IP (0.0.0.0) the host's own interface addresses.
+func (n *Node) advertised() []string {
+	var out []string
+	for _, l := range n.cfg.Listen {
+		if !strings.Contains(l, "/0.0.0.0/") && !strings.Contains(l, "/tcp/0") {
+			out = append(out, l)
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
 }

@@ -22,7 +22,10 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/index"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/node/raftmap"
 	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -60,6 +63,47 @@ type Options struct {
 	// VolumeSize is the volume store's file size limit (0: its default, 1
 	// GiB). Tests make it small so that volumes seal and can be compacted.
 	VolumeSize int64
+
+	// HeartbeatInterval is how often the raft leader pings every member
+	// (default 1s). A member that misses one ping is down.
+	HeartbeatInterval time.Duration
+	// OutAfter is how long a member stays down before it is out and its
+	// shards are rebuilt elsewhere (default 10 minutes).
+	OutAfter time.Duration
+	// RepairInterval is how often the leader runs a repair pass (default
+	// 30s).
+	RepairInterval time.Duration
+	// RepairRate limits the shard bytes a repair moves per second (0:
+	// unlimited).
+	RepairRate float64
+	// ScrubInterval is how often the node reads and verifies every shard it
+	// holds (default 24h; negative: never).
+	ScrubInterval time.Duration
+	// RaftTiming overrides raft's timeouts (tests).
+	RaftTiming raftmap.Timing
+}
+
+// Option defaults.
+const (
+	DefaultHeartbeatInterval = time.Second
+	DefaultOutAfter          = 10 * time.Minute
+	DefaultRepairInterval    = 30 * time.Second
+	DefaultScrubInterval     = 24 * time.Hour
+)
+
+func (o *Options) setDefaults() {
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.OutAfter <= 0 {
+		o.OutAfter = DefaultOutAfter
+	}
+	if o.RepairInterval <= 0 {
+		o.RepairInterval = DefaultRepairInterval
+	}
+	if o.ScrubInterval == 0 {
+		o.ScrubInterval = DefaultScrubInterval
+	}
 }
 
 // compactor is a shard store that reclaims the space of deleted and
@@ -70,7 +114,7 @@ type compactor interface {
 
 // compactLoop compacts the store every interval until the node closes.
 func (n *Node) compactLoop(c compactor, every time.Duration) {
-	defer n.compactWG.Done()
+	defer n.bgWG.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -79,16 +123,7 @@ func (n *Node) compactLoop(c compactor, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-n.closed:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		freed, err := c.Compact(ctx, 0.5)
-		cancel()
+		freed, err := c.Compact(n.bgCtx, 0.5)
 		if err != nil {
 			log.Warnw("compaction", "err", err)
 			continue
@@ -108,14 +143,21 @@ type Node struct {
 	idx   *index.DB
 
 	cluster atomic.Pointer[config.Cluster]
-	self    int // index of this node in the cluster map
+	selfID  string // this node's peer ID string
 
 	locks [256]sync.Mutex // per-key stripes: read-compare-write of one key
 
+	raft   *raftmap.Raft
+	driver *repair.Driver
+	client *transport.Client // to other nodes: heartbeats, repair, forwarding
+	scrub  scrubber
+
 	closeOnce sync.Once
 	closed    chan struct{}
+	bgCtx     context.Context // cancelled at Close
+	bgCancel  context.CancelFunc
 	wg        sync.WaitGroup // stream handlers
-	compactWG sync.WaitGroup // the compaction loop, stopped before the stores close
+	bgWG      sync.WaitGroup // background loops, stopped before the stores close
 }
 
 // Start opens the node's stores, starts its host and serves the protocol.
@@ -124,12 +166,17 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, errors.New("node: no config")
 	}
 	cfg := opts.Config
+	opts.setDefaults()
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
 	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{})}
-	c := cfg.Cluster
-	n.cluster.Store(&c)
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
+	c := membership.Init(&cfg.Cluster)
+	if saved := loadCluster(opts.Dir, c); saved != nil {
+		c = saved
+	}
+	n.cluster.Store(c)
 
 	var err error
 	defer func() {
@@ -163,21 +210,24 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 			return nil, err
 		}
 	}
-	self, ok := c.Map.NodeIndex(n.host.ID().String())
-	if !ok {
+	n.selfID = n.host.ID().String()
+	if _, inMap := c.Map.NodeIndex(n.selfID); !inMap && len(c.Members) == 0 {
 		err = fmt.Errorf("node: this node's peer id %s is not in the cluster map", n.host.ID())
 		return nil, err
 	}
-	n.self = self
+	n.client = transport.NewClient(n.host, 30*time.Second)
+	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
+	if err = n.startCluster(opts); err != nil {
+		return nil, err
+	}
 	if c, ok := n.store.(compactor); ok && opts.CompactEvery >= 0 {
 		every := opts.CompactEvery
 		if every == 0 {
 			every = 10 * time.Minute
 		}
-		n.compactWG.Add(1)
+		n.bgWG.Add(1)
 		go n.compactLoop(c, every)
 	}
-	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
 	log.Infow("node ready", "identity", cfg.Identity, "peer", n.host.ID().String(), "addrs", n.host.Addrs(), "policy", c.Policy.String(), "epoch", c.Map.Epoch)
 	return n, nil
 }
@@ -191,6 +241,12 @@ func (n *Node) Addrs() []ma.Multiaddr { return n.host.Addrs() }
 // Host is the node's libp2p host.
 func (n *Node) Host() host.Host { return n.host }
 
+// IsLeader reports whether this node is the raft leader.
+func (n *Node) IsLeader() bool { return n.raft.IsLeader() }
+
+// RepairStats are the repair driver's figures (meaningful on the leader).
+func (n *Node) RepairStats() repair.Stats { return n.driver.Stats() }
+
 // Cluster is the node's current view of the cluster.
 func (n *Node) Cluster() *config.Cluster { return n.cluster.Load() }
 
@@ -198,11 +254,6 @@ func (n *Node) Cluster() *config.Cluster { return n.cluster.Load() }
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
-		close(n.closed)
-		n.compactWG.Wait()
-		if n.host != nil {
-			n.host.RemoveStreamHandler(wire.ShardProtocol)
-		}
 		err = n.closeResources()
 		n.wg.Wait()
 	})
@@ -210,7 +261,22 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) closeResources() error {
+	close(n.closed)
+	n.bgCancel()
+	n.bgWG.Wait()
+	if n.host != nil {
+		n.host.RemoveStreamHandler(wire.ShardProtocol)
+	}
 	var errs []error
+	if n.raft != nil {
+		errs = append(errs, n.raft.Close())
+	}
+	if n.client != nil {
+		n.client.Close()
+	}
+	if n.driver != nil {
+		errs = append(errs, n.driver.Close())
+	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
@@ -323,6 +389,18 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wir
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpClusterInfo:
 		return n.clusterInfo(from, req.Identity)
+	case wire.OpInventory:
+		return n.inventory(req)
+	case wire.OpDrop:
+		rs := make([]wire.BatchResult, len(req.Drop))
+		for i, sr := range req.Drop {
+			rs[i].Status, rs[i].Message = n.drop(ctx, sr)
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpPing:
+		return &wire.Response{Status: wire.StatusOK}
+	case wire.OpMember:
+		return n.member(ctx, req.Body)
 	}
 	return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("unsupported op %s", req.Op)}
 }
@@ -343,8 +421,7 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	h := &sh.Header
 	c := n.cluster.Load()
 	slot := placement.Slot(h.Key)
-	owners := c.Map.Owners(slot)
-	if int(h.Index) >= len(owners) || int(owners[h.Index]) != n.self {
+	if !c.Owns(n.selfID, slot, int(h.Index)) {
 		return wire.StatusBadRequest, fmt.Sprintf("put %q: shard %d of slot %d does not belong to this node at epoch %d", h.Key, h.Index, slot, c.Map.Epoch)
 	}
 	mu := n.lock(h.Key)
@@ -492,6 +569,15 @@ type Status struct {
 	ShardBytes uint64 `json:"shard_bytes"`
 	DiskUsage  uint64 `json:"disk_usage"`
 	Store      string `json:"store"`
+	// State is this node's membership state as its raft replica knows it.
+	State string `json:"state"`
+	// Leader is the raft leader's peer ID, as this node knows it.
+	Leader   string `json:"leader,omitempty"`
+	IsLeader bool   `json:"is_leader"`
+	// Repair is this node's repair driver's figures. Only the leader runs
+	// passes; the totals are kept across restarts and leaderships.
+	Repair *repair.Stats `json:"repair,omitempty"`
+	Scrub  ScrubStats    `json:"scrub"`
 }
 
 // Stat gathers the node's Status.
@@ -509,6 +595,18 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 			s.DiskUsage = du
 		}
 	}
+	if m, ok := n.cluster.Load().Member(n.selfID); ok {
+		s.State = m.State
+	}
+	if l, ok := n.raft.Leader(); ok {
+		s.Leader = l.String()
+	}
+	s.IsLeader = n.raft.IsLeader()
+	rs := n.driver.Stats()
+	s.Repair = &rs
+	n.scrub.mu.Lock()
+	s.Scrub = n.scrub.last
+	n.scrub.mu.Unlock()
 	return s, nil
 }
 
@@ -536,6 +634,10 @@ func (n *Node) clusterInfo(from peer.ID, identity int32) *wire.Response {
 	if len(n.cfg.Identities) == 0 {
 		return &wire.Response{Status: wire.StatusNotFound, Message: "this node is not the bootstrapper: it holds no identities"}
 	}
+	// An identity's config carries the initial cluster, as dscfg wrote it:
+	// the initial raft voters bootstrap from it, all with the same list.
+	// The node learns the current map from raft.
+	c = &n.cfg.Cluster
 	if identity < 0 || int(identity) >= len(n.cfg.Identities) || int(identity) >= len(c.Map.Nodes) {
 		return &wire.Response{Status: wire.StatusNotFound, Message: fmt.Sprintf("identity %d does not exist: the cluster has identities 0..%d", identity, len(n.cfg.Identities)-1)}
 	}

@@ -3,7 +3,8 @@
 //	dsclient --conf=DIR init --bootstrapper=MULTIADDR
 //	dsclient --conf=DIR add FILE
 //	dsclient --conf=DIR get CID OUTFILE
-//	dsclient --conf=DIR status
+//	dsclient --conf=DIR status [--json] [--wait]
+//	dsclient --conf=DIR node drain PEER-ID
 package main
 
 import (
@@ -28,8 +29,10 @@ import (
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/dagfile"
+	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/node"
 	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/repair"
 )
 
 const usage = `dsclient talks to a go-ds-cluster.
@@ -40,7 +43,8 @@ Commands:
   init --bootstrapper=MULTIADDR   fetch the cluster info and write DIR/config.json
   add [flags] FILE|-r DIR         store a file (or folder) as a UnixFS DAG, as ipfs add; print its CID last
   get CID OUTFILE                 write the file with root CID to OUTFILE ("-" for stdout)
-  status                          nodes, reachability, policy and slot coverage
+  status [--json] [--wait]        members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)
+  node drain PEER-ID [--no-wait]  move a node's data to the others, then remove it from the cluster
   bench [flags]                   throughput against the cluster and a raw flatfs, same run
 
 --conf may also name a client config file (such as clusterds.json).
@@ -92,6 +96,8 @@ func run(args []string) error {
 		return cmdGet(ctx, *conf, rest)
 	case "status":
 		return cmdStatus(ctx, *conf, rest)
+	case "node":
+		return cmdNode(ctx, *conf, rest)
 	case "bench":
 		return cmdBench(ctx, *conf, rest)
 	}
@@ -269,47 +275,98 @@ func cmdGet(ctx context.Context, conf string, args []string) error {
 func cmdStatus(ctx context.Context, conf string, args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
+	wait := fs.Bool("wait", false, "repeat every second until no key is degraded and the repair backlog is empty")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	tty := isTerminal(os.Stderr)
+	for {
+		out, err := clusterStatus(ctx, conf)
+		if err != nil {
+			return err
+		}
+		if !*wait || out.settled() {
+			if tty && *wait {
+				fmt.Fprintln(os.Stderr)
+			}
+			return printStatus(out, *asJSON)
+		}
+		if tty && out.Repair != nil {
+			r := out.Repair
+			fmt.Fprintf(os.Stderr, "\rrepair: %d degraded keys, backlog %d shards (%s), %s/s, eta %s   ",
+				r.Degraded, r.Backlog, humanBytes(r.BacklogBytes), humanBytes(int64(r.Rate)), (time.Duration(r.ETA) * time.Second).String())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+type nodeOut struct {
+	Index     int          `json:"index"` // position in the map's node list, -1 when it owns no slots
+	Peer      string       `json:"peer"`
+	Addrs     []string     `json:"addrs"`
+	Zone      string       `json:"zone,omitempty"`
+	State     string       `json:"state"`
+	Reachable bool         `json:"reachable"`
+	Error     string       `json:"error,omitempty"`
+	Status    *node.Status `json:"status,omitempty"`
+}
+
+type statusOut struct {
+	Cluster        string        `json:"cluster"`
+	Policy         string        `json:"policy"`
+	Epoch          uint64        `json:"epoch"`
+	Rebalancing    bool          `json:"rebalancing"` // a target map is being copied to
+	Leader         string        `json:"leader,omitempty"`
+	Nodes          []nodeOut     `json:"nodes"`
+	Slots          int           `json:"slots"`
+	SlotsReadable  int           `json:"slots_readable"`
+	SlotsRedundant int           `json:"slots_fully_redundant"`
+	Repair         *repair.Stats `json:"repair,omitempty"` // from the raft leader
+	readableErr    error
+}
+
+// settled is true when the leader's last complete pass planned for the
+// current map found nothing degraded and left no backlog.
+func (o *statusOut) settled() bool {
+	r := o.Repair
+	return r != nil && !o.Rebalancing && r.Epoch == o.Epoch && r.Finished.After(r.Started) &&
+		r.Degraded == 0 && r.Backlog == 0
+}
+
+func clusterStatus(ctx context.Context, conf string) (*statusOut, error) {
 	d, err := open(ctx, conf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer d.Close()
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	sts := d.Status(sctx)
 	c := d.Cluster()
-	up := make([]bool, len(sts))
-	type nodeOut struct {
-		Index     int          `json:"index"`
-		Peer      string       `json:"peer"`
-		Addrs     []string     `json:"addrs"`
-		Zone      string       `json:"zone,omitempty"`
-		Reachable bool         `json:"reachable"`
-		Error     string       `json:"error,omitempty"`
-		Status    *node.Status `json:"status,omitempty"`
-	}
-	out := struct {
-		Cluster        string    `json:"cluster"`
-		Policy         string    `json:"policy"`
-		Epoch          uint64    `json:"epoch"`
-		Nodes          []nodeOut `json:"nodes"`
-		Slots          int       `json:"slots"`
-		SlotsReadable  int       `json:"slots_readable"`
-		SlotsRedundant int       `json:"slots_fully_redundant"`
-	}{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots}
-	for i, s := range sts {
-		no := nodeOut{Index: i, Peer: s.Peer, Addrs: s.Addrs, Zone: s.Zone, Reachable: s.Err == nil}
+	up := make([]bool, len(c.Map.Nodes))
+	out := &statusOut{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots, Rebalancing: c.Target != nil}
+	for _, s := range sts {
+		no := nodeOut{Index: s.Index, Peer: s.Peer, Addrs: s.Addrs, Zone: s.Zone, State: s.State, Reachable: s.Err == nil}
 		if s.Err != nil {
 			no.Error = s.Err.Error()
 		} else {
 			var st node.Status
 			if err := json.Unmarshal(s.Status, &st); err == nil {
 				no.Status = &st
+				if st.Leader != "" {
+					out.Leader = st.Leader
+				}
+				if st.IsLeader && st.Repair != nil {
+					out.Repair = st.Repair
+				}
 			}
-			up[i] = true
+			if s.Index >= 0 {
+				up[s.Index] = true
+			}
 		}
 		out.Nodes = append(out.Nodes, no)
 	}
@@ -328,18 +385,32 @@ func cmdStatus(ctx context.Context, conf string, args []string) error {
 			out.SlotsRedundant++
 		}
 	}
-	if *asJSON {
+	if out.SlotsReadable < out.Slots {
+		out.readableErr = fmt.Errorf("status: %d slots cannot be read: more than %d nodes are unreachable", out.Slots-out.SlotsReadable, c.Policy.ParityShards)
+	}
+	return out, nil
+}
+
+func printStatus(out *statusOut, asJSON bool) error {
+	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+		return out.readableErr
 	}
-	fmt.Printf("cluster %s  policy %s  epoch %d\n", out.Cluster, out.Policy, out.Epoch)
+	fmt.Printf("cluster %s  policy %s  epoch %d", out.Cluster, out.Policy, out.Epoch)
+	if out.Rebalancing {
+		fmt.Print("  (rebalancing)")
+	}
+	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tPEER\tADDRESS\tSTATE\tKEYS\tSHARD BYTES")
+	fmt.Fprintln(tw, "NODE\tPEER\tADDRESS\tSTATE\tREACHABLE\tRAFT\tKEYS\tSHARD BYTES")
 	for _, n := range out.Nodes {
-		state, keys, bytes := "up", "-", "-"
+		reach, keys, bytes := "yes", "-", "-"
 		if !n.Reachable {
-			state = "unreachable"
+			reach = "no"
 		} else if n.Status != nil {
 			keys = fmt.Sprint(n.Status.Keys)
 			bytes = fmt.Sprint(n.Status.ShardBytes)
@@ -348,12 +419,97 @@ func cmdStatus(ctx context.Context, conf string, args []string) error {
 		if len(n.Addrs) > 0 {
 			addr = n.Addrs[0]
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", n.Index, n.Peer, addr, state, keys, bytes)
+		idx := "-"
+		if n.Index >= 0 {
+			idx = fmt.Sprint(n.Index)
+		}
+		role := "-"
+		if n.Peer == out.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", idx, n.Peer, addr, n.State, reach, role, keys, bytes)
 	}
 	tw.Flush()
 	fmt.Printf("slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
-	if out.SlotsReadable < out.Slots {
-		return fmt.Errorf("status: %d slots cannot be read: more than %d nodes are unreachable", out.Slots-out.SlotsReadable, c.Policy.ParityShards)
+	if r := out.Repair; r != nil {
+		fmt.Printf("repair: %d keys, %d degraded, %d lost; backlog %d shards (%s)", r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
+		if r.Backlog > 0 && r.Rate > 0 {
+			fmt.Printf(" at %s/s, eta %s", humanBytes(int64(r.Rate)), (time.Duration(r.ETA) * time.Second).String())
+		}
+		fmt.Printf("; repaired %d shards, %s moved in total\n", r.Done, humanBytes(r.BytesMoved))
+	} else {
+		fmt.Println("repair: no raft leader answered")
 	}
-	return nil
+	return out.readableErr
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func cmdNode(ctx context.Context, conf string, args []string) error {
+	if len(args) < 2 || args[0] != "drain" {
+		return errors.New("usage: dsclient node drain PEER-ID [--no-wait]")
+	}
+	fs := flag.NewFlagSet("node drain", flag.ContinueOnError)
+	noWait := fs.Bool("no-wait", false, "return once the drain is recorded, without waiting for the data to move")
+	id := args[1]
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	d, err := open(ctx, conf)
+	if err != nil {
+		return err
+	}
+	err = d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: id})
+	d.Close()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "draining %s: its slots move to the other nodes, then it is removed\n", id)
+	if *noWait {
+		return nil
+	}
+	tty := isTerminal(os.Stderr)
+	start := time.Now()
+	for {
+		out, err := clusterStatus(ctx, conf)
+		if err != nil {
+			return err
+		}
+		state := "removed"
+		for _, n := range out.Nodes {
+			if n.Peer == id {
+				state = n.State
+			}
+		}
+		if state == "removed" {
+			if tty {
+				fmt.Fprintln(os.Stderr)
+			}
+			fmt.Fprintf(os.Stderr, "%s drained and removed in %s; it can be stopped\n", id, time.Since(start).Round(time.Second))
+			return nil
+		}
+		if tty {
+			backlog := 0
+			if out.Repair != nil {
+				backlog = out.Repair.Backlog
+			}
+			fmt.Fprintf(os.Stderr, "\r%s: %s, rebalancing %v, repair backlog %d shards, %s   ", id, state, out.Rebalancing, backlog, time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

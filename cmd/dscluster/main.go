@@ -2,6 +2,7 @@
 //
 //	dscluster --conf=DIR                                   # config in DIR
 //	dscluster --conf=DIR --bootstrapper=ADDR --identity=I  # fetch it first
+//	dscluster --conf=DIR --bootstrapper=ADDR --listen=MA   # join a running cluster
 package main
 
 import (
@@ -36,8 +37,17 @@ func run() error {
 	identity := flag.Int("identity", -1, "which of the bootstrap config's node identities this node takes (with --bootstrapper)")
 	data := flag.String("data", "", "data directory for shards and index (default: DIR)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	listen := flag.String("listen", "/ip4/0.0.0.0/tcp/6735", "listen multiaddr of a node that joins a running cluster (--bootstrapper without --identity)")
+	zone := flag.String("zone", "", "failure domain label of a joining node")
+	weight := flag.Int("weight", 0, "capacity weight of a joining node (0: 1)")
+	store := flag.String("store", config.DefaultStore, "shard store of a joining node: volume or flatfs")
+	heartbeat := flag.Duration("heartbeat", node.DefaultHeartbeatInterval, "how often the raft leader pings every member; one missed ping marks a member down")
+	outAfter := flag.Duration("out-after", node.DefaultOutAfter, "how long a member stays down before it is out and its shards are rebuilt elsewhere")
+	repairRate := flag.Float64("repair-rate", 0, "repair bandwidth limit in MB/s (0: unlimited)")
+	repairEvery := flag.Duration("repair-interval", node.DefaultRepairInterval, "how often the raft leader runs a repair pass")
+	scrubEvery := flag.Duration("scrub-interval", node.DefaultScrubInterval, "how often the node reads and verifies every shard it holds (0: never)")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "Usage: dscluster --conf=DIR [--bootstrapper=MULTIADDR --identity=I]")
+		fmt.Fprintln(flag.CommandLine.Output(), "Usage: dscluster --conf=DIR [--bootstrapper=MULTIADDR (--identity=I | --listen=MULTIADDR)]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -55,21 +65,49 @@ func run() error {
 
 	path := filepath.Join(*conf, config.FileName)
 	cfg, err := config.LoadNode(path)
-	if errors.Is(err, config.ErrNoConfig) && *boot != "" {
+	joining := false
+	switch {
+	case errors.Is(err, config.ErrNoConfig) && *boot != "" && *identity >= 0:
 		cfg, err = fetchConfig(ctx, *conf, *boot, *identity, path)
-	} else if errors.Is(err, config.ErrNoConfig) {
-		return fmt.Errorf("%w; generate one with `dscfg cluster`, or pass --bootstrapper and --identity to fetch it", err)
+	case errors.Is(err, config.ErrNoConfig) && *boot != "":
+		cfg, err = joinConfig(ctx, *conf, *boot, path, *listen, *zone, *weight, *store)
+		joining = true
+	case errors.Is(err, config.ErrNoConfig):
+		return fmt.Errorf("%w; generate one with `dscfg cluster`, pass --bootstrapper and --identity to fetch one, or --bootstrapper alone to join a running cluster", err)
 	}
 	if err != nil {
 		return err
+	}
+	if *repairRate < 0 {
+		return fmt.Errorf("--repair-rate %v is negative", *repairRate)
+	}
+	scrub := *scrubEvery
+	if scrub == 0 {
+		scrub = -1
 	}
 	dataDir := *data
 	if dataDir == "" {
 		dataDir = *conf
 	}
-	n, err := node.Start(ctx, node.Options{Dir: dataDir, Config: cfg})
+	n, err := node.Start(ctx, node.Options{
+		Dir: dataDir, Config: cfg,
+		HeartbeatInterval: *heartbeat, OutAfter: *outAfter,
+		RepairRate: *repairRate * 1e6, RepairInterval: *repairEvery, ScrubInterval: scrub,
+	})
 	if err != nil {
 		return err
+	}
+	if joining || (*boot != "" && *identity < 0) {
+		// Ask to join (again after a restart: a member's join is a no-op
+		// that refreshes its addresses).
+		jctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := node.Join(jctx, *boot, n)
+		cancel()
+		if err != nil {
+			n.Close()
+			return fmt.Errorf("join the cluster through %s: %w", *boot, err)
+		}
+		log.Infow("joined the cluster; the leader moves slots here once the copies are made", "peer", n.ID().String())
 	}
 	for _, a := range n.Addrs() {
 		log.Infof("listening on %s/p2p/%s", a, n.ID())
@@ -109,5 +147,37 @@ func fetchConfig(ctx context.Context, dir, boot string, identity int, path strin
 		return nil, err
 	}
 	log.Infow("fetched config from the bootstrapper", "identity", identity, "path", path)
+	return cfg, nil
+}
+
+// joinConfig makes the config of a node that joins a running cluster: a new
+// identity, the cluster description from the node at boot, and its flags.
+func joinConfig(ctx context.Context, dir, boot, path, listen, zone string, weight int, store string) (*config.Node, error) {
+	secret, err := config.FindSecret(dir)
+	if err != nil {
+		return nil, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := node.FetchCluster(fctx, boot, secret)
+	if err != nil {
+		return nil, fmt.Errorf("fetch the cluster description: %w", err)
+	}
+	_, key, err := config.NewPrivKey()
+	if err != nil {
+		return nil, err
+	}
+	cfg := &config.Node{
+		Version: config.FormatVersion, Identity: -1, PrivKey: key,
+		Listen: []string{listen}, Secret: secret, Store: store,
+		Zone: zone, Weight: weight, Cluster: *c,
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("join config: %w", err)
+	}
+	if err := config.Save(path, cfg); err != nil {
+		return nil, err
+	}
+	log.Infow("wrote the config of a new member", "path", path)
 	return cfg, nil
 }

@@ -1,0 +1,403 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/node/raftmap"
+	"github.com/filedrive-team/go-ds-cluster/repair"
+	"github.com/filedrive-team/go-ds-cluster/transport"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// clusterFile keeps the last cluster description the node applied, so a
+// restarted node serves with its latest map before raft catches it up.
+const clusterFile = "cluster.json"
+
+// startCluster opens raft and starts the loops that keep the cluster: the
+// leader's heartbeats and membership decisions, the repair passes, and the
+// scrubber.
+func (n *Node) startCluster(opts Options) error {
+	initial := membership.Init(&n.cfg.Cluster)
+	var boot []string
+	if len(n.cfg.Cluster.Members) == 0 {
+		// A config from dscfg: the initial voters bootstrap raft, all
+		// with the same list.
+		if v := membership.Voters(initial); slices.Contains(v, n.selfID) {
+			boot = v
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(n.dir, "raft"), 0o755); err != nil {
+		return fmt.Errorf("node: raft dir: %w", err)
+	}
+	r, err := raftmap.Open(raftmap.Config{
+		Host:      n.host,
+		Dir:       filepath.Join(n.dir, "raft"),
+		Bootstrap: boot,
+		AddrsOf:   n.addrsOf,
+		OnChange:  n.setCluster,
+		Timing:    opts.RaftTiming,
+		NoSync:    opts.NoSync,
+	})
+	if err != nil {
+		return fmt.Errorf("node: raft: %w", err)
+	}
+	n.raft = r
+	n.driver, err = repair.OpenDriver(repair.DriverConfig{
+		Peers:     peers{n},
+		StatePath: filepath.Join(n.dir, "repair.db"),
+		Rate:      opts.RepairRate,
+		NoSync:    opts.NoSync,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.bgWG.Add(2)
+	go n.controlLoop(opts.HeartbeatInterval, opts.OutAfter)
+	go n.repairLoop(opts.RepairInterval)
+	if opts.ScrubInterval > 0 {
+		n.bgWG.Add(1)
+		go n.scrubLoop(opts.ScrubInterval)
+	}
+	return nil
+}
+
+// loadCluster returns the cluster saved by a previous run, if it is newer
+// than the config's.
+func loadCluster(dir string, cfg *config.Cluster) *config.Cluster {
+	b, err := os.ReadFile(filepath.Join(dir, clusterFile))
+	if err != nil {
+		return nil
+	}
+	var c config.Cluster
+	if err := json.Unmarshal(b, &c); err != nil || c.Validate() != nil || c.ID != cfg.ID || c.Map.Epoch < cfg.Map.Epoch {
+		log.Warnw("ignoring the saved cluster description", "file", filepath.Join(dir, clusterFile))
+		return nil
+	}
+	return &c
+}
+
+// setCluster is raft's change callback: it installs the new cluster
+// description, teaches the peerstore the members' addresses and saves it.
+func (n *Node) setCluster(c *config.Cluster) {
+	if c == nil {
+		return
+	}
+	n.cluster.Store(c)
+	ps := n.host.Peerstore()
+	for _, m := range c.Members {
+		id, err := peer.Decode(m.ID)
+		if err != nil || id == n.host.ID() {
+			continue
+		}
+		if addrs, err := transport.DialAddrs(m.Addrs); err == nil {
+			ps.AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
+		}
+	}
+	b, err := json.Marshal(c)
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(n.dir, clusterFile), b)
+	}
+	if err != nil {
+		log.Warnw("save cluster description", "err", err)
+	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// addrsOf gives raft the addresses of a member.
+func (n *Node) addrsOf(id peer.ID) []ma.Multiaddr {
+	c := n.cluster.Load()
+	if m, ok := c.Member(id.String()); ok {
+		addrs, _ := transport.DialAddrs(m.Addrs)
+		return addrs
+	}
+	return nil
+}
+
+// controlLoop runs on every node and acts only on the raft leader: it
+// initialises the cluster, sends heartbeats, proposes the state changes
+// membership.Decide calls for, and keeps the raft voters in line.
+func (n *Node) controlLoop(every, outAfter time.Duration) {
+	defer n.bgWG.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		if !n.raft.IsLeader() {
+			continue
+		}
+		c := n.raft.Cluster()
+		if c == nil {
+			init := membership.Init(&n.cfg.Cluster)
+			if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: init}); err != nil {
+				log.Warnw("initialise the cluster under raft", "err", err)
+			}
+			continue
+		}
+		answered := n.heartbeat(c, every)
+		for _, cmd := range membership.Decide(c, answered, time.Now(), outAfter) {
+			if err := n.propose(cmd); err != nil {
+				log.Warnw("membership", "op", cmd.Op, "id", cmd.ID, "err", err)
+				break
+			}
+			log.Infow("membership", "op", cmd.Op, "id", cmd.ID, "state", cmd.State)
+		}
+		c = n.raft.Cluster()
+		voters := membership.Voters(c)
+		var others []string
+		for _, m := range c.Members {
+			if m.State != membership.Out && m.State != membership.Removed && !slices.Contains(voters, m.ID) {
+				others = append(others, m.ID)
+			}
+		}
+		if err := n.raft.SyncVoters(voters, others); err != nil {
+			log.Debugw("raft voters", "err", err)
+		}
+	}
+}
+
+// propose applies cmd through raft (the caller is the leader).
+func (n *Node) propose(cmd membership.Command) error {
+	ctx, cancel := context.WithTimeout(n.bgCtx, 10*time.Second)
+	defer cancel()
+	return n.raft.Propose(ctx, cmd)
+}
+
+// heartbeat pings every member that is not out or removed and returns who
+// answered within the interval. The leader answers for itself.
+func (n *Node) heartbeat(c *config.Cluster, timeout time.Duration) map[string]bool {
+	answered := map[string]bool{n.selfID: true}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(n.bgCtx, timeout)
+	defer cancel()
+	for _, m := range c.Members {
+		if m.ID == n.selfID || m.State == membership.Removed {
+			continue
+		}
+		id, err := peer.Decode(m.ID)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpPing})
+			if err == nil && resp.Status == wire.StatusOK {
+				mu.Lock()
+				answered[m.ID] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return answered
+}
+
+// repairLoop runs a repair pass every interval while this node leads, then
+// commits a rebalance target its owners hold and removes drained members.
+func (n *Node) repairLoop(every time.Duration) {
+	defer n.bgWG.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		if !n.raft.IsLeader() {
+			continue
+		}
+		if err := n.RepairPass(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
+			log.Warnw("repair pass", "err", err)
+		}
+	}
+}
+
+// RepairPass runs one repair pass now (the leader's loop calls it; tests
+// may too). It fails on a node that is not the raft leader.
+func (n *Node) RepairPass(ctx context.Context) error {
+	if !n.raft.IsLeader() {
+		return raftmap.ErrNotLeader
+	}
+	c := n.raft.Cluster()
+	if c == nil {
+		return errors.New("repair: the cluster is not initialised yet")
+	}
+	var nodes []string
+	for _, m := range c.Members {
+		switch m.State {
+		case membership.Up, membership.Joining, membership.Draining:
+			nodes = append(nodes, m.ID)
+		}
+	}
+	plan, err := n.driver.Pass(ctx, c.Map, c.Target, nodes)
+	if err != nil {
+		return err
+	}
+	if c.Target != nil && plan.TargetReady {
+		cmd := membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch}
+		if err := n.propose(cmd); err != nil {
+			return fmt.Errorf("commit rebalance to epoch %d: %w", c.Target.Epoch, err)
+		}
+		log.Infow("rebalance committed: the new owners hold every shard", "epoch", c.Target.Epoch)
+	}
+	for _, m := range c.Members {
+		_, inMap := c.Map.NodeIndex(m.ID)
+		if m.State != membership.Draining || inMap || c.Target != nil {
+			continue
+		}
+		if held, listed := plan.Held[m.ID]; listed && held == 0 {
+			if err := n.propose(membership.Command{Op: membership.OpRemove, ID: m.ID, At: time.Now().UnixNano()}); err != nil {
+				return fmt.Errorf("remove drained %s: %w", m.ID, err)
+			}
+			log.Infow("drained node removed: it holds nothing", "id", m.ID)
+		}
+	}
+	return nil
+}
+
+// member serves OpMember: a join or a drain, proposed by the leader (a
+// follower forwards it there).
+func (n *Node) member(ctx context.Context, body []byte) *wire.Response {
+	var cmd membership.Command
+	if err := json.Unmarshal(body, &cmd); err != nil {
+		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command does not parse: %v", err)}
+	}
+	switch cmd.Op {
+	case membership.OpJoin, membership.OpDrain:
+	default:
+		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join and drain are accepted", cmd.Op)}
+	}
+	cmd.At = time.Now().UnixNano()
+	if n.raft.IsLeader() {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := n.raft.Propose(pctx, cmd)
+		switch {
+		case err == nil:
+			return &wire.Response{Status: wire.StatusOK}
+		case errors.Is(err, membership.ErrRejected):
+			return &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
+		default:
+			return &wire.Response{Status: wire.StatusInternal, Message: err.Error()}
+		}
+	}
+	leader, ok := n.raft.Leader()
+	if !ok {
+		return &wire.Response{Status: wire.StatusInternal, Message: "no raft leader right now; retry"}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := n.client.Do(fctx, leader, &wire.Request{Op: wire.OpMember, Body: body})
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("forward to the raft leader %s: %v", leader, err)}
+	}
+	return &wire.Response{Status: resp.Status, Message: resp.Message}
+}
+
+// peers implements repair.Peers over the node's client.
+type peers struct{ n *Node }
+
+func (p peers) do(ctx context.Context, node string, req *wire.Request) (*wire.Response, error) {
+	id, err := peer.Decode(node)
+	if err != nil {
+		return nil, fmt.Errorf("peer id %q: %w", node, err)
+	}
+	var resp *wire.Response
+	if id == p.n.host.ID() {
+		// libp2p does not dial itself: serve the leader's own shards here.
+		// The response may alias the request body, which is not reused.
+		resp = p.n.serve(ctx, id, wire.AppendRequest(nil, req))
+	} else if resp, err = p.n.client.Do(ctx, id, req); err != nil {
+		return nil, err
+	}
+	if resp.Status != wire.StatusOK {
+		return resp, fmt.Errorf("%s from %s: %s: %s", req.Op, node, resp.Status, resp.Message)
+	}
+	return resp, nil
+}
+
+func (p peers) Inventory(ctx context.Context, node string) ([]repair.Holding, error) {
+	var out []repair.Holding
+	after := ""
+	for {
+		resp, err := p.do(ctx, node, &wire.Request{Op: wire.OpInventory, After: after})
+		if err != nil {
+			return nil, err
+		}
+		es, more, err := wire.DecodeInventoryPayload(resp.Payload)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			out = append(out, repair.Holding{
+				Node: node, Key: e.Key, Pos: int(e.Pos),
+				Policy:    coding.Policy{Kind: coding.Kind(e.Kind), DataShards: int(e.K), ParityShards: int(e.M)},
+				Version:   coding.Version{HLC: e.HLC, Writer: e.Writer},
+				Tombstone: e.Tombstone, ValueLen: e.ValueLen, ShardLen: e.ShardLen,
+			})
+		}
+		if !more || len(es) == 0 {
+			return out, nil
+		}
+		after = es[len(es)-1].Key
+	}
+}
+
+func (p peers) GetShard(ctx context.Context, node, key string) ([]byte, error) {
+	resp, err := p.do(ctx, node, &wire.Request{Op: wire.OpGet, Key: key})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Payload, nil
+}
+
+func (p peers) PutShard(ctx context.Context, node string, shard []byte) error {
+	// A "superseded" answer is a success too: the node holds a newer
+	// version, so there is nothing to repair.
+	_, err := p.do(ctx, node, &wire.Request{Op: wire.OpPut, Shard: shard})
+	return err
+}
+
+func (p peers) Drop(ctx context.Context, node, key string, pos int, v coding.Version, stale bool) error {
+	req := &wire.Request{Op: wire.OpDrop, Drop: []wire.ShardRef{{Key: key, Pos: uint8(pos), HLC: v.HLC, Writer: v.Writer, Stale: stale}}}
+	resp, err := p.do(ctx, node, req)
+	if err != nil {
+		return err
+	}
+	rs, err := wire.DecodeBatchPayload(resp.Payload)
+	if err != nil {
+		return err
+	}
+	if len(rs) != 1 || (rs[0].Status != wire.StatusOK && rs[0].Status != wire.StatusNotFound) {
+		return fmt.Errorf("drop %q on %s: %v", key, node, rs)
+	}
+	return nil
+}

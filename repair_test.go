@@ -1,0 +1,294 @@
+package dscluster_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+)
+
+// lifeOptions is a cluster whose life runs in seconds: heartbeats every
+// 100 ms, out after 1 s, a repair pass every 300 ms.
+func lifeOptions(nodes int) clustertest.Options {
+	return clustertest.Options{
+		Nodes: nodes, HeartbeatInterval: 100 * time.Millisecond, OutAfter: time.Second,
+		RepairInterval: 300 * time.Millisecond, FastRaft: true,
+	}
+}
+
+// waitFor polls cond every 100 ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s; last: %s", what, d, last)
+}
+
+// settled is true when the leader's last complete pass planned for the
+// current map, found no degraded key and left no backlog.
+func settled(c *clustertest.Cluster) (bool, string) {
+	l := c.Leader()
+	if l < 0 {
+		return false, "no leader"
+	}
+	cur := c.Current()
+	st := c.Node(l).RepairStats()
+	desc := fmt.Sprintf("leader %d epoch %d target %v; pass epoch %d keys %d degraded %d lost %d backlog %d",
+		l, cur.Map.Epoch, cur.Target != nil, st.Epoch, st.Keys, st.Degraded, st.Lost, st.Backlog)
+	return cur.Target == nil && st.Epoch == cur.Map.Epoch && st.Finished.After(st.Started) &&
+		st.Degraded == 0 && st.Backlog == 0 && st.Keys > 0, desc
+}
+
+func memberState(c *clustertest.Cluster, i int) string {
+	m, ok := c.Current().Member(c.Node(i).ID().String())
+	if !ok {
+		return "not a member"
+	}
+	return m.State
+}
+
+func putRandom(t *testing.T, d *dscluster.Datastore, seed uint64, n, maxSize int) ([]ds.Key, [][]byte) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 1))
+	keys := make([]ds.Key, n)
+	vals := make([][]byte, n)
+	for i := range keys {
+		keys[i] = ds.NewKey(fmt.Sprintf("/repair/%d/%04d", seed, i))
+		vals[i] = randBytes(r, logUniformSize(r, maxSize))
+	}
+	putAll(t, d, keys, vals, 8)
+	return keys, vals
+}
+
+func checkAll(t *testing.T, d *dscluster.Datastore, keys []ds.Key, vals [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	for i, k := range keys {
+		got, err := d.Get(ctx, k)
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		if !bytes.Equal(got, vals[i]) {
+			t.Fatalf("get %s: %d bytes differ from the %d put", k, len(got), len(vals[i]))
+		}
+	}
+}
+
+// TestRepairRestoresRedundancy: a node stops; after the grace period it is
+// out, the map moves its slots and repair rebuilds its shards, with no
+// manual step. Then two more nodes stop and every value still reads back:
+// with 4+2 that holds only if the third redundancy really came back.
+func TestRepairRestoresRedundancy(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(7))
+	d := c.Client(nil)
+	keys, vals := putRandom(t, d, 1, 150, 1<<20)
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+
+	victim := (c.Leader() + 1) % 7
+	id := c.Node(victim).ID().String()
+	epoch := c.Current().Map.Epoch
+	c.Stop(victim)
+	waitFor(t, 30*time.Second, "victim out and the map moved on", func() (bool, string) {
+		cur := c.Current()
+		m, _ := cur.Member(id)
+		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
+	})
+	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
+
+	stopped := 0
+	for i := 0; i < 7 && stopped < 2; i++ {
+		if i != victim && i != c.Leader() {
+			c.Stop(i)
+			stopped++
+		}
+	}
+	checkAll(t, freshFrontEnd(c), keys, vals)
+}
+
+// TestJoinRebalances: an 8th node joins a loaded 7-node cluster. A reader
+// runs through the whole rebalance and sees no error and no wrong byte;
+// afterwards the new node holds its share and the bytes moved are close to
+// the ideal 1/8.
+func TestJoinRebalances(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(7))
+	d := c.Client(nil)
+	// Values of 32-64 KiB: enough shards (2,400) that the bytes on the
+	// moved positions are within a few percent of 1/8 of all.
+	r := rand.New(rand.NewPCG(2, 2))
+	keys := make([]ds.Key, 400)
+	vals := make([][]byte, len(keys))
+	for i := range keys {
+		keys[i] = ds.NewKey(fmt.Sprintf("/join/%04d", i))
+		vals[i] = randBytes(r, 32<<10+r.IntN(32<<10))
+	}
+	putAll(t, d, keys, vals, 8)
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	var total int64 // shard bytes stored
+	for i := 0; i < c.Len(); i++ {
+		st, err := c.Node(i).Stat(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += int64(st.ShardBytes)
+	}
+	before := c.Node(c.Leader()).RepairStats().BytesMoved
+
+	stop := make(chan struct{})
+	readErr := make(chan error, 1)
+	reads := 0
+	go func() {
+		r := freshFrontEnd(c)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				readErr <- nil
+				return
+			default:
+			}
+			j := i % len(keys)
+			got, err := r.Get(context.Background(), keys[j])
+			if err != nil {
+				readErr <- fmt.Errorf("read %d (%s): %w", i, keys[j], err)
+				return
+			}
+			if !bytes.Equal(got, vals[j]) {
+				readErr <- fmt.Errorf("read %d (%s): wrong bytes", i, keys[j])
+				return
+			}
+			reads++
+		}
+	}()
+	epoch := c.Current().Map.Epoch
+	n8 := c.AddNode("")
+	waitFor(t, 60*time.Second, "the new node owns slots and repair settled", func() (bool, string) {
+		cur := c.Current()
+		_, in := cur.Map.NodeIndex(c.Node(n8).ID().String())
+		ok, desc := settled(c)
+		return in && cur.Map.Epoch > epoch && ok, desc
+	})
+	close(stop)
+	if err := <-readErr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d reads during the rebalance", reads)
+	if s := memberState(c, n8); s != membership.Up {
+		t.Fatalf("new node is %s, want up", s)
+	}
+	moved := c.Node(c.Leader()).RepairStats().BytesMoved - before
+	ideal := total / 8
+	t.Logf("moved %d bytes, ideal %d (%.2fx)", moved, ideal, float64(moved)/float64(ideal))
+	if moved > ideal*12/10 {
+		t.Fatalf("moved %d bytes, more than 1.2x the ideal %d", moved, ideal)
+	}
+	checkAll(t, freshFrontEnd(c), keys, vals)
+}
+
+// TestDrainMovesDataFirst: a drained node's data lands on the others
+// before it is removed; at the end it holds nothing, no key is degraded,
+// and with it stopped the cluster still loses two more nodes safely.
+func TestDrainMovesDataFirst(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(7))
+	d := c.Client(nil)
+	keys, vals := putRandom(t, d, 3, 100, 512<<10)
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+
+	victim := (c.Leader() + 2) % 7
+	id := c.Node(victim).ID().String()
+	if err := d.Member(context.Background(), membership.Command{Op: membership.OpDrain, ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "drained node removed", func() (bool, string) {
+		s := memberState(c, victim)
+		return s == membership.Removed, "state " + s
+	})
+	// Six nodes are left for six positions per slot: one more drain would
+	// leave too few, and is refused.
+	err := d.Member(context.Background(), membership.Command{Op: membership.OpDrain, ID: c.Node(c.Leader()).ID().String()})
+	if err == nil || !strings.Contains(err.Error(), "fewer than") {
+		t.Fatalf("drain of a 7th node of 7 for width 6: %v, want a refusal", err)
+	}
+	st, err := c.Node(victim).Stat(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Keys != 0 {
+		t.Fatalf("removed node still holds %d shards", st.Keys)
+	}
+	waitFor(t, 30*time.Second, "0 degraded keys", func() (bool, string) { return settled(c) })
+	c.Stop(victim)
+	stopped := 0
+	for i := 0; i < 7 && stopped < 2; i++ {
+		if i != victim && i != c.Leader() {
+			c.Stop(i)
+			stopped++
+		}
+	}
+	checkAll(t, freshFrontEnd(c), keys, vals)
+
+}
+
+// TestScrubRebuildsCorruptShard: a shard file rots on disk. Get never
+// returns its bytes, and within one scrub interval the scrubber has found
+// it and repair has rebuilt it, byte for byte.
+func TestScrubRebuildsCorruptShard(t *testing.T) {
+	const interval = 2 * time.Second
+	opts := lifeOptions(6)
+	opts.ScrubInterval = interval
+	c := clustertest.Start(t, opts)
+	d := c.Client(nil)
+	ctx := context.Background()
+	key := ds.NewKey("/scrub/victim")
+	val := randBytes(rand.New(rand.NewPCG(9, 9)), 300<<10)
+	if err := d.Put(ctx, key, val); err != nil {
+		t.Fatal(err)
+	}
+	owner := c.Owners(key.String())[1]
+	path := shardFile(t, c, owner, key)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip(t, path, int64(len(orig)/2))
+	got, err := d.Get(ctx, key)
+	if err != nil || !bytes.Equal(got, val) {
+		t.Fatalf("get with a corrupt shard: %v (equal %v)", err, bytes.Equal(got, val))
+	}
+	start := time.Now()
+	waitFor(t, interval+3*time.Second, "the corrupt shard rebuilt", func() (bool, string) {
+		p, err := c.ShardFile(owner, key.String())
+		if err != nil {
+			return false, err.Error()
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false, err.Error()
+		}
+		return bytes.Equal(b, orig), "shard file still differs"
+	})
+	t.Logf("rebuilt %s after the corruption", time.Since(start).Round(time.Millisecond))
+	st, err := c.Node(owner).Stat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Scrub.Total != 1 {
+		t.Fatalf("scrub found %d bad shards on node %d, want 1", st.Scrub.Total, owner)
+	}
+}
