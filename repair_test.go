@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -291,4 +292,45 @@ func TestScrubRebuildsCorruptShard(t *testing.T) {
 	if st.Scrub.Total != 1 {
 		t.Fatalf("scrub found %d bad shards on node %d, want 1", st.Scrub.Total, owner)
 	}
+}
+
+// TestMissedWriteRepaired: a node is stopped while values are written (the
+// quorum is met without it) and comes back before its grace period ends.
+// Repair gives it the shards it missed, with no manual step.
+func TestMissedWriteRepaired(t *testing.T) {
+	opts := lifeOptions(6)
+	opts.OutAfter = time.Minute // it must come back as up, not be replaced
+	c := clustertest.Start(t, opts)
+	d := c.Client(nil)
+	victim := (c.Leader() + 1) % 6
+	c.Stop(victim)
+	keys, vals := putRandom(t, d, 4, 60, 256<<10)
+	c.Restart(victim)
+	waitFor(t, 30*time.Second, "0 degraded keys", func() (bool, string) { return settled(c) })
+	st, err := c.Node(victim).Stat(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i, k := range keys {
+		width := 6
+		if len(vals[i]) < smallThreshold {
+			width = 3 // replicated m+1 times on the first positions
+		}
+		if slices.Contains(c.Owners(k.String())[:width], victim) {
+			want++
+		}
+	}
+	if want == 0 || st.Keys != want {
+		t.Fatalf("node %d holds %d shards after repair, want %d", victim, st.Keys, want)
+	}
+	// With the victim's shards back, any two other nodes may go.
+	stopped := 0
+	for i := 0; i < 6 && stopped < 2; i++ {
+		if i != victim {
+			c.Stop(i)
+			stopped++
+		}
+	}
+	checkAll(t, freshFrontEnd(c), keys, vals)
 }

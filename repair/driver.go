@@ -107,9 +107,9 @@ var (
 	keyTotals     = []byte("totals")
 )
 
-// burst is the most bytes the rate limiter lets through at once: a shard
-// larger than it waits for a full bucket.
-const burst = 16 << 20
+// burst is the most bytes the rate limiter lets through at once; a larger
+// shard waits for several buckets.
+const burst = 1 << 20
 
 // OpenDriver opens (or creates) the driver's state file.
 func OpenDriver(cfg DriverConfig) (*Driver, error) {
@@ -316,9 +316,8 @@ func (d *Driver) finish(seq uint64, a Action, err error) {
 
 // do carries out one action.
 func (d *Driver) do(ctx context.Context, a Action) error {
-	if d.limiter != nil && a.Bytes > 0 {
-		n := int(min(a.Bytes, burst))
-		if err := d.limiter.WaitN(ctx, n); err != nil {
+	for left := a.Bytes; d.limiter != nil && left > 0; left -= burst {
+		if err := d.limiter.WaitN(ctx, int(min(left, burst))); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/placement"
@@ -107,7 +108,7 @@ func testCluster(t *testing.T, n int) (*placement.Map, []string, *memPeers, map[
 	vals := map[string][]byte{}
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("/k/%d", i)
-		val := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1000+i*37)
+		val := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1000+i*1500)
 		vals[key] = val
 		shards, err := coding.Encode(key, val, coding.Erasure(4, 2), coding.Version{HLC: uint64(i + 1), Writer: 1})
 		if err != nil {
@@ -226,5 +227,31 @@ func TestDriverResumesBacklog(t *testing.T) {
 	}
 	if st := d.Stats(); st.Backlog != 0 || st.Done != int64(lost) {
 		t.Fatalf("stats after resume: %+v", st)
+	}
+}
+
+// TestDriverRateLimit: with --repair-rate set, a pass cannot move its bytes
+// faster than the rate allows (beyond one burst). A lower bound on time
+// cannot fail on a slow machine, only if the limit is not applied.
+func TestDriverRateLimit(t *testing.T) {
+	m, ids, p, _ := testCluster(t, 60)
+	p.nodes["n5"] = map[string][]byte{}
+	const rate = 512 << 10 // bytes per second
+	d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	start := time.Now()
+	if _, err := d.Pass(context.Background(), m, nil, ids); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	moved := d.Stats().BytesMoved
+	if moved < burst+rate {
+		t.Fatalf("moved only %d bytes: the test needs more than a burst and a second's worth", moved)
+	}
+	if least := time.Duration(float64(moved-burst) / rate * float64(time.Second)); took < least {
+		t.Fatalf("moved %d bytes in %s at a limit of %d B/s: want at least %s", moved, took, rate, least)
 	}
 }
