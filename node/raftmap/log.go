@@ -77,6 +77,9 @@ func (l *hcLogger) Log(level hclog.Level, msg string, args ...any) {
 // emit is called by exactly one method of hcLogger, which WithSkip accounts
 // for.
 func (l *hcLogger) emit(level hclog.Level, msg string, args []any) {
+	if level >= hclog.Error && peerUnreachable(msg) {
+		level = hclog.Debug
+	}
 	if !l.enabled(level) {
 		return
 	}
@@ -91,6 +94,18 @@ func (l *hcLogger) emit(level hclog.Level, msg string, args []any) {
 	default:
 		l.z.Errorw(msg, kv...)
 	}
+}
+
+// peerUnreachable matches the errors raft logs on every retry while a
+// follower is down. The node's heartbeats report the member down (and out)
+// once; a line per retry for the whole grace period says nothing more.
+func peerUnreachable(msg string) bool {
+	for _, p := range []string{"failed to heartbeat to", "failed to appendEntries to", "failed to pipeline appendEntries", "failed to contact"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *hcLogger) Trace(msg string, args ...any) { l.emit(hclog.Trace, msg, args) }
