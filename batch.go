@@ -258,6 +258,13 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 	if err != nil {
 		return nil, err
 	}
+	if resp.Status == wire.StatusStaleEpoch {
+		// These shards fail here (the rest of the quorum may carry the
+		// keys); the next requests use the new map.
+		if err := d.refresh(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if resp.Status != wire.StatusOK {
 		return nil, fmt.Errorf("%s: %s", resp.Status, resp.Message)
 	}

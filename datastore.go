@@ -237,7 +237,14 @@ func (d *Datastore) fetchCluster(ctx context.Context, p peer.ID) (*config.Cluste
 }
 
 // refresh fetches the cluster map from any node and adopts it if newer.
-func (d *Datastore) refresh(ctx context.Context) error {
+func (d *Datastore) refresh(ctx context.Context) error { return d.fetchAndSet(ctx, false) }
+
+// refreshAny fetches the cluster description from any node and adopts it
+// unless its map is older: members' states and a rebalance target change
+// without a new map epoch.
+func (d *Datastore) refreshAny(ctx context.Context) error { return d.fetchAndSet(ctx, true) }
+
+func (d *Datastore) fetchAndSet(ctx context.Context, sameEpoch bool) error {
 	d.refreshMu.Lock()
 	defer d.refreshMu.Unlock()
 	v := d.view.Load()
@@ -248,10 +255,13 @@ func (d *Datastore) refresh(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		if c.Map.Epoch <= d.view.Load().c.Map.Epoch {
+		cur := d.view.Load().c.Map.Epoch
+		if c.Map.Epoch < cur || (c.Map.Epoch == cur && !sameEpoch) {
 			return nil
 		}
-		log.Infow("cluster map refreshed", "epoch", c.Map.Epoch)
+		if c.Map.Epoch > cur {
+			log.Infow("cluster map refreshed", "epoch", c.Map.Epoch)
+		}
 		return d.setCluster(c)
 	}
 	return fmt.Errorf("refresh cluster map: %w", errors.Join(errs...))

@@ -22,8 +22,18 @@ const DefaultTombstoneGrace = 10 * time.Minute
 // key holds and that are older than the tombstone grace. A tombstone that
 // some node lacks is kept: it still has to hide that node's old shard.
 // Nodes that do not answer keep theirs; the next run retries.
+//
+// While a rebalance is under way nothing is purged: the new owners of a slot
+// may hold an older copy that only the tombstone hides.
 func (d *Datastore) CollectGarbage(ctx context.Context) error {
+	if err := d.refreshAny(ctx); err != nil {
+		return fmt.Errorf("collect garbage: %w", err)
+	}
 	v := d.view.Load()
+	if v.c.Target != nil {
+		log.Infow("collect garbage: a rebalance is under way; tombstones are kept until it is committed", "target_epoch", v.c.Target.Epoch)
+		return nil
+	}
 	m, err := d.openMerger(ctx, v, "")
 	if err != nil {
 		return fmt.Errorf("collect garbage: %w", err)

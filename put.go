@@ -138,12 +138,20 @@ func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Sha
 			}
 			return held, nil
 		case resp.Status == wire.StatusStaleEpoch && attempt == 0:
-			// The node has a newer map: adopt it and send again (the shard
-			// does not depend on the epoch).
+			// The node has a newer map: adopt it and send the shard (which
+			// does not depend on the epoch) to the owner of its position
+			// in that map, which may be another node.
 			if err := d.refresh(ctx); err != nil {
 				return held, err
 			}
 			v = d.view.Load()
+			owners := v.owners(sh.Header.Key)
+			if int(sh.Header.Index) >= len(owners) {
+				return held, fmt.Errorf("shard %d: the new map has %d positions per slot", sh.Header.Index, len(owners))
+			}
+			if n = int(owners[sh.Header.Index]); v.down[n] {
+				return held, errDown
+			}
 			continue
 		}
 		return held, fmt.Errorf("%s: %s", resp.Status, resp.Message)

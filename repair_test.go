@@ -3,6 +3,7 @@ package dscluster_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -177,6 +178,32 @@ func TestJoinRebalances(t *testing.T) {
 			reads++
 		}
 	}()
+	// A writer runs through the rebalance too: new keys land on the map
+	// owners and are forwarded to the target owners, so the target still
+	// converges and commits.
+	var written []ds.Key
+	var writtenVals [][]byte
+	writeErr := make(chan error, 1)
+	go func() {
+		w := freshFrontEnd(c)
+		wr := rand.New(rand.NewPCG(8, 8))
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				writeErr <- nil
+				return
+			default:
+			}
+			k := ds.NewKey(fmt.Sprintf("/during-join/%04d", i))
+			v := randBytes(wr, 32<<10)
+			if err := w.Put(context.Background(), k, v); err != nil {
+				writeErr <- fmt.Errorf("write %s during the rebalance: %w", k, err)
+				return
+			}
+			written, writtenVals = append(written, k), append(writtenVals, v)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 	epoch := c.Current().Map.Epoch
 	n8 := c.AddNode("")
 	waitFor(t, 60*time.Second, "the new node owns slots and repair settled", func() (bool, string) {
@@ -189,7 +216,10 @@ func TestJoinRebalances(t *testing.T) {
 	if err := <-readErr; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d reads during the rebalance", reads)
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d reads and %d writes during the rebalance", reads, len(written))
 	if s := memberState(c, n8); s != membership.Up {
 		t.Fatalf("new node is %s, want up", s)
 	}
@@ -200,6 +230,7 @@ func TestJoinRebalances(t *testing.T) {
 		t.Fatalf("moved %d bytes, more than 1.2x the ideal %d", moved, ideal)
 	}
 	checkAll(t, freshFrontEnd(c), keys, vals)
+	checkAll(t, freshFrontEnd(c), written, writtenVals)
 }
 
 // TestDrainMovesDataFirst: a drained node's data lands on the others
@@ -234,6 +265,17 @@ func TestDrainMovesDataFirst(t *testing.T) {
 		t.Fatalf("removed node still holds %d shards", st.Keys)
 	}
 	waitFor(t, 30*time.Second, "0 degraded keys", func() (bool, string) { return settled(c) })
+	// The front end opened before the drain still writes and reads: its
+	// map is stale, nodes say so, and it moves to the new one.
+	for i := 0; i < 20; i++ {
+		k := ds.NewKey(fmt.Sprintf("/after-drain/%d", i))
+		v := randBytes(rand.New(rand.NewPCG(uint64(i), 5)), 20<<10+i*1000)
+		if err := d.Put(context.Background(), k, v); err != nil {
+			t.Fatalf("put %s with the front end opened before the drain: %v", k, err)
+		}
+		keys, vals = append(keys, k), append(vals, v)
+	}
+	checkAll(t, d, keys, vals)
 	c.Stop(victim)
 	stopped := 0
 	for i := 0; i < 7 && stopped < 2; i++ {
@@ -333,4 +375,64 @@ func TestMissedWriteRepaired(t *testing.T) {
 		}
 	}
 	checkAll(t, freshFrontEnd(c), keys, vals)
+}
+
+// TestGCWaitsForRebalance: while a rebalance is under way, the new owner of
+// a slot may hold an old copy that only a tombstone hides, so garbage
+// collection keeps every tombstone until the map is committed; then it
+// purges them.
+func TestGCWaitsForRebalance(t *testing.T) {
+	opts := lifeOptions(7)
+	opts.RepairRate = 256 << 10 // bytes/s: the copy to the new node takes seconds
+	c := clustertest.Start(t, opts)
+	d := c.Client(&dscluster.Options{TombstoneGrace: -1})
+	ctx := context.Background()
+	keys, _ := putRandom(t, d, 6, 60, 128<<10)
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	n8 := c.AddNode("")
+	waitFor(t, 10*time.Second, "a rebalance target", func() (bool, string) {
+		return c.Current().Target != nil, "no target yet"
+	})
+	for _, k := range keys[:10] {
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tombstones := func() int {
+		n := 0
+		for i := 0; i < c.Len(); i++ {
+			st, err := c.Node(i).Stat(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += st.Tombstones
+		}
+		return n
+	}
+	before := tombstones()
+	if err := d.CollectGarbage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Current().Target == nil {
+		t.Skip("the rebalance finished before garbage collection ran; nothing to show")
+	}
+	if got := tombstones(); got < before || before == 0 {
+		t.Fatalf("during the rebalance: %d tombstones after garbage collection, %d before; want none purged", got, before)
+	}
+	waitFor(t, 60*time.Second, "the rebalance committed and settled", func() (bool, string) {
+		_, in := c.Current().Map.NodeIndex(c.Node(n8).ID().String())
+		ok, desc := settled(c)
+		return in && ok, desc
+	})
+	if err := d.CollectGarbage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := tombstones(); got != 0 {
+		t.Fatalf("after the rebalance: %d tombstones left after garbage collection, want 0", got)
+	}
+	for _, k := range keys[:10] {
+		if _, err := d.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+			t.Fatalf("get deleted %s: %v, want ErrNotFound", k, err)
+		}
+	}
 }

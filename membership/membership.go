@@ -6,6 +6,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 )
@@ -83,14 +86,28 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 	d := c.Clone()
 	switch cmd.Op {
 	case OpJoin:
-		if cmd.Member == nil || cmd.Member.ID == "" {
+		if cmd.Member == nil {
 			return reject("no member")
 		}
 		nm := *cmd.Member
+		_, known := d.Member(nm.ID)
+		if err := checkJoin(&nm.Node, known); err != nil {
+			return reject("member %q: %v", nm.ID, err)
+		}
+		nm.Addrs = slices.Clone(nm.Addrs)
 		nm.State, nm.Since, nm.Leaving = Joining, cmd.At, false
 		if m, ok := d.Member(nm.ID); ok {
 			switch m.State {
-			case Out, Removed:
+			case Out:
+				// A member that went out while draining comes back
+				// draining: its data is misplaced by now and gets dropped,
+				// then it is removed. The drain is never cancelled.
+				leaving := m.Leaving
+				*m = nm
+				if leaving {
+					m.State, m.Leaving = Draining, true
+				}
+			case Removed:
 				*m = nm
 			default:
 				// Already a member: a restarted node may have new addresses.
@@ -175,6 +192,36 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		return d, nil
 	}
 	return reject("unknown op")
+}
+
+// checkJoin checks the node of a join command, so that a bad join cannot
+// poison the cluster: a weight out of range would make every later
+// Assign fail (no rebalance ever again), a peer ID that does not parse
+// would make every raft configuration change fail, and an address that
+// does not parse would leave the member unreachable. The peer ID of a
+// known member (known) is not checked again: it was accepted by the init
+// command or by an earlier join, and the join only refreshes it.
+func checkJoin(n *placement.Node, known bool) error {
+	if n.ID == "" {
+		return errors.New("id is empty")
+	}
+	if !known {
+		if _, err := peer.Decode(n.ID); err != nil {
+			return fmt.Errorf("id is not a libp2p peer id: %v", err)
+		}
+	}
+	if n.Weight < 0 || n.Weight > placement.MaxWeight {
+		return fmt.Errorf("weight %d is outside 0..%d", n.Weight, placement.MaxWeight)
+	}
+	if len(n.Addrs) == 0 {
+		return errors.New("addrs is empty: a member needs an address to be reached at")
+	}
+	for _, a := range n.Addrs {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("addrs: %q is not a multiaddr: %v", a, err)
+		}
+	}
+	return nil
 }
 
 // allowed lists the heartbeat-driven transitions.
@@ -299,9 +346,16 @@ func sameTable(a, b *placement.Map) bool {
 // cluster, which members answered their last heartbeat, the time and the
 // grace period after which a down member is out. It returns nothing when
 // all is as it should be, so a leader can call it on every tick.
-func Decide(c *config.Cluster, answered map[string]bool, now time.Time, outAfter time.Duration) []Command {
+//
+// Heartbeat-driven changes (state changes, rejoins of out members) come
+// first; only when there are none does Decide consult Desired for a
+// rebalance. The error is Desired's: the members call for a map that
+// cannot be computed (too few eligible members for the width, say). It
+// changes nothing but should be logged, since no rebalance happens until
+// the members change. Commands returned with it are still to be proposed.
+func Decide(c *config.Cluster, answered map[string]bool, now time.Time, outAfter time.Duration) ([]Command, error) {
 	if c == nil {
-		return nil
+		return nil, nil
 	}
 	at := now.UnixNano()
 	var cmds []Command
@@ -320,44 +374,111 @@ func Decide(c *config.Cluster, answered map[string]bool, now time.Time, outAfter
 			cmds = append(cmds, Command{Op: OpState, ID: m.ID, State: Out, At: at})
 		case ok && m.State == Out:
 			mm := m
+			mm.Addrs = slices.Clone(m.Addrs)
 			cmds = append(cmds, Command{Op: OpJoin, Member: &mm, At: at})
 		}
 	}
 	if len(cmds) > 0 {
 		// Rebalance on the next tick, from the states these set.
-		return cmds
+		return cmds, nil
 	}
 	want, direct, err := Desired(c)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	switch {
 	case want == nil && c.Target != nil:
-		return []Command{{Op: OpRebalance}} // the target is moot now
+		return []Command{{Op: OpRebalance}}, nil // the target is moot now
 	case want == nil:
-		return nil
+		return nil, nil
 	case !direct && c.Target != nil && sameTable(want, c.Target):
-		return nil // under way
+		return nil, nil // under way
 	}
-	return []Command{{Op: OpRebalance}}
+	return []Command{{Op: OpRebalance}}, nil
 }
 
-// Voters returns the members that should be raft voters: the first 3 (5
-// when there are 7 or more) members, in join order, that are not out or
-// removed.
-func Voters(c *config.Cluster) []string {
-	var live []string
-	for _, m := range c.Members {
-		if m.State != Out && m.State != Removed {
-			live = append(live, m.ID)
+// Voter counts: VotersLarge voters once LargeCluster members are neither
+// out nor removed, VotersSmall before.
+const (
+	VotersSmall  = 3
+	VotersLarge  = 5
+	LargeCluster = 7
+)
+
+// Voters returns the members that should be the raft voters, given the
+// current voters (nil when there are none yet, as at bootstrap). The
+// target count is VotersSmall, or VotersLarge when at least LargeCluster
+// members are neither out nor removed. The result is in member order and:
+//
+//   - keeps every current voter that is still a member and is not out,
+//     removed or leaving (draining). A down voter stays a voter until it is
+//     out, so a restart costs no configuration change;
+//   - never adds a member that is not up, or that is leaving: a voter that
+//     cannot answer raises the quorum without adding to it (with voters
+//     A, B, C and a down D, C going out must not make D a voter: 4 voters
+//     with 2 dead have no quorum, and raft would never elect a leader);
+//   - when more current voters are kept than the target (the cluster
+//     shrank below LargeCluster), drops the extra ones, keeping up members
+//     first, then the others, each in member order;
+//   - fills up to the target with up, non-leaving members in member order.
+//
+// A leaving member is never a voter; when the raft leader itself is one,
+// it should hand over leadership (raftmap's TransferLeadership) so that
+// the next leader demotes it.
+func Voters(c *config.Cluster, current []string) []string {
+	if c == nil {
+		return nil
+	}
+	live := 0
+	for i := range c.Members {
+		if s := c.Members[i].State; s != Out && s != Removed {
+			live++
 		}
 	}
-	n := 3
-	if len(live) >= 7 {
-		n = 5
+	n := VotersSmall
+	if live >= LargeCluster {
+		n = VotersLarge
 	}
-	if n > len(live) {
-		n = len(live)
+	isCurrent := make(map[string]bool, len(current))
+	for _, id := range current {
+		isCurrent[id] = true
 	}
-	return slices.Clone(live[:n])
+	// Member indexes of the current voters that stay, up ones first.
+	var up, other []int
+	for i := range c.Members {
+		m := &c.Members[i]
+		if !isCurrent[m.ID] || m.Leaving {
+			continue
+		}
+		switch m.State {
+		case Out, Removed, Draining:
+		case Up:
+			up = append(up, i)
+		default:
+			other = append(other, i)
+		}
+	}
+	keep := append(up, other...)
+	if len(keep) > n {
+		keep = keep[:n]
+	}
+	chosen := make(map[int]bool, n)
+	for _, i := range keep {
+		chosen[i] = true
+	}
+	for i := range c.Members {
+		if len(chosen) >= n {
+			break
+		}
+		if m := &c.Members[i]; !chosen[i] && m.State == Up && !m.Leaving {
+			chosen[i] = true
+		}
+	}
+	var out []string
+	for i := range c.Members {
+		if chosen[i] {
+			out = append(out, c.Members[i].ID)
+		}
+	}
+	return out
 }

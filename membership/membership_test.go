@@ -2,14 +2,19 @@ package membership_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -29,8 +34,8 @@ const (
 
 var t0 = time.Unix(1_700_000_000, 0)
 
-// testNodes returns n nodes n0..n(n-1), each with one address, and zones
-// round robin over zones when any are given.
+// testNodes returns n nodes (IDs nodeID(0)..nodeID(n-1)), each with one
+// address, and zones round robin over zones when any are given.
 func testNodes(n int, zones ...string) []placement.Node {
 	var nodes []placement.Node
 	for i := range n {
@@ -39,8 +44,33 @@ func testNodes(n int, zones ...string) []placement.Node {
 	return nodes
 }
 
+// nodeID is the ID of test node i: n0..n6 for the members of the initial
+// clusters (init accepts any ID, and short names keep the stories
+// readable), and a real libp2p peer ID, the same on every call, from n7 on:
+// a node that joins later has its peer ID checked.
+func nodeID(i int) string {
+	if i < 7 {
+		return fmt.Sprintf("n%d", i)
+	}
+	return peerID(fmt.Sprintf("node %d", i))
+}
+
+// peerID returns the peer ID of an Ed25519 key derived from seed.
+func peerID(seed string) string {
+	sum := sha256.Sum256([]byte(seed))
+	key, _, err := crypto.GenerateEd25519Key(bytes.NewReader(sum[:]))
+	if err != nil {
+		panic(err)
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return id.String()
+}
+
 func testNode(i int, zones ...string) placement.Node {
-	nd := placement.Node{ID: fmt.Sprintf("n%d", i), Addrs: []string{fmt.Sprintf("/ip4/10.0.0.%d/tcp/6735", i)}}
+	nd := placement.Node{ID: nodeID(i), Addrs: []string{fmt.Sprintf("/ip4/10.0.0.%d/tcp/6735", i)}}
 	if len(zones) > 0 {
 		nd.Zone = zones[i%len(zones)]
 	}
@@ -99,6 +129,16 @@ func apply(t *testing.T, c *config.Cluster, cmd membership.Command) (*config.Clu
 		}
 	}
 	return d, err
+}
+
+// decide runs membership.Decide and fails the test on an error.
+func decide(t *testing.T, c *config.Cluster, answered map[string]bool, now time.Time, outAfter time.Duration) []membership.Command {
+	t.Helper()
+	cmds, err := membership.Decide(c, answered, now, outAfter)
+	if err != nil {
+		t.Fatalf("Decide: %v", err)
+	}
+	return cmds
 }
 
 // must applies a command that has to be accepted.
@@ -239,7 +279,7 @@ func settle(t *testing.T, c *config.Cluster, now time.Time, rounds int, silent .
 	t.Helper()
 	var epochs []uint64
 	for range rounds {
-		c = mustAll(t, c, membership.Decide(c, answering(c, silent...), now, outAfter))
+		c = mustAll(t, c, decide(t, c, answering(c, silent...), now, outAfter))
 		if c.Target != nil {
 			c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch})
 		}
@@ -374,12 +414,12 @@ func TestHeartbeatStory(t *testing.T) {
 	epoch0 := c.Map.Epoch
 	now := t0
 
-	wantNoCommands(t, membership.Decide(c, answering(c), now, outAfter), "everyone answers")
+	wantNoCommands(t, decide(t, c, answering(c), now, outAfter), "everyone answers")
 
 	// n3 stops answering: down, and nothing else yet (the rebalance, if
 	// any, waits for the next tick).
 	now = now.Add(time.Second)
-	down := wantOne(t, membership.Decide(c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down)
+	down := wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down)
 	if down.At != now.UnixNano() {
 		t.Fatalf("down command At = %d, want now (%d)", down.At, now.UnixNano())
 	}
@@ -393,19 +433,19 @@ func TestHeartbeatStory(t *testing.T) {
 	// Down keeps its slots: a restart costs no repair. Nothing to do
 	// until the grace period is over, up to the last nanosecond.
 	for _, dt := range []time.Duration{time.Second, outAfter / 2, outAfter - time.Nanosecond} {
-		wantNoCommands(t, membership.Decide(c, answering(c, "n3"), downAt.Add(dt), outAfter),
+		wantNoCommands(t, decide(t, c, answering(c, "n3"), downAt.Add(dt), outAfter),
 			fmt.Sprintf("n3 down for %v of %v", dt, outAfter))
 	}
 
 	// Grace over: out.
 	now = downAt.Add(outAfter)
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
 	wantState(t, c, "n3", membership.Out)
 
 	// Next tick: rebalance, which replaces the map at once (n3's shards
 	// are lost; only repair can bring them back).
 	now = now.Add(time.Second)
-	reb := wantOne(t, membership.Decide(c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", "")
+	reb := wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", "")
 	c = must(t, c, reb)
 	if c.Target != nil {
 		t.Fatalf("rebalance after an out node set a target (epoch %d), want the map replaced directly", c.Target.Epoch)
@@ -427,7 +467,7 @@ func TestHeartbeatStory(t *testing.T) {
 	// No churn: the leader keeps ticking and nothing changes.
 	for i := range 5 {
 		now = now.Add(time.Second)
-		cmds := membership.Decide(c, answering(c, "n3"), now, outAfter)
+		cmds := decide(t, c, answering(c, "n3"), now, outAfter)
 		wantNoCommands(t, cmds, fmt.Sprintf("tick %d after the rebalance", i))
 		c = mustAll(t, c, cmds)
 		if c.Map.Epoch != epoch0+1 || c.Target != nil {
@@ -437,7 +477,7 @@ func TestHeartbeatStory(t *testing.T) {
 
 	// n3 answers again: it rejoins as joining (its disk may be stale).
 	now = now.Add(time.Second)
-	join := wantOne(t, membership.Decide(c, answering(c), now, outAfter), membership.OpJoin, "", "")
+	join := wantOne(t, decide(t, c, answering(c), now, outAfter), membership.OpJoin, "", "")
 	if join.Member == nil || join.Member.ID != "n3" {
 		t.Fatalf("Decide = %s, want a join of n3", describe(join))
 	}
@@ -447,7 +487,7 @@ func TestHeartbeatStory(t *testing.T) {
 	// Next tick: rebalance, through a target this time; the map stays.
 	now = now.Add(time.Second)
 	mapBefore := c.Map.Clone()
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), now, outAfter), membership.OpRebalance, "", ""))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), now, outAfter), membership.OpRebalance, "", ""))
 	if c.Target == nil {
 		t.Fatal("rebalance for a joining node set no target")
 	}
@@ -461,7 +501,7 @@ func TestHeartbeatStory(t *testing.T) {
 	wantState(t, c, "n3", membership.Joining)
 
 	// While the copy is under way, Decide waits.
-	wantNoCommands(t, membership.Decide(c, answering(c), now.Add(time.Second), outAfter), "target under way")
+	wantNoCommands(t, decide(t, c, answering(c), now.Add(time.Second), outAfter), "target under way")
 
 	// A commit of any other epoch is refused.
 	for _, e := range []uint64{0, c.Map.Epoch, c.Target.Epoch + 1} {
@@ -493,9 +533,9 @@ func TestDownMemberAnswersBeforeGraceGoesBackUp(t *testing.T) {
 	c := newCluster(t, testNodes(7))
 	mapBefore := c.Map.Clone()
 
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n5"), t0, outAfter), membership.OpState, "n5", membership.Down))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n5"), t0, outAfter), membership.OpState, "n5", membership.Down))
 	back := t0.Add(outAfter - time.Second)
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), back, outAfter), membership.OpState, "n5", membership.Up))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), back, outAfter), membership.OpState, "n5", membership.Up))
 	wantState(t, c, "n5", membership.Up)
 	if m, _ := c.Member("n5"); m.Since != back.UnixNano() {
 		t.Fatalf("n5 Since = %d, want %d", m.Since, back.UnixNano())
@@ -503,27 +543,27 @@ func TestDownMemberAnswersBeforeGraceGoesBackUp(t *testing.T) {
 	if !sameMap(t, c.Map, mapBefore) || c.Target != nil {
 		t.Fatal("a down member coming back changed the map or set a target")
 	}
-	wantNoCommands(t, membership.Decide(c, answering(c), back.Add(outAfter), outAfter), "n5 back up")
+	wantNoCommands(t, decide(t, c, answering(c), back.Add(outAfter), outAfter), "n5 back up")
 }
 
 func TestDownJoiningMemberAnswersGoesBackToJoining(t *testing.T) {
 	c := newCluster(t, testNodes(7))
 	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
-	wantState(t, c, "n7", membership.Joining)
+	wantState(t, c, nodeID(7), membership.Joining)
 
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n7"), t0.Add(time.Second), outAfter), membership.OpState, "n7", membership.Down))
-	wantState(t, c, "n7", membership.Down)
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(2*time.Second), outAfter), membership.OpState, "n7", membership.Joining))
-	wantState(t, c, "n7", membership.Joining)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, nodeID(7)), t0.Add(time.Second), outAfter), membership.OpState, nodeID(7), membership.Down))
+	wantState(t, c, nodeID(7), membership.Down)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(2*time.Second), outAfter), membership.OpState, nodeID(7), membership.Joining))
+	wantState(t, c, nodeID(7), membership.Joining)
 
 	// Same with a target under way that holds n7: still joining, and
 	// the target stands.
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(3*time.Second), outAfter), membership.OpRebalance, "", ""))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(3*time.Second), outAfter), membership.OpRebalance, "", ""))
 	target := c.Target.Clone()
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c, "n7"), t0.Add(4*time.Second), outAfter), membership.OpState, "n7", membership.Down))
-	wantNoCommands(t, membership.Decide(c, answering(c, "n7"), t0.Add(5*time.Second), outAfter), "n7 down with a target under way")
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(6*time.Second), outAfter), membership.OpState, "n7", membership.Joining))
-	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(7*time.Second), outAfter), "n7 joining again")
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, nodeID(7)), t0.Add(4*time.Second), outAfter), membership.OpState, nodeID(7), membership.Down))
+	wantNoCommands(t, decide(t, c, answering(c, nodeID(7)), t0.Add(5*time.Second), outAfter), "n7 down with a target under way")
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(6*time.Second), outAfter), membership.OpState, nodeID(7), membership.Joining))
+	wantNoCommands(t, decide(t, c, answering(c), t0.Add(7*time.Second), outAfter), "n7 joining again")
 	if !sameMap(t, c.Target, target) {
 		t.Fatal("the target changed while n7 blinked")
 	}
@@ -533,17 +573,17 @@ func TestJoinNewNodeMovesItsShare(t *testing.T) {
 	c := newCluster(t, testNodes(7))
 	n7 := testNode(7)
 	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: n7, State: membership.Up, Since: 42}, At: t0.UnixNano()})
-	m, ok := c.Member("n7")
+	m, ok := c.Member(nodeID(7))
 	if !ok || m.State != membership.Joining || m.Since != t0.UnixNano() || !slices.Equal(m.Addrs, n7.Addrs) {
 		t.Fatalf("after join: member n7 = %+v, want joining since %d with addrs %v (the command's state and since ignored)", m, t0.UnixNano(), n7.Addrs)
 	}
-	if c.Members[len(c.Members)-1].ID != "n7" {
+	if c.Members[len(c.Members)-1].ID != nodeID(7) {
 		t.Fatal("a new member is not appended after the others")
 	}
 
 	mapBefore := c.Map.Clone()
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
-	if c.Target == nil || !inMap(c.Target, "n7") {
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil || !inMap(c.Target, nodeID(7)) {
 		t.Fatal("rebalance after a join: want a target that holds n7")
 	}
 	if !sameMap(t, c.Map, mapBefore) {
@@ -559,14 +599,14 @@ func TestJoinNewNodeMovesItsShare(t *testing.T) {
 		t.Fatalf("join of an 8th node moves %d positions, want its share %d (at most 1.2x)", len(moves), share)
 	}
 	for _, mv := range moves {
-		if mv.To != "n7" {
+		if mv.To != nodeID(7) {
 			t.Fatalf("move %+v goes to %s, want every move to go to the new node", mv, mv.To)
 		}
 	}
 	t.Logf("join of n7: %d moves, share %d", len(moves), share)
 
 	c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch})
-	wantState(t, c, "n7", membership.Up)
+	wantState(t, c, nodeID(7), membership.Up)
 }
 
 func TestRepeatedJoinOnlyRefreshesAddresses(t *testing.T) {
@@ -592,13 +632,13 @@ func TestRepeatedJoinOnlyRefreshesAddresses(t *testing.T) {
 	if !bytes.Equal(mustJSON(t, d), mustJSON(t, c)) {
 		t.Fatal("repeated join changed more than n2's addresses")
 	}
-	wantNoCommands(t, membership.Decide(d, answering(d), t0.Add(time.Second), outAfter), "after a repeated join")
+	wantNoCommands(t, decide(t, d, answering(d), t0.Add(time.Second), outAfter), "after a repeated join")
 
 	// A repeated join of a joining member keeps it joining.
 	d = must(t, d, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
 	d = must(t, d, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.Add(time.Hour).UnixNano()})
-	wantState(t, d, "n7", membership.Joining)
-	if m, _ := d.Member("n7"); m.Since != t0.UnixNano() {
+	wantState(t, d, nodeID(7), membership.Joining)
+	if m, _ := d.Member(nodeID(7)); m.Since != t0.UnixNano() {
 		t.Fatalf("repeated join of joining n7 moved Since to %d, want %d", m.Since, t0.UnixNano())
 	}
 	if len(d.Members) != 8 {
@@ -616,7 +656,7 @@ func TestDrainThenRemove(t *testing.T) {
 	wantState(t, c, "n2", membership.Draining)
 
 	mapBefore := c.Map.Clone()
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
 	if c.Target == nil || inMap(c.Target, "n2") {
 		t.Fatal("rebalance after a drain: want a target without n2")
 	}
@@ -633,7 +673,7 @@ func TestDrainThenRemove(t *testing.T) {
 			t.Fatalf("move %+v comes from %s, want only n2's positions to move", mv, mv.From)
 		}
 	}
-	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(2*time.Second), outAfter), "drain under way")
+	wantNoCommands(t, decide(t, c, answering(c), t0.Add(2*time.Second), outAfter), "drain under way")
 
 	// n2 still owns slots in the map: it cannot leave yet.
 	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n2"})
@@ -643,12 +683,12 @@ func TestDrainThenRemove(t *testing.T) {
 		t.Fatal("after commit: n2 still in the map, or a target left")
 	}
 	wantState(t, c, "n2", membership.Draining)
-	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(3*time.Second), outAfter), "drained, not removed yet")
+	wantNoCommands(t, decide(t, c, answering(c), t0.Add(3*time.Second), outAfter), "drained, not removed yet")
 
 	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: "n2", At: t0.Add(4 * time.Second).UnixNano()})
 	wantState(t, c, "n2", membership.Removed)
-	wantNoCommands(t, membership.Decide(c, answering(c, "n2"), t0.Add(5*time.Second), outAfter), "n2 removed and silent")
-	wantNoCommands(t, membership.Decide(c, answering(c), t0.Add(6*time.Second), outAfter), "n2 removed and still answering")
+	wantNoCommands(t, decide(t, c, answering(c, "n2"), t0.Add(5*time.Second), outAfter), "n2 removed and silent")
+	wantNoCommands(t, decide(t, c, answering(c), t0.Add(6*time.Second), outAfter), "n2 removed and still answering")
 
 	// Removed is final for these ops.
 	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n2"})
@@ -662,22 +702,22 @@ func TestRemoveRefusedWhileInTarget(t *testing.T) {
 	c := newCluster(t, testNodes(7))
 	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
 	c = must(t, c, membership.Command{Op: membership.OpRebalance})
-	if !inMap(c.Target, "n7") || inMap(c.Map, "n7") {
+	if !inMap(c.Target, nodeID(7)) || inMap(c.Map, nodeID(7)) {
 		t.Fatal("want n7 in the target only")
 	}
 	// Changed its mind: drain the joining n7. It is not in the map but is
 	// in the target, so it may hold shards already.
-	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: "n7", At: t0.UnixNano()})
-	wantState(t, c, "n7", membership.Draining)
-	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: "n7"})
+	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: nodeID(7), At: t0.UnixNano()})
+	wantState(t, c, nodeID(7), membership.Draining)
+	refuse(t, c, membership.Command{Op: membership.OpRemove, ID: nodeID(7)})
 
 	// The members now match the map again: the target is moot.
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
 	if c.Target != nil {
 		t.Fatal("rebalance with members matching the map left a target")
 	}
-	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: "n7"})
-	wantState(t, c, "n7", membership.Removed)
+	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: nodeID(7)})
+	wantState(t, c, nodeID(7), membership.Removed)
 }
 
 func TestDrainRefused(t *testing.T) {
@@ -755,48 +795,218 @@ func TestStateTransitions(t *testing.T) {
 	wantState(t, must(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Draining}), "n3", membership.Draining)
 }
 
-func TestVoters(t *testing.T) {
-	cluster := func(states ...string) *config.Cluster {
-		c := &config.Cluster{}
-		for i, s := range states {
-			c.Members = append(c.Members, config.Member{Node: testNode(i), State: s})
+// votersCluster builds a cluster with one member per state, IDs nodeID(i).
+// "draining" members are leaving, as a drain makes them; the pseudo-states
+// "down+leaving" and "out+leaving" are down or out members that are leaving.
+func votersCluster(states ...string) *config.Cluster {
+	c := &config.Cluster{}
+	for i, s := range states {
+		m := config.Member{Node: testNode(i), State: s}
+		switch s {
+		case membership.Draining:
+			m.Leaving = true
+		case "down+leaving":
+			m.State, m.Leaving = membership.Down, true
+		case "out+leaving":
+			m.State, m.Leaving = membership.Out, true
 		}
-		return c
+		c.Members = append(c.Members, m)
 	}
+	return c
+}
+
+func idsOf(idx ...int) []string {
+	var out []string
+	for _, i := range idx {
+		out = append(out, nodeID(i))
+	}
+	return out
+}
+
+func TestVoters(t *testing.T) {
 	repeat := func(n int, s string) []string { return slices.Repeat([]string{s}, n) }
 	const (
 		up, jn, dn, out, dr, rm = membership.Up, membership.Joining, membership.Down, membership.Out, membership.Draining, membership.Removed
+		dnL, outL               = "down+leaving", "out+leaving"
 	)
 	for _, tc := range []struct {
-		name   string
-		states []string
-		want   []string
+		name    string
+		states  []string
+		current []int
+		extra   []string // more current voters, by ID
+		want    []int
 	}{
-		{"none", nil, nil},
-		{"one", []string{up}, []string{"n0"}},
-		{"two", []string{up, up}, []string{"n0", "n1"}},
-		{"three", repeat(3, up), []string{"n0", "n1", "n2"}},
-		{"six", repeat(6, up), []string{"n0", "n1", "n2"}},
-		{"seven", repeat(7, up), []string{"n0", "n1", "n2", "n3", "n4"}},
-		{"ten", repeat(10, up), []string{"n0", "n1", "n2", "n3", "n4"}},
-		{"joining down draining are live", []string{jn, dn, dr, up, up, up, up}, []string{"n0", "n1", "n2", "n3", "n4"}},
-		{"out and removed skipped", []string{out, up, rm, up, up}, []string{"n1", "n3", "n4"}},
-		{"seven members but six live", []string{up, up, out, up, up, up, up}, []string{"n0", "n1", "n3"}},
-		{"eight members seven live", []string{rm, up, up, up, up, up, up, up}, []string{"n1", "n2", "n3", "n4", "n5"}},
-		{"two live of many", []string{out, out, up, rm, rm, up, out}, []string{"n2", "n5"}},
-		{"all gone", []string{out, rm}, nil},
+		// At bootstrap (no voters yet): the first up members.
+		{name: "none", states: nil, want: nil},
+		{name: "one", states: []string{up}, want: []int{0}},
+		{name: "two", states: []string{up, up}, want: []int{0, 1}},
+		{name: "three", states: repeat(3, up), want: []int{0, 1, 2}},
+		{name: "six", states: repeat(6, up), want: []int{0, 1, 2}},
+		{name: "seven", states: repeat(7, up), want: []int{0, 1, 2, 3, 4}},
+		{name: "ten", states: repeat(10, up), want: []int{0, 1, 2, 3, 4}},
+		{name: "only up members are added", states: []string{jn, dn, dr, up, up, up, up}, want: []int{3, 4, 5, 6}},
+		{name: "out and removed skipped", states: []string{out, up, rm, up, up}, want: []int{1, 3, 4}},
+		{name: "seven members but six live", states: []string{up, up, out, up, up, up, up}, want: []int{0, 1, 3}},
+		{name: "eight members seven live", states: []string{rm, up, up, up, up, up, up, up}, want: []int{1, 2, 3, 4, 5}},
+		{name: "two live of many", states: []string{out, out, up, rm, rm, up, out}, want: []int{2, 5}},
+		{name: "all gone", states: []string{out, rm}, want: nil},
+
+		// With voters.
+		{name: "stable", states: repeat(5, up), current: []int{0, 1, 2}, want: []int{0, 1, 2}},
+		{name: "stable, not the first members", states: repeat(5, up), current: []int{2, 3, 4}, want: []int{2, 3, 4}},
+		{name: "a down voter stays", states: []string{up, dn, up, up, up}, current: []int{0, 1, 2}, want: []int{0, 1, 2}},
+		{name: "two down voters stay", states: []string{dn, dn, up, up, up}, current: []int{0, 1, 2}, want: []int{0, 1, 2}},
+		{name: "a joining voter stays", states: []string{jn, up, up, up}, current: []int{0, 1, 2}, want: []int{0, 1, 2}},
+		{name: "out voter replaced by an up member, never a down one", states: []string{up, up, out, dn, up}, current: []int{0, 1, 2}, want: []int{0, 1, 4}},
+		{name: "out voter replaced by an up member, never a joining one", states: []string{up, up, out, jn, up}, current: []int{0, 1, 2}, want: []int{0, 1, 4}},
+		{name: "out voter not replaced without an up member", states: []string{up, up, out, dn, jn, dr}, current: []int{0, 1, 2}, want: []int{0, 1}},
+		{name: "removed voter replaced", states: []string{up, rm, up, up}, current: []int{0, 1, 2}, want: []int{0, 2, 3}},
+		{name: "draining voter replaced", states: []string{up, up, dr, up}, current: []int{0, 1, 2}, want: []int{0, 1, 3}},
+		{name: "down leaving voter replaced", states: []string{up, dnL, up, up}, current: []int{0, 1, 2}, want: []int{0, 2, 3}},
+		{name: "out leaving voter replaced", states: []string{outL, up, up, up}, current: []int{0, 1, 2}, want: []int{1, 2, 3}},
+		{name: "grow to five", states: repeat(7, up), current: []int{4, 5, 6}, want: []int{0, 1, 4, 5, 6}},
+		{name: "grow to five skips down members", states: []string{dn, up, dn, up, up, up, up}, current: []int{4, 5, 6}, want: []int{1, 3, 4, 5, 6}},
+		{name: "shrink to three keeps up voters", states: []string{up, dn, up, dn, up, up, out, out}, current: []int{0, 1, 2, 3, 4}, want: []int{0, 2, 4}},
+		{name: "shrink to three keeps down voters when short of up ones", states: []string{dn, dn, up, dn, dn, out, out}, current: []int{0, 1, 2, 3, 4}, want: []int{0, 1, 2}},
+		{name: "shrink to three in member order", states: []string{up, up, up, up, up, rm, rm}, current: []int{4, 3, 2, 1, 0}, want: []int{0, 1, 2}},
+		{name: "unknown and repeated voters ignored", states: []string{up, up, up, up}, current: []int{3, 3}, extra: []string{"ghost", ""}, want: []int{0, 1, 3}},
+		{name: "all voters out, none up", states: []string{out, out, out, dn}, current: []int{0, 1, 2}, want: nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := cluster(tc.states...)
+			c := votersCluster(tc.states...)
 			before := mustJSON(t, c)
-			got := membership.Voters(c)
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("Voters(%v) = %v, want %v", tc.states, got, tc.want)
+			current := append(idsOf(tc.current...), tc.extra...)
+			got := membership.Voters(c, current)
+			if want := idsOf(tc.want...); !slices.Equal(got, want) {
+				t.Fatalf("Voters(%v, %v) = %v, want %v", tc.states, tc.current, got, want)
 			}
 			if !bytes.Equal(before, mustJSON(t, c)) {
 				t.Fatal("Voters modified the cluster")
 			}
+			// Stable: the voters it returns are the voters it keeps.
+			if again := membership.Voters(c, got); !slices.Equal(again, got) {
+				t.Fatalf("Voters(c, %v) = %v, want the same voters again", got, again)
+			}
 		})
+	}
+	if got := membership.Voters(nil, []string{"n0"}); got != nil {
+		t.Fatalf("Voters(nil) = %v, want nil", got)
+	}
+}
+
+// TestVotersProperties checks Voters on random clusters and voter sets: it
+// never adds a member that is not up, keeps every voter it may keep,
+// fills up to the target when it can, and never exceeds it.
+func TestVotersProperties(t *testing.T) {
+	states := []string{membership.Up, membership.Up, membership.Up, membership.Joining, membership.Down,
+		membership.Out, membership.Draining, membership.Removed, "down+leaving", "out+leaving"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for iter := range 5000 {
+		n := rng.IntN(12)
+		var ss []string
+		for range n {
+			ss = append(ss, states[rng.IntN(len(states))])
+		}
+		c := votersCluster(ss...)
+		var current []string
+		for i := range n + 2 { // n and n+1 are not members
+			if rng.IntN(3) == 0 {
+				current = append(current, nodeID(i))
+			}
+		}
+		got := membership.Voters(c, current)
+
+		live, target := 0, 3
+		for _, m := range c.Members {
+			if m.State != membership.Out && m.State != membership.Removed {
+				live++
+			}
+		}
+		if live >= 7 {
+			target = 5
+		}
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("iteration %d: states %v, current %v: Voters = %v: %s", iter, ss, current, got, fmt.Sprintf(format, args...))
+		}
+		if len(got) > target {
+			fail("%d voters, target %d", len(got), target)
+		}
+		last := -1
+		for _, id := range got {
+			i := slices.IndexFunc(c.Members, func(m config.Member) bool { return m.ID == id })
+			if i <= last {
+				fail("%s is not a member, repeated, or out of member order", id)
+			}
+			last = i
+			m := c.Members[i]
+			if m.Leaving || m.State == membership.Out || m.State == membership.Removed || m.State == membership.Draining {
+				fail("%s is %s (leaving %v): it must not be a voter", id, m.State, m.Leaving)
+			}
+			if m.State != membership.Up && !slices.Contains(current, id) {
+				fail("%s is %s and was not a voter: only up members may be added", id, m.State)
+			}
+		}
+		// Every voter that may stay stays when there is room, and the
+		// result is as full as the up members allow.
+		var keepable, addable []string
+		for _, m := range c.Members {
+			ok := !m.Leaving && m.State != membership.Out && m.State != membership.Removed && m.State != membership.Draining
+			switch {
+			case ok && slices.Contains(current, m.ID):
+				keepable = append(keepable, m.ID)
+			case ok && m.State == membership.Up:
+				addable = append(addable, m.ID)
+			}
+		}
+		if len(keepable) <= target {
+			for _, id := range keepable {
+				if !slices.Contains(got, id) {
+					fail("voter %s was dropped with room to keep it", id)
+				}
+			}
+		}
+		if want := min(target, len(keepable)+len(addable)); len(got) != want {
+			fail("%d voters, want %d (target %d, %d keepable, %d up to add)", len(got), want, target, len(keepable), len(addable))
+		}
+		if again := membership.Voters(c, got); !slices.Equal(again, got) {
+			fail("not stable: Voters(c, result) = %v", again)
+		}
+	}
+}
+
+// TestVotersTwoCloseFailures is the quorum loss of two close failures: with
+// voters n0, n1, n2 and n3 down, n2 going out must not make n3 a voter
+// (4 voters, 2 of them dead: no quorum ever again) but an up member.
+func TestVotersTwoCloseFailures(t *testing.T) {
+	c := newCluster(t, testNodes(6))
+	voters := membership.Voters(c, nil)
+	if want := idsOf(0, 1, 2); !slices.Equal(voters, want) {
+		t.Fatalf("initial voters %v, want %v", voters, want)
+	}
+	now := t0
+
+	// The non-voter n3 goes down; then the voter n2 goes down and out.
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Down, At: now.UnixNano()})
+	if got := membership.Voters(c, voters); !slices.Equal(got, voters) {
+		t.Fatalf("a non-voter went down: voters %v, want %v unchanged", got, voters)
+	}
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n2", State: membership.Down, At: now.UnixNano()})
+	if got := membership.Voters(c, voters); !slices.Equal(got, voters) {
+		t.Fatalf("voter n2 is down (not out): voters %v, want %v unchanged (a restart costs no change)", got, voters)
+	}
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n2", State: membership.Out, At: now.UnixNano()})
+	got := membership.Voters(c, voters)
+	if slices.Contains(got, "n3") {
+		t.Fatalf("voters %v hold n3, which is down: 2 of 4 voters dead, no quorum", got)
+	}
+	if want := idsOf(0, 1, 4); !slices.Equal(got, want) {
+		t.Fatalf("voters after n2 out with n3 down: %v, want %v (a fresh up member)", got, want)
+	}
+	// n3 comes back: the voters stay put.
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n3", State: membership.Up, At: now.UnixNano()})
+	if again := membership.Voters(c, got); !slices.Equal(again, got) {
+		t.Fatalf("n3 back up: voters %v, want %v unchanged", again, got)
 	}
 }
 
@@ -804,7 +1014,7 @@ func TestZonesNoChurn(t *testing.T) {
 	zones := []string{"za", "zb", "zc"}
 	c := newCluster(t, testNodes(7, zones...))
 	now := t0
-	wantNoCommands(t, membership.Decide(c, answering(c), now, outAfter), "zoned cluster at rest")
+	wantNoCommands(t, decide(t, c, answering(c), now, outAfter), "zoned cluster at rest")
 
 	for _, next := range []int{7, 8} {
 		now = now.Add(time.Minute)
@@ -820,7 +1030,7 @@ func TestZonesNoChurn(t *testing.T) {
 				t.Fatalf("after join of n%d: epochs %v, want %d to stay put (no churn)", next, epochs, epoch+1)
 			}
 		}
-		wantState(t, c, fmt.Sprintf("n%d", next), membership.Up)
+		wantState(t, c, nodeID(next), membership.Up)
 		wantBalanced(t, c.Map)
 	}
 
@@ -841,8 +1051,8 @@ func TestZonesNoChurn(t *testing.T) {
 }
 
 func TestDecideNilCluster(t *testing.T) {
-	if cmds := membership.Decide(nil, map[string]bool{"n0": true}, t0, outAfter); cmds != nil {
-		t.Fatalf("Decide(nil) = %s, want nil", describeAll(cmds))
+	if cmds, err := membership.Decide(nil, map[string]bool{"n0": true}, t0, outAfter); cmds != nil || err != nil {
+		t.Fatalf("Decide(nil) = %s, %v, want nil, nil", describeAll(cmds), err)
 	}
 }
 
@@ -862,11 +1072,11 @@ func TestDrainingMemberBlipStaysDraining(t *testing.T) {
 	c = must(t, c, membership.Command{Op: membership.OpRebalance})
 	target := c.Target.Clone()
 
-	c = mustAll(t, c, membership.Decide(c, answering(c, "n2"), t0.Add(time.Second), outAfter))
+	c = mustAll(t, c, decide(t, c, answering(c, "n2"), t0.Add(time.Second), outAfter))
 	wantState(t, c, "n2", membership.Down)
-	c = mustAll(t, c, membership.Decide(c, answering(c), t0.Add(2*time.Second), outAfter))
+	c = mustAll(t, c, decide(t, c, answering(c), t0.Add(2*time.Second), outAfter))
 	wantState(t, c, "n2", membership.Draining)
-	c = mustAll(t, c, membership.Decide(c, answering(c), t0.Add(3*time.Second), outAfter))
+	c = mustAll(t, c, decide(t, c, answering(c), t0.Add(3*time.Second), outAfter))
 	if c.Target == nil || !sameMap(t, c.Target, target) {
 		t.Fatal("the drain target was dropped after n2 blinked")
 	}
@@ -883,7 +1093,7 @@ func TestStaleCommitDoesNotCommitANewerTarget(t *testing.T) {
 	first := c.Target.Clone()
 
 	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(8)}, At: t0.UnixNano()})
-	c = must(t, c, wantOne(t, membership.Decide(c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
 	if sameMap(t, c.Target, first) {
 		t.Fatal("second join did not change the target")
 	}
@@ -892,5 +1102,194 @@ func TestStaleCommitDoesNotCommitANewerTarget(t *testing.T) {
 	}
 	if _, err := apply(t, c, membership.Command{Op: membership.OpCommit, Epoch: first.Epoch}); err == nil {
 		t.Errorf("commit of the replaced target's epoch %d accepted: it committed a target nobody copied", first.Epoch)
+	}
+}
+
+// TestJoinRejectsABadMember: a join whose member would break the cluster
+// for good (every later Assign failing on its weight, every raft change on
+// its ID) is rejected with a message naming the field, and changes nothing.
+func TestJoinRejectsABadMember(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	good := func() placement.Node {
+		return placement.Node{ID: peerID("joiner"), Addrs: []string{"/ip4/10.0.1.1/tcp/6735", "/ip6/::1/udp/6735/quic-v1"}, Zone: "za", Weight: 3}
+	}
+	for _, tc := range []struct {
+		name  string
+		spoil func(n *placement.Node)
+		field string
+	}{
+		{"negative weight", func(n *placement.Node) { n.Weight = -1 }, "weight"},
+		{"weight above MaxWeight", func(n *placement.Node) { n.Weight = placement.MaxWeight + 1 }, "weight"},
+		{"empty id", func(n *placement.Node) { n.ID = "" }, "id"},
+		{"id not a peer id", func(n *placement.Node) { n.ID = "n7" }, "peer id"},
+		{"id with garbage", func(n *placement.Node) { n.ID += "!" }, "peer id"},
+		{"no addrs", func(n *placement.Node) { n.Addrs = nil }, "addrs"},
+		{"empty addrs", func(n *placement.Node) { n.Addrs = []string{} }, "addrs"},
+		{"addr not a multiaddr", func(n *placement.Node) { n.Addrs[1] = "10.0.1.1:6735" }, "addrs"},
+		{"empty addr", func(n *placement.Node) { n.Addrs[0] = "" }, "addrs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := good()
+			tc.spoil(&n)
+			err := refuse(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: n}, At: t0.UnixNano()})
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("join with %s: %v, want the error to name %q", tc.name, err, tc.field)
+			}
+			t.Logf("rejected: %v", err)
+		})
+	}
+	refuse(t, c, membership.Command{Op: membership.OpJoin})
+
+	// The edges of the weight range are fine, and the cluster rebalances.
+	for _, w := range []int{0, placement.MaxWeight} {
+		n := good()
+		n.Weight = w
+		d := must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: n}, At: t0.UnixNano()})
+		wantState(t, d, n.ID, membership.Joining)
+	}
+	d := must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: good()}, At: t0.UnixNano()})
+	if _, err := membership.Decide(d, answering(d), t0.Add(time.Second), outAfter); err != nil {
+		t.Fatalf("Decide after a good join: %v", err)
+	}
+	d = must(t, d, wantOne(t, decide(t, d, answering(d), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	if !inMap(d.Target, good().ID) {
+		t.Fatal("the joiner is not in the rebalance target")
+	}
+
+	// A join with the ID of a member is that member's re-join (a restart):
+	// never a second member. Its peer ID is not checked again (init took
+	// n3), but its addresses and weight are.
+	again := must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(3)}, At: t0.UnixNano()})
+	if len(again.Members) != len(c.Members) {
+		t.Fatalf("re-join of n3: %d members, want %d", len(again.Members), len(c.Members))
+	}
+	bad := testNode(3)
+	bad.Addrs = []string{"nowhere"}
+	if err := refuse(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: bad}}); !strings.Contains(err.Error(), "addrs") {
+		t.Fatalf("re-join of n3 with a bad address: %v, want it to name addrs", err)
+	}
+	bad = testNode(3)
+	bad.Weight = -5
+	refuse(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: bad}})
+}
+
+// TestDecideReportsDesiredError: when the members call for a map that
+// cannot be built, Decide says so instead of staying silent.
+func TestDecideReportsDesiredError(t *testing.T) {
+	c := newCluster(t, testNodes(6)) // width 6: no member to spare
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n4", State: membership.Down, At: t0.UnixNano()})
+
+	// Heartbeat commands come first, with no error.
+	now := t0.Add(outAfter)
+	cmds, err := membership.Decide(c, answering(c, "n4"), now, outAfter)
+	if err != nil {
+		t.Fatalf("Decide with a heartbeat change pending: %v, want none", err)
+	}
+	c = must(t, c, wantOne(t, cmds, membership.OpState, "n4", membership.Out))
+
+	// Five eligible members cannot hold six positions per slot.
+	cmds, err = membership.Decide(c, answering(c, "n4"), now.Add(time.Second), outAfter)
+	if err == nil {
+		t.Fatalf("Decide with 5 eligible members for width 6 = %s, nil; want Desired's error", describeAll(cmds))
+	}
+	if !errors.Is(err, placement.ErrTooFewNodes) {
+		t.Errorf("Decide error %v, want it to wrap placement.ErrTooFewNodes", err)
+	}
+	wantNoCommands(t, cmds, "with Desired failing")
+	refuse(t, c, membership.Command{Op: membership.OpRebalance})
+
+	// n4 answers again: its rejoin is proposed, and the error is gone.
+	c = mustAll(t, c, decide(t, c, answering(c), now.Add(2*time.Second), outAfter))
+	wantState(t, c, "n4", membership.Joining)
+	if _, err := membership.Decide(c, answering(c), now.Add(3*time.Second), outAfter); err != nil {
+		t.Fatalf("Decide with n4 back: %v", err)
+	}
+}
+
+// TestDrainingMemberOutComesBackDraining: a draining member that goes out
+// and answers again must not be handed slots again: it comes back
+// draining (the drain is not cancelled), holds nothing, and is removed.
+func TestDrainingMemberOutComesBackDraining(t *testing.T) {
+	c := newCluster(t, testNodes(8))
+	now := t0
+	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: "n2", At: now.UnixNano()})
+	c = must(t, c, membership.Command{Op: membership.OpRebalance})
+	if c.Target == nil || inMap(c.Target, "n2") {
+		t.Fatal("want a drain target without n2")
+	}
+
+	// n2 stops answering, goes down and then out (the copy never made it).
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n2"), now, outAfter), membership.OpState, "n2", membership.Down))
+	now = now.Add(outAfter)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n2"), now, outAfter), membership.OpState, "n2", membership.Out))
+	if m, _ := c.Member("n2"); !m.Leaving {
+		t.Fatal("n2 out: the drain was forgotten")
+	}
+	if got := membership.Voters(c, idsOf(0, 1, 2, 3, 4)); slices.Contains(got, "n2") {
+		t.Fatalf("voters %v hold the leaving n2", got)
+	}
+	// The map drops n2 at once (its shards are lost to it now).
+	now = now.Add(time.Second)
+	c = mustAll(t, c, decide(t, c, answering(c, "n2"), now, outAfter))
+	if inMap(c.Map, "n2") || inMap(c.Target, "n2") {
+		t.Fatal("n2 is out but still in the map or the target")
+	}
+	mapBefore := c.Map.Clone()
+
+	// n2 answers again: it rejoins draining, still leaving.
+	now = now.Add(time.Second)
+	join := wantOne(t, decide(t, c, answering(c), now, outAfter), membership.OpJoin, "", "")
+	c = must(t, c, join)
+	m, _ := c.Member("n2")
+	if m.State != membership.Draining || !m.Leaving || m.Since != now.UnixNano() {
+		t.Fatalf("n2 after its rejoin: %s leaving %v since %d, want draining, leaving, since %d", m.State, m.Leaving, m.Since, now.UnixNano())
+	}
+	// No slots come its way, and it is never a voter.
+	for i := range 3 {
+		now = now.Add(time.Second)
+		c = mustAll(t, c, decide(t, c, answering(c), now, outAfter))
+		if c.Target != nil {
+			c = must(t, c, membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch})
+		}
+		if inMap(c.Map, "n2") || inMap(c.Target, "n2") {
+			t.Fatalf("tick %d after n2's rejoin: n2 got slots again", i)
+		}
+	}
+	if !sameMap(t, c.Map, mapBefore) {
+		t.Fatal("n2's rejoin changed the map")
+	}
+	wantState(t, c, "n2", membership.Draining)
+	if got := membership.Voters(c, idsOf(0, 1, 2, 3, 4)); slices.Contains(got, "n2") {
+		t.Fatalf("voters %v hold the draining n2", got)
+	}
+	// A blip keeps it draining.
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n2"), now.Add(time.Second), outAfter), membership.OpState, "n2", membership.Down))
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), now.Add(2*time.Second), outAfter), membership.OpState, "n2", membership.Draining))
+
+	// It holds nothing: it may be removed.
+	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: "n2", At: now.Add(3 * time.Second).UnixNano()})
+	wantState(t, c, "n2", membership.Removed)
+
+	// An explicit join of a removed member is a fresh start: joining, not
+	// leaving (an operator adds it back).
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(2)}, At: now.Add(4 * time.Second).UnixNano()})
+	if m, _ := c.Member("n2"); m.State != membership.Joining || m.Leaving {
+		t.Fatalf("n2 re-added after removal: %s leaving %v, want joining, not leaving", m.State, m.Leaving)
+	}
+}
+
+// TestOutMemberNotLeavingRejoinsJoining: the rejoin of an out member that
+// was not draining clears nothing it should keep and sets it joining.
+func TestOutMemberNotLeavingRejoinsJoining(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n5", State: membership.Down})
+	c = must(t, c, membership.Command{Op: membership.OpState, ID: "n5", State: membership.Out})
+	n := testNode(5)
+	n.Addrs = []string{"/ip4/10.7.7.7/tcp/1"}
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: n, Leaving: true, State: membership.Draining}, At: 5})
+	m, _ := c.Member("n5")
+	if m.State != membership.Joining || m.Leaving || m.Since != 5 || !slices.Equal(m.Addrs, n.Addrs) {
+		t.Fatalf("n5 after rejoin: %+v, want joining since 5, not leaving (the command's leaving flag ignored), new addrs", m)
 	}
 }

@@ -37,7 +37,7 @@ func (n *Node) startCluster(opts Options) error {
 	if len(n.cfg.Cluster.Members) == 0 {
 		// A config from dscfg: the initial voters bootstrap raft, all
 		// with the same list.
-		if v := membership.Voters(initial); slices.Contains(v, n.selfID) {
+		if v := membership.Voters(initial, nil); slices.Contains(v, n.selfID) {
 			boot = v
 		}
 	}
@@ -97,6 +97,12 @@ func (n *Node) setCluster(c *config.Cluster) {
 	if c == nil {
 		return
 	}
+	// A restarted node's raft first restores its last snapshot, which may
+	// be older than the description saved at its last change: a map never
+	// goes back, so an older one waits for the log to replay.
+	if cur := n.cluster.Load(); cur != nil && c.Map.Epoch < cur.Map.Epoch {
+		return
+	}
 	n.cluster.Store(c)
 	ps := n.host.Peerstore()
 	for _, m := range c.Members {
@@ -149,7 +155,18 @@ func (n *Node) controlLoop(every, outAfter time.Duration) {
 		case <-t.C:
 		}
 		if !n.raft.IsLeader() {
+			n.leaderReady.Store(false)
 			continue
+		}
+		if !n.leaderReady.Load() {
+			// A new leader applies every committed entry before it acts on
+			// the cluster description.
+			if err := n.raft.Barrier(5 * time.Second); err != nil {
+				log.Debugw("raft barrier", "err", err)
+				continue
+			}
+			n.leaderReady.Store(true)
+			log.Infow("leading the cluster")
 		}
 		c := n.raft.Cluster()
 		if c == nil {
@@ -160,7 +177,12 @@ func (n *Node) controlLoop(every, outAfter time.Duration) {
 			continue
 		}
 		answered := n.heartbeat(c, every)
-		for _, cmd := range membership.Decide(c, answered, time.Now(), outAfter) {
+		cmds, err := membership.Decide(c, answered, time.Now(), outAfter)
+		if err != nil && time.Since(n.lastDecideWarn) > time.Minute {
+			n.lastDecideWarn = time.Now()
+			log.Warnw("the slot map cannot follow the members", "err", err)
+		}
+		for _, cmd := range cmds {
 			if err := n.propose(cmd); err != nil {
 				log.Warnw("membership", "op", cmd.Op, "id", cmd.ID, "err", err)
 				break
@@ -168,7 +190,20 @@ func (n *Node) controlLoop(every, outAfter time.Duration) {
 			log.Infow("membership", "op", cmd.Op, "id", cmd.ID, "state", cmd.State)
 		}
 		c = n.raft.Cluster()
-		voters := membership.Voters(c)
+		current, err := n.raft.Voters()
+		if err != nil {
+			log.Debugw("raft voters", "err", err)
+			continue
+		}
+		voters := membership.Voters(c, current)
+		if !slices.Contains(voters, n.selfID) {
+			// This leader is being drained (or is otherwise not to vote):
+			// hand over; the next leader demotes it.
+			if err := n.raft.TransferLeadership(); err != nil {
+				log.Debugw("transfer raft leadership", "err", err)
+			}
+			continue
+		}
 		var others []string
 		for _, m := range c.Members {
 			if m.State != membership.Out && m.State != membership.Removed && !slices.Contains(voters, m.ID) {
@@ -243,13 +278,33 @@ func (n *Node) repairLoop(every time.Duration) {
 // RepairPass runs one repair pass now (the leader's loop calls it; tests
 // may too). It fails on a node that is not the raft leader.
 func (n *Node) RepairPass(ctx context.Context) error {
-	if !n.raft.IsLeader() {
+	if !n.raft.IsLeader() || !n.leaderReady.Load() {
 		return raftmap.ErrNotLeader
 	}
 	c := n.raft.Cluster()
 	if c == nil {
 		return errors.New("repair: the cluster is not initialised yet")
 	}
+	// A pass stops when this node stops leading: another leader plans from
+	// then on, and two passes must not act on different maps at once.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !n.raft.IsLeader() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	n.passEpoch.Store(c.Map.Epoch)
 	var nodes []string
 	for _, m := range c.Members {
 		switch m.State {
@@ -387,7 +442,10 @@ func (p peers) PutShard(ctx context.Context, node string, shard []byte) error {
 }
 
 func (p peers) Drop(ctx context.Context, node, key string, pos int, v coding.Version, stale bool) error {
-	req := &wire.Request{Op: wire.OpDrop, Drop: []wire.ShardRef{{Key: key, Pos: uint8(pos), HLC: v.HLC, Writer: v.Writer, Stale: stale}}}
+	// The drop carries the map epoch it was planned at: a node on another
+	// map refuses it (see Node.drop).
+	req := &wire.Request{Op: wire.OpDrop, Epoch: p.n.passEpoch.Load(),
+		Drop: []wire.ShardRef{{Key: key, Pos: uint8(pos), HLC: v.HLC, Writer: v.Writer, Stale: stale}}}
 	resp, err := p.do(ctx, node, req)
 	if err != nil {
 		return err

@@ -152,6 +152,12 @@ type Node struct {
 	client *transport.Client // to other nodes: heartbeats, repair, forwarding
 	scrub  scrubber
 
+	forwards chan forward // shards for rebalance target owners
+
+	leaderReady    atomic.Bool   // leading, and the FSM has applied all committed entries
+	lastDecideWarn time.Time     // control loop only
+	passEpoch      atomic.Uint64 // map epoch of the running repair pass
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	bgCtx     context.Context // cancelled at Close
@@ -216,10 +222,15 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.client = transport.NewClient(n.host, 30*time.Second)
-	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
+	n.forwards = make(chan forward, forwardQueue)
 	if err = n.startCluster(opts); err != nil {
 		return nil, err
 	}
+	n.bgWG.Add(1)
+	go n.forwardLoop()
+	// Requests are served once raft and the repair driver exist: status
+	// and membership requests use them.
+	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
 	if c, ok := n.store.(compactor); ok && opts.CompactEvery >= 0 {
 		every := opts.CompactEvery
 		if every == 0 {
@@ -392,6 +403,10 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wir
 	case wire.OpInventory:
 		return n.inventory(req)
 	case wire.OpDrop:
+		if req.Epoch != 0 && req.Epoch != c.Map.Epoch {
+			return &wire.Response{Status: wire.StatusStaleEpoch,
+				Message: fmt.Sprintf("drop planned at map epoch %d, this node is at epoch %d", req.Epoch, c.Map.Epoch)}
+		}
 		rs := make([]wire.BatchResult, len(req.Drop))
 		for i, sr := range req.Drop {
 			rs[i].Status, rs[i].Message = n.drop(ctx, sr)
@@ -466,6 +481,7 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 			log.Warnw("delete shard under tombstone", "key", h.Key, "err", err)
 		}
 	}
+	n.forwardToTarget(c, slot, int(h.Index), raw)
 	return wire.StatusOK, ""
 }
 

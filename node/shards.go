@@ -8,10 +8,13 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/volume"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -160,9 +163,13 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 // checkShard reports whether e's shard reads back valid and matching.
 func (n *Node) checkShard(ctx context.Context, e index.Entry) bool {
 	raw, err := n.store.Get(ctx, shardName(e.Key))
-	if err != nil {
-		// Shutting down says nothing about the shard; any other error does.
-		return errors.Is(err, context.Canceled)
+	switch {
+	case errors.Is(err, ds.ErrNotFound), errors.Is(err, volume.ErrCorrupt):
+		return false
+	case err != nil:
+		// A read error (shutting down, too many open files, I/O) says
+		// nothing sure about the shard: keep it, the next pass looks again.
+		return true
 	}
 	sh, err := coding.ParseShard(raw)
 	return err == nil && sh.Header.Key == e.Key && int(sh.Header.Index) == int(e.Index) &&
@@ -189,4 +196,62 @@ func (n *Node) scrubRemove(ctx context.Context, e index.Entry) bool {
 		return false
 	}
 	return true
+}
+
+// forwardQueue bounds the shards waiting to be forwarded to rebalance
+// target owners; beyond it a shard is left to the repair worker.
+const forwardQueue = 256
+
+type forward struct {
+	to    peer.ID
+	shard []byte
+}
+
+// forwardToTarget sends a copy of a shard this node just stored to the
+// owner of its position in the rebalance target, when that is another
+// node: writes made during a rebalance reach the new owners directly, so
+// the copy converges while writes go on, and a delete's tombstone is at the
+// new owner before an old copy could be. It never blocks the write: when
+// the queue is full the repair worker copies the shard later.
+func (n *Node) forwardToTarget(c *config.Cluster, slot uint16, pos int, raw []byte) {
+	if c.Target == nil {
+		return
+	}
+	owners := c.Target.Owners(slot)
+	if pos >= len(owners) || int(owners[pos]) >= len(c.Target.Nodes) {
+		return
+	}
+	to := c.Target.Nodes[owners[pos]].ID
+	if to == n.selfID {
+		return
+	}
+	id, err := peer.Decode(to)
+	if err != nil {
+		return
+	}
+	select {
+	case n.forwards <- forward{to: id, shard: append([]byte(nil), raw...)}:
+	default:
+		log.Debugw("forward queue full; repair will copy the shard", "to", to)
+	}
+}
+
+func (n *Node) forwardLoop() {
+	defer n.bgWG.Done()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case f := <-n.forwards:
+			ctx, cancel := context.WithTimeout(n.bgCtx, 30*time.Second)
+			resp, err := n.client.Do(ctx, f.to, &wire.Request{Op: wire.OpPut, Shard: f.shard})
+			cancel()
+			if err == nil && resp.Status != wire.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+			}
+			if err != nil {
+				log.Debugw("forward to the rebalance target owner", "to", f.to.String(), "err", err)
+			}
+		}
+	}
 }

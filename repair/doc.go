@@ -43,10 +43,28 @@
 //
 // # Rules
 //
-// For each key, V is the newest version among its holdings and P the
-// policy of V, of width w. A node holds "V at p" only with that exact
-// version at that exact position.
+// For each key, V is the version repaired: the newest version a reader can
+// get, which is what Get returns. A value is readable with k (DataShards of
+// its policy) distinct positions held by reachable nodes, a tombstone with
+// any one shard (it is rebuilt from its header), so a delete on fewer than
+// k nodes still wins over an older value. A version whose policy is not
+// valid, met before a readable one, ends the search: nothing is known to
+// be readable. P is the policy of V, of width w.
+// A node holds "V at p" only with that exact version at that exact
+// position.
 //
+//   - Newer versions too scarce to read: a write that failed after landing
+//     on fewer than k nodes must not shadow the acknowledged value below
+//     it. A node keeps one shard per key and refuses an older version, so
+//     an owner that holds such a newer shard cannot take V: it gets
+//     nothing until the shard is gone. The shard is dropped (Stale, since
+//     its holder may own the position) only when it is provably garbage:
+//     every owner of the key's slot, in the map and the target, is
+//     reachable, and the version has fewer than k positions among all the
+//     holdings listed, reachable or not. Otherwise (an owner that does not
+//     answer might hold more of it: an acknowledged write) it is left
+//     alone, at owners and elsewhere, and V is repaired everywhere else. A
+//     later plan gives V to the owner whose shard was dropped.
 //   - Needs: each reachable owner, in View.Map or View.Target, of a position
 //     p < w must hold V at p. A node stores one shard per key (package
 //     index), so a node that owns different positions of the slot in the map
@@ -63,7 +81,7 @@
 //     node gets its own position in a later plan.
 //   - Drop a holding whose node owns its position in neither map once a
 //     reachable owner of that position (map or target) holds it at the same
-//     or a newer version; and drop holdings of superseded versions at
+//     or a newer version, V at most; and drop holdings of superseded versions at
 //     positions >= w (left over when a key is overwritten by a narrower
 //     policy, 4+2 by r3) once the key is not degraded.
 //   - Rings: when owners hold each other's positions (A holds B's, B holds
@@ -71,15 +89,18 @@
 //     plan, if the key keeps max(k+1, w-1) distinct positions of V
 //     without it, and its position is rebuilt. This is the one drop of a
 //     position's only copy, and only of one that can be rebuilt with margin.
-//   - Lost: a key (not a tombstone) whose V has fewer than k distinct
-//     positions on reachable nodes gets no action at all, drops included:
-//     an older version may be all a reader can still get. Lost keys do not
-//     hold a target's commit back, since nothing can fix them.
+//   - Lost: a key with no readable version at all gets no action at all,
+//     drops included: every shard left, of any version, may be what an
+//     operator still needs. Lost keys do not hold a target's commit back,
+//     since nothing can fix them. A key with a readable V does hold it
+//     back until every target owner holds V, an owner shadowed by a newer
+//     shard included: a commit would leave V at fewer owners.
 //
 // # Figures
 //
 // Plan.Degraded counts keys with fewer than w positions of V held by their
-// reachable owner in View.Map; Plan.Lost is a subset of it. TargetReady
-// says the leader may commit the target. Held counts each reachable node's
-// holdings, so a draining node is removed once it holds nothing.
+// reachable owner in View.Map, and the lost keys; Plan.Lost counts the keys
+// with no readable version. TargetReady says the leader may commit the
+// target. Held counts each reachable node's holdings, so a draining node is
+// removed once it holds nothing.
 package repair

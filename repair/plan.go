@@ -10,9 +10,10 @@ import (
 )
 
 // Make plans the repair of v: the copies, rebuilds and drops that bring
-// every key's newest version to the owners of its positions in v.Map and
-// v.Target, and take shards away from nodes that own them in neither. See
-// the package documentation for the rules.
+// every key's newest readable version to the owners of its positions in
+// v.Map and v.Target, take shards away from nodes that own them in
+// neither, and clear failed writes that shadow it. See the package
+// documentation for the rules.
 //
 // Make is pure and deterministic: it reads v and modifies nothing in it,
 // and the same View gives the same Plan whatever the order of v.Holdings.
@@ -156,6 +157,7 @@ const (
 	ownerActing    = iota // gets a Copy or Rebuild of position pos
 	ownerSatisfied        // holds the newest version at a position it owns
 	ownerBlocked          // holds the newest version at a position it owns in neither map
+	ownerShadowed         // holds a newer, unreadable version: refuses the one repaired
 )
 
 // owner is a reachable node that owns positions of the key's slot: mp in
@@ -179,17 +181,39 @@ type planner struct {
 	targetPending bool // a Copy or Rebuild to a target owner remains
 
 	// Per key.
-	key          string
-	curRow       []uint16
-	tgtRow       []uint16
-	hs           []hold
-	owners       []owner
-	acts         []Action
+	key    string
+	curRow []uint16
+	tgtRow []uint16
+	hs     []hold
+	owners []owner
+	acts   []Action
+	vers   []verInfo // the key's versions, newest first
+	// The version repaired (the "newest" of the helpers below): the
+	// newest readable one. Holdings of newer versions are left to
+	// dropGarbage and never used.
 	newest       coding.Version
 	policy       coding.Policy
 	tombstone    bool
 	valueLen     uint64
 	width, kdata int
+}
+
+// verInfo is one version of the key being planned.
+type verInfo struct {
+	ver       coding.Version
+	ref       *Holding // its header: the first holding in (position, node) order
+	reachable int      // distinct positions below its width held by reachable nodes
+	total     int      // the same, counting every holding listed
+}
+
+// readable reports whether a reader can get the version from the reachable
+// nodes: a value from DataShards distinct positions, a tombstone from any
+// one shard (it is rebuilt from its header).
+func (vi *verInfo) readable() bool {
+	if vi.ref.Tombstone {
+		return vi.reachable > 0
+	}
+	return vi.reachable >= vi.ref.Policy.DataShards
 }
 
 func (s *planner) planKey(key string, idx []int) {
@@ -218,39 +242,42 @@ func (s *planner) planKey(key string, idx []int) {
 		}
 	}
 
-	// The newest version, and its header from its first holding in
-	// (position, node) order, so the choice does not depend on input order.
-	ref := 0
-	for i := range s.hs {
-		if s.hs[ref].Version.Less(s.hs[i].Version) {
-			ref = i
-		}
-	}
-	r := s.hs[ref].Holding
-	s.newest, s.policy, s.tombstone, s.valueLen = r.Version, r.Policy, r.Tombstone, r.ValueLen
-	s.width, s.kdata = s.policy.Width(), s.policy.DataShards
+	// The version to repair is the newest readable one: Get returns it, and
+	// a newer version too scarce to read (a write that failed after landing
+	// on fewer than k nodes) must not shadow it.
 	slot := placement.Slot(key)
 	s.curRow, s.tgtRow = s.cur.row(slot), s.tgt.row(slot)
-
-	if s.policy.Validate() != nil {
-		// Nothing can be decoded or rebuilt from a header that makes no
-		// sense; leave every shard where it is.
+	s.versions()
+	star := -1
+	for i := range s.vers {
+		if s.vers[i].ref.Policy.Validate() != nil {
+			// Nothing can be decoded or rebuilt from a header that makes
+			// no sense, nor told apart from a real write; leave every
+			// shard where it is.
+			break
+		}
+		if s.vers[i].readable() {
+			star = i
+			break
+		}
+	}
+	if star < 0 {
+		// Nothing readable: every shard left, of any version, may be
+		// what a reader or an operator still needs.
 		s.plan.Degraded++
 		s.plan.Lost++
 		return
 	}
+	r := s.vers[star].ref
+	s.newest, s.policy, s.tombstone, s.valueLen = r.Version, r.Policy, r.Tombstone, r.ValueLen
+	s.width, s.kdata = s.policy.Width(), s.policy.DataShards
 	degraded := s.degraded()
 	if degraded {
 		s.plan.Degraded++
 	}
-	if !s.tombstone && s.positions(-1) < s.kdata {
-		// Nothing to rebuild from; and every shard left, of any version,
-		// may be what a reader or an operator still needs.
-		s.plan.Lost++
-		return
-	}
 
 	s.acts = s.acts[:0]
+	s.dropGarbage(s.vers[:star])
 	s.classifyOwners()
 	s.dropMisplaced(degraded)
 	s.breakCycle()
@@ -276,6 +303,88 @@ func compareVersion(a, b coding.Version) int {
 		return 1
 	}
 	return 0
+}
+
+// versions fills s.vers with the distinct versions of the key's holdings,
+// newest first.
+func (s *planner) versions() {
+	s.vers = s.vers[:0]
+	for i := range s.hs { // sorted by position, then node
+		h := s.hs[i].Holding
+		if !slices.ContainsFunc(s.vers, func(vi verInfo) bool { return vi.ver == h.Version }) {
+			s.vers = append(s.vers, verInfo{ver: h.Version, ref: h})
+		}
+	}
+	slices.SortFunc(s.vers, func(a, b verInfo) int { return compareVersion(b.ver, a.ver) })
+	for j := range s.vers {
+		vi := &s.vers[j]
+		w := vi.ref.Policy.Width()
+		lastAll, lastReach := -1, -1
+		for i := range s.hs {
+			h := &s.hs[i]
+			if h.Version != vi.ver || h.Pos < 0 || h.Pos >= w {
+				continue
+			}
+			if h.Pos != lastAll {
+				vi.total++
+				lastAll = h.Pos
+			}
+			if h.reach && h.Pos != lastReach {
+				vi.reachable++
+				lastReach = h.Pos
+			}
+		}
+	}
+}
+
+// newer reports whether version v is newer than the version repaired.
+func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
+
+// dropGarbage drops the reachable shards of the unreadable versions newer
+// than the one repaired (newer, newest first) that are provably garbage: a
+// write that failed after landing on fewer than DataShards positions. That
+// takes every owner of the slot, in the map and the target, answering (a
+// node that does not might hold more of it: an acknowledged write), and
+// fewer than DataShards positions of the version among all holdings. The
+// drops are Stale: the holder may own the position, and until its shard is
+// gone it refuses the older version repaired (a later plan sends it).
+func (s *planner) dropGarbage(newer []verInfo) {
+	if len(newer) == 0 || s.v.Map == nil || !s.rowReachable(&s.cur, s.curRow) || !s.rowReachable(&s.tgt, s.tgtRow) {
+		return
+	}
+	for j := range newer {
+		vi := &newer[j]
+		if vi.ref.Tombstone || vi.total >= vi.ref.Policy.DataShards {
+			continue
+		}
+		for i := range s.hs {
+			if h := &s.hs[i]; h.reach && h.Version == vi.ver && !h.drop {
+				s.drop(h)
+				s.acts[len(s.acts)-1].Stale = true
+			}
+		}
+	}
+}
+
+// rowReachable reports whether every owner in row is reachable.
+func (s *planner) rowReachable(t *ownerTable, row []uint16) bool {
+	for p := range row {
+		if _, reach, ok := t.owner(row, p); !ok || !reach {
+			return false
+		}
+	}
+	return true
+}
+
+// shadowed reports whether node holds a version newer than the one
+// repaired: it refuses that one until the newer shard is dropped.
+func (s *planner) shadowed(node string) bool {
+	for i := range s.hs {
+		if h := &s.hs[i]; h.Node == node && s.newer(h.Version) {
+			return true
+		}
+	}
+	return false
 }
 
 // find returns the holding of node at pos (the newest if several), or nil.
@@ -372,6 +481,11 @@ func (s *planner) classifyOwners() {
 			// it: it can keep one shard of the key. Until then the other
 			// position is deferred, and does not hold the commit back.
 			o.state = ownerSatisfied
+		case s.shadowed(o.id):
+			// It keeps one shard per key and refuses an older version:
+			// it gets the repaired one once its newer shard is dropped
+			// (as garbage, or by a later write).
+			o.state = ownerShadowed
 		case s.misplaced(o.id) >= 0:
 			// A copy would be refused (same version). The misplaced
 			// shard is copied to its owner and dropped first.
@@ -413,8 +527,8 @@ func (s *planner) ownerOf(id string) *owner {
 func (s *planner) dropMisplaced(degraded bool) {
 	for i := range s.hs {
 		h := &s.hs[i]
-		if !h.reach || h.Pos < 0 {
-			continue
+		if !h.reach || h.Pos < 0 || h.drop || s.newer(h.Version) {
+			continue // newer versions: dropGarbage
 		}
 		switch {
 		case h.Pos >= s.width && h.Version.Less(s.newest) && !degraded:
@@ -442,8 +556,8 @@ func (s *planner) keptByOwner(h *hold) bool {
 			continue
 		}
 		k := s.find(id, h.Pos)
-		if k == nil || k.drop || k.Version.Less(h.Version) {
-			continue
+		if k == nil || k.drop || k.Version.Less(h.Version) || s.newer(k.Version) {
+			continue // a newer version too scarce to read keeps nothing
 		}
 		// A node keeps one shard per key: a copy of another position
 		// to it in this plan would replace the one relied on here.

@@ -1,6 +1,8 @@
 package repair
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -8,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -51,6 +56,7 @@ type simCluster struct {
 	data map[string]map[string]simShard // node -> key -> its one shard
 	keys map[string]bool                // every key ever written
 	ran  [4]int                         // actions applied, by kind
+	junk int                            // drops of a version newer than the one read
 
 	decided string // what decide last asked membership.Decide
 	commits int
@@ -79,14 +85,34 @@ func newSimCluster(t testing.TB, n int, zoned bool) *simCluster {
 	return s
 }
 
+// newNode makes the next node: n0, n1.. for the initial members (init
+// accepts any ID, and short names keep the stories readable), a real libp2p
+// peer ID for a node that joins later (a join checks it).
 func (s *simCluster) newNode(zoned bool) placement.Node {
-	n := placement.Node{ID: fmt.Sprintf("n%d", s.next)}
+	n := placement.Node{ID: fmt.Sprintf("n%d", s.next), Addrs: []string{fmt.Sprintf("/ip4/10.0.0.%d/tcp/6735", s.next)}}
+	if s.c != nil {
+		n.ID = simPeerID(fmt.Sprintf("node %d", s.next))
+	}
 	if zoned {
 		n.Zone = fmt.Sprintf("z%d", s.next%3)
 	}
 	s.data[n.ID] = map[string]simShard{}
 	s.next++
 	return n
+}
+
+// simPeerID returns the peer ID of an Ed25519 key derived from seed.
+func simPeerID(seed string) string {
+	sum := sha256.Sum256([]byte(seed))
+	key, _, err := crypto.GenerateEd25519Key(bytes.NewReader(sum[:]))
+	if err != nil {
+		panic(err)
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return id.String()
 }
 
 // must applies a membership command that has to be accepted.
@@ -261,6 +287,78 @@ func (s *simCluster) positionsOf(key string, v coding.Version) int {
 	return len(seen)
 }
 
+// totalPositionsOf counts the distinct positions below its width of key's
+// version v held by any node, reachable or not.
+func (s *simCluster) totalPositionsOf(key string, v coding.Version) int {
+	seen := map[int]bool{}
+	for _, id := range s.ids() {
+		if sh, ok := s.data[id][key]; ok && sh.Version == v && sh.Pos < sh.Policy.Width() {
+			seen[sh.Pos] = true
+		}
+	}
+	return len(seen)
+}
+
+// readable returns the version of key a reader gets from the reachable
+// nodes: the newest that has DataShards distinct positions there, or is a
+// tombstone held by one of them. ok is false when none is.
+func (s *simCluster) readable(key string) (simShard, bool) {
+	type ver struct {
+		sh  simShard
+		pos map[int]bool
+	}
+	var vers []*ver
+	for id, m := range s.data {
+		sh, ok := m[key]
+		if !ok || !s.reachable(id) {
+			continue
+		}
+		i := slices.IndexFunc(vers, func(v *ver) bool { return v.sh.Version == sh.Version })
+		if i < 0 {
+			vers = append(vers, &ver{sh: sh, pos: map[int]bool{}})
+			i = len(vers) - 1
+		}
+		if sh.Pos < sh.Policy.Width() {
+			vers[i].pos[sh.Pos] = true
+		}
+	}
+	var best simShard
+	found := false
+	for _, v := range vers {
+		if (v.sh.Tombstone || len(v.pos) >= v.sh.Policy.DataShards) && (!found || best.Version.Less(v.sh.Version)) {
+			best, found = v.sh, true
+		}
+	}
+	return best, found
+}
+
+// lostKeys counts the keys that have no readable version.
+func (s *simCluster) lostKeys() int {
+	n := 0
+	for key := range s.keys {
+		if _, ok := s.readable(key); !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// slotReachable reports whether every owner of key's slot, in the map and
+// the target, is reachable.
+func (s *simCluster) slotReachable(key string) bool {
+	for _, m := range []*placement.Map{s.c.Map, s.c.Target} {
+		if m == nil {
+			continue
+		}
+		for pos := range m.Width {
+			if !s.reachable(simOwner(m, key, pos)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // apply carries out the actions of p at index order (all, in plan order,
 // when nil), checking each as a node would, and returns how many of each
 // kind it ran.
@@ -310,12 +408,22 @@ func (s *simCluster) apply(p *Plan, order []int) (n [4]int) {
 			s.receive(a, sh)
 		case Drop:
 			if s.owns(a.To, a.Key, a.Pos) {
-				// A node refuses to drop a position it owns, except
-				// positions beyond the key's newest width (left over from
-				// a wider policy).
-				if nw, _ := s.newest(a.Key); a.Pos < nw.Policy.Width() {
+				// A node refuses to drop a position it owns unless the
+				// drop is stale: a superseded leftover beyond the width
+				// of the version read, or a newer version too scarce to
+				// read.
+				rd, _ := s.readable(a.Key)
+				switch {
+				case !a.Stale:
 					s.t.Fatalf("drop %s pos %d at %s, which owns it", a.Key, a.Pos, a.To)
+				case a.Version.Less(rd.Version) && a.Pos >= rd.Policy.Width():
+				case rd.Version.Less(a.Version):
+				default:
+					s.t.Fatalf("stale drop %s pos %d version %s at %s: neither a leftover nor newer than the version read (%s)", a.Key, a.Pos, a.Version, a.To, rd.Version)
 				}
+			}
+			if rd, _ := s.readable(a.Key); rd.Version.Less(a.Version) {
+				s.junk++
 			}
 			if s.holdsAt(a.To, a.Key, a.Pos, a.Version) {
 				delete(s.data[a.To], a.Key)
@@ -387,15 +495,19 @@ func (s *simCluster) shardsTotal() int {
 	return n
 }
 
-// checkClean checks that every key's newest version sits at every
-// position of its width at that position's owner in the map, and that no
-// reachable node holds anything else.
+// checkClean checks that every key's newest readable version sits at
+// every position of its width at that position's owner in the map, and
+// that no reachable node holds anything else. Keys with no readable
+// version are left alone by repair, and skipped.
 func (s *simCluster) checkClean() {
 	s.t.Helper()
 	for key := range s.keys {
-		nw, ok := s.newest(key)
-		if !ok {
+		if _, ok := s.newest(key); !ok {
 			s.t.Errorf("key %s: no shard left anywhere", key)
+			continue
+		}
+		nw, ok := s.readable(key)
+		if !ok {
 			continue
 		}
 		for pos := range nw.Policy.Width() {
@@ -409,7 +521,10 @@ func (s *simCluster) checkClean() {
 			continue
 		}
 		for key, sh := range s.data[id] {
-			nw, _ := s.newest(key)
+			nw, ok := s.readable(key)
+			if !ok {
+				continue
+			}
 			if sh.Version != nw.Version || sh.Pos >= nw.Policy.Width() || simOwner(s.c.Map, key, sh.Pos) != id {
 				s.t.Errorf("node %s holds %s pos %d version %s: misplaced or stale (newest %s, width %d, owner %s)",
 					id, key, sh.Pos, sh.Version, nw.Version, nw.Policy.Width(), simOwner(s.c.Map, key, sh.Pos))
@@ -493,7 +608,8 @@ func TestKillNodeThenOut(t *testing.T) {
 func TestJoinRebalance(t *testing.T) {
 	s := newSimCluster(t, 7, false)
 	s.writeKeys(600)
-	s.must(membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: s.newNode(false)}})
+	joined := s.newNode(false)
+	s.must(membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: joined}})
 	s.must(membership.Command{Op: membership.OpRebalance})
 	if s.c.Target == nil {
 		t.Fatal("rebalance after a join set no target")
@@ -505,7 +621,7 @@ func TestJoinRebalance(t *testing.T) {
 		sh, _ := s.newest(key)
 		for pos := range sh.Policy.Width() {
 			if a, b := simOwner(s.c.Map, key, pos), simOwner(s.c.Target, key, pos); a != b {
-				if b != "n7" {
+				if b != joined.ID {
 					t.Errorf("%s pos %d moves from %s to %s, not to the new node", key, pos, a, b)
 				}
 				moved[fmt.Sprintf("%s/%d", key, pos)] = a
@@ -528,8 +644,8 @@ func TestJoinRebalance(t *testing.T) {
 	if n[Copy] != len(moved) || n[Rebuild] != 0 || n[Drop] != 0 {
 		t.Errorf("before the commit: %d copies, %d rebuilds, %d drops; want %d, 0, 0", n[Copy], n[Rebuild], n[Drop], len(moved))
 	}
-	if got := s.held("n7"); got != len(moved) {
-		t.Errorf("n7 holds %d shards, want %d", got, len(moved))
+	if got := s.held(joined.ID); got != len(moved) {
+		t.Errorf("the new node holds %d shards, want %d", got, len(moved))
 	}
 	p = s.plan()
 	if !p.TargetReady {
@@ -632,23 +748,246 @@ func TestMissedWrite(t *testing.T) {
 	s.checkClean()
 }
 
-// Fewer than k shards of the newest version: nothing can be rebuilt, and
-// nothing is touched.
+// A key with no readable version (a write that failed after overwriting
+// 3 of 6 positions leaves 3 of each version, k = 4) is lost: nothing can be
+// rebuilt, and nothing is touched, not even the failed write's shards. A
+// key whose older version is still readable is not lost.
 func TestLostKey(t *testing.T) {
 	s := newSimCluster(t, 7, false)
 	s.writeKeys(20)
 	s.writeAt("/lost", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
 	s.writeAt("/lost", simEC, 2000, false, 0, 1, 2)
+	s.writeAt("/shadowed", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	v2 := s.writeAt("/shadowed", simEC, 2000, false, 0, 1)
 	p := s.plan()
-	if p.Lost != 1 || p.Degraded != 1 || p.Keys != 21 {
-		t.Errorf("keys %d degraded %d lost %d, want 21, 1, 1", p.Keys, p.Degraded, p.Lost)
+	if p.Lost != 1 || p.Degraded != 2 || p.Keys != 22 {
+		t.Errorf("keys %d degraded %d lost %d, want 22, 2, 1", p.Keys, p.Degraded, p.Lost)
 	}
 	if a := actionsOf(p, "/lost"); len(a) != 0 {
 		t.Errorf("actions for a lost key: %+v", a)
 	}
-	if len(p.Actions) != 0 {
-		t.Errorf("%d actions, want none", len(p.Actions))
+	want := []Action{
+		{Kind: Drop, Key: "/shadowed", Pos: 0, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/shadowed", 0), Stale: true},
+		{Kind: Drop, Key: "/shadowed", Pos: 1, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/shadowed", 1), Stale: true},
 	}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Errorf("plan:\n got %+v\nwant %+v", p.Actions, want)
+	}
+}
+
+// The bug this guards against: V1 is written everywhere, a later write of
+// V2 fails after landing one shard. Get returns V1 (V2 has fewer than k
+// shards), so V1 is what repair must keep whole. The V2 shard is provably
+// garbage (every owner of the slot answers and lists fewer than k
+// positions of it): it is dropped, though its holder owns the position
+// (Stale), and V1 is put back there.
+func TestShadowedByFailedWrite(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeKeys(30)
+	v1 := s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	v2 := s.writeAt("/a", simEC, 8000, false, 0)
+	o0 := simOwner(s.c.Map, "/a", 0)
+	if p := s.plan(); p.Lost != 0 || p.Degraded != 1 {
+		t.Errorf("before the failure: degraded %d lost %d, want 1, 0", p.Degraded, p.Lost)
+	}
+
+	// An owner of /a fails and is declared out: V1 is at k positions.
+	dead := simOwner(s.c.Map, "/a", 5)
+	s.down[dead] = true
+	s.must(membership.Command{Op: membership.OpState, ID: dead, State: membership.Down})
+	s.must(membership.Command{Op: membership.OpState, ID: dead, State: membership.Out})
+	s.must(membership.Command{Op: membership.OpRebalance})
+	if got := s.positionsOf("/a", v1); got != 4 {
+		t.Fatalf("V1 at %d positions after the out, want 4", got)
+	}
+	p := s.plan()
+	if p.Lost != 0 {
+		t.Errorf("lost %d, want 0: V1 is readable", p.Lost)
+	}
+	var drops, toO0 int
+	for _, a := range actionsOf(p, "/a") {
+		switch {
+		case a.Kind == Drop:
+			drops++
+			if a.To != o0 || a.Version != v2 || !a.Stale || a.Pos != 0 {
+				t.Errorf("drop %+v, want V2 pos 0 at %s, stale", a, o0)
+			}
+		case a.To == o0:
+			toO0++ // refused: o0 holds the newer V2
+		case a.Version != v1:
+			t.Errorf("%s of version %s, want V1 (%s)", a.Kind, a.Version, v1)
+		}
+	}
+	if drops != 1 || toO0 != 0 {
+		t.Errorf("first plan for /a: %+v; want the stale drop of V2 and nothing else to %s", actionsOf(p, "/a"), o0)
+	}
+	s.apply(p, nil)
+	s.converge(5)
+	for pos := range 6 {
+		if id := simOwner(s.c.Map, "/a", pos); !s.holdsAt(id, "/a", pos, v1) {
+			t.Errorf("owner %s of pos %d does not hold V1", id, pos)
+		}
+	}
+	s.checkClean()
+
+	// Two more failures: V1 is still readable.
+	s.down[simOwner(s.c.Map, "/a", 1)] = true
+	s.down[simOwner(s.c.Map, "/a", 4)] = true
+	if rd, ok := s.readable("/a"); !ok || rd.Version != v1 || s.positionsOf("/a", v1) < 4 {
+		t.Errorf("with two owners down: readable %v version %s at %d positions, want V1 at 4", ok, rd.Version, s.positionsOf("/a", v1))
+	}
+}
+
+// The same with an owner of the slot unreachable: it might hold more shards
+// of V2 (an acknowledged write), so V2 is not dropped; V1 is repaired where
+// it can be. Once the owner answers, V2 is garbage and goes.
+func TestShadowedOwnerDown(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	v1 := s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 4, 5) // missed 3
+	g := ""                                                  // a node outside the slot, the old owner of 3
+	for _, id := range s.ids() {
+		if !slices.ContainsFunc([]int{0, 1, 2, 3, 4, 5}, func(p int) bool { return s.owns(id, "/a", p) }) {
+			g = id
+		}
+	}
+	s.data[g]["/a"] = simShard{Pos: 3, Policy: simEC, Version: v1, ValueLen: 4000}
+	v2 := s.writeAt("/a", simEC, 8000, false, 0)
+	o0, o3, o5 := simOwner(s.c.Map, "/a", 0), simOwner(s.c.Map, "/a", 3), simOwner(s.c.Map, "/a", 5)
+	s.down[o5] = true
+
+	p := s.plan()
+	want := []Action{{Kind: Copy, Key: "/a", Pos: 3, Policy: simEC, Version: v1, To: o3, From: g, Bytes: 1000}}
+	if !reflect.DeepEqual(p.Actions, want) || p.Lost != 0 || p.Degraded != 1 {
+		t.Fatalf("owner down: %+v, lost %d, degraded %d\nwant %+v, 0, 1 (no drop of V2: it might be real)", p.Actions, p.Lost, p.Degraded, want)
+	}
+	s.apply(p, nil)
+	p = s.plan()
+	want = []Action{{Kind: Drop, Key: "/a", Pos: 3, Policy: simEC, Version: v1, To: g}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("after the copy: %+v\nwant %+v", p.Actions, want)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); len(p.Actions) != 0 {
+		t.Fatalf("with %s down: %+v, want nothing more", o5, p.Actions)
+	}
+
+	delete(s.down, o5)
+	p = s.plan()
+	want = []Action{{Kind: Drop, Key: "/a", Pos: 0, Policy: simEC, Version: v2, To: o0, Stale: true}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("all owners back: %+v\nwant %+v", p.Actions, want)
+	}
+	s.apply(p, nil)
+	if n := s.converge(3); n != [4]int{0, 0, 1, 0} {
+		t.Errorf("after the drop: %d copies, %d rebuilds, %d drops; want the rebuild of pos 0", n[Copy], n[Rebuild], n[Drop])
+	}
+	s.checkClean()
+}
+
+// A tombstone newer than a readable value is the version repaired, even on
+// fewer than k nodes: a delete wins. A value written after it on too few
+// nodes is garbage.
+func TestTombstoneNewerThanValue(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	tomb := s.writeAt("/a", simEC, 0, true, 0, 1)
+	v3 := s.writeAt("/a", simEC, 4000, false, 2)
+
+	p := s.plan()
+	var want []Action
+	want = append(want, Action{Kind: Drop, Key: "/a", Pos: 2, Policy: simEC, Version: v3, To: simOwner(s.c.Map, "/a", 2), Stale: true})
+	for pos := 3; pos < 6; pos++ {
+		want = append(want, Action{Kind: Rebuild, Key: "/a", Pos: pos, Policy: simEC, Version: tomb, Tombstone: true, To: simOwner(s.c.Map, "/a", pos)})
+	}
+	if !reflect.DeepEqual(p.Actions, want) || p.Lost != 0 {
+		t.Fatalf("plan: %+v, lost %d\nwant %+v, 0", p.Actions, p.Lost, want)
+	}
+	s.apply(p, nil)
+	if n := s.converge(3); n != [4]int{0, 0, 1, 0} {
+		t.Errorf("after the first plan: %d copies, %d rebuilds, %d drops; want the rebuild of pos 2", n[Copy], n[Rebuild], n[Drop])
+	}
+	if nw, _ := s.newest("/a"); nw.Version != tomb || !nw.Tombstone {
+		t.Errorf("newest %+v, want the tombstone", nw)
+	}
+	s.checkClean()
+}
+
+// A newer version with exactly k positions is readable: it is the one
+// repaired, and the older version left at the other positions is replaced,
+// as for any missed write.
+func TestNewerWithExactlyK(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	v2 := s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3)
+	p := s.plan()
+	src := []Source{{simOwner(s.c.Map, "/a", 0), 0}, {simOwner(s.c.Map, "/a", 1), 1}, {simOwner(s.c.Map, "/a", 2), 2}, {simOwner(s.c.Map, "/a", 3), 3}}
+	want := []Action{
+		{Kind: Rebuild, Key: "/a", Pos: 4, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/a", 4), Sources: src, Bytes: 1000},
+		{Kind: Rebuild, Key: "/a", Pos: 5, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/a", 5), Sources: src, Bytes: 1000},
+	}
+	if !reflect.DeepEqual(p.Actions, want) || p.Lost != 0 || p.Degraded != 1 {
+		t.Fatalf("plan: %+v, lost %d, degraded %d\nwant %+v, 0, 1", p.Actions, p.Lost, p.Degraded, want)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 {
+		t.Errorf("after the rebuilds: %+v", p)
+	}
+	s.checkClean()
+}
+
+// A target owner shadowed by a failed write holds the commit back until it
+// holds the readable version: a commit would leave that version at fewer
+// owners. A key with nothing readable does not hold it back.
+func TestShadowedHoldsTarget(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	v1 := s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	v2 := s.writeAt("/a", simEC, 8000, false, 0)
+	s.writeAt("/lost", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	s.writeAt("/lost", simEC, 2000, false, 0, 1, 2)
+	var g uint16 // a node outside the slot of /a
+	slot := int(placement.Slot("/a"))
+	for j := range s.c.Map.Nodes {
+		if !slices.Contains(s.c.Map.Table[slot*6:(slot+1)*6], uint16(j)) {
+			g = uint16(j)
+		}
+	}
+	gid := s.c.Map.Nodes[g].ID
+	o0, o2 := simOwner(s.c.Map, "/a", 0), simOwner(s.c.Map, "/a", 2)
+	s.setTarget("/a", func(row []uint16) { row[2] = g })
+
+	// o2 (a map owner only) is down: V2 might be real, o0 keeps it, and
+	// the target waits.
+	s.down[o2] = true
+	p := s.plan()
+	if a := actionsOf(p, "/a"); len(a) != 1 || a[0].Kind != Rebuild || a[0].To != gid || a[0].Version != v1 || p.TargetReady {
+		t.Fatalf("o2 down: %+v, ready %v; want only the rebuild of V1 pos 2 at %s, not ready", a, p.TargetReady, gid)
+	}
+	s.converge(3)
+	if p := s.plan(); p.TargetReady {
+		t.Fatal("target ready while its owner of pos 0 holds only a V2 shard")
+	}
+
+	delete(s.down, o2)
+	p = s.plan()
+	want := []Action{{Kind: Drop, Key: "/a", Pos: 0, Policy: simEC, Version: v2, To: o0, Stale: true}}
+	if !reflect.DeepEqual(actionsOf(p, "/a"), want) || p.TargetReady {
+		t.Fatalf("o2 back: %+v, ready %v\nwant %+v, not ready", actionsOf(p, "/a"), p.TargetReady, want)
+	}
+	s.apply(p, nil)
+	p = s.plan()
+	if a := actionsOf(p, "/a"); len(a) != 1 || a[0].To != o0 || a[0].Pos != 0 || a[0].Version != v1 || p.TargetReady {
+		t.Fatalf("after the drop: %+v, ready %v; want V1 pos 0 to %s, not ready", a, p.TargetReady, o0)
+	}
+	s.apply(p, nil)
+	p = s.plan()
+	if !p.TargetReady || len(p.Actions) != 0 || p.Lost != 1 {
+		t.Fatalf("V1 everywhere: %+v, ready %v, lost %d; want ready, nothing to do, /lost lost", p.Actions, p.TargetReady, p.Lost)
+	}
+	s.checkTargetHeld()
+	s.c.Map, s.c.Target = s.c.Target, nil // the commit
+	s.converge(3)
+	s.checkClean()
 }
 
 // A tombstone is rebuilt from its header alone.
@@ -999,8 +1338,9 @@ func TestMakeEmpty(t *testing.T) {
 	}
 }
 
-// A seeded random sequence of kills, revivals, outs, joins, drains and
-// writes, with repair rounds that carry out a random part of each plan in
+// A seeded random sequence of kills, revivals, outs, joins, drains, writes
+// and failed writes (a new version landing on 1..k-1 positions), with
+// repair rounds that carry out a random part of each plan in
 // random order (an interrupted driver), checking each plan; then everything
 // is revived and must converge to a clean cluster.
 func TestPropertyRandomEvents(t *testing.T) {
@@ -1025,7 +1365,7 @@ func simRandomRun(t *testing.T, seed uint64) {
 	}()
 
 	for range 40 {
-		switch e := r.IntN(8); e {
+		switch e := r.IntN(9); e {
 		case 0: // kill a node, only when the cluster is whole
 			if !s.settle(r, false) || len(s.down) > 0 {
 				continue
@@ -1075,6 +1415,20 @@ func simRandomRun(t *testing.T, seed uint64) {
 				log = append(log, "commit")
 			}
 			s.removeEmpty()
+		case 8: // writes that fail after landing on 1..k-1 reachable owners
+			for range 3 {
+				key := fmt.Sprintf("/k%04d", r.IntN(120))
+				var at []int
+				for pos := range simEC.Width() {
+					if s.reachable(simOwner(s.c.Map, key, pos)) {
+						at = append(at, pos)
+					}
+				}
+				r.Shuffle(len(at), func(i, j int) { at[i], at[j] = at[j], at[i] })
+				at = at[:min(len(at), 1+r.IntN(simEC.DataShards-1))]
+				s.writeAt(key, simEC, uint64(1+r.IntN(300<<10)), false, at...)
+			}
+			log = append(log, "failed write")
 		}
 		s.decide()
 		for range 1 + r.IntN(2) {
@@ -1088,12 +1442,17 @@ func simRandomRun(t *testing.T, seed uint64) {
 	if !s.settle(r, true) {
 		t.Fatalf("no convergence; last plan %+v", s.plan())
 	}
+	// A failed write that overwrote k-1 positions of a key whole until then
+	// leaves no readable version (a node keeps one shard per key): those
+	// keys are lost, and left alone. Every other key's newest readable
+	// version is at all its positions (checkClean).
 	p := s.plan()
-	if p.Degraded != 0 || p.Lost != 0 || len(p.Actions) != 0 || s.c.Target != nil {
-		t.Fatalf("after healing: degraded %d lost %d actions %d target %v", p.Degraded, p.Lost, len(p.Actions), s.c.Target != nil)
+	lost := s.lostKeys()
+	if p.Degraded != lost || p.Lost != lost || len(p.Actions) != 0 || s.c.Target != nil {
+		t.Fatalf("after healing: degraded %d lost %d (want %d) actions %d target %v", p.Degraded, p.Lost, lost, len(p.Actions), s.c.Target != nil)
 	}
 	s.checkClean()
-	t.Logf("events: %s; %d commits; ran %d copies, %d rebuilds, %d drops", strings.Join(log, ", "), s.commits, s.ran[Copy], s.ran[Rebuild], s.ran[Drop])
+	t.Logf("events: %s; %d commits; ran %d copies, %d rebuilds, %d drops (%d of failed writes); %d keys lost", strings.Join(log, ", "), s.commits, s.ran[Copy], s.ran[Rebuild], s.ran[Drop], s.junk, lost)
 }
 
 func (s *simCluster) memberIDs(state string) []string {
@@ -1117,7 +1476,8 @@ func (s *simCluster) decide() bool {
 			break
 		}
 		s.decided = asked
-		for _, cmd := range membership.Decide(s.c, s.answered(), s.now, simOutAfter) {
+		cmds, _ := membership.Decide(s.c, s.answered(), s.now, simOutAfter) // an impossible rebalance waits
+		for _, cmd := range cmds {
 			if s.try(cmd) == nil { // a rejected rebalance (too few nodes) waits
 				changed = true
 			}
@@ -1138,7 +1498,7 @@ func (s *simCluster) removeEmpty() {
 
 // settle runs membership decisions, full repair rounds and commits until
 // nothing changes, and reports whether the cluster is then whole (no key
-// degraded).
+// degraded but those with nothing readable).
 func (s *simCluster) settle(r *rand.Rand, advance bool) bool {
 	for range 200 {
 		if advance {
@@ -1155,7 +1515,7 @@ func (s *simCluster) settle(r *rand.Rand, advance bool) bool {
 		default:
 			s.removeEmpty()
 			if !s.decide() {
-				return p.Degraded == 0
+				return p.Degraded == p.Lost
 			}
 		}
 	}
@@ -1186,15 +1546,24 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 		}
 	}
 
-	// Before: each key's newest version and its distinct positions.
+	// Before: each key's readable version and its distinct positions, and
+	// the positions anywhere of every version.
 	type state struct {
-		nw   simShard
-		have int
+		nw    simShard // the version read
+		have  int
+		slot  bool // every owner of the slot reachable
+		total map[coding.Version]int
 	}
 	before := map[string]state{}
 	for key := range s.keys {
-		if nw, ok := s.newest(key); ok {
-			before[key] = state{nw, s.positionsOf(key, nw.Version)}
+		if nw, ok := s.readable(key); ok {
+			b := state{nw: nw, have: s.positionsOf(key, nw.Version), slot: s.slotReachable(key), total: map[coding.Version]int{}}
+			for _, m := range s.data {
+				if sh, ok := m[key]; ok && b.nw.Version.Less(sh.Version) {
+					b.total[sh.Version] = s.totalPositionsOf(key, sh.Version)
+				}
+			}
+			before[key] = b
 		}
 	}
 
@@ -1213,7 +1582,11 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 		if a.Kind != Drop {
 			continue
 		}
-		b := before[a.Key]
+		b, ok := before[a.Key]
+		if !ok {
+			s.t.Errorf("drop %s pos %d version %s at %s: the key had no readable version", a.Key, a.Pos, a.Version, a.To)
+			continue
+		}
 		k, w := b.nw.Policy.DataShards, b.nw.Policy.Width()
 		kept := false
 		for _, id := range s.ids() {
@@ -1227,14 +1600,17 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 			// A superseded leftover beyond the newest width.
 		case a.Version == b.nw.Version && s.positionsOf(a.Key, a.Version) >= max(k+1, w-1):
 			// A ring broken with margin.
+		case b.nw.Version.Less(a.Version) && a.Stale && b.slot && b.total[a.Version] < a.Policy.DataShards:
+			// A newer version too scarce to read, and provably so: a
+			// failed write.
 		default:
 			s.t.Errorf("drop %s pos %d version %s at %s removed its last copy (newest %s, %d positions before)", a.Key, a.Pos, a.Version, a.To, b.nw.Version, b.have)
 		}
 	}
 	for key, b := range before {
-		nw, _ := s.newest(key)
+		nw, _ := s.readable(key)
 		if nw.Version != b.nw.Version {
-			s.t.Errorf("key %s: newest version went from %s to %s", key, b.nw.Version, nw.Version)
+			s.t.Errorf("key %s: readable version went from %s to %s", key, b.nw.Version, nw.Version)
 		}
 		if k := b.nw.Policy.DataShards; !b.nw.Tombstone && b.have >= k && s.positionsOf(key, b.nw.Version) < k {
 			s.t.Errorf("key %s: readable before the round (%d positions), not after", key, b.have)
@@ -1243,17 +1619,17 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 }
 
 // checkTargetHeld checks what a ready target means: every owner in the
-// target holds the newest version of every key that is not lost at its
+// target holds the readable version of every key that has one at its
 // target position, or at its map position of the slot (the target one is
 // deferred to after the commit).
 func (s *simCluster) checkTargetHeld() {
 	s.t.Helper()
 	for key := range s.keys {
-		nw, _ := s.newest(key)
-		w := nw.Policy.Width()
-		if !nw.Tombstone && s.positionsOf(key, nw.Version) < nw.Policy.DataShards {
+		nw, ok := s.readable(key)
+		if !ok {
 			continue
 		}
+		w := nw.Policy.Width()
 		for pos := range w {
 			id := simOwner(s.c.Target, key, pos)
 			if !s.reachable(id) {

@@ -78,9 +78,11 @@ type Action struct {
 	To        string   `json:"to"`
 	From      string   `json:"from,omitempty"`    // Copy
 	Sources   []Source `json:"sources,omitempty"` // Rebuild: in preference order, at least DataShards
-	// Stale marks a Drop of an older version at a position the newest
-	// policy does not use (a 4+2 value overwritten by a 3-replica one): its
-	// holder may own that position, and drops it all the same.
+	// Stale marks a Drop its holder performs even at a position it owns:
+	// an older version at a position the newest readable version's policy
+	// does not use (a 4+2 value overwritten by a 3-replica one), or a newer
+	// version that is provably unreadable (a failed write: fewer than k
+	// shards exist, and every owner of the slot was listed).
 	Stale bool `json:"stale,omitempty"`
 	// Bytes is the shard length moved by the action (0 for Drop and
 	// tombstones), for rate limits and ETAs.
@@ -93,15 +95,16 @@ type Plan struct {
 	// Keys is the number of distinct keys seen (tombstones included).
 	Keys int
 	// Degraded counts keys with fewer than their policy's width of shards
-	// of the newest version at reachable owners in View.Map.
+	// of the newest readable version at reachable owners in View.Map.
 	Degraded int
-	// Lost counts keys whose newest version has fewer than DataShards
-	// shards on reachable nodes: nothing can be rebuilt for them now.
+	// Lost counts keys of which no version is readable (no version has
+	// DataShards shards on reachable nodes): nothing can be rebuilt for
+	// them now.
 	Lost int
 	// TargetReady is true when View.Target is set and every reachable
-	// owner in it holds every shard of the newest version of every key
-	// (no Copy or Rebuild to a target owner remains), and every target
-	// owner is reachable: the leader may commit the target.
+	// owner in it holds every shard of the newest readable version of
+	// every key (no Copy or Rebuild to a target owner remains), and every
+	// target owner is reachable: the leader may commit the target.
 	TargetReady bool
 	// Held counts the holdings of each reachable node (drain completion:
 	// a draining node is removed once it holds nothing).

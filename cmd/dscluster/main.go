@@ -20,6 +20,7 @@ import (
 
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/node"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 )
 
 var log = logging.Logger("dscluster")
@@ -53,6 +54,9 @@ func run() error {
 	flag.Parse()
 	if flag.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	if *weight < 0 || *weight > placement.MaxWeight {
+		return fmt.Errorf("--weight %d is outside 0..%d", *weight, placement.MaxWeight)
 	}
 	if err := logging.SetLogLevel("*", *logLevel); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -97,9 +101,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if joining || (*boot != "" && *identity < 0) {
-		// Ask to join (again after a restart: a member's join is a no-op
-		// that refreshes its addresses).
+	switch {
+	case joining:
+		// A new member must be accepted before it reports ready.
 		jctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := node.Join(jctx, *boot, n)
 		cancel()
@@ -108,6 +112,17 @@ func run() error {
 			return fmt.Errorf("join the cluster through %s: %w", *boot, err)
 		}
 		log.Infow("joined the cluster; the leader moves slots here once the copies are made", "peer", n.ID().String())
+	case *boot != "" && *identity < 0:
+		// A member restarted with --bootstrapper: it is a member already
+		// (raft knows it), so asking again only refreshes its addresses,
+		// and must not keep it from serving while that node is away.
+		go func() {
+			jctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if err := node.Join(jctx, *boot, n); err != nil && ctx.Err() == nil {
+				log.Warnw("could not refresh membership through the bootstrapper; serving anyway", "bootstrapper", *boot, "err", err)
+			}
+		}()
 	}
 	for _, a := range n.Addrs() {
 		log.Infof("listening on %s/p2p/%s", a, n.ID())

@@ -27,6 +27,22 @@
 // be added by the leader (SyncVoters). The init command is then proposed
 // once, on the leader.
 //
+// # Voters and leadership
+//
+// The leader keeps the raft configuration in line with the members:
+// SyncVoters(voters, others) removes the servers in neither list first,
+// then demotes, then adds voters, then adds non-voters, so that a change
+// never needs a dead server for its quorum; membership.Voters picks the
+// voters (only live members are ever added). SyncVoters never demotes or
+// removes the leader itself: a leader whose node is being drained calls
+// TransferLeadership, and the next leader demotes it. Voters lists the
+// voters of the configuration.
+//
+// A server that has just become the leader calls Barrier before it acts
+// on Cluster: entries of earlier terms are committed, and so applied, only
+// once the new leader commits one of its own term, and until then Cluster
+// may lag what a majority holds.
+//
 // # Durability
 //
 // When Propose returns nil, the command is in the raft log of a majority of

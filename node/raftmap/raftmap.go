@@ -384,12 +384,82 @@ func (r *Raft) Propose(ctx context.Context, cmd membership.Command) error {
 	return nil
 }
 
+// Voters returns the peer IDs of the voters of the newest raft
+// configuration this server knows, in configuration order. It works on
+// any server; a follower's may lag the leader's.
+func (r *Raft) Voters() ([]string, error) {
+	servers, err := r.Servers()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			ids = append(ids, string(s.ID))
+		}
+	}
+	return ids, nil
+}
+
+// Barrier waits until this server, the leader, has applied every entry
+// committed before the call, previous terms' included, so that Cluster
+// is the whole committed state. A new leader calls it before it acts on
+// Cluster (raft commits an old term's entries only with one of its own,
+// so until then Cluster may miss some). timeout bounds the hand-over to
+// raft (0: none). It must be called on the leader: otherwise, or when
+// leadership is lost meanwhile, a *NotLeaderError.
+func (r *Raft) Barrier(timeout time.Duration) error {
+	if !r.IsLeader() {
+		return r.notLeader()
+	}
+	if err := r.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			return r.notLeader()
+		}
+		return r.mapErr(err)
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to the most up-to-date other voter
+// and returns once this server has stepped down. A leader that should
+// not be a voter any more (its node is being drained) calls it, since
+// SyncVoters never demotes the leader: the next leader does. It must be
+// called on the leader, and fails when there is no other voter.
+func (r *Raft) TransferLeadership() error {
+	if !r.IsLeader() {
+		return r.notLeader()
+	}
+	voters, err := r.Voters()
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(voters, func(id string) bool { return raft.ServerID(id) != r.self }) {
+		return errors.New("raftmap: transfer leadership: no other voter")
+	}
+	if err := r.raft.LeadershipTransfer().Error(); err != nil {
+		return fmt.Errorf("raftmap: transfer leadership: %w", r.mapErr(err))
+	}
+	return nil
+}
+
 // SyncVoters makes the raft configuration hold exactly voters as voters and
-// others as non-voters, adding, promoting, demoting and removing servers as
-// needed (additions first, so the group never shrinks before it grows).
-// The leader itself is never demoted or removed, whatever the lists say.
-// It must be called on the leader. The changes are applied one by one; on
-// an error, the ones before it stay.
+// others as non-voters. It changes one server at a time, in an order that
+// never needs a dead server for a quorum it did not need before: first it
+// removes the servers in neither list (out or removed members, dead as
+// often as not: removing them lowers the quorum), then demotes the voters
+// listed in others, then adds or promotes voters, and last adds
+// non-voters. (Adding first would be unsafe: with voters A, B, C and C
+// dead, adding a voter D that is dead too makes a configuration of 4 that
+// needs 3 live voters and has 2, and no leader is ever elected again.)
+// Choosing only live servers as new voters is the caller's part
+// (membership.Voters).
+//
+// The leader itself is never demoted or removed, whatever the lists say:
+// a leader that should not be a voter calls TransferLeadership, and the
+// next leader's SyncVoters demotes it. It must be called on the leader.
+// The changes are applied one by one; on an error, the ones before it
+// stay, and a later call goes on from there.
 func (r *Raft) SyncVoters(voters []string, others []string) error {
 	want := make(map[raft.ServerID]raft.ServerSuffrage, len(voters)+len(others))
 	for _, list := range []struct {
@@ -427,6 +497,25 @@ func (r *Raft) SyncVoters(voters []string, others []string) error {
 		log.Infow("raft configuration changed", "op", what, "peer", string(id))
 		return nil
 	}
+	// Remove the servers in neither list.
+	for _, s := range servers {
+		if _, ok := want[s.ID]; ok || s.ID == r.self {
+			continue
+		}
+		if err := wait("remove server", s.ID, r.raft.RemoveServer(s.ID, 0, changeTimeout)); err != nil {
+			return err
+		}
+	}
+	// Demote the voters that should not be.
+	for _, id := range others {
+		sid := raft.ServerID(id)
+		if s, ok := have[sid]; !ok || s != raft.Voter || sid == r.self {
+			continue
+		}
+		if err := wait("demote voter", sid, r.raft.DemoteVoter(sid, 0, changeTimeout)); err != nil {
+			return err
+		}
+	}
 	// Add and promote voters, then add non-voters.
 	for _, id := range voters {
 		sid := raft.ServerID(id)
@@ -443,24 +532,6 @@ func (r *Raft) SyncVoters(voters []string, others []string) error {
 			continue
 		}
 		if err := wait("add non-voter", sid, r.raft.AddNonvoter(sid, raft.ServerAddress(id), 0, changeTimeout)); err != nil {
-			return err
-		}
-	}
-	// Demote, then remove.
-	for _, id := range others {
-		sid := raft.ServerID(id)
-		if s, ok := have[sid]; !ok || s != raft.Voter || sid == r.self {
-			continue
-		}
-		if err := wait("demote voter", sid, r.raft.DemoteVoter(sid, 0, changeTimeout)); err != nil {
-			return err
-		}
-	}
-	for _, s := range servers {
-		if _, ok := want[s.ID]; ok || s.ID == r.self {
-			continue
-		}
-		if err := wait("remove server", s.ID, r.raft.RemoveServer(s.ID, 0, changeTimeout)); err != nil {
 			return err
 		}
 	}

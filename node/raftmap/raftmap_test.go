@@ -319,3 +319,142 @@ func otherThan(x int, all ...int) []int {
 	}
 	return out
 }
+
+// Two close failures: voter c dies while the non-voter d is dead too.
+// SyncVoters removes c before it adds d as a voter, so every change
+// commits on the two live voters (adding d first would make 4 voters with
+// 2 dead: no quorum, ever). Voters shows the configuration.
+func TestSyncVotersRemovesBeforeAdding(t *testing.T) {
+	g := newGroup(t, 3, Config{})
+	l := g.waitLeader(electTimeout)
+	lr := g.members[l].r
+	g.propose(l, g.initCommand())
+	d := g.add()
+	g.start(d, nil)
+	if err := lr.SyncVoters(g.ids(0, 1, 2), g.ids(d)); err != nil {
+		t.Fatal(err)
+	}
+	wantVoters(t, lr, g.ids(0, 1, 2))
+
+	others := otherThan(l, 0, 1, 2)
+	b, c := others[0], others[1]
+	g.stop(d)
+	g.stop(c)
+	start := time.Now()
+	if err := lr.SyncVoters(g.ids(l, b, d), nil); err != nil {
+		t.Fatalf("SyncVoters with c and d dead: %v", err)
+	}
+	t.Logf("SyncVoters with two dead servers took %s", time.Since(start).Round(time.Millisecond))
+	wantServers(t, lr, map[int]raft.ServerSuffrage{l: raft.Voter, b: raft.Voter, d: raft.Voter}, g)
+	wantVoters(t, lr, g.ids(l, b, d))
+	if !lr.IsLeader() {
+		t.Fatal("the leader lost leadership")
+	}
+	// 2 of 3 voters live: the group commits.
+	g.propose(l, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: fakeNode(t)}, At: 9})
+	g.waitSame(syncTimeout, lr.Cluster(), b)
+	waitFor(t, syncTimeout, "the follower to see the new configuration", func() bool {
+		v, err := g.members[b].r.Voters()
+		return err == nil && sameSet(v, g.ids(l, b, d))
+	})
+}
+
+// Barrier on the leader applies everything committed; TransferLeadership
+// hands leadership over, so that the next leader can demote the old one
+// (the way a leader being drained leaves the voters).
+func TestBarrierAndTransferLeadership(t *testing.T) {
+	g := newGroup(t, 3, Config{})
+	l := g.waitLeader(electTimeout)
+	lr := g.members[l].r
+	g.propose(l, g.initCommand())
+	d := g.add()
+	g.start(d, nil)
+	if err := lr.SyncVoters(g.ids(0, 1, 2), g.ids(d)); err != nil {
+		t.Fatal(err)
+	}
+	g.propose(l, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: fakeNode(t)}, At: 1})
+	if err := lr.Barrier(5 * time.Second); err != nil {
+		t.Fatalf("Barrier on the leader: %v", err)
+	}
+	f := otherThan(l, 0, 1, 2)[0]
+	if err := g.members[f].r.Barrier(time.Second); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("Barrier on a follower = %v, want ErrNotLeader", err)
+	}
+	if err := g.members[f].r.TransferLeadership(); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("TransferLeadership on a follower = %v, want ErrNotLeader", err)
+	}
+
+	// The leader's node is being drained: the voters are the others and
+	// d. SyncVoters promotes d but keeps the leader a voter.
+	voters := append(g.ids(otherThan(l, 0, 1, 2)...), g.ids(d)...)
+	if err := lr.SyncVoters(voters, g.ids(l)); err != nil {
+		t.Fatal(err)
+	}
+	wantVoters(t, lr, append(slices.Clone(voters), g.ids(l)...))
+	want := lr.Cluster()
+
+	if err := lr.TransferLeadership(); err != nil {
+		t.Fatalf("TransferLeadership: %v", err)
+	}
+	if lr.IsLeader() {
+		t.Fatal("still leader after TransferLeadership returned")
+	}
+	nl := g.waitLeader(electTimeout)
+	if nl == l {
+		t.Fatal("the old leader is leader again")
+	}
+	nr := g.members[nl].r
+	if err := nr.Barrier(5 * time.Second); err != nil {
+		t.Fatalf("Barrier on the new leader: %v", err)
+	}
+	if got := nr.Cluster(); string(mustJSON(t, got)) != string(mustJSON(t, want)) {
+		t.Fatal("the new leader's cluster after Barrier differs from the old leader's")
+	}
+	// The new leader demotes the old one.
+	if err := nr.SyncVoters(voters, g.ids(l)); err != nil {
+		t.Fatal(err)
+	}
+	wantVoters(t, nr, voters)
+	g.propose(nl, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: fakeNode(t)}, At: 2})
+	g.waitSame(syncTimeout, nr.Cluster(), 0, 1, 2, d)
+}
+
+// A single voter has nobody to hand leadership to.
+func TestTransferLeadershipAlone(t *testing.T) {
+	g := newGroup(t, 1, Config{})
+	l := g.waitLeader(electTimeout)
+	r := g.members[l].r
+	if err := r.Barrier(5 * time.Second); err != nil {
+		t.Fatalf("Barrier: %v", err)
+	}
+	if err := r.TransferLeadership(); err == nil {
+		t.Fatal("TransferLeadership with no other voter succeeded")
+	}
+	if !r.IsLeader() {
+		t.Fatal("a failed TransferLeadership lost leadership")
+	}
+	wantVoters(t, r, g.ids(l))
+	r.Close()
+	g.members[l].r = nil
+	if err := r.Barrier(time.Second); !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrClosed) {
+		t.Fatalf("Barrier after Close = %v, want ErrNotLeader or ErrClosed", err)
+	}
+}
+
+func wantVoters(t *testing.T, r *Raft, want []string) {
+	t.Helper()
+	got, err := r.Voters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameSet(got, want) {
+		t.Fatalf("Voters = %v, want %v (any order)", got, want)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
