@@ -340,7 +340,7 @@ func (n *Node) RepairPass(ctx context.Context) error {
 
 // member serves OpMember: a join or a drain, proposed by the leader (a
 // follower forwards it there).
-func (n *Node) member(ctx context.Context, body []byte) *wire.Response {
+func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Response {
 	var cmd membership.Command
 	if err := json.Unmarshal(body, &cmd); err != nil {
 		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command does not parse: %v", err)}
@@ -349,6 +349,10 @@ func (n *Node) member(ctx context.Context, body []byte) *wire.Response {
 	case membership.OpJoin, membership.OpDrain:
 	default:
 		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join and drain are accepted", cmd.Op)}
+	}
+	// A node joins as itself; a member may forward another's join.
+	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(n.cluster.Load(), from) {
+		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("join: peer %s may only ask to join as itself", from)}
 	}
 	cmd.At = time.Now().UnixNano()
 	if n.raft.IsLeader() {

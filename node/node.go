@@ -401,8 +401,14 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wir
 	case wire.OpClusterInfo:
 		return n.clusterInfo(from, req.Identity)
 	case wire.OpInventory:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
 		return n.inventory(req)
 	case wire.OpDrop:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
 		if req.Epoch != 0 && req.Epoch != c.Map.Epoch {
 			return &wire.Response{Status: wire.StatusStaleEpoch,
 				Message: fmt.Sprintf("drop planned at map epoch %d, this node is at epoch %d", req.Epoch, c.Map.Epoch)}
@@ -415,9 +421,23 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wir
 	case wire.OpPing:
 		return &wire.Response{Status: wire.StatusOK}
 	case wire.OpMember:
-		return n.member(ctx, req.Body)
+		return n.member(ctx, from, req.Body)
 	}
 	return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("unsupported op %s", req.Op)}
+}
+
+// isMember reports whether peer p is a member of the cluster (a server
+// node): only members may list a node's shards or drop them.
+func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
+	if p == n.host.ID() {
+		return true
+	}
+	m, ok := c.Member(p.String())
+	return ok && m.State != membership.Removed
+}
+
+func unauthorized(op wire.Op, p peer.ID) *wire.Response {
+	return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is not a member of the cluster", op, p)}
 }
 
 func (n *Node) lock(key string) *sync.Mutex {

@@ -269,3 +269,28 @@ func TestWrongSecretRefused(t *testing.T) {
 		t.Fatalf("status with the right secret: %+v, %v", resp, err)
 	}
 }
+
+// TestMemberOnlyOps: a peer that has the secret but is not a member (a
+// client) cannot list a node's shards, drop them, or ask another node to
+// join; it gets an answer that says so.
+func TestMemberOnlyOps(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	h := newHost(t, c.Secret)
+	s := openStream(t, ctx, h, c)
+	key := keyOwnedAt(c, 5)
+	reqs := []*wire.Request{
+		{Op: wire.OpInventory},
+		{Op: wire.OpDrop, Drop: []wire.ShardRef{{Key: key, Pos: 5, Stale: true}}},
+		{Op: wire.OpMember, Body: []byte(`{"op":"join","member":{"id":"` + c.Node(1).ID().String() + `","addrs":["/ip4/127.0.0.1/tcp/1"]}}`)},
+	}
+	for _, req := range reqs {
+		resp, err := exchange(t, s, frame(wire.AppendRequest(nil, req)), false)
+		if err != nil {
+			t.Fatalf("%s: %v", req.Op, err)
+		}
+		if resp.Status != wire.StatusUnauthorized || !strings.Contains(resp.Message, h.ID().String()) {
+			t.Errorf("%s from a non-member: %s %q, want unauthorized naming the peer", req.Op, resp.Status, resp.Message)
+		}
+	}
+}
