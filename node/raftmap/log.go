@@ -100,7 +100,8 @@ func (l *hcLogger) emit(level hclog.Level, msg string, args []any) {
 // follower is down. The node's heartbeats report the member down (and out)
 // once; a line per retry for the whole grace period says nothing more.
 func peerUnreachable(msg string) bool {
-	for _, p := range []string{"failed to heartbeat to", "failed to appendEntries to", "failed to pipeline appendEntries", "failed to contact"} {
+	for _, p := range []string{"failed to heartbeat to", "failed to appendEntries to", "failed to pipeline appendEntries", "failed to contact",
+		"failed to decode incoming command"} { // a peer's connection closed mid-stream
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
