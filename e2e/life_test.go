@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -376,31 +377,53 @@ func TestProcessJoinLeaderRestart(t *testing.T) {
 	st = c.waitStatus(t, 120*time.Second, "node 9 up and settled", func(s *statusOut) bool {
 		return s.state(id9) == "up" && s.settled()
 	})
+
+	// Drain node 8 with the CLI: it waits until the node is removed.
+	if r := c.dsclient(t, "node", "drain", id8); r.code != 0 || !strings.Contains(r.stderr, "drained and removed") {
+		t.Fatalf("dsclient node drain: %s", r)
+	}
+	st = c.waitStatus(t, 60*time.Second, "settled after the drain", func(s *statusOut) bool {
+		return s.state(id8) == "absent" && s.settled()
+	})
+	if err := c.nodes[n8].signalAndWait(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("drained node %d: SIGTERM: %v", n8, err)
+	}
 	epoch := st.Epoch
 	totals := map[int]int64{} // each node's repair totals, kept in its repair.db
 	var sum int64
 	for i := range c.nodes {
-		totals[i] = c.nodeRepairMoved(t, st, i)
-		sum += totals[i]
+		if i != n8 {
+			totals[i] = c.nodeRepairMoved(t, st, i)
+			sum += totals[i]
+		}
 	}
 	if sum == 0 {
 		t.Fatal("no node has moved any repair bytes after two joins")
 	}
 
-	// Restart every node: the map, the data and the repair state are intact.
+	// Restart every node (but the drained one): the map, the data and the
+	// repair state are intact.
+	live := func(i int) bool { return i != n8 }
 	for i := range c.nodes {
-		if err := c.nodes[i].signalAndWait(t, syscall.SIGTERM); err != nil {
-			t.Fatalf("node %d: SIGTERM: %v", i, err)
+		if live(i) {
+			if err := c.nodes[i].signalAndWait(t, syscall.SIGTERM); err != nil {
+				t.Fatalf("node %d: SIGTERM: %v", i, err)
+			}
 		}
 	}
 	for i := range c.nodes {
-		c.restart(t, i)
+		if live(i) {
+			c.restart(t, i)
+		}
 	}
 	st = c.waitStatus(t, 60*time.Second, "the restarted cluster settled", (*statusOut).settled)
 	if st.Epoch != epoch {
 		t.Fatalf("epoch %d after the restart, %d before", st.Epoch, epoch)
 	}
 	for i := range c.nodes {
+		if !live(i) {
+			continue
+		}
 		if s := st.state(c.peerID(t, i)); s != "up" {
 			t.Errorf("node %d is %s after the restart", i, s)
 		}
