@@ -17,4 +17,19 @@
 // Bad input (truncated or garbage frames, unknown ops, shards that fail
 // their checksum) is answered with an error status or a reset stream; the
 // node keeps serving other streams.
+//
+// # Cluster life
+//
+// Every node keeps the cluster description (map, members, rebalance
+// target) under raft (package node/raftmap) and saves the latest one in
+// DIR/cluster.json. A node accepts a shard for a position it owns in the
+// map or in the rebalance target, and forwards a shard written during a
+// rebalance to the position's target owner. The raft leader runs three
+// loops: heartbeats (membership.Decide turns missed pings into down and
+// out, and membership changes into rebalances), raft voter upkeep, and
+// repair passes (package repair, over the inventory, get, put and drop
+// ops; only members may list or drop shards). Every node scrubs its own
+// shards and removes the bad ones, which the next pass rebuilds.
+//
+// Background loops stop before the stores close; Close waits for them.
 package node
