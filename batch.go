@@ -261,7 +261,7 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 	if resp.Status == wire.StatusStaleEpoch {
 		// These shards fail here (the rest of the quorum may carry the
 		// keys); the next requests use the new map.
-		if err := d.refresh(ctx); err != nil {
+		if err := d.refreshFrom(ctx, v.peers[n]); err != nil {
 			return nil, err
 		}
 	}

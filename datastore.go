@@ -237,19 +237,29 @@ func (d *Datastore) fetchCluster(ctx context.Context, p peer.ID) (*config.Cluste
 }
 
 // refresh fetches the cluster map from any node and adopts it if newer.
-func (d *Datastore) refresh(ctx context.Context) error { return d.fetchAndSet(ctx, false) }
+func (d *Datastore) refresh(ctx context.Context) error { return d.fetchAndSet(ctx, false, "") }
+
+// refreshFrom is refresh asking node p first: a node that answered "stale
+// epoch" has the newer map, while another may not have applied it yet.
+func (d *Datastore) refreshFrom(ctx context.Context, p peer.ID) error {
+	return d.fetchAndSet(ctx, false, p)
+}
 
 // refreshAny fetches the cluster description from any node and adopts it
 // unless its map is older: members' states and a rebalance target change
 // without a new map epoch.
-func (d *Datastore) refreshAny(ctx context.Context) error { return d.fetchAndSet(ctx, true) }
+func (d *Datastore) refreshAny(ctx context.Context) error { return d.fetchAndSet(ctx, true, "") }
 
-func (d *Datastore) fetchAndSet(ctx context.Context, sameEpoch bool) error {
+func (d *Datastore) fetchAndSet(ctx context.Context, sameEpoch bool, first peer.ID) error {
 	d.refreshMu.Lock()
 	defer d.refreshMu.Unlock()
 	v := d.view.Load()
 	var errs []error
-	for _, p := range v.peers {
+	peers := v.peers
+	if first != "" {
+		peers = append([]peer.ID{first}, v.peers...)
+	}
+	for _, p := range peers {
 		c, err := d.fetchCluster(ctx, p)
 		if err != nil {
 			errs = append(errs, err)
@@ -279,11 +289,29 @@ func (d *Datastore) do(ctx context.Context, v *view, i int, req *wire.Request) (
 	if err != nil || resp.Status != wire.StatusStaleEpoch {
 		return resp, err
 	}
-	if err := d.refresh(ctx); err != nil {
+	if err := d.refreshFrom(ctx, v.peers[i]); err != nil {
 		return nil, err
 	}
 	req.Epoch = d.view.Load().c.Map.Epoch
 	return d.client.Do(ctx, v.peers[i], req)
+}
+
+// doInto is do with the response read into buf (see transport's DoInto);
+// it returns the buffer for reuse.
+func (d *Datastore) doInto(ctx context.Context, v *view, i int, req *wire.Request, buf []byte) (*wire.Response, []byte, error) {
+	if v.down[i] {
+		return nil, buf, errDown
+	}
+	req.Epoch = v.c.Map.Epoch
+	resp, buf, err := d.client.DoInto(ctx, v.peers[i], req, buf)
+	if err != nil || resp.Status != wire.StatusStaleEpoch {
+		return resp, buf, err
+	}
+	if err := d.refreshFrom(ctx, v.peers[i]); err != nil {
+		return nil, buf, err
+	}
+	req.Epoch = d.view.Load().c.Map.Epoch
+	return d.client.DoInto(ctx, v.peers[i], req, buf)
 }
 
 // errDown is the error of a request to a node in Options.Down.

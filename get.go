@@ -24,8 +24,34 @@ const (
 
 type fetched struct {
 	state fetchState
-	shard *coding.Shard
+	shard *coding.Shard // aliases frame
 	err   error
+	frame []byte // the response buffer, back to framePool after the Get
+}
+
+// framePool recycles the response buffers of shard reads: a Get reads k
+// shards into them, and Decode copies the value out, so once Get returns
+// no byte of them is referenced.
+var framePool sync.Pool
+
+// maxPooledFrame keeps buffers of huge shards out of the pool.
+const maxPooledFrame = 4 << 20
+
+func getFrame() []byte {
+	if b, ok := framePool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return nil
+}
+
+func putFrames(res []fetched) {
+	for i := range res {
+		if b := res[i].frame; b != nil && cap(b) <= maxPooledFrame {
+			b = b[:0]
+			framePool.Put(&b)
+		}
+		res[i] = fetched{}
+	}
 }
 
 // Get returns the newest value of key that can be rebuilt; see the package
@@ -35,10 +61,24 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
-	v := d.view.Load()
+	for attempt := 0; ; attempt++ {
+		v := d.view.Load()
+		val, err := d.get(ctx, v, k)
+		// A node said the map is stale and the front end moved to the new
+		// one during the read: the answers of old owners (which may have
+		// dropped their copies) do not count; read again by the new map.
+		if attempt == 0 && d.view.Load() != v {
+			continue
+		}
+		return val, err
+	}
+}
+
+func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) {
 	owners := v.owners(k)
 	p := v.c.Policy
 	res := make([]fetched, p.Width())
+	defer putFrames(res) // the value is a copy (see coding.Decode)
 	d.fetchShards(ctx, v, k, owners, res, 0, p.DataShards)
 	if val, err, done := d.evaluate(v, k, owners, res, false); done {
 		return val, err
@@ -62,7 +102,13 @@ func (d *Datastore) fetchShards(ctx context.Context, v *view, key string, owners
 }
 
 func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int) fetched {
-	resp, err := d.do(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key})
+	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key}, getFrame())
+	f := d.fetchFrom(resp, err, key, pos)
+	f.frame = frame
+	return f
+}
+
+func (d *Datastore) fetchFrom(resp *wire.Response, err error, key string, pos int) fetched {
 	if err != nil {
 		return fetched{state: fetchFailed, err: err}
 	}
@@ -205,7 +251,17 @@ func firstHeader(shards []*coding.Shard) coding.Header {
 // probe asks the first k positions for index metadata of key and returns
 // the newest entry, or found=false when no acknowledged write can exist.
 func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, found bool, err error) {
-	v := d.view.Load()
+	for attempt := 0; ; attempt++ {
+		v := d.view.Load()
+		le, found, err = d.probeView(ctx, v, key)
+		if attempt == 0 && d.view.Load() != v {
+			continue // the map changed during the probe: ask the new owners
+		}
+		return le, found, err
+	}
+}
+
+func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire.ListEntry, found bool, err error) {
 	owners := v.owners(key)
 	p := v.c.Policy
 	type answer struct {

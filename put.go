@@ -141,7 +141,7 @@ func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Sha
 			// The node has a newer map: adopt it and send the shard (which
 			// does not depend on the epoch) to the owner of its position
 			// in that map, which may be another node.
-			if err := d.refresh(ctx); err != nil {
+			if err := d.refreshFrom(ctx, v.peers[n]); err != nil {
 				return held, err
 			}
 			v = d.view.Load()

@@ -393,7 +393,7 @@ func (p peers) do(ctx context.Context, node string, req *wire.Request) (*wire.Re
 	if id == p.n.host.ID() {
 		// libp2p does not dial itself: serve the leader's own shards here.
 		// The response may alias the request body, which is not reused.
-		resp = p.n.serve(ctx, id, wire.AppendRequest(nil, req))
+		resp = p.n.serve(ctx, id, wire.AppendRequest(nil, req), nil)
 	} else if resp, err = p.n.client.Do(ctx, id, req); err != nil {
 		return nil, err
 	}

@@ -305,6 +305,7 @@ func (n *Node) handleStream(s network.Stream) {
 	defer n.wg.Done()
 	defer s.Close()
 	var buf []byte
+	var scratch []byte // shard reads; a response is written before the next read
 	out := make([]byte, 0, 256)
 	for {
 		select {
@@ -333,7 +334,7 @@ func (n *Node) handleStream(s network.Stream) {
 			return
 		}
 		buf = frame[:0]
-		resp := n.serve(context.Background(), s.Conn().RemotePeer(), frame)
+		resp := n.serve(context.Background(), s.Conn().RemotePeer(), frame, &scratch)
 		_ = s.SetWriteDeadline(time.Now().Add(time.Minute))
 		if out, err = wire.WriteResponse(s, out, resp); err != nil {
 			_ = s.Reset()
@@ -347,7 +348,9 @@ func (n *Node) handleStream(s network.Stream) {
 }
 
 // serve answers one request frame. It never panics on any input.
-func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wire.Response) {
+// scratch, when not nil, is a buffer a shard read may use for the response
+// payload; the caller writes the response before it reuses the buffer.
+func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[]byte) (resp *wire.Response) {
 	c := n.cluster.Load()
 	req, err := wire.DecodeRequest(frame)
 	if err != nil {
@@ -387,7 +390,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte) (resp *wir
 		wg.Wait()
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
-		return n.getShard(ctx, req.Key, req.HeaderOnly)
+		return n.getShard(ctx, req.Key, req.HeaderOnly, scratch)
 	case wire.OpList:
 		return n.list(req)
 	case wire.OpStatus:
@@ -505,7 +508,16 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	return wire.StatusOK, ""
 }
 
-func (n *Node) getShard(ctx context.Context, key string, headerOnly bool) *wire.Response {
+// intoReader is a shard store that reads into a caller's buffer (the
+// volume store).
+type intoReader interface {
+	GetInto(ctx context.Context, key ds.Key, buf []byte) (value, grown []byte, err error)
+}
+
+// maxScratch keeps the buffers of huge shards from staying with a stream.
+const maxScratch = 4 << 20
+
+func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratch *[]byte) *wire.Response {
 	e, err := n.idx.Get(key)
 	if errors.Is(err, index.ErrNotFound) {
 		return &wire.Response{Status: wire.StatusNotFound}
@@ -520,7 +532,16 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool) *wire.
 	if e.Tombstone {
 		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(e)}
 	}
-	raw, err := n.store.Get(ctx, shardName(key))
+	var raw []byte
+	if ir, ok := n.store.(intoReader); ok && scratch != nil {
+		var grown []byte
+		raw, grown, err = ir.GetInto(ctx, shardName(key), *scratch)
+		if cap(grown) <= maxScratch {
+			*scratch = grown[:0]
+		}
+	} else {
+		raw, err = n.store.Get(ctx, shardName(key))
+	}
 	if errors.Is(err, ds.ErrNotFound) {
 		log.Warnw("shard file missing for indexed key", "key", key)
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: shard file missing", key)}

@@ -80,6 +80,19 @@ func (c *Client) Do(ctx context.Context, p peer.ID, req *wire.Request) (*wire.Re
 // DoBody is Do with a request body the caller encoded itself (so a shard is
 // encoded straight into the frame, without an extra copy).
 func (c *Client) DoBody(ctx context.Context, p peer.ID, op wire.Op, body []byte) (*wire.Response, error) {
+	resp, _, err := c.doBody(ctx, p, op, body, nil)
+	return resp, err
+}
+
+// DoInto is Do with the response frame read into buf (grown as needed):
+// the response's payload aliases the returned buffer, which the caller may
+// reuse once it is done with the response. A shard read then costs no
+// fresh allocation.
+func (c *Client) DoInto(ctx context.Context, p peer.ID, req *wire.Request, buf []byte) (*wire.Response, []byte, error) {
+	return c.doBody(ctx, p, req.Op, wire.AppendRequest(nil, req), buf)
+}
+
+func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, body, buf []byte) (*wire.Response, []byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -90,22 +103,23 @@ func (c *Client) DoBody(ctx context.Context, p peer.ID, op wire.Op, body []byte)
 	for attempt := 0; ; attempt++ {
 		s, pooled, err := c.getStream(ctx, p)
 		if err != nil {
-			return nil, &PeerError{Peer: p, Op: op, Err: err}
+			return nil, buf, &PeerError{Peer: p, Op: op, Err: err}
 		}
-		resp, err := roundTrip(ctx, s, body)
+		var resp *wire.Response
+		resp, buf, err = roundTrip(ctx, s, body, buf)
 		if err == nil {
 			c.putStream(p, s)
-			return resp, nil
+			return resp, buf, nil
 		}
 		_ = s.Reset()
 		if pooled && attempt == 0 && ctx.Err() == nil && !errors.Is(err, wire.ErrMalformed) {
 			continue
 		}
-		return nil, &PeerError{Peer: p, Op: op, Err: err}
+		return nil, buf, &PeerError{Peer: p, Op: op, Err: err}
 	}
 }
 
-func roundTrip(ctx context.Context, s network.Stream, body []byte) (*wire.Response, error) {
+func roundTrip(ctx context.Context, s network.Stream, body, buf []byte) (*wire.Response, []byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
@@ -113,16 +127,17 @@ func roundTrip(ctx context.Context, s network.Stream, body []byte) (*wire.Respon
 	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := wire.WriteFrame(s, body); err != nil {
-		return nil, fmt.Errorf("send: %w", err)
+		return nil, buf, fmt.Errorf("send: %w", err)
 	}
-	frame, err := wire.ReadFrame(s, nil)
+	frame, err := wire.ReadFrame(s, buf)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, buf, ctx.Err()
 		}
-		return nil, fmt.Errorf("receive: %w", err)
+		return nil, buf, fmt.Errorf("receive: %w", err)
 	}
-	return wire.DecodeResponse(frame)
+	resp, err := wire.DecodeResponse(frame)
+	return resp, frame[:0], err
 }
 
 // PeerError is a failure to get an answer from a peer. The request may or

@@ -104,7 +104,7 @@ func (s *Store) compactVolume(ctx context.Context, vol uint32) (int64, error) {
 			return 0, err
 		}
 		s.filesMu.RLock()
-		rec, err := s.readRecord(e.key, e.at)
+		rec, err := s.readRecord(e.key, e.at, nil)
 		s.filesMu.RUnlock()
 		if err == nil {
 			_, err = decodeRecord(rec, e.key)

@@ -324,12 +324,17 @@ func (s *Store) lookup(key string) (loc, bool, error) {
 }
 
 // readRecord reads the whole record at l. Callers hold filesMu shared.
-func (s *Store) readRecord(key string, l loc) ([]byte, error) {
+func (s *Store) readRecord(key string, l loc, buf []byte) ([]byte, error) {
 	f := s.files[l.vol]
 	if f == nil {
 		return nil, fmt.Errorf("%w: index points to missing volume %d", ErrCorrupt, l.vol)
 	}
-	rec := make([]byte, recordLen(len(key), int(l.valLen)))
+	n := recordLen(len(key), int(l.valLen))
+	rec := buf[:0]
+	if int64(cap(rec)) < n {
+		rec = make([]byte, n)
+	}
+	rec = rec[:n]
 	if _, err := f.ReadAt(rec, l.off); err != nil {
 		return nil, fmt.Errorf("volume: read %s at %d: %w", volName(l.vol), l.off, err)
 	}
@@ -338,25 +343,33 @@ func (s *Store) readRecord(key string, l loc) ([]byte, error) {
 
 // Get returns the value stored under key, or ds.ErrNotFound.
 func (s *Store) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+	v, _, err := s.GetInto(ctx, key, nil)
+	return v, err
+}
+
+// GetInto is Get with the record read into buf, grown as needed: the value
+// aliases the returned buffer, which the caller may reuse once done with
+// the value. It returns the buffer even on error.
+func (s *Store) GetInto(ctx context.Context, key ds.Key, buf []byte) (value, grown []byte, err error) {
 	k := key.String()
 	s.filesMu.RLock()
 	defer s.filesMu.RUnlock()
 	l, ok, err := s.lookup(k)
 	if err != nil {
-		return nil, err
+		return nil, buf, err
 	}
 	if !ok {
-		return nil, ds.ErrNotFound
+		return nil, buf, ds.ErrNotFound
 	}
-	rec, err := s.readRecord(k, l)
+	rec, err := s.readRecord(k, l, buf)
 	if err != nil {
-		return nil, err
+		return nil, buf, err
 	}
 	v, err := decodeRecord(rec, k)
 	if err != nil {
-		return nil, fmt.Errorf("volume: get %s in %s at %d: %w", k, volName(l.vol), l.off, err)
+		return nil, rec, fmt.Errorf("volume: get %s in %s at %d: %w", k, volName(l.vol), l.off, err)
 	}
-	return v, nil
+	return v, rec, nil
 }
 
 // Has reports whether key is in the index. It does not read the volume.
