@@ -406,27 +406,46 @@ func (d *Datastore) Status(ctx context.Context) []NodeStatus {
 
 // Member sends a membership command (membership.OpDrain with an ID, or
 // membership.OpJoin with a Member) to the cluster: the first node of the
-// map that answers forwards it to the raft leader.
+// map that answers forwards it to the raft leader. While raft elects a
+// leader, nodes answer "unavailable" and Member tries again, for up to
+// memberRetry.
 func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
 	body, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}
-	v := d.view.Load()
-	var errs []error
-	for i := range v.peers {
-		resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpMember, Body: body})
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if resp.Status != wire.StatusOK {
+	deadline := time.Now().Add(memberRetry)
+	for {
+		v := d.view.Load()
+		var errs []error
+		for i := range v.peers {
+			resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpMember, Body: body})
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			switch resp.Status {
+			case wire.StatusOK:
+				return nil
+			case wire.StatusUnavailable:
+				errs = append(errs, fmt.Errorf("%s: %s", v.nodeName(i), resp.Message))
+				continue
+			}
 			return fmt.Errorf("%s %s: %s", cmd.Op, cmd.ID, resp.Message)
 		}
-		return nil
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s %s: no node could take it: %w", cmd.Op, cmd.ID, errors.Join(errs...))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	return fmt.Errorf("%s %s: no node answered: %w", cmd.Op, cmd.ID, errors.Join(errs...))
 }
+
+// memberRetry bounds how long Member waits for a raft leader.
+const memberRetry = 15 * time.Second
 
 // DiskUsage sums the shard store usage that the reachable nodes report.
 func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {

@@ -105,7 +105,7 @@ func Join(ctx context.Context, addr string, n *Node) error {
 		switch {
 		case err == nil && resp.Status == wire.StatusOK:
 			return nil
-		case err == nil && resp.Status != wire.StatusInternal:
+		case err == nil && resp.Status != wire.StatusInternal && resp.Status != wire.StatusUnavailable:
 			return fmt.Errorf("%s: %s", resp.Status, resp.Message)
 		case err == nil:
 			err = errors.New(resp.Message)

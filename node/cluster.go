@@ -370,7 +370,7 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	}
 	leader, ok := n.raft.Leader()
 	if !ok {
-		return &wire.Response{Status: wire.StatusInternal, Message: "no raft leader right now; retry"}
+		return &wire.Response{Status: wire.StatusUnavailable, Message: "no raft leader right now; retry"}
 	}
 	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

@@ -21,6 +21,8 @@
 //   - StatusStaleEpoch: the node did nothing; refresh the cluster map and retry.
 //   - StatusBadRequest, StatusTooLarge, StatusUnauthorized: the node did
 //     nothing; retrying the same request gives the same answer.
+//   - StatusUnavailable: the node did nothing and cannot now (a membership
+//     request while raft elects a leader); retry the same request shortly.
 //   - StatusCorrupt: the node's copy is unreadable; read elsewhere.
 //   - StatusInternal or a broken stream: the node may or may not have applied
 //     the request. Shard writes are idempotent (a node keeps the newest

@@ -81,6 +81,9 @@ const (
 	StatusInternal     Status = 5
 	StatusUnauthorized Status = 6
 	StatusTooLarge     Status = 7
+	// StatusUnavailable: the node did nothing because it cannot now (no
+	// raft leader during an election); the same request may succeed soon.
+	StatusUnavailable Status = 8
 )
 
 func (s Status) String() string {
@@ -101,6 +104,8 @@ func (s Status) String() string {
 		return "unauthorized"
 	case StatusTooLarge:
 		return "too large"
+	case StatusUnavailable:
+		return "unavailable"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
