@@ -128,7 +128,7 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 		mu      sync.Mutex
 		errs    atomic.Int64
 		done    atomic.Int64
-		lastErr atomic.Value
+		lastErr atomic.Pointer[error] // atomic.Value refuses errors of different types
 		next    atomic.Int64
 	)
 	deadline := time.Time{}
@@ -167,7 +167,7 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 				el := time.Since(t0)
 				if err != nil {
 					errs.Add(1)
-					lastErr.Store(err)
+					lastErr.Store(&err)
 				}
 				mu.Lock()
 				lat = append(lat, el)
@@ -218,7 +218,7 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 	slices.Sort(lat)
 	r.P50ms, r.P99ms, r.P999ms = quantile(lat, 0.50), quantile(lat, 0.99), quantile(lat, 0.999)
 	if r.Errors > 0 {
-		return r, fmt.Errorf("bench: %s on %s: %d of %d operations failed, the last: %v", cfg.Workload, target, r.Errors, r.Ops, lastErr.Load())
+		return r, fmt.Errorf("bench: %s on %s: %d of %d operations failed, the last: %v", cfg.Workload, target, r.Errors, r.Ops, *lastErr.Load())
 	}
 	return r, nil
 }
