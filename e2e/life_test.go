@@ -262,6 +262,11 @@ func TestProcessRepairRestoresRedundancy(t *testing.T) {
 	})
 	t.Logf("node %d out and every key at full redundancy again %s after SIGKILL (epoch %d, %d bytes moved by repair)",
 		x, time.Since(start).Round(time.Millisecond), st.Epoch, st.Repair.BytesMoved)
+	// The human form says so too, and --wait returns at once when settled.
+	r := c.dsclient(t, "--timeout=60s", "status", "--wait")
+	if r.code != 0 || !strings.Contains(r.stdout, "500 keys, 0 degraded, 0 lost; backlog 0 shards") || !strings.Contains(r.stdout, " out ") {
+		t.Fatalf("dsclient status --wait: want exit 0, 500 keys with 0 degraded and node %d out: %s", x, r)
+	}
 
 	for _, i := range []int{1, 5} {
 		if err := c.nodes[i].signalAndWait(t, syscall.SIGKILL); !killedBy(err, syscall.SIGKILL) {
