@@ -60,6 +60,18 @@ func settled(c *clustertest.Cluster) (bool, string) {
 		st.Degraded == 0 && st.Backlog == 0 && st.Keys > 0, desc
 }
 
+// stopTwoMore stops two running nodes other than except and the raft
+// leader: with 4+2, every value must then still read back.
+func stopTwoMore(c *clustertest.Cluster, except int) {
+	stopped := 0
+	for i := 0; i < c.Len() && stopped < 2; i++ {
+		if i != except && i != c.Leader() && c.Node(i) != nil {
+			c.Stop(i)
+			stopped++
+		}
+	}
+}
+
 func memberState(c *clustertest.Cluster, i int) string {
 	m, ok := c.Current().Member(c.Node(i).ID().String())
 	if !ok {
@@ -116,13 +128,7 @@ func TestRepairRestoresRedundancy(t *testing.T) {
 	})
 	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
 
-	stopped := 0
-	for i := 0; i < 7 && stopped < 2; i++ {
-		if i != victim && i != c.Leader() {
-			c.Stop(i)
-			stopped++
-		}
-	}
+	stopTwoMore(c, victim)
 	checkAll(t, freshFrontEnd(c), keys, vals)
 }
 
@@ -278,15 +284,8 @@ func TestDrainMovesDataFirst(t *testing.T) {
 	}
 	checkAll(t, d, keys, vals)
 	c.Stop(victim)
-	stopped := 0
-	for i := 0; i < 7 && stopped < 2; i++ {
-		if i != victim && i != c.Leader() {
-			c.Stop(i)
-			stopped++
-		}
-	}
+	stopTwoMore(c, victim)
 	checkAll(t, freshFrontEnd(c), keys, vals)
-
 }
 
 // TestScrubRebuildsCorruptShard: a shard file rots on disk. Get never
@@ -368,13 +367,7 @@ func TestMissedWriteRepaired(t *testing.T) {
 		t.Fatalf("node %d holds %d shards after repair, want %d", victim, st.Keys, want)
 	}
 	// With the victim's shards back, any two other nodes may go.
-	stopped := 0
-	for i := 0; i < 6 && stopped < 2; i++ {
-		if i != victim {
-			c.Stop(i)
-			stopped++
-		}
-	}
+	stopTwoMore(c, victim)
 	checkAll(t, freshFrontEnd(c), keys, vals)
 }
 

@@ -398,7 +398,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 	case wire.OpPurge:
 		rs := make([]wire.BatchResult, len(req.Purge))
 		for i, le := range req.Purge {
-			rs[i].Status, rs[i].Message = n.purge(le)
+			rs[i].Status, rs[i].Message = n.purge(ctx, le)
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpClusterInfo:
@@ -565,24 +565,13 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratc
 
 // purge drops key's index entry if it is still the tombstone of version
 // (le.HLC, le.Writer): a newer write that arrived meanwhile is kept.
-func (n *Node) purge(le wire.ListEntry) (wire.Status, string) {
-	mu := n.lock(le.Key)
-	mu.Lock()
-	defer mu.Unlock()
-	e, err := n.idx.Get(le.Key)
-	if errors.Is(err, index.ErrNotFound) {
-		return wire.StatusNotFound, ""
-	}
-	if err != nil {
-		return wire.StatusInternal, fmt.Sprintf("purge %q: index: %v", le.Key, err)
-	}
-	if !e.Tombstone || e.Version != (index.Version{HLC: le.HLC, Writer: le.Writer}) {
-		return wire.StatusOK, "kept: not that tombstone"
-	}
-	if err := n.idx.Delete(le.Key); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("purge %q: index: %v", le.Key, err)
-	}
-	return wire.StatusOK, ""
+func (n *Node) purge(ctx context.Context, le wire.ListEntry) (wire.Status, string) {
+	return n.removeIf(ctx, "purge", le.Key, func(e index.Entry) string {
+		if !e.Tombstone || e.Version != (index.Version{HLC: le.HLC, Writer: le.Writer}) {
+			return "not that tombstone"
+		}
+		return ""
+	})
 }
 
 // tombstoneShard rebuilds the shard of a tombstone from its index entry.

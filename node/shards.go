@@ -56,18 +56,30 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 	if !sr.Stale && c.Owns(n.selfID, placement.Slot(sr.Key), int(sr.Pos)) {
 		return wire.StatusBadRequest, fmt.Sprintf("drop %q: this node owns shard %d of its slot at epoch %d", sr.Key, sr.Pos, c.Map.Epoch)
 	}
-	mu := n.lock(sr.Key)
+	return n.removeIf(ctx, "drop", sr.Key, func(e index.Entry) string {
+		if e.Index != sr.Pos || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
+			return "not that shard"
+		}
+		return ""
+	})
+}
+
+// removeIf removes key's entry and shard unless keep, called under the
+// key's lock with the current entry, gives a reason to keep them (then the
+// answer is OK with "kept: reason"). A missing key answers not found.
+func (n *Node) removeIf(ctx context.Context, op, key string, keep func(index.Entry) string) (wire.Status, string) {
+	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
-	e, err := n.idx.Get(sr.Key)
+	e, err := n.idx.Get(key)
 	if errors.Is(err, index.ErrNotFound) {
 		return wire.StatusNotFound, ""
 	}
 	if err != nil {
-		return wire.StatusInternal, fmt.Sprintf("drop %q: index: %v", sr.Key, err)
+		return wire.StatusInternal, fmt.Sprintf("%s %q: index: %v", op, key, err)
 	}
-	if e.Index != sr.Pos || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
-		return wire.StatusOK, "kept: not that shard"
+	if reason := keep(e); reason != "" {
+		return wire.StatusOK, "kept: " + reason
 	}
 	return n.removeLocked(ctx, e)
 }
