@@ -145,8 +145,77 @@ func (n *Node) addrsOf(id peer.ID) []ma.Multiaddr {
 // initialises the cluster, sends heartbeats, proposes the state changes
 // membership.Decide calls for, and keeps the raft voters in line.
 func (n *Node) controlLoop(every, outAfter time.Duration) {
+	n.every(every, func() { n.controlTick(every, outAfter) })
+}
+
+// controlTick is one round of the control loop.
+func (n *Node) controlTick(every, outAfter time.Duration) {
+	if !n.raft.IsLeader() {
+		n.leaderReady.Store(false)
+		return
+	}
+	if !n.leaderReady.Load() {
+		// A new leader applies every committed entry before it acts on
+		// the cluster description.
+		if err := n.raft.Barrier(5 * time.Second); err != nil {
+			log.Debugw("raft barrier", "err", err)
+			return
+		}
+		n.leaderReady.Store(true)
+		log.Infow("leading the cluster")
+	}
+	c := n.raft.Cluster()
+	if c == nil {
+		init := membership.Init(&n.cfg.Cluster)
+		if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: init}); err != nil {
+			log.Warnw("initialise the cluster under raft", "err", err)
+		}
+		return
+	}
+	answered := n.heartbeat(c, every)
+	cmds, err := membership.Decide(c, answered, time.Now(), outAfter)
+	if err != nil && time.Since(n.lastDecideWarn) > time.Minute {
+		n.lastDecideWarn = time.Now()
+		log.Warnw("the slot map cannot follow the members", "err", err)
+	}
+	for _, cmd := range cmds {
+		if err := n.propose(cmd); err != nil {
+			log.Warnw("membership", "op", cmd.Op, "id", cmd.ID, "err", err)
+			break
+		}
+		log.Infow("membership", "op", cmd.Op, "id", cmd.ID, "state", cmd.State)
+	}
+	c = n.raft.Cluster()
+	current, err := n.raft.Voters()
+	if err != nil {
+		log.Debugw("raft voters", "err", err)
+		return
+	}
+	voters := membership.Voters(c, current)
+	if !slices.Contains(voters, n.selfID) {
+		// This leader is being drained (or is otherwise not to vote):
+		// hand over; the next leader demotes it.
+		if err := n.raft.TransferLeadership(); err != nil {
+			log.Debugw("transfer raft leadership", "err", err)
+		}
+		return
+	}
+	var others []string
+	for _, m := range c.Members {
+		if m.State != membership.Out && m.State != membership.Removed && !slices.Contains(voters, m.ID) {
+			others = append(others, m.ID)
+		}
+	}
+	if err := n.raft.SyncVoters(voters, others); err != nil {
+		log.Debugw("raft voters", "err", err)
+	}
+}
+
+// every runs fn every interval until the node closes; it is a background
+// loop (bgWG), started with n.bgWG.Add(1).
+func (n *Node) every(interval time.Duration, fn func()) {
 	defer n.bgWG.Done()
-	t := time.NewTicker(every)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -154,65 +223,7 @@ func (n *Node) controlLoop(every, outAfter time.Duration) {
 			return
 		case <-t.C:
 		}
-		if !n.raft.IsLeader() {
-			n.leaderReady.Store(false)
-			continue
-		}
-		if !n.leaderReady.Load() {
-			// A new leader applies every committed entry before it acts on
-			// the cluster description.
-			if err := n.raft.Barrier(5 * time.Second); err != nil {
-				log.Debugw("raft barrier", "err", err)
-				continue
-			}
-			n.leaderReady.Store(true)
-			log.Infow("leading the cluster")
-		}
-		c := n.raft.Cluster()
-		if c == nil {
-			init := membership.Init(&n.cfg.Cluster)
-			if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: init}); err != nil {
-				log.Warnw("initialise the cluster under raft", "err", err)
-			}
-			continue
-		}
-		answered := n.heartbeat(c, every)
-		cmds, err := membership.Decide(c, answered, time.Now(), outAfter)
-		if err != nil && time.Since(n.lastDecideWarn) > time.Minute {
-			n.lastDecideWarn = time.Now()
-			log.Warnw("the slot map cannot follow the members", "err", err)
-		}
-		for _, cmd := range cmds {
-			if err := n.propose(cmd); err != nil {
-				log.Warnw("membership", "op", cmd.Op, "id", cmd.ID, "err", err)
-				break
-			}
-			log.Infow("membership", "op", cmd.Op, "id", cmd.ID, "state", cmd.State)
-		}
-		c = n.raft.Cluster()
-		current, err := n.raft.Voters()
-		if err != nil {
-			log.Debugw("raft voters", "err", err)
-			continue
-		}
-		voters := membership.Voters(c, current)
-		if !slices.Contains(voters, n.selfID) {
-			// This leader is being drained (or is otherwise not to vote):
-			// hand over; the next leader demotes it.
-			if err := n.raft.TransferLeadership(); err != nil {
-				log.Debugw("transfer raft leadership", "err", err)
-			}
-			continue
-		}
-		var others []string
-		for _, m := range c.Members {
-			if m.State != membership.Out && m.State != membership.Removed && !slices.Contains(voters, m.ID) {
-				others = append(others, m.ID)
-			}
-		}
-		if err := n.raft.SyncVoters(voters, others); err != nil {
-			log.Debugw("raft voters", "err", err)
-		}
+		fn()
 	}
 }
 
@@ -257,22 +268,14 @@ func (n *Node) heartbeat(c *config.Cluster, timeout time.Duration) map[string]bo
 // repairLoop runs a repair pass every interval while this node leads, then
 // commits a rebalance target its owners hold and removes drained members.
 func (n *Node) repairLoop(every time.Duration) {
-	defer n.bgWG.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.closed:
-			return
-		case <-t.C:
-		}
+	n.every(every, func() {
 		if !n.raft.IsLeader() {
-			continue
+			return
 		}
 		if err := n.RepairPass(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
 			log.Warnw("repair pass", "err", err)
 		}
-	}
+	})
 }
 
 // RepairPass runs one repair pass now (the leader's loop calls it; tests

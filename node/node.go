@@ -114,24 +114,16 @@ type compactor interface {
 
 // compactLoop compacts the store every interval until the node closes.
 func (n *Node) compactLoop(c compactor, every time.Duration) {
-	defer n.bgWG.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.closed:
-			return
-		case <-t.C:
-		}
+	n.every(every, func() {
 		freed, err := c.Compact(n.bgCtx, 0.5)
 		if err != nil {
 			log.Warnw("compaction", "err", err)
-			continue
+			return
 		}
 		if freed > 0 {
 			log.Infow("compacted the shard store", "freed_bytes", freed)
 		}
-	}
+	})
 }
 
 // Node is a running dscluster server.

@@ -114,19 +114,11 @@ type scrubber struct {
 
 // scrubLoop scrubs every interval until the node closes.
 func (n *Node) scrubLoop(every time.Duration) {
-	defer n.bgWG.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.closed:
-			return
-		case <-t.C:
-		}
+	n.every(every, func() {
 		if _, err := n.Scrub(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
 			log.Warnw("scrub", "err", err)
 		}
-	}
+	})
 }
 
 // Scrub reads and verifies every shard this node holds. A shard that is
