@@ -281,19 +281,8 @@ func (d *Datastore) fetchAndSet(ctx context.Context, sameEpoch bool, first peer.
 // says the map is stale. A non-OK status other than stale epoch is returned
 // in the response.
 func (d *Datastore) do(ctx context.Context, v *view, i int, req *wire.Request) (*wire.Response, error) {
-	if v.down[i] {
-		return nil, errDown
-	}
-	req.Epoch = v.c.Map.Epoch
-	resp, err := d.client.Do(ctx, v.peers[i], req)
-	if err != nil || resp.Status != wire.StatusStaleEpoch {
-		return resp, err
-	}
-	if err := d.refreshFrom(ctx, v.peers[i]); err != nil {
-		return nil, err
-	}
-	req.Epoch = d.view.Load().c.Map.Epoch
-	return d.client.Do(ctx, v.peers[i], req)
+	resp, _, err := d.doInto(ctx, v, i, req, nil)
+	return resp, err
 }
 
 // doInto is do with the response read into buf (see transport's DoInto);

@@ -22,6 +22,7 @@ import (
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/repair"
 )
 
 // lifeArgs make a cluster's life run in seconds: a member is down at its
@@ -46,15 +47,7 @@ type statusOut struct {
 			} `json:"repair"`
 		} `json:"status"`
 	} `json:"nodes"`
-	Repair *struct {
-		Started    time.Time `json:"pass_started"`
-		Finished   time.Time `json:"pass_finished"`
-		Epoch      uint64    `json:"epoch"`
-		Keys       int       `json:"keys"`
-		Degraded   int       `json:"degraded_keys"`
-		Backlog    int       `json:"backlog"`
-		BytesMoved int64     `json:"bytes_moved_total"`
-	} `json:"repair"`
+	Repair *repair.Stats `json:"repair"` // the leader's
 }
 
 func (s *statusOut) state(peer string) string {
@@ -69,9 +62,7 @@ func (s *statusOut) state(peer string) string {
 // settled: the leader's last complete pass planned for the current map
 // found every key at full redundancy and left nothing to do.
 func (s *statusOut) settled() bool {
-	r := s.Repair
-	return r != nil && !s.Rebalancing && r.Epoch == s.Epoch && r.Finished.After(r.Started) &&
-		r.Degraded == 0 && r.Backlog == 0 && r.Keys > 0
+	return s.Repair != nil && !s.Rebalancing && s.Repair.Settled(s.Epoch) && s.Repair.Keys > 0
 }
 
 func (s *statusOut) String() string {

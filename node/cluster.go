@@ -32,12 +32,11 @@ const clusterFile = "cluster.json"
 // leader's heartbeats and membership decisions, the repair passes, and the
 // scrubber.
 func (n *Node) startCluster(opts Options) error {
-	initial := membership.Init(&n.cfg.Cluster)
 	var boot []string
 	if len(n.cfg.Cluster.Members) == 0 {
 		// A config from dscfg: the initial voters bootstrap raft, all
 		// with the same list.
-		if v := membership.Voters(initial, nil); slices.Contains(v, n.selfID) {
+		if v := membership.Voters(n.initial, nil); slices.Contains(v, n.selfID) {
 			boot = v
 		}
 	}
@@ -166,8 +165,7 @@ func (n *Node) controlTick(every, outAfter time.Duration) {
 	}
 	c := n.raft.Cluster()
 	if c == nil {
-		init := membership.Init(&n.cfg.Cluster)
-		if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: init}); err != nil {
+		if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: n.initial}); err != nil {
 			log.Warnw("initialise the cluster under raft", "err", err)
 		}
 		return

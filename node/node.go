@@ -89,6 +89,7 @@ const (
 	DefaultOutAfter          = 10 * time.Minute
 	DefaultRepairInterval    = 30 * time.Second
 	DefaultScrubInterval     = 24 * time.Hour
+	DefaultCompactEvery      = 10 * time.Minute
 )
 
 func (o *Options) setDefaults() {
@@ -103,6 +104,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ScrubInterval == 0 {
 		o.ScrubInterval = DefaultScrubInterval
+	}
+	if o.CompactEvery == 0 {
+		o.CompactEvery = DefaultCompactEvery
 	}
 }
 
@@ -135,7 +139,8 @@ type Node struct {
 	idx   *index.DB
 
 	cluster atomic.Pointer[config.Cluster]
-	selfID  string // this node's peer ID string
+	initial *config.Cluster // the config's cluster with its members: raft's first entry
+	selfID  string          // this node's peer ID string
 
 	locks [256]sync.Mutex // per-key stripes: read-compare-write of one key
 
@@ -170,7 +175,8 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{})}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
-	c := membership.Init(&cfg.Cluster)
+	n.initial = membership.Init(&cfg.Cluster)
+	c := n.initial
 	if saved := loadCluster(opts.Dir, c); saved != nil {
 		c = saved
 	}
@@ -223,13 +229,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	// Requests are served once raft and the repair driver exist: status
 	// and membership requests use them.
 	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
-	if c, ok := n.store.(compactor); ok && opts.CompactEvery >= 0 {
-		every := opts.CompactEvery
-		if every == 0 {
-			every = 10 * time.Minute
-		}
+	if c, ok := n.store.(compactor); ok && opts.CompactEvery > 0 {
 		n.bgWG.Add(1)
-		go n.compactLoop(c, every)
+		go n.compactLoop(c, opts.CompactEvery)
 	}
 	log.Infow("node ready", "identity", cfg.Identity, "peer", n.host.ID().String(), "addrs", n.host.Addrs(), "policy", c.Policy.String(), "epoch", c.Map.Epoch)
 	return n, nil

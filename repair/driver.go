@@ -89,6 +89,14 @@ type Stats struct {
 	ETA float64 `json:"eta_seconds"`
 }
 
+// Settled reports whether the last complete pass planned for the map of
+// this epoch found every key at full redundancy and left nothing to do.
+// A pass that was still running, or planned for an older map, does not
+// count.
+func (s Stats) Settled(epoch uint64) bool {
+	return s.Epoch == epoch && s.Finished.After(s.Started) && s.Degraded == 0 && s.Backlog == 0
+}
+
 // Driver runs repair passes: list what every node holds, plan, act.
 // Only one pass runs at a time; Stats may be called from any goroutine.
 type Driver struct {
@@ -453,11 +461,7 @@ func (d *Driver) loadBacklog() ([]Action, error) {
 	for i, it := range items {
 		out[i] = it.a
 	}
-	// run numbers actions from 0: keep the stored keys by rewriting them.
-	if err := d.saveBacklog(out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, nil // Pass saves what it resumes, numbered from 0 as run expects
 }
 
 // saveTotals persists the life totals.

@@ -332,9 +332,7 @@ type statusOut struct {
 // settled is true when the leader's last complete pass planned for the
 // current map found nothing degraded and left no backlog.
 func (o *statusOut) settled() bool {
-	r := o.Repair
-	return r != nil && !o.Rebalancing && r.Epoch == o.Epoch && r.Finished.After(r.Started) &&
-		r.Degraded == 0 && r.Backlog == 0
+	return o.Repair != nil && !o.Rebalancing && o.Repair.Settled(o.Epoch)
 }
 
 func clusterStatus(ctx context.Context, conf string) (*statusOut, error) {
