@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	noBaseline := fs.Bool("no-baseline", false, "skip the raw flatfs baseline")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
 	reportDir := fs.String("report", "", "also write DIR/latest.md and a chart, DIR/latest.png")
+	cpuProfile := fs.String("cpuprofile", "", "write this client's CPU profile over the whole run to FILE (read it with go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -108,6 +110,17 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		defer fsds.Close()
 		baseline = fsds
 		rep.Baseline = "go-ds-flatfs (sync) in " + dir
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	tty := isTerminal(os.Stderr)
 	prefix := "/BENCH" + strings.ToUpper(strconv.FormatInt(time.Now().UnixNano(), 36))

@@ -10,6 +10,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // registers /debug/pprof/ on http.DefaultServeMux for --pprof
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -47,6 +50,7 @@ func run() error {
 	repairRate := flag.Float64("repair-rate", 0, "repair bandwidth limit in MB/s (0: unlimited)")
 	repairEvery := flag.Duration("repair-interval", node.DefaultRepairInterval, "how often the raft leader runs a repair pass")
 	scrubEvery := flag.Duration("scrub-interval", node.DefaultScrubInterval, "how often the node reads and verifies every shard it holds (0: never)")
+	pprofAddr := flag.String("pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this host:port, e.g. 127.0.0.1:6060 (default: off)")
 	flag.Usage = func() {
 		fmt.Fprintln(flag.CommandLine.Output(), "Usage: dscluster --conf=DIR [--bootstrapper=MULTIADDR (--identity=I | --listen=MULTIADDR)]")
 		flag.PrintDefaults()
@@ -63,6 +67,12 @@ func run() error {
 	}
 	// flatfs logs a harmless error at close when its usage file is late.
 	_ = logging.SetLogLevel("flatfs", "fatal")
+
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr); err != nil {
+			return err
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -195,4 +205,20 @@ func joinConfig(ctx context.Context, dir, boot, path, listen, zone string, weigh
 	}
 	log.Infow("wrote the config of a new member", "path", path)
 	return cfg, nil
+}
+
+// servePprof serves /debug/pprof/ on addr for the life of the process.
+func servePprof(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	log.Infow("serving profiles", "url", "http://"+l.Addr().String()+"/debug/pprof/")
+	go func() {
+		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		if err := srv.Serve(l); err != nil {
+			log.Warnw("pprof server stopped", "err", err)
+		}
+	}()
+	return nil
 }
