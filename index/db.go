@@ -16,10 +16,14 @@ import (
 //	entries: key -> encoded Entry (see encodeEntry)
 //	byslot:  slot (2 bytes big-endian) + key -> empty
 //	meta:    "schema" -> 1 byte; "stats" -> keys, tombstones, shard bytes (3 x uint64 big-endian)
+//
+// In a database of its own (Open) the buckets have these names; in a
+// database another component owns (OpenIn) they are prefixed "index.".
+type buckets struct{ entries, bySlot, meta []byte }
+
 var (
-	bucketEntries = []byte("entries")
-	bucketBySlot  = []byte("byslot")
-	bucketMeta    = []byte("meta")
+	ownBuckets    = buckets{[]byte("entries"), []byte("byslot"), []byte("meta")}
+	sharedBuckets = buckets{[]byte("index.entries"), []byte("index.byslot"), []byte("index.meta")}
 
 	metaSchema = []byte("schema")
 	metaStats  = []byte("stats")
@@ -46,7 +50,9 @@ type Options struct {
 // DB is a node's shard index. It is safe for concurrent use.
 type DB struct {
 	bolt    *bolt.DB
+	b       buckets
 	path    string
+	shared  bool         // bolt belongs to someone else: Close leaves it open
 	writers atomic.Int32 // Put and Delete calls in flight
 }
 
@@ -65,12 +71,6 @@ func Open(path string, opts *Options) (db *DB, err error) {
 	if opts != nil {
 		o = *opts
 	}
-	if o.MaxBatchSize <= 0 {
-		o.MaxBatchSize = defaultMaxBatchSize
-	}
-	if o.MaxBatchDelay <= 0 {
-		o.MaxBatchDelay = defaultMaxBatchDelay
-	}
 
 	var bdb *bolt.DB
 	// bbolt trusts the pages it reads; a crafted file can make it panic.
@@ -83,23 +83,55 @@ func Open(path string, opts *Options) (db *DB, err error) {
 		}
 	}()
 	bdb, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      lockTimeout,
-		NoSync:       o.NoSync,
-		FreelistType: bolt.FreelistMapType,
+		Timeout:        lockTimeout,
+		NoSync:         o.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("index: open %s: %w", path, err)
 	}
-	bdb.MaxBatchSize = o.MaxBatchSize
-	bdb.MaxBatchDelay = o.MaxBatchDelay
+	db = &DB{bolt: bdb, b: ownBuckets, path: path}
+	if err := db.init(o); err != nil {
+		_ = bdb.Close()
+		return nil, err
+	}
+	return db, nil
+}
 
-	err = bdb.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEntries, bucketBySlot, bucketMeta} {
+// OpenIn keeps the index in bdb, a database another component owns and
+// closes (the volume shard store's), under bucket names of its own. A
+// shard and its entry can then commit in one transaction (PutTx), which
+// saves a commit and its fsyncs on every write.
+func OpenIn(bdb *bolt.DB, opts *Options) (*DB, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	db := &DB{bolt: bdb, b: sharedBuckets, path: bdb.Path(), shared: true}
+	if err := db.init(o); err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// init creates the buckets if needed and checks the schema.
+func (db *DB) init(o Options) error {
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = defaultMaxBatchSize
+	}
+	if o.MaxBatchDelay <= 0 {
+		o.MaxBatchDelay = defaultMaxBatchDelay
+	}
+	db.bolt.MaxBatchSize = o.MaxBatchSize
+	db.bolt.MaxBatchDelay = o.MaxBatchDelay
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{db.b.entries, db.b.bySlot, db.b.meta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("bucket %s: %w", name, err)
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
+		meta := tx.Bucket(db.b.meta)
 		switch v := meta.Get(metaSchema); {
 		case v == nil:
 			if err := meta.Put(metaSchema, []byte{schemaVersion}); err != nil {
@@ -114,14 +146,17 @@ func Open(path string, opts *Options) (db *DB, err error) {
 		return nil
 	})
 	if err != nil {
-		_ = bdb.Close()
-		return nil, fmt.Errorf("index: open %s: %w", path, err)
+		return fmt.Errorf("index: open %s: %w", db.path, err)
 	}
-	return &DB{bolt: bdb, path: path}, nil
+	return nil
 }
 
 // Close releases the file. Calls in flight finish first; later calls fail.
+// An index opened with OpenIn leaves the database to its owner.
 func (db *DB) Close() error {
+	if db.shared {
+		return nil
+	}
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("index: close %s: %w", db.path, err)
 	}
@@ -143,45 +178,12 @@ func (db *DB) Put(e Entry) (stored bool, err error) {
 	if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
 		return false, fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
 	}
-	key := []byte(e.Key)
-	val := encodeEntry(e)
-	slotKey := bySlotKey(e.Slot, key)
 	err = db.update(func(tx *bolt.Tx) error {
 		// Batch may run this function more than once, in a fresh
 		// transaction each time, so it sets stored on every run.
-		stored = false
-		entries, bySlot := tx.Bucket(bucketEntries), tx.Bucket(bucketBySlot)
-		st, err := readStats(tx)
-		if err != nil {
-			return err
-		}
-		if old := entries.Get(key); old != nil {
-			prev, err := decodeEntry(e.Key, old)
-			if err != nil {
-				return err
-			}
-			if !prev.Version.Less(e.Version) {
-				return nil
-			}
-			st.remove(prev)
-			if prev.Slot != e.Slot {
-				if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
-					return err
-				}
-			}
-		}
-		if err := entries.Put(key, val); err != nil {
-			return err
-		}
-		if err := bySlot.Put(slotKey, nil); err != nil {
-			return err
-		}
-		st.add(e)
-		if err := writeStats(tx, st); err != nil {
-			return err
-		}
-		stored = true
-		return nil
+		var err error
+		stored, err = db.putTx(tx, e)
+		return err
 	})
 	if err != nil {
 		return false, db.wrap("put", err)
@@ -189,12 +191,81 @@ func (db *DB) Put(e Entry) (stored bool, err error) {
 	return stored, nil
 }
 
+// PutMany puts every entry of es in one durable transaction (see Put).
+func (db *DB) PutMany(es []Entry) error {
+	for _, e := range es {
+		if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
+			return fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
+		}
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, e := range es {
+			if _, err := db.putTx(tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return db.wrap("put", err)
+	}
+	return nil
+}
+
+// PutTx is Put inside tx, a write transaction on the database the index
+// was opened in with OpenIn: the entry is durable when tx commits.
+func (db *DB) PutTx(tx *bolt.Tx, e Entry) (stored bool, err error) {
+	if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
+		return false, fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
+	}
+	stored, err = db.putTx(tx, e)
+	if err != nil {
+		return false, db.wrap("put", err)
+	}
+	return stored, nil
+}
+
+func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
+	key := []byte(e.Key)
+	entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
+	st, err := db.readStats(tx)
+	if err != nil {
+		return false, err
+	}
+	if old := entries.Get(key); old != nil {
+		prev, err := decodeEntry(e.Key, old)
+		if err != nil {
+			return false, err
+		}
+		if !prev.Version.Less(e.Version) {
+			return false, nil
+		}
+		st.remove(prev)
+		if prev.Slot != e.Slot {
+			if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
+				return false, err
+			}
+		}
+	}
+	if err := entries.Put(key, encodeEntry(e)); err != nil {
+		return false, err
+	}
+	if err := bySlot.Put(bySlotKey(e.Slot, key), nil); err != nil {
+		return false, err
+	}
+	st.add(e)
+	if err := db.writeStats(tx, st); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // Get returns the entry for key, or ErrNotFound. A stored value that does
 // not decode gives an error matching ErrCorrupt.
 func (db *DB) Get(key string) (Entry, error) {
 	var e Entry
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketEntries).Get([]byte(key))
+		v := tx.Bucket(db.b.entries).Get([]byte(key))
 		if v == nil {
 			return ErrNotFound
 		}
@@ -222,12 +293,12 @@ func (db *DB) Delete(key string) error {
 	}
 	k := []byte(key)
 	err := db.update(func(tx *bolt.Tx) error {
-		entries, bySlot := tx.Bucket(bucketEntries), tx.Bucket(bucketBySlot)
+		entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
 		old := entries.Get(k)
 		if old == nil {
 			return nil
 		}
-		st, err := readStats(tx)
+		st, err := db.readStats(tx)
 		if err != nil {
 			return err
 		}
@@ -255,7 +326,7 @@ func (db *DB) Delete(key string) error {
 		if err := entries.Delete(k); err != nil {
 			return err
 		}
-		return writeStats(tx, st)
+		return db.writeStats(tx, st)
 	})
 	if err != nil {
 		return db.wrap("delete", err)
@@ -270,7 +341,7 @@ func (db *DB) Delete(key string) error {
 func (db *DB) ListPrefix(prefix, after string, limit int) ([]Entry, error) {
 	var out []Entry
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
+		c := tx.Bucket(db.b.entries).Cursor()
 		p := []byte(prefix)
 		var k, v []byte
 		if after >= prefix {
@@ -306,8 +377,8 @@ func (db *DB) ListPrefix(prefix, after string, limit int) ([]Entry, error) {
 func (db *DB) ListSlot(slot uint16, after string, limit int) ([]Entry, error) {
 	var out []Entry
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		entries := tx.Bucket(bucketEntries)
-		c := tx.Bucket(bucketBySlot).Cursor()
+		entries := tx.Bucket(db.b.entries)
+		c := tx.Bucket(db.b.bySlot).Cursor()
 		start := bySlotKey(slot, []byte(after))
 		k, _ := c.Seek(start)
 		if k != nil && after != "" && bytes.Equal(k, start) {
@@ -345,7 +416,7 @@ func (db *DB) Stats() (Stats, error) {
 	var st Stats
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		st, err = readStats(tx)
+		st, err = db.readStats(tx)
 		return err
 	})
 	if err != nil {
@@ -378,8 +449,8 @@ func bySlotKey(slot uint16, key []byte) []byte {
 	return b
 }
 
-func readStats(tx *bolt.Tx) (Stats, error) {
-	v := tx.Bucket(bucketMeta).Get(metaStats)
+func (db *DB) readStats(tx *bolt.Tx) (Stats, error) {
+	v := tx.Bucket(db.b.meta).Get(metaStats)
 	if v == nil {
 		return Stats{}, nil
 	}
@@ -393,12 +464,12 @@ func readStats(tx *bolt.Tx) (Stats, error) {
 	}, nil
 }
 
-func writeStats(tx *bolt.Tx, st Stats) error {
+func (db *DB) writeStats(tx *bolt.Tx, st Stats) error {
 	v := make([]byte, 24)
 	binary.BigEndian.PutUint64(v[0:], uint64(st.Keys))
 	binary.BigEndian.PutUint64(v[8:], uint64(st.Tombstones))
 	binary.BigEndian.PutUint64(v[16:], st.ShardBytes)
-	return tx.Bucket(bucketMeta).Put(metaStats, v)
+	return tx.Bucket(db.b.meta).Put(metaStats, v)
 }
 
 func (st *Stats) add(e Entry) {

@@ -231,7 +231,7 @@ func checkConsistent(t testing.TB, db *DB) {
 	t.Helper()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		want := map[string]bool{}
-		err := tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+		err := tx.Bucket(ownBuckets.entries).ForEach(func(k, v []byte) error {
 			e, err := decodeEntry(string(k), v)
 			if err != nil {
 				return err
@@ -243,7 +243,7 @@ func checkConsistent(t testing.TB, db *DB) {
 			return err
 		}
 		got := map[string]bool{}
-		err = tx.Bucket(bucketBySlot).ForEach(func(k, v []byte) error {
+		err = tx.Bucket(ownBuckets.bySlot).ForEach(func(k, v []byte) error {
 			if len(v) != 0 {
 				return fmt.Errorf("byslot record %q has value %q", k, v)
 			}
@@ -626,7 +626,7 @@ func TestOpenOtherBoltDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucket(bucketMeta)
+		b, err := tx.CreateBucket(ownBuckets.meta)
 		if err != nil {
 			return err
 		}
@@ -647,7 +647,7 @@ func TestCorruptEntry(t *testing.T) {
 	mustPut(t, db, Entry{Key: "/a/bad", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
 	// Flip one bit of the stored value, as a bad disk would.
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEntries)
+		b := tx.Bucket(ownBuckets.entries)
 		v := bytes.Clone(b.Get([]byte("/a/bad")))
 		v[len(v)-10] ^= 0x04
 		return b.Put([]byte("/a/bad"), v)

@@ -1,11 +1,14 @@
 // Package node is the dscluster server: a libp2p host that stores the shards
 // this node owns and answers the wire protocol.
 //
-// A node keeps each shard as one value in a go-datastore shard store
-// (go-ds-flatfs by default, under DIR/shards) named by the SHA-256 of its
-// key, and indexes it in a bbolt key table (DIR/index.db). Put writes the
-// shard with fsync first and then the index entry with fsync; the response
-// is sent only after both, so an acknowledged shard survives a crash. A
+// A node keeps each shard as one value in a go-datastore shard store (the
+// volume store under DIR/volume, or go-ds-flatfs under DIR/shards) named by
+// the SHA-256 of its key, and indexes it in a bbolt key table. With the
+// volume store the table lives in the store's own database and a shard and
+// its entry commit together, in the group commit that fsyncs the shard; with
+// flatfs it is DIR/index.db, and Put writes the shard with fsync first, then
+// the entry with fsync. The response is sent only after both are durable,
+// so an acknowledged shard survives a crash. A
 // node keeps only the newest version of a key: an older or equal version is
 // acknowledged without being written, which makes shard writes idempotent.
 // A tombstone (a delete) is kept in the index alone and removes the shard

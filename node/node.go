@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -27,6 +27,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/transport"
+	"github.com/filedrive-team/go-ds-cluster/volume"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -43,7 +44,8 @@ const batchWorkers = 8
 
 // Options configure a node.
 type Options struct {
-	// Dir holds the node's data: shards/ and index.db.
+	// Dir holds the node's data: volume/ (shards and index), or shards/
+	// and index.db with flatfs.
 	Dir string
 	// Config is the node's validated config.
 	Config *config.Node
@@ -137,6 +139,7 @@ type Node struct {
 	host  host.Host
 	store ds.Datastore
 	idx   *index.DB
+	vol   *volume.Store // the store, when idx lives in its database and commits with it
 
 	cluster atomic.Pointer[config.Cluster]
 	initial *config.Cluster // the config's cluster with its members: raft's first entry
@@ -194,8 +197,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.idx, err = index.Open(filepath.Join(opts.Dir, "index.db"), &index.Options{NoSync: opts.NoSync})
-	if err != nil {
+	if n.idx, n.vol, err = openIndex(opts.Dir, n.store, opts.NoSync); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.host = opts.Host
@@ -469,13 +471,6 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
 	}
-	// A tombstone lives in the index alone (its shard is rebuilt from the
-	// entry on read), so a delete costs no file create.
-	if !h.Tombstone {
-		if err := n.store.Put(ctx, shardName(h.Key), raw); err != nil {
-			return wire.StatusInternal, fmt.Sprintf("put %q: shard store: %v", h.Key, err)
-		}
-	}
 	e := index.Entry{
 		Key:       h.Key,
 		Slot:      slot,
@@ -489,8 +484,8 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 		ShardSum:  h.ShardSum,
 		Version:   toIndexVersion(h.Version),
 	}
-	if _, err := n.idx.Put(e); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
+	if err := n.storeShard(ctx, raw, e); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
 	}
 	if h.Tombstone {
 		// The index entry is durable; the old value's shard is garbage now.
@@ -500,6 +495,34 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	}
 	n.forwardToTarget(c, slot, int(h.Index), raw)
 	return wire.StatusOK, ""
+}
+
+// storeShard makes shard raw and its index entry e durable, the shard
+// first: an entry must never point at a shard that is not there. With the
+// index in the volume store both go in one group commit. A tombstone lives
+// in the index alone (its shard is rebuilt from the entry on read), so a
+// delete costs no file create.
+func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry) error {
+	switch {
+	case e.Tombstone:
+	case n.vol != nil:
+		err := n.vol.PutWith(ctx, shardName(e.Key), raw, func(tx *bolt.Tx) error {
+			_, err := n.idx.PutTx(tx, e)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("shard store: %w", err)
+		}
+		return nil
+	default:
+		if err := n.store.Put(ctx, shardName(e.Key), raw); err != nil {
+			return fmt.Errorf("shard store: %w", err)
+		}
+	}
+	if _, err := n.idx.Put(e); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	return nil
 }
 
 // intoReader is a shard store that reads into a caller's buffer (the

@@ -3,12 +3,16 @@ package node
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
 
+	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
@@ -46,4 +50,64 @@ func openFlatfs(dir string, sync bool) (ds.Batching, error) {
 		return nil, fmt.Errorf("open flatfs shard store %s: %w", path, err)
 	}
 	return fs, nil
+}
+
+// openIndex opens the node's index. With a volume shard store it lives in
+// the store's database and commits with the shards (one group commit and
+// its fsyncs per write instead of two), and vol is that store; an index a
+// node kept in DIR/index.db before is moved in first. With any other store
+// it is DIR/index.db.
+func openIndex(dir string, store ds.Datastore, noSync bool) (idx *index.DB, vol *volume.Store, err error) {
+	own := filepath.Join(dir, "index.db")
+	vol, ok := store.(*volume.Store)
+	if !ok {
+		idx, err = index.Open(own, &index.Options{NoSync: noSync})
+		return idx, nil, err
+	}
+	if idx, err = index.OpenIn(vol.DB(), nil); err != nil {
+		return nil, nil, err
+	}
+	if err := adoptIndex(own, idx); err != nil {
+		return nil, nil, err
+	}
+	return idx, vol, nil
+}
+
+// adoptIndex copies the entries of the index file at path, if there is
+// one, into idx and renames the file to path.moved. Copying is idempotent
+// (an entry is stored once per version), so a crash midway is harmless.
+func adoptIndex(path string, idx *index.DB) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	old, err := index.Open(path, nil)
+	if err != nil {
+		return fmt.Errorf("move %s into the volume store: %w", path, err)
+	}
+	moved := 0
+	for after := ""; ; {
+		es, err := old.ListPrefix("", after, listLimit)
+		if err == nil && len(es) > 0 {
+			err = idx.PutMany(es)
+		}
+		if err != nil {
+			old.Close()
+			return fmt.Errorf("move %s into the volume store: %w", path, err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		moved += len(es)
+		after = es[len(es)-1].Key
+	}
+	if err := old.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(path, path+".moved"); err != nil {
+		return fmt.Errorf("move %s into the volume store: %w", path, err)
+	}
+	log.Infow("moved the node index into the volume store", "entries", moved, "old file", path+".moved")
+	return nil
 }

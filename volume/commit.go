@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,13 +23,25 @@ type op struct {
 	rec  []byte // encoded record, for opPut and opMove
 	at   loc    // where rec was appended; set by apply
 	old  loc    // opMove: the location being replaced
+	// also runs in the index transaction that makes an opPut visible
+	// (PutWith). If it fails, its submission fails alone.
+	also func(*bolt.Tx) error
 }
 
 // submission is one caller's run of ops; it commits atomically in one group.
 type submission struct {
-	ops  []op
-	done chan error
+	ops      []op
+	done     chan error
+	rejected error // an op's also failed: the records are dead, the answer is this
 }
+
+// alsoError carries the failure of an op's also out of the transaction.
+type alsoError struct {
+	sub *submission
+	err error
+}
+
+func (e *alsoError) Error() string { return e.err.Error() }
 
 // apply appends the records of ops to the active volume under one hold of
 // appendMu, queues them for the committer and waits for the group commit.
@@ -151,7 +164,11 @@ func (s *Store) commitRound() int {
 		s.appendMu.Unlock()
 	}
 	for _, sub := range group {
-		sub.done <- err
+		if sub.rejected != nil {
+			sub.done <- sub.rejected
+		} else {
+			sub.done <- err
+		}
 	}
 	return len(group)
 }
@@ -177,70 +194,94 @@ func (s *Store) commitGroup(group []*submission) error {
 			return fmt.Errorf("volume: fsync %s: %w", volName(vol), err)
 		}
 	}
-	// 2. Make them visible, in submission order, in one transaction.
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		keys, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketMeta)
-		dead := map[uint32]uint64{}
-		ends := map[uint32]int64{}
-		kill := func(k string, v []byte) {
-			if l, err := decodeLoc(v); err == nil {
-				dead[l.vol] += uint64(recordLen(len(k), int(l.valLen)))
+	// 2. Make them visible, in submission order, in one transaction. A
+	// submission whose also fails is left out and the rest committed again
+	// (at worst all are left out, and the last round counts them dead).
+	for {
+		err := s.db.Update(func(tx *bolt.Tx) error { return indexGroup(tx, group) })
+		var ae *alsoError
+		if !errors.As(err, &ae) {
+			if err != nil {
+				return fmt.Errorf("volume: index commit: %w", err)
 			}
+			return nil
 		}
-		for _, sub := range group {
-			for _, o := range sub.ops {
-				kb := []byte(o.key)
+		ae.sub.rejected = ae.err
+	}
+}
+
+// indexGroup points the keys of group's ops at their records, runs their
+// also, and keeps each volume's end and dead bytes. The records of a
+// rejected submission are dead.
+func indexGroup(tx *bolt.Tx, group []*submission) error {
+	keys, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketMeta)
+	dead := map[uint32]uint64{}
+	ends := map[uint32]int64{}
+	kill := func(k string, v []byte) {
+		if l, err := decodeLoc(v); err == nil {
+			dead[l.vol] += uint64(recordLen(len(k), int(l.valLen)))
+		}
+	}
+	for _, sub := range group {
+		for _, o := range sub.ops {
+			kb := []byte(o.key)
+			if o.kind != opDelete {
+				if e := o.at.off + recordLen(len(o.key), int(o.at.valLen)); e > ends[o.at.vol] {
+					ends[o.at.vol] = e
+				}
+			}
+			if sub.rejected != nil {
 				if o.kind != opDelete {
-					if e := o.at.off + recordLen(len(o.key), int(o.at.valLen)); e > ends[o.at.vol] {
-						ends[o.at.vol] = e
+					dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
+				}
+				continue
+			}
+			cur := keys.Get(kb)
+			switch o.kind {
+			case opPut:
+				if cur != nil {
+					kill(o.key, cur)
+				}
+				if err := keys.Put(kb, o.at.encode()); err != nil {
+					return err
+				}
+				if o.also != nil {
+					if err := o.also(tx); err != nil {
+						return &alsoError{sub: sub, err: err}
 					}
 				}
-				cur := keys.Get(kb)
-				switch o.kind {
-				case opPut:
-					if cur != nil {
-						kill(o.key, cur)
+			case opDelete:
+				if cur != nil {
+					kill(o.key, cur)
+					if err := keys.Delete(kb); err != nil {
+						return err
 					}
+				}
+			case opMove:
+				if cur != nil && bytes.Equal(cur, o.old.encode()) {
+					kill(o.key, cur)
 					if err := keys.Put(kb, o.at.encode()); err != nil {
 						return err
 					}
-				case opDelete:
-					if cur != nil {
-						kill(o.key, cur)
-						if err := keys.Delete(kb); err != nil {
-							return err
-						}
-					}
-				case opMove:
-					if cur != nil && bytes.Equal(cur, o.old.encode()) {
-						kill(o.key, cur)
-						if err := keys.Put(kb, o.at.encode()); err != nil {
-							return err
-						}
-					} else {
-						dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
-					}
+				} else {
+					dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
 				}
 			}
 		}
-		for vol, e := range ends {
-			k := metaKey('e', vol)
-			if uint64(e) > getU64(meta, k) {
-				if err := putU64(meta, k, uint64(e)); err != nil {
-					return err
-				}
-			}
-		}
-		for vol, d := range dead {
-			k := metaKey('d', vol)
-			if err := putU64(meta, k, getU64(meta, k)+d); err != nil {
+	}
+	for vol, e := range ends {
+		k := metaKey('e', vol)
+		if uint64(e) > getU64(meta, k) {
+			if err := putU64(meta, k, uint64(e)); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("volume: index commit: %w", err)
+	}
+	for vol, d := range dead {
+		k := metaKey('d', vol)
+		if err := putU64(meta, k, getU64(meta, k)+d); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -35,6 +35,10 @@
 // writes (the error is sticky) until it is reopened, because the state of the
 // files is then unknown.
 //
+// PutWith lets a caller commit its own bbolt buckets with a record: its
+// function runs in the index transaction of the record's group (a node's
+// shard index rides along this way, for no fsync of its own).
+//
 // A write whose Put returned an error may or may not be stored; retrying the
 // same Put is always safe. Options.NoSync drops every fsync and is for tests.
 //

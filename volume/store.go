@@ -403,6 +403,27 @@ func (s *Store) Put(ctx context.Context, key ds.Key, value []byte) error {
 	return s.apply([]op{{kind: opPut, key: k, rec: encodeRecord(k, value)}})
 }
 
+// PutWith is Put that also runs also in the write transaction of the
+// store's database (DB) that makes the record visible, so a caller's own
+// index commits with the record, in the same group commit and fsyncs. If
+// also fails, that transaction is rolled back, PutWith returns its error,
+// the record is dead space, and the other writes of the group commit
+// without it. also may run more than once, each time in a new transaction.
+func (s *Store) PutWith(ctx context.Context, key ds.Key, value []byte, also func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k := key.String()
+	if err := checkSizes(k, len(value)); err != nil {
+		return err
+	}
+	return s.apply([]op{{kind: opPut, key: k, rec: encodeRecord(k, value), also: also}})
+}
+
+// DB is the store's bbolt database, for an index that commits with the
+// records (PutWith). It keeps its own buckets; the store closes the DB.
+func (s *Store) DB() *bolt.DB { return s.db }
+
 func checkSizes(k string, n int) error {
 	if len(k) > MaxKeySize {
 		return fmt.Errorf("volume: key of %d bytes exceeds %d", len(k), MaxKeySize)
