@@ -11,10 +11,15 @@
 // carries the write's version, so overwrites never mix: Get reconstructs
 // only from shards of one version and verifies the value checksum.
 //
-// Get asks the k data-shard nodes first; when they all hold valid shards of
-// the newest version the value is their concatenation, without decoding.
-// Otherwise it asks the parity nodes and rebuilds the newest version that
-// has k valid shards. A missing key gives exactly ds.ErrNotFound; a key
+// Get asks the first positions every acknowledged write reaches (2 with
+// the defaults: an erasure write is on 5 of 6, a replicated one on 2 of 3),
+// which is enough for a small replicated value; then the rest of the k
+// data-shard nodes. When they all hold valid shards of the newest version
+// the value is their concatenation, without decoding. Otherwise it asks the
+// parity nodes and rebuilds the newest version that has k valid shards. A
+// node that does not answer makes the read ask on: a newer version could
+// be behind it. Has and GetSize ask the same first positions for index
+// entries. A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //

@@ -79,13 +79,20 @@ func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) 
 	p := v.c.Policy
 	res := make([]fetched, p.Width())
 	defer putFrames(res) // the value is a copy (see coding.Decode)
-	d.fetchShards(ctx, v, k, owners, res, 0, p.DataShards)
-	if val, err, done := d.evaluate(v, k, owners, res, false); done {
-		return val, err
+	// First the positions every acknowledged write reaches (a replicated
+	// value is done there), then the rest of the data positions, then parity.
+	from := 0
+	for _, to := range [...]int{min(v.reach(), p.DataShards), p.DataShards, p.Width()} {
+		if to <= from {
+			continue
+		}
+		d.fetchShards(ctx, v, k, owners, res, from, to)
+		from = to
+		if val, err, done := d.evaluate(v, k, owners, res, to == p.Width()); done {
+			return val, err
+		}
 	}
-	d.fetchShards(ctx, v, k, owners, res, p.DataShards, p.Width())
-	val, err, _ := d.evaluate(v, k, owners, res, true)
-	return val, err
+	return nil, fmt.Errorf("get %s: no answer from %d positions", k, p.Width()) // unreachable: the last wave is final
 }
 
 // fetchShards reads positions [from, to) in parallel into res.
@@ -137,10 +144,13 @@ func need(p coding.Policy) int { return p.DataShards }
 
 // evaluate picks the newest version with enough valid shards. With final
 // false it reports done only when the answer cannot change by asking the
-// remaining positions: a write acknowledged by a quorum of k+1 leaves at
-// least one shard among the k data positions, so a version complete there
-// is the newest acknowledged one.
+// remaining positions: when the positions that answered meet every set of
+// positions an acknowledged write can be on (view.sees), a version
+// complete there is the newest acknowledged one.
 func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool) (val []byte, err error, done bool) {
+	if !final && !v.sees(func(pos int) bool { return res[pos].state == fetchOK || res[pos].state == fetchNotFound }) {
+		return nil, nil, false // a newer version may hide behind a position not asked or failed
+	}
 	type group struct {
 		ver    coding.Version
 		policy coding.Policy
@@ -223,6 +233,34 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
 }
 
+// reach is how many positions, from the first, every acknowledged write
+// is on at least once: an erasure write is on a quorum of the policy's
+// positions, a replicated one on a quorum of the first m+1. With the
+// defaults (4+2, quorum 5; 3 replicas, quorum 2) it is 2.
+func (v *view) reach() int {
+	p := v.c.Policy
+	r := coding.Replicas(p.ParityShards + 1)
+	return max(p.Width()-v.c.Quorum(p)+1, r.Width()-v.c.Quorum(r)+1)
+}
+
+// sees reports whether the positions that answered meet every set of
+// positions an acknowledged write can be on, so that the newest version
+// among their answers is the newest acknowledged one.
+func (v *view) sees(answered func(pos int) bool) bool {
+	p := v.c.Policy
+	r := coding.Replicas(p.ParityShards + 1)
+	all, replicas := 0, 0
+	for pos := 0; pos < p.Width(); pos++ {
+		if answered(pos) {
+			all++
+			if pos < r.Width() {
+				replicas++
+			}
+		}
+	}
+	return all >= p.Width()-v.c.Quorum(p)+1 && replicas >= r.Width()-v.c.Quorum(r)+1
+}
+
 // mayExist reports whether an acknowledged write could hide on the
 // positions that did not say "not found" (absent lists those that did): an
 // erasure write is on at least its quorum of positions, a replicated one on
@@ -264,14 +302,56 @@ func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, f
 func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire.ListEntry, found bool, err error) {
 	owners := v.owners(key)
 	p := v.c.Policy
-	type answer struct {
-		le     wire.ListEntry
-		status wire.Status
-		err    error
+	ans := make([]headerAnswer, p.Width())
+	// The positions every acknowledged write reaches; the rest only when
+	// some of those did not answer.
+	asked := 0
+	for _, to := range [...]int{min(v.reach(), p.Width()), p.Width()} {
+		if to <= asked {
+			continue
+		}
+		d.askHeaders(ctx, v, key, owners, ans, asked, to)
+		asked = to
+		if v.sees(func(pos int) bool { return pos < asked && ans[pos].err == nil }) {
+			break
+		}
 	}
-	ans := make([]answer, p.DataShards)
+	ans = ans[:asked]
+	var failed []NodeError
+	var absent []int
+	for pos, a := range ans {
+		switch {
+		case a.err != nil:
+			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.err})
+		case a.status == wire.StatusNotFound:
+			absent = append(absent, pos)
+		case !found || versionLess(le, a.le):
+			le, found = a.le, true
+		}
+		if a.err == nil && a.status == wire.StatusOK {
+			d.clock.Observe(coding.Version{HLC: a.le.HLC, Writer: a.le.Writer})
+		}
+	}
+	if found {
+		return le, !le.Tombstone, nil
+	}
+	// Positions not asked count as unknown, like failed ones.
+	if !d.mayExist(v, absent) {
+		return le, false, nil
+	}
+	return le, false, &UnavailableError{Key: key, Found: 0, Need: 1, Failed: failed}
+}
+
+type headerAnswer struct {
+	le     wire.ListEntry
+	status wire.Status
+	err    error
+}
+
+// askHeaders asks positions [from, to) for key's index entry, in parallel.
+func (d *Datastore) askHeaders(ctx context.Context, v *view, key string, owners []uint16, ans []headerAnswer, from, to int) {
 	var wg sync.WaitGroup
-	for pos := range ans {
+	for pos := from; pos < to; pos++ {
 		wg.Add(1)
 		go func(pos int) {
 			defer wg.Done()
@@ -296,29 +376,6 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire
 		}(pos)
 	}
 	wg.Wait()
-	var failed []NodeError
-	var absent []int
-	for pos, a := range ans {
-		switch {
-		case a.err != nil:
-			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.err})
-		case a.status == wire.StatusNotFound:
-			absent = append(absent, pos)
-		case !found || versionLess(le, a.le):
-			le, found = a.le, true
-		}
-		if a.err == nil && a.status == wire.StatusOK {
-			d.clock.Observe(coding.Version{HLC: a.le.HLC, Writer: a.le.Writer})
-		}
-	}
-	if found {
-		return le, !le.Tombstone, nil
-	}
-	// Positions not asked count as unknown, like failed ones.
-	if !d.mayExist(v, absent) {
-		return le, false, nil
-	}
-	return le, false, &UnavailableError{Key: key, Found: 0, Need: 1, Failed: failed}
 }
 
 func versionLess(a, b wire.ListEntry) bool {

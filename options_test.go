@@ -69,3 +69,48 @@ func TestOptionPolicy(t *testing.T) {
 		t.Fatal("a 6+3 policy on a width-6 map was accepted")
 	}
 }
+
+// TestReadSeesPastAStaleFirstPosition: reads ask the first positions every
+// acknowledged write reaches (2 with the defaults) and go further only when
+// one of them does not answer. Position 0 holds a stale replica and
+// position 1 is down for the reader: Get, GetSize and Has must ask on and
+// find the newer value (and then its tombstone), never serve the stale one.
+func TestReadSeesPastAStaleFirstPosition(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	k := ds.NewKey("/stale/first")
+	owners := c.Owners(k.String())
+	v1 := bytes.Repeat([]byte("1"), 1000)
+	v2 := bytes.Repeat([]byte("2"), 2000) // both replicated (under 16 KiB)
+	if err := c.Client(nil).Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	// A writer that cannot reach position 0 stores v2 on positions 1 and
+	// 2, its quorum of the three replicas; position 0 keeps v1.
+	writer := c.Client(&dscluster.Options{Down: []int{owners[0]}})
+	if err := writer.Put(ctx, k, v2); err != nil {
+		t.Fatal(err)
+	}
+	reader := c.Client(&dscluster.Options{Down: []int{owners[1]}})
+	got, err := reader.Get(ctx, k)
+	if err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get with position 1 down: %q (%d bytes), %v; want the %d bytes of v2", got[:min(len(got), 8)], len(got), err, len(v2))
+	}
+	if size, err := reader.GetSize(ctx, k); err != nil || size != len(v2) {
+		t.Fatalf("getsize with position 1 down: %d, %v; want %d", size, err, len(v2))
+	}
+	// A reader that reaches positions 0 and 1 stops there and is right.
+	if got, err := c.Client(nil).Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get: %d bytes, %v; want v2", len(got), err)
+	}
+
+	if err := writer.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := reader.Has(ctx, k); err != nil || has {
+		t.Fatalf("has after delete, position 1 down: %v, %v; want false (position 0 still holds v1)", has, err)
+	}
+	if _, err := reader.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get after delete, position 1 down: %v; want ds.ErrNotFound", err)
+	}
+}
