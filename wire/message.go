@@ -161,9 +161,10 @@ func AppendResponse(buf []byte, r *Response) []byte {
 	return NewBody(buf, r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Raw(r.Payload).Bytes()
 }
 
-// WriteResponse writes r as one frame without copying its payload: the
-// frame length and fixed fields go out of buf (reused and returned), then
-// the payload as it is, so a shard read from disk is not copied again.
+// WriteResponse writes r as one frame, copying no more of its payload than
+// fits in one TLS record with the frame length and fixed fields (built in
+// buf, reused and returned); the rest of a shard read from disk goes out as
+// it is.
 func WriteResponse(w io.Writer, buf []byte, r *Response) ([]byte, error) {
 	head := NewBody(buf[:0], r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Bytes()
 	n := len(head) + len(r.Payload)
@@ -172,15 +173,7 @@ func WriteResponse(w io.Writer, buf []byte, r *Response) ([]byte, error) {
 	}
 	var lenb [4]byte
 	binary.BigEndian.PutUint32(lenb[:], uint32(n))
-	if _, err := w.Write(append(lenb[:], head...)); err != nil {
-		return head, err
-	}
-	if len(r.Payload) > 0 {
-		if _, err := w.Write(r.Payload); err != nil {
-			return head, err
-		}
-	}
-	return head, nil
+	return head, writeJoined(w, append(lenb[:], head...), r.Payload)
 }
 
 // DecodeResponse decodes a response body. Payload aliases body.

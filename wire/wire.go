@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Protocol IDs for libp2p stream handlers.
@@ -149,10 +150,34 @@ func WriteFrame(w io.Writer, body []byte) error {
 	}
 	var hdr [4]byte
 	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
-	if _, err := w.Write(hdr[:]); err != nil {
+	return writeJoined(w, hdr[:], body)
+}
+
+// joinLimit is the most bytes writeJoined puts in one Write: a TLS record's
+// plaintext (16 KiB) less the 12-byte yamux frame header, so the Write is
+// one yamux frame, one TLS record and one syscall.
+const joinLimit = 16<<10 - 12
+
+var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, joinLimit); return &b }}
+
+// writeJoined writes head followed by payload. Every Write on a libp2p
+// stream costs a yamux frame, a TLS record and a syscall on each side, so
+// head never goes alone: it is joined to payload in one Write when both fit
+// in joinLimit, else to payload's first bytes (a copy of at most 16 KiB),
+// and the rest is written from payload as it is.
+func writeJoined(w io.Writer, head, payload []byte) error {
+	bp := joinPool.Get().(*[]byte)
+	defer joinPool.Put(bp)
+	n := min(len(payload), max(joinLimit-len(head), 0))
+	b := append(append((*bp)[:0], head...), payload[:n]...)
+	*bp = b[:0]
+	if _, err := w.Write(b); err != nil {
 		return err
 	}
-	_, err := w.Write(body)
+	if n == len(payload) {
+		return nil
+	}
+	_, err := w.Write(payload[n:])
 	return err
 }
 

@@ -363,3 +363,58 @@ func TestInventoryPayloadRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// writeRecorder keeps each Write as it came.
+type writeRecorder struct{ writes [][]byte }
+
+func (w *writeRecorder) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// A frame's length prefix never goes out in a Write of its own (each Write
+// on a stream is a yamux frame, a TLS record and a syscall): a frame that
+// fits one TLS record is one Write, a larger one two, the first exactly
+// joinLimit bytes. The bytes read back are the frame.
+func TestFramesAreWrittenJoined(t *testing.T) {
+	for _, size := range []int{2, 100, joinLimit - 4, joinLimit - 3, joinLimit, 64 << 10, 1 << 20} {
+		body := bytes.Repeat([]byte{7}, size)
+		body[0] = Version
+		var w writeRecorder
+		if err := WriteFrame(&w, body); err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if size+4 > joinLimit {
+			want = 2
+		}
+		if len(w.writes) != want {
+			t.Fatalf("frame of %d bytes: %d writes, want %d", size, len(w.writes), want)
+		}
+		if want == 2 && len(w.writes[0]) != joinLimit {
+			t.Fatalf("frame of %d bytes: first write %d bytes, want %d", size, len(w.writes[0]), joinLimit)
+		}
+		got, err := ReadFrame(bytes.NewReader(bytes.Join(w.writes, nil)), nil)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("frame of %d bytes read back: %d bytes, %v", size, len(got), err)
+		}
+
+		// A response with a payload of the same size: the same rule.
+		w = writeRecorder{}
+		r := &Response{Op: OpGet, Status: StatusOK, Epoch: 3, Payload: body[1:]}
+		if _, err := WriteResponse(&w, nil, r); err != nil {
+			t.Fatal(err)
+		}
+		frame, err := ReadFrame(bytes.NewReader(bytes.Join(w.writes, nil)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 1 + (len(frame)+4-1)/joinLimit; len(w.writes) != min(want, 2) {
+			t.Fatalf("response of %d bytes: %d writes, want %d", len(frame), len(w.writes), min(want, 2))
+		}
+		got2, err := DecodeResponse(frame)
+		if err != nil || !reflect.DeepEqual(got2, r) {
+			t.Fatalf("response of %d bytes read back: %+v, %v", size, got2, err)
+		}
+	}
+}
