@@ -35,11 +35,18 @@ start_cluster() {
 	# Nodes and clients without a config need the cluster secret.
 	DSCLUSTER_SECRET=$(tail -n 1 "$WORK/srv0/swarm.key")
 	export DSCLUSTER_SECRET
-	./dscluster --conf="$WORK/srv0" >"$WORK/node0.log" 2>&1 &
+	# The nodes share this machine's cores: give each its share, as a
+	# container CPU limit would (Go reads those since 1.25). $NODES runtimes
+	# that each assume all the cores spin and switch threads for nothing.
+	# NODE_GOMAXPROCS overrides; clients keep every core.
+	local procs=$(($(nproc) / NODES))
+	((procs >= 1)) || procs=1
+	procs=${NODE_GOMAXPROCS:-$procs}
+	GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv0" >"$WORK/node0.log" 2>&1 &
 	PIDS[0]=$!
 	wait_ready "$WORK/node0.log"
 	for i in $(seq 1 $((NODES - 1))); do
-		./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity="$i" >"$WORK/node$i.log" 2>&1 &
+		GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity="$i" >"$WORK/node$i.log" 2>&1 &
 		PIDS[i]=$!
 	done
 	for i in $(seq 1 $((NODES - 1))); do wait_ready "$WORK/node$i.log"; done
