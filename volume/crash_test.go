@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
+	bolt "go.etcd.io/bbolt"
 )
 
 const (
@@ -30,6 +32,12 @@ func TestHelperWriter(t *testing.T) {
 	}
 	run := os.Getenv(crashRunEnv)
 	s, err := Open(dir, &Options{MaxVolumeSize: 4 << 20})
+	if err == nil {
+		err = s.DB().Update(func(tx *bolt.Tx) error {
+			_, err := tx.CreateBucketIfNotExists(sideBucket)
+			return err
+		})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -43,7 +51,17 @@ func TestHelperWriter(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				k := fmt.Sprintf("/r%s/g%d/%06d", run, g, i)
-				if err := s.Put(context.Background(), ds.NewKey(k), valueFor(k, 1, crashMax)); err != nil {
+				v := valueFor(k, 1, crashMax)
+				var err error
+				if g%2 == 0 {
+					err = s.Put(context.Background(), ds.NewKey(k), v)
+				} else {
+					// As a node does: an index entry commits with the record.
+					err = s.PutWith(context.Background(), ds.NewKey(k), v, func(tx *bolt.Tx) error {
+						return tx.Bucket(sideBucket).Put([]byte(k), []byte(strconv.Itoa(len(v))))
+					})
+				}
+				if err != nil {
 					fmt.Fprintln(os.Stderr, "put:", err)
 					os.Exit(3)
 				}
@@ -118,9 +136,40 @@ func TestCrash(t *testing.T) {
 		if err := s.Check(ctx); err != nil {
 			t.Fatalf("run %d: Check: %v", run, err)
 		}
+		// Entries written with PutWith and their records committed together:
+		// every entry has its record, and every acknowledged one is there.
+		entries := 0
+		err = s.DB().View(func(tx *bolt.Tx) error {
+			return tx.Bucket(sideBucket).ForEach(func(k, v []byte) error {
+				entries++
+				got, err := s.Get(ctx, ds.NewKey(string(k)))
+				if err != nil || strconv.Itoa(len(got)) != string(v) {
+					return fmt.Errorf("entry %s (%s bytes) without its record: %d bytes, %v", k, v, len(got), err)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		for _, k := range acked {
+			if g := k[strings.Index(k, "/g")+2] - '0'; g%2 == 1 {
+				if err := s.DB().View(func(tx *bolt.Tx) error {
+					if tx.Bucket(sideBucket).Get([]byte(k)) == nil {
+						return fmt.Errorf("acknowledged %s has no entry", k)
+					}
+					return nil
+				}); err != nil {
+					t.Fatalf("run %d: %v", run, err)
+				}
+			}
+		}
+		if entries == 0 {
+			t.Fatalf("run %d: no PutWith entries at all", run)
+		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("run %d: %d acknowledged so far, %d keys present", run, len(acked), present)
+		t.Logf("run %d: %d acknowledged so far, %d keys present, %d with entries", run, len(acked), present, entries)
 	}
 }
