@@ -254,7 +254,7 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 		body = binary.BigEndian.AppendUint32(body, uint32(it.shard.Size()))
 		body = it.shard.AppendBinary(body)
 	}
-	resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpBatchPut, body)
+	resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpBatchPut, body, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -124,10 +124,11 @@ func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Sha
 		return held, errDown
 	}
 	for attempt := 0; ; attempt++ {
-		// The shard is encoded straight into the request frame.
-		body := wire.NewBody(make([]byte, 0, 16+sh.Size()), wire.OpPut).U64(v.c.Map.Epoch).Bytes()
-		body = sh.AppendBinary(body)
-		resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpPut, body)
+		// The frame is the shard's encoding (header, then data) after the
+		// op's fields; the data goes out from the encoder's buffer.
+		head := wire.NewBody(make([]byte, 0, 16+sh.Header.Size()), wire.OpPut).U64(v.c.Map.Epoch).Bytes()
+		head = sh.Header.AppendBinary(head)
+		resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpPut, head, sh.Data)
 		if err != nil {
 			return held, err
 		}

@@ -74,13 +74,14 @@ func (c *Client) putStream(p peer.ID, s network.Stream) {
 // are wrapped as *PeerError; a non-OK status is returned as a response, not
 // an error, so callers can branch on it.
 func (c *Client) Do(ctx context.Context, p peer.ID, req *wire.Request) (*wire.Response, error) {
-	return c.DoBody(ctx, p, req.Op, wire.AppendRequest(nil, req))
+	return c.DoBody(ctx, p, req.Op, wire.AppendRequest(nil, req), nil)
 }
 
-// DoBody is Do with a request body the caller encoded itself (so a shard is
-// encoded straight into the frame, without an extra copy).
-func (c *Client) DoBody(ctx context.Context, p peer.ID, op wire.Op, body []byte) (*wire.Response, error) {
-	resp, _, err := c.doBody(ctx, p, op, body, nil)
+// DoBody is Do with a request body the caller encoded itself: head
+// followed by payload, which goes out as it is (a shard's data is sent
+// from where the encoder put it, without a copy into the frame).
+func (c *Client) DoBody(ctx context.Context, p peer.ID, op wire.Op, head, payload []byte) (*wire.Response, error) {
+	resp, _, err := c.doBody(ctx, p, op, head, payload, nil)
 	return resp, err
 }
 
@@ -89,10 +90,10 @@ func (c *Client) DoBody(ctx context.Context, p peer.ID, op wire.Op, body []byte)
 // reuse once it is done with the response. A shard read then costs no
 // fresh allocation.
 func (c *Client) DoInto(ctx context.Context, p peer.ID, req *wire.Request, buf []byte) (*wire.Response, []byte, error) {
-	return c.doBody(ctx, p, req.Op, wire.AppendRequest(nil, req), buf)
+	return c.doBody(ctx, p, req.Op, wire.AppendRequest(nil, req), nil, buf)
 }
 
-func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, body, buf []byte) (*wire.Response, []byte, error) {
+func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, head, payload, buf []byte) (*wire.Response, []byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -106,7 +107,7 @@ func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, body, buf []
 			return nil, buf, &PeerError{Peer: p, Op: op, Err: err}
 		}
 		var resp *wire.Response
-		resp, buf, err = roundTrip(ctx, s, body, buf)
+		resp, buf, err = roundTrip(ctx, s, head, payload, buf)
 		if err == nil {
 			c.putStream(p, s)
 			return resp, buf, nil
@@ -119,14 +120,14 @@ func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, body, buf []
 	}
 }
 
-func roundTrip(ctx context.Context, s network.Stream, body, buf []byte) (*wire.Response, []byte, error) {
+func roundTrip(ctx context.Context, s network.Stream, head, payload, buf []byte) (*wire.Response, []byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
 	// Unblock I/O when ctx is cancelled before the deadline.
 	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := wire.WriteFrame(s, body); err != nil {
+	if err := wire.WriteFrameParts(s, head, payload); err != nil {
 		return nil, buf, fmt.Errorf("send: %w", err)
 	}
 	frame, err := wire.ReadFrame(s, buf)

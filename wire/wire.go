@@ -144,13 +144,21 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 }
 
 // WriteFrame writes body (which must start with the version byte) as a frame.
-func WriteFrame(w io.Writer, body []byte) error {
-	if len(body) > MaxFrame {
-		return fmt.Errorf("wire: frame of %d bytes exceeds the limit of %d", len(body), MaxFrame)
+func WriteFrame(w io.Writer, body []byte) error { return WriteFrameParts(w, body, nil) }
+
+// WriteFrameParts writes head followed by payload as one frame, without
+// copying payload into it (head must start with the version byte).
+func WriteFrameParts(w io.Writer, head, payload []byte) error {
+	n := len(head) + len(payload)
+	if n > MaxFrame {
+		return fmt.Errorf("wire: frame of %d bytes exceeds the limit of %d", n, MaxFrame)
 	}
 	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
-	return writeJoined(w, hdr[:], body)
+	binary.BigEndian.PutUint32(hdr[:], uint32(n))
+	if len(payload) == 0 {
+		return writeJoined(w, hdr[:], head)
+	}
+	return writeJoined(w, append(hdr[:], head...), payload)
 }
 
 // joinLimit is the most bytes writeJoined puts in one Write: a TLS record's

@@ -398,6 +398,16 @@ func TestFramesAreWrittenJoined(t *testing.T) {
 		if err != nil || !bytes.Equal(got, body) {
 			t.Fatalf("frame of %d bytes read back: %d bytes, %v", size, len(got), err)
 		}
+		// The same frame from a head and a payload: the same bytes, in
+		// as many writes.
+		parts := writeRecorder{}
+		if err := WriteFrameParts(&parts, body[:min(size, 30)], body[min(size, 30):]); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(bytes.Join(parts.writes, nil), bytes.Join(w.writes, nil)) || len(parts.writes) != want {
+			t.Fatalf("frame of %d bytes from parts: %d writes, bytes equal %v", size, len(parts.writes),
+				bytes.Equal(bytes.Join(parts.writes, nil), bytes.Join(w.writes, nil)))
+		}
 
 		// A response with a payload of the same size: the same rule.
 		w = writeRecorder{}
