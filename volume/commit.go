@@ -95,7 +95,8 @@ func (s *Store) appendAll(sub *submission) error {
 		}
 		o.at = loc{vol: s.activeVol, off: s.activeOff, valLen: uint32(n - recordLen(len(o.key), 0))}
 		s.activeOff += n
-		o.rec = nil // the bytes are in the page cache; let them go
+		releaseRecord(o.rec) // the bytes are in the page cache
+		o.rec = nil
 	}
 	s.pending = append(s.pending, sub)
 	return nil

@@ -3,6 +3,7 @@ package volume
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -26,10 +27,31 @@ const (
 
 func recordLen(keyLen, valLen int) int64 { return int64(recordFixed + keyLen + valLen) }
 
-// encodeRecord returns a fresh buffer holding the record for key and value.
+// recordPool recycles record buffers: once appendAll has written a record
+// to its volume (the page cache) the buffer is free again.
+var recordPool sync.Pool
+
+// maxPooledRecord keeps the buffers of huge records out of the pool.
+const maxPooledRecord = 4 << 20
+
+// releaseRecord returns rec, which nothing references any more, to the pool.
+func releaseRecord(rec []byte) {
+	if cap(rec) <= maxPooledRecord {
+		rec = rec[:0]
+		recordPool.Put(&rec)
+	}
+}
+
+// encodeRecord returns a buffer holding the record for key and value,
+// from the pool when one is large enough (every byte is written).
 func encodeRecord(key string, value []byte) []byte {
 	n := recordFixed + len(key) + len(value)
-	buf := make([]byte, n)
+	var buf []byte
+	if bp, ok := recordPool.Get().(*[]byte); ok && cap(*bp) >= n {
+		buf = (*bp)[:n]
+	} else {
+		buf = make([]byte, n)
+	}
 	binary.LittleEndian.PutUint32(buf[0:], recordMagic)
 	binary.LittleEndian.PutUint32(buf[4:], uint32(len(key)))
 	binary.LittleEndian.PutUint32(buf[8:], uint32(len(value)))
