@@ -47,6 +47,9 @@ type Config struct {
 	// digits, - _ =) so the raw flatfs baseline takes them like IPFS block
 	// keys.
 	Prefix string
+	// Prepared, if set, is called once the values a read workload reads are
+	// written and before the clock starts: degraded-get stops nodes here.
+	Prepared func() error
 }
 
 // Validate checks the config and fills defaults.
@@ -121,6 +124,14 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 			return nil, fmt.Errorf("bench: prepare %d values: %w", pool, err)
 		}
 		written = pool
+	}
+	if cfg.Prepared != nil {
+		if err := cfg.Prepared(); err != nil {
+			_ = parallel(context.Background(), written, cfg.Concurrency, func(i int) error {
+				return d.Delete(context.Background(), key(i))
+			})
+			return nil, fmt.Errorf("bench: %w", err)
+		}
 	}
 
 	lat := make([]time.Duration, 0, max(cfg.Count, 1024))

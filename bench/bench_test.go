@@ -64,6 +64,33 @@ func TestRunCountsAndCleansUp(t *testing.T) {
 	}
 }
 
+// TestRunPrepared: Prepared runs once, after the values to read are
+// written and before any timed operation; its error stops the run.
+func TestRunPrepared(t *testing.T) {
+	ctx := context.Background()
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	calls, keysThen := 0, 0
+	cfg := Config{Workload: DegradedGet, Size: 100, Count: 300, Concurrency: 3, Prepared: func() error {
+		calls++
+		keysThen = count(t, d)
+		return nil
+	}}
+	r, err := Run(ctx, "mem", d, nil, cfg, nil)
+	if err != nil || r.Ops != 300 || r.Errors != 0 {
+		t.Fatalf("run: %+v, %v", r, err)
+	}
+	if calls != 1 || keysThen != 300 {
+		t.Fatalf("Prepared called %d times, saw %d keys written; want once, after all 300", calls, keysThen)
+	}
+	cfg.Prepared = func() error { return errors.New("node would not stop") }
+	if _, err := Run(ctx, "mem", d, nil, cfg, nil); err == nil || !strings.Contains(err.Error(), "node would not stop") {
+		t.Fatalf("run with a failing Prepared: %v", err)
+	}
+	if n := count(t, d); n != 0 {
+		t.Fatalf("a run stopped by Prepared left %d keys behind", n)
+	}
+}
+
 type failing struct{ ds.Datastore }
 
 func (failing) Get(context.Context, ds.Key) ([]byte, error) { return nil, errors.New("disk on fire") }

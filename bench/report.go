@@ -44,6 +44,9 @@ type Report struct {
 	Policy   string    `json:"policy"`
 	Nodes    int       `json:"nodes"`
 	Down     int       `json:"degraded_nodes_down"`
+	// Stopped is true when degraded-get's nodes were really stopped (their
+	// processes), false when a front end only treated them as down.
+	Stopped bool `json:"degraded_nodes_stopped"`
 	Baseline string    `json:"baseline"`
 	Rows     []Row     `json:"rows"`
 }
@@ -161,7 +164,10 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) {
 	r.eachLine(func(cells []string) { fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |") })
 	fmt.Fprintf(w, "\nCPU s/GB is the benchmarking process's CPU: for the cluster, the client's share only (the nodes run in their own processes).\n")
 	fmt.Fprintf(w, "disk/byte, for put, is the growth of the target's reported disk usage over the bytes written.\n")
-	if r.Down > 0 {
+	switch {
+	case r.Down > 0 && r.Stopped:
+		fmt.Fprintf(w, "degraded-get stops %d node processes once its values are written and reads through the same front end, so values are rebuilt from parity.\n", r.Down)
+	case r.Down > 0:
 		fmt.Fprintf(w, "degraded-get reads through a front end that treats %d nodes as down (never contacted), so values are rebuilt from parity.\n", r.Down)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -30,6 +31,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	conc := fs.Int("concurrency", 16, "operations in flight")
 	policy := fs.String("policy", "", "erasure policy for this run, such as 4+2 or 2+1 (default: the cluster's)")
 	down := fs.Int("degraded", -1, "nodes treated as down by degraded-get (default: the policy's parity shards)")
+	stopPIDs := fs.String("stop-pids", "", "comma-separated PIDs of node processes on this machine that degraded-get stops (SIGTERM) once its values are written, reading through the same front end; without it degraded-get's front end treats --degraded nodes as down")
 	baseDir := fs.String("baseline-dir", "", "folder for the raw flatfs baseline (default: a temporary folder, removed afterwards)")
 	noBaseline := fs.Bool("no-baseline", false, "skip the raw flatfs baseline")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
@@ -76,9 +78,18 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		n = c.Policy.ParityShards
 	}
 	rep := &bench.Report{Started: time.Now(), Cluster: c.ID, Policy: c.Policy.String(), Nodes: len(c.Map.Nodes), Baseline: "none"}
+	pids, err := parsePIDs(*stopPIDs)
+	if err != nil {
+		return err
+	}
+	if len(pids) > c.Policy.ParityShards {
+		return fmt.Errorf("bench: --stop-pids names %d nodes, more than the policy %s tolerates", len(pids), c.Policy)
+	}
 	var degraded *dscluster.Datastore
 	for _, cs := range cases {
-		if cs.Workload == bench.DegradedGet && degraded == nil {
+		if cs.Workload == bench.DegradedGet && len(pids) > 0 {
+			rep.Down, rep.Stopped = len(pids), true
+		} else if cs.Workload == bench.DegradedGet && degraded == nil {
 			if n > c.Policy.ParityShards {
 				return fmt.Errorf("bench: --degraded=%d is more than the policy %s tolerates", n, c.Policy)
 			}
@@ -138,7 +149,9 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 			}
 		}
 		var read ds.Datastore
-		if cs.Workload == bench.DegradedGet {
+		if cs.Workload == bench.DegradedGet && rep.Stopped {
+			cfg.Prepared = func() error { return stopProcesses(pids, 30*time.Second) }
+		} else if cs.Workload == bench.DegradedGet {
 			read = degraded
 		}
 		res, err := bench.Run(ctx, "cluster", d, read, cfg, progressBar(tty, "cluster "+label(cs)))
@@ -206,4 +219,53 @@ func progressBar(tty bool, what string) bench.Progress {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func parsePIDs(s string) ([]int, error) {
+	var pids []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 1 {
+			return nil, fmt.Errorf("bench: --stop-pids: %q is not a process ID", f)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// stopProcesses sends SIGTERM to each PID and waits until none is left.
+func stopProcesses(pids []int, timeout time.Duration) error {
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			return fmt.Errorf("stop node process %d: %w", pid, err)
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		// Signal 0 checks that the process exists. A stopped child of
+		// another shell lingers as a zombie until reaped, which still
+		// answers; its /proc state says so.
+		for syscall.Kill(pid, 0) == nil && !zombie(pid) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("node process %d still runs %s after SIGTERM", pid, timeout)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "stopped node processes %v\n", pids)
+	return nil
+}
+
+// zombie reports whether pid has exited but not been reaped.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
