@@ -39,16 +39,16 @@ type Row struct {
 
 // Report is a whole run: `dsclient bench --json` prints it.
 type Report struct {
-	Started  time.Time `json:"started"`
-	Cluster  string    `json:"cluster"`
-	Policy   string    `json:"policy"`
-	Nodes    int       `json:"nodes"`
-	Down     int       `json:"degraded_nodes_down"`
+	Started time.Time `json:"started"`
+	Cluster string    `json:"cluster"`
+	Policy  string    `json:"policy"`
+	Nodes   int       `json:"nodes"`
+	Down    int       `json:"degraded_nodes_down"`
 	// Stopped is true when degraded-get's nodes were really stopped (their
 	// processes), false when a front end only treated them as down.
-	Stopped bool `json:"degraded_nodes_stopped"`
-	Baseline string    `json:"baseline"`
-	Rows     []Row     `json:"rows"`
+	Stopped  bool   `json:"degraded_nodes_stopped"`
+	Baseline string `json:"baseline"`
+	Rows     []Row  `json:"rows"`
 }
 
 // Add appends a row and computes its ratios.
