@@ -497,6 +497,10 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	return wire.StatusOK, ""
 }
 
+// errNewerHeld refuses to store a shard whose index entry would not be
+// stored because the index holds a newer or equal version.
+var errNewerHeld = errors.New("the index holds a newer version")
+
 // storeShard makes shard raw and its index entry e durable, the shard
 // first: an entry must never point at a shard that is not there. With the
 // index in the volume store both go in one group commit. A tombstone lives
@@ -507,7 +511,12 @@ func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry) error 
 	case e.Tombstone:
 	case n.vol != nil:
 		err := n.vol.PutWith(ctx, shardName(e.Key), raw, func(tx *bolt.Tx) error {
-			_, err := n.idx.PutTx(tx, e)
+			stored, err := n.idx.PutTx(tx, e)
+			if err == nil && !stored {
+				// The key's lock makes this impossible today; should it
+				// happen, the older shard must not replace the newer one.
+				err = errNewerHeld
+			}
 			return err
 		})
 		if err != nil {

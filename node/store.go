@@ -8,9 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/volume"
@@ -67,25 +69,73 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (idx *index.DB, vol 
 	if idx, err = index.OpenIn(vol.DB(), nil); err != nil {
 		return nil, nil, err
 	}
-	if err := adoptIndex(own, idx); err != nil {
+	if err := adoptIndex(own, idx, vol.DB()); err != nil {
 		return nil, nil, err
 	}
 	return idx, vol, nil
 }
 
+// Where adoptIndex notes, in the volume store's database, that the old
+// index file's entries are in: a file that comes back after a crash (its
+// rename not yet on disk) must not bring back entries deleted since.
+var (
+	bucketNode   = []byte("node")
+	keyIndexMove = []byte("index.db moved in")
+)
+
 // adoptIndex copies the entries of the index file at path, if there is
-// one, into idx and renames the file to path.moved. Copying is idempotent
-// (an entry is stored once per version), so a crash midway is harmless.
-func adoptIndex(path string, idx *index.DB) error {
+// one, into idx, notes that durably in db, and renames the file to
+// path.moved. A crash before the note leaves the file to copy again
+// (copying is idempotent: an entry is stored once per version); after it,
+// the file is only renamed.
+func adoptIndex(path string, idx *index.DB, db *bolt.DB) error {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
-	old, err := index.Open(path, nil)
-	if err != nil {
+	var done bool
+	if err := db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNode)
+		done = b != nil && b.Get(keyIndexMove) != nil
+		return nil
+	}); err != nil {
 		return fmt.Errorf("move %s into the volume store: %w", path, err)
 	}
+	moved := 0
+	if !done {
+		n, err := copyIndex(path, idx)
+		if err == nil {
+			err = db.Update(func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucketIfNotExists(bucketNode)
+				if err != nil {
+					return err
+				}
+				return b.Put(keyIndexMove, []byte(time.Now().UTC().Format(time.RFC3339)))
+			})
+		}
+		if err != nil {
+			return fmt.Errorf("move %s into the volume store: %w", path, err)
+		}
+		moved = n
+	}
+	if err := os.Rename(path, path+".moved"); err != nil {
+		return fmt.Errorf("move %s into the volume store: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("move %s into the volume store: %w", path, err)
+	}
+	log.Infow("moved the node index into the volume store", "entries", moved, "old file", path+".moved")
+	return nil
+}
+
+// copyIndex puts every entry of the index file at path into idx.
+func copyIndex(path string, idx *index.DB) (int, error) {
+	old, err := index.Open(path, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer old.Close()
 	moved := 0
 	for after := ""; ; {
 		es, err := old.ListPrefix("", after, listLimit)
@@ -93,21 +143,22 @@ func adoptIndex(path string, idx *index.DB) error {
 			err = idx.PutMany(es)
 		}
 		if err != nil {
-			old.Close()
-			return fmt.Errorf("move %s into the volume store: %w", path, err)
+			return moved, err
 		}
 		if len(es) == 0 {
-			break
+			return moved, nil
 		}
 		moved += len(es)
 		after = es[len(es)-1].Key
 	}
-	if err := old.Close(); err != nil {
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(path, path+".moved"); err != nil {
-		return fmt.Errorf("move %s into the volume store: %w", path, err)
-	}
-	log.Infow("moved the node index into the volume store", "entries", moved, "old file", path+".moved")
-	return nil
+	defer d.Close()
+	return d.Sync()
 }

@@ -76,4 +76,39 @@ func TestOpenIndexMovesAnOldIndexIntoTheVolumeStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+
+	// A crash after the move but before the rename reached the disk brings
+	// index.db back. An entry deleted since must stay deleted: the file is
+	// only renamed again, not copied.
+	vol, err := volume.Open(vdir, &volume.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _, err := openIndex(dir, vol, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.Delete(want[5].Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := vol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "index.db.moved"), filepath.Join(dir, "index.db")); err != nil {
+		t.Fatal(err)
+	}
+	vol, err = volume.Open(vdir, &volume.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vol.Close()
+	if idx, _, err = openIndex(dir, vol, true); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := idx.Get(want[5].Key); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("a deleted entry came back from the old file: %+v, %v", e, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("index.db not renamed again: %v", err)
+	}
 }
