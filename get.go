@@ -82,7 +82,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) 
 	// First the positions every acknowledged write reaches (a replicated
 	// value is done there), then the rest of the data positions, then parity.
 	from := 0
-	for _, to := range [...]int{min(v.reach(), p.DataShards), p.DataShards, p.Width()} {
+	for _, to := range [...]int{min(v.reach(), p.Width()), p.DataShards, p.Width()} {
 		if to <= from {
 			continue
 		}
