@@ -175,10 +175,14 @@ var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, joinLimit); retu
 // and the rest is written from payload as it is.
 func writeJoined(w io.Writer, head, payload []byte) error {
 	bp := joinPool.Get().(*[]byte)
-	defer joinPool.Put(bp)
 	n := min(len(payload), max(joinLimit-len(head), 0))
 	b := append(append((*bp)[:0], head...), payload[:n]...)
-	*bp = b[:0]
+	defer func() {
+		if cap(b) <= joinLimit { // a buffer grown for a huge head is not kept
+			*bp = b[:0]
+			joinPool.Put(bp)
+		}
+	}()
 	if _, err := w.Write(b); err != nil {
 		return err
 	}
