@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -84,6 +85,11 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	}
 	if len(pids) > c.Policy.ParityShards {
 		return fmt.Errorf("bench: --stop-pids names %d nodes, more than the policy %s tolerates", len(pids), c.Policy)
+	}
+	// Stopped nodes stay stopped: nothing can run after that workload, and
+	// its values stay behind (deleting needs a write quorum).
+	if len(pids) > 0 && (len(cases) == 0 || cases[len(cases)-1].Workload != bench.DegradedGet || countWorkload(cases, bench.DegradedGet) != 1) {
+		return errors.New("bench: --stop-pids needs degraded-get as the last workload, once")
 	}
 	var degraded *dscluster.Datastore
 	for _, cs := range cases {
@@ -268,4 +274,14 @@ func zombie(pid int) bool {
 	// The state follows the command name in parentheses.
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
+}
+
+func countWorkload(cases []bench.Case, w bench.Workload) int {
+	n := 0
+	for _, c := range cases {
+		if c.Workload == w {
+			n++
+		}
+	}
+	return n
 }
