@@ -365,6 +365,10 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			return &wire.Response{Status: wire.StatusOK}
 		case errors.Is(err, membership.ErrRejected):
 			return &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
+		case errors.Is(err, raftmap.ErrNotLeader):
+			// Leadership moved (or is being transferred) since IsLeader:
+			// nothing was proposed, so asking again is safe.
+			return &wire.Response{Status: wire.StatusUnavailable, Message: "the raft leadership is moving; retry"}
 		default:
 			return &wire.Response{Status: wire.StatusInternal, Message: err.Error()}
 		}

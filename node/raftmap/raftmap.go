@@ -327,7 +327,8 @@ func (r *Raft) notLeader() error {
 // mapErr turns raft's errors into this package's.
 func (r *Raft) mapErr(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Nothing was proposed: the leadership is elsewhere or on its way.
 		return r.notLeader()
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
