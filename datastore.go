@@ -56,7 +56,17 @@ type Options struct {
 	// contacts them. Benchmarks and tests use it to measure the degraded
 	// read path without stopping nodes.
 	Down []int
+	// HedgeAfter is how long a read waits for a node before it asks the
+	// next positions as well, and how long a write that has its quorum
+	// waits for the remaining nodes before it returns (their shards are
+	// still sent). A node that hangs then costs this, not Timeout.
+	// Default DefaultHedgeAfter; negative: never.
+	HedgeAfter time.Duration
 }
+
+// DefaultHedgeAfter is Options.HedgeAfter's default: well above a loaded
+// node's p999 on a LAN (tens of milliseconds), far below Timeout.
+const DefaultHedgeAfter = 250 * time.Millisecond
 
 func (o *Options) withDefaults() Options {
 	var out Options
@@ -68,6 +78,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if out.BatchConcurrency <= 0 {
 		out.BatchConcurrency = 16
+	}
+	switch {
+	case out.HedgeAfter == 0:
+		out.HedgeAfter = DefaultHedgeAfter
+	case out.HedgeAfter < 0:
+		out.HedgeAfter = out.Timeout
 	}
 	switch {
 	case out.TombstoneGrace == 0:

@@ -80,32 +80,22 @@ func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) 
 	res := make([]fetched, p.Width())
 	defer putFrames(res) // the value is a copy (see coding.Decode)
 	// First the positions every acknowledged write reaches (a replicated
-	// value is done there), then the rest of the data positions, then parity.
-	from := 0
-	for _, to := range [...]int{min(v.reach(), p.Width()), p.DataShards, p.Width()} {
-		if to <= from {
-			continue
-		}
-		d.fetchShards(ctx, v, k, owners, res, from, to)
-		from = to
-		if val, err, done := d.evaluate(v, k, owners, res, to == p.Width()); done {
-			return val, err
-		}
-	}
-	return nil, fmt.Errorf("get %s: no answer from %d positions", k, p.Width()) // unreachable: the last wave is final
-}
-
-// fetchShards reads positions [from, to) in parallel into res.
-func (d *Datastore) fetchShards(ctx context.Context, v *view, key string, owners []uint16, res []fetched, from, to int) {
-	var wg sync.WaitGroup
-	for pos := from; pos < to; pos++ {
-		wg.Add(1)
-		go func(pos int) {
-			defer wg.Done()
-			res[pos] = d.fetchShard(ctx, v, key, int(owners[pos]), pos)
-		}(pos)
-	}
-	wg.Wait()
+	// value is done there), then the rest of the data positions, then
+	// parity.
+	var (
+		val []byte
+		err error
+	)
+	ends := []int{min(v.reach(), p.Width()), max(p.DataShards, min(v.reach(), p.Width())), p.Width()}
+	askInWaves(ends, d.opts.HedgeAfter,
+		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos) },
+		func(pos int, f fetched) { res[pos] = f },
+		func(final bool) bool {
+			var done bool
+			val, err, done = d.evaluate(v, k, owners, res, final)
+			return done
+		})
+	return val, err
 }
 
 func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int) fetched {
@@ -304,23 +294,21 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire
 	p := v.c.Policy
 	ans := make([]headerAnswer, p.Width())
 	// The positions every acknowledged write reaches; the rest only when
-	// some of those did not answer.
-	asked := 0
-	for _, to := range [...]int{min(v.reach(), p.Width()), p.Width()} {
-		if to <= asked {
-			continue
-		}
-		d.askHeaders(ctx, v, key, owners, ans, asked, to)
-		asked = to
-		if v.sees(func(pos int) bool { return pos < asked && ans[pos].err == nil }) {
-			break
-		}
-	}
-	ans = ans[:asked]
+	// some of those do not answer (in time).
+	answered := make([]bool, p.Width())
+	askInWaves([]int{min(v.reach(), p.Width()), p.Width()}, d.opts.HedgeAfter,
+		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, int(owners[pos])) },
+		func(pos int, a headerAnswer) { ans[pos], answered[pos] = a, true },
+		func(final bool) bool {
+			return final || v.sees(func(pos int) bool { return answered[pos] && ans[pos].err == nil })
+		})
 	var failed []NodeError
 	var absent []int
 	for pos, a := range ans {
 		switch {
+		case !answered[pos]:
+			// Not asked or not answered: unknown, like a failed one, but
+			// not an error to report.
 		case a.err != nil:
 			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.err})
 		case a.status == wire.StatusNotFound:
@@ -348,34 +336,27 @@ type headerAnswer struct {
 	err    error
 }
 
-// askHeaders asks positions [from, to) for key's index entry, in parallel.
-func (d *Datastore) askHeaders(ctx context.Context, v *view, key string, owners []uint16, ans []headerAnswer, from, to int) {
-	var wg sync.WaitGroup
-	for pos := from; pos < to; pos++ {
-		wg.Add(1)
-		go func(pos int) {
-			defer wg.Done()
-			resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
-			if err != nil {
-				ans[pos].err = err
-				return
-			}
-			ans[pos].status = resp.Status
-			switch resp.Status {
-			case wire.StatusOK:
-				es, _, err := wire.DecodeListPayload(resp.Payload)
-				if err != nil || len(es) != 1 {
-					ans[pos].err = fmt.Errorf("bad metadata answer: %v", err)
-					return
-				}
-				ans[pos].le = es[0]
-			case wire.StatusNotFound:
-			default:
-				ans[pos].err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
-			}
-		}(pos)
+// askHeader asks node n for key's index entry.
+func (d *Datastore) askHeader(ctx context.Context, v *view, key string, n int) (a headerAnswer) {
+	resp, err := d.do(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
+	if err != nil {
+		a.err = err
+		return a
 	}
-	wg.Wait()
+	a.status = resp.Status
+	switch resp.Status {
+	case wire.StatusOK:
+		es, _, err := wire.DecodeListPayload(resp.Payload)
+		if err != nil || len(es) != 1 {
+			a.err = fmt.Errorf("bad metadata answer: %v", err)
+			return a
+		}
+		a.le = es[0]
+	case wire.StatusNotFound:
+	default:
+		a.err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	}
+	return a
 }
 
 func versionLess(a, b wire.ListEntry) bool {

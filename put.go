@@ -3,7 +3,7 @@ package dscluster
 import (
 	"context"
 	"fmt"
-	"sync"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -39,8 +39,6 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int,
 	reencode func(coding.Version) ([]*coding.Shard, error)) error {
 	newer, err := d.writeShards(ctx, v, op, key, shards, quorum)
-	// Every request was encoded from the shards and has been answered.
-	coding.Release(shards)
 	if err != nil || newer.IsZero() {
 		return err
 	}
@@ -50,7 +48,6 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	_, err = d.writeShards(ctx, v, op, key, again, quorum)
-	coding.Release(again)
 	return err
 }
 
@@ -76,43 +73,73 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 }
 
 // writeShards sends shard i to node i of the key's slot, all in parallel,
-// and waits for every answer (each bounded by the request timeout). It
-// returns the newest version a node reported holding instead of ours (zero
-// when none did).
+// and waits for every answer (each bounded by the request timeout), or,
+// once the write quorum has answered, for HedgeAfter more: a node that
+// hangs does not hold the write, its shard is still sent, and repair
+// restores it if it never lands. It returns the newest version a node
+// reported holding instead of ours (zero when none did), and releases the
+// shards once every request is done with them.
 func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) (coding.Version, error) {
 	owners := v.owners(key)
+	type answer struct {
+		sh   *coding.Shard
+		n    int
+		held coding.Version
+		err  error
+	}
+	answers := make(chan answer, len(shards))
+	for i, sh := range shards {
+		go func(n int, sh *coding.Shard) {
+			held, err := d.putShard(ctx, v, n, sh)
+			answers <- answer{sh, n, held, err}
+		}(int(owners[i]), sh)
+	}
 	var (
-		mu     sync.Mutex
 		stored int
 		newer  coding.Version
 		failed []NodeError
-		wg     sync.WaitGroup
+		hedge  <-chan time.Time
 	)
-	for i, sh := range shards {
-		wg.Add(1)
-		go func(i int, sh *coding.Shard) {
-			defer wg.Done()
-			n := int(owners[i])
-			held, err := d.putShard(ctx, v, n, sh)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed = append(failed, NodeError{Node: v.nodeName(n), Err: err})
-				return
+	pending := len(shards)
+collect:
+	for pending > 0 {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err != nil {
+				failed = append(failed, NodeError{Node: v.nodeName(a.n), Err: a.err})
+				continue
 			}
 			stored++
 			// An equal version is our own write seen twice (a retry).
-			if sh.Header.Version.Less(held) && newer.Less(held) {
-				newer = held
+			if a.sh.Header.Version.Less(a.held) && newer.Less(a.held) {
+				newer = a.held
 			}
-		}(i, sh)
+			if stored >= quorum && pending > 0 && hedge == nil {
+				t := time.NewTimer(d.opts.HedgeAfter)
+				defer t.Stop()
+				hedge = t.C
+			}
+		case <-hedge:
+			break collect
+		}
 	}
-	wg.Wait()
+	if pending == 0 {
+		coding.Release(shards)
+	} else {
+		go func(n int) {
+			for ; n > 0; n-- {
+				<-answers
+			}
+			coding.Release(shards)
+		}(pending)
+	}
 	if stored < quorum {
 		return newer, &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
 	}
-	if len(failed) > 0 {
-		log.Warnw("write below full redundancy", "op", op, "key", key, "stored", stored, "width", len(shards), "failed", joinNodeErrors(failed))
+	if len(failed) > 0 || pending > 0 {
+		log.Warnw("write below full redundancy", "op", op, "key", key, "stored", stored, "width", len(shards),
+			"still_sending", pending, "failed", joinNodeErrors(failed))
 	}
 	return newer, nil
 }

@@ -1,0 +1,68 @@
+package dscluster
+
+import "time"
+
+// askInWaves asks shard positions in waves and stops as soon as the
+// answers settle the question. ends are the (ascending) ends of the waves,
+// the last one being the policy's width: wave i asks positions
+// [ends[i-1], ends[i]). ask(pos) runs in a goroutine per position; take
+// records its answer and settle judges the answers so far, with final true
+// once every position has answered; it returns true when the question is
+// settled (a final call always settles).
+//
+// A wave starts when the previous one has answered without settling, or
+// when it has not all answered after hedge: a node that hangs costs a read
+// hedge, not the request timeout. take and settle run on the caller's
+// goroutine only; an answer that comes after askInWaves returned is
+// dropped (the channel holds every answer, so no asker blocks).
+func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool) {
+	type answer struct {
+		pos int
+		a   T
+	}
+	width := ends[len(ends)-1]
+	answers := make(chan answer, width)
+	// The current wave is [start, launched); waiting counts its positions
+	// not answered yet (a straggler of an earlier wave, already hedged past,
+	// does not hold the next wave).
+	start, launched, inflight, waiting := 0, 0, 0, 0
+	timer := time.NewTimer(hedge)
+	defer timer.Stop()
+	next := func() {
+		for _, end := range ends {
+			if end <= launched {
+				continue
+			}
+			start = launched
+			for pos := launched; pos < end; pos++ {
+				go func(pos int) { answers <- answer{pos, ask(pos)} }(pos)
+			}
+			inflight += end - launched
+			waiting = end - launched
+			launched = end
+			break
+		}
+		timer.Reset(hedge)
+	}
+	next()
+	for {
+		select {
+		case a := <-answers:
+			take(a.pos, a.a)
+			inflight--
+			if a.pos >= start {
+				waiting--
+			}
+			if settle(launched == width && inflight == 0) {
+				return
+			}
+			if waiting == 0 && launched < width {
+				next() // answered, not settled: ask on at once
+			}
+		case <-timer.C:
+			if launched < width {
+				next()
+			}
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package dscluster
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waveRun records what askInWaves asked and what settle saw.
+type waveRun struct {
+	mu      sync.Mutex
+	asked   []int
+	got     []int
+	finals  int
+	release chan struct{} // positions in hang block on it
+	hang    map[int]bool
+}
+
+func (w *waveRun) ask(pos int) int {
+	w.mu.Lock()
+	w.asked = append(w.asked, pos)
+	w.mu.Unlock()
+	if w.hang[pos] {
+		<-w.release
+	}
+	return pos * 10
+}
+
+func (w *waveRun) take(pos, a int) {
+	if a != pos*10 {
+		panic("answer of another position")
+	}
+	w.got = append(w.got, pos)
+}
+
+func (w *waveRun) askedSorted() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := slices.Clone(w.asked)
+	slices.Sort(s)
+	return s
+}
+
+func TestAskInWaves(t *testing.T) {
+	// Settled by 3 answers: the third wave is never asked.
+	w := &waveRun{release: make(chan struct{})}
+	askInWaves([]int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool { return len(w.got) >= 3 })
+	if got := w.askedSorted(); !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Fatalf("settled after 3 answers: asked %v, want 0..3", got)
+	}
+
+	// Never settled early: every position is asked, and the last call is
+	// final, once.
+	w = &waveRun{release: make(chan struct{})}
+	askInWaves([]int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool {
+		if final {
+			w.finals++
+		}
+		return final
+	})
+	if got := w.askedSorted(); !slices.Equal(got, []int{0, 1, 2, 3, 4, 5}) || len(w.got) != 6 || w.finals != 1 {
+		t.Fatalf("unsettled: asked %v, answers %v, %d final calls; want all 6, one final", got, w.got, w.finals)
+	}
+
+	// Position 1 hangs: after the hedge the next wave is asked, and the
+	// question settles without it. Its answer, coming later, is dropped.
+	w = &waveRun{release: make(chan struct{}), hang: map[int]bool{1: true}}
+	askInWaves([]int{2, 4, 6}, time.Millisecond, w.ask, w.take, func(final bool) bool { return len(w.got) >= 3 })
+	if slices.Contains(w.got, 1) || len(w.got) != 3 {
+		t.Fatalf("with position 1 hung: answers %v, want 3 without 1", w.got)
+	}
+	if got := w.askedSorted(); !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Fatalf("with position 1 hung: asked %v, want 0..3 (the straggler of wave 1 does not hold wave 2)", got)
+	}
+	close(w.release)
+
+	// Every position hangs but the last wave's: the final call waits for
+	// all of them, so it sees every answer.
+	w = &waveRun{release: make(chan struct{}), hang: map[int]bool{0: true, 1: true}}
+	go func() { time.Sleep(20 * time.Millisecond); close(w.release) }()
+	askInWaves([]int{2, 3}, time.Millisecond, w.ask, w.take, func(final bool) bool { return final })
+	if len(w.got) != 3 {
+		t.Fatalf("final with stragglers: answers %v, want all 3", w.got)
+	}
+}
