@@ -18,8 +18,11 @@
 // the value is their concatenation, without decoding. Otherwise it asks the
 // parity nodes and rebuilds the newest version that has k valid shards. A
 // node that does not answer makes the read ask on: a newer version could
-// be behind it. Has and GetSize ask the same first positions for index
-// entries. A missing key gives exactly ds.ErrNotFound; a key
+// be behind it. A wave that has not all answered after Options.HedgeAfter
+// (250 ms) is judged on the answers so far and the next wave starts, so a
+// node that hangs costs a read that, not the request timeout; a write
+// returns HedgeAfter after its quorum answered even if a node has not. Has
+// and GetSize ask the same first positions for index entries. A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //
