@@ -14,8 +14,9 @@ import "time"
 // when it has not all answered after hedge: a node that hangs costs a read
 // hedge, not the request timeout. take and settle run on the caller's
 // goroutine only; an answer that comes after askInWaves returned is
-// dropped (the channel holds every answer, so no asker blocks).
-func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool) {
+// dropped (the channel holds every answer, so no asker blocks). It returns
+// how many positions it asked: [0, asked).
+func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool) (asked int) {
 	type answer struct {
 		pos int
 		a   T
@@ -54,7 +55,7 @@ func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, tak
 				waiting--
 			}
 			if settle(launched == width && inflight == 0) {
-				return
+				return launched
 			}
 			if waiting == 0 && launched < width {
 				next() // answered, not settled: ask on at once
