@@ -412,7 +412,16 @@ func TestProcessJoinLeaderRestart(t *testing.T) {
 			c.restart(t, i)
 		}
 	}
-	st = c.waitStatus(t, 60*time.Second, "the restarted cluster settled", (*statusOut).settled)
+	// A node that came back after the leader's ping to it failed is down
+	// until the next ping: wait for every member to be up again too.
+	st = c.waitStatus(t, 60*time.Second, "the restarted cluster settled, every member up", func(s *statusOut) bool {
+		for i := range c.nodes {
+			if live(i) && s.state(c.peerID(t, i)) != "up" {
+				return false
+			}
+		}
+		return s.settled()
+	})
 	if st.Epoch != epoch {
 		t.Fatalf("epoch %d after the restart, %d before", st.Epoch, epoch)
 	}
