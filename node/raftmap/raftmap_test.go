@@ -207,8 +207,14 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.waitSame(syncTimeout, want, d)
-	if idx := g.members[d].r.raft.Stats()["last_snapshot_index"]; idx == "0" {
-		t.Fatalf("the new member's last snapshot index is %s: it replayed the log instead of installing a snapshot", idx)
+	// raft records the installed snapshot just after it restores the state
+	// machine, which waitSame saw: poll for it.
+	deadline := time.Now().Add(syncTimeout)
+	for g.members[d].r.raft.Stats()["last_snapshot_index"] == "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new member's last snapshot index is still 0 after %s: it replayed the log instead of installing a snapshot", syncTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	f := otherThan(l, 0, 1, 2)[0]
