@@ -9,6 +9,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -75,6 +76,7 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 }
 
 func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) {
+	ctx = transport.SkipUnreachable(ctx) // other positions can answer
 	owners := v.owners(k)
 	p := v.c.Policy
 	res := make([]fetched, p.Width())
@@ -290,6 +292,7 @@ func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, f
 }
 
 func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire.ListEntry, found bool, err error) {
+	ctx = transport.SkipUnreachable(ctx) // other positions can answer
 	owners := v.owners(key)
 	p := v.c.Policy
 	ans := make([]headerAnswer, p.Width())

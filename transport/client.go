@@ -20,13 +20,34 @@ const DefaultTimeout = 30 * time.Second
 // maxIdle bounds the idle streams kept per peer.
 const maxIdle = 32
 
+// RedialAfter is how long a request made with a SkipUnreachable context
+// does not dial a peer whose last dial failed: it fails at once with
+// ErrUnreachable. Other requests always dial (a node that restarts is
+// usable at once), and a dial that succeeds clears the mark.
+const RedialAfter = time.Second
+
+// ErrUnreachable is the error of a request to a peer whose last dial failed
+// less than RedialAfter ago; nothing was sent.
+var ErrUnreachable = errors.New("unreachable: the last dial failed")
+
+type skipKey struct{}
+
+// SkipUnreachable marks ctx's requests as ones with alternatives (a read
+// can ask other positions): they skip a peer whose dial failed within
+// RedialAfter instead of dialling it again, so a dead node costs a read
+// nothing but the skip.
+func SkipUnreachable(ctx context.Context) context.Context {
+	return context.WithValue(ctx, skipKey{}, true)
+}
+
 // Client sends requests to nodes over pooled streams.
 type Client struct {
 	h       host.Host
 	timeout time.Duration
 
-	mu   sync.Mutex
-	idle map[peer.ID][]network.Stream
+	mu         sync.Mutex
+	idle       map[peer.ID][]network.Stream
+	dialFailed map[peer.ID]time.Time // when the last dial to the peer failed
 }
 
 // NewClient returns a client on h. timeout bounds each request when ctx has
@@ -35,7 +56,7 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &Client{h: h, timeout: timeout, idle: make(map[peer.ID][]network.Stream)}
+	return &Client{h: h, timeout: timeout, idle: make(map[peer.ID][]network.Stream), dialFailed: make(map[peer.ID]time.Time)}
 }
 
 // Host is the client's libp2p host.
@@ -49,12 +70,23 @@ func (c *Client) getStream(ctx context.Context, p peer.ID) (network.Stream, bool
 		c.mu.Unlock()
 		return s, true, nil
 	}
+	if at, ok := c.dialFailed[p]; ok && time.Since(at) < RedialAfter && ctx.Value(skipKey{}) != nil {
+		c.mu.Unlock()
+		return nil, false, fmt.Errorf("%w %s ago", ErrUnreachable, time.Since(at).Round(time.Millisecond))
+	}
 	c.mu.Unlock()
-	// Dial past libp2p's dial backoff: a node that restarts must be usable
-	// at once. Until failure detection marks nodes down (so requests skip
-	// them), a dead node costs one failed dial per request.
-	ctx = network.WithForceDirectDial(ctx, "dscluster")
-	s, err := c.h.NewStream(ctx, p, wire.ShardProtocol)
+	// Dial past libp2p's dial backoff (which grows to minutes): a node that
+	// restarts must be usable at once.
+	dctx := network.WithForceDirectDial(ctx, "dscluster")
+	s, err := c.h.NewStream(dctx, p, wire.ShardProtocol)
+	c.mu.Lock()
+	switch {
+	case err == nil:
+		delete(c.dialFailed, p)
+	case ctx.Err() == nil: // the peer failed, not our deadline
+		c.dialFailed[p] = time.Now()
+	}
+	c.mu.Unlock()
 	return s, false, err
 }
 
