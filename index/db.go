@@ -175,8 +175,8 @@ func (db *DB) Close() error {
 // comes from bbolt's commit the write may or may not be on disk, and
 // retrying is safe because Put is idempotent.
 func (db *DB) Put(e Entry) (stored bool, err error) {
-	if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
-		return false, fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
+	if err := checkKey(e.Key); err != nil {
+		return false, err
 	}
 	err = db.update(func(tx *bolt.Tx) error {
 		// Batch may run this function more than once, in a fresh
@@ -194,8 +194,8 @@ func (db *DB) Put(e Entry) (stored bool, err error) {
 // PutMany puts every entry of es in one durable transaction (see Put).
 func (db *DB) PutMany(es []Entry) error {
 	for _, e := range es {
-		if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
-			return fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
+		if err := checkKey(e.Key); err != nil {
+			return err
 		}
 	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
@@ -215,8 +215,8 @@ func (db *DB) PutMany(es []Entry) error {
 // PutTx is Put inside tx, a write transaction on the database the index
 // was opened in with OpenIn: the entry is durable when tx commits.
 func (db *DB) PutTx(tx *bolt.Tx, e Entry) (stored bool, err error) {
-	if len(e.Key) == 0 || len(e.Key) > MaxKeyLen {
-		return false, fmt.Errorf("%w: length %d", ErrInvalidKey, len(e.Key))
+	if err := checkKey(e.Key); err != nil {
+		return false, err
 	}
 	stored, err = db.putTx(tx, e)
 	if err != nil {
@@ -440,6 +440,14 @@ func (db *DB) update(fn func(*bolt.Tx) error) error {
 
 func (db *DB) wrap(op string, err error) error {
 	return fmt.Errorf("index: %s %s: %w", op, db.path, err)
+}
+
+// checkKey refuses a key Put cannot store.
+func checkKey(key string) error {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return fmt.Errorf("%w: length %d", ErrInvalidKey, len(key))
+	}
+	return nil
 }
 
 func bySlotKey(slot uint16, key []byte) []byte {

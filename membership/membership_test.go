@@ -2,7 +2,6 @@ package membership_test
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/internal/testpeer"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 )
@@ -52,21 +49,7 @@ func nodeID(i int) string {
 	if i < 7 {
 		return fmt.Sprintf("n%d", i)
 	}
-	return peerID(fmt.Sprintf("node %d", i))
-}
-
-// peerID returns the peer ID of an Ed25519 key derived from seed.
-func peerID(seed string) string {
-	sum := sha256.Sum256([]byte(seed))
-	key, _, err := crypto.GenerateEd25519Key(bytes.NewReader(sum[:]))
-	if err != nil {
-		panic(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		panic(err)
-	}
-	return id.String()
+	return testpeer.ID(fmt.Sprintf("node %d", i))
 }
 
 func testNode(i int, zones ...string) placement.Node {
@@ -1111,7 +1094,7 @@ func TestStaleCommitDoesNotCommitANewerTarget(t *testing.T) {
 func TestJoinRejectsABadMember(t *testing.T) {
 	c := newCluster(t, testNodes(7))
 	good := func() placement.Node {
-		return placement.Node{ID: peerID("joiner"), Addrs: []string{"/ip4/10.0.1.1/tcp/6735", "/ip6/::1/udp/6735/quic-v1"}, Zone: "za", Weight: 3}
+		return placement.Node{ID: testpeer.ID("joiner"), Addrs: []string{"/ip4/10.0.1.1/tcp/6735", "/ip6/::1/udp/6735/quic-v1"}, Zone: "za", Weight: 3}
 	}
 	for _, tc := range []struct {
 		name  string

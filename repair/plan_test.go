@@ -1,8 +1,6 @@
 package repair
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -11,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/internal/testpeer"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 )
@@ -91,7 +87,7 @@ func newSimCluster(t testing.TB, n int, zoned bool) *simCluster {
 func (s *simCluster) newNode(zoned bool) placement.Node {
 	n := placement.Node{ID: fmt.Sprintf("n%d", s.next), Addrs: []string{fmt.Sprintf("/ip4/10.0.0.%d/tcp/6735", s.next)}}
 	if s.c != nil {
-		n.ID = simPeerID(fmt.Sprintf("node %d", s.next))
+		n.ID = testpeer.ID(fmt.Sprintf("node %d", s.next))
 	}
 	if zoned {
 		n.Zone = fmt.Sprintf("z%d", s.next%3)
@@ -99,20 +95,6 @@ func (s *simCluster) newNode(zoned bool) placement.Node {
 	s.data[n.ID] = map[string]simShard{}
 	s.next++
 	return n
-}
-
-// simPeerID returns the peer ID of an Ed25519 key derived from seed.
-func simPeerID(seed string) string {
-	sum := sha256.Sum256([]byte(seed))
-	key, _, err := crypto.GenerateEd25519Key(bytes.NewReader(sum[:]))
-	if err != nil {
-		panic(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		panic(err)
-	}
-	return id.String()
 }
 
 // must applies a membership command that has to be accepted.

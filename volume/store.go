@@ -393,14 +393,7 @@ func (s *Store) GetSize(ctx context.Context, key ds.Key) (int, error) {
 // Put stores value under key. It returns once the record is fsynced and
 // its index entry committed. The store does not keep value.
 func (s *Store) Put(ctx context.Context, key ds.Key, value []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	k := key.String()
-	if err := checkSizes(k, len(value)); err != nil {
-		return err
-	}
-	return s.apply([]op{{kind: opPut, key: k, rec: encodeRecord(k, value)}})
+	return s.PutWith(ctx, key, value, nil)
 }
 
 // PutWith is Put that also runs also in the write transaction of the

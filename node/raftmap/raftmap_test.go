@@ -208,14 +208,11 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	g.waitSame(syncTimeout, want, d)
 	// raft records the installed snapshot just after it restores the state
-	// machine, which waitSame saw: poll for it.
-	deadline := time.Now().Add(syncTimeout)
-	for g.members[d].r.raft.Stats()["last_snapshot_index"] == "0" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the new member's last snapshot index is still 0 after %s: it replayed the log instead of installing a snapshot", syncTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// machine, which waitSame saw: poll for it. Still 0 means the new
+	// member replayed the log instead of installing a snapshot.
+	waitFor(t, syncTimeout, "the new member's last snapshot index to leave 0", func() bool {
+		return g.members[d].r.raft.Stats()["last_snapshot_index"] != "0"
+	})
 
 	f := otherThan(l, 0, 1, 2)[0]
 	g.stop(f)
@@ -326,20 +323,28 @@ func otherThan(x int, all ...int) []int {
 	return out
 }
 
+// groupWithNonVoter starts 3 voters with the cluster initialised and a
+// fourth member d as a non-voter; l is the leader, lr its raft.
+func groupWithNonVoter(t *testing.T) (g *group, l int, lr *Raft, d int) {
+	t.Helper()
+	g = newGroup(t, 3, Config{})
+	l = g.waitLeader(electTimeout)
+	lr = g.members[l].r
+	g.propose(l, g.initCommand())
+	d = g.add()
+	g.start(d, nil)
+	if err := lr.SyncVoters(g.ids(0, 1, 2), g.ids(d)); err != nil {
+		t.Fatal(err)
+	}
+	return g, l, lr, d
+}
+
 // Two close failures: voter c dies while the non-voter d is dead too.
 // SyncVoters removes c before it adds d as a voter, so every change
 // commits on the two live voters (adding d first would make 4 voters with
 // 2 dead: no quorum, ever). Voters shows the configuration.
 func TestSyncVotersRemovesBeforeAdding(t *testing.T) {
-	g := newGroup(t, 3, Config{})
-	l := g.waitLeader(electTimeout)
-	lr := g.members[l].r
-	g.propose(l, g.initCommand())
-	d := g.add()
-	g.start(d, nil)
-	if err := lr.SyncVoters(g.ids(0, 1, 2), g.ids(d)); err != nil {
-		t.Fatal(err)
-	}
+	g, l, lr, d := groupWithNonVoter(t)
 	wantVoters(t, lr, g.ids(0, 1, 2))
 
 	others := otherThan(l, 0, 1, 2)
@@ -369,15 +374,7 @@ func TestSyncVotersRemovesBeforeAdding(t *testing.T) {
 // hands leadership over, so that the next leader can demote the old one
 // (the way a leader being drained leaves the voters).
 func TestBarrierAndTransferLeadership(t *testing.T) {
-	g := newGroup(t, 3, Config{})
-	l := g.waitLeader(electTimeout)
-	lr := g.members[l].r
-	g.propose(l, g.initCommand())
-	d := g.add()
-	g.start(d, nil)
-	if err := lr.SyncVoters(g.ids(0, 1, 2), g.ids(d)); err != nil {
-		t.Fatal(err)
-	}
+	g, l, lr, d := groupWithNonVoter(t)
 	g.propose(l, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: fakeNode(t)}, At: 1})
 	if err := lr.Barrier(5 * time.Second); err != nil {
 		t.Fatalf("Barrier on the leader: %v", err)
