@@ -144,7 +144,7 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
 	}
-	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), ownHost: true, clock: newClock()}
+	d := &Datastore{opts: o, client: newClient(h, o), ownHost: true, clock: newClock()}
 	var errs []error
 	for _, a := range cfg.Nodes {
 		ai, err := config.ParseAddrInfo(a)
@@ -182,11 +182,20 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 // it.
 func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
 	o := opts.withDefaults()
-	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
+	d := &Datastore{opts: o, client: newClient(h, o), clock: newClock()}
 	if err := d.setCluster(c); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// newClient returns the front end's client: a node that leaves a request
+// unanswered for HedgeAfter is marked slow, so that reads ask it last and
+// writes stop piling up on it.
+func newClient(h host.Host, o Options) *transport.Client {
+	c := transport.NewClient(h, o.Timeout)
+	c.SetSlowAfter(o.HedgeAfter)
+	return c
 }
 
 func newClock() *coding.Clock {

@@ -89,7 +89,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) 
 		err error
 	)
 	ends := []int{min(v.reach(), p.Width()), max(p.DataShards, min(v.reach(), p.Width())), p.Width()}
-	askInWaves(ends, d.opts.HedgeAfter,
+	askInWaves(d.readOrder(v, owners, p.Width()), ends, d.opts.HedgeAfter,
 		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos) },
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
@@ -98,6 +98,24 @@ func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) 
 			return done
 		})
 	return val, err
+}
+
+// readOrder is the order in which a read asks the first width positions
+// of owners: by position (data before parity, so a healthy read decodes
+// nothing), except that nodes the client marked slow go last. The answers
+// are judged as a set (view.sees), so any order is correct; this one keeps
+// a hung node from costing every read a hedge.
+func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
+	order := make([]int, 0, width)
+	var slow []int
+	for pos := 0; pos < width; pos++ {
+		if d.client.Slow(v.peers[owners[pos]]) {
+			slow = append(slow, pos)
+		} else {
+			order = append(order, pos)
+		}
+	}
+	return append(order, slow...)
 }
 
 func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int) fetched {
@@ -299,7 +317,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire
 	// The positions every acknowledged write reaches; the rest only when
 	// some of those do not answer (in time).
 	answered := make([]bool, p.Width())
-	askInWaves([]int{min(v.reach(), p.Width()), p.Width()}, d.opts.HedgeAfter,
+	askInWaves(d.readOrder(v, owners, p.Width()), []int{min(v.reach(), p.Width()), p.Width()}, d.opts.HedgeAfter,
 		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, int(owners[pos])) },
 		func(pos int, a headerAnswer) { ans[pos], answered[pos] = a, true },
 		func(final bool) bool {

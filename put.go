@@ -2,6 +2,7 @@ package dscluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,42 +73,70 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 	})
 }
 
+// maxSlowInFlight bounds the writes left waiting on a node marked slow:
+// past it, writes do not send it their shard (repair restores those), so a
+// hung node holds at most this many writes' buffers until they time out.
+const maxSlowInFlight = 64
+
+// errSlow is the error of a shard not sent to a node marked slow that
+// already has maxSlowInFlight requests unanswered.
+var errSlow = errors.New("not sent: the node has left requests unanswered past the hedge and has too many in flight")
+
 // writeShards sends shard i to node i of the key's slot, all in parallel,
 // and waits for every answer (each bounded by the request timeout), or,
-// once the write quorum has answered, for HedgeAfter more: a node that
-// hangs does not hold the write, its shard is still sent, and repair
-// restores it if it never lands. It returns the newest version a node
-// reported holding instead of ours (zero when none did), and releases the
-// shards once every request is done with them.
+// once the write quorum has answered, for HedgeAfter more, or not at all
+// when the nodes still to answer are marked slow: a node that hangs does
+// not hold the write, its shard is still sent, and repair restores it if
+// it never lands. It returns the newest version a node reported holding
+// instead of ours (zero when none did), and releases the shards once every
+// request is done with them.
 func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) (coding.Version, error) {
 	owners := v.owners(key)
 	type answer struct {
 		sh   *coding.Shard
-		n    int
+		pos  int
 		held coding.Version
 		err  error
 	}
 	answers := make(chan answer, len(shards))
+	waiting := make([]bool, len(shards)) // by position: sent, not answered
+	var failed []NodeError
+	pending := 0
 	for i, sh := range shards {
-		go func(n int, sh *coding.Shard) {
+		n := int(owners[i])
+		if p := v.peers[n]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+			failed = append(failed, NodeError{Node: v.nodeName(n), Err: errSlow})
+			continue
+		}
+		waiting[i] = true
+		pending++
+		go func(i, n int, sh *coding.Shard) {
 			held, err := d.putShard(ctx, v, n, sh)
-			answers <- answer{sh, n, held, err}
-		}(int(owners[i]), sh)
+			answers <- answer{sh, i, held, err}
+		}(i, n, sh)
+	}
+	// onlySlowLeft reports whether every node still to answer is marked slow.
+	onlySlowLeft := func() bool {
+		for i, w := range waiting {
+			if w && !d.client.Slow(v.peers[owners[i]]) {
+				return false
+			}
+		}
+		return true
 	}
 	var (
 		stored int
 		newer  coding.Version
-		failed []NodeError
 		hedge  <-chan time.Time
 	)
-	pending := len(shards)
 collect:
 	for pending > 0 {
 		select {
 		case a := <-answers:
 			pending--
+			waiting[a.pos] = false
 			if a.err != nil {
-				failed = append(failed, NodeError{Node: v.nodeName(a.n), Err: a.err})
+				failed = append(failed, NodeError{Node: v.nodeName(int(owners[a.pos])), Err: a.err})
 				continue
 			}
 			stored++
@@ -115,10 +144,15 @@ collect:
 			if a.sh.Header.Version.Less(a.held) && newer.Less(a.held) {
 				newer = a.held
 			}
-			if stored >= quorum && pending > 0 && hedge == nil {
-				t := time.NewTimer(d.opts.HedgeAfter)
-				defer t.Stop()
-				hedge = t.C
+			if stored >= quorum && pending > 0 {
+				if onlySlowLeft() {
+					break collect
+				}
+				if hedge == nil {
+					t := time.NewTimer(d.opts.HedgeAfter)
+					defer t.Stop()
+					hedge = t.C
+				}
 			}
 		case <-hedge:
 			break collect

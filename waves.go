@@ -3,9 +3,10 @@ package dscluster
 import "time"
 
 // askInWaves asks shard positions in waves and stops as soon as the
-// answers settle the question. ends are the (ascending) ends of the waves,
-// the last one being the policy's width: wave i asks positions
-// [ends[i-1], ends[i]). ask(pos) runs in a goroutine per position; take
+// answers settle the question. order lists the positions in the order
+// they are asked, ends the (ascending) ends of the waves in it, the last
+// one being len(order): wave i asks positions order[ends[i-1]:ends[i]].
+// ask(pos) runs in a goroutine per position; take
 // records its answer and settle judges the answers so far, with final true
 // once every position has answered; it returns true when the question is
 // settled (a final call always settles).
@@ -15,13 +16,13 @@ import "time"
 // hedge, not the request timeout. take and settle run on the caller's
 // goroutine only; an answer that comes after askInWaves returned is
 // dropped (the channel holds every answer, so no asker blocks). It returns
-// how many positions it asked: [0, asked).
-func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool) (asked int) {
+// how many positions it asked: order[:asked].
+func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool) (asked int) {
 	type answer struct {
-		pos int
-		a   T
+		i int // index in order
+		a T
 	}
-	width := ends[len(ends)-1]
+	width := len(order)
 	answers := make(chan answer, width)
 	// The current wave is [start, launched); waiting counts its positions
 	// not answered yet (a straggler of an earlier wave, already hedged past,
@@ -35,8 +36,8 @@ func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, tak
 				continue
 			}
 			start = launched
-			for pos := launched; pos < end; pos++ {
-				go func(pos int) { answers <- answer{pos, ask(pos)} }(pos)
+			for i := launched; i < end; i++ {
+				go func(i int) { answers <- answer{i, ask(order[i])} }(i)
 			}
 			inflight += end - launched
 			waiting = end - launched
@@ -49,9 +50,9 @@ func askInWaves[T any](ends []int, hedge time.Duration, ask func(pos int) T, tak
 	for {
 		select {
 		case a := <-answers:
-			take(a.pos, a.a)
+			take(order[a.i], a.a)
 			inflight--
-			if a.pos >= start {
+			if a.i >= start {
 				waiting--
 			}
 			if settle(launched == width && inflight == 0) {

@@ -45,14 +45,21 @@ func (w *waveRun) askedSorted() []int {
 func TestAskInWaves(t *testing.T) {
 	// Settled by 3 answers: the third wave is never asked.
 	w := &waveRun{release: make(chan struct{})}
-	if n := askInWaves([]int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool { return len(w.got) >= 3 }); n != 4 || len(w.got) != 3 {
+	if n := askInWaves([]int{0, 1, 2, 3, 4, 5}, []int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool { return len(w.got) >= 3 }); n != 4 || len(w.got) != 3 {
 		t.Fatalf("settled after 3 answers: asked %d positions, %d answers; want 4 and 3", n, len(w.got))
+	}
+
+	// Positions go in the given order: the first wave of 2 is positions 4
+	// and 1, which settle the question.
+	w = &waveRun{release: make(chan struct{})}
+	if n := askInWaves([]int{4, 1, 0, 2, 3, 5}, []int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool { return len(w.got) >= 2 }); n != 2 || !slices.Equal(w.askedSorted(), []int{1, 4}) {
+		t.Fatalf("order 4, 1, ...: asked %v (%d); want [1 4]", w.askedSorted(), n)
 	}
 
 	// Never settled early: every position is asked, and the last call is
 	// final, once.
 	w = &waveRun{release: make(chan struct{})}
-	n := askInWaves([]int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool {
+	n := askInWaves([]int{0, 1, 2, 3, 4, 5}, []int{2, 4, 6}, time.Hour, w.ask, w.take, func(final bool) bool {
 		if final {
 			w.finals++
 		}
@@ -67,7 +74,7 @@ func TestAskInWaves(t *testing.T) {
 	w = &waveRun{release: make(chan struct{}), hang: map[int]bool{1: true}}
 	// (A hedge long enough that the second one cannot fire before the
 	// second wave, which answers at once, has answered.)
-	n = askInWaves([]int{2, 4, 6}, 200*time.Millisecond, w.ask, w.take, func(final bool) bool { return len(w.got) >= 3 })
+	n = askInWaves([]int{0, 1, 2, 3, 4, 5}, []int{2, 4, 6}, 200*time.Millisecond, w.ask, w.take, func(final bool) bool { return len(w.got) >= 3 })
 	if slices.Contains(w.got, 1) || len(w.got) != 3 || n != 4 {
 		t.Fatalf("with position 1 hung: answers %v from %d asked, want 3 without 1, from 4 asked", w.got, n)
 	}
@@ -77,7 +84,7 @@ func TestAskInWaves(t *testing.T) {
 	// all of them, so it sees every answer.
 	w = &waveRun{release: make(chan struct{}), hang: map[int]bool{0: true, 1: true}}
 	go func() { time.Sleep(20 * time.Millisecond); close(w.release) }()
-	askInWaves([]int{2, 3}, time.Millisecond, w.ask, w.take, func(final bool) bool { return final })
+	askInWaves([]int{0, 1, 2}, []int{2, 3}, time.Millisecond, w.ask, w.take, func(final bool) bool { return final })
 	if len(w.got) != 3 {
 		t.Fatalf("final with stragglers: answers %v, want all 3", w.got)
 	}

@@ -40,14 +40,28 @@ func SkipUnreachable(ctx context.Context) context.Context {
 	return context.WithValue(ctx, skipKey{}, true)
 }
 
+// SlowFor is how long a peer stays marked slow after its last request
+// overdue (unanswered past the client's slow threshold) ended, unless one
+// of its requests is answered before.
+const SlowFor = 5 * time.Second
+
 // Client sends requests to nodes over pooled streams.
 type Client struct {
-	h       host.Host
-	timeout time.Duration
+	h         host.Host
+	timeout   time.Duration
+	slowAfter time.Duration // 0: never mark a peer slow
 
 	mu         sync.Mutex
 	idle       map[peer.ID][]network.Stream
 	dialFailed map[peer.ID]time.Time // when the last dial to the peer failed
+	health     map[peer.ID]*health
+}
+
+// health is what the client knows of a peer's recent answers.
+type health struct {
+	inflight  int       // requests sent and not answered yet
+	overdue   int       // of those, the ones past the slow threshold
+	slowUntil time.Time // marked slow until then, once none is overdue
 }
 
 // NewClient returns a client on h. timeout bounds each request when ctx has
@@ -56,7 +70,69 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &Client{h: h, timeout: timeout, idle: make(map[peer.ID][]network.Stream), dialFailed: make(map[peer.ID]time.Time)}
+	return &Client{h: h, timeout: timeout, idle: make(map[peer.ID][]network.Stream),
+		dialFailed: make(map[peer.ID]time.Time), health: make(map[peer.ID]*health)}
+}
+
+// SetSlowAfter makes the client mark a peer slow when one of its requests
+// has gone unanswered for d, as a node that hangs (stopped process, stuck
+// disk) does while its connection stays open: callers with alternatives
+// ask it last (Slow) and bound what they leave waiting on it (InFlight).
+// The mark lasts while such a request is in flight and SlowFor after, or
+// until a request to the peer is answered. Call it before the first
+// request; 0 (the default) never marks.
+func (c *Client) SetSlowAfter(d time.Duration) { c.slowAfter = d }
+
+// Slow reports whether p is marked slow (see SetSlowAfter).
+func (c *Client) Slow(p peer.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health[p]
+	return h != nil && (h.overdue > 0 || time.Now().Before(h.slowUntil))
+}
+
+// InFlight returns the number of requests to p sent and not answered yet.
+func (c *Client) InFlight(p peer.ID) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h := c.health[p]; h != nil {
+		return h.inflight
+	}
+	return 0
+}
+
+// begin counts a request to p in flight and arms its slow mark; the
+// returned func ends it, answered or not.
+func (c *Client) begin(p peer.ID) (end func(answered bool)) {
+	c.mu.Lock()
+	h := c.health[p]
+	if h == nil {
+		h = &health{}
+		c.health[p] = h
+	}
+	h.inflight++
+	c.mu.Unlock()
+	var t *time.Timer
+	if c.slowAfter > 0 {
+		t = time.AfterFunc(c.slowAfter, func() {
+			c.mu.Lock()
+			h.overdue++
+			c.mu.Unlock()
+		})
+	}
+	return func(answered bool) {
+		wasOverdue := t != nil && !t.Stop() // (its count may land just after)
+		c.mu.Lock()
+		h.inflight--
+		if wasOverdue {
+			h.overdue--
+			h.slowUntil = time.Now().Add(SlowFor)
+		}
+		if answered {
+			h.slowUntil = time.Time{}
+		}
+		c.mu.Unlock()
+	}
 }
 
 // Host is the client's libp2p host.
@@ -131,6 +207,13 @@ func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, head, payloa
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	end := c.begin(p)
+	resp, buf, err := c.send(ctx, p, op, head, payload, buf)
+	end(err == nil)
+	return resp, buf, err
+}
+
+func (c *Client) send(ctx context.Context, p peer.ID, op wire.Op, head, payload, buf []byte) (*wire.Response, []byte, error) {
 	// A pooled stream may have been closed by the peer (restart, idle
 	// timeout); one retry on a fresh stream is safe: see wire's retry rule.
 	for attempt := 0; ; attempt++ {

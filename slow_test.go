@@ -1,0 +1,94 @@
+package dscluster_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/network"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// TestHungNodeIsAskedLast: a node that takes requests and never answers
+// (its connection stays open) costs the front end one hedge, not one per
+// operation. Once a request to it is overdue the client marks it slow:
+// reads ask it last, and settle without it; writes return with their
+// quorum instead of waiting HedgeAfter for it. The hedge here is 2 s, so
+// that paying it per operation (which the test would see as at least
+// 40 s) cannot be mistaken for paying it once.
+func TestHungNodeIsAskedLast(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	var keys []ds.Key
+	var vals [][]byte
+	for i := 0; i < 20; i++ {
+		keys = append(keys, ds.NewKey(fmt.Sprintf("/hung/%d", i)))
+		vals = append(vals, bytes.Repeat([]byte{byte(i)}, 100<<10+i))
+		if err := d.Put(ctx, keys[i], vals[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Node x now reads every request of a new stream and answers none.
+	const x = 3
+	var held atomic.Int64
+	release := make(chan struct{})
+	defer close(release)
+	c.Node(x).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		if _, err := wire.ReadFrame(s, nil); err == nil {
+			held.Add(1)
+		}
+		<-release
+		_ = s.Reset()
+	})
+	const hedge = 2 * time.Second
+	d = c.Client(&dscluster.Options{HedgeAfter: hedge, Timeout: time.Minute}) // no pooled streams to x
+
+	start := time.Now()
+	for i, k := range keys {
+		got, err := d.Get(ctx, k)
+		if err != nil || !bytes.Equal(got, vals[i]) {
+			t.Fatalf("get %s with node %d hung: %d bytes, %v", k, x, len(got), err)
+		}
+	}
+	gets := time.Since(start)
+	// Node x is at one of the first 4 positions of 2/3 of the keys; only
+	// the first read that asks it (and a read already under way when the
+	// mark lands) may wait for it.
+	if n := held.Load(); n == 0 || n > 2 {
+		t.Fatalf("%d reads waited for the hung node, want 1 or 2", n)
+	}
+	if gets > 5*hedge {
+		t.Fatalf("%d gets took %s with a hedge of %s: the hung node was waited for more than twice", len(keys), gets, hedge)
+	}
+
+	start = time.Now()
+	more := make([]ds.Key, 10)
+	for i := range more {
+		more[i] = ds.NewKey(fmt.Sprintf("/hung/more/%d", i))
+		if err := d.Put(ctx, more[i], vals[i]); err != nil {
+			t.Fatalf("put %s with node %d hung: %v", more[i], x, err)
+		}
+		if has, err := d.Has(ctx, more[i]); err != nil || !has {
+			t.Fatalf("has %s with node %d hung: %v, %v", more[i], x, has, err)
+		}
+	}
+	// Each put still sends x its shard (held below the in-flight bound),
+	// but none waits for it.
+	if n := held.Load(); n < int64(len(more)) {
+		t.Fatalf("%d requests reached the hung node, want at least one per put (%d)", n, len(more))
+	}
+	if took := time.Since(start); took > 5*hedge {
+		t.Fatalf("%d puts and has took %s with a hedge of %s: writes waited for the hung node", len(more), took, hedge)
+	}
+	t.Logf("with node %d hung: %d gets in %s, %d puts and has in %s; %d requests held",
+		x, len(keys), gets.Round(time.Millisecond), len(more), time.Since(start).Round(time.Millisecond), held.Load())
+}

@@ -1,0 +1,128 @@
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// pair starts a server host that answers each request with OK, or holds
+// it until release is closed when hold is set, and a client host that can
+// dial it, both on 127.0.0.1 with a fresh secret.
+func pair(t *testing.T, hold func() bool, release <-chan struct{}) (*Client, peer.ID) {
+	t.Helper()
+	psk := make([]byte, 32)
+	if _, err := rand.Read(psk); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	srv.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		for {
+			if _, err := wire.ReadFrame(s, nil); err != nil {
+				return
+			}
+			if hold() {
+				<-release
+				_ = s.Reset()
+				return
+			}
+			if _, err := wire.WriteResponse(s, nil, &wire.Response{Status: wire.StatusOK}); err != nil {
+				return
+			}
+		}
+	})
+	cl, err := NewHost(HostConfig{PSK: psk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	cl.Peerstore().AddAddrs(srv.ID(), srv.Addrs(), peerstore.PermanentAddrTTL)
+	c := NewClient(cl, 10*time.Second)
+	t.Cleanup(c.Close)
+	return c, srv.ID()
+}
+
+// TestSlowMark: a request left unanswered past the slow threshold marks
+// the peer slow while it stays in flight; an answered request clears the
+// mark; a client without a threshold never marks.
+func TestSlowMark(t *testing.T) {
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	var holding atomic.Bool
+	holding.Store(true)
+	c, p := pair(t, holding.Load, release)
+	c.SetSlowAfter(50 * time.Millisecond)
+	ping := &wire.Request{Op: wire.OpGet, Key: "/k"}
+
+	if c.Slow(p) || c.InFlight(p) != 0 {
+		t.Fatalf("fresh client: slow %v, in flight %d; want false, 0", c.Slow(p), c.InFlight(p))
+	}
+	const held = 3
+	done := make(chan error, held)
+	for range held {
+		go func() {
+			_, err := c.Do(context.Background(), p, ping)
+			done <- err
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !c.Slow(p) || c.InFlight(p) != held {
+		if time.Now().After(deadline) {
+			t.Fatalf("held requests: slow %v, in flight %d; want true, %d", c.Slow(p), c.InFlight(p), held)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// The server answers again: the held requests fail (reset), which
+	// does not clear the mark; the next answer does.
+	holding.Store(false)
+	close(release)
+	for range held {
+		if err := <-done; err == nil {
+			t.Fatal("a held request that the server reset succeeded")
+		}
+	}
+	if !c.Slow(p) || c.InFlight(p) != 0 {
+		t.Fatalf("after resets: slow %v, in flight %d; want true, 0", c.Slow(p), c.InFlight(p))
+	}
+	if _, err := c.Do(context.Background(), p, ping); err != nil {
+		t.Fatal(err)
+	}
+	if c.Slow(p) {
+		t.Fatal("still slow after an answered request")
+	}
+}
+
+func TestNoSlowMarkWithoutThreshold(t *testing.T) {
+	release := make(chan struct{})
+	c, p := pair(t, func() bool { return true }, release)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Do(ctx, p, &wire.Request{Op: wire.OpGet, Key: "/k"})
+	close(release)
+	if err == nil {
+		t.Fatal("a request the server held past its deadline succeeded")
+	}
+	if c.Slow(p) || c.InFlight(p) != 0 {
+		t.Fatalf("no threshold: slow %v, in flight %d; want false, 0", c.Slow(p), c.InFlight(p))
+	}
+}
