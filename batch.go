@@ -221,7 +221,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: w.failed})
 		} else if len(w.failed) > 0 {
-			log.Warnw("write below full redundancy", "op", "put", "key", w.key, "stored", w.stored, "failed", joinNodeErrors(w.failed))
+			d.degraded.report("put", w.key, w.stored, w.stored+len(w.failed), 0, w.failed)
 		}
 	}
 	return errs

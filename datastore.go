@@ -118,6 +118,7 @@ type Datastore struct {
 	clock   *coding.Clock
 
 	refreshMu sync.Mutex
+	degraded  degradedLog
 }
 
 // Open connects to the cluster that cfg describes: it starts a client host

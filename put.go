@@ -172,8 +172,7 @@ collect:
 		return newer, &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
 	}
 	if len(failed) > 0 || pending > 0 {
-		log.Warnw("write below full redundancy", "op", op, "key", key, "stored", stored, "width", len(shards),
-			"still_sending", pending, "failed", joinNodeErrors(failed))
+		d.degraded.report(op, key, stored, len(shards), pending, failed)
 	}
 	return newer, nil
 }

@@ -1,0 +1,45 @@
+package dscluster
+
+import (
+	"sync"
+	"time"
+)
+
+// degradedLogEvery is how often at most the front end logs a write that
+// stored fewer shards than the policy's width.
+const degradedLogEvery = 10 * time.Second
+
+// degradedLog reports writes below full redundancy at most once per
+// degradedLogEvery: with a node down every write is one, and a line each
+// (hundreds per second) would bury everything else in the log. Each line
+// says how many such writes it stands for.
+type degradedLog struct {
+	mu     sync.Mutex
+	last   time.Time
+	unsaid int // writes below full redundancy not logged since last
+}
+
+// admit counts one write below full redundancy at now and reports whether
+// to log it, with how many earlier ones went unlogged.
+func (l *degradedLog) admit(now time.Time) (unsaid int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < degradedLogEvery {
+		l.unsaid++
+		return 0, false
+	}
+	unsaid, l.unsaid, l.last = l.unsaid, 0, now
+	return unsaid, true
+}
+
+// report logs a write of key that stored stored of width shards (sending
+// more still in flight, failed the nodes that did not), if admit lets it.
+func (l *degradedLog) report(op, key string, stored, width, sending int, failed []NodeError) {
+	unsaid, ok := l.admit(time.Now())
+	if !ok {
+		return
+	}
+	log.Warnw("write below full redundancy (repair restores the missing shards)", "op", op, "key", key,
+		"stored", stored, "width", width, "still_sending", sending, "failed", joinNodeErrors(failed),
+		"unlogged_since_last", unsaid)
+}
