@@ -7,6 +7,8 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -24,7 +26,11 @@ const DefaultTombstoneGrace = 10 * time.Minute
 // Nodes that do not answer keep theirs; the next run retries.
 //
 // While a rebalance is under way nothing is purged: the new owners of a slot
-// may hold an older copy that only the tombstone hides.
+// may hold an older copy that only the tombstone hides. Nor while a member
+// outside the map may hold shards: one that is out (it may come back with
+// its disk: its old copy of a small value would then be the only one left,
+// and repair would spread it again), joining or draining. A tombstone is
+// purged only when no node lists anything else for its key.
 func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	if err := d.refreshAny(ctx); err != nil {
 		return fmt.Errorf("collect garbage: %w", err)
@@ -32,6 +38,11 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	v := d.view.Load()
 	if v.c.Target != nil {
 		log.Infow("collect garbage: a rebalance is under way; tombstones are kept until it is committed", "target_epoch", v.c.Target.Epoch)
+		return nil
+	}
+	if m, ok := memberOutsideMap(v.c); ok {
+		log.Infow("collect garbage: a member outside the map may hold old shards; tombstones are kept until it rejoins, or is removed (dsclient node remove)",
+			"member", m.ID, "state", m.State)
 		return nil
 	}
 	m, err := d.openMerger(ctx, v, "")
@@ -73,7 +84,10 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 				same++
 			}
 		}
-		if same < width {
+		// Every owner holds the tombstone, and no node holds anything
+		// else for the key (an older shard left over at a position it no
+		// longer owns, which repair has not dropped yet).
+		if same < width || same != len(es) {
 			continue
 		}
 		for _, n := range v.c.Map.Owners(placement.Slot(top.Key))[:width] {
@@ -86,4 +100,18 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		}
 	}
 	return purge()
+}
+
+// memberOutsideMap returns a member that is not removed and not in c's
+// map: it may hold shards that no listing of the map's nodes shows.
+func memberOutsideMap(c *config.Cluster) (config.Member, bool) {
+	for _, m := range c.Members {
+		if m.State == membership.Removed {
+			continue
+		}
+		if _, in := c.Map.NodeIndex(m.ID); !in {
+			return m, true
+		}
+	}
+	return config.Member{}, false
 }

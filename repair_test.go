@@ -492,3 +492,141 @@ func TestScrubRebuildsCorruptRecordVolume(t *testing.T) {
 		t.Fatalf("get needing the rebuilt shard: %v (equal %v)", err, bytes.Equal(got, val))
 	}
 }
+
+// TestGCWaitsForOutMember: a node that is out still holds its old shards,
+// and may come back. Values deleted while it is out must stay deleted when
+// it does: garbage collection keeps their tombstones while a member is out
+// (it would otherwise purge them, and the returning node's old replica of
+// a small value would be the only copy left, which repair spreads again),
+// and purges them once the node has rejoined and repair has dropped its
+// stale shards.
+func TestGCWaitsForOutMember(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(7))
+	d := c.Client(&dscluster.Options{TombstoneGrace: -1})
+	ctx := context.Background()
+	keys := make([]ds.Key, 30)
+	for i := range keys {
+		keys[i] = ds.NewKey(fmt.Sprintf("/zombie/%02d", i))
+		// Small values are replicated: one copy is enough to read them.
+		if err := d.Put(ctx, keys[i], bytes.Repeat([]byte{byte(i)}, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+
+	victim := (c.Leader() + 1) % 7
+	id := c.Node(victim).ID().String()
+	epoch := c.Current().Map.Epoch
+	c.Stop(victim)
+	waitFor(t, 30*time.Second, "victim out and repair settled", func() (bool, string) {
+		cur := c.Current()
+		m, _ := cur.Member(id)
+		ok, desc := settled(c)
+		return m.State == membership.Out && cur.Map.Epoch > epoch && ok, fmt.Sprintf("victim %s; %s", m.State, desc)
+	})
+	for _, k := range keys {
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tombstones := func() int {
+		n := 0
+		for i := 0; i < c.Len(); i++ {
+			if c.Node(i) == nil {
+				continue
+			}
+			st, err := c.Node(i).Stat(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += st.Tombstones
+		}
+		return n
+	}
+	before := tombstones()
+	if err := d.CollectGarbage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := tombstones(); got != before || before == 0 {
+		t.Fatalf("with node %d out: %d tombstones after garbage collection, %d before; want none purged", victim, got, before)
+	}
+
+	c.Restart(victim)
+	waitFor(t, 60*time.Second, "victim back in the map and repair settled", func() (bool, string) {
+		_, in := c.Current().Map.NodeIndex(id)
+		ok, desc := settled(c)
+		return in && ok, fmt.Sprintf("victim %s in map %v; %s", memberState(c, victim), in, desc)
+	})
+	if err := d.CollectGarbage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := tombstones(); got != 0 {
+		t.Fatalf("after the rejoin: %d tombstones left after garbage collection, want 0", got)
+	}
+	// Repair passes after the purge must not bring anything back.
+	passes := c.Node(c.Leader()).RepairStats().Passes
+	waitFor(t, 30*time.Second, "two more repair passes", func() (bool, string) {
+		p := c.Node(c.Leader()).RepairStats().Passes
+		return p >= passes+2, fmt.Sprintf("%d passes", p-passes)
+	})
+	fe := freshFrontEnd(c)
+	for _, k := range keys {
+		if got, err := fe.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+			t.Fatalf("get %s deleted while node %d was out: %d bytes, %v; want ErrNotFound", k, victim, len(got), err)
+		}
+	}
+}
+
+// TestRemoveOutMember: an operator gives up on an out member (its machine
+// is gone for good): the removal is refused for a live member, accepted for
+// the out one, and garbage collection, which waits for out members, then
+// purges again.
+func TestRemoveOutMember(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(7))
+	d := c.Client(&dscluster.Options{TombstoneGrace: -1})
+	ctx := context.Background()
+	keys, _ := putRandom(t, d, 9, 20, 64<<10)
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+
+	live := (c.Leader() + 2) % 7
+	err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: c.Node(live).ID().String()})
+	if err == nil || !strings.Contains(err.Error(), "only an out member can be removed") {
+		t.Fatalf("remove a live member: %v, want a refusal", err)
+	}
+
+	victim := (c.Leader() + 1) % 7
+	id := c.Node(victim).ID().String()
+	c.Stop(victim)
+	waitFor(t, 30*time.Second, "victim out and repair settled", func() (bool, string) {
+		m, _ := c.Current().Member(id)
+		ok, desc := settled(c)
+		return m.State == membership.Out && ok, fmt.Sprintf("victim %s; %s", m.State, desc)
+	})
+	for _, k := range keys {
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: id}); err != nil {
+		t.Fatalf("remove the out member: %v", err)
+	}
+	waitFor(t, 10*time.Second, "victim removed", func() (bool, string) {
+		m, _ := c.Current().Member(id)
+		return m.State == membership.Removed, m.State
+	})
+	if err := d.CollectGarbage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < c.Len(); i++ {
+		if c.Node(i) == nil {
+			continue
+		}
+		st, err := c.Node(i).Stat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Tombstones != 0 {
+			t.Fatalf("node %d keeps %d tombstones after the out member was removed, want 0", i, st.Tombstones)
+		}
+	}
+}

@@ -374,6 +374,10 @@ func TestProcessJoinLeaderRestart(t *testing.T) {
 		return s.state(id9) == "up" && s.settled()
 	})
 
+	// Removing a live member is refused: it leaves by a drain.
+	if r := c.dsclient(t, "node", "remove", id9); r.code == 0 || !strings.Contains(r.stderr, "only an out member can be removed") {
+		t.Fatalf("dsclient node remove of an up member: %s", r)
+	}
 	// Drain node 8 with the CLI: it waits until the node is removed.
 	if r := c.dsclient(t, "node", "drain", id8); r.code != 0 || !strings.Contains(r.stderr, "drained and removed") {
 		t.Fatalf("dsclient node drain: %s", r)

@@ -348,8 +348,20 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	}
 	switch cmd.Op {
 	case membership.OpJoin, membership.OpDrain:
+	case membership.OpRemove:
+		// An operator gives up on an out member (its machine is gone):
+		// its shards were rebuilt elsewhere, and garbage collection
+		// waits for out members. Others leave by a drain.
+		if m, ok := n.cluster.Load().Member(cmd.ID); !ok || m.State != membership.Out {
+			state := "not a member"
+			if ok {
+				state = m.State
+			}
+			return &wire.Response{Status: wire.StatusBadRequest,
+				Message: fmt.Sprintf("remove %s: it is %s; only an out member can be removed (drain a live one)", cmd.ID, state)}
+		}
 	default:
-		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join and drain are accepted", cmd.Op)}
+		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join, drain and remove are accepted", cmd.Op)}
 	}
 	// A node joins as itself; a member may forward another's join.
 	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(n.cluster.Load(), from) {

@@ -5,6 +5,7 @@
 //	dsclient --conf=DIR get CID OUTFILE
 //	dsclient --conf=DIR status [--json] [--wait]
 //	dsclient --conf=DIR node drain PEER-ID
+//	dsclient --conf=DIR node remove PEER-ID
 package main
 
 import (
@@ -45,6 +46,7 @@ Commands:
   get CID OUTFILE                 write the file with root CID to OUTFILE ("-" for stdout)
   status [--json] [--wait]        members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)
   node drain PEER-ID [--no-wait]  move a node's data to the others, then remove it from the cluster
+  node remove PEER-ID             give up on an out node (its machine is gone); its data was rebuilt
   bench [flags]                   throughput against the cluster and a raw flatfs, same run
 
 --conf may also name a client config file (such as clusterds.json).
@@ -441,6 +443,21 @@ func printStatus(out *statusOut, asJSON bool) error {
 	return out.readableErr
 }
 
+// removeNode removes an out member: the cluster stops waiting for it to
+// come back (garbage collection keeps tombstones while a member is out).
+func removeNode(ctx context.Context, conf, id string) error {
+	d, err := open(ctx, conf)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: id}); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "removed %s: wipe its data folder before it ever joins again\n", id)
+	return nil
+}
+
 func humanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
@@ -455,8 +472,12 @@ func humanBytes(n int64) string {
 }
 
 func cmdNode(ctx context.Context, conf string, args []string) error {
+	const use = "usage: dsclient node drain PEER-ID [--no-wait] | dsclient node remove PEER-ID"
+	if len(args) == 2 && args[0] == "remove" {
+		return removeNode(ctx, conf, args[1])
+	}
 	if len(args) < 2 || args[0] != "drain" {
-		return errors.New("usage: dsclient node drain PEER-ID [--no-wait]")
+		return errors.New(use)
 	}
 	fs := flag.NewFlagSet("node drain", flag.ContinueOnError)
 	noWait := fs.Bool("no-wait", false, "return once the drain is recorded, without waiting for the data to move")
