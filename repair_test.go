@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
 // lifeOptions is a cluster whose life runs in seconds: heartbeats every
@@ -629,4 +631,45 @@ func TestRemoveOutMember(t *testing.T) {
 			t.Fatalf("node %d keeps %d tombstones after the out member was removed, want 0", i, st.Tombstones)
 		}
 	}
+}
+
+// TestFailedDiskIsRebuilt: a node whose disk fails an fsync takes no more
+// writes and answers no heartbeat (an fsync error is not retried: the
+// kernel may have dropped the pages). The cluster marks it down, then out,
+// and rebuilds its shards on the others: with two more nodes stopped after
+// that, every value, those written after the failure too, reads back.
+func TestFailedDiskIsRebuilt(t *testing.T) {
+	var bad atomic.Int32
+	bad.Store(-1)
+	eio := errors.New("input/output error (injected)")
+	opts := lifeOptions(7)
+	opts.OpenStore = func(i int, dir string) (ds.Datastore, error) {
+		return volume.Open(filepath.Join(dir, "volume"), &volume.Options{SyncFile: func(*os.File) error {
+			if int(bad.Load()) == i {
+				return eio
+			}
+			return nil // the test needs no durability across machine crashes
+		}})
+	}
+	c := clustertest.Start(t, opts)
+	d := c.Client(nil)
+	keys, vals := putRandom(t, d, 10, 40, 256<<10)
+	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+
+	x := (c.Leader() + 1) % 7
+	id := c.Node(x).ID().String()
+	bad.Store(int32(x))
+	more, moreVals := putRandom(t, d, 11, 10, 256<<10) // node x fails these
+	st, err := c.Node(x).Stat(context.Background())
+	if err != nil || !strings.Contains(st.StoreError, eio.Error()) {
+		t.Fatalf("node %d after a failed fsync: store error %q, %v; want the fsync error", x, st.StoreError, err)
+	}
+	waitFor(t, 30*time.Second, "node x out and its shards rebuilt", func() (bool, string) {
+		m, _ := c.Current().Member(id)
+		_, inMap := c.Current().Map.NodeIndex(id)
+		ok, desc := settled(c)
+		return m.State == membership.Out && !inMap && ok, fmt.Sprintf("node x %s, in map %v; %s", m.State, inMap, desc)
+	})
+	stopTwoMore(c, x)
+	checkAll(t, freshFrontEnd(c), append(keys, more...), append(vals, moreVals...))
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 
@@ -55,6 +56,9 @@ type Options struct {
 	// FastRaft shortens raft's timeouts so that a leader change takes
 	// well under a second.
 	FastRaft bool
+	// OpenStore, when set, opens node i's shard store under its folder
+	// dir, instead of Store (fault injection).
+	OpenStore func(i int, dir string) (ds.Datastore, error)
 }
 
 // Cluster is a running in-process cluster.
@@ -150,6 +154,13 @@ func (c *Cluster) nodeOptions(i int, h host.Host) node.Options {
 		HeartbeatInterval: c.opts.HeartbeatInterval, OutAfter: c.opts.OutAfter,
 		RepairInterval: c.opts.RepairInterval, ScrubInterval: c.opts.ScrubInterval,
 		RepairRate: c.opts.RepairRate}
+	if c.opts.OpenStore != nil {
+		st, err := c.opts.OpenStore(i, c.Dirs[i])
+		if err != nil {
+			c.t.Fatalf("open node %d's store: %v", i, err)
+		}
+		o.Store = st
+	}
 	if c.opts.FastRaft {
 		o.RaftTiming = raftmap.Timing{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 			LeaderLeaseTimeout: 150 * time.Millisecond}

@@ -235,7 +235,8 @@ func (n *Node) propose(cmd membership.Command) error {
 // heartbeat pings every member that is not out or removed and returns who
 // answered within the interval. The leader answers for itself.
 func (n *Node) heartbeat(c *config.Cluster, timeout time.Duration) map[string]bool {
-	answered := map[string]bool{n.selfID: true}
+	// The leader answers for itself, unless its own store has failed.
+	answered := map[string]bool{n.selfID: n.storeErr() == nil}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithTimeout(n.bgCtx, timeout)

@@ -418,6 +418,12 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpPing:
+		// A node whose shard store failed (an fsync error: the disk is not
+		// trusted) stops answering heartbeats, so the cluster marks it
+		// down, then out, and rebuilds its shards elsewhere.
+		if err := n.storeErr(); err != nil {
+			return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("shard store failed, this node takes no writes: %v", err)}
+		}
 		return &wire.Response{Status: wire.StatusOK}
 	case wire.OpMember:
 		return n.member(ctx, from, req.Body)
@@ -650,6 +656,9 @@ type Status struct {
 	// passes; the totals are kept across restarts and leaderships.
 	Repair *repair.Stats `json:"repair,omitempty"`
 	Scrub  ScrubStats    `json:"scrub"`
+	// StoreError is why the shard store takes no more writes (a failed
+	// fsync); empty while it works. Such a node answers no heartbeat.
+	StoreError string `json:"store_error,omitempty"`
 }
 
 // Stat gathers the node's Status.
@@ -679,7 +688,19 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 	n.scrub.mu.Lock()
 	s.Scrub = n.scrub.last
 	n.scrub.mu.Unlock()
+	if err := n.storeErr(); err != nil {
+		s.StoreError = err.Error()
+	}
 	return s, nil
+}
+
+// storeErr reports why the shard store takes no more writes, or nil. Only
+// the volume store knows (volume.Store.Err): a failed fsync stops it.
+func (n *Node) storeErr() error {
+	if e, ok := n.store.(interface{ Err() error }); ok {
+		return e.Err()
+	}
+	return nil
 }
 
 func (n *Node) status(ctx context.Context) *wire.Response {

@@ -47,6 +47,9 @@ type Options struct {
 	NoSync        bool          // skip fsyncs; tests only
 	MaxVolumeSize int64         // roll to a new volume file past this size (default 1 GiB)
 	CommitDelay   time.Duration // longest a write waits for others to share its fsync (0: default 1ms, negative: none)
+	// SyncFile makes a volume file durable (default (*os.File).Sync). As
+	// bbolt's OpenFile option, it is for tests that inject disk failures.
+	SyncFile func(*os.File) error
 }
 
 // Validate reports options that cannot work.
@@ -63,6 +66,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CommitDelay == 0 {
 		o.CommitDelay = defaultDelay
+	}
+	if o.SyncFile == nil {
+		o.SyncFile = (*os.File).Sync
 	}
 	return o
 }
@@ -266,7 +272,21 @@ func (s *Store) fsync(f *os.File) error {
 	if s.opts.NoSync {
 		return nil
 	}
-	return f.Sync()
+	return s.opts.SyncFile(f)
+}
+
+// Err reports why the store takes no more writes, or nil while it does. A
+// failed fsync or index commit stops all writes until the store is opened
+// again: after a failed fsync the kernel may have dropped the dirty pages,
+// so nothing written since the last good commit is known to be on disk
+// (what was acknowledged before is). A closed store gives ErrClosed.
+func (s *Store) Err() error {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.failed
 }
 
 func (s *Store) syncDir() error {

@@ -430,6 +430,11 @@ func printStatus(out *statusOut, asJSON bool) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", idx, n.Peer, addr, n.State, reach, role, keys, bytes)
 	}
 	tw.Flush()
+	for _, n := range out.Nodes {
+		if n.Status != nil && n.Status.StoreError != "" {
+			fmt.Printf("node %s: shard store failed, it takes no writes and answers no heartbeat: %s\n", n.Peer, n.Status.StoreError)
+		}
+	}
 	fmt.Printf("slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
 	if r := out.Repair; r != nil {
 		fmt.Printf("repair: %d keys, %d degraded, %d lost; backlog %d shards (%s)", r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
