@@ -96,7 +96,8 @@ func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) 
 			var done bool
 			val, err, done = d.evaluate(v, k, owners, res, final)
 			return done
-		})
+		},
+		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	return val, err
 }
 
@@ -322,7 +323,8 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire
 		func(pos int, a headerAnswer) { ans[pos], answered[pos] = a, true },
 		func(final bool) bool {
 			return final || v.sees(func(pos int) bool { return answered[pos] && ans[pos].err == nil })
-		})
+		},
+		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	var failed []NodeError
 	var absent []int
 	for pos, a := range ans {

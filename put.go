@@ -75,7 +75,8 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 
 // maxSlowInFlight bounds the writes left waiting on a node marked slow:
 // past it, writes do not send it their shard (repair restores those), so a
-// hung node holds at most this many writes' buffers until they time out.
+// hung node holds at most this many writes' buffers until they time out. A
+// write skips such nodes only when the others can make its quorum.
 const maxSlowInFlight = 64
 
 // errSlow is the error of a shard not sent to a node marked slow that
@@ -102,9 +103,23 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 	waiting := make([]bool, len(shards)) // by position: sent, not answered
 	var failed []NodeError
 	pending := 0
+	// Slow nodes with a full backlog are skipped only when the others can
+	// make the quorum: when most nodes are slow (an overloaded cluster),
+	// writes still go everywhere.
+	skip := make([]bool, len(shards))
+	skipped := 0
+	for i := range shards {
+		if p := v.peers[owners[i]]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+			skip[i] = true
+			skipped++
+		}
+	}
+	if len(shards)-skipped < quorum {
+		clear(skip)
+	}
 	for i, sh := range shards {
 		n := int(owners[i])
-		if p := v.peers[n]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+		if skip[i] {
 			failed = append(failed, NodeError{Node: v.nodeName(n), Err: errSlow})
 			continue
 		}

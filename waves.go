@@ -17,7 +17,12 @@ import "time"
 // goroutine only; an answer that comes after askInWaves returned is
 // dropped (the channel holds every answer, so no asker blocks). It returns
 // how many positions it asked: order[:asked].
-func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool) (asked int) {
+//
+// hedged, when not nil, is called (on the caller's goroutine) with each
+// position of a wave still unanswered when the hedge fires, before the
+// next wave starts: the caller marks its node slow there, so that a read
+// that starts after this one returned already knows.
+func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool, hedged func(pos int)) (asked int) {
 	type answer struct {
 		i int // index in order
 		a T
@@ -28,6 +33,7 @@ func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int)
 	// not answered yet (a straggler of an earlier wave, already hedged past,
 	// does not hold the next wave).
 	start, launched, inflight, waiting := 0, 0, 0, 0
+	answered := make([]bool, width) // by index in order
 	timer := time.NewTimer(hedge)
 	defer timer.Stop()
 	next := func() {
@@ -51,6 +57,7 @@ func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int)
 		select {
 		case a := <-answers:
 			take(order[a.i], a.a)
+			answered[a.i] = true
 			inflight--
 			if a.i >= start {
 				waiting--
@@ -62,6 +69,13 @@ func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int)
 				next() // answered, not settled: ask on at once
 			}
 		case <-timer.C:
+			if hedged != nil {
+				for i := start; i < launched; i++ {
+					if !answered[i] {
+						hedged(order[i])
+					}
+				}
+			}
 			if launched < width {
 				next()
 			}

@@ -91,6 +91,20 @@ func (c *Client) Slow(p peer.ID) bool {
 	return h != nil && (h.overdue > 0 || time.Now().Before(h.slowUntil))
 }
 
+// MarkSlow marks p slow for SlowFor (or until one of its requests is
+// answered) now, for a caller that has just given up waiting on it: a
+// hedged read. The client's own threshold may fire a moment later.
+func (c *Client) MarkSlow(p peer.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health[p]
+	if h == nil {
+		h = &health{}
+		c.health[p] = h
+	}
+	h.slowUntil = time.Now().Add(SlowFor)
+}
+
 // InFlight returns the number of requests to p sent and not answered yet.
 func (c *Client) InFlight(p peer.ID) int {
 	c.mu.Lock()
