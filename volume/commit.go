@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -66,7 +67,14 @@ func (s *Store) appendAll(sub *submission) error {
 	if s.failed != nil {
 		return s.failed
 	}
-	startVol, startOff := s.activeVol, s.activeOff
+	// Where this submission's records start in the active volume: on a
+	// failed append the active volume goes back there. Nothing of the
+	// submission is queued, so later appends overwrite its bytes, and no
+	// committed end ever covers them (records it left in a volume it
+	// rolled out of lie past that volume's end, and Open cuts them off).
+	// A full disk is thus no lasting failure: writes go on once there is
+	// room.
+	back := s.activeOff
 	for i := range sub.ops {
 		o := &sub.ops[i]
 		if o.rec == nil {
@@ -75,23 +83,20 @@ func (s *Store) appendAll(sub *submission) error {
 		n := int64(len(o.rec))
 		if s.activeOff > 0 && s.activeOff+n > s.opts.MaxVolumeSize {
 			if err := s.createVolume(s.activeVol + 1); err != nil {
-				s.failed = err
+				s.activeOff = back
+				if errors.Is(err, errSyncDir) && !isNoSpace(err) {
+					s.failed = err // the disk fails its fsyncs
+				}
 				return err
 			}
+			back = 0
 		}
 		s.filesMu.RLock()
 		f := s.files[s.activeVol]
 		s.filesMu.RUnlock()
 		if _, err := f.WriteAt(o.rec, s.activeOff); err != nil {
-			err = fmt.Errorf("volume: append: %w", err)
-			if s.activeVol == startVol {
-				// Nothing of this submission is queued; later appends
-				// overwrite the bytes and the end offset never covers them.
-				s.activeOff = startOff
-			} else {
-				s.failed = err
-			}
-			return err
+			s.activeOff = back
+			return fmt.Errorf("volume: append: %w", err)
 		}
 		o.at = loc{vol: s.activeVol, off: s.activeOff, valLen: uint32(n - recordLen(len(o.key), 0))}
 		s.activeOff += n
@@ -157,7 +162,7 @@ func (s *Store) commitRound() int {
 		return 0
 	}
 	err := s.commitGroup(group)
-	if err != nil {
+	if err != nil && !isNoSpace(err) {
 		s.appendMu.Lock()
 		if s.failed == nil {
 			s.failed = err
@@ -172,6 +177,15 @@ func (s *Store) commitRound() int {
 		}
 	}
 	return len(group)
+}
+
+// isNoSpace reports a full disk or quota. A group that fails for it fails
+// alone: its records are never indexed (an index commit that ran out of
+// space is rolled back, and bbolt never points at pages it did not
+// write), and the store takes writes again once there is room. Any other
+// failure of a commit stops the store (see Err).
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 func (s *Store) commitGroup(group []*submission) error {

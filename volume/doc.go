@@ -32,8 +32,10 @@
 // When the previous group held several submissions, the committer waits up to
 // Options.CommitDelay for as many to arrive; a lone writer never waits. Sync
 // is a no-op. If an fsync or an index commit fails, the store refuses further
-// writes (the error is sticky) until it is reopened, because the state of the
-// files is then unknown.
+// writes (the error is sticky, see Store.Err) until it is reopened, because
+// the disk is then not trusted. A full disk (ENOSPC, EDQUOT) is the
+// exception: the writes that meet it fail, their records are never
+// indexed, and writes go on once there is room.
 //
 // PutWith lets a caller commit its own bbolt buckets with a record: its
 // function runs in the index transaction of the record's group (a node's

@@ -279,7 +279,8 @@ func (s *Store) fsync(f *os.File) error {
 // failed fsync or index commit stops all writes until the store is opened
 // again: after a failed fsync the kernel may have dropped the dirty pages,
 // so nothing written since the last good commit is known to be on disk
-// (what was acknowledged before is). A closed store gives ErrClosed.
+// (what was acknowledged before is). A full disk does not (see isNoSpace).
+// A closed store gives ErrClosed.
 func (s *Store) Err() error {
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
@@ -299,10 +300,13 @@ func (s *Store) syncDir() error {
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("volume: sync dir: %w", err)
+		return fmt.Errorf("volume: %w: %w", errSyncDir, err)
 	}
 	return nil
 }
+
+// errSyncDir marks a failed fsync of the store's directory.
+var errSyncDir = errors.New("sync dir")
 
 // createVolume creates volume id, makes it the active one and syncs the
 // directory so that the file outlives a crash before any index entry points
@@ -314,6 +318,7 @@ func (s *Store) createVolume(id uint32) error {
 	}
 	if err := s.syncDir(); err != nil {
 		f.Close()
+		_ = os.Remove(f.Name()) // so that the next roll can create it again
 		return err
 	}
 	s.filesMu.Lock()

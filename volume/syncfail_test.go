@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
@@ -71,5 +72,41 @@ func TestFailedSyncStopsWrites(t *testing.T) {
 	}
 	if err := s2.Put(ctx, ds.NewKey("/after"), []byte("y")); err != nil || s2.Err() != nil {
 		t.Fatalf("put after reopening: %v (Err %v)", err, s2.Err())
+	}
+}
+
+// A full disk fails the writes that meet it and nothing else: the store
+// takes writes again once there is room, and what was acknowledged stays.
+func TestFullDiskIsNotFatal(t *testing.T) {
+	ctx := context.Background()
+	var full atomic.Bool
+	s := openT(t, t.TempDir(), &Options{SyncFile: func(f *os.File) error {
+		if full.Load() {
+			return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.ENOSPC}
+		}
+		return nil
+	}})
+	defer s.Close()
+	if err := s.Put(ctx, ds.NewKey("/a"), []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	full.Store(true)
+	if err := s.Put(ctx, ds.NewKey("/b"), []byte("b")); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("put on a full disk: %v, want ENOSPC", err)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("Err after a full disk: %v, want nil", err)
+	}
+	full.Store(false)
+	if err := s.Put(ctx, ds.NewKey("/c"), []byte("c")); err != nil {
+		t.Fatalf("put once there is room: %v", err)
+	}
+	for k, want := range map[string]string{"/a": "a", "/c": "c"} {
+		if got, err := s.Get(ctx, ds.NewKey(k)); err != nil || string(got) != want {
+			t.Fatalf("get %s: %q, %v; want %q", k, got, err, want)
+		}
+	}
+	if _, err := s.Get(ctx, ds.NewKey("/b")); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get of the write that failed: %v, want ErrNotFound", err)
 	}
 }
