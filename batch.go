@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -140,7 +142,8 @@ type nodeShard struct {
 }
 
 // putGroup encodes the values of keys and sends every node its shards in
-// batch requests, all nodes in parallel.
+// batch requests, all nodes in parallel. Like writeShards, it does not wait
+// for nodes marked slow once every value has its quorum.
 func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]batchOp) []error {
 	v := d.view.Load()
 	var errs []error
@@ -171,12 +174,15 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 		}
 	}
 	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
+		mu      sync.Mutex // guards the groupWrites
+		wg      sync.WaitGroup
+		done    = make(chan int, len(perNode)) // a node whose requests all ended
+		pending = map[int]bool{}
 	)
-	for n, items := range perNode {
+	send := func(n int, items []nodeShard) {
+		pending[n] = true
 		wg.Add(1)
-		go func(n int, items []nodeShard) {
+		go func() {
 			defer wg.Done()
 			for len(items) > 0 {
 				chunk := takeChunk(items)
@@ -199,32 +205,136 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 				}
 				mu.Unlock()
 			}
-		}(n, items)
+			done <- n
+		}()
 	}
-	wg.Wait()
-	for _, items := range perNode {
-		for _, it := range items {
-			if it.shard.Header.Index == 0 {
-				coding.Release([]*coding.Shard{it.shard})
+	// As writeShards: a slow node with a full backlog is not sent its
+	// shards while every write can make its quorum on the others, nobody
+	// waits for slow nodes once every write has its quorum, and the rest
+	// get HedgeAfter.
+	unsent := d.slowBacklogged(v, perNode)
+	for n, items := range perNode {
+		if !unsent[n] {
+			send(n, items)
+		}
+	}
+	allQuorum := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range writes {
+			if w.stored < w.quorum {
+				return false
+			}
+		}
+		return true
+	}
+	onlySlowLeft := func() bool {
+		for n := range pending {
+			if !d.client.Slow(v.peers[n]) {
+				return false
+			}
+		}
+		return true
+	}
+	var hedge <-chan time.Time
+wait:
+	for len(pending) > 0 {
+		select {
+		case n := <-done:
+			delete(pending, n)
+		case <-hedge:
+			break wait
+		}
+		switch {
+		case len(pending) == 0 && len(unsent) > 0 && !allQuorum():
+			// Other nodes failed: the shards held back may make the quorum.
+			for n := range unsent {
+				send(n, perNode[n])
+			}
+			clear(unsent)
+		case len(pending) > 0 && allQuorum():
+			if onlySlowLeft() {
+				break wait
+			}
+			if hedge == nil {
+				t := time.NewTimer(d.opts.HedgeAfter)
+				defer t.Stop()
+				hedge = t.C
 			}
 		}
 	}
+	release := func() {
+		for _, items := range perNode {
+			for _, it := range items {
+				if it.shard.Header.Index == 0 {
+					coding.Release([]*coding.Shard{it.shard})
+				}
+			}
+		}
+	}
+	if len(pending) == 0 {
+		release()
+	} else {
+		go func() { wg.Wait(); release() }()
+	}
+	mu.Lock()
+	for n := range unsent {
+		for _, it := range perNode[n] {
+			it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: errSlow})
+		}
+	}
+	var again []ds.Key
 	for _, w := range writes {
 		if w.newer && w.stored >= w.quorum {
-			// Another writer got there first within our clock's reach: a
-			// plain Put orders this value after it.
-			if err := d.Put(ctx, w.dsKey, ops[w.dsKey].value); err != nil {
-				errs = append(errs, err)
-			}
+			again = append(again, w.dsKey)
 			continue
 		}
 		if w.stored < w.quorum {
-			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: w.failed})
-		} else if len(w.failed) > 0 {
-			d.degraded.report("put", w.key, w.stored, w.stored+len(w.failed), 0, w.failed)
+			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: slices.Clone(w.failed)})
+		} else if len(w.failed) > 0 || len(pending) > 0 {
+			d.degraded.report("put", w.key, w.stored, len(w.failed)+w.stored, len(pending), w.failed)
+		}
+	}
+	mu.Unlock()
+	// Another writer got there first within our clock's reach: a plain Put
+	// orders these values after it.
+	for _, k := range again {
+		if err := d.Put(ctx, k, ops[k].value); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errs
+}
+
+// slowBacklogged returns the nodes of perNode that are marked slow with
+// maxSlowInFlight requests in flight, when every write of the group can
+// make its quorum without them (else none).
+func (d *Datastore) slowBacklogged(v *view, perNode map[int][]nodeShard) map[int]bool {
+	out := map[int]bool{}
+	for n := range perNode {
+		if p := v.peers[n]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+			out[n] = true
+		}
+	}
+	if len(out) == 0 {
+		return out
+	}
+	lost := map[*groupWrite]int{}
+	width := map[*groupWrite]int{}
+	for n, items := range perNode {
+		for _, it := range items {
+			width[it.w]++
+			if out[n] {
+				lost[it.w]++
+			}
+		}
+	}
+	for w, l := range lost {
+		if width[w]-l < w.quorum {
+			return map[int]bool{}
+		}
+	}
+	return out
 }
 
 // takeChunk returns the leading items that fit one batch request.

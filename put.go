@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -101,34 +102,32 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 	}
 	answers := make(chan answer, len(shards))
 	waiting := make([]bool, len(shards)) // by position: sent, not answered
-	var failed []NodeError
 	pending := 0
-	// Slow nodes with a full backlog are skipped only when the others can
-	// make the quorum: when most nodes are slow (an overloaded cluster),
-	// writes still go everywhere.
-	skip := make([]bool, len(shards))
-	skipped := 0
-	for i := range shards {
-		if p := v.peers[owners[i]]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
-			skip[i] = true
-			skipped++
-		}
-	}
-	if len(shards)-skipped < quorum {
-		clear(skip)
-	}
-	for i, sh := range shards {
-		n := int(owners[i])
-		if skip[i] {
-			failed = append(failed, NodeError{Node: v.nodeName(n), Err: errSlow})
-			continue
-		}
+	send := func(i int) {
 		waiting[i] = true
 		pending++
-		go func(i, n int, sh *coding.Shard) {
+		go func(n int, sh *coding.Shard) {
 			held, err := d.putShard(ctx, v, n, sh)
 			answers <- answer{sh, i, held, err}
-		}(i, n, sh)
+		}(int(owners[i]), shards[i])
+	}
+	// Slow nodes with a full backlog are not sent their shard while the
+	// others can make the quorum: when most nodes are slow (an overloaded
+	// cluster) writes go everywhere, and when other nodes fail, the shards
+	// held back are sent after all.
+	var unsent []int
+	for i := range shards {
+		if p := v.peers[owners[i]]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+			unsent = append(unsent, i)
+		}
+	}
+	if len(shards)-len(unsent) < quorum {
+		unsent = nil
+	}
+	for i := range shards {
+		if !slices.Contains(unsent, i) {
+			send(i)
+		}
 	}
 	// onlySlowLeft reports whether every node still to answer is marked slow.
 	onlySlowLeft := func() bool {
@@ -143,6 +142,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		stored int
 		newer  coding.Version
 		hedge  <-chan time.Time
+		failed []NodeError
 	)
 collect:
 	for pending > 0 {
@@ -152,6 +152,12 @@ collect:
 			waiting[a.pos] = false
 			if a.err != nil {
 				failed = append(failed, NodeError{Node: v.nodeName(int(owners[a.pos])), Err: a.err})
+				if stored+pending < quorum {
+					for _, i := range unsent {
+						send(i)
+					}
+					unsent = nil
+				}
 				continue
 			}
 			stored++
@@ -172,6 +178,9 @@ collect:
 		case <-hedge:
 			break collect
 		}
+	}
+	for _, i := range unsent {
+		failed = append(failed, NodeError{Node: v.nodeName(int(owners[i])), Err: errSlow})
 	}
 	if pending == 0 {
 		coding.Release(shards)

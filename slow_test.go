@@ -91,6 +91,36 @@ func TestHungNodeIsAskedLast(t *testing.T) {
 	t.Logf("with node %d hung: %d gets in %s, %d puts and has in %s; %d requests held",
 		x, len(keys), gets.Round(time.Millisecond), len(more), time.Since(start).Round(time.Millisecond), held.Load())
 
+	// A batch (how kubo writes) does not wait for it either.
+	batchPut := func(name string) {
+		t.Helper()
+		start := time.Now()
+		b, err := d.Batch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bk []ds.Key
+		for i := range 10 {
+			k := ds.NewKey(fmt.Sprintf("/hung/%s/%d", name, i))
+			bk = append(bk, k)
+			if err := b.Put(ctx, k, vals[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(ctx); err != nil {
+			t.Fatalf("%s: batch commit with node %d hung: %v", name, x, err)
+		}
+		if took := time.Since(start); took > 2*hedge {
+			t.Fatalf("%s: batch commit took %s with a hedge of %s: it waited for the hung node", name, took, hedge)
+		}
+		for i, k := range bk {
+			if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, vals[i]) {
+				t.Fatalf("%s: get %s: %d bytes, %v", name, k, len(got), err)
+			}
+		}
+	}
+	batchPut("batch")
+
 	// Past 64 requests waiting on it, writes stop sending it shards (the
 	// buffers a hung node holds are bounded); they still reach their
 	// quorum on the others.
@@ -103,5 +133,10 @@ func TestHungNodeIsAskedLast(t *testing.T) {
 	}
 	if n := held.Load(); n > bound+2 {
 		t.Fatalf("%d requests wait on the hung node, want at most %d", n, bound+2)
+	}
+	before := held.Load()
+	batchPut("batch-bounded") // now sends it nothing
+	if n := held.Load(); n != before {
+		t.Fatalf("a batch sent %d requests to the hung node past the bound", n-before)
 	}
 }
