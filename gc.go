@@ -23,7 +23,8 @@ const DefaultTombstoneGrace = 10 * time.Minute
 // CollectGarbage purges tombstones (deletes) that every shard node of their
 // key holds and that are older than the tombstone grace. A tombstone that
 // some node lacks is kept: it still has to hide that node's old shard.
-// Nodes that do not answer keep theirs; the next run retries.
+// While a node of the map does not answer nothing is purged (it may hold
+// an older copy of any key); the next run retries.
 //
 // While a rebalance is under way nothing is purged: the new owners of a slot
 // may hold an older copy that only the tombstone hides. Nor while a member
@@ -49,6 +50,13 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collect garbage: %w", err)
 	}
+	if len(m.curs) < len(v.peers) {
+		// A node that does not answer may hold an older copy of any key
+		// (a leftover awaiting its drop, or a shard the delete missed).
+		log.Infow("collect garbage: a node did not answer; tombstones are kept until every node lists its keys",
+			"answered", len(m.curs), "nodes", len(v.peers))
+		return nil
+	}
 	cutoff := uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli()) << 16
 	width := v.c.Policy.Width()
 	perNode := make(map[int][]wire.ListEntry)
@@ -67,7 +75,7 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	}
 	queued := 0
 	for {
-		es, ok, err := m.nextKey(ctx)
+		es, from, ok, err := m.nextKeyFrom(ctx)
 		if err != nil {
 			return fmt.Errorf("collect garbage: %w", err)
 		}
@@ -78,19 +86,11 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		if !top.Tombstone || top.HLC > cutoff {
 			continue
 		}
-		same := 0
-		for _, e := range es {
-			if e.Tombstone && e.HLC == top.HLC && e.Writer == top.Writer {
-				same++
-			}
-		}
-		// Every owner holds the tombstone, and no node holds anything
-		// else for the key (an older shard left over at a position it no
-		// longer owns, which repair has not dropped yet).
-		if same < width || same != len(es) {
+		owners := v.c.Map.Owners(placement.Slot(top.Key))[:width]
+		if !purgeable(top, es, from, owners) {
 			continue
 		}
-		for _, n := range v.c.Map.Owners(placement.Slot(top.Key))[:width] {
+		for _, n := range owners {
 			perNode[int(n)] = append(perNode[int(n)], top)
 		}
 		if queued++; queued%wire.MaxBatch == 0 {
@@ -100,6 +100,25 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		}
 	}
 	return purge()
+}
+
+// purgeable reports whether tombstone top, the newest of a key's entries
+// es (listed by the map nodes from), can go: every owner of the key's
+// positions lists exactly it, and no node lists anything else.
+func purgeable(top wire.ListEntry, es []wire.ListEntry, from []int, owners []uint16) bool {
+	held := map[int]bool{}
+	for i, e := range es {
+		if !e.Tombstone || e.HLC != top.HLC || e.Writer != top.Writer {
+			return false // an older shard (a leftover, or one the delete missed)
+		}
+		held[from[i]] = true
+	}
+	for _, n := range owners {
+		if !held[int(n)] {
+			return false
+		}
+	}
+	return true
 }
 
 // memberOutsideMap returns a member that is not removed and not in c's

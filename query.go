@@ -220,28 +220,34 @@ func (m *merger) next(ctx context.Context) (wire.ListEntry, bool, error) {
 
 // nextKey returns the entries of every node for the smallest key left.
 func (m *merger) nextKey(ctx context.Context) ([]wire.ListEntry, bool, error) {
+	es, _, ok, err := m.nextKeyFrom(ctx)
+	return es, ok, err
+}
+
+// nextKeyFrom is nextKey with the map node index each entry came from.
+func (m *merger) nextKeyFrom(ctx context.Context) (es []wire.ListEntry, from []int, ok bool, err error) {
 	var minKey string
 	found := false
 	for _, c := range m.curs {
 		h, err := c.head(ctx)
 		if err != nil {
-			return nil, false, fmt.Errorf("query: %w", err)
+			return nil, nil, false, fmt.Errorf("query: %w", err)
 		}
 		if h != nil && (!found || h.Key < minKey) {
 			minKey, found = h.Key, true
 		}
 	}
 	if !found {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
-	var es []wire.ListEntry
 	for _, c := range m.curs {
 		if len(c.buf) > 0 && c.buf[0].Key == minKey {
 			es = append(es, c.buf[0])
+			from = append(from, c.node)
 			c.buf = c.buf[1:]
 		}
 	}
-	return es, true, nil
+	return es, from, true, nil
 }
 
 // newest returns the entry with the newest version.
