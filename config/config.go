@@ -81,6 +81,10 @@ type Member struct {
 	// Leaving is set by a drain and stays set while the member is down, so
 	// a missed heartbeat does not cancel the drain.
 	Leaving bool `json:"leaving,omitempty"`
+	// Stale marks a member removed while out: its folder may still hold
+	// shards of values deleted since, so it may not join again under this
+	// identity (a wiped machine joins with a new one).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Member returns the member with the given peer ID.

@@ -108,6 +108,10 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 					m.State, m.Leaving = Draining, true
 				}
 			case Removed:
+				if m.Stale {
+					return reject("member %s was removed while out: its folder may hold shards of values deleted since, "+
+						"which would come back; wipe it and join with a new identity", nm.ID)
+				}
 				*m = nm
 			default:
 				// Already a member: a restarted node may have new addresses.
@@ -188,7 +192,7 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		if inMap(d.Map, cmd.ID) || inMap(d.Target, cmd.ID) {
 			return reject("member %s still owns slots", cmd.ID)
 		}
-		m.State, m.Since = Removed, cmd.At
+		m.State, m.Since, m.Stale = Removed, cmd.At, m.State == Out
 		return d, nil
 	}
 	return reject("unknown op")

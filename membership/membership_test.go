@@ -701,6 +701,9 @@ func TestRemoveRefusedWhileInTarget(t *testing.T) {
 	}
 	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: nodeID(7)})
 	wantState(t, c, nodeID(7), membership.Removed)
+	// Drained, it holds nothing: it may join again.
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: t0.UnixNano()})
+	wantState(t, c, nodeID(7), membership.Joining)
 }
 
 func TestDrainRefused(t *testing.T) {
@@ -733,6 +736,12 @@ func TestDrainRefused(t *testing.T) {
 	removed := must(t, out, membership.Command{Op: membership.OpRemove, ID: "n5"})
 	wantState(t, removed, "n5", membership.Removed)
 	refuse(t, removed, membership.Command{Op: membership.OpDrain, ID: "n5"})
+	// Removed while out, n5 may hold shards of values deleted since: it
+	// cannot join again under its identity.
+	rejoin := membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(5)}, At: t0.UnixNano()}
+	if err := refuse(t, removed, rejoin); !strings.Contains(err.Error(), "removed while out") {
+		t.Errorf("join of a member removed while out: %v, want it refused as removed while out", err)
+	}
 	refuse(t, c, membership.Command{Op: membership.OpDrain, ID: "n9"})
 }
 

@@ -459,7 +459,7 @@ func removeNode(ctx context.Context, conf, id string) error {
 	if err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: id}); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "removed %s: wipe its data folder before it ever joins again\n", id)
+	fmt.Fprintf(os.Stderr, "removed %s: it may not join again under this identity; a wiped machine joins as a new node\n", id)
 	return nil
 }
 
