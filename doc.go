@@ -24,8 +24,8 @@
 // returns HedgeAfter after its quorum answered even if a node has not. A
 // node with a request unanswered past HedgeAfter is marked slow
 // (transport.Client.SetSlowAfter): reads ask it last, writes do not wait
-// for it once they have their quorum, and no more than maxSlowInFlight
-// writes wait on it at once, so a hung node costs one hedge. Has
+// for it once they have their quorum, and no more than 64 writes wait on
+// it at once, so a hung node costs one hedge. Has
 // and GetSize ask the same first positions for index entries. A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.

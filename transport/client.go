@@ -126,19 +126,28 @@ func (c *Client) begin(p peer.ID) (end func(answered bool)) {
 	}
 	h.inflight++
 	c.mu.Unlock()
-	var t *time.Timer
+	var (
+		t            *time.Timer
+		fired, ended bool // guarded by c.mu
+	)
 	if c.slowAfter > 0 {
 		t = time.AfterFunc(c.slowAfter, func() {
 			c.mu.Lock()
-			h.overdue++
+			if !ended {
+				fired = true
+				h.overdue++
+			}
 			c.mu.Unlock()
 		})
 	}
 	return func(answered bool) {
-		wasOverdue := t != nil && !t.Stop() // (its count may land just after)
+		if t != nil {
+			t.Stop()
+		}
 		c.mu.Lock()
+		ended = true
 		h.inflight--
-		if wasOverdue {
+		if fired {
 			h.overdue--
 			h.slowUntil = time.Now().Add(SlowFor)
 		}
