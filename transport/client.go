@@ -74,10 +74,11 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 		dialFailed: make(map[peer.ID]time.Time), health: make(map[peer.ID]*health)}
 }
 
-// SetSlowAfter makes the client mark a peer slow when one of its requests
-// has gone unanswered for d, as a node that hangs (stopped process, stuck
-// disk) does while its connection stays open: callers with alternatives
-// ask it last (Slow) and bound what they leave waiting on it (InFlight).
+// SetSlowAfter makes the client mark a peer slow when one of its shard
+// requests (get, put, batch put) has gone unanswered for d, as a node
+// that hangs (stopped process, stuck disk) does while its connection
+// stays open: callers with alternatives ask it last (Slow) and bound what
+// they leave waiting on it (InFlight).
 // The mark lasts while such a request is in flight and SlowFor after, or
 // until a request to the peer is answered. Call it before the first
 // request; 0 (the default) never marks.
@@ -115,9 +116,11 @@ func (c *Client) InFlight(p peer.ID) int {
 	return 0
 }
 
-// begin counts a request to p in flight and arms its slow mark; the
-// returned func ends it, answered or not.
-func (c *Client) begin(p peer.ID) (end func(answered bool)) {
+// begin counts a request to p in flight and, for a shard read or write
+// (the ops a node answers in milliseconds; a list page or a membership
+// change may take long), arms its slow mark; the returned func ends it,
+// answered or not.
+func (c *Client) begin(p peer.ID, op wire.Op) (end func(answered bool)) {
 	c.mu.Lock()
 	h := c.health[p]
 	if h == nil {
@@ -130,7 +133,7 @@ func (c *Client) begin(p peer.ID) (end func(answered bool)) {
 		t            *time.Timer
 		fired, ended bool // guarded by c.mu
 	)
-	if c.slowAfter > 0 {
+	if c.slowAfter > 0 && (op == wire.OpGet || op == wire.OpPut || op == wire.OpBatchPut) {
 		t = time.AfterFunc(c.slowAfter, func() {
 			c.mu.Lock()
 			if !ended {
@@ -230,7 +233,7 @@ func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, head, payloa
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	end := c.begin(p)
+	end := c.begin(p, op)
 	resp, buf, err := c.send(ctx, p, op, head, payload, buf)
 	end(err == nil)
 	return resp, buf, err

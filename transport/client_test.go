@@ -126,3 +126,25 @@ func TestNoSlowMarkWithoutThreshold(t *testing.T) {
 		t.Fatalf("no threshold: slow %v, in flight %d; want false, 0", c.Slow(p), c.InFlight(p))
 	}
 }
+
+// TestSlowMarkOnlyForShardOps: a status or list request may take long on a
+// healthy node; held past the threshold, it does not mark the node slow.
+func TestSlowMarkOnlyForShardOps(t *testing.T) {
+	release := make(chan struct{})
+	c, p := pair(t, func() bool { return true }, release)
+	c.SetSlowAfter(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Do(ctx, p, &wire.Request{Op: wire.OpStatus})
+		done <- err
+	}()
+	time.Sleep(150 * time.Millisecond)
+	slow, inflight := c.Slow(p), c.InFlight(p)
+	close(release)
+	<-done
+	if slow || inflight != 1 {
+		t.Fatalf("a status request held past the threshold: slow %v, in flight %d; want false, 1", slow, inflight)
+	}
+}
