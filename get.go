@@ -2,6 +2,7 @@ package dscluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -62,21 +63,45 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
+	skip := true
 	for attempt := 0; ; attempt++ {
 		v := d.view.Load()
-		val, err := d.get(ctx, v, k)
+		val, err := d.get(ctx, v, k, skip)
 		// A node said the map is stale and the front end moved to the new
 		// one during the read: the answers of old owners (which may have
 		// dropped their copies) do not count; read again by the new map.
 		if attempt == 0 && d.view.Load() != v {
 			continue
 		}
+		// Nodes whose last dial failed were skipped, and the others were
+		// not enough: they may be back (a restart); dial them this time.
+		if skip && skippedUnreachable(err) {
+			skip = false
+			continue
+		}
 		return val, err
 	}
 }
 
-func (d *Datastore) get(ctx context.Context, v *view, k string) ([]byte, error) {
-	ctx = transport.SkipUnreachable(ctx) // other positions can answer
+// skippedUnreachable reports an UnavailableError to which a node skipped
+// as unreachable (transport.ErrUnreachable) contributed.
+func skippedUnreachable(err error) bool {
+	var ue *UnavailableError
+	if !errors.As(err, &ue) {
+		return false
+	}
+	for _, f := range ue.Failed {
+		if errors.Is(f.Err, transport.ErrUnreachable) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]byte, error) {
+	if skip {
+		ctx = transport.SkipUnreachable(ctx) // other positions can answer
+	}
 	owners := v.owners(k)
 	p := v.c.Policy
 	res := make([]fetched, p.Width())
@@ -300,18 +325,25 @@ func firstHeader(shards []*coding.Shard) coding.Header {
 // probe asks the first k positions for index metadata of key and returns
 // the newest entry, or found=false when no acknowledged write can exist.
 func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, found bool, err error) {
+	skip := true
 	for attempt := 0; ; attempt++ {
 		v := d.view.Load()
-		le, found, err = d.probeView(ctx, v, key)
+		le, found, err = d.probeView(ctx, v, key, skip)
 		if attempt == 0 && d.view.Load() != v {
 			continue // the map changed during the probe: ask the new owners
+		}
+		if skip && skippedUnreachable(err) {
+			skip = false // as in Get: dial the skipped nodes this time
+			continue
 		}
 		return le, found, err
 	}
 }
 
-func (d *Datastore) probeView(ctx context.Context, v *view, key string) (le wire.ListEntry, found bool, err error) {
-	ctx = transport.SkipUnreachable(ctx) // other positions can answer
+func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip bool) (le wire.ListEntry, found bool, err error) {
+	if skip {
+		ctx = transport.SkipUnreachable(ctx) // other positions can answer
+	}
 	owners := v.owners(key)
 	p := v.c.Policy
 	ans := make([]headerAnswer, p.Width())

@@ -3,6 +3,7 @@ package dscluster_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 
+	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 )
 
@@ -78,5 +80,33 @@ func TestDeadNodeIsNotDialledPerRequest(t *testing.T) {
 		t.Fatalf("no dial reached the dead node's port: the test does not test anything")
 	} else {
 		t.Logf("%d dials to the dead node in %s of %d reads", n, elapsed.Round(time.Millisecond), rounds*len(keys))
+	}
+}
+
+// TestRestartedNodesAreReadAtOnce: reads skip nodes whose last dial failed
+// (for transport.RedialAfter), but when the other positions are not enough
+// they dial the skipped ones after all: nodes that were down and have just
+// restarted serve the very next read.
+func TestRestartedNodesAreReadAtOnce(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	k, v := ds.NewKey("/restarted"), bytes.Repeat([]byte{7}, 200<<10)
+	if err := d.Put(ctx, k, v); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		c.Stop(i)
+	}
+	if _, err := d.Get(ctx, k); !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("get with 3 of 6 nodes stopped: %v, want ErrUnavailable", err)
+	}
+	for i := 0; i < 3; i++ {
+		c.Restart(i)
+	}
+	start := time.Now()
+	got, err := d.Get(ctx, k)
+	if err != nil || !bytes.Equal(got, v) {
+		t.Fatalf("get %s after the restart: %d bytes, %v", time.Since(start).Round(time.Millisecond), len(got), err)
 	}
 }

@@ -255,6 +255,9 @@ func (c *Client) send(ctx context.Context, p peer.ID, op wire.Op, head, payload,
 		}
 		_ = s.Reset()
 		if pooled && attempt == 0 && ctx.Err() == nil && !errors.Is(err, wire.ErrMalformed) {
+			// The other idle streams to p most likely share the dead
+			// connection (the node restarted): the retry opens a fresh one.
+			c.dropIdle(p)
 			continue
 		}
 		return nil, buf, &PeerError{Peer: p, Op: op, Err: err}
@@ -280,6 +283,17 @@ func roundTrip(ctx context.Context, s network.Stream, head, payload, buf []byte)
 	}
 	resp, err := wire.DecodeResponse(frame)
 	return resp, frame[:0], err
+}
+
+// dropIdle resets the idle streams to p.
+func (c *Client) dropIdle(p peer.ID) {
+	c.mu.Lock()
+	ss := c.idle[p]
+	delete(c.idle, p)
+	c.mu.Unlock()
+	for _, s := range ss {
+		_ = s.Reset()
+	}
 }
 
 // PeerError is a failure to get an answer from a peer. The request may or
