@@ -50,6 +50,7 @@ type Client struct {
 	h         host.Host
 	timeout   time.Duration
 	slowAfter time.Duration // 0: never mark a peer slow
+	slowFor   time.Duration // SlowFor (tests shorten it)
 
 	mu         sync.Mutex
 	idle       map[peer.ID][]network.Stream
@@ -70,7 +71,7 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &Client{h: h, timeout: timeout, idle: make(map[peer.ID][]network.Stream),
+	return &Client{h: h, timeout: timeout, slowFor: SlowFor, idle: make(map[peer.ID][]network.Stream),
 		dialFailed: make(map[peer.ID]time.Time), health: make(map[peer.ID]*health)}
 }
 
@@ -103,7 +104,7 @@ func (c *Client) MarkSlow(p peer.ID) {
 		h = &health{}
 		c.health[p] = h
 	}
-	h.slowUntil = time.Now().Add(SlowFor)
+	h.slowUntil = time.Now().Add(c.slowFor)
 }
 
 // InFlight returns the number of requests to p sent and not answered yet.
@@ -152,7 +153,7 @@ func (c *Client) begin(p peer.ID, op wire.Op) (end func(answered bool)) {
 		h.inflight--
 		if fired {
 			h.overdue--
-			h.slowUntil = time.Now().Add(SlowFor)
+			h.slowUntil = time.Now().Add(c.slowFor)
 		}
 		if answered {
 			h.slowUntil = time.Time{}

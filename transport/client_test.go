@@ -148,3 +148,33 @@ func TestSlowMarkOnlyForShardOps(t *testing.T) {
 		t.Fatalf("a status request held past the threshold: slow %v, in flight %d; want false, 1", slow, inflight)
 	}
 }
+
+// TestSlowMarkExpires: after its last overdue request ended, a peer stays
+// slow for SlowFor, then is asked as any other; MarkSlow lasts as long.
+func TestSlowMarkExpires(t *testing.T) {
+	release := make(chan struct{})
+	c, p := pair(t, func() bool { return true }, release)
+	c.SetSlowAfter(20 * time.Millisecond)
+	c.slowFor = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Do(ctx, p, &wire.Request{Op: wire.OpGet, Key: "/k"}); err == nil {
+		t.Fatal("a held request succeeded")
+	}
+	close(release)
+	if !c.Slow(p) {
+		t.Fatal("not slow right after an overdue request ended")
+	}
+	time.Sleep(1300 * time.Millisecond)
+	if c.Slow(p) {
+		t.Fatal("still slow past slowFor")
+	}
+	c.MarkSlow(p)
+	if !c.Slow(p) {
+		t.Fatal("not slow after MarkSlow")
+	}
+	time.Sleep(1300 * time.Millisecond)
+	if c.Slow(p) {
+		t.Fatal("MarkSlow outlasted slowFor")
+	}
+}
