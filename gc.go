@@ -37,13 +37,8 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		return fmt.Errorf("collect garbage: %w", err)
 	}
 	v := d.view.Load()
-	if v.c.Target != nil {
-		log.Infow("collect garbage: a rebalance is under way; tombstones are kept until it is committed", "target_epoch", v.c.Target.Epoch)
-		return nil
-	}
-	if m, ok := memberOutsideMap(v.c); ok {
-		log.Infow("collect garbage: a member outside the map may hold old shards; tombstones are kept until it rejoins, or is removed (dsclient node remove)",
-			"member", m.ID, "state", m.State)
+	if hold := gcHold(v.c); hold != "" {
+		log.Infow("collect garbage: tombstones are kept", "because", hold)
 		return nil
 	}
 	m, err := d.openMerger(ctx, v, "")
@@ -119,6 +114,26 @@ func purgeable(top wire.ListEntry, es []wire.ListEntry, from []int, owners []uin
 		}
 	}
 	return true
+}
+
+// GCHold says why CollectGarbage would purge nothing now, from the
+// cluster description this front end holds ("" when nothing in it holds
+// garbage collection back; a node that does not answer the listing also
+// does, which only a run finds out). dsclient status prints it.
+func (d *Datastore) GCHold() string { return gcHold(d.view.Load().c) }
+
+func gcHold(c *config.Cluster) string {
+	if c.Target != nil {
+		return fmt.Sprintf("a rebalance to map epoch %d is under way", c.Target.Epoch)
+	}
+	if m, ok := memberOutsideMap(c); ok {
+		s := fmt.Sprintf("member %s is %s, outside the map, and may hold old shards", m.ID, m.State)
+		if m.State == membership.Out {
+			s += " (dsclient node remove it if it is gone for good)"
+		}
+		return s
+	}
+	return ""
 }
 
 // memberOutsideMap returns a member that is not removed and not in c's

@@ -552,6 +552,9 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	if got := tombstones(); got != before || before == 0 {
 		t.Fatalf("with node %d out: %d tombstones after garbage collection, %d before; want none purged", victim, got, before)
 	}
+	if hold := d.GCHold(); !strings.Contains(hold, id) || !strings.Contains(hold, "node remove") {
+		t.Fatalf("GCHold with node %d out: %q, want it named, with the way out", victim, hold)
+	}
 
 	c.Restart(victim)
 	waitFor(t, 60*time.Second, "victim back in the map and repair settled", func() (bool, string) {
@@ -564,6 +567,9 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	}
 	if got := tombstones(); got != 0 {
 		t.Fatalf("after the rejoin: %d tombstones left after garbage collection, want 0", got)
+	}
+	if hold := d.GCHold(); hold != "" {
+		t.Fatalf("GCHold after the rejoin: %q, want none", hold)
 	}
 	// Repair passes after the purge must not bring anything back.
 	passes := c.Node(c.Leader()).RepairStats().Passes

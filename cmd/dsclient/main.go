@@ -328,6 +328,7 @@ type statusOut struct {
 	SlotsReadable  int           `json:"slots_readable"`
 	SlotsRedundant int           `json:"slots_fully_redundant"`
 	Repair         *repair.Stats `json:"repair,omitempty"` // from the raft leader
+	GCHeldBy       string        `json:"gc_held_by,omitempty"`
 	readableErr    error
 }
 
@@ -348,7 +349,8 @@ func clusterStatus(ctx context.Context, conf string) (*statusOut, error) {
 	sts := d.Status(sctx)
 	c := d.Cluster()
 	up := make([]bool, len(c.Map.Nodes))
-	out := &statusOut{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots, Rebalancing: c.Target != nil}
+	out := &statusOut{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots, Rebalancing: c.Target != nil,
+		GCHeldBy: d.GCHold()}
 	for _, s := range sts {
 		no := nodeOut{Index: s.Index, Peer: s.Peer, Addrs: s.Addrs, Zone: s.Zone, State: s.State, Reachable: s.Err == nil}
 		if s.Err != nil {
@@ -436,6 +438,9 @@ func printStatus(out *statusOut, asJSON bool) error {
 		}
 	}
 	fmt.Printf("slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
+	if out.GCHeldBy != "" {
+		fmt.Printf("garbage collection keeps tombstones: %s\n", out.GCHeldBy)
+	}
 	if r := out.Repair; r != nil {
 		fmt.Printf("repair: %d keys, %d degraded, %d lost; backlog %d shards (%s)", r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
 		if r.Backlog > 0 && r.Rate > 0 {
