@@ -130,6 +130,7 @@ func (d *Datastore) deleteMany(ctx context.Context, keys []ds.Key) []error {
 type groupWrite struct {
 	dsKey  ds.Key
 	key    string
+	width  int // shards of the value
 	quorum int
 	stored int
 	newer  bool // a node held a newer version: write again, ordered
@@ -165,7 +166,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 			errs = append(errs, fmt.Errorf("put %s: %w", k, err))
 			continue
 		}
-		w := &groupWrite{dsKey: key, key: k, quorum: v.c.Quorum(p)}
+		w := &groupWrite{dsKey: key, key: k, width: len(shards), quorum: v.c.Quorum(p)}
 		writes = append(writes, w)
 		owners := v.owners(k)
 		for i, sh := range shards {
@@ -292,7 +293,7 @@ wait:
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: slices.Clone(w.failed)})
 		} else if len(w.failed) > 0 || len(pending) > 0 {
-			d.degraded.report("put", w.key, w.stored, len(w.failed)+w.stored, len(pending), w.failed)
+			d.degraded.report("put", w.key, w.stored, w.width, len(pending), w.failed)
 		}
 	}
 	mu.Unlock()
@@ -312,7 +313,7 @@ wait:
 func (d *Datastore) slowBacklogged(v *view, perNode map[int][]nodeShard) map[int]bool {
 	out := map[int]bool{}
 	for n := range perNode {
-		if p := v.peers[n]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+		if d.backlogged(v.peers[n]) {
 			out[n] = true
 		}
 	}
@@ -320,17 +321,13 @@ func (d *Datastore) slowBacklogged(v *view, perNode map[int][]nodeShard) map[int
 		return out
 	}
 	lost := map[*groupWrite]int{}
-	width := map[*groupWrite]int{}
-	for n, items := range perNode {
-		for _, it := range items {
-			width[it.w]++
-			if out[n] {
-				lost[it.w]++
-			}
+	for n := range out {
+		for _, it := range perNode[n] {
+			lost[it.w]++
 		}
 	}
 	for w, l := range lost {
-		if width[w]-l < w.quorum {
+		if w.width-l < w.quorum {
 			return map[int]bool{}
 		}
 	}

@@ -63,23 +63,30 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
-	skip := true
-	for attempt := 0; ; attempt++ {
+	return readAgain(d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
+}
+
+// readAgain runs read by the current map, skipping nodes whose last dial
+// failed, and runs it again (once for each reason) when:
+//   - a node said the map is stale and the front end moved to the new one
+//     during the read: the answers of old owners (which may have dropped
+//     their copies) do not count; read again by the new map;
+//   - nodes were skipped and the others were not enough: they may be back
+//     (a restart); dial them this time.
+func readAgain[T any](d *Datastore, read func(v *view, skip bool) (T, error)) (T, error) {
+	skip, moved := true, false
+	for {
 		v := d.view.Load()
-		val, err := d.get(ctx, v, k, skip)
-		// A node said the map is stale and the front end moved to the new
-		// one during the read: the answers of old owners (which may have
-		// dropped their copies) do not count; read again by the new map.
-		if attempt == 0 && d.view.Load() != v {
+		out, err := read(v, skip)
+		if !moved && d.view.Load() != v {
+			moved = true
 			continue
 		}
-		// Nodes whose last dial failed were skipped, and the others were
-		// not enough: they may be back (a restart); dial them this time.
 		if skip && skippedUnreachable(err) {
 			skip = false
 			continue
 		}
-		return val, err
+		return out, err
 	}
 }
 
@@ -325,19 +332,15 @@ func firstHeader(shards []*coding.Shard) coding.Header {
 // probe asks the first k positions for index metadata of key and returns
 // the newest entry, or found=false when no acknowledged write can exist.
 func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, found bool, err error) {
-	skip := true
-	for attempt := 0; ; attempt++ {
-		v := d.view.Load()
-		le, found, err = d.probeView(ctx, v, key, skip)
-		if attempt == 0 && d.view.Load() != v {
-			continue // the map changed during the probe: ask the new owners
-		}
-		if skip && skippedUnreachable(err) {
-			skip = false // as in Get: dial the skipped nodes this time
-			continue
-		}
-		return le, found, err
+	type probed struct {
+		le    wire.ListEntry
+		found bool
 	}
+	r, err := readAgain(d, func(v *view, skip bool) (probed, error) {
+		le, found, err := d.probeView(ctx, v, key, skip)
+		return probed{le, found}, err
+	})
+	return r.le, r.found, err
 }
 
 func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip bool) (le wire.ListEntry, found bool, err error) {

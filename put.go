@@ -8,6 +8,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -80,6 +81,12 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 // write skips such nodes only when the others can make its quorum.
 const maxSlowInFlight = 64
 
+// backlogged reports whether p is marked slow with maxSlowInFlight
+// requests unanswered: writes hold its shards back when they can.
+func (d *Datastore) backlogged(p peer.ID) bool {
+	return d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight
+}
+
 // errSlow is the error of a shard not sent to a node marked slow that
 // already has maxSlowInFlight requests unanswered.
 var errSlow = errors.New("not sent: the node has left requests unanswered past the hedge and has too many in flight")
@@ -117,7 +124,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 	// held back are sent after all.
 	var unsent []int
 	for i := range shards {
-		if p := v.peers[owners[i]]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+		if d.backlogged(v.peers[owners[i]]) {
 			unsent = append(unsent, i)
 		}
 	}

@@ -393,17 +393,7 @@ func TestGCWaitsForRebalance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tombstones := func() int {
-		n := 0
-		for i := 0; i < c.Len(); i++ {
-			st, err := c.Node(i).Stat(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n += st.Tombstones
-		}
-		return n
-	}
+	tombstones := func() int { return clusterTombstones(t, c) }
 	before := tombstones()
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
@@ -531,20 +521,7 @@ func TestGCWaitsForOutMember(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tombstones := func() int {
-		n := 0
-		for i := 0; i < c.Len(); i++ {
-			if c.Node(i) == nil {
-				continue
-			}
-			st, err := c.Node(i).Stat(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n += st.Tombstones
-		}
-		return n
-	}
+	tombstones := func() int { return clusterTombstones(t, c) }
 	before := tombstones()
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
@@ -625,18 +602,26 @@ func TestRemoveOutMember(t *testing.T) {
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if n := clusterTombstones(t, c); n != 0 {
+		t.Fatalf("%d tombstones kept after the out member was removed, want 0", n)
+	}
+}
+
+// clusterTombstones sums the tombstones the running nodes hold.
+func clusterTombstones(t *testing.T, c *clustertest.Cluster) int {
+	t.Helper()
+	n := 0
 	for i := 0; i < c.Len(); i++ {
 		if c.Node(i) == nil {
 			continue
 		}
-		st, err := c.Node(i).Stat(ctx)
+		st, err := c.Node(i).Stat(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Tombstones != 0 {
-			t.Fatalf("node %d keeps %d tombstones after the out member was removed, want 0", i, st.Tombstones)
-		}
+		n += st.Tombstones
 	}
+	return n
 }
 
 // TestFailedDiskIsRebuilt: a node whose disk fails an fsync takes no more
