@@ -351,6 +351,7 @@ func (d *Datastore) Sync(ctx context.Context, prefix ds.Key) error { return nil 
 
 // Close releases the front end's streams (and its host, if Open made it).
 func (d *Datastore) Close() error {
+	d.degraded.flush()
 	d.client.Close()
 	if d.ownHost {
 		return d.client.Host().Close()

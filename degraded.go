@@ -43,3 +43,15 @@ func (l *degradedLog) report(op, key string, stored, width, sending int, failed 
 		"stored", stored, "width", width, "still_sending", sending, "failed", joinNodeErrors(failed),
 		"unlogged_since_last", unsaid)
 }
+
+// flush logs how many writes below full redundancy went unlogged since the
+// last line, if any (at Close: the count would be lost otherwise).
+func (l *degradedLog) flush() {
+	l.mu.Lock()
+	unsaid := l.unsaid
+	l.unsaid = 0
+	l.mu.Unlock()
+	if unsaid > 0 {
+		log.Warnw("writes below full redundancy since the last report (repair restores the missing shards)", "count", unsaid)
+	}
+}

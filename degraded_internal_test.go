@@ -25,4 +25,8 @@ func TestDegradedLogIsRateLimited(t *testing.T) {
 	if _, ok := l.admit(t0.Add(degradedLogEvery + time.Second)); ok {
 		t.Fatal("logged again one second after the last line")
 	}
+	l.flush() // (logs the one unsaid write)
+	if l.unsaid != 0 {
+		t.Fatalf("%d writes still unsaid after flush", l.unsaid)
+	}
 }
