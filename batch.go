@@ -229,6 +229,24 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 		}
 		return true
 	}
+	// needUnsent reports a value that cannot make its quorum without the
+	// shards held back: its failures and held-back shards leave too few.
+	needUnsent := func() bool {
+		held := map[*groupWrite]int{}
+		for n := range unsent {
+			for _, it := range perNode[n] {
+				held[it.w]++
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for w, h := range held {
+			if w.width-len(w.failed)-h < w.quorum {
+				return true
+			}
+		}
+		return false
+	}
 	onlySlowLeft := func() bool {
 		for n := range pending {
 			if !d.client.Slow(v.peers[n]) {
@@ -247,7 +265,7 @@ wait:
 			break wait
 		}
 		switch {
-		case len(pending) == 0 && len(unsent) > 0 && !allQuorum():
+		case len(unsent) > 0 && needUnsent():
 			// Other nodes failed: the shards held back may make the quorum.
 			for n := range unsent {
 				send(n, perNode[n])
@@ -278,6 +296,12 @@ wait:
 	} else {
 		go func() { wg.Wait(); release() }()
 	}
+	sending := map[*groupWrite]int{} // shards still on their way, by value
+	for n := range pending {
+		for _, it := range perNode[n] {
+			sending[it.w]++
+		}
+	}
 	mu.Lock()
 	for n := range unsent {
 		for _, it := range perNode[n] {
@@ -292,8 +316,8 @@ wait:
 		}
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: slices.Clone(w.failed)})
-		} else if len(w.failed) > 0 || len(pending) > 0 {
-			d.degraded.report("put", w.key, w.stored, w.width, len(pending), w.failed)
+		} else if len(w.failed) > 0 || sending[w] > 0 {
+			d.degraded.report("put", w.key, w.stored, w.width, sending[w], w.failed)
 		}
 	}
 	mu.Unlock()

@@ -81,7 +81,7 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 // stays open: callers with alternatives ask it last (Slow) and bound what
 // they leave waiting on it (InFlight).
 // The mark lasts while such a request is in flight and SlowFor after, or
-// until a request to the peer is answered. Call it before the first
+// until a shard request to the peer is answered. Call it before the first
 // request; 0 (the default) never marks.
 func (c *Client) SetSlowAfter(d time.Duration) { c.slowAfter = d }
 
@@ -93,7 +93,7 @@ func (c *Client) Slow(p peer.ID) bool {
 	return h != nil && (h.overdue > 0 || time.Now().Before(h.slowUntil))
 }
 
-// MarkSlow marks p slow for SlowFor (or until one of its requests is
+// MarkSlow marks p slow for SlowFor (or until one of its shard requests is
 // answered) now, for a caller that has just given up waiting on it: a
 // hedged read. The client's own threshold may fire a moment later.
 func (c *Client) MarkSlow(p peer.ID) {
@@ -155,8 +155,8 @@ func (c *Client) begin(p peer.ID, op wire.Op) (end func(answered bool)) {
 			h.overdue--
 			h.slowUntil = time.Now().Add(c.slowFor)
 		}
-		if answered {
-			h.slowUntil = time.Time{}
+		if answered && t != nil {
+			h.slowUntil = time.Time{} // a shard request answered: not slow
 		}
 		c.mu.Unlock()
 	}

@@ -178,3 +178,25 @@ func TestSlowMarkExpires(t *testing.T) {
 		t.Fatal("MarkSlow outlasted slowFor")
 	}
 }
+
+// TestOnlyShardAnswersClearTheMark: a node with a stuck disk may still
+// answer a status call; only an answered shard request clears its mark.
+func TestOnlyShardAnswersClearTheMark(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	c, p := pair(t, func() bool { return false }, release)
+	c.SetSlowAfter(time.Second)
+	c.MarkSlow(p)
+	if _, err := c.Do(context.Background(), p, &wire.Request{Op: wire.OpStatus}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Slow(p) {
+		t.Fatal("an answered status call cleared the slow mark")
+	}
+	if _, err := c.Do(context.Background(), p, &wire.Request{Op: wire.OpGet, Key: "/k"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Slow(p) {
+		t.Fatal("still slow after an answered shard request")
+	}
+}
