@@ -309,8 +309,15 @@ wait:
 		}
 	}
 	var again []ds.Key
+	moved := d.view.Load() != v
 	for _, w := range writes {
 		if w.newer && w.stored >= w.quorum {
+			again = append(again, w.dsKey)
+			continue
+		}
+		if w.stored < w.quorum && moved {
+			// Nodes refused the shards for a stale map (a rebalance was
+			// committed): a plain Put sends them by the new one.
 			again = append(again, w.dsKey)
 			continue
 		}
@@ -321,8 +328,8 @@ wait:
 		}
 	}
 	mu.Unlock()
-	// Another writer got there first within our clock's reach: a plain Put
-	// orders these values after it.
+	// Another writer got there first within our clock's reach, or the map
+	// moved: a plain Put orders these values after it, by the new map.
 	for _, k := range again {
 		if err := d.Put(ctx, k, ops[k].value); err != nil {
 			errs = append(errs, err)
@@ -390,8 +397,8 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 		return nil, err
 	}
 	if resp.Status == wire.StatusStaleEpoch {
-		// These shards fail here (the rest of the quorum may carry the
-		// keys); the next requests use the new map.
+		// These shards fail here; putGroup writes the values that miss
+		// their quorum again by the new map.
 		if err := d.refreshFrom(ctx, v.peers[n]); err != nil {
 			return nil, err
 		}

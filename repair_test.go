@@ -664,3 +664,45 @@ func TestFailedDiskIsRebuilt(t *testing.T) {
 	stopTwoMore(c, x)
 	checkAll(t, freshFrontEnd(c), append(keys, more...), append(vals, moreVals...))
 }
+
+// TestBatchAfterMapChange: a front end whose map went stale while it was
+// idle (a join was committed meanwhile) commits a batch: every node
+// refuses the shards for the old map, and the batch writes them again by
+// the new one instead of failing.
+func TestBatchAfterMapChange(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(7))
+	ctx := context.Background()
+	d := c.Client(nil)
+	if _, err := d.Has(ctx, ds.NewKey("/warm")); err != nil { // connects; the map is now the only state
+		t.Fatal(err)
+	}
+	epoch := d.Cluster().Map.Epoch
+	n8 := c.AddNode("")
+	waitFor(t, 60*time.Second, "the join committed", func() (bool, string) {
+		_, in := c.Current().Map.NodeIndex(c.Node(n8).ID().String())
+		return in && c.Current().Target == nil, fmt.Sprintf("epoch %d", c.Current().Map.Epoch)
+	})
+	if d.Cluster().Map.Epoch != epoch {
+		t.Fatal("the idle front end learnt the new map: the test shows nothing")
+	}
+	b, err := d.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]ds.Key, 20)
+	for i := range keys {
+		keys[i] = ds.NewKey(fmt.Sprintf("/stale-batch/%d", i))
+		if err := b.Put(ctx, keys[i], bytes.Repeat([]byte{byte(i)}, 50<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatalf("batch commit with a stale map: %v", err)
+	}
+	fe := freshFrontEnd(c)
+	for i, k := range keys {
+		if got, err := fe.Get(ctx, k); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 50<<10)) {
+			t.Fatalf("get %s: %d bytes, %v", k, len(got), err)
+		}
+	}
+}
