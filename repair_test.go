@@ -61,6 +61,24 @@ func settled(c *clustertest.Cluster) (bool, string) {
 	return cur.Target == nil && st.Settled(cur.Map.Epoch) && st.Keys > 0, desc
 }
 
+// stopUntilOut stops the node after the raft leader and waits until it is
+// out, the map has moved on without it and repair has rebuilt its shards.
+// It returns the node's index and peer ID.
+func stopUntilOut(t *testing.T, c *clustertest.Cluster) (int, string) {
+	t.Helper()
+	victim := (c.Leader() + 1) % c.Len()
+	id := c.Node(victim).ID().String()
+	epoch := c.Current().Map.Epoch
+	c.Stop(victim)
+	waitFor(t, 30*time.Second, "victim out and the map moved on", func() (bool, string) {
+		cur := c.Current()
+		m, _ := cur.Member(id)
+		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
+	})
+	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
+	return victim, id
+}
+
 // stopTwoMore stops two running nodes other than except and the raft
 // leader: with 4+2, every value must then still read back.
 func stopTwoMore(c *clustertest.Cluster, except int) {
@@ -118,17 +136,7 @@ func TestRepairRestoresRedundancy(t *testing.T) {
 	keys, vals := putRandom(t, d, 1, 150, 1<<20)
 	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
 
-	victim := (c.Leader() + 1) % 7
-	id := c.Node(victim).ID().String()
-	epoch := c.Current().Map.Epoch
-	c.Stop(victim)
-	waitFor(t, 30*time.Second, "victim out and the map moved on", func() (bool, string) {
-		cur := c.Current()
-		m, _ := cur.Member(id)
-		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
-	})
-	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
-
+	victim, _ := stopUntilOut(t, c)
 	stopTwoMore(c, victim)
 	checkAll(t, freshFrontEnd(c), keys, vals)
 }
@@ -506,16 +514,7 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
 
-	victim := (c.Leader() + 1) % 7
-	id := c.Node(victim).ID().String()
-	epoch := c.Current().Map.Epoch
-	c.Stop(victim)
-	waitFor(t, 30*time.Second, "victim out and repair settled", func() (bool, string) {
-		cur := c.Current()
-		m, _ := cur.Member(id)
-		ok, desc := settled(c)
-		return m.State == membership.Out && cur.Map.Epoch > epoch && ok, fmt.Sprintf("victim %s; %s", m.State, desc)
-	})
+	victim, id := stopUntilOut(t, c)
 	for _, k := range keys {
 		if err := d.Delete(ctx, k); err != nil {
 			t.Fatal(err)
@@ -579,14 +578,7 @@ func TestRemoveOutMember(t *testing.T) {
 		t.Fatalf("remove a live member: %v, want a refusal", err)
 	}
 
-	victim := (c.Leader() + 1) % 7
-	id := c.Node(victim).ID().String()
-	c.Stop(victim)
-	waitFor(t, 30*time.Second, "victim out and repair settled", func() (bool, string) {
-		m, _ := c.Current().Member(id)
-		ok, desc := settled(c)
-		return m.State == membership.Out && ok, fmt.Sprintf("victim %s; %s", m.State, desc)
-	})
+	_, id := stopUntilOut(t, c)
 	for _, k := range keys {
 		if err := d.Delete(ctx, k); err != nil {
 			t.Fatal(err)
