@@ -60,7 +60,8 @@ type Options struct {
 	// next positions as well, and how long a write that has its quorum
 	// waits for the remaining nodes before it returns (their shards are
 	// still sent). A node that hangs then costs this, not Timeout.
-	// Default DefaultHedgeAfter; negative: never.
+	// Default: the client config's hedge_after with Open, else
+	// DefaultHedgeAfter; negative: never.
 	HedgeAfter time.Duration
 }
 
@@ -136,9 +137,12 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if opts != nil {
 		o = *opts
 	}
+	// Validate checked that both parse.
 	if o.Timeout == 0 {
-		// Validate checked it parses.
 		o.Timeout, _ = cfg.RequestTimeout()
+	}
+	if o.HedgeAfter == 0 {
+		o.HedgeAfter, _ = cfg.Hedge()
 	}
 	o = o.withDefaults()
 	h, err := transport.NewHost(transport.HostConfig{PSK: psk})

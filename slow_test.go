@@ -53,8 +53,16 @@ func TestHungNodeIsAskedLast(t *testing.T) {
 		<-release
 		_ = s.Reset()
 	})
+	// A new front end (no pooled streams to x), with the hedge and the
+	// request timeout from its config file, as kubo's plugin reads them.
 	const hedge = 2 * time.Second
-	d = c.Client(&dscluster.Options{HedgeAfter: hedge, Timeout: time.Minute}) // no pooled streams to x
+	cfg := c.ClientConfig()
+	cfg.HedgeAfter, cfg.Timeout = hedge.String(), time.Minute.String()
+	d, err := dscluster.Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
 
 	start := time.Now()
 	for i, k := range keys {
@@ -71,6 +79,9 @@ func TestHungNodeIsAskedLast(t *testing.T) {
 	}
 	if gets > 5*hedge {
 		t.Fatalf("%d gets took %s with a hedge of %s: the hung node was waited for more than twice", len(keys), gets, hedge)
+	}
+	if gets < hedge {
+		t.Fatalf("%d gets took %s: the read that asked the hung node did not wait the configured hedge of %s", len(keys), gets, hedge)
 	}
 
 	start = time.Now()

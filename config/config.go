@@ -246,6 +246,10 @@ type Client struct {
 	Nodes []string `json:"nodes"`
 	// Timeout bounds one request to one node, as a Go duration ("10s").
 	Timeout string `json:"timeout,omitempty"`
+	// HedgeAfter is how long a read waits for a node before it asks the
+	// next ones, and after which a node is treated as slow, as a Go
+	// duration ("250ms", the default; raise it for slow links).
+	HedgeAfter string `json:"hedge_after,omitempty"`
 }
 
 // Validate checks a client config.
@@ -260,6 +264,9 @@ func (c *Client) Validate() error {
 		return errors.New("nodes is empty: list at least one server multiaddr ending in /p2p/<peer id>")
 	}
 	if _, err := c.RequestTimeout(); err != nil {
+		return err
+	}
+	if _, err := c.Hedge(); err != nil {
 		return err
 	}
 	for _, a := range c.Nodes {
@@ -278,6 +285,18 @@ func (c *Client) RequestTimeout() (time.Duration, error) {
 	d, err := time.ParseDuration(c.Timeout)
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("timeout %q: want a positive Go duration such as 30s", c.Timeout)
+	}
+	return d, nil
+}
+
+// Hedge parses HedgeAfter (0 when unset: the front end's default).
+func (c *Client) Hedge() (time.Duration, error) {
+	if c.HedgeAfter == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.HedgeAfter)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("hedge_after %q: want a positive Go duration such as 250ms", c.HedgeAfter)
 	}
 	return d, nil
 }

@@ -342,3 +342,25 @@ func TestClientTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestClientHedge: hedge_after parses in Validate and Hedge gives it to
+// the front end; unset is 0 (the front end's default).
+func TestClientHedge(t *testing.T) {
+	c := &Client{Version: FormatVersion, Secret: NewSecret(), Nodes: []string{"/ip4/127.0.0.1/tcp/1/p2p/12D3KooWHvcTcBwjDgbeDdoN1EhuK5hbT5T6ULWcht55XyB8QiRp"}}
+	if d, err := c.Hedge(); err != nil || d != 0 {
+		t.Fatalf("unset: Hedge = %v, %v; want 0", d, err)
+	}
+	c.HedgeAfter = "1.5s"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.Hedge(); err != nil || d != 1500*time.Millisecond {
+		t.Fatalf("Hedge = %v, %v; want 1.5s", d, err)
+	}
+	for _, bad := range []string{"soon", "-3s", "0s"} {
+		c.HedgeAfter = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "hedge_after") {
+			t.Fatalf("hedge_after %q: Validate gave %v, want an error naming it", bad, err)
+		}
+	}
+}
