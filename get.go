@@ -281,19 +281,27 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 // positions, a replicated one on a quorum of the first m+1. With the
 // defaults (4+2, quorum 5; 3 replicas, quorum 2) it is 2.
 func (v *view) reach() int {
+	all, replicas := v.meets()
+	return max(all, replicas)
+}
+
+// meets returns how many of all the policy's positions, and of the first
+// m+1 (a replicated value's), every acknowledged write is on at least
+// one of: width - quorum + 1 of each.
+func (v *view) meets() (all, replicas int) {
 	p := v.c.Policy
 	r := coding.Replicas(p.ParityShards + 1)
-	return max(p.Width()-v.c.Quorum(p)+1, r.Width()-v.c.Quorum(r)+1)
+	return p.Width() - v.c.Quorum(p) + 1, r.Width() - v.c.Quorum(r) + 1
 }
 
 // sees reports whether the positions that answered meet every set of
 // positions an acknowledged write can be on, so that the newest version
 // among their answers is the newest acknowledged one.
 func (v *view) sees(answered func(pos int) bool) bool {
-	p := v.c.Policy
-	r := coding.Replicas(p.ParityShards + 1)
+	needAll, needReplicas := v.meets()
+	r := coding.Replicas(v.c.Policy.ParityShards + 1)
 	all, replicas := 0, 0
-	for pos := 0; pos < p.Width(); pos++ {
+	for pos := 0; pos < v.c.Policy.Width(); pos++ {
 		if answered(pos) {
 			all++
 			if pos < r.Width() {
@@ -301,7 +309,7 @@ func (v *view) sees(answered func(pos int) bool) bool {
 			}
 		}
 	}
-	return all >= p.Width()-v.c.Quorum(p)+1 && replicas >= r.Width()-v.c.Quorum(r)+1
+	return all >= needAll && replicas >= needReplicas
 }
 
 // mayExist reports whether an acknowledged write could hide on the

@@ -102,7 +102,6 @@ var errSlow = errors.New("not sent: the node has left requests unanswered past t
 func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) (coding.Version, error) {
 	owners := v.owners(key)
 	type answer struct {
-		sh   *coding.Shard
 		pos  int
 		held coding.Version
 		err  error
@@ -115,7 +114,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		pending++
 		go func(n int, sh *coding.Shard) {
 			held, err := d.putShard(ctx, v, n, sh)
-			answers <- answer{sh, i, held, err}
+			answers <- answer{i, held, err}
 		}(int(owners[i]), shards[i])
 	}
 	// Slow nodes with a full backlog are not sent their shard while the
@@ -169,7 +168,7 @@ collect:
 			}
 			stored++
 			// An equal version is our own write seen twice (a retry).
-			if a.sh.Header.Version.Less(a.held) && newer.Less(a.held) {
+			if shards[a.pos].Header.Version.Less(a.held) && newer.Less(a.held) {
 				newer = a.held
 			}
 			if stored >= quorum && pending > 0 {

@@ -396,20 +396,15 @@ func TestGCWaitsForRebalance(t *testing.T) {
 	waitFor(t, 10*time.Second, "a rebalance target", func() (bool, string) {
 		return c.Current().Target != nil, "no target yet"
 	})
-	for _, k := range keys[:10] {
-		if err := d.Delete(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tombstones := func() int { return clusterTombstones(t, c) }
-	before := tombstones()
+	deleteAll(t, d, keys[:10])
+	before := clusterTombstones(t, c)
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if c.Current().Target == nil {
 		t.Skip("the rebalance finished before garbage collection ran; nothing to show")
 	}
-	if got := tombstones(); got < before || before == 0 {
+	if got := clusterTombstones(t, c); got < before || before == 0 {
 		t.Fatalf("during the rebalance: %d tombstones after garbage collection, %d before; want none purged", got, before)
 	}
 	waitFor(t, 60*time.Second, "the rebalance committed and settled", func() (bool, string) {
@@ -420,7 +415,7 @@ func TestGCWaitsForRebalance(t *testing.T) {
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := tombstones(); got != 0 {
+	if got := clusterTombstones(t, c); got != 0 {
 		t.Fatalf("after the rebalance: %d tombstones left after garbage collection, want 0", got)
 	}
 	for _, k := range keys[:10] {
@@ -515,17 +510,12 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
 
 	victim, id := stopUntilOut(t, c)
-	for _, k := range keys {
-		if err := d.Delete(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tombstones := func() int { return clusterTombstones(t, c) }
-	before := tombstones()
+	deleteAll(t, d, keys)
+	before := clusterTombstones(t, c)
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := tombstones(); got != before || before == 0 {
+	if got := clusterTombstones(t, c); got != before || before == 0 {
 		t.Fatalf("with node %d out: %d tombstones after garbage collection, %d before; want none purged", victim, got, before)
 	}
 	if hold := d.GCHold(); !strings.Contains(hold, id) || !strings.Contains(hold, "node remove") {
@@ -541,7 +531,7 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := tombstones(); got != 0 {
+	if got := clusterTombstones(t, c); got != 0 {
 		t.Fatalf("after the rejoin: %d tombstones left after garbage collection, want 0", got)
 	}
 	if hold := d.GCHold(); hold != "" {
@@ -579,11 +569,7 @@ func TestRemoveOutMember(t *testing.T) {
 	}
 
 	_, id := stopUntilOut(t, c)
-	for _, k := range keys {
-		if err := d.Delete(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteAll(t, d, keys)
 	if err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: id}); err != nil {
 		t.Fatalf("remove the out member: %v", err)
 	}
@@ -596,6 +582,16 @@ func TestRemoveOutMember(t *testing.T) {
 	}
 	if n := clusterTombstones(t, c); n != 0 {
 		t.Fatalf("%d tombstones kept after the out member was removed, want 0", n)
+	}
+}
+
+// deleteAll deletes keys one by one.
+func deleteAll(t *testing.T, d *dscluster.Datastore, keys []ds.Key) {
+	t.Helper()
+	for _, k := range keys {
+		if err := d.Delete(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
