@@ -120,7 +120,19 @@ type Datastore struct {
 
 	refreshMu sync.Mutex
 	degraded  degradedLog
+
+	// A failed dial looks the cluster description up again in the
+	// background (lookupAddrs), at most once per addrLookupEvery.
+	lastLookup atomic.Int64 // unix nanoseconds
+	bgMu       sync.Mutex   // orders bg.Add after Close's cancel
+	bgCtx      context.Context
+	bgCancel   context.CancelFunc
+	bg         sync.WaitGroup
 }
+
+// addrLookupEvery bounds how often failed dials make a front end fetch the
+// cluster description again.
+const addrLookupEvery = 5 * time.Second
 
 // Open connects to the cluster that cfg describes: it starts a client host
 // with the cluster secret, asks the listed nodes for the cluster map, and
@@ -149,7 +161,8 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
 	}
-	d := &Datastore{opts: o, client: newClient(h, o), ownHost: true, clock: newClock()}
+	d := newDatastore(h, o)
+	d.ownHost = true
 	var errs []error
 	for _, a := range cfg.Nodes {
 		ai, err := config.ParseAddrInfo(a)
@@ -186,21 +199,51 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 // close) and a known cluster description; tests and embedding programs use
 // it.
 func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
-	o := opts.withDefaults()
-	d := &Datastore{opts: o, client: newClient(h, o), clock: newClock()}
+	d := newDatastore(h, opts.withDefaults())
 	if err := d.setCluster(c); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// newClient returns the front end's client: a node that leaves a request
-// unanswered for HedgeAfter is marked slow, so that reads ask it last and
-// writes stop piling up on it.
-func newClient(h host.Host, o Options) *transport.Client {
-	c := transport.NewClient(h, o.Timeout)
-	c.SetSlowAfter(o.HedgeAfter)
-	return c
+// newDatastore returns a front end without a cluster description. Its
+// client marks a node that leaves a request unanswered for HedgeAfter
+// slow, so that reads ask it last and writes stop piling up on it; a dial
+// that fails makes the front end look up the node's addresses again.
+func newDatastore(h host.Host, o Options) *Datastore {
+	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
+	d.client.SetSlowAfter(o.HedgeAfter)
+	d.client.SetOnDialFailure(d.lookupAddrs)
+	d.bgCtx, d.bgCancel = context.WithCancel(context.Background())
+	return d
+}
+
+// lookupAddrs fetches the cluster description again, in the background,
+// after a dial to p failed: a node that restarted at new addresses is
+// recorded at them without a new map epoch, which a front end would
+// otherwise never fetch.
+func (d *Datastore) lookupAddrs(p peer.ID) {
+	if d.view.Load() == nil {
+		return // Open is still looking for a node that answers
+	}
+	now, last := time.Now().UnixNano(), d.lastLookup.Load()
+	if now-last < int64(addrLookupEvery) || !d.lastLookup.CompareAndSwap(last, now) {
+		return
+	}
+	d.bgMu.Lock()
+	defer d.bgMu.Unlock()
+	if d.bgCtx.Err() != nil {
+		return // closed
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := context.WithTimeout(d.bgCtx, d.opts.Timeout)
+		defer cancel()
+		if err := d.refreshAny(ctx); err != nil {
+			log.Debugw("look up the cluster description after a failed dial", "peer", p, "err", err)
+		}
+	}()
 }
 
 func newClock() *coding.Clock {
@@ -231,17 +274,21 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 		}
 		v.down[i] = true
 	}
+	before := map[string][]string{}
+	if old := d.view.Load(); old != nil {
+		for _, n := range old.c.Map.Nodes {
+			before[n.ID] = n.Addrs
+		}
+	}
 	ps := d.client.Host().Peerstore()
 	for i, n := range c.Map.Nodes {
 		id, err := peer.Decode(n.ID)
 		if err != nil {
 			return fmt.Errorf("dscluster: node %d id %q: %w", i, n.ID, err)
 		}
-		addrs, err := transport.DialAddrs(n.Addrs)
-		if err != nil {
+		if err := transport.MoveAddrs(ps, id, before[n.ID], n.Addrs); err != nil {
 			return fmt.Errorf("dscluster: node %d: %w", i, err)
 		}
-		ps.AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
 		v.peers[i] = id
 	}
 	d.view.Store(v)
@@ -355,6 +402,10 @@ func (d *Datastore) Sync(ctx context.Context, prefix ds.Key) error { return nil 
 
 // Close releases the front end's streams (and its host, if Open made it).
 func (d *Datastore) Close() error {
+	d.bgMu.Lock()
+	d.bgCancel()
+	d.bgMu.Unlock()
+	d.bg.Wait()
 	d.degraded.flush()
 	d.client.Close()
 	if d.ownHost {

@@ -289,6 +289,38 @@ func (c *Cluster) Restart(i int) {
 	c.nodes[i] = n
 }
 
+// Move starts a stopped node i again on its data and identity at a new
+// address (a fresh port), as a node restarted on another machine would
+// be. It returns the node's new listen addresses.
+func (c *Cluster) Move(i int) []string {
+	c.t.Helper()
+	if c.nodes[i] != nil {
+		c.t.Fatalf("move node %d: it is running", i)
+	}
+	psk, err := config.ParseSecret(c.Secret)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var addrs []string
+	for _, a := range h.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	cfg := *c.configs[i]
+	cfg.Listen = addrs
+	c.configs[i] = &cfg
+	n, err := node.Start(context.Background(), c.nodeOptions(i, h))
+	if err != nil {
+		_ = h.Close()
+		c.t.Fatalf("move node %d: %v", i, err)
+	}
+	c.nodes[i] = n
+	return addrs
+}
+
 // Close stops every node.
 func (c *Cluster) Close() {
 	for i := range c.nodes {

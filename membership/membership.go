@@ -117,6 +117,17 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 				// Already a member: a restarted node may have new addresses.
 				m.Addrs = nm.Addrs
 			}
+			// Front ends dial the nodes of the maps: a node that moved
+			// is found at its new addresses without a new map epoch
+			// (placement does not depend on addresses).
+			for _, pm := range []*placement.Map{d.Map, d.Target} {
+				if pm == nil {
+					continue
+				}
+				if i, ok := pm.NodeIndex(nm.ID); ok {
+					pm.Nodes[i].Addrs = slices.Clone(nm.Addrs)
+				}
+			}
 			return d, nil
 		}
 		if len(d.Members) >= placement.MaxNodes {

@@ -610,11 +610,19 @@ func TestRepeatedJoinOnlyRefreshesAddresses(t *testing.T) {
 	if m.Zone != old.Zone || m.Weight != old.Weight {
 		t.Fatalf("repeated join changed zone/weight to %q/%d; want only addresses refreshed", m.Zone, m.Weight)
 	}
+	// The map's entry follows (front ends dial map entries), at the same
+	// epoch: placement does not depend on addresses.
+	i, _ := d.Map.NodeIndex("n2")
+	if !slices.Equal(d.Map.Nodes[i].Addrs, newAddrs) || d.Map.Epoch != c.Map.Epoch {
+		t.Fatalf("repeated join: map entry of n2 %v at epoch %d, want %v at epoch %d", d.Map.Nodes[i].Addrs, d.Map.Epoch, newAddrs, c.Map.Epoch)
+	}
 	// Nothing else moved.
 	m.Addrs = old.Addrs
+	d.Map.Nodes[i].Addrs = c.Map.Nodes[i].Addrs
 	if !bytes.Equal(mustJSON(t, d), mustJSON(t, c)) {
 		t.Fatal("repeated join changed more than n2's addresses")
 	}
+	d.Map.Nodes[i].Addrs = newAddrs
 	wantNoCommands(t, decide(t, d, answering(d), t0.Add(time.Second), outAfter), "after a repeated join")
 
 	// A repeated join of a joining member keeps it joining.
@@ -626,6 +634,19 @@ func TestRepeatedJoinOnlyRefreshesAddresses(t *testing.T) {
 	}
 	if len(d.Members) != 8 {
 		t.Fatalf("%d members after joining n7 twice, want 8", len(d.Members))
+	}
+	// During a rebalance the target's entry follows too.
+	d = must(t, d, wantOne(t, decide(t, d, answering(d), t0.Add(time.Second), outAfter), membership.OpRebalance, "", ""))
+	moved := []string{"/ip4/10.8.8.8/tcp/7000"}
+	d = must(t, d, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: placement.Node{ID: "n3", Addrs: moved}}, At: t0.UnixNano()})
+	for name, pm := range map[string]*placement.Map{"map": d.Map, "target": d.Target} {
+		j, ok := pm.NodeIndex("n3")
+		if !ok {
+			t.Fatalf("n3 is not in the %s", name)
+		}
+		if !slices.Equal(pm.Nodes[j].Addrs, moved) {
+			t.Fatalf("repeated join of n3 during a rebalance: %s entry %v, want %v", name, pm.Nodes[j].Addrs, moved)
+		}
 	}
 
 	// A join without a member is refused.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -123,12 +122,7 @@ func Join(ctx context.Context, addr string, n *Node) error {
 // configured listen addresses with the port the host bound, and for an
 // unspecified IP (0.0.0.0) the host's own interface addresses.
 func (n *Node) advertised() []string {
-	var out []string
-	for _, l := range n.cfg.Listen {
-		if !strings.Contains(l, "/0.0.0.0/") && !strings.Contains(l, "/tcp/0") {
-			out = append(out, l)
-		}
-	}
+	out := n.statedAddrs()
 	if len(out) > 0 {
 		return out
 	}

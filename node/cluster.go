@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
@@ -65,9 +65,10 @@ func (n *Node) startCluster(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.bgWG.Add(2)
+	n.bgWG.Add(3)
 	go n.controlLoop(opts.HeartbeatInterval, opts.OutAfter)
 	go n.repairLoop(opts.RepairInterval)
+	go n.every(opts.HeartbeatInterval, n.announceAddrs)
 	if opts.ScrubInterval > 0 {
 		n.bgWG.Add(1)
 		go n.scrubLoop(opts.ScrubInterval)
@@ -99,26 +100,40 @@ func (n *Node) setCluster(c *config.Cluster) {
 	// A restarted node's raft first restores its last snapshot, which may
 	// be older than the description saved at its last change: a map never
 	// goes back, so an older one waits for the log to replay.
-	if cur := n.cluster.Load(); cur != nil && c.Map.Epoch < cur.Map.Epoch {
+	cur := n.cluster.Load()
+	if cur != nil && c.Map.Epoch < cur.Map.Epoch {
 		return
 	}
 	n.cluster.Store(c)
-	ps := n.host.Peerstore()
-	for _, m := range c.Members {
-		id, err := peer.Decode(m.ID)
-		if err != nil || id == n.host.ID() {
-			continue
-		}
-		if addrs, err := transport.DialAddrs(m.Addrs); err == nil {
-			ps.AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
-		}
-	}
+	n.dialMembers(cur, c)
 	b, err := json.Marshal(c)
 	if err == nil {
 		err = writeFileAtomic(filepath.Join(n.dir, clusterFile), b)
 	}
 	if err != nil {
 		log.Warnw("save cluster description", "err", err)
+	}
+}
+
+// dialMembers records in the peerstore where the members of c are dialled,
+// dropping the addresses that before (the previous description, or nil)
+// gave and c no longer does.
+func (n *Node) dialMembers(before, c *config.Cluster) {
+	ps := n.host.Peerstore()
+	for _, m := range c.Members {
+		id, err := peer.Decode(m.ID)
+		if err != nil || id == n.host.ID() {
+			continue
+		}
+		var old []string
+		if before != nil {
+			if o, ok := before.Member(m.ID); ok {
+				old = o.Addrs
+			}
+		}
+		if err := transport.MoveAddrs(ps, id, old, m.Addrs); err != nil {
+			log.Warnw("member addresses", "id", m.ID, "err", err)
+		}
 	}
 }
 
@@ -207,6 +222,72 @@ func (n *Node) controlTick(every, outAfter time.Duration) {
 	if err := n.raft.SyncVoters(voters, others); err != nil {
 		log.Debugw("raft voters", "err", err)
 	}
+}
+
+// announceAddrs runs on every node: a member that listens at addresses
+// other than those the cluster records (it was restarted on another host
+// or port) tells the leader, through itself or any member, as a rejoin
+// does. Until then nobody can dial it: it would go down, then out, and
+// its shards would be rebuilt elsewhere. A node that listens on an
+// unspecified address (0.0.0.0) or port 0 states no address of its own,
+// and announces nothing.
+func (n *Node) announceAddrs() {
+	want := n.statedAddrs()
+	c := n.cluster.Load()
+	m, ok := c.Member(n.selfID)
+	if len(want) == 0 || !ok || sameAddrs(m.Addrs, want) {
+		return
+	}
+	switch m.State {
+	case membership.Up, membership.Down, membership.Joining, membership.Draining:
+	default:
+		return // out or removed: coming back is an operator's join
+	}
+	nm := config.Member{Node: m.Node}
+	nm.Addrs = want
+	body, err := json.Marshal(membership.Command{Op: membership.OpJoin, Member: &nm})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.bgCtx, 10*time.Second)
+	defer cancel()
+	// Through this node first (it forwards to the leader it knows); a
+	// node that moved may know no leader yet (the leader dials it at its
+	// old addresses), so any other member will do.
+	resp := n.member(ctx, n.host.ID(), body)
+	for _, o := range c.Members {
+		id, err := peer.Decode(o.ID)
+		if resp.Status == wire.StatusOK || o.ID == n.selfID || o.State != membership.Up || err != nil {
+			continue
+		}
+		if r, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpMember, Body: body}); err == nil {
+			resp = r
+		}
+	}
+	if resp.Status != wire.StatusOK {
+		log.Debugw("announce new addresses: retrying", "addrs", want, "status", resp.Status, "msg", resp.Message)
+		return
+	}
+	log.Infow("announced new addresses", "addrs", want, "recorded", m.Addrs)
+}
+
+// statedAddrs are the listen addresses of the node's config that name an
+// IP and a port.
+func (n *Node) statedAddrs() []string {
+	var out []string
+	for _, l := range n.cfg.Listen {
+		if !strings.Contains(l, "/0.0.0.0/") && !strings.Contains(l, "/::/") && !strings.Contains(l, "/tcp/0") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func sameAddrs(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 // every runs fn every interval until the node closes; it is a background

@@ -217,6 +217,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		}
 	}
 	n.selfID = n.host.ID().String()
+	// A restarted node dials the members at their last known addresses
+	// before raft tells it more (it must reach them to announce a move).
+	n.dialMembers(nil, c)
 	if _, inMap := c.Map.NodeIndex(n.selfID); !inMap && len(c.Members) == 0 {
 		err = fmt.Errorf("node: this node's peer id %s is not in the cluster map", n.host.ID())
 		return nil, err

@@ -52,6 +52,8 @@ type Client struct {
 	slowAfter time.Duration // 0: never mark a peer slow
 	slowFor   time.Duration // SlowFor (tests shorten it)
 
+	onDialFail func(peer.ID) // SetOnDialFailure
+
 	mu         sync.Mutex
 	idle       map[peer.ID][]network.Stream
 	dialFailed map[peer.ID]time.Time // when the last dial to the peer failed
@@ -74,6 +76,12 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 	return &Client{h: h, timeout: timeout, slowFor: SlowFor, idle: make(map[peer.ID][]network.Stream),
 		dialFailed: make(map[peer.ID]time.Time), health: make(map[peer.ID]*health)}
 }
+
+// SetOnDialFailure makes the client call fn each time a dial to a peer
+// fails (not for the caller's own deadline or cancellation). fn must not
+// block: a front end uses it to look up the cluster description again, in
+// case the node moved to new addresses. Call it before the first request.
+func (c *Client) SetOnDialFailure(fn func(peer.ID)) { c.onDialFail = fn }
 
 // SetSlowAfter makes the client mark a peer slow when one of its shard
 // requests (get, put, batch put) has gone unanswered for d, as a node
@@ -182,14 +190,18 @@ func (c *Client) getStream(ctx context.Context, p peer.ID) (network.Stream, bool
 	// restarts must be usable at once.
 	dctx := network.WithForceDirectDial(ctx, "dscluster")
 	s, err := c.h.NewStream(dctx, p, wire.ShardProtocol)
+	failed := err != nil && ctx.Err() == nil // the peer failed, not our deadline
 	c.mu.Lock()
 	switch {
 	case err == nil:
 		delete(c.dialFailed, p)
-	case ctx.Err() == nil: // the peer failed, not our deadline
+	case failed:
 		c.dialFailed[p] = time.Now()
 	}
 	c.mu.Unlock()
+	if failed && c.onDialFail != nil {
+		c.onDialFail(p)
+	}
 	return s, false, err
 }
 

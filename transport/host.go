@@ -2,6 +2,7 @@ package transport
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
@@ -82,4 +84,29 @@ func DialAddrInfo(ai *peer.AddrInfo) ([]ma.Multiaddr, error) {
 		s[i] = a.String()
 	}
 	return DialAddrs(s)
+}
+
+// MoveAddrs records in ps that peer p is dialled at now: addresses of
+// before that now lacks are dropped (a node that moved must not be dialled
+// at its old address), those of now are added for good. before and now are
+// address lists of two cluster descriptions, in DialAddrs form. An address
+// that does not parse is an error, and nothing is changed.
+func MoveAddrs(ps peerstore.AddrBook, p peer.ID, before, now []string) error {
+	add, err := DialAddrs(now)
+	if err != nil {
+		return err
+	}
+	old, _ := DialAddrs(before) // an old list that does not parse was never added
+	// Add first, then drop: a concurrent dial never sees no address.
+	ps.AddAddrs(p, add, peerstore.PermanentAddrTTL)
+	var gone []ma.Multiaddr
+	for _, a := range old {
+		if !slices.ContainsFunc(add, a.Equal) {
+			gone = append(gone, a)
+		}
+	}
+	if len(gone) > 0 {
+		ps.SetAddrs(p, gone, 0)
+	}
+	return nil
 }
