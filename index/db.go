@@ -54,6 +54,7 @@ type DB struct {
 	path    string
 	shared  bool         // bolt belongs to someone else: Close leaves it open
 	writers atomic.Int32 // Put and Delete calls in flight
+	sums    sums
 }
 
 // Stats are counters kept up to date by every Put and Delete.
@@ -148,6 +149,17 @@ func (db *DB) init(o Options) error {
 	if err != nil {
 		return fmt.Errorf("index: open %s: %w", db.path, err)
 	}
+	return db.loadSums()
+}
+
+func (db *DB) loadSums() error {
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		db.sums.load(tx, db.b.entries)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("index: %s: slot sums: %w", db.path, err)
+	}
 	return nil
 }
 
@@ -232,6 +244,7 @@ func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	var gone *Entry
 	if old := entries.Get(key); old != nil {
 		prev, err := decodeEntry(e.Key, old)
 		if err != nil {
@@ -240,6 +253,7 @@ func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
 		if !prev.Version.Less(e.Version) {
 			return false, nil
 		}
+		gone = &prev
 		st.remove(prev)
 		if prev.Slot != e.Slot {
 			if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
@@ -257,6 +271,7 @@ func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
 	if err := db.writeStats(tx, st); err != nil {
 		return false, err
 	}
+	db.sums.change(tx, gone, &e)
 	return true, nil
 }
 
@@ -317,11 +332,20 @@ func (db *DB) Delete(key string) error {
 			if st.Keys > 0 {
 				st.Keys--
 			}
+			// Its group is unknown too: count every entry again.
+			tx.OnCommit(func() {
+				if err := db.loadSums(); err != nil {
+					db.sums.mu.Lock()
+					db.sums.err = err // Sums fails until the next load
+					db.sums.mu.Unlock()
+				}
+			})
 		} else {
 			if err := bySlot.Delete(bySlotKey(prev.Slot, k)); err != nil {
 				return err
 			}
 			st.remove(prev)
+			db.sums.change(tx, &prev, nil)
 		}
 		if err := entries.Delete(k); err != nil {
 			return err

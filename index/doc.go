@@ -27,6 +27,12 @@
 //   - The byslot bucket and the Stats counters are updated in the same
 //     transaction as the entry they describe, so they never disagree with it,
 //     also across a crash.
+//   - Sums summarises the entries per slot, policy and shard position (a
+//     count and the XOR of a hash of key, version, tombstone flag and
+//     policy), for the repair worker to compare owners without listing
+//     them. The sums are computed when the index opens and follow each
+//     committed transaction (bbolt commit handlers), so an aborted one
+//     changes nothing. While an entry does not decode, Sums fails.
 //   - Returned Entries and slices are owned by the caller; nothing refers to
 //     bbolt's memory after a call returns.
 //   - Errors are prefixed "index:" and name the file. ErrNotFound and

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -231,16 +232,28 @@ func checkConsistent(t testing.TB, db *DB) {
 	t.Helper()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		want := map[string]bool{}
+		sums := map[SumKey]Sum{}
 		err := tx.Bucket(ownBuckets.entries).ForEach(func(k, v []byte) error {
 			e, err := decodeEntry(string(k), v)
 			if err != nil {
 				return err
 			}
 			want[string(bySlotKey(e.Slot, k))] = true
+			g := sums[sumKey(e)]
+			g.Count++
+			g.XOR ^= entryHash(e)
+			sums[sumKey(e)] = g
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		held, err := db.Sums()
+		if err != nil {
+			return err
+		}
+		if !maps.Equal(held, sums) {
+			return fmt.Errorf("slot sums %v, counted from the entries %v", held, sums)
 		}
 		got := map[string]bool{}
 		err = tx.Bucket(ownBuckets.bySlot).ForEach(func(k, v []byte) error {
@@ -531,7 +544,8 @@ func TestRandomOpsMatchModel(t *testing.T) {
 			delete(model, k)
 			continue
 		}
-		e := Entry{Key: k, Slot: uint16(rng.IntN(4)), Tombstone: rng.IntN(4) == 0, ShardLen: rng.Uint32N(1000),
+		e := Entry{Key: k, Slot: uint16(rng.IntN(4)), Index: uint8(rng.IntN(3)), K: uint8(1 + rng.IntN(2)), M: 2,
+			Tombstone: rng.IntN(4) == 0, ShardLen: rng.Uint32N(1000),
 			Version: Version{HLC: uint64(rng.IntN(50)), Writer: uint64(rng.IntN(3))}}
 		old, had := model[k]
 		stored, err := db.Put(e)
@@ -670,6 +684,14 @@ func TestCorruptEntry(t *testing.T) {
 	isCorrupt("ListSlot", err)
 	_, err = db.Put(Entry{Key: "/a/bad", Slot: 9, Version: Version{HLC: 2}})
 	isCorrupt("Put", err)
+	// Opened again, the index cannot sum the slot of an entry it cannot
+	// read (loadSums is what Open runs).
+	if err := db.loadSums(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Sums(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Sums with a corrupt entry: %v, want ErrCorrupt", err)
+	}
 	if _, err := db.Get("/a/good"); err != nil {
 		t.Fatalf("Get of the intact neighbour: %v", err)
 	}

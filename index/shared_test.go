@@ -3,6 +3,7 @@ package index
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 
@@ -75,6 +76,10 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 	es, err := db.ListSlot(7, "", 0)
 	if err != nil || len(es) != 1 || es[0].Key != "/a" {
 		t.Fatalf("ListSlot(7): %v, %v; want /a alone", es, err)
+	}
+	sums, err := db.Sums()
+	if want := (map[SumKey]Sum{sumKey(e): {Count: 1, XOR: entryHash(e)}}); err != nil || !maps.Equal(sums, want) {
+		t.Fatalf("Sums: %v, %v; want /a's alone %v", sums, err, want)
 	}
 	// PutTx checks keys as Put does.
 	err = bdb.Update(func(tx *bolt.Tx) error {

@@ -402,11 +402,16 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpClusterInfo:
 		return n.clusterInfo(from, req.Identity)
-	case wire.OpInventory:
+	case wire.OpInventory, wire.OpSlotInventory:
 		if !n.isMember(c, from) {
 			return unauthorized(req.Op, from)
 		}
 		return n.inventory(req)
+	case wire.OpSums:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
+		return n.sums()
 	case wire.OpDrop:
 		if !n.isMember(c, from) {
 			return unauthorized(req.Op, from)

@@ -21,15 +21,22 @@ import (
 // inventoryLimit caps the entries of one inventory response.
 const inventoryLimit = 5000
 
-// inventory lists the shards this node holds, for the repair planner.
+// inventory lists the shards this node holds, for the repair planner: all
+// of them by key (OpInventory), or those of one slot (OpSlotInventory).
 func (n *Node) inventory(req *wire.Request) *wire.Response {
 	limit := int(req.Limit)
 	if limit <= 0 || limit > inventoryLimit {
 		limit = inventoryLimit
 	}
-	es, err := n.idx.ListPrefix("", req.After, limit+1)
+	var es []index.Entry
+	var err error
+	if req.Op == wire.OpSlotInventory {
+		es, err = n.idx.ListSlot(req.Slot, req.After, limit+1)
+	} else {
+		es, err = n.idx.ListPrefix("", req.After, limit+1)
+	}
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("inventory: %v", err)}
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("%s: %v", req.Op, err)}
 	}
 	more := len(es) > limit
 	if more {
@@ -44,6 +51,20 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 		}
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendInventoryPayload(nil, out, more)}
+}
+
+// sums answers OpSums: the index's slot sums, for the repair worker to
+// find the slots whose owners agree without listing them.
+func (n *Node) sums() *wire.Response {
+	groups, err := n.idx.Sums()
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("sums: %v", err)}
+	}
+	out := make([]wire.SlotSum, 0, len(groups))
+	for k, g := range groups {
+		out = append(out, wire.SlotSum{Slot: k.Slot, Kind: k.Kind, K: k.K, M: k.M, Pos: k.Pos, Count: g.Count, XOR: g.XOR})
+	}
+	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendSumsPayload(nil, out)}
 }
 
 // drop removes this node's shard of sr.Key if it is still shard sr.Pos at

@@ -27,8 +27,9 @@ type Request struct {
 	Purge []ListEntry // OpPurge: tombstones (key and version) to drop
 
 	Prefix string // OpList
-	After  string // OpList, OpInventory: return keys strictly greater
-	Limit  uint32 // OpList, OpInventory: at most this many entries (0: node default)
+	After  string // OpList, OpInventory, OpSlotInventory: return keys strictly greater
+	Limit  uint32 // OpList, OpInventory, OpSlotInventory: at most this many entries (0: node default)
+	Slot   uint16 // OpSlotInventory
 
 	Drop []ShardRef // OpDrop: shards (key, position, version) to drop
 
@@ -63,6 +64,8 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		}
 	case OpInventory:
 		e.Str(r.After).U32(r.Limit)
+	case OpSlotInventory:
+		e.U16(r.Slot).Str(r.After).U32(r.Limit)
 	case OpDrop:
 		e.U32(uint32(len(r.Drop)))
 		for _, sr := range r.Drop {
@@ -123,6 +126,10 @@ func DecodeRequest(body []byte) (*Request, error) {
 	case OpInventory:
 		r.After = d.Str("after")
 		r.Limit = d.U32("limit")
+	case OpSlotInventory:
+		r.Slot = d.U16("slot")
+		r.After = d.Str("after")
+		r.Limit = d.U32("limit")
 	case OpDrop:
 		n := d.U32("drop count")
 		if d.Err() == nil && n > MaxBatch {
@@ -135,7 +142,7 @@ func DecodeRequest(body []byte) (*Request, error) {
 		}
 	case OpMember:
 		r.Body = d.Blob("body")
-	case OpStatus, OpPing:
+	case OpStatus, OpPing, OpSums:
 	default:
 		if d.Err() == nil {
 			return nil, fmt.Errorf("%w: unknown op %d", ErrMalformed, uint8(r.Op))
@@ -370,4 +377,48 @@ func DecodeInventoryPayload(p []byte) (entries []InventoryEntry, more bool, err 
 		return nil, false, fmt.Errorf("decode inventory: %w", err)
 	}
 	return entries, more, nil
+}
+
+// SlotSum is one line of a node's answer to OpSums: the shards it holds of
+// one slot, at one position, written with one policy: how many, and the
+// XOR of a hash of each key, version, tombstone flag and policy (package
+// index). Owners of a slot that hold the same keys at the same versions
+// give equal counts and hashes.
+type SlotSum struct {
+	Slot       uint16
+	Kind, K, M uint8
+	Pos        uint8
+	Count      uint64
+	XOR        uint64
+}
+
+// slotSumLen is the encoded size of a SlotSum.
+const slotSumLen = 2 + 4 + 8 + 8
+
+// AppendSumsPayload encodes an OpSums answer.
+func AppendSumsPayload(buf []byte, sums []SlotSum) []byte {
+	e := &Encoder{b: buf}
+	e.U32(uint32(len(sums)))
+	for _, s := range sums {
+		e.U16(s.Slot).U8(s.Kind).U8(s.K).U8(s.M).U8(s.Pos).U64(s.Count).U64(s.XOR)
+	}
+	return e.Bytes()
+}
+
+// DecodeSumsPayload decodes AppendSumsPayload's output.
+func DecodeSumsPayload(p []byte) ([]SlotSum, error) {
+	d := &Decoder{b: p}
+	n := d.U32("sum count")
+	if d.Err() == nil && uint64(n)*slotSumLen > uint64(len(p)) {
+		return nil, fmt.Errorf("decode sums: %w: %d sums in %d bytes", ErrMalformed, n, len(p))
+	}
+	sums := make([]SlotSum, 0, n)
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		sums = append(sums, SlotSum{Slot: d.U16("slot"), Kind: d.U8("kind"), K: d.U8("k"), M: d.U8("m"),
+			Pos: d.U8("position"), Count: d.U64("count"), XOR: d.U64("xor")})
+	}
+	if err := d.Done(); err != nil {
+		return nil, fmt.Errorf("decode sums: %w", err)
+	}
+	return sums, nil
 }

@@ -26,17 +26,19 @@ type Op uint8
 
 // Request ops.
 const (
-	OpClusterInfo Op = 1  // cluster configuration for a joining node or client
-	OpPut         Op = 2  // store one shard
-	OpGet         Op = 3  // read one shard (or its header only)
-	OpList        Op = 4  // list index entries by key prefix
-	OpBatchPut    Op = 5  // store several shards
-	OpStatus      Op = 6  // node statistics
-	OpPurge       Op = 7  // drop tombstones that every shard node holds
-	OpInventory   Op = 8  // list the shards a node holds, with position and policy (repair)
-	OpDrop        Op = 9  // drop shards the node no longer owns, if still at that version (repair)
-	OpPing        Op = 10 // heartbeat: answers at once with the node's epoch
-	OpMember      Op = 11 // membership command (join, drain), JSON; forwarded to the raft leader
+	OpClusterInfo   Op = 1  // cluster configuration for a joining node or client
+	OpPut           Op = 2  // store one shard
+	OpGet           Op = 3  // read one shard (or its header only)
+	OpList          Op = 4  // list index entries by key prefix
+	OpBatchPut      Op = 5  // store several shards
+	OpStatus        Op = 6  // node statistics
+	OpPurge         Op = 7  // drop tombstones that every shard node holds
+	OpInventory     Op = 8  // list the shards a node holds, with position and policy (repair)
+	OpDrop          Op = 9  // drop shards the node no longer owns, if still at that version (repair)
+	OpPing          Op = 10 // heartbeat: answers at once with the node's epoch
+	OpMember        Op = 11 // membership command (join, drain), JSON; forwarded to the raft leader
+	OpSums          Op = 12 // per slot, policy and position: how many shards and a hash of them (repair)
+	OpSlotInventory Op = 13 // OpInventory for the shards of one slot (repair)
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -65,6 +67,10 @@ func (o Op) String() string {
 		return "ping"
 	case OpMember:
 		return "member"
+	case OpSums:
+		return "sums"
+	case OpSlotInventory:
+		return "slot-inventory"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

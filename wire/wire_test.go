@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -23,6 +24,8 @@ func sampleRequests() []*Request {
 		{Op: OpList},
 		{Op: OpStatus, Epoch: 12},
 		{Op: OpInventory, Epoch: 5, After: "/k", Limit: 500},
+		{Op: OpSlotInventory, Epoch: 5, Slot: 16383, After: "/k", Limit: 500},
+		{Op: OpSums, Epoch: 8},
 		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}}},
 		{Op: OpPing},
 		{Op: OpMember, Epoch: 2, Body: []byte(`{"op":"drain","id":"x"}`)},
@@ -361,6 +364,27 @@ func TestInventoryPayloadRoundTrip(t *testing.T) {
 				t.Fatalf("truncated to %d of %d bytes: err %v, want ErrMalformed", cut, len(p), err)
 			}
 		}
+	}
+}
+
+func TestSumsPayloadRoundTrip(t *testing.T) {
+	in := []SlotSum{
+		{Slot: 16383, Kind: 1, K: 4, M: 2, Pos: 5, Count: 1 << 33, XOR: 0xdeadbeefcafef00d},
+		{Slot: 0, Kind: 2, K: 1, M: 2, Pos: 0, Count: 1, XOR: 1},
+	}
+	p := AppendSumsPayload(nil, in)
+	got, err := DecodeSumsPayload(p)
+	if err != nil || !slices.Equal(got, in) {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, in)
+	}
+	for cut := 0; cut < len(p); cut++ {
+		if _, err := DecodeSumsPayload(p[:cut]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("truncated to %d of %d bytes: err %v, want ErrMalformed", cut, len(p), err)
+		}
+	}
+	// A count the payload cannot hold is refused before any allocation.
+	if _, err := DecodeSumsPayload([]byte{0xff, 0xff, 0xff, 0xff}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("4 billion sums in 4 bytes: %v, want ErrMalformed", err)
 	}
 }
 
