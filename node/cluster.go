@@ -480,8 +480,10 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	return &wire.Response{Status: resp.Status, Message: resp.Message}
 }
 
-// peers implements repair.Peers over the node's client.
+// peers implements repair.SlotPeers over the node's client.
 type peers struct{ n *Node }
+
+var _ repair.SlotPeers = peers{}
 
 func (p peers) do(ctx context.Context, node string, req *wire.Request) (*wire.Response, error) {
 	id, err := peer.Decode(node)
@@ -503,10 +505,37 @@ func (p peers) do(ctx context.Context, node string, req *wire.Request) (*wire.Re
 }
 
 func (p peers) Inventory(ctx context.Context, node string) ([]repair.Holding, error) {
+	return p.inventory(ctx, node, wire.OpInventory, 0)
+}
+
+func (p peers) InventorySlot(ctx context.Context, node string, slot uint16) ([]repair.Holding, error) {
+	return p.inventory(ctx, node, wire.OpSlotInventory, slot)
+}
+
+func (p peers) Sums(ctx context.Context, node string) ([]repair.SlotSum, error) {
+	resp, err := p.do(ctx, node, &wire.Request{Op: wire.OpSums})
+	if err != nil {
+		return nil, err
+	}
+	ss, err := wire.DecodeSumsPayload(resp.Payload)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]repair.SlotSum, len(ss))
+	for i, s := range ss {
+		out[i] = repair.SlotSum{Slot: s.Slot, Pos: int(s.Pos), Count: s.Count, XOR: s.XOR,
+			Policy: coding.Policy{Kind: coding.Kind(s.Kind), DataShards: int(s.K), ParityShards: int(s.M)}}
+	}
+	return out, nil
+}
+
+// inventory pages through a node's OpInventory (slot ignored) or
+// OpSlotInventory.
+func (p peers) inventory(ctx context.Context, node string, op wire.Op, slot uint16) ([]repair.Holding, error) {
 	var out []repair.Holding
 	after := ""
 	for {
-		resp, err := p.do(ctx, node, &wire.Request{Op: wire.OpInventory, After: after})
+		resp, err := p.do(ctx, node, &wire.Request{Op: op, Slot: slot, After: after})
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,9 @@
 //     scripted scenarios on a simulated cluster.
 //   - The driver lists the nodes' inventories, calls Make, records the plan
 //     so a crash resumes it, and carries out the actions at a limited rate.
+//     With SlotPeers it first compares the nodes' slot sums and lists only
+//     the slots whose owners disagree (SettledSlots): Make gives a settled
+//     slot's keys no action, so leaving them out changes no plan.
 //
 // # Contracts of Make
 //

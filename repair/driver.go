@@ -73,9 +73,12 @@ type Stats struct {
 	Finished time.Time `json:"pass_finished"` // end of the last complete pass
 	Epoch    uint64    `json:"epoch"`         // map epoch the last pass planned for
 	Nodes    int       `json:"nodes_listed"`
-	Keys     int       `json:"keys"`
-	Degraded int       `json:"degraded_keys"`
-	Lost     int       `json:"lost_keys"`
+	// SlotsListed is how many slots the last pass listed: those whose
+	// owners' sums disagree, or all of them (see SettledSlots).
+	SlotsListed int `json:"slots_listed"`
+	Keys        int `json:"keys"`
+	Degraded    int `json:"degraded_keys"`
+	Lost        int `json:"lost_keys"`
 	// Backlog is the actions of the current plan not done yet.
 	Backlog      int   `json:"backlog"`
 	BacklogBytes int64 `json:"backlog_bytes"`
@@ -211,29 +214,12 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 		d.run(ctx, resume)
 	}
 
-	view := &View{Map: m, Target: target, Reachable: make(map[string]bool)}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, id := range nodes {
-		wg.Add(1)
-		go func(id string) {
-			defer wg.Done()
-			hs, err := d.cfg.Peers.Inventory(ctx, id)
-			if err != nil {
-				log.Debugw("inventory", "node", id, "err", err)
-				return
-			}
-			mu.Lock()
-			view.Reachable[id] = true
-			view.Holdings = append(view.Holdings, hs...)
-			mu.Unlock()
-		}(id)
-	}
-	wg.Wait()
+	view, settledKeys := d.list(ctx, m, target, nodes)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	plan := Make(view)
+	plan.Keys += settledKeys
 	if err := d.saveBacklog(plan.Actions); err != nil {
 		return nil, err
 	}
@@ -258,6 +244,68 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 	}
 	d.mu.Unlock()
 	return plan, d.saveTotals()
+}
+
+// list builds the view a pass plans from. With SlotPeers and no
+// rebalance under way it asks every node for its slot sums and lists only
+// the slots that are not settled (see SettledSlots), whose keys it returns the
+// count of; otherwise, or when too many slots are unsettled, it lists
+// every node whole. A node that fails to answer is left unreachable.
+func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
+	view = &View{Map: m, Target: target, Reachable: make(map[string]bool)}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	if sp, ok := d.cfg.Peers.(SlotPeers); ok && target == nil {
+		sums := map[string][]SlotSum{}
+		for _, id := range nodes {
+			wg.Add(1)
+			go func(id string) {
+				defer wg.Done()
+				ss, err := sp.Sums(ctx, id)
+				if err != nil {
+					log.Debugw("sums", "node", id, "err", err)
+					return
+				}
+				mu.Lock()
+				sums[id] = ss
+				mu.Unlock()
+			}(id)
+		}
+		wg.Wait()
+		unsettled, keys := SettledSlots(m, sums)
+		if len(unsettled) <= maxSlotListing {
+			answered := make([]string, 0, len(sums))
+			for id := range sums {
+				answered = append(answered, id)
+			}
+			sort.Strings(answered)
+			listSlots(ctx, sp, view, answered, unsettled)
+			d.mu.Lock()
+			d.stats.SlotsListed = len(unsettled)
+			d.mu.Unlock()
+			return view, keys
+		}
+	}
+	for _, id := range nodes {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			hs, err := d.cfg.Peers.Inventory(ctx, id)
+			if err != nil {
+				log.Debugw("inventory", "node", id, "err", err)
+				return
+			}
+			mu.Lock()
+			view.Reachable[id] = true
+			view.Holdings = append(view.Holdings, hs...)
+			mu.Unlock()
+		}(id)
+	}
+	wg.Wait()
+	d.mu.Lock()
+	d.stats.SlotsListed = placement.NumSlots
+	d.mu.Unlock()
+	return view, 0
 }
 
 // run carries out actions with the configured workers and returns the

@@ -1,0 +1,153 @@
+package repair
+
+import (
+	"context"
+	"sync"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// SlotSum is what a node holds of one slot, at one position, written with
+// one policy: how many shards, and the XOR of a hash of each one's key,
+// version, tombstone flag and policy (wire OpSums). Owners of a slot that
+// hold the same keys at the same versions give equal counts and hashes.
+type SlotSum struct {
+	Slot   uint16
+	Policy coding.Policy
+	Pos    int
+	Count  uint64
+	XOR    uint64
+}
+
+// SlotPeers are Peers that can also summarise and list one slot. With
+// them, a pass lists only the slots whose owners disagree.
+type SlotPeers interface {
+	Peers
+	// Sums returns node's slot sums.
+	Sums(ctx context.Context, node string) ([]SlotSum, error)
+	// InventorySlot returns every shard node holds of one slot.
+	InventorySlot(ctx context.Context, node string, slot uint16) ([]Holding, error)
+}
+
+// maxSlotListing is the most slots a pass lists one by one; past it (a node
+// went out, a fresh cluster) it lists every node whole, which is cheaper
+// than so many requests.
+const maxSlotListing = placement.NumSlots / 8
+
+// SettledSlots finds the slots whose keys need nothing: with no rebalance
+// under way, every owner of the slot answered, each holds only its own
+// position, and for each policy found in the slot the owners of its
+// positions (those below its width) report the same count and hash while
+// the others hold none of it; no other node holds any of the slot. It
+// returns the other slots, in order, and the number of keys in the
+// settled ones. sums holds the answers of the nodes that answered.
+//
+// A settled slot gets no action from Make: each of its keys is at one
+// version on every owner, at the owner's position (up to a 64-bit hash
+// collision, which the next change to the slot undoes).
+func SettledSlots(m *placement.Map, sums map[string][]SlotSum) (unsettled []uint16, keys int) {
+	bySlot := make([][]heldSum, placement.NumSlots)
+	for node, ss := range sums {
+		for _, s := range ss {
+			if int(s.Slot) < placement.NumSlots {
+				bySlot[s.Slot] = append(bySlot[s.Slot], heldSum{node, s})
+			}
+		}
+	}
+	for slot := range bySlot {
+		n, ok := settledKeys(m, uint16(slot), bySlot[slot], sums)
+		if !ok {
+			unsettled = append(unsettled, uint16(slot))
+			continue
+		}
+		keys += n
+	}
+	return unsettled, keys
+}
+
+// heldSum is one node's sum.
+type heldSum struct {
+	node string
+	sum  SlotSum
+}
+
+// settledKeys is SettledSlots for one slot: the keys it holds, if settled.
+func settledKeys(m *placement.Map, slot uint16, hs []heldSum, answered map[string][]SlotSum) (int, bool) {
+	owners := m.Owners(slot)
+	if owners == nil {
+		return 0, false
+	}
+	pos := make(map[string]int, len(owners))
+	for p, ni := range owners {
+		if int(ni) >= len(m.Nodes) {
+			return 0, false
+		}
+		id := m.Nodes[ni].ID
+		if _, ok := answered[id]; !ok {
+			return 0, false
+		}
+		if _, dup := pos[id]; dup {
+			return 0, false // a node holds one shard per key
+		}
+		pos[id] = p
+	}
+	// One sum per (policy, owner), at the owner's position.
+	byPolicy := map[coding.Policy]map[string]SlotSum{}
+	for _, h := range hs {
+		p, owner := pos[h.node]
+		if !owner || h.sum.Pos != p {
+			return 0, false
+		}
+		if byPolicy[h.sum.Policy] == nil {
+			byPolicy[h.sum.Policy] = map[string]SlotSum{}
+		}
+		byPolicy[h.sum.Policy][h.node] = h.sum
+	}
+	keys := 0
+	for pol, at := range byPolicy {
+		w := pol.Width()
+		if pol.Validate() != nil || w > len(owners) {
+			return 0, false
+		}
+		ref, ok := at[m.Nodes[owners[0]].ID]
+		if !ok {
+			return 0, false
+		}
+		for p, ni := range owners {
+			s, has := at[m.Nodes[ni].ID]
+			if has != (p < w) || (has && (s.Count != ref.Count || s.XOR != ref.XOR)) {
+				return 0, false
+			}
+		}
+		keys += int(ref.Count)
+	}
+	return keys, true
+}
+
+// listSlots lists the given slots on every node that answered its sums.
+// A node that fails a listing is left out of the view (unreachable).
+func listSlots(ctx context.Context, sp SlotPeers, view *View, nodes []string, slots []uint16) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, id := range nodes {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			var hs []Holding
+			for _, slot := range slots {
+				got, err := sp.InventorySlot(ctx, id, slot)
+				if err != nil {
+					log.Debugw("slot inventory", "node", id, "slot", slot, "err", err)
+					return
+				}
+				hs = append(hs, got...)
+			}
+			mu.Lock()
+			view.Reachable[id] = true
+			view.Holdings = append(view.Holdings, hs...)
+			mu.Unlock()
+		}(id)
+	}
+	wg.Wait()
+}

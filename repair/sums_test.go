@@ -1,0 +1,206 @@
+package repair
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
+)
+
+// sumPeers adds slot sums and slot listings to memPeers, as a node
+// computes them, and counts the listings asked for.
+type sumPeers struct {
+	*memPeers
+	slotLists, wholeLists int
+}
+
+func holdingHash(h Holding) uint64 {
+	f := fnv.New64a()
+	var b [1 + 3 + 16]byte
+	if h.Tombstone {
+		b[0] = 1
+	}
+	b[1], b[2], b[3] = byte(h.Policy.Kind), byte(h.Policy.DataShards), byte(h.Policy.ParityShards)
+	binary.BigEndian.PutUint64(b[4:], h.Version.HLC)
+	binary.BigEndian.PutUint64(b[12:], h.Version.Writer)
+	f.Write(b[:])
+	f.Write([]byte(h.Key))
+	return f.Sum64()
+}
+
+func (p *sumPeers) Sums(ctx context.Context, node string) ([]SlotSum, error) {
+	hs, err := p.memPeers.Inventory(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	type group struct {
+		slot   uint16
+		policy coding.Policy
+		pos    int
+	}
+	acc := map[group]SlotSum{}
+	for _, h := range hs {
+		g := group{placement.Slot(h.Key), h.Policy, h.Pos}
+		s := acc[g]
+		s.Slot, s.Policy, s.Pos = g.slot, g.policy, g.pos
+		s.Count++
+		s.XOR ^= holdingHash(h)
+		acc[g] = s
+	}
+	var out []SlotSum
+	for _, s := range acc {
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (p *sumPeers) InventorySlot(ctx context.Context, node string, slot uint16) ([]Holding, error) {
+	hs, err := p.memPeers.Inventory(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.slotLists++
+	p.mu.Unlock()
+	var out []Holding
+	for _, h := range hs {
+		if placement.Slot(h.Key) == slot {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+func (p *sumPeers) Inventory(ctx context.Context, node string) ([]Holding, error) {
+	p.mu.Lock()
+	p.wholeLists++
+	p.mu.Unlock()
+	return p.memPeers.Inventory(ctx, node)
+}
+
+// TestPassListsOnlyUnsettledSlots: a settled cluster is checked by its
+// slot sums alone, and a pass after one shard was lost lists that key's
+// slot, on every node, and nothing else. It rebuilds the shard; with a
+// node down (most slots unsettled) the pass lists every node whole.
+func TestPassListsOnlyUnsettledSlots(t *testing.T) {
+	m, ids, mp, vals := testCluster(t, 40)
+	p := &sumPeers{memPeers: mp}
+	d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+
+	plan, err := d.Pass(ctx, m, nil, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); len(plan.Actions) != 0 || st.SlotsListed != 0 || p.slotLists+p.wholeLists != 0 || st.Keys != len(vals) || st.Degraded != 0 {
+		t.Fatalf("settled cluster: %d actions, stats %+v, %d slot and %d whole listings; want none, %d keys",
+			len(plan.Actions), st, p.slotLists, p.wholeLists, len(vals))
+	}
+
+	key := "/k/7"
+	victim := m.Nodes[m.Owners(placement.Slot(key))[2]].ID
+	delete(mp.nodes[victim], key)
+	plan, err = d.Pass(ctx, m, nil, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := d.Stats()
+	if len(plan.Actions) != 1 || plan.Actions[0].Key != key || plan.Actions[0].To != victim || st.SlotsListed != 1 || p.slotLists != len(ids) || p.wholeLists != 0 {
+		t.Fatalf("one shard lost: actions %+v, %d slots listed, %d slot and %d whole listings; want 1 rebuild to %s, 1 slot on %d nodes",
+			plan.Actions, st.SlotsListed, p.slotLists, p.wholeLists, victim, len(ids))
+	}
+	if st.Keys != len(vals) || st.Degraded != 1 {
+		t.Fatalf("one shard lost: %d keys, %d degraded; want %d and 1", st.Keys, st.Degraded, len(vals))
+	}
+	if _, ok := mp.nodes[victim][key]; !ok {
+		t.Fatalf("the lost shard of %s is not back on %s", key, victim)
+	}
+	if _, err := d.Pass(ctx, m, nil, ids); err != nil || d.Stats().SlotsListed != 0 {
+		t.Fatalf("after the rebuild: %v, %d slots listed; want 0", err, d.Stats().SlotsListed)
+	}
+
+	mp.down["n3"] = true
+	if _, err := d.Pass(ctx, m, nil, ids); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.SlotsListed != placement.NumSlots || p.wholeLists != len(ids) || st.Keys != len(vals) {
+		t.Fatalf("a node down: %d slots listed, %d whole listings, %d keys; want all slots, %d, %d",
+			st.SlotsListed, p.wholeLists, st.Keys, len(ids), len(vals))
+	}
+}
+
+// TestSettledSlots: the rules of SettledSlots, one slot at a time, on a
+// map of width 6 with a 4+2 value and a 3-replica value in the slot.
+func TestSettledSlots(t *testing.T) {
+	var nodes []placement.Node
+	for i := 0; i < 7; i++ {
+		nodes = append(nodes, placement.Node{ID: fmt.Sprintf("n%d", i)})
+	}
+	m, err := placement.Assign(nil, nodes, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const slot = 1234
+	owners := m.Owners(slot)
+	id := func(p int) string { return m.Nodes[owners[p]].ID }
+	var outsider string
+	for _, n := range nodes {
+		if !slices.ContainsFunc(owners, func(o uint16) bool { return m.Nodes[o].ID == n.ID }) {
+			outsider = n.ID
+		}
+	}
+	ec, r3 := coding.Erasure(4, 2), coding.Replicas(3)
+	// healthy: every node answers; the owners of the slot hold 5 values
+	// of 4+2 at their positions and the first 3 hold 2 of 3 replicas.
+	healthy := func() map[string][]SlotSum {
+		sums := map[string][]SlotSum{outsider: nil}
+		for p := range owners {
+			sums[id(p)] = append(sums[id(p)], SlotSum{Slot: slot, Policy: ec, Pos: p, Count: 5, XOR: 0xabc})
+			if p < 3 {
+				sums[id(p)] = append(sums[id(p)], SlotSum{Slot: slot, Policy: r3, Pos: p, Count: 2, XOR: 0x123})
+			}
+		}
+		return sums
+	}
+	unsettled, keys := SettledSlots(m, healthy())
+	if len(unsettled) != 0 || keys != 7 {
+		t.Fatalf("healthy: unsettled slots %v, %d keys; want none (the others are empty) and 7 keys", unsettled, keys)
+	}
+	for _, c := range []struct {
+		name  string
+		spoil func(map[string][]SlotSum)
+	}{
+		{"an owner did not answer", func(s map[string][]SlotSum) { delete(s, id(4)) }},
+		{"an owner misses a value", func(s map[string][]SlotSum) { s[id(5)][0].Count, s[id(5)][0].XOR = 4, 0xab }},
+		{"an owner holds another version", func(s map[string][]SlotSum) { s[id(1)][0].XOR ^= 1 }},
+		{"an owner holds the wrong position", func(s map[string][]SlotSum) { s[id(2)][0].Pos = 3 }},
+		{"an outsider holds a copy", func(s map[string][]SlotSum) {
+			s[outsider] = []SlotSum{{Slot: slot, Policy: ec, Pos: 0, Count: 1, XOR: 0x1}}
+		}},
+		{"an owner past the replicas' width holds one", func(s map[string][]SlotSum) {
+			s[id(4)] = append(s[id(4)], SlotSum{Slot: slot, Policy: r3, Pos: 4, Count: 2, XOR: 0x123})
+		}},
+		{"a replica owner misses its group", func(s map[string][]SlotSum) { s[id(1)] = s[id(1)][:1] }},
+		{"a policy wider than the map", func(s map[string][]SlotSum) {
+			for p := range owners {
+				s[id(p)] = append(s[id(p)], SlotSum{Slot: slot, Policy: coding.Erasure(5, 3), Pos: p, Count: 1, XOR: 9})
+			}
+		}},
+	} {
+		sums := healthy()
+		c.spoil(sums)
+		if unsettled, _ := SettledSlots(m, sums); !slices.Contains(unsettled, slot) {
+			t.Errorf("%s: slot %d is settled", c.name, slot)
+		}
+	}
+}
