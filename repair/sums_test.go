@@ -204,3 +204,102 @@ func TestSettledSlots(t *testing.T) {
 		}
 	}
 }
+
+// listedPeers serve fixed holdings and their sums without I/O, so a
+// benchmark measures the pass itself. Writes are not expected.
+type listedPeers struct {
+	holdings map[string][]Holding
+	sums     map[string][]SlotSum
+}
+
+func (p *listedPeers) Inventory(_ context.Context, node string) ([]Holding, error) {
+	return p.holdings[node], nil
+}
+
+func (p *listedPeers) GetShard(context.Context, string, string) ([]byte, error) {
+	return nil, fmt.Errorf("not in a benchmark")
+}
+
+func (p *listedPeers) PutShard(context.Context, string, []byte) error {
+	return fmt.Errorf("not in a benchmark")
+}
+
+func (p *listedPeers) Drop(context.Context, string, string, int, coding.Version, bool) error {
+	return fmt.Errorf("not in a benchmark")
+}
+
+// slotListedPeers are listedPeers with slot sums.
+type slotListedPeers struct{ *listedPeers }
+
+func (p slotListedPeers) Sums(_ context.Context, node string) ([]SlotSum, error) {
+	return p.sums[node], nil
+}
+
+func (p slotListedPeers) InventorySlot(_ context.Context, node string, slot uint16) ([]Holding, error) {
+	var out []Holding
+	for _, h := range p.holdings[node] {
+		if placement.Slot(h.Key) == slot {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// BenchmarkPassSettled: one pass over a settled 7-node cluster (width 6)
+// of 200k keys, listing every node whole against comparing slot sums.
+func BenchmarkPassSettled(b *testing.B) {
+	var nodes []placement.Node
+	var ids []string
+	for i := 0; i < 7; i++ {
+		ids = append(ids, fmt.Sprintf("n%d", i))
+		nodes = append(nodes, placement.Node{ID: ids[i]})
+	}
+	m, err := placement.Assign(nil, nodes, 6)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lp := &listedPeers{holdings: map[string][]Holding{}, sums: map[string][]SlotSum{}}
+	type group struct {
+		node string
+		slot uint16
+		pos  int
+	}
+	acc := map[group]SlotSum{}
+	ec := coding.Erasure(4, 2)
+	for i := 0; i < 200_000; i++ {
+		key := fmt.Sprintf("/blocks/%08d", i)
+		slot := placement.Slot(key)
+		for pos, o := range m.Owners(slot) {
+			h := Holding{Node: m.Nodes[o].ID, Key: key, Pos: pos, Policy: ec, Version: coding.Version{HLC: uint64(i + 1), Writer: 1},
+				ValueLen: 256 << 10, ShardLen: 64 << 10}
+			lp.holdings[h.Node] = append(lp.holdings[h.Node], h)
+			g := group{h.Node, slot, pos}
+			s := acc[g]
+			s.Slot, s.Policy, s.Pos = slot, ec, pos
+			s.Count++
+			s.XOR ^= holdingHash(h)
+			acc[g] = s
+		}
+	}
+	for g, s := range acc {
+		lp.sums[g.node] = append(lp.sums[g.node], s)
+	}
+	for _, c := range []struct {
+		name  string
+		peers Peers
+	}{{"whole", lp}, {"sums", slotListedPeers{lp}}} {
+		b.Run(c.name, func(b *testing.B) {
+			d, err := OpenDriver(DriverConfig{Peers: c.peers, StatePath: filepath.Join(b.TempDir(), "repair.db"), NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			for b.Loop() {
+				plan, err := d.Pass(context.Background(), m, nil, ids)
+				if err != nil || len(plan.Actions) != 0 || d.Stats().Keys != 200_000 {
+					b.Fatalf("pass: %v, %d actions, %d keys", err, len(plan.Actions), d.Stats().Keys)
+				}
+			}
+		})
+	}
+}
