@@ -103,11 +103,15 @@ type view struct {
 }
 
 func (v *view) nodeName(i int) string {
-	id := v.peers[i].String()
+	return fmt.Sprintf("node %d (%s)", i, shortID(v.peers[i].String()))
+}
+
+// shortID is the tail of a peer ID, as logs and errors show it.
+func shortID(id string) string {
 	if len(id) > 10 {
-		id = "…" + id[len(id)-6:]
+		return "…" + id[len(id)-6:]
 	}
-	return fmt.Sprintf("node %d (%s)", i, id)
+	return id
 }
 
 // Datastore is the cluster front end. See the package doc.
@@ -429,6 +433,14 @@ type NodeStatus struct {
 // cluster description has no member list) for its status. Removed members
 // are not asked.
 func (d *Datastore) Status(ctx context.Context) []NodeStatus {
+	_, out := d.StatusOf(ctx)
+	return out
+}
+
+// StatusOf is Status with the cluster description it asked from, which
+// the indexes of its answers refer to (the front end may adopt a newer
+// one meanwhile).
+func (d *Datastore) StatusOf(ctx context.Context) (*config.Cluster, []NodeStatus) {
 	c := d.view.Load().c
 	var out []NodeStatus
 	if len(c.Members) == 0 {
@@ -472,7 +484,7 @@ func (d *Datastore) Status(ctx context.Context) []NodeStatus {
 		}(i)
 	}
 	wg.Wait()
-	return out
+	return c, out
 }
 
 // Member sends a membership command (membership.OpDrain with an ID, or
@@ -552,16 +564,16 @@ func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
 // Check reports an error when more nodes are unreachable than the policy
 // tolerates (m).
 func (d *Datastore) Check(ctx context.Context) error {
-	v := d.view.Load()
+	c, sts := d.StatusOf(ctx)
 	var failed []NodeError
-	for _, s := range d.Status(ctx) {
-		if s.Err != nil {
-			failed = append(failed, NodeError{Node: v.nodeName(s.Index), Err: s.Err})
+	for _, s := range sts {
+		if s.Err != nil && s.Index >= 0 {
+			failed = append(failed, NodeError{Node: fmt.Sprintf("node %d (%s)", s.Index, shortID(s.Peer)), Err: s.Err})
 		}
 	}
-	if len(failed) > v.c.Policy.ParityShards {
+	if len(failed) > c.Policy.ParityShards {
 		return fmt.Errorf("check: %d of %d nodes unreachable, the policy %s tolerates %d: %s",
-			len(failed), len(v.peers), v.c.Policy, v.c.Policy.ParityShards, joinNodeErrors(failed))
+			len(failed), len(c.Map.Nodes), c.Policy, c.Policy.ParityShards, joinNodeErrors(failed))
 	}
 	return nil
 }

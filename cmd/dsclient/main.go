@@ -346,8 +346,7 @@ func clusterStatus(ctx context.Context, conf string) (*statusOut, error) {
 	defer d.Close()
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	sts := d.Status(sctx)
-	c := d.Cluster()
+	c, sts := d.StatusOf(sctx)
 	up := make([]bool, len(c.Map.Nodes))
 	out := &statusOut{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots, Rebalancing: c.Target != nil,
 		GCHeldBy: d.GCHold()}
