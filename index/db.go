@@ -152,14 +152,15 @@ func (db *DB) init(o Options) error {
 	return db.loadSums()
 }
 
+// loadSums counts the slot sums again, holding bbolt's writer lock (a
+// write transaction that is rolled back) so that no commit is lost.
 func (db *DB) loadSums() error {
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		db.sums.load(tx, db.b.entries)
-		return nil
-	})
+	tx, err := db.bolt.Begin(true)
 	if err != nil {
 		return fmt.Errorf("index: %s: slot sums: %w", db.path, err)
 	}
+	defer func() { _ = tx.Rollback() }()
+	db.sums.load(tx, db.b.entries)
 	return nil
 }
 

@@ -85,16 +85,21 @@ func (s *sums) add(k SumKey, n, h uint64) {
 	g := s.groups[k]
 	g.Count += n
 	g.XOR ^= h
-	if g.Count == 0 {
+	// Handlers run out of order, so a count may pass through 0 with
+	// changes still pending: only an empty XOR means an empty group.
+	if g.Count == 0 && g.XOR == 0 {
 		delete(s.groups, k)
 		return
 	}
 	s.groups[k] = g
 }
 
-// load computes every group's sum from the entries bucket. An entry that
-// does not decode leaves the sums unknown (Sums fails) until Delete
-// purges it.
+// load computes every group's sum from the entries bucket, in tx, a write
+// transaction the caller rolls back: no other transaction commits during
+// the scan, so the changes of those committed before it (whose handlers
+// may still be pending) are in the scan and skipped, and all later ones
+// are applied. An entry that does not decode leaves the sums unknown
+// (Sums fails) until Delete purges it.
 func (s *sums) load(tx *bolt.Tx, entries []byte) {
 	groups := map[SumKey]Sum{}
 	var bad error
@@ -116,7 +121,7 @@ func (s *sums) load(tx *bolt.Tx, entries []byte) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.groups, s.err, s.loadedAt = groups, err, uint64(tx.ID())
+	s.groups, s.err, s.loadedAt = groups, err, uint64(tx.ID())-1 // a write tx has the next id
 }
 
 // errSumsUnknown wraps why Sums cannot answer.
