@@ -249,8 +249,9 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 // list builds the view a pass plans from. With SlotPeers and no
 // rebalance under way it asks every node for its slot sums and lists only
 // the slots that are not settled (see SettledSlots), whose keys it returns the
-// count of; otherwise, or when too many slots are unsettled, it lists
-// every node whole. A node that fails to answer is left unreachable.
+// count of; otherwise, when a node does not give its sums, or when too
+// many slots are unsettled, it lists every node whole. A node that fails
+// to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
 	view = &View{Map: m, Target: target, Reachable: make(map[string]bool)}
 	var mu sync.Mutex
@@ -272,8 +273,10 @@ func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []str
 			}(id)
 		}
 		wg.Wait()
+		// A node that cannot sum (an older version, a corrupt entry) is
+		// listed whole, with everyone: its slots could not be judged.
 		unsettled, keys := SettledSlots(m, sums)
-		if len(unsettled) <= maxSlotListing {
+		if len(sums) == len(nodes) && len(unsettled) <= maxSlotListing {
 			answered := make([]string, 0, len(sums))
 			for id := range sums {
 				answered = append(answered, id)

@@ -18,6 +18,7 @@ import (
 type sumPeers struct {
 	*memPeers
 	slotLists, wholeLists int
+	noSums                string // a node that cannot sum (an older version)
 }
 
 func holdingHash(h Holding) uint64 {
@@ -35,6 +36,9 @@ func holdingHash(h Holding) uint64 {
 }
 
 func (p *sumPeers) Sums(ctx context.Context, node string) ([]SlotSum, error) {
+	if node == p.noSums {
+		return nil, fmt.Errorf("%s: unsupported op", node)
+	}
 	hs, err := p.memPeers.Inventory(ctx, node)
 	if err != nil {
 		return nil, err
@@ -129,6 +133,18 @@ func TestPassListsOnlyUnsettledSlots(t *testing.T) {
 		t.Fatalf("after the rebuild: %v, %d slots listed; want 0", err, d.Stats().SlotsListed)
 	}
 
+	// A node that cannot give its sums is listed whole, with the others,
+	// and stays reachable.
+	p.noSums = "n6"
+	if _, err := d.Pass(ctx, m, nil, ids); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.SlotsListed != placement.NumSlots || p.wholeLists != len(ids) || st.Nodes != len(ids) {
+		t.Fatalf("n6 without sums: %d slots listed, %d whole listings, %d nodes listed; want all, %d, %d",
+			st.SlotsListed, p.wholeLists, st.Nodes, len(ids), len(ids))
+	}
+	p.noSums, p.wholeLists = "", 0
+
 	mp.down["n3"] = true
 	if _, err := d.Pass(ctx, m, nil, ids); err != nil {
 		t.Fatal(err)
@@ -191,6 +207,7 @@ func TestSettledSlots(t *testing.T) {
 			s[id(4)] = append(s[id(4)], SlotSum{Slot: slot, Policy: r3, Pos: 4, Count: 2, XOR: 0x123})
 		}},
 		{"a replica owner misses its group", func(s map[string][]SlotSum) { s[id(1)] = s[id(1)][:1] }},
+		{"the first owner misses a group the others hold", func(s map[string][]SlotSum) { s[id(0)] = s[id(0)][1:] }},
 		{"a policy wider than the map", func(s map[string][]SlotSum) {
 			for p := range owners {
 				s[id(p)] = append(s[id(p)], SlotSum{Slot: slot, Policy: coding.Erasure(5, 3), Pos: p, Count: 1, XOR: 9})
