@@ -278,8 +278,12 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 		}
 		v.down[i] = true
 	}
+	// Addresses the previous map gave and this one does not are dropped
+	// only when the epoch moves on: a same-epoch description may come
+	// from a node that has not applied an address change yet, and must
+	// not take the new address away.
 	before := map[string][]string{}
-	if old := d.view.Load(); old != nil {
+	if old := d.view.Load(); old != nil && old.c.Map.Epoch < c.Map.Epoch {
 		for _, n := range old.c.Map.Nodes {
 			before[n.ID] = n.Addrs
 		}

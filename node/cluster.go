@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -228,14 +228,28 @@ func (n *Node) controlTick(every, outAfter time.Duration) {
 // other than those the cluster records (it was restarted on another host
 // or port) tells the leader, through itself or any member, as a rejoin
 // does. Until then nobody can dial it: it would go down, then out, and
-// its shards would be rebuilt elsewhere. A node that listens on an
-// unspecified address (0.0.0.0) or port 0 states no address of its own,
-// and announces nothing.
+// its shards would be rebuilt elsewhere. Only addresses that name an IP
+// and a port are announced (statedAddrs). A process announces a set of
+// addresses once (retrying every announceRetry until the cluster answers):
+// should the record change again, another process runs with this
+// identity, which is logged rather than fought over.
 func (n *Node) announceAddrs() {
 	want := n.statedAddrs()
 	c := n.cluster.Load()
 	m, ok := c.Member(n.selfID)
-	if len(want) == 0 || !ok || sameAddrs(m.Addrs, want) {
+	if len(want) == 0 || !ok || time.Now().Before(n.announce.next) {
+		return
+	}
+	switch {
+	case sameAddrs(m.Addrs, want):
+		n.announce.done, n.announce.warned = want, false
+		return
+	case sameAddrs(n.announce.done, want):
+		if !n.announce.warned {
+			n.announce.warned = true
+			log.Warnw("the cluster records other addresses for this node than it announced: is another process running with its identity?",
+				"recorded", m.Addrs, "announced", want)
+		}
 		return
 	}
 	switch m.State {
@@ -257,28 +271,51 @@ func (n *Node) announceAddrs() {
 	resp := n.member(ctx, n.host.ID(), body)
 	for _, o := range c.Members {
 		id, err := peer.Decode(o.ID)
-		if resp.Status == wire.StatusOK || o.ID == n.selfID || o.State != membership.Up || err != nil {
+		if resp.Status == wire.StatusOK || resp.Status == wire.StatusBadRequest || o.ID == n.selfID || o.State != membership.Up || err != nil {
 			continue
 		}
 		if r, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpMember, Body: body}); err == nil {
 			resp = r
 		}
 	}
-	if resp.Status != wire.StatusOK {
+	switch resp.Status {
+	case wire.StatusOK:
+		n.announce.done = want
+		log.Infow("announced new addresses", "addrs", want, "recorded", m.Addrs)
+	case wire.StatusBadRequest:
+		n.announce.done = want // refused for good: not asked again
+		log.Warnw("the cluster refused this node's new addresses", "addrs", want, "err", resp.Message)
+	default:
+		n.announce.next = time.Now().Add(announceRetry)
 		log.Debugw("announce new addresses: retrying", "addrs", want, "status", resp.Status, "msg", resp.Message)
-		return
 	}
-	log.Infow("announced new addresses", "addrs", want, "recorded", m.Addrs)
+}
+
+// announceRetry spaces the attempts to announce new addresses.
+const announceRetry = 2 * time.Second
+
+// announceState is announceAddrs' memory; only its loop touches it.
+type announceState struct {
+	done   []string  // the addresses announced (accepted or refused)
+	warned bool      // the record differs from done, and that was logged
+	next   time.Time // no attempt before
 }
 
 // statedAddrs are the listen addresses of the node's config that name an
-// IP and a port.
+// IP and a port (not 0.0.0.0, ::, or port 0 over TCP or UDP).
 func (n *Node) statedAddrs() []string {
 	var out []string
 	for _, l := range n.cfg.Listen {
-		if !strings.Contains(l, "/0.0.0.0/") && !strings.Contains(l, "/::/") && !strings.Contains(l, "/tcp/0") {
-			out = append(out, l)
+		a, err := ma.NewMultiaddr(l)
+		if err != nil || manet.IsIPUnspecified(a) {
+			continue
 		}
+		tcp, _ := a.ValueForProtocol(ma.P_TCP)
+		udp, _ := a.ValueForProtocol(ma.P_UDP)
+		if tcp == "0" || udp == "0" {
+			continue
+		}
+		out = append(out, l)
 	}
 	return out
 }

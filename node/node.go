@@ -156,6 +156,7 @@ type Node struct {
 
 	leaderReady    atomic.Bool   // leading, and the FSM has applied all committed entries
 	lastDecideWarn time.Time     // control loop only
+	announce       announceState // announceAddrs only
 	passEpoch      atomic.Uint64 // map epoch of the running repair pass
 
 	closeOnce sync.Once

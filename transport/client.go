@@ -78,7 +78,7 @@ func NewClient(h host.Host, timeout time.Duration) *Client {
 }
 
 // SetOnDialFailure makes the client call fn each time a dial to a peer
-// fails (not for the caller's own deadline or cancellation). fn must not
+// fails or outlasts the caller's deadline (not when the caller cancels). fn must not
 // block: a front end uses it to look up the cluster description again, in
 // case the node moved to new addresses. Call it before the first request.
 func (c *Client) SetOnDialFailure(fn func(peer.ID)) { c.onDialFail = fn }
@@ -199,7 +199,9 @@ func (c *Client) getStream(ctx context.Context, p peer.ID) (network.Stream, bool
 		c.dialFailed[p] = time.Now()
 	}
 	c.mu.Unlock()
-	if failed && c.onDialFail != nil {
+	// A dial to an address that drops packets (a moved node's old IP)
+	// outlasts short deadlines: only the caller's cancel is no failure.
+	if err != nil && !errors.Is(ctx.Err(), context.Canceled) && c.onDialFail != nil {
 		c.onDialFail(p)
 	}
 	return s, false, err
