@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -319,4 +320,116 @@ func BenchmarkPassSettled(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestSettledSlotsNeedNoAction: on random clusters (missing shards, stale
+// and newer versions, misplaced and stray copies, two policies), Make
+// plans no action and counts nothing degraded for the keys of the slots
+// SettledSlots calls settled: leaving them out of a pass changes no plan.
+func TestSettledSlotsNeedNoAction(t *testing.T) {
+	var nodes []placement.Node
+	var ids []string
+	for i := 0; i < 7; i++ {
+		ids = append(ids, fmt.Sprintf("n%d", i))
+		nodes = append(nodes, placement.Node{ID: ids[i]})
+	}
+	m, err := placement.Assign(nil, nodes, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	settledSeen, unsettledSeen := 0, 0
+	for round := 0; round < 300; round++ {
+		// Keys of a few slots, so that slots hold several keys.
+		var keys []string
+		for i := 0; len(keys) < 40; i++ {
+			k := fmt.Sprintf("/r%d/%d", round, i)
+			if placement.Slot(k)%2048 < 3 {
+				keys = append(keys, k)
+			}
+		}
+		var hs []Holding
+		for _, k := range keys {
+			pol := coding.Erasure(4, 2)
+			if rng.IntN(3) == 0 {
+				pol = coding.Replicas(3)
+			}
+			v := coding.Version{HLC: uint64(10 + rng.IntN(5)), Writer: 1}
+			owners := m.Owners(placement.Slot(k))
+			for pos := 0; pos < pol.Width(); pos++ {
+				h := Holding{Node: m.Nodes[owners[pos]].ID, Key: k, Pos: pos, Policy: pol, Version: v, ShardLen: 10}
+				switch rng.IntN(60) {
+				case 0:
+					continue // missing
+				case 1:
+					h.Version.HLC-- // stale
+				case 2:
+					h.Version.HLC += 5 // a newer, failed write
+				case 3:
+					h.Node = ids[rng.IntN(len(ids))] // misplaced
+				case 4:
+					h.Pos = (pos + 1) % pol.Width() // wrong position
+				}
+				hs = append(hs, h)
+			}
+			if rng.IntN(80) == 0 { // a stray copy outside the owners' positions
+				hs = append(hs, Holding{Node: ids[rng.IntN(len(ids))], Key: k, Pos: 5, Policy: coding.Erasure(4, 2), Version: v, ShardLen: 10})
+			}
+		}
+		// A node holds one shard per key: keep the newest (as its index).
+		held := map[[2]string]Holding{}
+		for _, h := range hs {
+			k := [2]string{h.Node, h.Key}
+			if o, ok := held[k]; !ok || o.Version.Less(h.Version) {
+				held[k] = h
+			}
+		}
+		sums := map[string][]SlotSum{}
+		acc := map[string]map[[3]int]SlotSum{}
+		for _, id := range ids {
+			sums[id], acc[id] = nil, map[[3]int]SlotSum{}
+		}
+		for _, h := range held {
+			g := [3]int{int(placement.Slot(h.Key)), h.Policy.Width()*100 + int(h.Policy.Kind), h.Pos}
+			s := acc[h.Node][g]
+			s.Slot, s.Policy, s.Pos = placement.Slot(h.Key), h.Policy, h.Pos
+			s.Count++
+			s.XOR ^= holdingHash(h)
+			acc[h.Node][g] = s
+		}
+		for id, gs := range acc {
+			for _, s := range gs {
+				sums[id] = append(sums[id], s)
+			}
+		}
+		unsettled, _ := SettledSlots(m, sums)
+		view := &View{Map: m, Reachable: map[string]bool{}}
+		for _, id := range ids {
+			view.Reachable[id] = true
+		}
+		slots := map[uint16]bool{}
+		for _, h := range held {
+			s := placement.Slot(h.Key)
+			slots[s] = true
+			if !slices.Contains(unsettled, s) {
+				view.Holdings = append(view.Holdings, h)
+			}
+		}
+		for s := range slots {
+			if slices.Contains(unsettled, s) {
+				unsettledSeen++
+			} else {
+				settledSeen++
+			}
+		}
+		plan := Make(view)
+		if len(plan.Actions) != 0 || plan.Degraded != 0 || plan.Lost != 0 {
+			t.Fatalf("round %d: the settled slots' keys get %d actions (first %+v), %d degraded, %d lost; want none",
+				round, len(plan.Actions), plan.Actions, plan.Degraded, plan.Lost)
+		}
+	}
+	if settledSeen == 0 || unsettledSeen == 0 {
+		t.Fatalf("%d settled and %d unsettled slots seen: the scenarios do not cover both", settledSeen, unsettledSeen)
+	}
+	t.Logf("%d settled, %d unsettled slots", settledSeen, unsettledSeen)
 }
