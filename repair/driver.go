@@ -254,61 +254,56 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 // to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
 	view = &View{Map: m, Target: target, Reachable: make(map[string]bool)}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	listed := placement.NumSlots
+	defer func() {
+		d.mu.Lock()
+		d.stats.SlotsListed = listed
+		d.mu.Unlock()
+	}()
 	if sp, ok := d.cfg.Peers.(SlotPeers); ok && target == nil {
 		sums := map[string][]SlotSum{}
-		for _, id := range nodes {
-			wg.Add(1)
-			go func(id string) {
-				defer wg.Done()
-				ss, err := sp.Sums(ctx, id)
-				if err != nil {
-					log.Debugw("sums", "node", id, "err", err)
-					return
-				}
-				mu.Lock()
-				sums[id] = ss
-				mu.Unlock()
-			}(id)
-		}
-		wg.Wait()
+		fromEach(nodes, "sums", func(id string) ([]SlotSum, error) { return sp.Sums(ctx, id) },
+			func(id string, ss []SlotSum) { sums[id] = ss })
 		// A node that cannot sum (an older version, a corrupt entry) is
 		// listed whole, with everyone: its slots could not be judged.
 		unsettled, keys := SettledSlots(m, sums)
 		if len(sums) == len(nodes) && len(unsettled) <= maxSlotListing {
-			answered := make([]string, 0, len(sums))
-			for id := range sums {
-				answered = append(answered, id)
-			}
-			sort.Strings(answered)
-			listSlots(ctx, sp, view, answered, unsettled)
-			d.mu.Lock()
-			d.stats.SlotsListed = len(unsettled)
-			d.mu.Unlock()
+			fromEach(nodes, "slot inventory", func(id string) ([]Holding, error) { return listSlots(ctx, sp, id, unsettled) }, view.add)
+			listed = len(unsettled)
 			return view, keys
 		}
 	}
+	fromEach(nodes, "inventory", func(id string) ([]Holding, error) { return d.cfg.Peers.Inventory(ctx, id) }, view.add)
+	return view, 0
+}
+
+// fromEach calls fetch for every node at once, and keep, one call at a
+// time, with each node's answer. A node whose fetch fails is logged and
+// left out.
+func fromEach[T any](nodes []string, what string, fetch func(id string) (T, error), keep func(id string, v T)) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, id := range nodes {
 		wg.Add(1)
-		go func(id string) {
+		go func() {
 			defer wg.Done()
-			hs, err := d.cfg.Peers.Inventory(ctx, id)
+			v, err := fetch(id)
 			if err != nil {
-				log.Debugw("inventory", "node", id, "err", err)
+				log.Debugw(what, "node", id, "err", err)
 				return
 			}
 			mu.Lock()
-			view.Reachable[id] = true
-			view.Holdings = append(view.Holdings, hs...)
-			mu.Unlock()
-		}(id)
+			defer mu.Unlock()
+			keep(id, v)
+		}()
 	}
 	wg.Wait()
-	d.mu.Lock()
-	d.stats.SlotsListed = placement.NumSlots
-	d.mu.Unlock()
-	return view, 0
+}
+
+// add records node id as reachable, holding hs.
+func (v *View) add(id string, hs []Holding) {
+	v.Reachable[id] = true
+	v.Holdings = append(v.Holdings, hs...)
 }
 
 // run carries out actions with the configured workers and returns the

@@ -89,21 +89,27 @@ func (p *memPeers) Drop(_ context.Context, node, key string, pos int, v coding.V
 	return nil
 }
 
+// sevenNodeMap is a map of width 6 over nodes n0..n6, and their IDs.
+func sevenNodeMap(tb testing.TB) (*placement.Map, []string) {
+	tb.Helper()
+	var nodes []placement.Node
+	var ids []string
+	for i := 0; i < 7; i++ {
+		ids = append(ids, fmt.Sprintf("n%d", i))
+		nodes = append(nodes, placement.Node{ID: ids[i]})
+	}
+	m, err := placement.Assign(nil, nodes, 6)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m, ids
+}
+
 // testCluster is a 7-node map of width 6 with n values of 4+2 stored on
 // their owners.
 func testCluster(t *testing.T, n int) (*placement.Map, []string, *memPeers, map[string][]byte) {
 	t.Helper()
-	var nodes []placement.Node
-	var ids []string
-	for i := 0; i < 7; i++ {
-		id := fmt.Sprintf("n%d", i)
-		ids = append(ids, id)
-		nodes = append(nodes, placement.Node{ID: id})
-	}
-	m, err := placement.Assign(nil, nodes, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ids := sevenNodeMap(t)
 	p := newMemPeers(ids)
 	vals := map[string][]byte{}
 	for i := 0; i < n; i++ {

@@ -2,7 +2,7 @@ package repair
 
 import (
 	"context"
-	"sync"
+	"fmt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/placement"
@@ -125,29 +125,15 @@ func settledKeys(m *placement.Map, slot uint16, hs []heldSum, answered map[strin
 	return keys, true
 }
 
-// listSlots lists the given slots on every node that answered its sums.
-// A node that fails a listing is left out of the view (unreachable).
-func listSlots(ctx context.Context, sp SlotPeers, view *View, nodes []string, slots []uint16) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, id := range nodes {
-		wg.Add(1)
-		go func(id string) {
-			defer wg.Done()
-			var hs []Holding
-			for _, slot := range slots {
-				got, err := sp.InventorySlot(ctx, id, slot)
-				if err != nil {
-					log.Debugw("slot inventory", "node", id, "slot", slot, "err", err)
-					return
-				}
-				hs = append(hs, got...)
-			}
-			mu.Lock()
-			view.Reachable[id] = true
-			view.Holdings = append(view.Holdings, hs...)
-			mu.Unlock()
-		}(id)
+// listSlots lists the given slots of one node.
+func listSlots(ctx context.Context, sp SlotPeers, node string, slots []uint16) ([]Holding, error) {
+	var hs []Holding
+	for _, slot := range slots {
+		got, err := sp.InventorySlot(ctx, node, slot)
+		if err != nil {
+			return nil, fmt.Errorf("slot %d: %w", slot, err)
+		}
+		hs = append(hs, got...)
 	}
-	wg.Wait()
+	return hs, nil
 }

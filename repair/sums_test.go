@@ -159,21 +159,14 @@ func TestPassListsOnlyUnsettledSlots(t *testing.T) {
 // TestSettledSlots: the rules of SettledSlots, one slot at a time, on a
 // map of width 6 with a 4+2 value and a 3-replica value in the slot.
 func TestSettledSlots(t *testing.T) {
-	var nodes []placement.Node
-	for i := 0; i < 7; i++ {
-		nodes = append(nodes, placement.Node{ID: fmt.Sprintf("n%d", i)})
-	}
-	m, err := placement.Assign(nil, nodes, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ids := sevenNodeMap(t)
 	const slot = 1234
 	owners := m.Owners(slot)
 	id := func(p int) string { return m.Nodes[owners[p]].ID }
 	var outsider string
-	for _, n := range nodes {
-		if !slices.ContainsFunc(owners, func(o uint16) bool { return m.Nodes[o].ID == n.ID }) {
-			outsider = n.ID
+	for _, n := range ids {
+		if !slices.ContainsFunc(owners, func(o uint16) bool { return m.Nodes[o].ID == n }) {
+			outsider = n
 		}
 	}
 	ec, r3 := coding.Erasure(4, 2), coding.Replicas(3)
@@ -266,16 +259,7 @@ func (p slotListedPeers) InventorySlot(_ context.Context, node string, slot uint
 // BenchmarkPassSettled: one pass over a settled 7-node cluster (width 6)
 // of 200k keys, listing every node whole against comparing slot sums.
 func BenchmarkPassSettled(b *testing.B) {
-	var nodes []placement.Node
-	var ids []string
-	for i := 0; i < 7; i++ {
-		ids = append(ids, fmt.Sprintf("n%d", i))
-		nodes = append(nodes, placement.Node{ID: ids[i]})
-	}
-	m, err := placement.Assign(nil, nodes, 6)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, ids := sevenNodeMap(b)
 	lp := &listedPeers{holdings: map[string][]Holding{}, sums: map[string][]SlotSum{}}
 	type group struct {
 		node string
@@ -327,16 +311,7 @@ func BenchmarkPassSettled(b *testing.B) {
 // plans no action and counts nothing degraded for the keys of the slots
 // SettledSlots calls settled: leaving them out of a pass changes no plan.
 func TestSettledSlotsNeedNoAction(t *testing.T) {
-	var nodes []placement.Node
-	var ids []string
-	for i := 0; i < 7; i++ {
-		ids = append(ids, fmt.Sprintf("n%d", i))
-		nodes = append(nodes, placement.Node{ID: ids[i]})
-	}
-	m, err := placement.Assign(nil, nodes, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ids := sevenNodeMap(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	settledSeen, unsettledSeen := 0, 0
 	for round := 0; round < 300; round++ {
