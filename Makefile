@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseShard -fuzztime=$(FUZZTIME) ./coding/
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeEntry -fuzztime=$(FUZZTIME) ./index/
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=$(FUZZTIME) ./wire/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeSumsPayload -fuzztime=$(FUZZTIME) ./wire/
 
 clean:
 	rm -f $(BINARIES) ipfs

@@ -46,7 +46,7 @@ func sampleResponses() []*Response {
 func reqEqual(a, b *Request) bool {
 	if a.Op != b.Op || a.Epoch != b.Epoch || a.Identity != b.Identity || a.Key != b.Key ||
 		a.HeaderOnly != b.HeaderOnly || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
-		a.After != b.After || a.Limit != b.Limit || len(a.Shards) != len(b.Shards) ||
+		a.After != b.After || a.Limit != b.Limit || a.Slot != b.Slot || len(a.Shards) != len(b.Shards) ||
 		!bytes.Equal(a.Body, b.Body) || len(a.Drop) != len(b.Drop) {
 		return false
 	}
@@ -287,6 +287,26 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		if !reqEqual(r, again) {
 			t.Fatalf("re-encoding changed the request:\n%+v\n%+v", r, again)
+		}
+	})
+}
+
+// FuzzDecodeSumsPayload: slot sums come from other nodes; any bytes give
+// sums that encode back to the same bytes, or ErrMalformed.
+func FuzzDecodeSumsPayload(f *testing.F) {
+	f.Add(AppendSumsPayload(nil, []SlotSum{{Slot: 7, Kind: 1, K: 4, M: 2, Pos: 3, Count: 9, XOR: 0xfeed}}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		sums, err := DecodeSumsPayload(p)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if again := AppendSumsPayload(nil, sums); !bytes.Equal(again, p) {
+			t.Fatalf("%x decodes to %+v, which encodes to %x", p, sums, again)
 		}
 	})
 }
