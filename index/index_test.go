@@ -655,20 +655,26 @@ func TestOpenOtherBoltDB(t *testing.T) {
 	}
 }
 
-func TestCorruptEntry(t *testing.T) {
-	db := openTest(t, "", noSync)
-	mustPut(t, db, Entry{Key: "/a/good", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
-	mustPut(t, db, Entry{Key: "/a/bad", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
-	// Flip one bit of the stored value, as a bad disk would.
+// corruptEntry flips one bit of key's stored entry, as a bad disk would.
+func corruptEntry(t *testing.T, db *DB, key string) {
+	t.Helper()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(ownBuckets.entries)
-		v := bytes.Clone(b.Get([]byte("/a/bad")))
+		v := bytes.Clone(b.Get([]byte(key)))
 		v[len(v)-10] ^= 0x04
-		return b.Put([]byte("/a/bad"), v)
+		return b.Put([]byte(key), v)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestCorruptEntry(t *testing.T) {
+	db := openTest(t, "", noSync)
+	mustPut(t, db, Entry{Key: "/a/good", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
+	mustPut(t, db, Entry{Key: "/a/bad", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
+	corruptEntry(t, db, "/a/bad")
+	var err error
 	isCorrupt := func(op string, err error) {
 		t.Helper()
 		var ce *CorruptError
@@ -752,15 +758,7 @@ func TestSumsUnderConcurrentOverwrites(t *testing.T) {
 	}
 	// Meanwhile a corrupt entry is purged, which recounts every sum.
 	mustPut(t, db, Entry{Key: "/bad", Slot: 1, Version: Version{HLC: 1}})
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(ownBuckets.entries)
-		v := bytes.Clone(b.Get([]byte("/bad")))
-		v[len(v)-10] ^= 0x04
-		return b.Put([]byte("/bad"), v)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	corruptEntry(t, db, "/bad")
 	if err := db.Delete("/bad"); err != nil {
 		t.Fatal(err)
 	}
