@@ -102,16 +102,15 @@ type view struct {
 	down  []bool    // by map node index: Options.Down
 }
 
-func (v *view) nodeName(i int) string {
-	return fmt.Sprintf("node %d (%s)", i, shortID(v.peers[i].String()))
-}
+func (v *view) nodeName(i int) string { return nodeName(i, v.peers[i].String()) }
 
-// shortID is the tail of a peer ID, as logs and errors show it.
-func shortID(id string) string {
+// nodeName names map node i with peer ID id as errors show it: the index
+// and the tail of the ID.
+func nodeName(i int, id string) string {
 	if len(id) > 10 {
-		return "…" + id[len(id)-6:]
+		id = "…" + id[len(id)-6:]
 	}
-	return id
+	return fmt.Sprintf("node %d (%s)", i, id)
 }
 
 // Datastore is the cluster front end. See the package doc.
@@ -572,7 +571,7 @@ func (d *Datastore) Check(ctx context.Context) error {
 	var failed []NodeError
 	for _, s := range sts {
 		if s.Err != nil && s.Index >= 0 {
-			failed = append(failed, NodeError{Node: fmt.Sprintf("node %d (%s)", s.Index, shortID(s.Peer)), Err: s.Err})
+			failed = append(failed, NodeError{Node: nodeName(s.Index, s.Peer), Err: s.Err})
 		}
 	}
 	if len(failed) > c.Policy.ParityShards {

@@ -561,7 +561,7 @@ func (p peers) Sums(ctx context.Context, node string) ([]repair.SlotSum, error) 
 	out := make([]repair.SlotSum, len(ss))
 	for i, s := range ss {
 		out[i] = repair.SlotSum{Slot: s.Slot, Pos: int(s.Pos), Count: s.Count, XOR: s.XOR,
-			Policy: coding.Policy{Kind: coding.Kind(s.Kind), DataShards: int(s.K), ParityShards: int(s.M)}}
+			Policy: policyOf(s.Kind, s.K, s.M)}
 	}
 	return out, nil
 }
@@ -583,7 +583,7 @@ func (p peers) inventory(ctx context.Context, node string, op wire.Op, slot uint
 		for _, e := range es {
 			out = append(out, repair.Holding{
 				Node: node, Key: e.Key, Pos: int(e.Pos),
-				Policy:    coding.Policy{Kind: coding.Kind(e.Kind), DataShards: int(e.K), ParityShards: int(e.M)},
+				Policy:    policyOf(e.Kind, e.K, e.M),
 				Version:   coding.Version{HLC: e.HLC, Writer: e.Writer},
 				Tombstone: e.Tombstone, ValueLen: e.ValueLen, ShardLen: e.ShardLen,
 			})

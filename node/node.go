@@ -615,9 +615,14 @@ func (n *Node) purge(ctx context.Context, le wire.ListEntry) (wire.Status, strin
 	})
 }
 
+// policyOf is the policy an index entry or a wire message gives as bytes.
+func policyOf(kind, k, m uint8) coding.Policy {
+	return coding.Policy{Kind: coding.Kind(kind), DataShards: int(k), ParityShards: int(m)}
+}
+
 // tombstoneShard rebuilds the shard of a tombstone from its index entry.
 func tombstoneShard(e index.Entry) []byte {
-	p := coding.Policy{Kind: coding.Kind(e.Kind), DataShards: int(e.K), ParityShards: int(e.M)}
+	p := policyOf(e.Kind, e.K, e.M)
 	v := coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer}
 	shards := coding.Tombstone(e.Key, p, v)
 	if int(e.Index) >= len(shards) {
