@@ -21,6 +21,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -281,6 +282,8 @@ func TestMemberOnlyOps(t *testing.T) {
 	key := keyOwnedAt(c, 5)
 	reqs := []*wire.Request{
 		{Op: wire.OpInventory},
+		{Op: wire.OpSlotInventory, Slot: placement.Slot(key)},
+		{Op: wire.OpSums},
 		{Op: wire.OpDrop, Drop: []wire.ShardRef{{Key: key, Pos: 5, Stale: true}}},
 		{Op: wire.OpMember, Body: []byte(`{"op":"join","member":{"id":"` + c.Node(1).ID().String() + `","addrs":["/ip4/127.0.0.1/tcp/1"]}}`)},
 	}
