@@ -127,8 +127,15 @@ func TestGatheredTLSWritesOnce(t *testing.T) {
 			// Warm up past crypto/tls's small first records (it grows
 			// them to 16 KiB over the first 128 KiB sent).
 			warm := make([]byte, 256<<10)
-			go func() { _, _ = io.CopyN(io.Discard, s, int64(len(warm))) }()
+			warmed := make(chan error, 1)
+			go func() {
+				_, err := io.CopyN(io.Discard, s, int64(len(warm)))
+				warmed <- err
+			}()
 			if _, err := c.Write(warm); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-warmed; err != nil {
 				t.Fatal(err)
 			}
 			got := make(chan []byte, 1)
