@@ -38,8 +38,9 @@ var (
 
 // Options tune a Datastore. The zero value is valid.
 type Options struct {
-	// Timeout bounds one request to one node (default: the client config's
-	// timeout with Open, else 30s).
+	// Timeout bounds one request to one node, also under a context with a
+	// later deadline (default: the client config's timeout with Open, else
+	// 30s).
 	Timeout time.Duration
 	// BatchConcurrency is how many operations a Batch commits at once
 	// (default 16).

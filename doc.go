@@ -16,9 +16,10 @@
 // which is enough for a small replicated value; then the rest of the k
 // data-shard nodes. When they all hold valid shards of the newest version
 // the value is their concatenation, without decoding. Otherwise it asks the
-// parity nodes and rebuilds the newest version that has k valid shards. A
-// node that does not answer makes the read ask on: a newer version could
-// be behind it. A wave that has not all answered after Options.HedgeAfter
+// parity nodes and rebuilds the newest version that has k valid shards (a
+// tombstone needs one: it carries no data). A node that does not answer,
+// or answers that it holds nothing (it may have lost its shard), makes the
+// read ask on: a newer version could be behind it. A wave that has not all answered after Options.HedgeAfter
 // (250 ms) is judged on the answers so far and the next wave starts, so a
 // node that hangs costs a read that, not the request timeout; a write
 // returns HedgeAfter after its quorum answered even if a node has not. A
@@ -30,7 +31,8 @@
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //
-// Delete writes a tombstone version through the same quorum. Query fans out
+// Delete writes a tombstone version through the same quorum, unless no
+// position holds any entry for the key. Query fans out
 // to every node's index and merges by key, newest version wins.
 //
 // A Datastore is safe for concurrent use. Values passed to Put are not

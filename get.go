@@ -182,8 +182,28 @@ func (d *Datastore) fetchFrom(resp *wire.Response, err error, key string, pos in
 	return fetched{state: fetchOK, shard: sh}
 }
 
-// need is the number of shards that rebuild a value of policy p.
-func need(p coding.Policy) int { return p.DataShards }
+// need is the number of shards that make a version of policy p readable:
+// DataShards rebuild a value; a tombstone carries no data, so any one
+// shard of it is the whole of it (as the repair planner counts it, see
+// package repair). A delete that reached fewer than DataShards positions
+// therefore still hides the older value, as it will once repaired.
+func need(p coding.Policy, tombstone bool) int {
+	if tombstone {
+		return 1
+	}
+	return p.DataShards
+}
+
+// positions lists the positions whose answer is in state st.
+func positions(res []fetched, st fetchState) []int {
+	var out []int
+	for pos, r := range res {
+		if r.state == st {
+			out = append(out, pos)
+		}
+	}
+	return out
+}
 
 // evaluate picks the newest version with enough valid shards. With final
 // false it reports done only when the answer cannot change by asking the
@@ -191,12 +211,20 @@ func need(p coding.Policy) int { return p.DataShards }
 // positions an acknowledged write can be on (view.sees), a version
 // complete there is the newest acknowledged one.
 func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool) (val []byte, err error, done bool) {
-	if !final && !v.sees(func(pos int) bool { return res[pos].state == fetchOK || res[pos].state == fetchNotFound }) {
-		return nil, nil, false // a newer version may hide behind a position not asked or failed
+	if !final && !v.sees(func(pos int) bool { return res[pos].state == fetchOK }) {
+		// A newer version may hide behind a position not asked, failed or
+		// without the key: "not found" may be a shard lost (scrubbed, or
+		// on a new owner not yet repaired), so it shows no version. Done
+		// early only when the positions without the key prove it absent.
+		if !d.mayExist(v, positions(res, fetchNotFound)) && len(positions(res, fetchOK)) == 0 {
+			return nil, ds.ErrNotFound, true
+		}
+		return nil, nil, false
 	}
 	type group struct {
 		ver    coding.Version
 		policy coding.Policy
+		tomb   bool
 		shards []*coding.Shard
 		count  int
 	}
@@ -208,10 +236,10 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 		h := &r.shard.Header
 		g := byVer[h.Version]
 		if g == nil {
-			g = &group{ver: h.Version, policy: h.Policy, shards: make([]*coding.Shard, h.Policy.Width())}
+			g = &group{ver: h.Version, policy: h.Policy, tomb: h.Tombstone, shards: make([]*coding.Shard, h.Policy.Width())}
 			byVer[h.Version] = g
 		}
-		if h.Policy != g.policy || pos >= len(g.shards) {
+		if h.Policy != g.policy || h.Tombstone != g.tomb || pos >= len(g.shards) {
 			continue // inconsistent headers within one version: ignore the odd one
 		}
 		g.shards[pos] = r.shard
@@ -226,19 +254,19 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 	}
 	sort.Slice(groups, func(i, j int) bool { return groups[j].ver.Less(groups[i].ver) })
 
-	best, bestNeed := 0, need(v.c.Policy)
+	best, bestNeed := 0, need(v.c.Policy, false)
 	var decodeErrs []NodeError
 	for _, g := range groups {
-		if g.count < need(g.policy) {
+		if g.count < need(g.policy, g.tomb) {
 			if g.count > best {
-				best, bestNeed = g.count, need(g.policy)
+				best, bestNeed = g.count, need(g.policy, g.tomb)
 			}
 			if !final {
 				return nil, nil, false // a newer version may complete with more positions
 			}
 			continue
 		}
-		if firstHeader(g.shards).Tombstone {
+		if g.tomb {
 			return nil, ds.ErrNotFound, true
 		}
 		out, err := coding.Decode(g.shards)
@@ -252,6 +280,9 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 			return nil, nil, false
 		}
 	}
+	if !final {
+		return nil, nil, false // no version complete yet among enough answers
+	}
 	var failed []NodeError
 	var absent []int
 	for pos, r := range res {
@@ -263,13 +294,6 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 		}
 	}
 	failed = append(failed, decodeErrs...)
-	if !final {
-		// Done early only when the data positions prove the key absent.
-		if len(groups) == 0 && !d.mayExist(v, absent) {
-			return nil, ds.ErrNotFound, true
-		}
-		return nil, nil, false
-	}
 	if best == 0 && len(decodeErrs) == 0 && !d.mayExist(v, absent) {
 		return nil, ds.ErrNotFound, true
 	}
@@ -315,7 +339,10 @@ func (v *view) sees(answered func(pos int) bool) bool {
 // mayExist reports whether an acknowledged write could hide on the
 // positions that did not say "not found" (absent lists those that did): an
 // erasure write is on at least its quorum of positions, a replicated one on
-// at least its quorum of the first m+1 positions.
+// at least its quorum of the first m+1 positions. It takes "not found" at
+// its word: a key whose shards those positions lost (scrubbed, or on a new
+// owner before repair) reads as absent until repair restores them. Which
+// version is newest is never judged from "not found" (see evaluate).
 func (d *Datastore) mayExist(v *view, absent []int) bool {
 	p := v.c.Policy
 	r := coding.Replicas(p.ParityShards + 1)
@@ -326,15 +353,6 @@ func (d *Datastore) mayExist(v *view, absent []int) bool {
 		}
 	}
 	return p.Width()-len(absent) >= v.c.Quorum(p) || r.Width()-absentReplica >= v.c.Quorum(r)
-}
-
-func firstHeader(shards []*coding.Shard) coding.Header {
-	for _, s := range shards {
-		if s != nil {
-			return s.Header
-		}
-	}
-	return coding.Header{}
 }
 
 // probe asks the first k positions for index metadata of key and returns
@@ -365,7 +383,21 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, int(owners[pos])) },
 		func(pos int, a headerAnswer) { ans[pos], answered[pos] = a, true },
 		func(final bool) bool {
-			return final || v.sees(func(pos int) bool { return answered[pos] && ans[pos].err == nil })
+			// As in evaluate: only entries show versions; "not found"
+			// ends the probe early only when it proves the key absent.
+			var absent []int
+			entries := 0
+			for pos, a := range ans {
+				switch {
+				case !answered[pos] || a.err != nil:
+				case a.status == wire.StatusOK:
+					entries++
+				case a.status == wire.StatusNotFound:
+					absent = append(absent, pos)
+				}
+			}
+			return final || v.sees(func(pos int) bool { return answered[pos] && ans[pos].err == nil && ans[pos].status == wire.StatusOK }) ||
+				(entries == 0 && !d.mayExist(v, absent))
 		},
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	var failed []NodeError

@@ -55,18 +55,21 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 }
 
 // Delete removes key by writing a tombstone version to every shard position.
-// Deleting a missing key is not an error.
+// Deleting a missing key is not an error. A key whose newest entry is
+// already a tombstone is deleted again: that tombstone may be what is left
+// of a delete that failed its quorum, and this one must be durable once
+// acknowledged.
 func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
 		return nil // such a key cannot have been stored
 	}
-	exists, err := d.Has(ctx, key)
+	le, found, err := d.probe(ctx, k)
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", k, err)
 	}
-	if !exists {
-		return nil
+	if !found && !le.Tombstone {
+		return nil // no entry: nothing was ever acknowledged under key
 	}
 	v := d.view.Load()
 	p := v.c.Policy

@@ -14,7 +14,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// DefaultTimeout bounds one request when the context has no deadline.
+// DefaultTimeout bounds one request when no timeout is given.
 const DefaultTimeout = 30 * time.Second
 
 // maxIdle bounds the idle streams kept per peer.
@@ -67,8 +67,8 @@ type health struct {
 	slowUntil time.Time // marked slow until then, once none is overdue
 }
 
-// NewClient returns a client on h. timeout bounds each request when ctx has
-// no earlier deadline (0: DefaultTimeout).
+// NewClient returns a client on h. timeout bounds each request, or ctx's
+// deadline when it is earlier (0: DefaultTimeout).
 func NewClient(h host.Host, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -243,11 +243,8 @@ func (c *Client) DoInto(ctx context.Context, p peer.ID, req *wire.Request, buf [
 }
 
 func (c *Client) doBody(ctx context.Context, p peer.ID, op wire.Op, head, payload, buf []byte) (*wire.Response, []byte, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout) // or ctx's deadline, if earlier
+	defer cancel()
 	end := c.begin(p, op)
 	resp, buf, err := c.send(ctx, p, op, head, payload, buf)
 	end(err == nil)

@@ -1,0 +1,152 @@
+package dscluster_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/network"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// TestRetriedDeleteIsDurable: a delete that reached only position 0
+// fails its quorum; the caller retries it, as the QuorumError says to.
+// The retry must write its tombstone through the quorum: with position 0
+// (the only holder of the failed delete's tombstone) down, the value must
+// still be gone. A retried delete used to see that tombstone, take the key
+// for deleted, and write nothing.
+func TestRetriedDeleteIsDurable(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	for _, size := range []int{1000, 300 << 10} { // replicated, erasure coded
+		k := ds.NewKey("/lost/retried-delete/" + string(rune('a'+size%26)))
+		o := c.Owners(k.String())
+		if err := c.Client(nil).Put(ctx, k, bytes.Repeat([]byte("v"), size)); err != nil {
+			t.Fatal(err)
+		}
+		part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}})
+		if err := part.Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
+			t.Fatalf("size %d: delete reaching position 0 only: %v, want a quorum error", size, err)
+		}
+		d := c.Client(nil)
+		// The failed delete's tombstone already hides the value: a
+		// tombstone needs one shard, as repair counts it.
+		if got, err := d.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+			t.Fatalf("size %d: get after the failed delete: %d bytes, %v; want ds.ErrNotFound", size, len(got), err)
+		}
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatalf("size %d: retried delete: %v", size, err)
+		}
+		without0 := c.Client(&dscluster.Options{Down: []int{o[0]}})
+		if got, err := without0.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+			t.Fatalf("size %d: get after the retried delete, position 0 down: %d bytes, %v; want ds.ErrNotFound", size, len(got), err)
+		}
+		if has, err := without0.Has(ctx, k); err != nil || has {
+			t.Fatalf("size %d: has after the retried delete, position 0 down: %v, %v; want false", size, has, err)
+		}
+	}
+}
+
+// TestTombstoneHidesReplicatedValue: a small value (3 replicas) is deleted
+// while position 0 is down, so its tombstone (of the erasure policy) is
+// on positions 1-5. A reader that reaches positions 0-3 sees 3 tombstone
+// shards and the old replica on position 0: the delete was acknowledged,
+// so the value must not come back. A tombstone used to need k = 4 shards.
+func TestTombstoneHidesReplicatedValue(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	k := ds.NewKey("/lost/tombstone")
+	o := c.Owners(k.String())
+	if err := c.Client(nil).Put(ctx, k, bytes.Repeat([]byte("x"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[0]}}).Delete(ctx, k); err != nil {
+		t.Fatalf("delete with position 0 down: %v", err)
+	}
+	r := c.Client(&dscluster.Options{Down: []int{o[4], o[5]}})
+	if got, err := r.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get with positions 4 and 5 down after the delete: %d bytes, %v; want ds.ErrNotFound", len(got), err)
+	}
+}
+
+// TestLostReplicaDoesNotHideNewer: v2 overwrote a small value on positions
+// 1 and 2 (its quorum; position 0 missed it and keeps v1). Then position
+// 1's copy rots and its node's scrub removes it, so position 1 answers
+// "not found". That answer shows no version: Get must ask on and find v2
+// on position 2, not serve v1 from position 0.
+func TestLostReplicaDoesNotHideNewer(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	k := ds.NewKey("/lost/replica")
+	o := c.Owners(k.String())
+	v1 := bytes.Repeat([]byte("1"), 1000)
+	v2 := bytes.Repeat([]byte("2"), 1000)
+	if err := c.Client(nil).Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[0]}}).Put(ctx, k, v2); err != nil {
+		t.Fatal(err)
+	}
+	path, err := c.ShardFile(o[1], k.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Node(o[1]).Scrub(ctx); err != nil || st.Corrupt != 1 {
+		t.Fatalf("scrub of position 1: %+v, %v; want 1 corrupt shard", st, err)
+	}
+	d := c.Client(nil)
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get: %q..., %v; want v2", got[:min(4, len(got))], err)
+	}
+	// Has and GetSize judge versions the same way.
+	if err := c.Client(&dscluster.Options{Down: []int{o[0]}}).Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := d.Has(ctx, k); err != nil || has {
+		t.Fatalf("has after the delete: %v, %v; want false", has, err)
+	}
+}
+
+// TestTimeoutBoundsEachRequest: Options.Timeout bounds every request to a
+// node even when the caller's context allows longer. With two nodes that
+// take requests and never answer, a 4+2 write cannot make its quorum of 5:
+// it must fail once its requests time out, well before the caller's
+// deadline, not hold the caller (and its buffers) until then.
+func TestTimeoutBoundsEachRequest(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	k := ds.NewKey("/lost/timeout")
+	o := c.Owners(k.String())
+	release := make(chan struct{})
+	defer close(release)
+	for _, x := range []int{o[4], o[5]} {
+		c.Node(x).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+			<-release
+			_ = s.Reset()
+		})
+	}
+	d := c.Client(&dscluster.Options{Timeout: time.Second, HedgeAfter: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := d.Put(ctx, k, bytes.Repeat([]byte("t"), 300<<10))
+	if !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("put with 2 of 6 nodes hung: %v; want a quorum error from timed-out requests", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("put returned only at the caller's deadline: Options.Timeout did not bound its requests")
+	}
+}
