@@ -74,6 +74,12 @@ func (s *Store) appendAll(sub *submission) error {
 	// rolled out of lie past that volume's end, and Open cuts them off).
 	// A full disk is thus no lasting failure: writes go on once there is
 	// room.
+	if s.mustRoll {
+		if err := s.roll(); err != nil {
+			return err
+		}
+		s.mustRoll = false
+	}
 	back := s.activeOff
 	for i := range sub.ops {
 		o := &sub.ops[i]
@@ -82,11 +88,8 @@ func (s *Store) appendAll(sub *submission) error {
 		}
 		n := int64(len(o.rec))
 		if s.activeOff > 0 && s.activeOff+n > s.opts.MaxVolumeSize {
-			if err := s.createVolume(s.activeVol + 1); err != nil {
+			if err := s.roll(); err != nil {
 				s.activeOff = back
-				if errors.Is(err, errSyncDir) && !isNoSpace(err) {
-					s.failed = err // the disk fails its fsyncs
-				}
 				return err
 			}
 			back = 0
@@ -105,6 +108,15 @@ func (s *Store) appendAll(sub *submission) error {
 	}
 	s.pending = append(s.pending, sub)
 	return nil
+}
+
+// roll makes a new volume the active one. Callers hold appendMu.
+func (s *Store) roll() error {
+	err := s.createVolume(s.activeVol + 1)
+	if errors.Is(err, errSyncDir) && !isNoSpace(err) {
+		s.failed = err // the disk fails its fsyncs
+	}
+	return err
 }
 
 // commitLoop is the single committer. Each round it waits up to CommitDelay
@@ -157,18 +169,22 @@ func (s *Store) commitRound() int {
 	s.appendMu.Lock()
 	group := s.pending
 	s.pending = nil
+	failed := s.failed
 	s.appendMu.Unlock()
 	if len(group) == 0 {
 		return 0
 	}
-	err := s.commitGroup(group)
-	if err != nil && !isNoSpace(err) {
-		s.appendMu.Lock()
-		if s.failed == nil {
-			s.failed = err
+	err := failed
+	if err == nil {
+		err = s.commitGroup(group)
+		if err != nil {
+			s.fence(err)
 		}
-		s.appendMu.Unlock()
 	}
+	// With the store stopped (failed), the group was appended before that
+	// was known: its pages may be among those a failed fsync lost, and a
+	// later fsync of the same file would not say so (the kernel reports a
+	// writeback error once per file). It is never committed.
 	for _, sub := range group {
 		if sub.rejected != nil {
 			sub.done <- sub.rejected
@@ -178,6 +194,60 @@ func (s *Store) commitRound() int {
 	}
 	return len(group)
 }
+
+// fence keeps a failed commit from reaching writes queued behind it. Any
+// failure but a full disk stops the store (failed), and commitRound then
+// fails every queued submission. A full disk during a volume's fsync fails
+// the queued submissions with records in that volume (their pages may be
+// among those whose writeback failed, which a later fsync of the file
+// would not report), and the next append rolls to a new volume, so that
+// no later write is acknowledged by an fsync of that file.
+func (s *Store) fence(err error) {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	if !isNoSpace(err) {
+		if s.failed == nil {
+			s.failed = err
+		}
+		return
+	}
+	var se *syncError
+	if !errors.As(err, &se) {
+		return // the index commit ran out of space and rolled back
+	}
+	keep := s.pending[:0]
+	for _, sub := range s.pending {
+		if sub.touches(se.vol) {
+			sub.done <- err
+		} else {
+			keep = append(keep, sub)
+		}
+	}
+	clear(s.pending[len(keep):])
+	s.pending = keep
+	if s.activeVol == se.vol {
+		s.mustRoll = true
+	}
+}
+
+// touches reports whether sub appended a record to volume vol.
+func (sub *submission) touches(vol uint32) bool {
+	for _, o := range sub.ops {
+		if o.kind != opDelete && o.at.vol == vol {
+			return true
+		}
+	}
+	return false
+}
+
+// syncError is a failed fsync of one volume.
+type syncError struct {
+	vol uint32
+	err error
+}
+
+func (e *syncError) Error() string { return fmt.Sprintf("volume: fsync %s: %v", volName(e.vol), e.err) }
+func (e *syncError) Unwrap() error { return e.err }
 
 // isNoSpace reports a full disk or quota. A group that fails for it fails
 // alone: its records are never indexed (an index commit that ran out of
@@ -206,7 +276,7 @@ func (s *Store) commitGroup(group []*submission) error {
 			return fmt.Errorf("volume: volume %d vanished before commit", vol)
 		}
 		if err := s.fsync(f); err != nil {
-			return fmt.Errorf("volume: fsync %s: %w", volName(vol), err)
+			return &syncError{vol: vol, err: err}
 		}
 	}
 	// 2. Make them visible, in submission order, in one transaction. A

@@ -33,9 +33,13 @@
 // Options.CommitDelay for as many to arrive; a lone writer never waits. Sync
 // is a no-op. If an fsync or an index commit fails, the store refuses further
 // writes (the error is sticky, see Store.Err) until it is reopened, because
-// the disk is then not trusted. A full disk (ENOSPC, EDQUOT) is the
-// exception: the writes that meet it fail, their records are never
-// indexed, and writes go on once there is room.
+// the disk is then not trusted; writes already queued behind the failed
+// one fail with it, since the kernel reports a failed writeback once per
+// file and a later fsync could succeed without their pages. A full disk
+// (ENOSPC, EDQUOT) is the exception: the writes that meet it fail, their
+// records are never indexed, and writes go on once there is room. When
+// it is a volume's fsync that meets it, the writes queued with records in
+// that volume fail too, and the next write starts a new volume.
 //
 // PutWith lets a caller commit its own bbolt buckets with a record: its
 // function runs in the index transaction of the record's group (a node's
@@ -51,8 +55,11 @@
 // records whose group never committed; none of them was acknowledged, so
 // dropping them loses nothing a caller was told is stored. Sealed volumes the
 // index does not know (a compaction that crashed after its index commit) are
-// deleted. A volume shorter than its indexed end makes Open fail with
-// ErrCorrupt.
+// deleted. A volume shorter than its indexed end, or missing, makes Open
+// fail with ErrCorrupt, and so do volumes holding data beside an index
+// that had to be created (index.bolt lost or emptied): Open never deletes
+// data it cannot account for. Only files named as the store names them
+// (00000001.vol) are volumes.
 //
 // # Reads and corruption
 //

@@ -81,8 +81,9 @@ type Store struct {
 
 	// filesMu guards files. Readers hold it shared from index lookup to the
 	// end of the pread, so compaction cannot remove a file under them.
-	filesMu sync.RWMutex
-	files   map[uint32]*os.File
+	filesMu     sync.RWMutex
+	files       map[uint32]*os.File
+	filesClosed bool // Close closed them: a read finds no file because of it
 
 	// appendMu guards the active volume, pending and the flags below.
 	appendMu  sync.Mutex
@@ -91,6 +92,9 @@ type Store struct {
 	pending   []*submission
 	closed    bool
 	failed    error // sticky: set when an fsync or index commit fails
+	// mustRoll: the active volume failed an fsync with a full disk; the
+	// next append goes to a new volume (see fence).
+	mustRoll bool
 
 	kick      chan struct{}
 	quit      chan struct{}
@@ -178,8 +182,8 @@ func listVolumes(dir string) ([]uint32, error) {
 			continue
 		}
 		n, err := strconv.ParseUint(strings.TrimSuffix(name, volSuffix), 10, 32)
-		if err != nil || n == 0 {
-			continue
+		if err != nil || n == 0 || name != volName(uint32(n)) {
+			continue // not a name this store gives (1.vol is not 00000001.vol)
 		}
 		ids = append(ids, uint32(n))
 	}
@@ -189,10 +193,12 @@ func listVolumes(dir string) ([]uint32, error) {
 
 func (s *Store) recover() error {
 	ends := map[uint32]uint64{}
+	fresh := false // the index had no meta bucket: it was just created
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
 			return err
 		}
+		fresh = tx.Bucket(bucketMeta) == nil
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -210,6 +216,9 @@ func (s *Store) recover() error {
 	ids, err := listVolumes(s.dir)
 	if err != nil {
 		return fmt.Errorf("volume: %w", err)
+	}
+	if err := s.checkVolumesKnown(ids, ends, fresh); err != nil {
+		return err
 	}
 	dirty := false
 	for i, id := range ids {
@@ -264,6 +273,33 @@ func (s *Store) recover() error {
 	}
 	if dirty {
 		return s.syncDir()
+	}
+	return nil
+}
+
+// checkVolumesKnown refuses to open what recover would otherwise destroy
+// or misread: volumes holding data beside an index that was just created
+// (index.bolt lost or emptied: recover would delete them all as unknown),
+// and a volume the index has committed records in whose file is missing.
+func (s *Store) checkVolumesKnown(ids []uint32, ends map[uint32]uint64, fresh bool) error {
+	if fresh {
+		for _, id := range ids {
+			path := filepath.Join(s.dir, volName(id))
+			if st, err := os.Stat(path); err == nil && st.Size() > 0 {
+				return fmt.Errorf("%w: %s holds data but %s is new (lost or emptied): restore the index, or move the volumes away to start empty",
+					ErrCorrupt, path, filepath.Join(s.dir, indexFile))
+			}
+		}
+	}
+	present := make(map[uint32]bool, len(ids))
+	for _, id := range ids {
+		present[id] = true
+	}
+	for id, end := range ends {
+		if !present[id] && end > 0 {
+			return fmt.Errorf("%w: volume %s is missing, index says %d bytes are committed in it",
+				ErrCorrupt, filepath.Join(s.dir, volName(id)), end)
+		}
 	}
 	return nil
 }
@@ -352,6 +388,9 @@ func (s *Store) lookup(key string) (loc, bool, error) {
 func (s *Store) readRecord(key string, l loc, buf []byte) ([]byte, error) {
 	f := s.files[l.vol]
 	if f == nil {
+		if s.filesClosed {
+			return nil, ErrClosed
+		}
 		return nil, fmt.Errorf("%w: index points to missing volume %d", ErrCorrupt, l.vol)
 	}
 	n := recordLen(len(key), int(l.valLen))
@@ -488,10 +527,20 @@ func (s *Store) DiskUsage(ctx context.Context) (uint64, error) {
 func (s *Store) Check(ctx context.Context) error {
 	var bad []error
 	err := s.scan(ctx, nil, func(k string, l loc) bool {
-		if err := s.checkHeader(k, l); err != nil {
+		err := s.checkHeader(k, l)
+		if err != nil && !errors.Is(err, ErrClosed) {
+			// Compaction may have moved the record (and removed its
+			// volume) since this page of the index was read.
+			if now, ok, lerr := s.lookup(k); lerr == nil && !ok {
+				err = nil
+			} else if lerr == nil && now != l {
+				err = s.checkHeader(k, now)
+			}
+		}
+		if err != nil {
 			bad = append(bad, fmt.Errorf("key %s: %w", k, err))
 		}
-		return len(bad) < 100
+		return len(bad) < 100 && !errors.Is(err, ErrClosed)
 	})
 	if err != nil {
 		return err
@@ -504,6 +553,9 @@ func (s *Store) checkHeader(k string, l loc) error {
 	defer s.filesMu.RUnlock()
 	f := s.files[l.vol]
 	if f == nil {
+		if s.filesClosed {
+			return ErrClosed
+		}
 		return fmt.Errorf("%w: missing volume %d", ErrCorrupt, l.vol)
 	}
 	h := make([]byte, headerSize+len(k))
@@ -537,6 +589,7 @@ func (s *Store) Close() error {
 	s.compactMu.Lock() // wait for a running Compact
 	defer s.compactMu.Unlock()
 	s.filesMu.Lock()
+	s.filesClosed = true
 	var errs []error
 	for id, f := range s.files {
 		if err := f.Close(); err != nil {

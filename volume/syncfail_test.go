@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 )
@@ -108,5 +109,87 @@ func TestFullDiskIsNotFatal(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, ds.NewKey("/b")); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("get of the write that failed: %v, want ErrNotFound", err)
+	}
+}
+
+// queuedBehindFailedSync has writer A's group fail its fsync with failure
+// while writer B's record is appended and queued behind it (SyncFile waits
+// for B before failing, as a slow fsync would). It returns both answers.
+func queuedBehindFailedSync(t *testing.T, dir string, failure error) (s *Store, errA, errB error) {
+	t.Helper()
+	ctx := context.Background()
+	var failing atomic.Bool
+	s = openT(t, dir, &Options{SyncFile: func(f *os.File) error {
+		if failing.Swap(false) {
+			deadline := time.Now().Add(10 * time.Second)
+			for s.pendingLen() == 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			return failure
+		}
+		return f.Sync()
+	}})
+	if err := s.Put(ctx, ds.NewKey("/before"), []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	doneA := make(chan error, 1)
+	go func() { doneA <- s.Put(ctx, ds.NewKey("/a"), []byte("a")) }()
+	for s.pendingLen() != 0 || failing.Load() { // A's group is in its fsync
+		time.Sleep(time.Millisecond)
+	}
+	errB = s.Put(ctx, ds.NewKey("/b"), []byte("b"))
+	return s, <-doneA, errB
+}
+
+// A write queued while another group's fsync fails is not acknowledged by
+// a later fsync of the same file, which would succeed without saying that
+// its pages may have been lost (the kernel reports a writeback error once
+// per file): it fails with the store's sticky error.
+func TestFailedSyncFailsQueuedWrites(t *testing.T) {
+	eio := errors.New("input/output error (injected)")
+	s, errA, errB := queuedBehindFailedSync(t, t.TempDir(), eio)
+	defer s.Close()
+	if !errors.Is(errA, eio) || !errors.Is(errB, eio) {
+		t.Fatalf("put /a: %v; put /b, queued behind it: %v; want both to fail with the fsync error", errA, errB)
+	}
+	if _, err := s.Get(context.Background(), ds.NewKey("/b")); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get /b: %v, want ErrNotFound: it was never committed", err)
+	}
+}
+
+// The same with a full disk, which does not stop the store: the queued
+// write fails too, and later writes go to a new volume (a fresh file whose
+// fsyncs report its own writeback) and are served after reopening.
+func TestFullDiskFailsQueuedWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	full := &os.PathError{Op: "sync", Path: "volume", Err: syscall.ENOSPC}
+	s, errA, errB := queuedBehindFailedSync(t, dir, full)
+	if !errors.Is(errA, syscall.ENOSPC) || !errors.Is(errB, syscall.ENOSPC) {
+		t.Fatalf("put /a: %v; put /b, queued behind it: %v; want both to fail with ENOSPC", errA, errB)
+	}
+	before, _ := listVolumes(dir)
+	if err := s.Put(ctx, ds.NewKey("/c"), []byte("c")); err != nil {
+		t.Fatalf("put once there is room: %v", err)
+	}
+	after, _ := listVolumes(dir)
+	if len(after) != len(before)+1 {
+		t.Fatalf("volumes %v after the failed fsync, %v after the next write: want it in a new volume", before, after)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, nil)
+	defer s.Close()
+	for k, want := range map[string]string{"/before": "before", "/c": "c"} {
+		if got, err := s.Get(ctx, ds.NewKey(k)); err != nil || string(got) != want {
+			t.Fatalf("get %s after reopening: %q, %v; want %q", k, got, err, want)
+		}
+	}
+	for _, k := range []string{"/a", "/b"} {
+		if _, err := s.Get(ctx, ds.NewKey(k)); !errors.Is(err, ds.ErrNotFound) {
+			t.Fatalf("get %s after reopening: %v, want ErrNotFound", k, err)
+		}
 	}
 }
