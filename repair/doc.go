@@ -63,8 +63,11 @@
 //     nothing until the shard is gone. The shard is dropped (Stale, since
 //     its holder may own the position) only when it is provably garbage:
 //     every owner of the key's slot, in the map and the target, is
-//     reachable, and the version has fewer than k positions among all the
-//     holdings listed, reachable or not. Otherwise (an owner that does not
+//     reachable, the version has fewer than k positions among all the
+//     holdings listed, reachable or not, and it is older than
+//     View.GarbageBefore (the driver's GarbageGrace ago: a write still in
+//     flight has landed only some of its shards, and may yet be
+//     acknowledged). Otherwise (an owner that does not
 //     answer might hold more of it: an acknowledged write) it is left
 //     alone, at owners and elsewhere, and V is repaired everywhere else. A
 //     later plan gives V to the owner whose shard was dropped.

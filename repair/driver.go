@@ -47,7 +47,15 @@ type DriverConfig struct {
 	Workers int
 	// NoSync skips fsync of the state file (tests).
 	NoSync bool
+	// GarbageGrace is how old a version with fewer than k shards must be
+	// before it is dropped as the garbage of a failed write (default
+	// DefaultGarbageGrace; negative: 0). It outlasts any write in flight,
+	// with room for front ends whose clocks lag.
+	GarbageGrace time.Duration
 }
+
+// DefaultGarbageGrace is DriverConfig.GarbageGrace's default.
+const DefaultGarbageGrace = 10 * time.Minute
 
 // Validate checks the config and fills defaults.
 func (c *DriverConfig) Validate() error {
@@ -62,6 +70,12 @@ func (c *DriverConfig) Validate() error {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 4
+	}
+	switch {
+	case c.GarbageGrace == 0:
+		c.GarbageGrace = DefaultGarbageGrace
+	case c.GarbageGrace < 0:
+		c.GarbageGrace = 0
 	}
 	return nil
 }
@@ -253,7 +267,8 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 // many slots are unsettled, it lists every node whole. A node that fails
 // to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
-	view = &View{Map: m, Target: target, Reachable: make(map[string]bool)}
+	view = &View{Map: m, Target: target, Reachable: make(map[string]bool),
+		GarbageBefore: uint64(time.Now().Add(-d.cfg.GarbageGrace).UnixMilli()) << 16}
 	listed := placement.NumSlots
 	defer func() {
 		d.mu.Lock()

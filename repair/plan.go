@@ -345,8 +345,9 @@ func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
 // write that failed after landing on fewer than DataShards positions. That
 // takes every owner of the slot, in the map and the target, answering (a
 // node that does not might hold more of it: an acknowledged write), and
-// fewer than DataShards positions of the version among all holdings. The
-// drops are Stale: the holder may own the position, and until its shard is
+// fewer than DataShards positions of the version among all holdings, and
+// the version older than View.GarbageBefore (a write in flight lands its
+// shards one by one, and the listings are no snapshot). The drops are Stale: the holder may own the position, and until its shard is
 // gone it refuses the older version repaired (a later plan sends it).
 func (s *planner) dropGarbage(newer []verInfo) {
 	if len(newer) == 0 || s.v.Map == nil || !s.rowReachable(&s.cur, s.curRow) || !s.rowReachable(&s.tgt, s.tgtRow) {
@@ -356,6 +357,9 @@ func (s *planner) dropGarbage(newer []verInfo) {
 		vi := &newer[j]
 		if vi.ref.Tombstone || vi.total >= vi.ref.Policy.DataShards {
 			continue
+		}
+		if s.v.GarbageBefore != 0 && vi.ver.HLC >= s.v.GarbageBefore {
+			continue // its write may still be landing: not known to have failed
 		}
 		for i := range s.hs {
 			if h := &s.hs[i]; h.reach && h.Version == vi.ver && !h.drop {

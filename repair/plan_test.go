@@ -820,6 +820,33 @@ func TestShadowedByFailedWrite(t *testing.T) {
 	}
 }
 
+// A version with fewer than k shards is not garbage while its write may
+// still be landing: a repair pass that lists the owners while a Put's
+// shards arrive one by one sees it at a few positions, though the Put may
+// yet reach its quorum and be acknowledged. Dropping those shards then
+// lost the acknowledged value. Only a version older than GarbageBefore is
+// dropped.
+func TestInFlightWriteIsNotGarbage(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	v2 := s.writeAt("/a", simEC, 8000, false, 0, 1) // landing
+	v := s.view()
+	v.GarbageBefore = v2.HLC // v2 is as new as the cutoff
+	if drops := actionsOf(Make(v), "/a"); len(drops) != 0 {
+		t.Fatalf("plan while V2 may be landing: %+v; want nothing for /a", drops)
+	}
+	v.GarbageBefore = v2.HLC + 1 // v2's write is over: it failed
+	var dropped []int
+	for _, a := range actionsOf(Make(v), "/a") {
+		if a.Kind == Drop && a.Version == v2 && a.Stale {
+			dropped = append(dropped, a.Pos)
+		}
+	}
+	if !slices.Equal(dropped, []int{0, 1}) {
+		t.Fatalf("plan once V2 is older than the cutoff: %+v; want the stale drops of V2 at positions 0 and 1", actionsOf(Make(v), "/a"))
+	}
+}
+
 // The same with an owner of the slot unreachable: it might hold more shards
 // of V2 (an acknowledged write), so V2 is not dropped; V1 is repaired where
 // it can be. Once the owner answers, V2 is garbage and goes.

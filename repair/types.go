@@ -30,6 +30,11 @@ type View struct {
 	// asked to drop.
 	Reachable map[string]bool
 	Holdings  []Holding
+	// GarbageBefore is the HLC (coding.Version.HLC) below which writes
+	// are over. A version at or after it may still be landing (its other
+	// shards on their way, its write yet to be acknowledged), so it is
+	// never dropped as garbage, however few its shards. 0 bounds nothing.
+	GarbageBefore uint64
 }
 
 // ActionKind says what an Action does.
