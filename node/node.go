@@ -479,8 +479,8 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	old, err := n.idx.Get(h.Key)
 	switch {
 	case err == nil:
-		if !old.Version.Less(toIndexVersion(h.Version)) {
-			return wire.StatusOK, wire.Superseded(old.Version.HLC, old.Version.Writer)
+		if st, msg, held := heldAnswer(old, h); held {
+			return st, msg
 		}
 	case errors.Is(err, index.ErrNotFound):
 	default:
@@ -510,6 +510,27 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	}
 	n.forwardToTarget(c, slot, int(h.Index), raw)
 	return wire.StatusOK, ""
+}
+
+// heldAnswer is the answer to a put of shard h when the node already holds
+// old for the key, and held is true, or held is false when h is newer and
+// must be stored. An equal version is stored already, which a retried put
+// is told with OK, but only at the same position: a node keeps one shard
+// per key, and during a rebalance it may own one position of the slot in
+// the map and another in the target. Holding shard q of a version does not
+// store shard p of it, so that put is refused (the writer must not count it
+// toward its quorum).
+func heldAnswer(old index.Entry, h *coding.Header) (st wire.Status, msg string, held bool) {
+	in := toIndexVersion(h.Version)
+	switch {
+	case old.Version.Less(in):
+		return 0, "", false
+	case old.Version == in && old.Index != h.Index:
+		return wire.StatusBadRequest, fmt.Sprintf("put %q: this node holds shard %d of version %s, not shard %d (it keeps one shard per key)",
+			h.Key, old.Index, h.Version, h.Index), true
+	default:
+		return wire.StatusOK, wire.Superseded(old.Version.HLC, old.Version.Writer), true
+	}
 }
 
 // errNewerHeld refuses to store a shard whose index entry would not be
@@ -559,6 +580,25 @@ type intoReader interface {
 const maxScratch = 4 << 20
 
 func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratch *[]byte) *wire.Response {
+	resp := n.readShard(ctx, key, headerOnly, scratch)
+	if resp.Status != wire.StatusCorrupt {
+		return resp
+	}
+	// Reads take no lock, so an overwrite or delete of key may have run
+	// between reading its index entry and its shard. Look again under the
+	// key's lock, which writes hold, before calling the shard corrupt.
+	mu := n.lock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	if resp = n.readShard(ctx, key, headerOnly, scratch); resp.Status == wire.StatusCorrupt {
+		log.Warnw("corrupt shard", "key", key, "err", resp.Message)
+	}
+	return resp
+}
+
+// readShard reads key's index entry, then its shard, and checks that they
+// agree.
+func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scratch *[]byte) *wire.Response {
 	e, err := n.idx.Get(key)
 	if errors.Is(err, index.ErrNotFound) {
 		return &wire.Response{Status: wire.StatusNotFound}
@@ -584,7 +624,6 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratc
 		raw, err = n.store.Get(ctx, shardName(key))
 	}
 	if errors.Is(err, ds.ErrNotFound) {
-		log.Warnw("shard file missing for indexed key", "key", key)
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: shard file missing", key)}
 	}
 	if err != nil {
@@ -598,7 +637,6 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratc
 		err = fmt.Errorf("shard version %s does not match the index", sh.Header.Version)
 	}
 	if err != nil {
-		log.Warnw("corrupt shard", "key", key, "err", err)
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: %v", key, err)}
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: raw}
