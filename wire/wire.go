@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -120,6 +121,9 @@ func (s Status) String() string {
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("wire: malformed message")
 
+// frameStep is the most ReadFrame allocates ahead of the bytes received.
+const frameStep = 1 << 20
+
 // ReadFrame reads one frame body into buf (grown if needed) and returns it.
 func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 	var hdr [4]byte
@@ -133,15 +137,21 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 	if n > MaxFrame {
 		return nil, fmt.Errorf("%w: frame of %d bytes exceeds the limit of %d", ErrMalformed, n, MaxFrame)
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	// A buffer too small grows as the body arrives, not to the size the
+	// header claims: 4 bytes must not make a node allocate MaxFrame.
+	buf = buf[:0]
+	for len(buf) < int(n) {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(int(n)-len(buf), max(len(buf), frameStep)))
 		}
-		return nil, fmt.Errorf("%w: truncated frame: %w", ErrMalformed, err)
+		k, err := io.ReadFull(r, buf[len(buf):min(cap(buf), int(n))])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("%w: truncated frame: %w", ErrMalformed, err)
+		}
 	}
 	if buf[0] != Version {
 		return nil, fmt.Errorf("%w: wire version %d, this node speaks %d", ErrMalformed, buf[0], Version)

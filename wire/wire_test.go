@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func sampleRequests() []*Request {
@@ -470,5 +472,47 @@ func TestFramesAreWrittenJoined(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got2, r) {
 			t.Fatalf("response of %d bytes read back: %+v, %v", size, got2, err)
 		}
+	}
+}
+
+// A header alone makes ReadFrame allocate no more than frameStep ahead of
+// the bytes that arrive: it used to allocate the length the header claims
+// (up to MaxFrame, 72 MiB) before reading any of it, so a few streams of
+// 4 bytes each could hold gigabytes of a node's memory. A large frame that
+// does arrive is read whole, and a buffer big enough is reused.
+func TestReadFrameAllocatesAsBytesArrive(t *testing.T) {
+	claim := binary.BigEndian.AppendUint32(nil, MaxFrame)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ReadFrame(bytes.NewReader(append(claim, Version, byte(OpPut))), nil)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("header of %d bytes and 2 of body: %v, want a truncated frame", MaxFrame, err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 2*frameStep {
+		t.Fatalf("reading a frame that claims %d bytes and brings 2 allocated %d bytes", MaxFrame, grew)
+	}
+
+	big := make([]byte, 5*frameStep+123)
+	big[0] = Version
+	for i := 1; i < len(big); i++ {
+		big[i] = byte(i * 7)
+	}
+	var w bytes.Buffer
+	if err := WriteFrame(&w, big); err != nil {
+		t.Fatal(err)
+	}
+	wire := w.Bytes()
+	got, err := ReadFrame(iotest.OneByteReader(bytes.NewReader(wire[:4+frameStep])), nil)
+	if !errors.Is(err, ErrMalformed) || got != nil {
+		t.Fatalf("frame cut short: %d bytes, %v; want a truncated frame", len(got), err)
+	}
+	got, err = ReadFrame(bytes.NewReader(wire), nil)
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("large frame: %d bytes, %v; want the %d written", len(got), err, len(big))
+	}
+	again, err := ReadFrame(bytes.NewReader(wire), got)
+	if err != nil || !bytes.Equal(again, big) || &again[0] != &got[0] {
+		t.Fatalf("large frame into a buffer big enough: %d bytes, %v, reused %v", len(again), err, err == nil && &again[0] == &got[0])
 	}
 }
