@@ -298,6 +298,31 @@ func (db *DB) Get(key string) (Entry, error) {
 	return e, nil
 }
 
+// PurgeCorrupt deletes, as Delete does, every entry that does not decode,
+// and returns their keys. Listings and Sums fail while such an entry is
+// there; once it is gone the key reads as not held, and repair rebuilds
+// it from the other shards.
+func (db *DB) PurgeCorrupt() ([]string, error) {
+	var bad []string
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(db.b.entries).ForEach(func(k, v []byte) error {
+			if _, err := decodeEntry(string(k), v); err != nil {
+				bad = append(bad, string(k))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, db.wrap("purge corrupt", err)
+	}
+	for _, k := range bad {
+		if err := db.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return bad, nil
+}
+
 // Delete purges the entry for key (this is not a tombstone: Put one for
 // that). Deleting a missing key is not an error. Delete is durable and
 // group-committed like Put. It also purges an entry that does not decode;

@@ -765,3 +765,38 @@ func TestSumsUnderConcurrentOverwrites(t *testing.T) {
 	wg.Wait()
 	checkConsistent(t, db)
 }
+
+// PurgeCorrupt removes exactly the entries that do not decode; listings
+// and sums work again and count the rest.
+func TestPurgeCorrupt(t *testing.T) {
+	db := openTest(t, "", noSync)
+	for _, k := range []string{"/a/1", "/a/2", "/a/3"} {
+		mustPut(t, db, Entry{Key: k, Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
+	}
+	corruptEntry(t, db, "/a/2")
+	if _, err := db.ListSlot(9, "", 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ListSlot with a corrupt entry: %v, want ErrCorrupt", err)
+	}
+	bad, err := db.PurgeCorrupt()
+	if err != nil || !slices.Equal(bad, []string{"/a/2"}) {
+		t.Fatalf("PurgeCorrupt: %v, %v; want [/a/2]", bad, err)
+	}
+	es, err := db.ListSlot(9, "", 0)
+	if err != nil || len(es) != 2 || es[0].Key != "/a/1" || es[1].Key != "/a/3" {
+		t.Fatalf("ListSlot after the purge: %+v, %v", es, err)
+	}
+	sums, err := db.Sums()
+	if err != nil {
+		t.Fatalf("sums after the purge: %v", err)
+	}
+	n := uint64(0)
+	for _, s := range sums {
+		n += s.Count
+	}
+	if n != 2 {
+		t.Fatalf("sums count %d entries after the purge, want 2", n)
+	}
+	if bad, err := db.PurgeCorrupt(); err != nil || len(bad) != 0 {
+		t.Fatalf("second PurgeCorrupt: %v, %v; want nothing", bad, err)
+	}
+}

@@ -477,6 +477,9 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	mu.Lock()
 	defer mu.Unlock()
 	old, err := n.idx.Get(h.Key)
+	if errors.Is(err, index.ErrCorrupt) && n.purgeCorrupt() > 0 {
+		old, err = n.idx.Get(h.Key)
+	}
 	switch {
 	case err == nil:
 		if st, msg, held := heldAnswer(old, h); held {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/coding"
@@ -363,5 +365,82 @@ func TestGetDuringOverwrite(t *testing.T) {
 				t.Fatal("no read found the key")
 			}
 		})
+	}
+}
+
+// TestCorruptIndexEntryIsPurged: one index entry that no longer decodes
+// (one bit of index.db flipped) used to make the node fail every listing,
+// inventory, slot sum and scrub, and every put of that key, for good:
+// nothing removed it. The node now purges it (and its shard) when a
+// listing meets it, so repair can rebuild the key, and everything else
+// goes on.
+func TestCorruptIndexEntryIsPurged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := clustertest.Start(t, clustertest.Options{Store: "flatfs"})
+	cl := transport.NewClient(c.Node(1).Host(), 20*time.Second)
+	do := func(req *wire.Request) *wire.Response {
+		t.Helper()
+		resp, err := cl.Do(ctx, c.Node(0).ID(), req)
+		if err != nil {
+			t.Fatalf("%s: %v", req.Op, err)
+		}
+		return resp
+	}
+	var keys []string
+	for i := 0; len(keys) < 20; i++ {
+		if k := fmt.Sprintf("/rot/%d", i); c.Owners(k)[0] == 0 {
+			keys = append(keys, k)
+			if r := do(&wire.Request{Op: wire.OpPut, Shard: encodeShard(t, k, 64<<10, 0)}); r.Status != wire.StatusOK {
+				t.Fatal(r.Message)
+			}
+		}
+	}
+	c.Stop(0)
+	db, err := bolt.Open(filepath.Join(c.Dirs[0], "index.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("entries"))
+		v := bytes.Clone(b.Get([]byte(keys[3])))
+		v[len(v)-10] ^= 1 // one bit of the version
+		return b.Put([]byte(keys[3]), v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(0)
+	cl = transport.NewClient(c.Node(1).Host(), 20*time.Second)
+
+	r := do(&wire.Request{Op: wire.OpInventory})
+	if r.Status != wire.StatusOK {
+		t.Fatalf("inventory with a corrupt entry: %s %q", r.Status, r.Message)
+	}
+	es, _, err := wire.DecodeInventoryPayload(r.Payload)
+	if err != nil || len(es) != len(keys)-1 {
+		t.Fatalf("inventory: %d entries, %v; want the %d that decode", len(es), err, len(keys)-1)
+	}
+	for _, e := range es {
+		if e.Key == keys[3] {
+			t.Fatalf("inventory lists the corrupt entry %s", e.Key)
+		}
+	}
+	if r := do(&wire.Request{Op: wire.OpSums}); r.Status != wire.StatusOK {
+		t.Fatalf("sums after the purge: %s %q", r.Status, r.Message)
+	}
+	if st, err := c.Node(0).Scrub(ctx); err != nil || st.Scanned != len(keys)-1 || st.Corrupt != 0 {
+		t.Fatalf("scrub after the purge: %+v, %v; want %d scanned, none bad", st, err, len(keys)-1)
+	}
+	if r := do(&wire.Request{Op: wire.OpGet, Key: keys[3]}); r.Status != wire.StatusNotFound {
+		t.Fatalf("get of the purged key: %s %q, want not found (repair rebuilds it)", r.Status, r.Message)
+	}
+	if r := do(&wire.Request{Op: wire.OpPut, Shard: encodeShard(t, keys[3], 64<<10, 0)}); r.Status != wire.StatusOK {
+		t.Fatalf("put of the purged key: %s %q", r.Status, r.Message)
+	}
+	if r := do(&wire.Request{Op: wire.OpGet, Key: keys[3]}); r.Status != wire.StatusOK {
+		t.Fatalf("get after the put: %s %q", r.Status, r.Message)
 	}
 }

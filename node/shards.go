@@ -29,12 +29,14 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 		limit = inventoryLimit
 	}
 	var es []index.Entry
-	var err error
-	if req.Op == wire.OpSlotInventory {
-		es, err = n.idx.ListSlot(req.Slot, req.After, limit+1)
-	} else {
-		es, err = n.idx.ListPrefix("", req.After, limit+1)
-	}
+	err := n.healing(func() (err error) {
+		if req.Op == wire.OpSlotInventory {
+			es, err = n.idx.ListSlot(req.Slot, req.After, limit+1)
+		} else {
+			es, err = n.idx.ListPrefix("", req.After, limit+1)
+		}
+		return err
+	})
 	if err != nil {
 		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("%s: %v", req.Op, err)}
 	}
@@ -53,10 +55,46 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendInventoryPayload(nil, out, more)}
 }
 
+// healing runs read, and runs it again after purging the index entries
+// that do not decode when it failed on one.
+func (n *Node) healing(read func() error) error {
+	err := read()
+	if errors.Is(err, index.ErrCorrupt) && n.purgeCorrupt() > 0 {
+		err = read()
+	}
+	return err
+}
+
+// purgeCorrupt drops the index entries that do not decode (bit rot in the
+// index file) and their shards: while one is there the node cannot list,
+// sum or scrub its index, nor store that key. Once they are gone the keys
+// read as not held here, and repair rebuilds them from the other shards.
+// It returns how many were purged.
+func (n *Node) purgeCorrupt() int {
+	keys, err := n.idx.PurgeCorrupt()
+	if err != nil {
+		log.Errorw("purge index entries that do not decode", "err", err)
+		return 0
+	}
+	for _, k := range keys {
+		if err := n.store.Delete(n.bgCtx, shardName(k)); err != nil {
+			log.Warnw("delete the shard of a purged index entry", "key", k, "err", err)
+		}
+	}
+	if len(keys) > 0 {
+		log.Warnw("index entries did not decode: purged for repair to rebuild", "count", len(keys), "first", keys[0])
+	}
+	return len(keys)
+}
+
 // sums answers OpSums: the index's slot sums, for the repair worker to
 // find the slots whose owners agree without listing them.
 func (n *Node) sums() *wire.Response {
-	groups, err := n.idx.Sums()
+	var groups map[index.SumKey]index.Sum
+	err := n.healing(func() (err error) {
+		groups, err = n.idx.Sums()
+		return err
+	})
 	if err != nil {
 		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("sums: %v", err)}
 	}
@@ -150,7 +188,11 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 	var st ScrubStats
 	after := ""
 	for {
-		es, err := n.idx.ListPrefix("", after, listLimit)
+		var es []index.Entry
+		err := n.healing(func() (err error) {
+			es, err = n.idx.ListPrefix("", after, listLimit)
+			return err
+		})
 		if err != nil {
 			return st, fmt.Errorf("scrub: %w", err)
 		}
