@@ -291,6 +291,10 @@ func (n *Node) closeResources() error {
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
+	// The handlers still running finish before the index and the store
+	// close under them: a flatfs put stopped between its shard file and
+	// its index entry would leave them disagreeing.
+	n.wg.Wait()
 	if n.idx != nil {
 		errs = append(errs, n.idx.Close())
 	}

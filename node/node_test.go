@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	flatfs "github.com/ipfs/go-ds-flatfs"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -442,5 +446,95 @@ func TestCorruptIndexEntryIsPurged(t *testing.T) {
 	}
 	if r := do(&wire.Request{Op: wire.OpGet, Key: keys[3]}); r.Status != wire.StatusOK {
 		t.Fatalf("get after the put: %s %q", r.Status, r.Message)
+	}
+}
+
+// stallingStore holds the next Put (once stall is set) until it is
+// released, as a slow disk would: by the test, or by Close, which lets the
+// held Put finish on the open store before closing it.
+type stallingStore struct {
+	ds.Batching
+	stall   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+	done    chan struct{} // closed when the held Put has returned
+}
+
+func (s *stallingStore) Put(ctx context.Context, k ds.Key, v []byte) error {
+	if !s.stall.CompareAndSwap(true, false) {
+		return s.Batching.Put(ctx, k, v)
+	}
+	defer close(s.done)
+	close(s.entered)
+	<-s.release
+	return s.Batching.Put(ctx, k, v)
+}
+
+func (s *stallingStore) letGo() { s.once.Do(func() { close(s.release) }) }
+
+func (s *stallingStore) Close() error {
+	select {
+	case <-s.entered:
+		s.letGo()
+		<-s.done
+	default:
+	}
+	return s.Batching.Close()
+}
+
+// TestCloseWaitsForPuts: a node closing while a put is between its shard
+// file and its index entry (flatfs) lets the put finish before it closes
+// the index. It used to close the index first: the file held the new
+// version, the index the old one, and after a restart the node answered
+// "corrupt" for the key (scrub would then drop it).
+func TestCloseWaitsForPuts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var st0 atomic.Pointer[stallingStore]
+	c := clustertest.Start(t, clustertest.Options{OpenStore: func(i int, dir string) (ds.Datastore, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		fs, err := flatfs.CreateOrOpen(filepath.Join(dir, "shards"), flatfs.NextToLast(2), false)
+		if err != nil || i != 0 {
+			return fs, err
+		}
+		s := &stallingStore{Batching: fs, entered: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
+		st0.Store(s)
+		return s, nil
+	}})
+	key := keyOwnedAt(c, 0)
+	cl := transport.NewClient(newHost(t, c.Secret), 20*time.Second)
+	n0 := c.Node(0)
+	cl.Host().Peerstore().AddAddrs(n0.ID(), n0.Addrs(), time.Hour)
+	put := func(hlc uint64) (*wire.Response, error) {
+		sh, err := coding.Encode(key, bytes.Repeat([]byte{byte(hlc)}, 64<<10), coding.Erasure(4, 2), coding.Version{HLC: hlc << 16, Writer: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpPut, Shard: sh[0].AppendBinary(nil)})
+	}
+	if r, err := put(1); err != nil || r.Status != wire.StatusOK {
+		t.Fatalf("put v1: %v %+v", err, r)
+	}
+	s := st0.Load()
+	s.stall.Store(true)
+	go func() { _, _ = put(2) }()
+	<-s.entered
+	stopped := make(chan struct{})
+	go func() {
+		c.Stop(0)
+		close(stopped)
+	}()
+	time.Sleep(200 * time.Millisecond) // Close runs up to the handlers
+	s.letGo()
+	<-stopped
+	c.Restart(0)
+	n0 = c.Node(0)
+	cl.Host().Peerstore().AddAddrs(n0.ID(), n0.Addrs(), time.Hour)
+	r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpGet, Key: key})
+	if err != nil || r.Status != wire.StatusOK {
+		t.Fatalf("get after a close during a put: %v %s %q; want the shard", err, r.Status, r.Message)
 	}
 }
