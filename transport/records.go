@@ -41,17 +41,18 @@ func newGatheredTLS(id protocol.ID, key ic.PrivKey, muxers []tptu.StreamMuxer) (
 func (t *gatheredTLS) ID() protocol.ID { return t.inner.ID() }
 
 func (t *gatheredTLS) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
-	below := &recordConn{Conn: insecure}
-	c, err := t.inner.SecureInbound(ctx, below, p)
-	if err != nil {
-		return nil, err
-	}
-	return &gatheredConn{SecureConn: c, below: below}, nil
+	return gather(ctx, insecure, p, t.inner.SecureInbound)
 }
 
 func (t *gatheredTLS) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+	return gather(ctx, insecure, p, t.inner.SecureOutbound)
+}
+
+// gather runs the TLS handshake secure over a recordConn on insecure.
+func gather(ctx context.Context, insecure net.Conn, p peer.ID,
+	secure func(context.Context, net.Conn, peer.ID) (sec.SecureConn, error)) (sec.SecureConn, error) {
 	below := &recordConn{Conn: insecure}
-	c, err := t.inner.SecureOutbound(ctx, below, p)
+	c, err := secure(ctx, below, p)
 	if err != nil {
 		return nil, err
 	}
