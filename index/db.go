@@ -315,12 +315,19 @@ func (db *DB) PurgeCorrupt() ([]string, error) {
 	if err != nil {
 		return nil, db.wrap("purge corrupt", err)
 	}
+	purged := bad[:0]
 	for _, k := range bad {
-		if err := db.Delete(k); err != nil {
+		// Only if it is still the entry that did not decode: a put may
+		// have stored a good one since, after another purge.
+		gone, err := db.delete(k, true)
+		if err != nil {
 			return nil, err
 		}
+		if gone {
+			purged = append(purged, k)
+		}
 	}
-	return bad, nil
+	return purged, nil
 }
 
 // Delete purges the entry for key (this is not a tombstone: Put one for
@@ -329,21 +336,33 @@ func (db *DB) PurgeCorrupt() ([]string, error) {
 // the Stats counters then lose track of that entry's contribution, except
 // that Keys is decremented.
 func (db *DB) Delete(key string) error {
+	_, err := db.delete(key, false)
+	return err
+}
+
+// delete is Delete; with onlyCorrupt it deletes only an entry that does
+// not decode. It reports whether it deleted one.
+func (db *DB) delete(key string, onlyCorrupt bool) (bool, error) {
 	if len(key) == 0 || len(key) > MaxKeyLen {
-		return nil // Put never stores such a key
+		return false, nil // Put never stores such a key
 	}
 	k := []byte(key)
+	deleted := false
 	err := db.update(func(tx *bolt.Tx) error {
+		deleted = false // update may run this more than once
 		entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
 		old := entries.Get(k)
 		if old == nil {
 			return nil
 		}
-		st, err := db.readStats(tx)
-		if err != nil {
-			return err
-		}
 		prev, err := decodeEntry(key, old)
+		if err == nil && onlyCorrupt {
+			return nil
+		}
+		st, serr := db.readStats(tx)
+		if serr != nil {
+			return serr
+		}
 		if err != nil {
 			// The slot is unknown: look in every slot. This is slow
 			// (65536 lookups) but only happens when repairing corruption.
@@ -376,12 +395,13 @@ func (db *DB) Delete(key string) error {
 		if err := entries.Delete(k); err != nil {
 			return err
 		}
+		deleted = true
 		return db.writeStats(tx, st)
 	})
 	if err != nil {
-		return db.wrap("delete", err)
+		return false, db.wrap("delete", err)
 	}
-	return nil
+	return deleted, nil
 }
 
 // ListPrefix returns up to limit entries (all if limit <= 0) whose keys

@@ -800,3 +800,25 @@ func TestPurgeCorrupt(t *testing.T) {
 		t.Fatalf("second PurgeCorrupt: %v, %v; want nothing", bad, err)
 	}
 }
+
+// A purge whose scan is stale (another purge deleted the bad entry, and a
+// put stored a good one since) leaves the good entry alone: it used to
+// delete it by key, losing a shard the writer had been told was stored.
+func TestStalePurgeKeepsGoodEntry(t *testing.T) {
+	db := openTest(t, "", noSync)
+	good := Entry{Key: "/a/1", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}}
+	mustPut(t, db, good)
+	corruptEntry(t, db, good.Key)
+	if bad, err := db.PurgeCorrupt(); err != nil || len(bad) != 1 {
+		t.Fatalf("first purge: %v, %v", bad, err)
+	}
+	good.Version.HLC = 2
+	mustPut(t, db, good)
+	// The second purger's scan listed the key before the first purge.
+	if gone, err := db.delete(good.Key, true); err != nil || gone {
+		t.Fatalf("stale purge of a good entry: deleted %v, %v; want it kept", gone, err)
+	}
+	if e, err := db.Get(good.Key); err != nil || e.Version.HLC != 2 {
+		t.Fatalf("get after the stale purge: %+v, %v; want version 2", e, err)
+	}
+}

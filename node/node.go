@@ -481,7 +481,8 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 	mu.Lock()
 	defer mu.Unlock()
 	old, err := n.idx.Get(h.Key)
-	if errors.Is(err, index.ErrCorrupt) && n.purgeCorrupt() > 0 {
+	if errors.Is(err, index.ErrCorrupt) {
+		n.purgeCorrupt()
 		old, err = n.idx.Get(h.Key)
 	}
 	switch {

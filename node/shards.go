@@ -56,35 +56,33 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 }
 
 // healing runs read, and runs it again after purging the index entries
-// that do not decode when it failed on one.
+// that do not decode when it failed on one (another purge may have got
+// there first).
 func (n *Node) healing(read func() error) error {
 	err := read()
-	if errors.Is(err, index.ErrCorrupt) && n.purgeCorrupt() > 0 {
+	if errors.Is(err, index.ErrCorrupt) {
+		n.purgeCorrupt()
 		err = read()
 	}
 	return err
 }
 
 // purgeCorrupt drops the index entries that do not decode (bit rot in the
-// index file) and their shards: while one is there the node cannot list,
-// sum or scrub its index, nor store that key. Once they are gone the keys
-// read as not held here, and repair rebuilds them from the other shards.
-// It returns how many were purged.
-func (n *Node) purgeCorrupt() int {
+// index file): while one is there the node cannot list, sum or scrub its
+// index, nor store that key. Once they are gone the keys read as not held
+// here, and repair rebuilds them from the other shards; the rebuilt shard
+// replaces the old one in the store. It takes no key lock (a put calls it
+// holding one), and needs none: the index deletes only entries that still
+// do not decode.
+func (n *Node) purgeCorrupt() {
 	keys, err := n.idx.PurgeCorrupt()
 	if err != nil {
 		log.Errorw("purge index entries that do not decode", "err", err)
-		return 0
-	}
-	for _, k := range keys {
-		if err := n.store.Delete(n.bgCtx, shardName(k)); err != nil {
-			log.Warnw("delete the shard of a purged index entry", "key", k, "err", err)
-		}
+		return
 	}
 	if len(keys) > 0 {
 		log.Warnw("index entries did not decode: purged for repair to rebuild", "count", len(keys), "first", keys[0])
 	}
-	return len(keys)
 }
 
 // sums answers OpSums: the index's slot sums, for the repair worker to
