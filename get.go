@@ -194,15 +194,20 @@ func need(p coding.Policy, tombstone bool) int {
 	return p.DataShards
 }
 
-// positions lists the positions whose answer is in state st.
-func positions(res []fetched, st fetchState) []int {
-	var out []int
-	for pos, r := range res {
-		if r.state == st {
-			out = append(out, pos)
+// provesAbsent reports whether the answers of n positions so far show the
+// key absent: none holds a shard (or an entry) of it, and those that said
+// "not found" leave no room for an acknowledged write (mayExist).
+func (d *Datastore) provesAbsent(v *view, n int, state func(pos int) fetchState) bool {
+	var absent []int
+	for pos := 0; pos < n; pos++ {
+		switch state(pos) {
+		case fetchOK:
+			return false
+		case fetchNotFound:
+			absent = append(absent, pos)
 		}
 	}
-	return out
+	return !d.mayExist(v, absent)
 }
 
 // evaluate picks the newest version with enough valid shards. With final
@@ -216,7 +221,7 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 		// without the key: "not found" may be a shard lost (scrubbed, or
 		// on a new owner not yet repaired), so it shows no version. Done
 		// early only when the positions without the key prove it absent.
-		if !d.mayExist(v, positions(res, fetchNotFound)) && len(positions(res, fetchOK)) == 0 {
+		if d.provesAbsent(v, len(res), func(pos int) fetchState { return res[pos].state }) {
 			return nil, ds.ErrNotFound, true
 		}
 		return nil, nil, false
@@ -383,21 +388,19 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, int(owners[pos])) },
 		func(pos int, a headerAnswer) { ans[pos], answered[pos] = a, true },
 		func(final bool) bool {
-			// As in evaluate: only entries show versions; "not found"
-			// ends the probe early only when it proves the key absent.
-			var absent []int
-			entries := 0
-			for pos, a := range ans {
-				switch {
+			// As in evaluate: only entries show versions.
+			state := func(pos int) fetchState {
+				switch a := ans[pos]; {
 				case !answered[pos] || a.err != nil:
+					return fetchFailed
 				case a.status == wire.StatusOK:
-					entries++
+					return fetchOK
 				case a.status == wire.StatusNotFound:
-					absent = append(absent, pos)
+					return fetchNotFound
 				}
+				return fetchFailed
 			}
-			return final || v.sees(func(pos int) bool { return answered[pos] && ans[pos].err == nil && ans[pos].status == wire.StatusOK }) ||
-				(entries == 0 && !d.mayExist(v, absent))
+			return final || v.sees(func(pos int) bool { return state(pos) == fetchOK }) || d.provesAbsent(v, len(ans), state)
 		},
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	var failed []NodeError
