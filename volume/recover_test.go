@@ -49,6 +49,26 @@ func sizes(t *testing.T, dir string) map[string]int64 {
 	return out
 }
 
+// wantCorruptOpen checks that Open of dir fails with ErrCorrupt (what
+// says how dir was damaged).
+func wantCorruptOpen(t *testing.T, dir string, opts *Options, what string) {
+	t.Helper()
+	if s, err := Open(dir, opts); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("open %s: %v, want ErrCorrupt", what, err)
+	}
+}
+
+// rounds is how often a race test repeats: long, or short with -short.
+func rounds(long, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return long
+}
+
 // A lost or emptied index.bolt makes Open fail and leaves the volumes as
 // they are. Open used to take every volume for one it had never indexed:
 // it deleted the sealed ones and truncated the last to nothing.
@@ -68,12 +88,7 @@ func TestOpenRefusesVolumesWithoutIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s, err := Open(dir, opts); !errors.Is(err, ErrCorrupt) {
-				if err == nil {
-					s.Close()
-				}
-				t.Fatalf("open with the index %s: %v, want ErrCorrupt", how, err)
-			}
+			wantCorruptOpen(t, dir, opts, "with the index "+how)
 			if after := sizes(t, dir); fmt.Sprint(after) != fmt.Sprint(before) {
 				t.Fatalf("volumes changed by the refused open: %v -> %v", before, after)
 			}
@@ -97,12 +112,7 @@ func TestOpenRefusesMissingVolume(t *testing.T) {
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := Open(dir, opts); !errors.Is(err, ErrCorrupt) {
-			if err == nil {
-				s.Close()
-			}
-			t.Fatalf("open without %s: %v, want ErrCorrupt", volName(id), err)
-		}
+		wantCorruptOpen(t, dir, opts, "without "+volName(id))
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -140,11 +150,7 @@ func TestOddVolumeNamesIgnored(t *testing.T) {
 // ErrCorrupt for a bad shard, and its scrub would drop a good one.
 func TestGetDuringCloseIsClosed(t *testing.T) {
 	ctx := context.Background()
-	rounds := 100
-	if testing.Short() {
-		rounds = 20
-	}
-	for round := 0; round < rounds; round++ {
+	for round := 0; round < rounds(100, 20); round++ {
 		s := openT(t, t.TempDir(), &Options{NoSync: true})
 		if err := s.Put(ctx, ds.NewKey("/a"), []byte("a")); err != nil {
 			t.Fatal(err)
@@ -182,11 +188,7 @@ func TestGetDuringCloseIsClosed(t *testing.T) {
 // checked where it is now.
 func TestCheckDuringCompact(t *testing.T) {
 	ctx := context.Background()
-	rounds := 10
-	if testing.Short() {
-		rounds = 3
-	}
-	for round := 0; round < rounds; round++ {
+	for round := 0; round < rounds(10, 3); round++ {
 		s := openT(t, t.TempDir(), &Options{NoSync: true, MaxVolumeSize: 256 << 10})
 		for i := 0; i < 2000; i++ {
 			if err := s.Put(ctx, ds.NewKey(fmt.Sprintf("/c/%05d", i)), make([]byte, 1000)); err != nil {

@@ -384,14 +384,24 @@ func (s *Store) lookup(key string) (loc, bool, error) {
 	return l, found, err
 }
 
+// fileOf returns volume vol's open file: ErrClosed once Close closed the
+// files, ErrCorrupt when the index points at a volume the store lacks.
+// Callers hold filesMu shared.
+func (s *Store) fileOf(vol uint32) (*os.File, error) {
+	if f := s.files[vol]; f != nil {
+		return f, nil
+	}
+	if s.filesClosed {
+		return nil, ErrClosed
+	}
+	return nil, fmt.Errorf("%w: index points to missing volume %d", ErrCorrupt, vol)
+}
+
 // readRecord reads the whole record at l. Callers hold filesMu shared.
 func (s *Store) readRecord(key string, l loc, buf []byte) ([]byte, error) {
-	f := s.files[l.vol]
-	if f == nil {
-		if s.filesClosed {
-			return nil, ErrClosed
-		}
-		return nil, fmt.Errorf("%w: index points to missing volume %d", ErrCorrupt, l.vol)
+	f, err := s.fileOf(l.vol)
+	if err != nil {
+		return nil, err
 	}
 	n := recordLen(len(key), int(l.valLen))
 	rec := buf[:0]
@@ -551,12 +561,9 @@ func (s *Store) Check(ctx context.Context) error {
 func (s *Store) checkHeader(k string, l loc) error {
 	s.filesMu.RLock()
 	defer s.filesMu.RUnlock()
-	f := s.files[l.vol]
-	if f == nil {
-		if s.filesClosed {
-			return ErrClosed
-		}
-		return fmt.Errorf("%w: missing volume %d", ErrCorrupt, l.vol)
+	f, err := s.fileOf(l.vol)
+	if err != nil {
+		return err
 	}
 	h := make([]byte, headerSize+len(k))
 	if _, err := f.ReadAt(h, l.off); err != nil {
