@@ -26,13 +26,16 @@
 // node with a request unanswered past HedgeAfter is marked slow
 // (transport.Client.SetSlowAfter): reads ask it last, writes do not wait
 // for it once they have their quorum, and no more than 64 writes wait on
-// it at once, so a hung node costs one hedge. Has
-// and GetSize ask the same first positions for index entries. A missing key gives exactly ds.ErrNotFound; a key
+// it at once, so a hung node costs one hedge. Has and GetSize ask the same
+// positions for index entries (with each shard's position and policy) and
+// judge versions as Get does, so they answer for the value Get would
+// return, not for a failed write's entry. A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //
 // Delete writes a tombstone version through the same quorum, unless no
-// position holds any entry for the key. Query fans out
+// position holds any entry for the key; shards of failed writes with no
+// readable version are hidden by it too. Query fans out
 // to every node's index and merges by key, newest version wins.
 //
 // A Datastore is safe for concurrent use. Values passed to Put are not

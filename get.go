@@ -113,15 +113,11 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 	p := v.c.Policy
 	res := make([]fetched, p.Width())
 	defer putFrames(res) // the value is a copy (see coding.Decode)
-	// First the positions every acknowledged write reaches (a replicated
-	// value is done there), then the rest of the data positions, then
-	// parity.
 	var (
 		val []byte
 		err error
 	)
-	ends := []int{min(v.reach(), p.Width()), max(p.DataShards, min(v.reach(), p.Width())), p.Width()}
-	askInWaves(d.readOrder(v, owners, p.Width()), ends, d.opts.HedgeAfter,
+	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
 		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos) },
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
@@ -210,61 +206,99 @@ func (d *Datastore) provesAbsent(v *view, n int, state func(pos int) fetchState)
 	return !d.mayExist(v, absent)
 }
 
-// evaluate picks the newest version with enough valid shards. With final
-// false it reports done only when the answer cannot change by asking the
-// remaining positions: when the positions that answered meet every set of
-// positions an acknowledged write can be on (view.sees), a version
-// complete there is the newest acknowledged one.
+// evaluate picks the newest version with enough valid shards and decodes
+// it (see pick for when it is done).
 func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool) (val []byte, err error, done bool) {
-	if !final && !v.sees(func(pos int) bool { return res[pos].state == fetchOK }) {
+	_, err, done = d.pick(v, key, owners, fetchedAnswers(res), final, func(g *versionGroup) error {
+		shards := make([]*coding.Shard, g.policy.Width())
+		for _, pos := range g.pos {
+			shards[pos] = res[pos].shard
+		}
+		var err error
+		val, err = coding.Decode(shards)
+		return err
+	})
+	return val, err, done
+}
+
+// answers is what the positions of one read said.
+type answers interface {
+	n() int
+	state(pos int) fetchState
+	failure(pos int) error // of a fetchFailed position
+	// version is the header of a fetchOK position's shard.
+	version(pos int) (ver coding.Version, p coding.Policy, tomb bool)
+}
+
+// versionGroup is one version among a read's answers.
+type versionGroup struct {
+	ver    coding.Version
+	policy coding.Policy
+	tomb   bool
+	pos    []int // the positions that hold a shard of it
+}
+
+// groupVersions groups the positions that answered with a shard header by
+// version, newest first. A header that disagrees with its version's first
+// one (policy or tombstone), or names a position outside its policy, is
+// left out as an odd one.
+func groupVersions(a answers) []*versionGroup {
+	byVer := map[coding.Version]*versionGroup{}
+	var groups []*versionGroup
+	for pos := 0; pos < a.n(); pos++ {
+		if a.state(pos) != fetchOK {
+			continue
+		}
+		ver, p, tomb := a.version(pos)
+		g := byVer[ver]
+		if g == nil {
+			g = &versionGroup{ver: ver, policy: p, tomb: tomb}
+			byVer[ver] = g
+			groups = append(groups, g)
+		}
+		if p != g.policy || tomb != g.tomb || pos >= p.Width() {
+			continue
+		}
+		g.pos = append(g.pos, pos)
+	}
+	sort.Slice(groups, func(i, j int) bool { return groups[j].ver.Less(groups[i].ver) })
+	return groups
+}
+
+// pick chooses the newest version of key with enough shards among a's
+// answers; use (nil: any) is called on each such version that is not a
+// tombstone, newest first, and an error from it (shards that passed their
+// own checksums but do not rebuild the value) moves on to an older one. It
+// returns the version used; the tombstone and ds.ErrNotFound when the newest
+// is one; ds.ErrNotFound when the key is absent; or an UnavailableError.
+//
+// With final false it reports done only when the answer cannot change by
+// asking the remaining positions: when the positions that answered meet
+// every set of positions an acknowledged write can be on (view.sees), a
+// version complete there is the newest acknowledged one.
+func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final bool, use func(g *versionGroup) error) (*versionGroup, error, bool) {
+	if !final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK }) {
 		// A newer version may hide behind a position not asked, failed or
 		// without the key: "not found" may be a shard lost (scrubbed, or
 		// on a new owner not yet repaired), so it shows no version. Done
 		// early only when the positions without the key prove it absent.
-		if d.provesAbsent(v, len(res), func(pos int) fetchState { return res[pos].state }) {
+		if d.provesAbsent(v, a.n(), a.state) {
 			return nil, ds.ErrNotFound, true
 		}
 		return nil, nil, false
 	}
-	type group struct {
-		ver    coding.Version
-		policy coding.Policy
-		tomb   bool
-		shards []*coding.Shard
-		count  int
-	}
-	byVer := map[coding.Version]*group{}
-	for pos, r := range res {
-		if r.state != fetchOK {
-			continue
-		}
-		h := &r.shard.Header
-		g := byVer[h.Version]
-		if g == nil {
-			g = &group{ver: h.Version, policy: h.Policy, tomb: h.Tombstone, shards: make([]*coding.Shard, h.Policy.Width())}
-			byVer[h.Version] = g
-		}
-		if h.Policy != g.policy || h.Tombstone != g.tomb || pos >= len(g.shards) {
-			continue // inconsistent headers within one version: ignore the odd one
-		}
-		g.shards[pos] = r.shard
-		g.count++
-	}
-	groups := make([]*group, 0, len(byVer))
-	for _, g := range byVer {
-		groups = append(groups, g)
+	groups := groupVersions(a)
+	for _, g := range groups {
 		// A later write from this front end must outrank every version it
 		// has seen, whatever its wall clock says.
 		d.clock.Observe(g.ver)
 	}
-	sort.Slice(groups, func(i, j int) bool { return groups[j].ver.Less(groups[i].ver) })
-
 	best, bestNeed := 0, need(v.c.Policy, false)
-	var decodeErrs []NodeError
+	var useErrs []NodeError
 	for _, g := range groups {
-		if g.count < need(g.policy, g.tomb) {
-			if g.count > best {
-				best, bestNeed = g.count, need(g.policy, g.tomb)
+		if len(g.pos) < need(g.policy, g.tomb) {
+			if len(g.pos) > best {
+				best, bestNeed = len(g.pos), need(g.policy, g.tomb)
 			}
 			if !final {
 				return nil, nil, false // a newer version may complete with more positions
@@ -272,15 +306,17 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 			continue
 		}
 		if g.tomb {
-			return nil, ds.ErrNotFound, true
+			return g, ds.ErrNotFound, true
 		}
-		out, err := coding.Decode(g.shards)
+		if use == nil {
+			return g, nil, true
+		}
+		err := use(g)
 		if err == nil {
-			return out, nil, true
+			return g, nil, true
 		}
-		// Shards that passed their own checksums but do not rebuild the
-		// value: never serve it; an older version may still be intact.
-		decodeErrs = append(decodeErrs, NodeError{Node: "decode " + g.ver.String(), Err: err})
+		// Never serve it; an older version may still be intact.
+		useErrs = append(useErrs, NodeError{Node: "decode " + g.ver.String(), Err: err})
 		if !final {
 			return nil, nil, false
 		}
@@ -290,19 +326,39 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 	}
 	var failed []NodeError
 	var absent []int
-	for pos, r := range res {
-		switch r.state {
+	for pos := 0; pos < a.n(); pos++ {
+		switch a.state(pos) {
 		case fetchNotFound:
 			absent = append(absent, pos)
 		case fetchFailed:
-			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: r.err})
+			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.failure(pos)})
 		}
 	}
-	failed = append(failed, decodeErrs...)
-	if best == 0 && len(decodeErrs) == 0 && !d.mayExist(v, absent) {
+	failed = append(failed, useErrs...)
+	if best == 0 && len(useErrs) == 0 && !d.mayExist(v, absent) {
 		return nil, ds.ErrNotFound, true
 	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
+}
+
+// fetchedAnswers are the answers of a Get.
+type fetchedAnswers []fetched
+
+func (f fetchedAnswers) n() int                   { return len(f) }
+func (f fetchedAnswers) state(pos int) fetchState { return f[pos].state }
+func (f fetchedAnswers) failure(pos int) error    { return f[pos].err }
+func (f fetchedAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
+	h := &f[pos].shard.Header
+	return h.Version, h.Policy, h.Tombstone
+}
+
+// readWaves is where a read's waves end: first the positions every
+// acknowledged write reaches (a replicated value is done there), then the
+// rest of the data positions, then parity.
+func readWaves(v *view) []int {
+	p := v.c.Policy
+	first := min(v.reach(), p.Width())
+	return []int{first, max(p.DataShards, first), p.Width()}
 }
 
 // reach is how many positions, from the first, every acknowledged write
@@ -360,8 +416,11 @@ func (d *Datastore) mayExist(v *view, absent []int) bool {
 	return p.Width()-len(absent) >= v.c.Quorum(p) || r.Width()-absentReplica >= v.c.Quorum(r)
 }
 
-// probe asks the first k positions for index metadata of key and returns
-// the newest entry, or found=false when no acknowledged write can exist.
+// probe judges key's versions from the nodes' index entries as Get judges
+// them from shards (pick): it returns the entry of the newest version with
+// enough shards to be read, with found=false when that is a tombstone; a
+// zero entry and found=false when no acknowledged write can exist; or the
+// UnavailableError Get would give.
 func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, found bool, err error) {
 	type probed struct {
 		le    wire.ListEntry
@@ -380,84 +439,64 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 	}
 	owners := v.owners(key)
 	p := v.c.Policy
-	ans := make([]headerAnswer, p.Width())
-	// The positions every acknowledged write reaches; the rest only when
-	// some of those do not answer (in time).
-	answered := make([]bool, p.Width())
-	askInWaves(d.readOrder(v, owners, p.Width()), []int{min(v.reach(), p.Width()), p.Width()}, d.opts.HedgeAfter,
-		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, int(owners[pos])) },
-		func(pos int, a headerAnswer) { ans[pos], answered[pos] = a, true },
+	ans := make(headerAnswers, p.Width())
+	var g *versionGroup
+	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
+		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, owners, pos) },
+		func(pos int, a headerAnswer) { ans[pos] = a },
 		func(final bool) bool {
-			// As in evaluate: only entries show versions.
-			state := func(pos int) fetchState {
-				switch a := ans[pos]; {
-				case !answered[pos] || a.err != nil:
-					return fetchFailed
-				case a.status == wire.StatusOK:
-					return fetchOK
-				case a.status == wire.StatusNotFound:
-					return fetchNotFound
-				}
-				return fetchFailed
-			}
-			return final || v.sees(func(pos int) bool { return state(pos) == fetchOK }) || d.provesAbsent(v, len(ans), state)
+			var done bool
+			g, err, done = d.pick(v, key, owners, ans, final, nil)
+			return done
 		},
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
-	var failed []NodeError
-	var absent []int
-	for pos, a := range ans {
-		switch {
-		case !answered[pos]:
-			// Not asked or not answered: unknown, like a failed one, but
-			// not an error to report.
-		case a.err != nil:
-			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.err})
-		case a.status == wire.StatusNotFound:
-			absent = append(absent, pos)
-		case !found || versionLess(le, a.le):
-			le, found = a.le, true
-		}
-		if a.err == nil && a.status == wire.StatusOK {
-			d.clock.Observe(coding.Version{HLC: a.le.HLC, Writer: a.le.Writer})
-		}
-	}
-	if found {
-		return le, !le.Tombstone, nil
-	}
-	// Positions not asked count as unknown, like failed ones.
-	if !d.mayExist(v, absent) {
+	switch {
+	case g != nil:
+		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil
+	case errors.Is(err, ds.ErrNotFound):
 		return le, false, nil
 	}
-	return le, false, &UnavailableError{Key: key, Found: 0, Need: 1, Failed: failed}
+	return le, false, err
 }
 
+// headerAnswer is one position's answer to a header-only get.
 type headerAnswer struct {
-	le     wire.ListEntry
-	status wire.Status
-	err    error
+	state fetchState
+	h     wire.HeaderEntry
+	err   error
 }
 
-// askHeader asks node n for key's index entry.
-func (d *Datastore) askHeader(ctx context.Context, v *view, key string, n int) (a headerAnswer) {
-	resp, err := d.do(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
-	if err != nil {
-		a.err = err
-		return a
-	}
-	a.status = resp.Status
-	switch resp.Status {
-	case wire.StatusOK:
-		es, _, err := wire.DecodeListPayload(resp.Payload)
-		if err != nil || len(es) != 1 {
-			a.err = fmt.Errorf("bad metadata answer: %v", err)
-			return a
-		}
-		a.le = es[0]
-	case wire.StatusNotFound:
+// askHeader asks the node at position pos for its index entry of key.
+func (d *Datastore) askHeader(ctx context.Context, v *view, key string, owners []uint16, pos int) (a headerAnswer) {
+	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
+	switch {
+	case err != nil:
+	case resp.Status == wire.StatusNotFound:
+		return headerAnswer{state: fetchNotFound}
+	case resp.Status != wire.StatusOK:
+		err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
 	default:
-		a.err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		a.h, err = wire.DecodeHeaderPayload(resp.Payload)
+		if err == nil && (a.h.Key != key || int(a.h.Index) != pos) {
+			err = fmt.Errorf("%w: node holds shard %d of %q for shard %d of %q", coding.ErrCorrupt, a.h.Index, a.h.Key, pos, key)
+		}
 	}
+	if err != nil {
+		return headerAnswer{state: fetchFailed, err: err}
+	}
+	a.state = fetchOK
 	return a
+}
+
+// headerAnswers are the answers of Has and GetSize.
+type headerAnswers []headerAnswer
+
+func (h headerAnswers) n() int                   { return len(h) }
+func (h headerAnswers) state(pos int) fetchState { return h[pos].state }
+func (h headerAnswers) failure(pos int) error    { return h[pos].err }
+func (h headerAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
+	e := &h[pos].h
+	return coding.Version{HLC: e.HLC, Writer: e.Writer}, coding.Policy{Kind: coding.Kind(e.Kind), DataShards: int(e.K), ParityShards: int(e.M)}, e.Tombstone
 }
 
 func versionLess(a, b wire.ListEntry) bool {
@@ -467,7 +506,9 @@ func versionLess(a, b wire.ListEntry) bool {
 	return a.Writer < b.Writer
 }
 
-// Has reports whether key has a live value, from the nodes' indexes.
+// Has reports whether Get would return a value for key, from the nodes'
+// indexes: the newest version with enough shards, not an entry of a write
+// that failed (kubo does not put a block its datastore says it has).
 func (d *Datastore) Has(ctx context.Context, key ds.Key) (bool, error) {
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
@@ -480,7 +521,8 @@ func (d *Datastore) Has(ctx context.Context, key ds.Key) (bool, error) {
 	return found, nil
 }
 
-// GetSize returns the size of key's value, from the nodes' indexes.
+// GetSize returns the size of the value Get would return, from the nodes'
+// indexes.
 func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (int, error) {
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {

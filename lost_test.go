@@ -150,3 +150,86 @@ func TestTimeoutBoundsEachRequest(t *testing.T) {
 		t.Fatal("put returned only at the caller's deadline: Options.Timeout did not bound its requests")
 	}
 }
+
+// TestHasAndSizeFollowGet: Has and GetSize judge versions as Get does, by
+// the newest version with enough shards, not by the newest entry seen.
+//   - v2 (200 KiB) overwrote v1 (300 KiB) but reached position 0 only and
+//     failed. Get serves v1, so GetSize must give v1's length.
+//   - A first write reached positions 0 and 1 only and failed. Get cannot
+//     serve it, so Has must not say true: kubo's blockstore does not put a
+//     block its datastore has, so a retried `ipfs add` would skip the block
+//     and leave it unreadable.
+func TestHasAndSizeFollowGet(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+
+	k := ds.NewKey("/lost/size")
+	o := c.Owners(k.String())
+	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}})
+	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 200<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("put reaching position 0 only: %v, want a quorum error", err)
+	}
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
+	}
+	if n, err := d.GetSize(ctx, k); err != nil || n != len(v1) {
+		t.Fatalf("getsize after the failed overwrite: %d, %v; want %d (v1, which Get serves)", n, err, len(v1))
+	}
+
+	k = ds.NewKey("/lost/has")
+	o = c.Owners(k.String())
+	part = c.Client(&dscluster.Options{Down: []int{o[2], o[3], o[4], o[5]}})
+	if err := part.Put(ctx, k, v1); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("put reaching positions 0 and 1 only: %v, want a quorum error", err)
+	}
+	_, getErr := d.Get(ctx, k)
+	if getErr == nil {
+		t.Fatal("get served a write that reached 2 of 6 positions")
+	}
+	has, err := d.Has(ctx, k)
+	if has {
+		t.Fatalf("has after a failed first write: true, while get says %v", getErr)
+	}
+	if errors.Is(getErr, ds.ErrNotFound) != (err == nil) {
+		t.Fatalf("has after a failed first write: %v; get says %v", err, getErr)
+	}
+	if _, err := d.GetSize(ctx, k); errors.Is(getErr, ds.ErrNotFound) != errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("getsize after a failed first write: %v; get says %v", err, getErr)
+	}
+	// A retry, as the quorum error says, makes it whole.
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := d.Has(ctx, k); !has || err != nil {
+		t.Fatalf("has after the retried put: %v, %v", has, err)
+	}
+}
+
+// TestDeleteHidesFailedWrite: a first write that reached 2 positions and
+// failed leaves shards that no version can be read from. Deleting the key
+// must write a tombstone over them, not fail because nothing is readable.
+func TestDeleteHidesFailedWrite(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	k := ds.NewKey("/lost/delete-failed")
+	o := c.Owners(k.String())
+	part := c.Client(&dscluster.Options{Down: []int{o[2], o[3], o[4], o[5]}})
+	if err := part.Put(ctx, k, bytes.Repeat([]byte("f"), 300<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("put reaching positions 0 and 1 only: %v, want a quorum error", err)
+	}
+	d := c.Client(nil)
+	if err := d.Delete(ctx, k); err != nil {
+		t.Fatalf("delete over a failed write: %v", err)
+	}
+	if got, err := d.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get after the delete: %d bytes, %v; want ds.ErrNotFound", len(got), err)
+	}
+	if has, err := d.Has(ctx, k); has || err != nil {
+		t.Fatalf("has after the delete: %v, %v; want false", has, err)
+	}
+}

@@ -65,10 +65,14 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 		return nil // such a key cannot have been stored
 	}
 	le, found, err := d.probe(ctx, k)
-	if err != nil {
+	var ue *UnavailableError
+	switch {
+	case errors.As(err, &ue) && ue.Found > 0:
+		// Shards of writes that failed and no readable version: the
+		// tombstone hides them.
+	case err != nil:
 		return fmt.Errorf("delete %s: %w", k, err)
-	}
-	if !found && !le.Tombstone {
+	case !found && !le.Tombstone:
 		return nil // no entry: nothing was ever acknowledged under key
 	}
 	v := d.view.Load()

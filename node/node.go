@@ -615,8 +615,8 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scrat
 		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: index: %v", key, err)}
 	}
 	if headerOnly {
-		le := wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
-		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendListPayload(nil, []wire.ListEntry{le}, false)}
+		h := wire.HeaderEntry{ListEntry: listEntry(e), Index: e.Index, Kind: e.Kind, K: e.K, M: e.M}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, h)}
 	}
 	if e.Tombstone {
 		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(e)}
@@ -677,6 +677,10 @@ func tombstoneShard(e index.Entry) []byte {
 	return shards[e.Index].AppendBinary(nil)
 }
 
+func listEntry(e index.Entry) wire.ListEntry {
+	return wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
+}
+
 func (n *Node) list(req *wire.Request) *wire.Response {
 	limit := int(req.Limit)
 	if limit <= 0 || limit > listLimit {
@@ -692,7 +696,7 @@ func (n *Node) list(req *wire.Request) *wire.Response {
 	}
 	out := make([]wire.ListEntry, len(es))
 	for i, e := range es {
-		out[i] = wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
+		out[i] = listEntry(e)
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendListPayload(nil, out, more)}
 }

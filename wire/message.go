@@ -19,7 +19,7 @@ type Request struct {
 	Identity int32 // OpClusterInfo: node identity to fetch, or -1 for a client
 
 	Key        string // OpGet
-	HeaderOnly bool   // OpGet: return the shard header without data
+	HeaderOnly bool   // OpGet: return the shard's index entry (a HeaderEntry), no data
 
 	Shard  []byte   // OpPut: an encoded shard (header + data)
 	Shards [][]byte // OpBatchPut
@@ -220,11 +220,7 @@ func AppendListPayload(buf []byte, entries []ListEntry, more bool) []byte {
 	}
 	e.U8(m).U32(uint32(len(entries)))
 	for _, le := range entries {
-		var t uint8
-		if le.Tombstone {
-			t = 1
-		}
-		e.Str(le.Key).U64(le.HLC).U64(le.Writer).U8(t).U64(le.ValueLen)
+		appendListEntry(e, le)
 	}
 	return e.Bytes()
 }
@@ -235,18 +231,61 @@ func DecodeListPayload(p []byte) (entries []ListEntry, more bool, err error) {
 	more = d.U8("more") == 1
 	n := d.U32("entry count")
 	for i := uint32(0); i < n && d.Err() == nil; i++ {
-		var le ListEntry
-		le.Key = d.Str("key")
-		le.HLC = d.U64("hlc")
-		le.Writer = d.U64("writer")
-		le.Tombstone = d.U8("tombstone") == 1
-		le.ValueLen = d.U64("value length")
-		entries = append(entries, le)
+		entries = append(entries, decodeListEntry(d))
 	}
 	if err := d.Done(); err != nil {
 		return nil, false, fmt.Errorf("decode list: %w", err)
 	}
 	return entries, more, nil
+}
+
+func appendListEntry(e *Encoder, le ListEntry) {
+	var t uint8
+	if le.Tombstone {
+		t = 1
+	}
+	e.Str(le.Key).U64(le.HLC).U64(le.Writer).U8(t).U64(le.ValueLen)
+}
+
+func decodeListEntry(d *Decoder) (le ListEntry) {
+	le.Key = d.Str("key")
+	le.HLC = d.U64("hlc")
+	le.Writer = d.U64("writer")
+	le.Tombstone = d.U8("tombstone") == 1
+	le.ValueLen = d.U64("value length")
+	return le
+}
+
+// HeaderEntry is a node's answer to a header-only get: its index entry for
+// the key and which shard, of which policy, it holds. A reader needs the
+// last two to tell whether a version has enough shards to be read.
+type HeaderEntry struct {
+	ListEntry
+	Index uint8 // the shard's position
+	Kind  uint8 // the policy's kind (coding.Kind)
+	K, M  uint8 // the policy's data and parity shards
+}
+
+// AppendHeaderPayload encodes a header-only get's answer.
+func AppendHeaderPayload(buf []byte, h HeaderEntry) []byte {
+	e := &Encoder{b: buf}
+	appendListEntry(e, h.ListEntry)
+	e.U8(h.Index).U8(h.Kind).U8(h.K).U8(h.M)
+	return e.Bytes()
+}
+
+// DecodeHeaderPayload decodes a header-only get's answer.
+func DecodeHeaderPayload(p []byte) (h HeaderEntry, err error) {
+	d := &Decoder{b: p}
+	h.ListEntry = decodeListEntry(d)
+	h.Index = d.U8("shard index")
+	h.Kind = d.U8("policy kind")
+	h.K = d.U8("data shards")
+	h.M = d.U8("parity shards")
+	if err := d.Done(); err != nil {
+		return HeaderEntry{}, fmt.Errorf("decode header entry: %w", err)
+	}
+	return h, nil
 }
 
 // BatchResult is the outcome of one shard of a batch put.

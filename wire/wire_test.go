@@ -153,6 +153,25 @@ func TestListAndBatchPayloadRoundTrip(t *testing.T) {
 	}
 }
 
+// TestHeaderPayloadRoundTrip: a header-only get's answer carries the entry,
+// the shard's position and its policy; a cut or padded one is malformed.
+func TestHeaderPayloadRoundTrip(t *testing.T) {
+	h := HeaderEntry{ListEntry: ListEntry{Key: "/k", HLC: 7, Writer: 9, Tombstone: true}, Index: 5, Kind: 1, K: 4, M: 2}
+	p := AppendHeaderPayload(nil, h)
+	got, err := DecodeHeaderPayload(p)
+	if err != nil || got != h {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, h)
+	}
+	for n := 0; n < len(p); n++ {
+		if _, err := DecodeHeaderPayload(p[:n]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("%d of %d bytes: %v, want ErrMalformed", n, len(p), err)
+		}
+	}
+	if _, err := DecodeHeaderPayload(append(p, 0)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a trailing byte: %v, want ErrMalformed", err)
+	}
+}
+
 // fixedLen is how many leading bytes of a request body are structured
 // fields. OpPut ends in the raw shard and a response in its raw payload:
 // a cut inside those is not visible to the decoder (the frame length and
@@ -335,6 +354,9 @@ func FuzzDecodeResponse(f *testing.F) {
 		}
 		if r.Status == StatusOK && r.Op == OpList {
 			_, _, _ = DecodeListPayload(r.Payload)
+		}
+		if r.Status == StatusOK && r.Op == OpGet {
+			_, _ = DecodeHeaderPayload(r.Payload)
 		}
 		if r.Op == OpBatchPut {
 			_, _ = DecodeBatchPayload(r.Payload)
