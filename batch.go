@@ -404,7 +404,7 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 		}
 	}
 	if resp.Status != wire.StatusOK {
-		return nil, fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		return nil, statusError(resp)
 	}
 	res, err := wire.DecodeBatchPayload(resp.Payload)
 	if err != nil {

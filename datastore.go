@@ -116,6 +116,7 @@ func nodeName(i int, id string) string {
 
 // Datastore is the cluster front end. See the package doc.
 type Datastore struct {
+	id      peer.ID
 	opts    Options
 	client  *transport.Client
 	ownHost bool
@@ -161,7 +162,14 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 		o.HedgeAfter, _ = cfg.Hedge()
 	}
 	o = o.withDefaults()
-	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	hc := transport.HostConfig{PSK: psk}
+	if cfg.Identity != "" {
+		// Validate checked that it decodes.
+		if hc.Key, err = config.DecodePrivKey(cfg.Identity); err != nil {
+			return nil, fmt.Errorf("dscluster: identity: %w", err)
+		}
+	}
+	h, err := transport.NewHost(hc)
 	if err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
 	}
@@ -215,12 +223,16 @@ func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
 // slow, so that reads ask it last and writes stop piling up on it; a dial
 // that fails makes the front end look up the node's addresses again.
 func newDatastore(h host.Host, o Options) *Datastore {
-	d := &Datastore{opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
+	d := &Datastore{id: h.ID(), opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
 	d.client.SetSlowAfter(o.HedgeAfter)
 	d.client.SetOnDialFailure(d.lookupAddrs)
 	d.bgCtx, d.bgCancel = context.WithCancel(context.Background())
 	return d
 }
+
+// ID is the peer ID this front end talks as: the one a client role is
+// granted to (config.Client.Identity).
+func (d *Datastore) ID() peer.ID { return d.id }
 
 // lookupAddrs fetches the cluster description again, in the background,
 // after a dial to p failed: a node that restarted at new addresses is
@@ -378,14 +390,14 @@ func (d *Datastore) doInto(ctx context.Context, v *view, i int, req *wire.Reques
 	}
 	req.Epoch = v.c.Map.Epoch
 	resp, buf, err := d.client.DoInto(ctx, v.peers[i], req, buf)
-	if err != nil || resp.Status != wire.StatusStaleEpoch {
-		return resp, buf, err
+	if err == nil && resp.Status == wire.StatusStaleEpoch {
+		if err := d.refreshFrom(ctx, v.peers[i]); err != nil {
+			return nil, buf, err
+		}
+		req.Epoch = d.view.Load().c.Map.Epoch
+		resp, buf, err = d.client.DoInto(ctx, v.peers[i], req, buf)
 	}
-	if err := d.refreshFrom(ctx, v.peers[i]); err != nil {
-		return nil, buf, err
-	}
-	req.Epoch = d.view.Load().c.Map.Epoch
-	return d.client.DoInto(ctx, v.peers[i], req, buf)
+	return resp, buf, err
 }
 
 // errDown is the error of a request to a node in Options.Down.
@@ -478,7 +490,7 @@ func (d *Datastore) StatusOf(ctx context.Context) (*config.Cluster, []NodeStatus
 			defer wg.Done()
 			resp, err := d.client.Do(ctx, id, &wire.Request{Op: wire.OpStatus})
 			if err == nil && resp.Status != wire.StatusOK {
-				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+				err = statusError(resp)
 			}
 			if err != nil {
 				out[i].Err = err
@@ -517,6 +529,8 @@ func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
 			case wire.StatusUnavailable:
 				errs = append(errs, fmt.Errorf("%s: %s", v.nodeName(i), resp.Message))
 				continue
+			case wire.StatusUnauthorized:
+				return fmt.Errorf("%s %s: %w", cmd.Op, cmd.ID, statusError(resp))
 			}
 			return fmt.Errorf("%s %s: %s", cmd.Op, cmd.ID, resp.Message)
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
 var (
@@ -16,6 +18,10 @@ var (
 	ErrValueTooLarge = errors.New("dscluster: value too large")
 	// ErrKeyTooLong is returned for keys over the shard header's limit.
 	ErrKeyTooLong = errors.New("dscluster: key too long")
+	// ErrUnauthorized is wrapped by the error of an operation that nodes
+	// refused under the cluster's client roles (DESIGN §6): this client
+	// has no role, or a read-only one for a write. The message says which.
+	ErrUnauthorized = errors.New("dscluster: refused by the cluster's client roles")
 )
 
 // NodeError is one node's failure within a cluster operation.
@@ -26,10 +32,21 @@ type NodeError struct {
 
 func (e NodeError) String() string { return e.Node + ": " + e.Err.Error() }
 
+// joinNodeErrors lists es, each error once with the nodes that gave it
+// (six nodes refusing a client say the same thing).
 func joinNodeErrors(es []NodeError) string {
-	parts := make([]string, len(es))
-	for i, e := range es {
-		parts[i] = e.String()
+	var msgs []string
+	nodes := map[string][]string{}
+	for _, e := range es {
+		m := e.Err.Error()
+		if _, ok := nodes[m]; !ok {
+			msgs = append(msgs, m)
+		}
+		nodes[m] = append(nodes[m], e.Node)
+	}
+	parts := make([]string, len(msgs))
+	for i, m := range msgs {
+		parts[i] = strings.Join(nodes[m], ", ") + ": " + m
 	}
 	return strings.Join(parts, "; ")
 }
@@ -51,7 +68,25 @@ func (e *UnavailableError) Error() string {
 	return s
 }
 
-func (e *UnavailableError) Unwrap() error { return ErrUnavailable }
+func (e *UnavailableError) Unwrap() []error { return withRefusal(ErrUnavailable, e.Failed) }
+
+// statusError is the error of a node's answer that is not OK.
+func statusError(resp *wire.Response) error {
+	if resp.Status == wire.StatusUnauthorized {
+		return fmt.Errorf("%w: %s", ErrUnauthorized, resp.Message)
+	}
+	return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+}
+
+// withRefusal is err, and ErrUnauthorized when a node refused the client.
+func withRefusal(err error, failed []NodeError) []error {
+	for _, f := range failed {
+		if errors.Is(f.Err, ErrUnauthorized) {
+			return []error{err, ErrUnauthorized}
+		}
+	}
+	return []error{err}
+}
 
 // QuorumError reports a write that stored fewer shards than its quorum.
 // Shards that did land stay; a retry of the same operation is safe.
@@ -67,4 +102,4 @@ func (e *QuorumError) Error() string {
 	return fmt.Sprintf("%s %s: stored %d shards, quorum is %d: failed nodes: %s", e.Op, e.Key, e.Stored, e.Quorum, joinNodeErrors(e.Failed))
 }
 
-func (e *QuorumError) Unwrap() error { return ErrQuorum }
+func (e *QuorumError) Unwrap() []error { return withRefusal(ErrQuorum, e.Failed) }

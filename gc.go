@@ -59,7 +59,7 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		for n, es := range perNode {
 			resp, err := d.do(ctx, v, n, &wire.Request{Op: wire.OpPurge, Purge: es})
 			if err == nil && resp.Status != wire.StatusOK {
-				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+				err = statusError(resp)
 			}
 			if err != nil {
 				return fmt.Errorf("collect garbage: %s: %w", v.nodeName(n), err)

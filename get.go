@@ -163,7 +163,7 @@ func (d *Datastore) fetchFrom(resp *wire.Response, err error, key string, pos in
 	case wire.StatusNotFound:
 		return fetched{state: fetchNotFound}
 	default:
-		return fetched{state: fetchFailed, err: fmt.Errorf("%s: %s", resp.Status, resp.Message)}
+		return fetched{state: fetchFailed, err: statusError(resp)}
 	}
 	// The data is verified once, by Decode, which checks every shard it
 	// uses and the value's own checksum; the header is checked here.
@@ -474,7 +474,7 @@ func (d *Datastore) askHeader(ctx context.Context, v *view, key string, owners [
 	case resp.Status == wire.StatusNotFound:
 		return headerAnswer{state: fetchNotFound}
 	case resp.Status != wire.StatusOK:
-		err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		err = statusError(resp)
 	default:
 		a.h, err = wire.DecodeHeaderPayload(resp.Payload)
 		if err == nil && (a.h.Key != key || int(a.h.Index) != pos) {

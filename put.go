@@ -252,6 +252,6 @@ func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Sha
 			}
 			continue
 		}
-		return held, fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		return held, statusError(resp)
 	}
 }

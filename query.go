@@ -155,7 +155,7 @@ func (c *listCursor) fill(ctx context.Context) error {
 		return err
 	}
 	if resp.Status != wire.StatusOK {
-		return fmt.Errorf("list: %s: %s", resp.Status, resp.Message)
+		return fmt.Errorf("list: %w", statusError(resp))
 	}
 	es, more, err := wire.DecodeListPayload(resp.Payload)
 	if err != nil {

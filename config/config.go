@@ -67,6 +67,43 @@ type Cluster struct {
 	// accept shards, and it replaces Map once they hold them. Nil when no
 	// rebalance is under way.
 	Target *placement.Map `json:"target,omitempty"`
+	// Clients are the client peers granted a role (DESIGN §6). While it is
+	// empty roles are not enforced: anyone with the cluster secret reads
+	// and writes, as in the seed. Once a client is granted one, a peer that
+	// is neither a member nor listed here is refused, and a read-only
+	// client may not write.
+	Clients []ClientRole `json:"clients,omitempty"`
+}
+
+// Client roles.
+const (
+	RoleReadWrite = "read-write" // reads, writes, deletes, membership and role commands
+	RoleReadOnly  = "read-only"  // reads, lists and status only
+)
+
+// ClientRole is one client peer's role.
+type ClientRole struct {
+	ID   string `json:"id"` // libp2p peer ID
+	Role string `json:"role"`
+}
+
+// CheckRole reports whether role names a client role.
+func CheckRole(role string) error {
+	switch role {
+	case RoleReadWrite, RoleReadOnly:
+		return nil
+	}
+	return fmt.Errorf("role %q is unknown (want %s or %s)", role, RoleReadWrite, RoleReadOnly)
+}
+
+// ClientRole returns the role of client peer id, if it has one.
+func (c *Cluster) ClientRole(id string) (string, bool) {
+	for _, r := range c.Clients {
+		if r.ID == id {
+			return r.Role, true
+		}
+	}
+	return "", false
 }
 
 // Member is one node and its membership state.
@@ -109,6 +146,9 @@ func (c *Cluster) Clone() *Cluster {
 	}
 	if c.Members == nil {
 		d.Members = nil
+	}
+	if c.Clients != nil {
+		d.Clients = append([]ClientRole(nil), c.Clients...)
 	}
 	return &d
 }
@@ -168,6 +208,16 @@ func (c *Cluster) Validate() error {
 			return fmt.Errorf("members: empty or repeated peer id %q", m.ID)
 		}
 		seen[m.ID] = true
+	}
+	clients := make(map[string]bool, len(c.Clients))
+	for _, r := range c.Clients {
+		if _, err := peer.Decode(r.ID); err != nil || clients[r.ID] || seen[r.ID] {
+			return fmt.Errorf("clients: peer id %q is not valid, repeated or a member's", r.ID)
+		}
+		clients[r.ID] = true
+		if err := CheckRole(r.Role); err != nil {
+			return fmt.Errorf("clients: %s: %w", r.ID, err)
+		}
 	}
 	return nil
 }
@@ -250,6 +300,10 @@ type Client struct {
 	// next ones, and after which a node is treated as slow, as a Go
 	// duration ("250ms", the default; raise it for slow links).
 	HedgeAfter string `json:"hedge_after,omitempty"`
+	// Identity is the client's libp2p private key (base64 of its protobuf),
+	// the peer ID a role is granted to (dsclient id prints it). Empty: a
+	// new identity each run, which only a cluster without roles accepts.
+	Identity string `json:"identity,omitempty"`
 }
 
 // Validate checks a client config.
@@ -268,6 +322,11 @@ func (c *Client) Validate() error {
 	}
 	if _, err := c.Hedge(); err != nil {
 		return err
+	}
+	if c.Identity != "" {
+		if _, err := DecodePrivKey(c.Identity); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
 	}
 	for _, a := range c.Nodes {
 		if _, err := ParseAddrInfo(a); err != nil {

@@ -32,6 +32,8 @@ const (
 	OpRebalance = "rebalance" // recompute the assignment from the members
 	OpCommit    = "commit"    // Epoch: the target of that epoch becomes the map
 	OpRemove    = "remove"    // ID, At: a drained node that holds nothing leaves
+	OpGrant     = "grant"     // ID, Role: give a client peer a role (config.Cluster.Clients)
+	OpRevoke    = "revoke"    // ID: take a client peer's role away
 )
 
 // ErrRejected wraps every error of Apply: the command was not applied and
@@ -47,6 +49,7 @@ type Command struct {
 	State   string          `json:"state,omitempty"`
 	At      int64           `json:"at,omitempty"` // Unix nanoseconds
 	Epoch   uint64          `json:"epoch,omitempty"`
+	Role    string          `json:"role,omitempty"`
 }
 
 // Init returns c with Members filled from the map's nodes (all up) when it
@@ -93,6 +96,9 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		_, known := d.Member(nm.ID)
 		if err := checkJoin(&nm.Node, known); err != nil {
 			return reject("member %q: %v", nm.ID, err)
+		}
+		if _, client := d.ClientRole(nm.ID); client {
+			return reject("member %q: it is a client with a role; revoke the role first", nm.ID)
 		}
 		nm.Addrs = slices.Clone(nm.Addrs)
 		nm.State, nm.Since, nm.Leaving = Joining, cmd.At, false
@@ -205,8 +211,45 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		}
 		m.State, m.Since, m.Stale = Removed, cmd.At, m.State == Out
 		return d, nil
+	case OpGrant:
+		if _, err := peer.Decode(cmd.ID); err != nil {
+			return reject("%q is not a libp2p peer id: %v", cmd.ID, err)
+		}
+		if err := config.CheckRole(cmd.Role); err != nil {
+			return reject("%v", err)
+		}
+		if _, ok := d.Member(cmd.ID); ok {
+			return reject("%s is a member of the cluster: members need no role", cmd.ID)
+		}
+		i := slices.IndexFunc(d.Clients, func(r config.ClientRole) bool { return r.ID == cmd.ID })
+		if i < 0 {
+			d.Clients = append(d.Clients, config.ClientRole{ID: cmd.ID, Role: cmd.Role})
+		} else {
+			d.Clients[i].Role = cmd.Role
+		}
+		if !hasWriter(d) {
+			return reject("%s would leave no read-write client: grant read-write to another one first", cmd.ID)
+		}
+		return d, nil
+	case OpRevoke:
+		i := slices.IndexFunc(d.Clients, func(r config.ClientRole) bool { return r.ID == cmd.ID })
+		if i < 0 {
+			return reject("%s has no role", cmd.ID)
+		}
+		d.Clients = slices.Delete(d.Clients, i, i+1)
+		if !hasWriter(d) {
+			return reject("%s is the last read-write client: grant read-write to another one first "+
+				"(once a role is granted, roles stay enforced)", cmd.ID)
+		}
+		return d, nil
 	}
 	return reject("unknown op")
+}
+
+// hasWriter reports whether a read-write client is left among c's clients,
+// so that roles, once enforced, always have a client that may change them.
+func hasWriter(c *config.Cluster) bool {
+	return slices.ContainsFunc(c.Clients, func(r config.ClientRole) bool { return r.Role == config.RoleReadWrite })
 }
 
 // checkJoin checks the node of a join command, so that a bad join cannot

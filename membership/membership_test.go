@@ -1306,3 +1306,42 @@ func TestOutMemberNotLeavingRejoinsJoining(t *testing.T) {
 		t.Fatalf("n5 after rejoin: %+v, want joining since 5, not leaving (the command's leaving flag ignored), new addrs", m)
 	}
 }
+
+// TestClientRoles: grants and revokes keep at least one read-write client
+// once roles are enforced, never give a member a role, and a client with a
+// role cannot join as a node.
+func TestClientRoles(t *testing.T) {
+	c := newCluster(t, testNodes(6))
+	admin, reader := testpeer.ID("client admin"), testpeer.ID("client reader")
+	grant := func(id, role string) membership.Command {
+		return membership.Command{Op: membership.OpGrant, ID: id, Role: role}
+	}
+	revoke := func(id string) membership.Command { return membership.Command{Op: membership.OpRevoke, ID: id} }
+
+	// The first role must leave a read-write client.
+	refuse(t, c, grant(reader, config.RoleReadOnly))
+	refuse(t, c, grant(admin, "admin"))
+	refuse(t, c, grant("not-a-peer-id", config.RoleReadWrite))
+	refuse(t, c, grant(nodeID(0), config.RoleReadWrite))
+	c = must(t, c, grant(admin, config.RoleReadWrite))
+	c = must(t, c, grant(reader, config.RoleReadOnly))
+	want := []config.ClientRole{{ID: admin, Role: config.RoleReadWrite}, {ID: reader, Role: config.RoleReadOnly}}
+	if !slices.Equal(c.Clients, want) {
+		t.Fatalf("clients %+v, want %+v", c.Clients, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// The last writer can be neither demoted nor revoked.
+	refuse(t, c, grant(admin, config.RoleReadOnly))
+	refuse(t, c, revoke(admin))
+	refuse(t, c, revoke(testpeer.ID("nobody")))
+	c = must(t, c, grant(reader, config.RoleReadWrite))
+	c = must(t, c, revoke(admin))
+	if r, ok := c.ClientRole(reader); !ok || r != config.RoleReadWrite || len(c.Clients) != 1 {
+		t.Fatalf("clients %+v, want the reader alone as read-write", c.Clients)
+	}
+	// A client is not a node.
+	nd := placement.Node{ID: reader, Addrs: []string{"/ip4/10.0.0.9/tcp/6735"}}
+	refuse(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: nd}, At: t0.UnixNano()})
+}

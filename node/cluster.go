@@ -48,6 +48,7 @@ func (n *Node) startCluster(opts Options) error {
 		Dir:       filepath.Join(n.dir, "raft"),
 		Bootstrap: boot,
 		AddrsOf:   n.addrsOf,
+		Allow:     n.mayRaft,
 		OnChange:  n.setCluster,
 		Timing:    opts.RaftTiming,
 		NoSync:    opts.NoSync,
@@ -458,8 +459,8 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	return nil
 }
 
-// member serves OpMember: a join or a drain, proposed by the leader (a
-// follower forwards it there).
+// member serves OpMember: a join, drain, remove, grant or revoke,
+// proposed by the leader (a follower forwards it there).
 func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Response {
 	var cmd membership.Command
 	if err := json.Unmarshal(body, &cmd); err != nil {
@@ -479,15 +480,28 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			return &wire.Response{Status: wire.StatusBadRequest,
 				Message: fmt.Sprintf("remove %s: it is %s; only an out member can be removed (drain a live one)", cmd.ID, state)}
 		}
+	case membership.OpGrant, membership.OpRevoke:
 	default:
-		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join, drain and remove are accepted", cmd.Op)}
+		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join, drain, remove, grant and revoke are accepted", cmd.Op)}
 	}
-	// A node joins as itself; a member may forward another's join.
+	// A node joins as itself; a member may forward another's join. Other
+	// commands change the cluster: members and, once roles are enforced,
+	// read-write clients only.
 	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(n.cluster.Load(), from) {
 		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("join: peer %s may only ask to join as itself", from)}
 	}
+	if cmd.Op != membership.OpJoin {
+		if resp := n.checkRole(n.cluster.Load(), from, "member "+cmd.Op, true); resp != nil {
+			return resp
+		}
+	}
 	cmd.At = time.Now().UnixNano()
 	if n.raft.IsLeader() {
+		if n.raft.Cluster() == nil {
+			// A new group's leader has not applied the initial cluster
+			// yet: moments after start, not a rejection.
+			return &wire.Response{Status: wire.StatusUnavailable, Message: "the raft group is starting; retry"}
+		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		err := n.raft.Propose(pctx, cmd)

@@ -368,6 +368,9 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		resp.Op = req.Op
 		resp.Epoch = c.Map.Epoch
 	}()
+	if resp := n.authorize(c, from, req.Op); resp != nil {
+		return resp
+	}
 	if req.Epoch != 0 && req.Epoch < c.Map.Epoch {
 		return &wire.Response{Status: wire.StatusStaleEpoch,
 			Message: fmt.Sprintf("request made with cluster map epoch %d, this node is at epoch %d: refresh the map", req.Epoch, c.Map.Epoch)}
@@ -452,6 +455,53 @@ func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
 	}
 	m, ok := c.Member(p.String())
 	return ok && m.State != membership.Removed
+}
+
+// authorize applies the client roles (DESIGN §6, config.Cluster.Clients)
+// to a request of op: nil when from may make it. Reads need a role, writes
+// a read-write one (checkRole). Other ops are open to every peer with the
+// cluster secret (the cluster description, which dsclient init needs, and
+// ping) or checked where they are served (members-only ops, membership
+// and role commands).
+func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Response {
+	var write bool
+	switch op {
+	case wire.OpGet, wire.OpList, wire.OpStatus:
+	case wire.OpPut, wire.OpBatchPut, wire.OpPurge:
+		write = true
+	default:
+		return nil
+	}
+	return n.checkRole(c, from, op.String(), write)
+}
+
+// checkRole returns nil when from may do what (a write when write is set):
+// members may do anything; while no client has a role, so may anyone with
+// the cluster secret; once one has, a read-only client may only read, and
+// a peer without a role nothing.
+func (n *Node) checkRole(c *config.Cluster, from peer.ID, what string, write bool) *wire.Response {
+	if len(c.Clients) == 0 || n.isMember(c, from) {
+		return nil
+	}
+	id := from.String()
+	role, ok := c.ClientRole(id)
+	switch {
+	case !ok:
+		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf(
+			"%s: peer %s has no role in cluster %s; a read-write client grants one with `dsclient client grant %s --role=read-only|read-write`",
+			what, id, c.ID, id)}
+	case write && role != config.RoleReadWrite:
+		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is a %s client", what, id, role)}
+	}
+	return nil
+}
+
+// mayRaft reports whether peer p may open raft streams to this node: once
+// client roles are enforced only members may, so that a client cannot
+// pose as a raft leader and rewrite the cluster description.
+func (n *Node) mayRaft(p peer.ID) bool {
+	c := n.cluster.Load()
+	return len(c.Clients) == 0 || n.isMember(c, p)
 }
 
 func unauthorized(op wire.Op, p peer.ID) *wire.Response {
@@ -723,6 +773,9 @@ type Status struct {
 	// StoreError is why the shard store takes no more writes (a failed
 	// fsync); empty while it works. Such a node answers no heartbeat.
 	StoreError string `json:"store_error,omitempty"`
+	// Clients is the number of client roles this node applies (a grant
+	// reaches each node through the raft log).
+	Clients int `json:"clients"`
 }
 
 // Stat gathers the node's Status.
@@ -731,16 +784,18 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	c := n.cluster.Load()
 	s := &Status{
-		Peer: n.host.ID().String(), Identity: n.cfg.Identity, Epoch: n.cluster.Load().Map.Epoch,
+		Peer: n.host.ID().String(), Identity: n.cfg.Identity, Epoch: c.Map.Epoch,
 		Keys: st.Keys, Tombstones: st.Tombstones, ShardBytes: st.ShardBytes, Store: n.cfg.Store,
+		Clients: len(c.Clients),
 	}
 	if pd, ok := n.store.(ds.PersistentDatastore); ok {
 		if du, err := pd.DiskUsage(ctx); err == nil {
 			s.DiskUsage = du
 		}
 	}
-	if m, ok := n.cluster.Load().Member(n.selfID); ok {
+	if m, ok := c.Member(n.selfID); ok {
 		s.State = m.State
 	}
 	if l, ok := n.raft.Leader(); ok {

@@ -239,6 +239,11 @@ func cmdClient(args []string) error {
 	}
 	file := fs.Arg(0)
 	cc := &config.Client{Version: config.FormatVersion, Timeout: "30s"}
+	// The identity a client role is granted to (dsclient --conf=FILE id).
+	var err error
+	if _, cc.Identity, err = config.NewPrivKey(); err != nil {
+		return fmt.Errorf("client: identity: %w", err)
+	}
 	if *from != "" {
 		nc, err := config.LoadNode(filepath.Join(*from, config.FileName))
 		if err != nil {

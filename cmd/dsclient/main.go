@@ -6,6 +6,10 @@
 //	dsclient --conf=DIR status [--json] [--wait]
 //	dsclient --conf=DIR node drain PEER-ID
 //	dsclient --conf=DIR node remove PEER-ID
+//	dsclient --conf=DIR id
+//	dsclient --conf=DIR client grant PEER-ID --role=read-write|read-only
+//	dsclient --conf=DIR client revoke PEER-ID
+//	dsclient --conf=DIR client list
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -47,6 +52,11 @@ Commands:
   status [--json] [--wait]        members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)
   node drain PEER-ID [--no-wait]  move a node's data to the others, then remove it from the cluster
   node remove PEER-ID             give up on an out node (its machine is gone); its data was rebuilt
+  id                              print this client's peer ID, the one a role is granted to
+  client grant PEER-ID --role=R   give a client the role read-write or read-only (the first grant
+                                  starts enforcing roles: peers without one are refused)
+  client revoke PEER-ID           take a client's role away (the last read-write one stays)
+  client list                     the clients with a role
   bench [flags]                   throughput against the cluster and a raw flatfs, same run
 
 --conf may also name a client config file (such as clusterds.json).
@@ -100,6 +110,10 @@ func run(args []string) error {
 		return cmdStatus(ctx, *conf, rest)
 	case "node":
 		return cmdNode(ctx, *conf, rest)
+	case "id":
+		return cmdID(*conf)
+	case "client":
+		return cmdClient(ctx, *conf, rest)
 	case "bench":
 		return cmdBench(ctx, *conf, rest)
 	}
@@ -150,6 +164,12 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 		return fmt.Errorf("init: %w", err)
 	}
 	cc := &config.Client{Version: config.FormatVersion, ClusterID: c.ID, Secret: secret, Timeout: "30s"}
+	// A client keeps its identity across inits: roles are granted to it.
+	if old, err := config.LoadClient(filepath.Join(conf, config.FileName)); err == nil && old.Identity != "" {
+		cc.Identity = old.Identity
+	} else if _, cc.Identity, err = config.NewPrivKey(); err != nil {
+		return fmt.Errorf("init: identity: %w", err)
+	}
 	for _, n := range c.Map.Nodes {
 		for _, a := range n.Addrs {
 			cc.Nodes = append(cc.Nodes, a+"/p2p/"+n.ID)
@@ -160,6 +180,87 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s: cluster %s, %d nodes, policy %s\n", path, c.ID, len(c.Map.Nodes), c.Policy)
+	if len(c.Clients) > 0 {
+		id, _ := clientID(cc)
+		fmt.Fprintf(os.Stderr, "the cluster enforces client roles: a read-write client runs `dsclient client grant %s --role=...` for this one\n", id)
+	}
+	return nil
+}
+
+// clientID is the peer ID of a client config's identity.
+func clientID(cc *config.Client) (peer.ID, error) {
+	if cc.Identity == "" {
+		return "", errors.New("this client config has no identity (it takes a new one each run); run `dsclient init` again, or `dscfg client` for a kubo config, to write one")
+	}
+	key, err := config.DecodePrivKey(cc.Identity)
+	if err != nil {
+		return "", fmt.Errorf("identity: %w", err)
+	}
+	return peer.IDFromPrivateKey(key)
+}
+
+func cmdID(conf string) error {
+	cc, err := config.LoadClient(configPath(conf))
+	if err != nil {
+		return err
+	}
+	id, err := clientID(cc)
+	if err != nil {
+		return err
+	}
+	fmt.Println(id)
+	return nil
+}
+
+func cmdClient(ctx context.Context, conf string, args []string) error {
+	const use = "usage: dsclient client grant PEER-ID --role=read-write|read-only | dsclient client revoke PEER-ID | dsclient client list"
+	if len(args) == 0 {
+		return errors.New(use)
+	}
+	var cmd membership.Command
+	switch {
+	case args[0] == "list" && len(args) == 1:
+	case args[0] == "revoke" && len(args) == 2:
+		cmd = membership.Command{Op: membership.OpRevoke, ID: args[1]}
+	case args[0] == "grant" && len(args) >= 2:
+		fs := flag.NewFlagSet("client grant", flag.ContinueOnError)
+		role := fs.String("role", "", "read-write or read-only")
+		if err := fs.Parse(args[2:]); err != nil {
+			return err
+		}
+		if err := config.CheckRole(*role); err != nil {
+			return fmt.Errorf("client grant: --role: %w", err)
+		}
+		cmd = membership.Command{Op: membership.OpGrant, ID: args[1], Role: *role}
+	default:
+		return errors.New(use)
+	}
+	d, err := open(ctx, conf)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if cmd.Op == "" {
+		c := d.Cluster()
+		if len(c.Clients) == 0 {
+			fmt.Fprintln(os.Stderr, "no client has a role: roles are not enforced, anyone with the cluster secret reads and writes")
+			return nil
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PEER\tROLE")
+		for _, r := range c.Clients {
+			fmt.Fprintf(tw, "%s\t%s\n", r.ID, r.Role)
+		}
+		return tw.Flush()
+	}
+	if err := d.Member(ctx, cmd); err != nil {
+		return err
+	}
+	if cmd.Op == membership.OpGrant {
+		fmt.Fprintf(os.Stderr, "granted %s the role %s; peers without a role are refused\n", cmd.ID, cmd.Role)
+	} else {
+		fmt.Fprintf(os.Stderr, "revoked the role of %s\n", cmd.ID)
+	}
 	return nil
 }
 
@@ -329,7 +430,9 @@ type statusOut struct {
 	SlotsRedundant int           `json:"slots_fully_redundant"`
 	Repair         *repair.Stats `json:"repair,omitempty"` // from the raft leader
 	GCHeldBy       string        `json:"gc_held_by,omitempty"`
-	readableErr    error
+	// Clients are the client roles; empty: roles are not enforced.
+	Clients     []config.ClientRole `json:"clients,omitempty"`
+	readableErr error
 }
 
 // settled is true when the leader's last complete pass planned for the
@@ -349,7 +452,7 @@ func clusterStatus(ctx context.Context, conf string) (*statusOut, error) {
 	c, sts := d.StatusOf(sctx)
 	up := make([]bool, len(c.Map.Nodes))
 	out := &statusOut{Cluster: c.ID, Policy: c.Policy.String(), Epoch: c.Map.Epoch, Slots: placement.NumSlots, Rebalancing: c.Target != nil,
-		GCHeldBy: d.GCHold()}
+		GCHeldBy: d.GCHold(), Clients: c.Clients}
 	for _, s := range sts {
 		no := nodeOut{Index: s.Index, Peer: s.Peer, Addrs: s.Addrs, Zone: s.Zone, State: s.State, Reachable: s.Err == nil}
 		if s.Err != nil {
@@ -439,6 +542,11 @@ func printStatus(out *statusOut, asJSON bool) error {
 	fmt.Printf("slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
 	if out.GCHeldBy != "" {
 		fmt.Printf("garbage collection keeps tombstones: %s\n", out.GCHeldBy)
+	}
+	if len(out.Clients) == 0 {
+		fmt.Println("client roles: not enforced (anyone with the cluster secret reads and writes)")
+	} else {
+		fmt.Printf("client roles: enforced, %d clients have one (dsclient client list)\n", len(out.Clients))
 	}
 	if r := out.Repair; r != nil {
 		fmt.Printf("repair: %d keys, %d degraded, %d lost; backlog %d shards (%s)", r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))

@@ -114,6 +114,10 @@ type Config struct {
 	// AddrsOf returns the multiaddrs to dial a peer at (nil: only what the
 	// peerstore knows). Unspecified IPs are dialed as loopback.
 	AddrsOf func(peer.ID) []ma.Multiaddr
+	// Allow, when set, says whether a peer may open raft streams to this
+	// server; others are reset (the node lets only members speak raft once
+	// client roles are enforced).
+	Allow func(peer.ID) bool
 	// OnChange is called with each new cluster state (see the package doc).
 	OnChange func(*config.Cluster)
 	// Timing overrides raft's timeouts (tests make them short).
@@ -195,7 +199,7 @@ func Open(cfg Config) (r *Raft, err error) {
 		store.Close()
 		return nil, fmt.Errorf("raftmap: snapshot store: %w", err)
 	}
-	layer := NewStreamLayer(cfg.Host, cfg.AddrsOf)
+	layer := NewStreamLayer(cfg.Host, cfg.AddrsOf, cfg.Allow)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: maxPool,

@@ -47,6 +47,7 @@ func (a Addr) String() string { return peer.ID(a).String() }
 type StreamLayer struct {
 	host    host.Host
 	addrsOf func(peer.ID) []ma.Multiaddr
+	allow   func(peer.ID) bool
 
 	incoming  chan network.Stream
 	ctx       context.Context // done when the layer closes
@@ -62,12 +63,14 @@ var _ raft.StreamLayer = (*StreamLayer)(nil)
 
 // NewStreamLayer registers the raft protocol handler on h. addrsOf, which
 // may be nil or return nil, gives the multiaddrs of a peer to dial; they are
-// added to the peerstore before each dial.
-func NewStreamLayer(h host.Host, addrsOf func(peer.ID) []ma.Multiaddr) *StreamLayer {
+// added to the peerstore before each dial. allow, when not nil, says which
+// peers may open raft streams: the others' are reset.
+func NewStreamLayer(h host.Host, addrsOf func(peer.ID) []ma.Multiaddr, allow func(peer.ID) bool) *StreamLayer {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &StreamLayer{
 		host:     h,
 		addrsOf:  addrsOf,
+		allow:    allow,
 		incoming: make(chan network.Stream),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -79,8 +82,13 @@ func NewStreamLayer(h host.Host, addrsOf func(peer.ID) []ma.Multiaddr) *StreamLa
 }
 
 // handle passes an incoming stream to Accept, or resets it once the layer
-// is closed.
+// is closed or when its peer is not allowed.
 func (l *StreamLayer) handle(s network.Stream) {
+	if p := s.Conn().RemotePeer(); l.allow != nil && !l.allow(p) {
+		log.Warnw("raft stream refused: the peer is not a member", "peer", p.String())
+		_ = s.Reset()
+		return
+	}
 	select {
 	case l.incoming <- s:
 	case <-l.closed:

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -104,8 +105,8 @@ func (s *memSink) Cancel() error               { return nil }
 func TestStreamLayer(t *testing.T) {
 	g := newGroup(t, 0, Config{})
 	a, b := g.members[g.add()], g.members[g.add()]
-	la := NewStreamLayer(a.host, g.addrsOf)
-	lb := NewStreamLayer(b.host, g.addrsOf)
+	la := NewStreamLayer(a.host, g.addrsOf, nil)
+	lb := NewStreamLayer(b.host, g.addrsOf, nil)
 	defer la.Close()
 	defer lb.Close()
 
@@ -186,6 +187,53 @@ func TestStreamLayer(t *testing.T) {
 	la.Close()
 	if _, err := la.Dial(raft.ServerAddress(b.id.String()), time.Second); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("dial on a closed layer = %v, want net.ErrClosed", err)
+	}
+}
+
+// A layer with an allow function resets the streams of other peers: they
+// never reach Accept, and the dialer's exchange fails.
+func TestStreamLayerRefusesPeers(t *testing.T) {
+	g := newGroup(t, 0, Config{})
+	a, b, c := g.members[g.add()], g.members[g.add()], g.members[g.add()]
+	lb := NewStreamLayer(b.host, g.addrsOf, func(p peer.ID) bool { return p == c.id })
+	defer lb.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			s, err := lb.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- s
+		}
+	}()
+	buf := make([]byte, 4)
+	for _, from := range []*member{a, c} {
+		l := NewStreamLayer(from.host, g.addrsOf, nil)
+		defer l.Close()
+		conn, err := l.Dial(raft.ServerAddress(b.id.String()), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, werr := conn.Write([]byte("ping"))
+		if from == a {
+			if _, rerr := io.ReadFull(conn, buf); werr == nil && rerr == nil {
+				t.Fatal("a refused peer's raft stream carried data")
+			}
+			continue
+		}
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		select {
+		case s := <-accepted:
+			if s.RemoteAddr().String() != c.id.String() {
+				t.Fatalf("accepted a stream from %s, want only %s", s.RemoteAddr(), c.id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the allowed peer's stream was not accepted")
+		}
 	}
 }
 
