@@ -73,6 +73,10 @@ type Cluster struct {
 	// is neither a member nor listed here is refused, and a read-only
 	// client may not write.
 	Clients []ClientRole `json:"clients,omitempty"`
+	// Admitted are the peer IDs of new nodes that a member or read-write
+	// client let join while roles are enforced (dsclient node admit); a
+	// join takes its ID off the list.
+	Admitted []string `json:"admitted,omitempty"`
 }
 
 // Client roles.
@@ -149,6 +153,9 @@ func (c *Cluster) Clone() *Cluster {
 	}
 	if c.Clients != nil {
 		d.Clients = append([]ClientRole(nil), c.Clients...)
+	}
+	if c.Admitted != nil {
+		d.Admitted = append([]string(nil), c.Admitted...)
 	}
 	return &d
 }

@@ -2,12 +2,19 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/node"
 )
 
 // TestClientRolesCLI: client roles from the command line (DESIGN §6).
@@ -119,4 +126,43 @@ func TestClientRolesCLI(t *testing.T) {
 	if r := c.dsclient(t, "status"); !strings.Contains(r.stdout, "client roles: enforced, 2 clients") {
 		t.Fatalf("status: %s", r)
 	}
+
+	// The cluster secret alone no longer takes a node's identity from the
+	// bootstrapper, nor makes a new node a member.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	secret := strings.TrimPrefix(c.env[0], "DSCLUSTER_SECRET=")
+	if _, err := node.FetchNodeConfig(ctx, c.boot, 3, secret); err == nil || !strings.Contains(err.Error(), "no node identities once client roles are enforced") {
+		t.Fatalf("identity 3 fetched once roles are enforced: %v", err)
+	}
+	newDir := filepath.Join(tmp, "new")
+	listen := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t))
+	if r := run(t, c.env, bin(t, "dscluster"), "--conf="+newDir, "--bootstrapper="+c.boot, "--listen="+listen); r.code == 0 || !strings.Contains(r.stderr, "is not admitted") {
+		t.Fatalf("a new node joining a cluster that enforces roles: %s; want it refused until admitted", r)
+	}
+	nc, err := config.LoadNode(filepath.Join(newDir, config.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := config.DecodePrivKey(nc.PrivKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newID, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, nil, bin(t, "dsclient"), "--conf="+reader, "node", "admit", newID.String()); r.code == 0 || !strings.Contains(r.stderr, "read-only client") {
+		t.Fatalf("admit by the read-only client: %s; want it refused", r)
+	}
+	if r := c.dsclient(t, "node", "admit", newID.String()); r.code != 0 {
+		t.Fatalf("admit: %s", r)
+	}
+	p := startProc(t, "node 6 (admitted)", c.env, bin(t, "dscluster"), "--conf="+newDir, "--bootstrapper="+c.boot)
+	c.nodes = append(c.nodes, p)
+	p.waitReady(t)
+	c.waitStatus(t, 30*time.Second, "the admitted node is a member", func(st *statusOut) bool {
+		s := st.state(newID.String())
+		return s == "joining" || s == "up"
+	})
 }

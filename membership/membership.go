@@ -34,6 +34,7 @@ const (
 	OpRemove    = "remove"    // ID, At: a drained node that holds nothing leaves
 	OpGrant     = "grant"     // ID, Role: give a client peer a role (config.Cluster.Clients)
 	OpRevoke    = "revoke"    // ID: take a client peer's role away
+	OpAdmit     = "admit"     // ID: let a new node join while client roles are enforced
 )
 
 // ErrRejected wraps every error of Apply: the command was not applied and
@@ -50,6 +51,13 @@ type Command struct {
 	At      int64           `json:"at,omitempty"` // Unix nanoseconds
 	Epoch   uint64          `json:"epoch,omitempty"`
 	Role    string          `json:"role,omitempty"`
+	// By is the client that asked for the command, set by the node that
+	// took it from the client; empty when a member (or the leader itself)
+	// did. Once client roles are enforced, Apply takes commands only from
+	// members and read-write clients, judged by the cluster as the command
+	// applies, so a role revoked just before cannot slip through a node
+	// that had not applied the revoke yet.
+	By string `json:"by,omitempty"`
 }
 
 // Init returns c with Members filled from the map's nodes (all up) when it
@@ -87,6 +95,9 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		return reject("the cluster is not initialised yet")
 	}
 	d := c.Clone()
+	if cmd.Op != OpJoin && !mayChange(d, cmd.By) {
+		return reject("peer %s is not a member or a read-write client of a cluster that enforces client roles", cmd.By)
+	}
 	switch cmd.Op {
 	case OpJoin:
 		if cmd.Member == nil {
@@ -99,6 +110,14 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		}
 		if _, client := d.ClientRole(nm.ID); client {
 			return reject("member %q: it is a client with a role; revoke the role first", nm.ID)
+		}
+		// Once roles are enforced, a new node needs a member or a
+		// read-write client to have admitted it; the cluster secret is
+		// not enough. Known members rejoin (a restart) as before.
+		if i := slices.Index(d.Admitted, nm.ID); i >= 0 {
+			d.Admitted = slices.Delete(d.Admitted, i, i+1)
+		} else if len(d.Clients) > 0 && !known {
+			return reject("node %s is not admitted: the cluster enforces client roles, so a read-write client first runs `dsclient node admit %s`", nm.ID, nm.ID)
 		}
 		nm.Addrs = slices.Clone(nm.Addrs)
 		nm.State, nm.Since, nm.Leaving = Joining, cmd.At, false
@@ -212,9 +231,11 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		m.State, m.Since, m.Stale = Removed, cmd.At, m.State == Out
 		return d, nil
 	case OpGrant:
-		if _, err := peer.Decode(cmd.ID); err != nil {
-			return reject("%q is not a libp2p peer id: %v", cmd.ID, err)
+		id, err := canonical(cmd.ID)
+		if err != nil {
+			return reject("%v", err)
 		}
+		cmd.ID = id
 		if err := config.CheckRole(cmd.Role); err != nil {
 			return reject("%v", err)
 		}
@@ -232,6 +253,9 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		}
 		return d, nil
 	case OpRevoke:
+		if id, err := canonical(cmd.ID); err == nil {
+			cmd.ID = id
+		}
 		i := slices.IndexFunc(d.Clients, func(r config.ClientRole) bool { return r.ID == cmd.ID })
 		if i < 0 {
 			return reject("%s has no role", cmd.ID)
@@ -242,8 +266,48 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 				"(once a role is granted, roles stay enforced)", cmd.ID)
 		}
 		return d, nil
+	case OpAdmit:
+		id, err := canonical(cmd.ID)
+		if err != nil {
+			return reject("%v", err)
+		}
+		if m, ok := d.Member(id); ok && m.State != Removed {
+			return reject("%s is a member already", id)
+		}
+		if _, ok := d.ClientRole(id); ok {
+			return reject("%s is a client with a role; revoke the role first", id)
+		}
+		if !slices.Contains(d.Admitted, id) {
+			d.Admitted = append(d.Admitted, id)
+		}
+		return d, nil
 	}
 	return reject("unknown op")
+}
+
+// canonical returns peer ID id in its usual (base58) form: peer.Decode
+// also takes a peer ID written as a CID, which would never match the form
+// nodes compare (peer.ID.String).
+func canonical(id string) (string, error) {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a libp2p peer id: %v", id, err)
+	}
+	return p.String(), nil
+}
+
+// mayChange reports whether peer by (empty: a member or the leader) may
+// change the cluster: anyone while client roles are not enforced, then
+// members and read-write clients.
+func mayChange(c *config.Cluster, by string) bool {
+	if by == "" || len(c.Clients) == 0 {
+		return true
+	}
+	if m, ok := c.Member(by); ok && m.State != Removed {
+		return true
+	}
+	role, _ := c.ClientRole(by)
+	return role == config.RoleReadWrite
 }
 
 // hasWriter reports whether a read-write client is left among c's clients,

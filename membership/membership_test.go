@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/internal/testpeer"
@@ -1344,4 +1346,51 @@ func TestClientRoles(t *testing.T) {
 	// A client is not a node.
 	nd := placement.Node{ID: reader, Addrs: []string{"/ip4/10.0.0.9/tcp/6735"}}
 	refuse(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: nd}, At: t0.UnixNano()})
+}
+
+// TestRolesJudgeTheRequester: once roles are enforced, Apply takes
+// commands only from members and read-write clients (Command.By, as the
+// cluster stands when the command applies), a new node joins only once
+// admitted, and peer IDs are stored in their usual form whatever form a
+// command gives.
+func TestRolesJudgeTheRequester(t *testing.T) {
+	c := newCluster(t, testNodes(6))
+	admin, reader, stranger := testpeer.ID("client admin"), testpeer.ID("client reader"), testpeer.ID("client stranger")
+	pid, err := peer.Decode(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CID form of the admin's peer ID is stored as the usual form.
+	c = must(t, c, membership.Command{Op: membership.OpGrant, ID: peer.ToCid(pid).String(), Role: config.RoleReadWrite, By: admin})
+	if r, ok := c.ClientRole(admin); !ok || r != config.RoleReadWrite {
+		t.Fatalf("clients %+v: want %s read-write", c.Clients, admin)
+	}
+	c = must(t, c, membership.Command{Op: membership.OpGrant, ID: reader, Role: config.RoleReadOnly, By: admin})
+
+	newNode := testNode(7)
+	join := membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: newNode}, At: t0.UnixNano(), By: newNode.ID}
+	for _, by := range []string{reader, stranger, newNode.ID} {
+		refuse(t, c, membership.Command{Op: membership.OpGrant, ID: stranger, Role: config.RoleReadWrite, By: by})
+		refuse(t, c, membership.Command{Op: membership.OpAdmit, ID: newNode.ID, By: by})
+		refuse(t, c, membership.Command{Op: membership.OpDrain, ID: nodeID(0), By: by})
+	}
+	// The secret alone does not make a node a member any more.
+	if err := refuse(t, c, join); !strings.Contains(err.Error(), "not admitted") {
+		t.Fatalf("join before admission: %v", err)
+	}
+	c = must(t, c, membership.Command{Op: membership.OpAdmit, ID: newNode.ID, By: admin})
+	c = must(t, c, join)
+	wantState(t, c, newNode.ID, membership.Joining)
+	if len(c.Admitted) != 0 {
+		t.Fatalf("admitted %v after the join, want none", c.Admitted)
+	}
+	// A member rejoins (a restart) without admission; members and the
+	// leader (By empty) may change the cluster.
+	c = must(t, c, join)
+	c = must(t, c, membership.Command{Op: membership.OpRevoke, ID: reader, By: nodeID(1)})
+	c = must(t, c, membership.Command{Op: membership.OpGrant, ID: reader, Role: config.RoleReadOnly})
+	// A role revoked is judged when the command applies.
+	c = must(t, c, membership.Command{Op: membership.OpGrant, ID: reader, Role: config.RoleReadWrite, By: admin})
+	c = must(t, c, membership.Command{Op: membership.OpRevoke, ID: admin, By: reader})
+	refuse(t, c, membership.Command{Op: membership.OpGrant, ID: stranger, Role: config.RoleReadOnly, By: admin})
 }

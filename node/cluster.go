@@ -107,6 +107,10 @@ func (n *Node) setCluster(c *config.Cluster) {
 	}
 	n.cluster.Store(c)
 	n.dialMembers(cur, c)
+	// Peers vouched for are members here now, or were removed since.
+	n.vouchMu.Lock()
+	clear(n.vouched)
+	n.vouchMu.Unlock()
 	b, err := json.Marshal(c)
 	if err == nil {
 		err = writeFileAtomic(filepath.Join(n.dir, clusterFile), b)
@@ -114,6 +118,62 @@ func (n *Node) setCluster(c *config.Cluster) {
 	if err != nil {
 		log.Warnw("save cluster description", "err", err)
 	}
+}
+
+// mayRaft reports whether peer p may open raft streams to this node: once
+// client roles are enforced only members may, so that a client cannot
+// pose as a raft leader and rewrite the cluster description. A node that
+// was down while newer members joined does not know them, and the leader
+// may be one of them: a peer that a member this node knows lists as a
+// member is taken too (vouch). Its first streams are refused while the
+// members are asked; raft sends again.
+func (n *Node) mayRaft(p peer.ID) bool {
+	c := n.cluster.Load()
+	if len(c.Clients) == 0 || n.isMember(c, p) {
+		return true
+	}
+	n.vouchMu.Lock()
+	defer n.vouchMu.Unlock()
+	if n.vouched[p] {
+		return true
+	}
+	if time.Since(n.vouchAsked[p]) >= time.Second {
+		if len(n.vouchAsked) >= 1024 {
+			clear(n.vouchAsked) // peers with the secret can make up IDs
+		}
+		n.vouchAsked[p] = time.Now()
+		go n.vouch(p, c)
+	}
+	return false
+}
+
+// vouch asks the members of c for their cluster description and records p
+// as vouched for when one of them lists it as a member.
+func (n *Node) vouch(p peer.ID, c *config.Cluster) {
+	ctx, cancel := context.WithTimeout(n.bgCtx, 10*time.Second)
+	defer cancel()
+	for _, m := range c.Members {
+		id, err := peer.Decode(m.ID)
+		if err != nil || m.State == membership.Removed || id == n.host.ID() {
+			continue
+		}
+		resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpClusterInfo, Identity: ClientIdentity})
+		if err != nil || resp.Status != wire.StatusOK {
+			continue
+		}
+		var theirs config.Cluster
+		if json.Unmarshal(resp.Payload, &theirs) != nil {
+			continue
+		}
+		if tm, ok := theirs.Member(p.String()); ok && tm.State != membership.Removed {
+			n.vouchMu.Lock()
+			n.vouched[p] = true
+			n.vouchMu.Unlock()
+			log.Infow("raft peer unknown here is a member for another member", "peer", p.String(), "vouched_by", m.ID)
+			return
+		}
+	}
+	log.Warnw("raft stream refused: the peer is not a member here nor for the members asked", "peer", p.String())
 }
 
 // dialMembers records in the peerstore where the members of c are dialled,
@@ -459,7 +519,7 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	return nil
 }
 
-// member serves OpMember: a join, drain, remove, grant or revoke,
+// member serves OpMember: a join, drain, remove, grant, revoke or admit,
 // proposed by the leader (a follower forwards it there).
 func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Response {
 	var cmd membership.Command
@@ -480,20 +540,30 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			return &wire.Response{Status: wire.StatusBadRequest,
 				Message: fmt.Sprintf("remove %s: it is %s; only an out member can be removed (drain a live one)", cmd.ID, state)}
 		}
-	case membership.OpGrant, membership.OpRevoke:
+	case membership.OpGrant, membership.OpRevoke, membership.OpAdmit:
 	default:
-		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join, drain, remove, grant and revoke are accepted", cmd.Op)}
+		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join, drain, remove, grant, revoke and admit are accepted", cmd.Op)}
+	}
+	// The command names who asked, for Apply to judge under the roles as
+	// they stand when it applies; a member forwarding it keeps the name.
+	c := n.cluster.Load()
+	if !n.isMember(c, from) {
+		cmd.By = from.String()
 	}
 	// A node joins as itself; a member may forward another's join. Other
 	// commands change the cluster: members and, once roles are enforced,
 	// read-write clients only.
-	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(n.cluster.Load(), from) {
+	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(c, from) {
 		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("join: peer %s may only ask to join as itself", from)}
 	}
 	if cmd.Op != membership.OpJoin {
-		if resp := n.checkRole(n.cluster.Load(), from, "member "+cmd.Op, true); resp != nil {
+		if resp := n.checkRole(c, from, "member "+cmd.Op, true); resp != nil {
 			return resp
 		}
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: err.Error()}
 	}
 	cmd.At = time.Now().UnixNano()
 	if n.raft.IsLeader() {

@@ -147,6 +147,12 @@ type Node struct {
 
 	locks [256]sync.Mutex // per-key stripes: read-compare-write of one key
 
+	// Raft peers that members vouched for (mayRaft), and when each
+	// unknown peer was last asked about.
+	vouchMu    sync.Mutex
+	vouched    map[peer.ID]bool
+	vouchAsked map[peer.ID]time.Time
+
 	raft   *raftmap.Raft
 	driver *repair.Driver
 	client *transport.Client // to other nodes: heartbeats, repair, forwarding
@@ -177,7 +183,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{})}
+	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{}), vouched: map[peer.ID]bool{}, vouchAsked: map[peer.ID]time.Time{}}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.initial = membership.Init(&cfg.Cluster)
 	c := n.initial
@@ -494,14 +500,6 @@ func (n *Node) checkRole(c *config.Cluster, from peer.ID, what string, write boo
 		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is a %s client", what, id, role)}
 	}
 	return nil
-}
-
-// mayRaft reports whether peer p may open raft streams to this node: once
-// client roles are enforced only members may, so that a client cannot
-// pose as a raft leader and rewrite the cluster description.
-func (n *Node) mayRaft(p peer.ID) bool {
-	c := n.cluster.Load()
-	return len(c.Clients) == 0 || n.isMember(c, p)
 }
 
 func unauthorized(op wire.Op, p peer.ID) *wire.Response {
@@ -845,6 +843,13 @@ func (n *Node) clusterInfo(from peer.ID, identity int32) *wire.Response {
 	}
 	if len(n.cfg.Identities) == 0 {
 		return &wire.Response{Status: wire.StatusNotFound, Message: "this node is not the bootstrapper: it holds no identities"}
+	}
+	// An identity is a member's private key: once client roles are
+	// enforced, the cluster secret is not enough to take one.
+	if len(c.Clients) > 0 {
+		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf(
+			"identity %d: the bootstrapper hands out no node identities once client roles are enforced; "+
+				"start the initial nodes before the first grant, or add a node as a new one (dsclient node admit)", identity)}
 	}
 	// An identity's config carries the initial cluster, as dscfg wrote it:
 	// the initial raft voters bootstrap from it, all with the same list.

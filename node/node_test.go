@@ -538,3 +538,18 @@ func TestCloseWaitsForPuts(t *testing.T) {
 		t.Fatalf("get after a close during a put: %v %s %q; want the shard", err, r.Status, r.Message)
 	}
 }
+
+// TestVouchForRaftPeer: once client roles are enforced a node takes raft
+// streams only from members. A node that was down while newer members
+// joined asks the members it knows; it takes a peer one of them lists as
+// a member, and no other.
+func TestVouchForRaftPeer(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	if !c.Node(0).Vouch(c.Node(5).ID()) {
+		t.Fatal("no member vouched for node 5, a member of their cluster")
+	}
+	h := newHost(t, c.Secret)
+	if c.Node(0).Vouch(h.ID()) {
+		t.Fatalf("a member vouched for %s, which no cluster lists", h.ID())
+	}
+}

@@ -6,6 +6,7 @@
 //	dsclient --conf=DIR status [--json] [--wait]
 //	dsclient --conf=DIR node drain PEER-ID
 //	dsclient --conf=DIR node remove PEER-ID
+//	dsclient --conf=DIR node admit PEER-ID
 //	dsclient --conf=DIR id
 //	dsclient --conf=DIR client grant PEER-ID --role=read-write|read-only
 //	dsclient --conf=DIR client revoke PEER-ID
@@ -52,6 +53,7 @@ Commands:
   status [--json] [--wait]        members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)
   node drain PEER-ID [--no-wait]  move a node's data to the others, then remove it from the cluster
   node remove PEER-ID             give up on an out node (its machine is gone); its data was rebuilt
+  node admit PEER-ID              let a new node join a cluster that enforces client roles
   id                              print this client's peer ID, the one a role is granted to
   client grant PEER-ID --role=R   give a client the role read-write or read-only (the first grant
                                   starts enforcing roles: peers without one are refused)
@@ -589,9 +591,21 @@ func humanBytes(n int64) string {
 }
 
 func cmdNode(ctx context.Context, conf string, args []string) error {
-	const use = "usage: dsclient node drain PEER-ID [--no-wait] | dsclient node remove PEER-ID"
+	const use = "usage: dsclient node drain PEER-ID [--no-wait] | dsclient node remove PEER-ID | dsclient node admit PEER-ID"
 	if len(args) == 2 && args[0] == "remove" {
 		return removeNode(ctx, conf, args[1])
+	}
+	if len(args) == 2 && args[0] == "admit" {
+		d, err := open(ctx, conf)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		if err := d.Member(ctx, membership.Command{Op: membership.OpAdmit, ID: args[1]}); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "admitted %s: it may now join (start it again with --bootstrapper)\n", args[1])
+		return nil
 	}
 	if len(args) < 2 || args[0] != "drain" {
 		return errors.New(use)
