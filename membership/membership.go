@@ -51,12 +51,13 @@ type Command struct {
 	At      int64           `json:"at,omitempty"` // Unix nanoseconds
 	Epoch   uint64          `json:"epoch,omitempty"`
 	Role    string          `json:"role,omitempty"`
-	// By is the client that asked for the command, set by the node that
-	// took it from the client; empty when a member (or the leader itself)
-	// did. Once client roles are enforced, Apply takes commands only from
-	// members and read-write clients, judged by the cluster as the command
-	// applies, so a role revoked just before cannot slip through a node
-	// that had not applied the revoke yet.
+	// By is the peer that asked for the command, set by the node that
+	// took it from that peer (a member forwarding it keeps it); empty only
+	// for the raft leader's own proposals. Once client roles are enforced,
+	// Apply takes commands only from members and read-write clients,
+	// judged by the cluster as the command applies, so a role revoked (or
+	// a member removed) just before cannot slip through a node that had
+	// not applied the change yet.
 	By string `json:"by,omitempty"`
 }
 
@@ -111,12 +112,12 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		if _, client := d.ClientRole(nm.ID); client {
 			return reject("member %q: it is a client with a role; revoke the role first", nm.ID)
 		}
-		// Once roles are enforced, a new node needs a member or a
-		// read-write client to have admitted it; the cluster secret is
-		// not enough. Known members rejoin (a restart) as before.
+		// Once roles are enforced, a new node (or a removed one) needs a
+		// member or a read-write client to have admitted it; the cluster
+		// secret is not enough. Members rejoin (a restart) as before.
 		if i := slices.Index(d.Admitted, nm.ID); i >= 0 {
 			d.Admitted = slices.Delete(d.Admitted, i, i+1)
-		} else if len(d.Clients) > 0 && !known {
+		} else if m, _ := d.Member(nm.ID); len(d.Clients) > 0 && (m == nil || m.State == Removed) {
 			return reject("node %s is not admitted: the cluster enforces client roles, so a read-write client first runs `dsclient node admit %s`", nm.ID, nm.ID)
 		}
 		nm.Addrs = slices.Clone(nm.Addrs)

@@ -1370,9 +1370,15 @@ func TestRolesJudgeTheRequester(t *testing.T) {
 	newNode := testNode(7)
 	join := membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: newNode}, At: t0.UnixNano(), By: newNode.ID}
 	for _, by := range []string{reader, stranger, newNode.ID} {
-		refuse(t, c, membership.Command{Op: membership.OpGrant, ID: stranger, Role: config.RoleReadWrite, By: by})
-		refuse(t, c, membership.Command{Op: membership.OpAdmit, ID: newNode.ID, By: by})
-		refuse(t, c, membership.Command{Op: membership.OpDrain, ID: nodeID(0), By: by})
+		for _, cmd := range []membership.Command{
+			{Op: membership.OpGrant, ID: stranger, Role: config.RoleReadWrite, By: by},
+			{Op: membership.OpAdmit, ID: newNode.ID, By: by},
+			{Op: membership.OpRevoke, ID: admin, By: by},
+		} {
+			if err := refuse(t, c, cmd); !strings.Contains(err.Error(), "not a member or a read-write client") {
+				t.Fatalf("%s by %s: %v", cmd.Op, by, err)
+			}
+		}
 	}
 	// The secret alone does not make a node a member any more.
 	if err := refuse(t, c, join); !strings.Contains(err.Error(), "not admitted") {
@@ -1386,6 +1392,15 @@ func TestRolesJudgeTheRequester(t *testing.T) {
 	}
 	// A member rejoins (a restart) without admission; members and the
 	// leader (By empty) may change the cluster.
+	c = must(t, c, join)
+	// A drained and removed node is a new one again: admitted first.
+	c = must(t, c, membership.Command{Op: membership.OpDrain, ID: newNode.ID, At: t0.UnixNano(), By: admin})
+	c = must(t, c, membership.Command{Op: membership.OpRemove, ID: newNode.ID, At: t0.UnixNano()})
+	wantState(t, c, newNode.ID, membership.Removed)
+	if err := refuse(t, c, join); !strings.Contains(err.Error(), "not admitted") {
+		t.Fatalf("join of a removed node before admission: %v", err)
+	}
+	c = must(t, c, membership.Command{Op: membership.OpAdmit, ID: newNode.ID, By: nodeID(2)})
 	c = must(t, c, join)
 	c = must(t, c, membership.Command{Op: membership.OpRevoke, ID: reader, By: nodeID(1)})
 	c = must(t, c, membership.Command{Op: membership.OpGrant, ID: reader, Role: config.RoleReadOnly})

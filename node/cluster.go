@@ -110,6 +110,7 @@ func (n *Node) setCluster(c *config.Cluster) {
 	// Peers vouched for are members here now, or were removed since.
 	n.vouchMu.Lock()
 	clear(n.vouched)
+	n.vouchGen++
 	n.vouchMu.Unlock()
 	b, err := json.Marshal(c)
 	if err == nil {
@@ -132,48 +133,86 @@ func (n *Node) mayRaft(p peer.ID) bool {
 	if len(c.Clients) == 0 || n.isMember(c, p) {
 		return true
 	}
+	if m, ok := c.Member(p.String()); ok && m.State == membership.Removed {
+		return false
+	}
 	n.vouchMu.Lock()
 	defer n.vouchMu.Unlock()
 	if n.vouched[p] {
 		return true
 	}
-	if time.Since(n.vouchAsked[p]) >= time.Second {
-		if len(n.vouchAsked) >= 1024 {
-			clear(n.vouchAsked) // peers with the secret can make up IDs
-		}
-		n.vouchAsked[p] = time.Now()
-		go n.vouch(p, c)
+	// Peers with the secret can make up IDs: a few checks at a time, and
+	// each peer asked about at most once a second.
+	if n.vouchClosed || n.vouching >= maxVouching || time.Since(n.vouchAsked[p]) < time.Second {
+		return false
 	}
+	if len(n.vouchAsked) >= 1024 {
+		for q, at := range n.vouchAsked {
+			if time.Since(at) >= time.Second {
+				delete(n.vouchAsked, q)
+			}
+		}
+	}
+	n.vouchAsked[p] = time.Now()
+	n.vouching++
+	n.vouchWG.Add(1)
+	go func(gen uint64) {
+		defer n.vouchWG.Done()
+		ok, by := n.vouch(p, c)
+		n.vouchMu.Lock()
+		defer n.vouchMu.Unlock()
+		n.vouching--
+		// A cluster change since the asking may have removed p.
+		if ok && gen == n.vouchGen {
+			n.vouched[p] = true
+			log.Infow("raft peer unknown here is a member for another member", "peer", p.String(), "vouched_by", by)
+		} else if !ok {
+			log.Warnw("raft stream refused: the peer is not a member here nor for the members asked", "peer", p.String())
+		}
+	}(n.vouchGen)
 	return false
 }
 
-// vouch asks the members of c for their cluster description and records p
-// as vouched for when one of them lists it as a member.
-func (n *Node) vouch(p peer.ID, c *config.Cluster) {
-	ctx, cancel := context.WithTimeout(n.bgCtx, 10*time.Second)
+// maxVouching bounds the vouch checks in flight.
+const maxVouching = 4
+
+// vouch asks the members of c that may be up, all at once, for their
+// cluster description, and reports whether one of them lists p as a
+// member, and which.
+func (n *Node) vouch(p peer.ID, c *config.Cluster) (bool, string) {
+	ctx, cancel := context.WithTimeout(n.bgCtx, 5*time.Second)
 	defer cancel()
+	found := make(chan string, len(c.Members))
+	var wg sync.WaitGroup
 	for _, m := range c.Members {
 		id, err := peer.Decode(m.ID)
-		if err != nil || m.State == membership.Removed || id == n.host.ID() {
+		if err != nil || m.State == membership.Removed || m.State == membership.Out || id == n.host.ID() {
 			continue
 		}
-		resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpClusterInfo, Identity: ClientIdentity})
-		if err != nil || resp.Status != wire.StatusOK {
-			continue
-		}
-		var theirs config.Cluster
-		if json.Unmarshal(resp.Payload, &theirs) != nil {
-			continue
-		}
-		if tm, ok := theirs.Member(p.String()); ok && tm.State != membership.Removed {
-			n.vouchMu.Lock()
-			n.vouched[p] = true
-			n.vouchMu.Unlock()
-			log.Infow("raft peer unknown here is a member for another member", "peer", p.String(), "vouched_by", m.ID)
-			return
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpClusterInfo, Identity: ClientIdentity})
+			if err != nil || resp.Status != wire.StatusOK {
+				return
+			}
+			var theirs config.Cluster
+			if json.Unmarshal(resp.Payload, &theirs) != nil {
+				return
+			}
+			if tm, ok := theirs.Member(p.String()); ok && tm.State != membership.Removed {
+				found <- m.ID
+				cancel()
+			}
+		}()
 	}
-	log.Warnw("raft stream refused: the peer is not a member here nor for the members asked", "peer", p.String())
+	wg.Wait()
+	select {
+	case by := <-found:
+		return true, by
+	default:
+		return false, ""
+	}
 }
 
 // dialMembers records in the peerstore where the members of c are dialled,
@@ -547,7 +586,7 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	// The command names who asked, for Apply to judge under the roles as
 	// they stand when it applies; a member forwarding it keeps the name.
 	c := n.cluster.Load()
-	if !n.isMember(c, from) {
+	if cmd.By == "" || !n.isMember(c, from) {
 		cmd.By = from.String()
 	}
 	// A node joins as itself; a member may forward another's join. Other

@@ -149,9 +149,13 @@ type Node struct {
 
 	// Raft peers that members vouched for (mayRaft), and when each
 	// unknown peer was last asked about.
-	vouchMu    sync.Mutex
-	vouched    map[peer.ID]bool
-	vouchAsked map[peer.ID]time.Time
+	vouchMu     sync.Mutex
+	vouched     map[peer.ID]bool
+	vouchAsked  map[peer.ID]time.Time
+	vouchGen    uint64 // bumped by each cluster change
+	vouching    int    // checks in flight
+	vouchClosed bool
+	vouchWG     sync.WaitGroup
 
 	raft   *raftmap.Raft
 	driver *repair.Driver
@@ -281,6 +285,10 @@ func (n *Node) closeResources() error {
 	close(n.closed)
 	n.bgCancel()
 	n.bgWG.Wait()
+	n.vouchMu.Lock()
+	n.vouchClosed = true
+	n.vouchMu.Unlock()
+	n.vouchWG.Wait()
 	if n.host != nil {
 		n.host.RemoveStreamHandler(wire.ShardProtocol)
 	}

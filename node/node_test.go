@@ -27,6 +27,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -544,12 +545,38 @@ func TestCloseWaitsForPuts(t *testing.T) {
 // joined asks the members it knows; it takes a peer one of them lists as
 // a member, and no other.
 func TestVouchForRaftPeer(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{})
+	c := clustertest.Start(t, clustertest.Options{FastRaft: true})
 	if !c.Node(0).Vouch(c.Node(5).ID()) {
 		t.Fatal("no member vouched for node 5, a member of their cluster")
 	}
 	h := newHost(t, c.Secret)
 	if c.Node(0).Vouch(h.ID()) {
 		t.Fatalf("a member vouched for %s, which no cluster lists", h.ID())
+	}
+	// Without roles anyone with the secret speaks raft; with roles only
+	// members, and the stranger stays refused after the members are asked.
+	if !c.Node(0).MayRaft(h.ID()) {
+		t.Fatal("raft refused a peer while roles are not enforced")
+	}
+	d := c.Client(nil)
+	grant := membership.Command{Op: membership.OpGrant, ID: d.ID().String(), Role: config.RoleReadWrite}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(c.Node(0).Cluster().Clients) == 0 {
+		if err := d.Member(context.Background(), grant); err != nil && time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 0 never applied the grant")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !c.Node(0).MayRaft(c.Node(3).ID()) {
+		t.Fatal("raft refused a member")
+	}
+	for range 3 {
+		if c.Node(0).MayRaft(h.ID()) || c.Node(0).MayRaft(d.ID()) {
+			t.Fatal("raft took a peer that is not a member once roles are enforced")
+		}
+		time.Sleep(time.Second)
 	}
 }
