@@ -580,3 +580,66 @@ func TestVouchForRaftPeer(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 }
+
+// failingDeletes fails every Delete while fail is set, as a store with a
+// bad directory or a full journal would.
+type failingDeletes struct {
+	ds.Batching
+	fail atomic.Bool
+}
+
+func (s *failingDeletes) Delete(ctx context.Context, k ds.Key) error {
+	if s.fail.Load() {
+		return errors.New("injected delete failure")
+	}
+	return s.Batching.Delete(ctx, k)
+}
+
+// TestScrubReclaimsShardUnderTombstone: a delete whose store delete fails
+// leaves the value's shard file behind its tombstone (the tombstone is
+// what counts). Scrub deletes it, and only it.
+func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
+	ctx := context.Background()
+	var st0 atomic.Pointer[failingDeletes]
+	c := clustertest.Start(t, clustertest.Options{OpenStore: func(i int, dir string) (ds.Datastore, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		fs, err := flatfs.CreateOrOpen(filepath.Join(dir, "shards"), flatfs.NextToLast(2), false)
+		if err != nil || i != 0 {
+			return fs, err
+		}
+		s := &failingDeletes{Batching: fs}
+		st0.Store(s)
+		return s, nil
+	}})
+	gone, kept := keyOwnedAt(c, 0), keyOwnedAt(c, 0)+"-kept"
+	d := c.Client(nil)
+	for _, k := range []string{gone, kept} {
+		if err := d.Put(ctx, ds.NewKey(k), bytes.Repeat([]byte("v"), 300<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st0.Load().fail.Store(true)
+	if err := d.Delete(ctx, ds.NewKey(gone)); err != nil {
+		t.Fatal(err)
+	}
+	st0.Load().fail.Store(false)
+	path, err := c.ShardFile(0, ds.NewKey(gone).String())
+	if err != nil {
+		t.Fatalf("the shard under the tombstone is not left behind: %v", err)
+	}
+	st, err := c.Node(0).Scrub(ctx)
+	if err != nil || st.Reclaimed != 1 || st.Corrupt != 0 {
+		t.Fatalf("scrub: %+v, %v; want 1 shard reclaimed, none corrupt", st, err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the shard file under the tombstone is still there: %v", err)
+	}
+	if got, err := d.Get(ctx, ds.NewKey(kept)); err != nil || len(got) != 300<<10 {
+		t.Fatalf("the other key: %d bytes, %v", len(got), err)
+	}
+	if _, err := d.Get(ctx, ds.NewKey(gone)); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("the deleted key: %v, want ds.ErrNotFound", err)
+	}
+}

@@ -162,6 +162,10 @@ type ScrubStats struct {
 	Scanned  int       `json:"scanned"`
 	Corrupt  int       `json:"corrupt"` // shards found bad and removed for repair
 	Total    int       `json:"corrupt_total"`
+	// Reclaimed counts shards found under a tombstone and deleted: the
+	// delete that wrote the tombstone could not remove them (a store
+	// error, or a crash between the two steps).
+	Reclaimed int `json:"reclaimed"`
 }
 
 type scrubber struct {
@@ -200,6 +204,9 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 			}
 			st.Scanned++
 			if e.Tombstone {
+				if n.reclaimUnder(ctx, e) {
+					st.Reclaimed++
+				}
 				continue
 			}
 			if n.checkShard(ctx, e) {
@@ -222,6 +229,9 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 	if st.Corrupt > 0 {
 		log.Warnw("scrub removed bad shards for repair", "corrupt", st.Corrupt, "scanned", st.Scanned)
 	}
+	if st.Reclaimed > 0 {
+		log.Infow("scrub deleted shards left under tombstones", "reclaimed", st.Reclaimed)
+	}
 	return st, nil
 }
 
@@ -239,6 +249,28 @@ func (n *Node) checkShard(ctx context.Context, e index.Entry) bool {
 	sh, err := coding.ParseShard(raw)
 	return err == nil && sh.Header.Key == e.Key && int(sh.Header.Index) == int(e.Index) &&
 		sh.Header.Version == (coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer})
+}
+
+// reclaimUnder deletes a shard left in the store under tombstone e, if the
+// node still holds e then (a write may have replaced it since the listing).
+func (n *Node) reclaimUnder(ctx context.Context, e index.Entry) bool {
+	name := shardName(e.Key)
+	if has, err := n.store.Has(ctx, name); err != nil || !has {
+		return false
+	}
+	mu := n.lock(e.Key)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := n.idx.Get(e.Key)
+	if err != nil || cur.Version != e.Version || !cur.Tombstone {
+		return false
+	}
+	if err := n.store.Delete(ctx, name); err != nil {
+		log.Warnw("scrub: delete shard under tombstone", "key", e.Key, "err", err)
+		return false
+	}
+	log.Infow("scrub: deleted a shard left under a tombstone", "key", e.Key)
+	return true
 }
 
 // scrubRemove removes e if the node still holds exactly e and its shard is
