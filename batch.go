@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -135,6 +136,8 @@ type groupWrite struct {
 	stored int
 	newer  bool // a node held a newer version: write again, ordered
 	failed []NodeError
+	ver    coding.Version
+	kept   []peer.ID // nodes that kept the previous value's shard (dropPrevs)
 }
 
 type nodeShard struct {
@@ -166,7 +169,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 			errs = append(errs, fmt.Errorf("put %s: %w", k, err))
 			continue
 		}
-		w := &groupWrite{dsKey: key, key: k, width: len(shards), quorum: v.c.Quorum(p)}
+		w := &groupWrite{dsKey: key, key: k, width: len(shards), quorum: v.c.Quorum(p), ver: shards[0].Header.Version}
 		writes = append(writes, w)
 		owners := v.owners(k)
 		for i, sh := range shards {
@@ -198,6 +201,9 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: fmt.Errorf("%s: %s", res[i].Status, res[i].Message)})
 					default:
 						it.w.stored++
+						if res[i].Message == wire.PrevKept {
+							it.w.kept = append(it.w.kept, v.peers[n])
+						}
 						if hlc, wr, ok := wire.ParseSuperseded(res[i].Message); ok && it.shard.Header.Version.Less(coding.Version{HLC: hlc, Writer: wr}) {
 							d.clock.Observe(coding.Version{HLC: hlc, Writer: wr})
 							it.w.newer = true
@@ -323,9 +329,12 @@ wait:
 		}
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: slices.Clone(w.failed)})
-		} else if len(w.failed) > 0 || sending[w] > 0 {
+			continue
+		}
+		if len(w.failed) > 0 || sending[w] > 0 {
 			d.degraded.report("put", w.key, w.stored, w.width, sending[w], w.failed)
 		}
+		d.dropPrevs(w.key, w.ver, w.kept)
 	}
 	mu.Unlock()
 	// Another writer got there first within our clock's reach, or the map

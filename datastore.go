@@ -246,6 +246,17 @@ func (d *Datastore) lookupAddrs(p peer.ID) {
 	if now-last < int64(addrLookupEvery) || !d.lastLookup.CompareAndSwap(last, now) {
 		return
 	}
+	d.background(func(ctx context.Context) {
+		if err := d.refreshAny(ctx); err != nil {
+			log.Debugw("look up the cluster description after a failed dial", "peer", p, "err", err)
+		}
+	})
+}
+
+// background runs f in a goroutine that Close waits for, with a context
+// bounded by the request timeout and cancelled by Close; nothing runs once
+// the front end is closed.
+func (d *Datastore) background(f func(ctx context.Context)) {
 	d.bgMu.Lock()
 	defer d.bgMu.Unlock()
 	if d.bgCtx.Err() != nil {
@@ -256,9 +267,7 @@ func (d *Datastore) lookupAddrs(p peer.ID) {
 		defer d.bg.Done()
 		ctx, cancel := context.WithTimeout(d.bgCtx, d.opts.Timeout)
 		defer cancel()
-		if err := d.refreshAny(ctx); err != nil {
-			log.Debugw("look up the cluster description after a failed dial", "peer", p, "err", err)
-		}
+		f(ctx)
 	}()
 }
 

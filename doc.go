@@ -29,7 +29,10 @@
 // it at once, so a hung node costs one hedge. Has and GetSize ask the same
 // positions for index entries (with each shard's position and policy) and
 // judge versions as Get does, so they answer for the value Get would
-// return, not for a failed write's entry. A missing key gives exactly ds.ErrNotFound; a key
+// return, not for a failed write's entry. When no version has enough
+// current shards, a read asks for the shards nodes kept of the values
+// overwrites replaced, and rebuilds the older value if every newer version
+// provably never reached its write quorum (prev.go). A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //

@@ -126,6 +126,11 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 			return done
 		},
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
+	if unavailableWithShards(err) {
+		if older, ok := d.valueFromPrev(ctx, v, k, owners, res); ok {
+			return older, nil
+		}
+	}
 	return val, err
 }
 
@@ -442,7 +447,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 	ans := make(headerAnswers, p.Width())
 	var g *versionGroup
 	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
-		func(pos int) headerAnswer { return d.askHeader(ctx, v, key, owners, pos) },
+		func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos, false) },
 		func(pos int, a headerAnswer) { ans[pos] = a },
 		func(final bool) bool {
 			var done bool
@@ -455,6 +460,10 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil
 	case errors.Is(err, ds.ErrNotFound):
 		return le, false, nil
+	case unavailableWithShards(err):
+		if older, ok := d.entryFromPrev(ctx, v, key, owners, ans); ok {
+			return older, true, nil
+		}
 	}
 	return le, false, err
 }
@@ -466,9 +475,10 @@ type headerAnswer struct {
 	err   error
 }
 
-// askHeader asks the node at position pos for its index entry of key.
-func (d *Datastore) askHeader(ctx context.Context, v *view, key string, owners []uint16, pos int) (a headerAnswer) {
-	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
+// askHeaderOf asks the node at position pos for its index entry of key,
+// or with prev for the header of the key's previous shard.
+func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners []uint16, pos int, prev bool) (a headerAnswer) {
+	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true, Prev: prev})
 	switch {
 	case err != nil:
 	case resp.Status == wire.StatusNotFound:

@@ -233,3 +233,82 @@ func TestDeleteHidesFailedWrite(t *testing.T) {
 		t.Fatalf("has after the delete: %v, %v; want false", has, err)
 	}
 }
+
+// TestFailedOverwriteKeepsOlderValue: a node keeps one current shard per
+// key, so an overwrite that failed after reaching 3 of 6 positions (more
+// than m, fewer than k) left 3 shards of each version and the key
+// unreadable: the acknowledged value was lost. Nodes now keep the
+// overwritten value's shard, and reads rebuild it, because the newer
+// version provably never reached its quorum (3 positions still hold the
+// older one as current). An acknowledged newer version that later lost
+// shards must not be taken for a failed one: that read stays unavailable.
+func TestFailedOverwriteKeepsOlderValue(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+
+	k := ds.NewKey("/lost/overwrite-failed")
+	o := c.Owners(k.String())
+	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
+	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 280<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("overwrite reaching positions 0-2 only: %v, want a quorum error", err)
+	}
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
+	}
+	if n, err := d.GetSize(ctx, k); err != nil || n != len(v1) {
+		t.Fatalf("getsize after the failed overwrite: %d, %v; want %d", n, err, len(v1))
+	}
+	if has, err := d.Has(ctx, k); !has || err != nil {
+		t.Fatalf("has after the failed overwrite: %v, %v", has, err)
+	}
+	// The next overwrite that reaches its quorum wins as usual.
+	v3 := bytes.Repeat([]byte("3"), 100<<10)
+	if err := d.Put(ctx, k, v3); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v3) {
+		t.Fatalf("get after a good overwrite: %d bytes, %v; want v3", len(got), err)
+	}
+
+	// v2 acknowledged on positions 0-4, then positions 2 and 3 lose their
+	// shards: 3 shards of v2, 1 of v1 current, and v1's previous shards.
+	// (Had positions 0 and 1 lost theirs, their "not found" would prove
+	// the key absent, as the package doc says of lost shards.)
+	k = ds.NewKey("/lost/overwrite-degraded")
+	o = c.Owners(k.String())
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[5]}}).Put(ctx, k, bytes.Repeat([]byte("2"), 280<<10)); err != nil {
+		t.Fatal(err)
+	}
+	for _, pos := range []int{2, 3} {
+		path, err := c.ShardFile(o[pos], k.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-1] ^= 0xff
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.Node(o[pos]).Scrub(ctx); err != nil || st.Corrupt != 1 {
+			t.Fatalf("scrub of position %d: %+v, %v", pos, st, err)
+		}
+	}
+	if got, err := d.Get(ctx, k); !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("get of an acknowledged version with 3 shards left: %d bytes (%q...), %v; want unavailable, never v1",
+			len(got), got[:min(4, len(got))], err)
+	}
+	if has, err := d.Has(ctx, k); has || !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("has of an acknowledged version with 3 shards left: %v, %v; want unavailable", has, err)
+	}
+}

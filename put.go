@@ -111,6 +111,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 	type answer struct {
 		pos  int
 		held coding.Version
+		kept peer.ID // the node that kept the previous shard, or ""
 		err  error
 	}
 	answers := make(chan answer, len(shards))
@@ -120,8 +121,8 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		waiting[i] = true
 		pending++
 		go func(n int, sh *coding.Shard) {
-			held, err := d.putShard(ctx, v, n, sh)
-			answers <- answer{i, held, err}
+			held, kept, err := d.putShard(ctx, v, n, sh)
+			answers <- answer{i, held, kept, err}
 		}(int(owners[i]), shards[i])
 	}
 	// Slow nodes with a full backlog are not sent their shard while the
@@ -156,6 +157,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		newer  coding.Version
 		hedge  <-chan time.Time
 		failed []NodeError
+		kept   []peer.ID // nodes that kept the previous value's shard
 	)
 collect:
 	for pending > 0 {
@@ -174,6 +176,9 @@ collect:
 				continue
 			}
 			stored++
+			if a.kept != "" {
+				kept = append(kept, a.kept)
+			}
 			// An equal version is our own write seen twice (a retry).
 			if shards[a.pos].Header.Version.Less(a.held) && newer.Less(a.held) {
 				newer = a.held
@@ -211,14 +216,34 @@ collect:
 	if len(failed) > 0 || pending > 0 {
 		d.degraded.report(op, key, stored, len(shards), pending, failed)
 	}
+	d.dropPrevs(key, shards[0].Header.Version, kept)
 	return newer, nil
 }
 
+// dropPrevs tells the nodes that kept the previous value's shard of key
+// while storing version ver that ver is acknowledged, so they drop it (in
+// the background: the write has returned). A node that misses it keeps the
+// shard until the key's next write or delete.
+func (d *Datastore) dropPrevs(key string, ver coding.Version, nodes []peer.ID) {
+	if len(nodes) == 0 {
+		return
+	}
+	d.background(func(ctx context.Context) {
+		req := &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
+		for _, p := range nodes {
+			if _, err := d.client.Do(ctx, p, req); err != nil {
+				log.Debugw("drop a previous shard", "key", key, "node", p.String(), "err", err)
+			}
+		}
+	})
+}
+
 // putShard stores sh on node n. When the node holds the key at a newer or
-// equal version it acknowledges without storing and says which: held.
-func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Shard) (held coding.Version, err error) {
+// equal version it acknowledges without storing and says which: held. kept
+// is the node that stored it and kept the previous value's shard, or "".
+func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Shard) (held coding.Version, kept peer.ID, err error) {
 	if v.down[n] {
-		return held, errDown
+		return held, kept, errDown
 	}
 	for attempt := 0; ; attempt++ {
 		// The frame is the shard's encoding (header, then data) after the
@@ -227,31 +252,34 @@ func (d *Datastore) putShard(ctx context.Context, v *view, n int, sh *coding.Sha
 		head = sh.Header.AppendBinary(head)
 		resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpPut, head, sh.Data)
 		if err != nil {
-			return held, err
+			return held, kept, err
 		}
 		switch {
 		case resp.Status == wire.StatusOK:
 			if hlc, w, ok := wire.ParseSuperseded(resp.Message); ok {
 				held = coding.Version{HLC: hlc, Writer: w}
 			}
-			return held, nil
+			if resp.Message == wire.PrevKept {
+				kept = v.peers[n]
+			}
+			return held, kept, nil
 		case resp.Status == wire.StatusStaleEpoch && attempt == 0:
 			// The node has a newer map: adopt it and send the shard (which
 			// does not depend on the epoch) to the owner of its position
 			// in that map, which may be another node.
 			if err := d.refreshFrom(ctx, v.peers[n]); err != nil {
-				return held, err
+				return held, kept, err
 			}
 			v = d.view.Load()
 			owners := v.owners(sh.Header.Key)
 			if int(sh.Header.Index) >= len(owners) {
-				return held, fmt.Errorf("shard %d: the new map has %d positions per slot", sh.Header.Index, len(owners))
+				return held, kept, fmt.Errorf("shard %d: the new map has %d positions per slot", sh.Header.Index, len(owners))
 			}
 			if n = int(owners[sh.Header.Index]); v.down[n] {
-				return held, errDown
+				return held, kept, errDown
 			}
 			continue
 		}
-		return held, statusError(resp)
+		return held, kept, statusError(resp)
 	}
 }

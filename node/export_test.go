@@ -1,6 +1,10 @@
 package node
 
-import "github.com/libp2p/go-libp2p/core/peer"
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
 
 // Vouch runs the check mayRaft starts for a raft peer this node does not
 // know as a member, and reports whether a member vouched for it.
@@ -11,3 +15,8 @@ func (n *Node) Vouch(p peer.ID) bool {
 
 // MayRaft is mayRaft.
 func (n *Node) MayRaft(p peer.ID) bool { return n.mayRaft(p) }
+
+// PrevShard is the previous shard the node keeps of key (keepPrev).
+func (n *Node) PrevShard(key string) ([]byte, error) {
+	return n.store.Get(context.Background(), prevShardName(key))
+}

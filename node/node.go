@@ -411,6 +411,9 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		wg.Wait()
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
+		if req.Prev {
+			return n.getPrev(ctx, req.Key, req.HeaderOnly)
+		}
 		return n.getShard(ctx, req.Key, req.HeaderOnly, scratch)
 	case wire.OpList:
 		return n.list(req)
@@ -447,6 +450,12 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 			rs[i].Status, rs[i].Message = n.drop(ctx, sr)
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpDropPrev:
+		rs := make([]wire.BatchResult, len(req.Drop))
+		for i, sr := range req.Drop {
+			rs[i].Status, rs[i].Message = n.dropPrev(ctx, sr)
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpPing:
 		// A node whose shard store failed (an fsync error: the disk is not
 		// trusted) stops answering heartbeats, so the cluster marks it
@@ -481,7 +490,7 @@ func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Resp
 	var write bool
 	switch op {
 	case wire.OpGet, wire.OpList, wire.OpStatus:
-	case wire.OpPut, wire.OpBatchPut, wire.OpPurge:
+	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev:
 		write = true
 	default:
 		return nil
@@ -541,11 +550,13 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 		n.purgeCorrupt()
 		old, err = n.idx.Get(h.Key)
 	}
+	kept := false
 	switch {
 	case err == nil:
 		if st, msg, held := heldAnswer(old, h); held {
 			return st, msg
 		}
+		kept = n.keepPrev(ctx, old, h.Tombstone)
 	case errors.Is(err, index.ErrNotFound):
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
@@ -573,7 +584,81 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 		}
 	}
 	n.forwardToTarget(c, slot, int(h.Index), raw)
+	if kept {
+		return wire.StatusOK, wire.PrevKept
+	}
 	return wire.StatusOK, ""
+}
+
+// keepPrev keeps the shard of old, a value that a newer version is about
+// to replace, as the key's previous shard (prevShardName), called under
+// the key's lock. A node holds one current shard per key, so an overwrite
+// that fails after reaching more than m positions would otherwise leave
+// fewer than k shards of either version; with the previous shards a read
+// rebuilds the older value when the newer one provably never reached its
+// quorum (see the front end's olderVersion). A tombstone, new or old,
+// leaves no previous shard: a value older than a delete must never come
+// back. Keeping is best effort: a failure is logged, the put goes on. It
+// reports whether it kept one; the writer has it dropped once its write is
+// acknowledged (dropPrev), so only failed overwrites leave one.
+func (n *Node) keepPrev(ctx context.Context, old index.Entry, tombstone bool) bool {
+	prev := prevShardName(old.Key)
+	if !old.Tombstone && !tombstone {
+		raw, err := n.store.Get(ctx, shardName(old.Key))
+		if err == nil {
+			if err = n.store.Put(ctx, prev, raw); err == nil {
+				return true
+			}
+		}
+		log.Warnw("keep the previous shard of an overwritten key", "key", old.Key, "err", err)
+	}
+	if err := n.store.Delete(ctx, prev); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		log.Warnw("delete the previous shard of a key", "key", old.Key, "err", err)
+	}
+	return false
+}
+
+// dropPrev drops key's previous shard once the version that replaced it
+// (sr's) was acknowledged, if the node still holds that version.
+func (n *Node) dropPrev(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
+	mu := n.lock(sr.Key)
+	mu.Lock()
+	defer mu.Unlock()
+	e, err := n.idx.Get(sr.Key)
+	if err != nil || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
+		return wire.StatusOK, "kept: not that version"
+	}
+	if err := n.store.Delete(ctx, prevShardName(sr.Key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return wire.StatusInternal, fmt.Sprintf("drop previous shard of %q: %v", sr.Key, err)
+	}
+	return wire.StatusOK, ""
+}
+
+// getPrev answers a read of key's previous shard (keepPrev).
+func (n *Node) getPrev(ctx context.Context, key string, headerOnly bool) *wire.Response {
+	raw, err := n.store.Get(ctx, prevShardName(key))
+	if errors.Is(err, ds.ErrNotFound) {
+		return &wire.Response{Status: wire.StatusNotFound}
+	}
+	if err != nil {
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get previous %q: shard store: %v", key, err)}
+	}
+	sh, err := coding.ParseShard(raw)
+	if err == nil && sh.Header.Key != key {
+		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
+	}
+	if err != nil {
+		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get previous %q: %v", key, err)}
+	}
+	if !headerOnly {
+		return &wire.Response{Status: wire.StatusOK, Payload: raw}
+	}
+	h := &sh.Header
+	he := wire.HeaderEntry{
+		ListEntry: wire.ListEntry{Key: key, HLC: h.Version.HLC, Writer: h.Version.Writer, ValueLen: h.ValueLen},
+		Index:     h.Index, Kind: uint8(h.Policy.Kind), K: uint8(h.Policy.DataShards), M: uint8(h.Policy.ParityShards),
+	}
+	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, he)}
 }
 
 // heldAnswer is the answer to a put of shard h when the node already holds

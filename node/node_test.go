@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	bolt "go.etcd.io/bbolt"
 
+	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -642,4 +643,65 @@ func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
 	if _, err := d.Get(ctx, ds.NewKey(gone)); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("the deleted key: %v, want ds.ErrNotFound", err)
 	}
+}
+
+// TestPrevShardKeptUntilAcknowledged: an overwrite keeps the value it
+// replaces as the key's previous shard, and the writer has it dropped once
+// the overwrite is acknowledged; a failed overwrite leaves it, and a delete
+// leaves none, so a value older than a delete can never come back.
+func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	key := keyOwnedAt(c, 0)
+	o := c.Owners(key)
+	prevGone := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, err := c.Node(0).PrevShard(key)
+			if errors.Is(err, ds.ErrNotFound) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("previous shard %s: %v, want none", what, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, size := range []int{300 << 10, 200 << 10} {
+		if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("v"), size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prevGone("after an acknowledged overwrite")
+	// The same through a batch, as kubo writes.
+	b, err := d.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("b"), 200<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	prevGone("after an acknowledged overwrite in a batch")
+	// Positions 3-5 down: the overwrite reaches 3 positions and fails.
+	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
+	if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("w"), 100<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("overwrite reaching 3 positions: %v, want a quorum error", err)
+	}
+	raw, err := c.Node(0).PrevShard(key)
+	if err != nil {
+		t.Fatalf("previous shard after a failed overwrite: %v", err)
+	}
+	sh, err := coding.ParseShard(raw)
+	if err != nil || sh.Header.Key != key || sh.Header.ValueLen != 200<<10 || sh.Header.Index != 0 {
+		t.Fatalf("previous shard: %+v, %v; want shard 0 of the 200 KiB value", sh.Header, err)
+	}
+	if err := d.Delete(ctx, ds.NewKey(key)); err != nil {
+		t.Fatal(err)
+	}
+	prevGone("after a delete")
 }

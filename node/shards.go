@@ -148,8 +148,12 @@ func (n *Node) removeLocked(ctx context.Context, e index.Entry) (wire.Status, st
 	if err := n.idx.Delete(e.Key); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("remove %q: index: %v", e.Key, err)
 	}
+	names := []ds.Key{prevShardName(e.Key)}
 	if !e.Tombstone {
-		if err := n.store.Delete(ctx, shardName(e.Key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		names = append(names, shardName(e.Key))
+	}
+	for _, name := range names {
+		if err := n.store.Delete(ctx, name); err != nil && !errors.Is(err, ds.ErrNotFound) {
 			log.Warnw("remove shard", "key", e.Key, "err", err)
 		}
 	}

@@ -20,6 +20,10 @@ import (
 
 func shardName(key string) ds.Key { return ShardKey(key) }
 
+// prevShardName is where the node keeps the shard of key's previous value
+// when a newer version replaced it (keepPrev).
+func prevShardName(key string) ds.Key { return ShardKey(key + "\x00prev") }
+
 // ShardKey maps a user key to the shard store key: flatfs accepts only a
 // small alphabet and file names are bounded, so the key is hashed. The shard
 // header holds the full key, which Get checks.

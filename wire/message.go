@@ -20,6 +20,10 @@ type Request struct {
 
 	Key        string // OpGet
 	HeaderOnly bool   // OpGet: return the shard's index entry (a HeaderEntry), no data
+	// Prev (OpGet) asks for the shard the node kept of the key's previous
+	// value when a newer version replaced it (see node: a failed overwrite
+	// must not cost the value it overwrote).
+	Prev bool
 
 	Shard  []byte   // OpPut: an encoded shard (header + data)
 	Shards [][]byte // OpBatchPut
@@ -45,7 +49,10 @@ func AppendRequest(buf []byte, r *Request) []byte {
 	case OpGet:
 		var f uint8
 		if r.HeaderOnly {
-			f = 1
+			f |= 1
+		}
+		if r.Prev {
+			f |= 2
 		}
 		e.U8(f).Str(r.Key)
 	case OpPut:
@@ -66,7 +73,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		e.Str(r.After).U32(r.Limit)
 	case OpSlotInventory:
 		e.U16(r.Slot).Str(r.After).U32(r.Limit)
-	case OpDrop:
+	case OpDrop, OpDropPrev:
 		e.U32(uint32(len(r.Drop)))
 		for _, sr := range r.Drop {
 			var f uint8
@@ -91,7 +98,8 @@ func DecodeRequest(body []byte) (*Request, error) {
 	case OpClusterInfo:
 		r.Identity = int32(d.U32("identity"))
 	case OpGet:
-		r.HeaderOnly = d.U8("flags")&1 != 0
+		f := d.U8("flags")
+		r.HeaderOnly, r.Prev = f&1 != 0, f&2 != 0
 		r.Key = d.Str("key")
 	case OpPut:
 		r.Shard = d.Rest()
@@ -130,7 +138,7 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Slot = d.U16("slot")
 		r.After = d.Str("after")
 		r.Limit = d.U32("limit")
-	case OpDrop:
+	case OpDrop, OpDropPrev:
 		n := d.U32("drop count")
 		if d.Err() == nil && n > MaxBatch {
 			return nil, fmt.Errorf("%w: drop of %d shards exceeds %d", ErrMalformed, n, MaxBatch)
@@ -323,6 +331,11 @@ func DecodeBatchPayload(p []byte) ([]BatchResult, error) {
 	}
 	return rs, nil
 }
+
+// PrevKept is the message of a put that replaced an older value and kept
+// its shard as the key's previous one: once the write is acknowledged, the
+// writer tells the node to drop it (OpDropPrev).
+const PrevKept = "previous shard kept"
 
 // supersededPrefix starts the message of a put that a node acknowledged
 // without storing, because it holds that key at a newer or equal version.

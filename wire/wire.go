@@ -40,6 +40,7 @@ const (
 	OpMember        Op = 11 // membership command (join, drain), JSON; forwarded to the raft leader
 	OpSums          Op = 12 // per slot, policy and position: how many shards and a hash of them (repair)
 	OpSlotInventory Op = 13 // OpInventory for the shards of one slot (repair)
+	OpDropPrev      Op = 14 // drop a key's previous shard once the version replacing it is acknowledged
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -72,6 +73,8 @@ func (o Op) String() string {
 		return "sums"
 	case OpSlotInventory:
 		return "slot-inventory"
+	case OpDropPrev:
+		return "drop-prev"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

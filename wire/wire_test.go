@@ -18,6 +18,8 @@ func sampleRequests() []*Request {
 		{Op: OpClusterInfo, Epoch: 3, Identity: -1},
 		{Op: OpClusterInfo, Epoch: 0, Identity: 5},
 		{Op: OpGet, Epoch: 7, Key: "/blocks/CIQA", HeaderOnly: true},
+		{Op: OpGet, Epoch: 7, Key: "/blocks/CIQA", HeaderOnly: true, Prev: true},
+		{Op: OpGet, Key: "/k", Prev: true},
 		{Op: OpGet, Epoch: 1 << 40, Key: ""},
 		{Op: OpPut, Epoch: 2, Shard: []byte("DSCS shard bytes")},
 		{Op: OpBatchPut, Epoch: 9, Shards: [][]byte{[]byte("a"), {}, bytes.Repeat([]byte{1}, 300)}},
@@ -29,6 +31,7 @@ func sampleRequests() []*Request {
 		{Op: OpSlotInventory, Epoch: 5, Slot: 16383, After: "/k", Limit: 500},
 		{Op: OpSums, Epoch: 8},
 		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}}},
+		{Op: OpDropPrev, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7}}},
 		{Op: OpPing},
 		{Op: OpMember, Epoch: 2, Body: []byte(`{"op":"drain","id":"x"}`)},
 	}
@@ -47,7 +50,7 @@ func sampleResponses() []*Response {
 // reqEqual compares requests treating nil and empty slices as equal.
 func reqEqual(a, b *Request) bool {
 	if a.Op != b.Op || a.Epoch != b.Epoch || a.Identity != b.Identity || a.Key != b.Key ||
-		a.HeaderOnly != b.HeaderOnly || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
+		a.HeaderOnly != b.HeaderOnly || a.Prev != b.Prev || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
 		a.After != b.After || a.Limit != b.Limit || a.Slot != b.Slot || len(a.Shards) != len(b.Shards) ||
 		!bytes.Equal(a.Body, b.Body) || len(a.Drop) != len(b.Drop) {
 		return false
