@@ -154,7 +154,7 @@ func (d *Datastore) valueFromPrev(ctx context.Context, v *view, key string, owne
 		log.Warnw("previous shards do not rebuild the older value", "key", key, "version", ver.String(), "err", err)
 		return nil, false
 	}
-	log.Infow("served the value a failed overwrite replaced, from previous shards", "key", key, "version", ver.String())
+	log.Debugw("served the value a failed overwrite replaced, from previous shards", "key", key, "version", ver.String())
 	return val, true
 }
 

@@ -200,14 +200,25 @@ collect:
 	for _, i := range unsent {
 		failed = append(failed, NodeError{Node: v.nodeName(int(owners[i])), Err: errSlow})
 	}
+	ver := shards[0].Header.Version
+	// The previous shards are dropped once the write is acknowledged, and
+	// not when a node holds a newer version: then this write is written
+	// again after it, and may yet fail.
+	acked := stored >= quorum && newer == (coding.Version{})
 	if pending == 0 {
 		coding.Release(shards)
 	} else {
 		go func(n int) {
+			var late []peer.ID
 			for ; n > 0; n-- {
-				<-answers
+				if a := <-answers; a.err == nil && a.kept != "" {
+					late = append(late, a.kept)
+				}
 			}
 			coding.Release(shards)
+			if acked {
+				d.dropPrevs(key, ver, late)
+			}
 		}(pending)
 	}
 	if stored < quorum {
@@ -216,7 +227,9 @@ collect:
 	if len(failed) > 0 || pending > 0 {
 		d.degraded.report(op, key, stored, len(shards), pending, failed)
 	}
-	d.dropPrevs(key, shards[0].Header.Version, kept)
+	if acked {
+		d.dropPrevs(key, ver, kept)
+	}
 	return newer, nil
 }
 
@@ -228,14 +241,14 @@ func (d *Datastore) dropPrevs(key string, ver coding.Version, nodes []peer.ID) {
 	if len(nodes) == 0 {
 		return
 	}
-	d.background(func(ctx context.Context) {
-		req := &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
-		for _, p := range nodes {
+	req := &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
+	for _, p := range nodes {
+		d.background(func(ctx context.Context) {
 			if _, err := d.client.Do(ctx, p, req); err != nil {
 				log.Debugw("drop a previous shard", "key", key, "node", p.String(), "err", err)
 			}
-		}
-	})
+		})
+	}
 }
 
 // putShard stores sh on node n. When the node holds the key at a newer or

@@ -20,3 +20,14 @@ func (n *Node) MayRaft(p peer.ID) bool { return n.mayRaft(p) }
 func (n *Node) PrevShard(key string) ([]byte, error) {
 	return n.store.Get(context.Background(), prevShardName(key))
 }
+
+// CurrentShard is the shard the node holds of key now.
+func (n *Node) CurrentShard(key string) ([]byte, error) {
+	return n.store.Get(context.Background(), shardName(key))
+}
+
+// SetPrevShard stores raw as key's previous shard, as a writer that died
+// before dropping it would leave it.
+func (n *Node) SetPrevShard(key string, raw []byte) error {
+	return n.store.Put(context.Background(), prevShardName(key), raw)
+}

@@ -391,13 +391,14 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 	}
 	switch req.Op {
 	case wire.OpPut:
-		st, msg := n.putShard(ctx, req.Shard)
+		st, msg := n.putShard(ctx, req.Shard, !n.isMember(c, from))
 		return &wire.Response{Status: st, Message: msg}
 	case wire.OpBatchPut:
 		// Shards of a batch are written in parallel: concurrent flatfs
 		// writes with fsync go about twice as fast (PERF-LIMITS), and the
 		// index commits them as one group.
 		rs := make([]wire.BatchResult, len(req.Shards))
+		keep := !n.isMember(c, from)
 		sem := make(chan struct{}, batchWorkers)
 		var wg sync.WaitGroup
 		for i, sh := range req.Shards {
@@ -405,7 +406,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 			wg.Add(1)
 			go func(i int, sh []byte) {
 				defer func() { <-sem; wg.Done() }()
-				rs[i].Status, rs[i].Message = n.putShard(ctx, sh)
+				rs[i].Status, rs[i].Message = n.putShard(ctx, sh, keep)
 			}(i, sh)
 		}
 		wg.Wait()
@@ -531,7 +532,10 @@ func toIndexVersion(v coding.Version) index.Version {
 	return index.Version{HLC: v.HLC, Writer: v.Writer}
 }
 
-func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
+// putShard stores a shard. keep says whether to keep the shard of a value
+// it replaces (keepPrev): for writers, whose write may fail, not for the
+// members' repair copies and forwards, which carry readable versions.
+func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status, string) {
 	sh, err := coding.ParseShard(raw)
 	if err != nil {
 		return wire.StatusCorrupt, fmt.Sprintf("put: %v", err)
@@ -556,8 +560,15 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 		if st, msg, held := heldAnswer(old, h); held {
 			return st, msg
 		}
-		kept = n.keepPrev(ctx, old, h.Tombstone)
+		if kept, err = n.keepPrev(ctx, old, h.Tombstone || !keep); err != nil {
+			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
+		}
 	case errors.Is(err, index.ErrNotFound):
+		// A previous shard is what the current one replaced: one left
+		// without an entry (a purge, a crash mid-remove) must go.
+		if err := n.dropPrevShard(ctx, h.Key); err != nil {
+			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
+		}
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
 	}
@@ -598,24 +609,30 @@ func (n *Node) putShard(ctx context.Context, raw []byte) (wire.Status, string) {
 // rebuilds the older value when the newer one provably never reached its
 // quorum (see the front end's olderVersion). A tombstone, new or old,
 // leaves no previous shard: a value older than a delete must never come
-// back. Keeping is best effort: a failure is logged, the put goes on. It
-// reports whether it kept one; the writer has it dropped once its write is
-// acknowledged (dropPrev), so only failed overwrites leave one.
-func (n *Node) keepPrev(ctx context.Context, old index.Entry, tombstone bool) bool {
-	prev := prevShardName(old.Key)
-	if !old.Tombstone && !tombstone {
+// back, and with none set (a tombstone, or a member's copy) the old one is
+// deleted, or the put fails. Keeping is best effort: a failure to keep is
+// logged and the put goes on without one. It reports whether it kept one;
+// the writer has it dropped once its write is acknowledged (dropPrev), so
+// only failed overwrites leave one.
+func (n *Node) keepPrev(ctx context.Context, old index.Entry, none bool) (bool, error) {
+	if !old.Tombstone && !none {
 		raw, err := n.store.Get(ctx, shardName(old.Key))
 		if err == nil {
-			if err = n.store.Put(ctx, prev, raw); err == nil {
-				return true
+			if err = n.store.Put(ctx, prevShardName(old.Key), raw); err == nil {
+				return true, nil
 			}
 		}
 		log.Warnw("keep the previous shard of an overwritten key", "key", old.Key, "err", err)
 	}
-	if err := n.store.Delete(ctx, prev); err != nil && !errors.Is(err, ds.ErrNotFound) {
-		log.Warnw("delete the previous shard of a key", "key", old.Key, "err", err)
+	return false, n.dropPrevShard(ctx, old.Key)
+}
+
+// dropPrevShard deletes key's previous shard, if there is one.
+func (n *Node) dropPrevShard(ctx context.Context, key string) error {
+	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return fmt.Errorf("delete the previous shard: %w", err)
 	}
-	return false
+	return nil
 }
 
 // dropPrev drops key's previous shard once the version that replaced it
@@ -628,8 +645,8 @@ func (n *Node) dropPrev(ctx context.Context, sr wire.ShardRef) (wire.Status, str
 	if err != nil || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
 		return wire.StatusOK, "kept: not that version"
 	}
-	if err := n.store.Delete(ctx, prevShardName(sr.Key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
-		return wire.StatusInternal, fmt.Sprintf("drop previous shard of %q: %v", sr.Key, err)
+	if err := n.dropPrevShard(ctx, sr.Key); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("drop-prev %q: %v", sr.Key, err)
 	}
 	return wire.StatusOK, ""
 }

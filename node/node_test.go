@@ -582,15 +582,15 @@ func TestVouchForRaftPeer(t *testing.T) {
 	}
 }
 
-// failingDeletes fails every Delete while fail is set, as a store with a
-// bad directory or a full journal would.
+// failingDeletes fails the Delete of every key it holds while fail is
+// set, as a store with a bad directory or a full journal would.
 type failingDeletes struct {
 	ds.Batching
 	fail atomic.Bool
 }
 
 func (s *failingDeletes) Delete(ctx context.Context, k ds.Key) error {
-	if s.fail.Load() {
+	if has, _ := s.Batching.Has(ctx, k); has && s.fail.Load() {
 		return errors.New("injected delete failure")
 	}
 	return s.Batching.Delete(ctx, k)
@@ -704,4 +704,96 @@ func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	prevGone("after a delete")
+}
+
+// TestPrevShardsDoNotBringBackOlderValue: v2 was acknowledged on positions
+// 0-4 but its writer died before dropping the previous shards (v1's), and
+// positions 2 and 3 then lost their v2 shards to scrub, which keeps the
+// previous ones. v1 has shards on all 6 positions (1 current, 5 previous),
+// v2 only 3: the read must say unavailable, never serve v1, because v2 may
+// have reached its quorum (only position 5 provably never held it).
+func TestPrevShardsDoNotBringBackOlderValue(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	key := keyOwnedAt(c, 0)
+	o := c.Owners(key)
+	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	v1 := make([][]byte, 5)
+	for pos := range v1 {
+		raw, err := c.Node(o[pos]).CurrentShard(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v1[pos] = raw
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[5]}}).Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the writer's drops land first
+	for pos := range v1 {
+		if err := c.Node(o[pos]).SetPrevShard(key, v1[pos]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, pos := range []int{2, 3} {
+		path, err := c.ShardFile(o[pos], key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-1] ^= 0xff
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.Node(o[pos]).Scrub(ctx); err != nil || st.Corrupt != 1 {
+			t.Fatalf("scrub of position %d: %+v, %v", pos, st, err)
+		}
+		if _, err := c.Node(o[pos]).PrevShard(key); err != nil {
+			t.Fatalf("position %d: scrub removed the previous shard with the bad current one: %v", pos, err)
+		}
+	}
+	if got, err := d.Get(ctx, ds.NewKey(key)); !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("get: %d bytes (%q...), %v; want unavailable, never v1", len(got), got[:min(4, len(got))], err)
+	}
+	if has, err := d.Has(ctx, ds.NewKey(key)); has || !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("has: %v, %v; want unavailable", has, err)
+	}
+}
+
+// TestRepairCopyKeepsNoPrevShard: a member's copy (repair, a forward)
+// carries a readable version, so the node keeps no previous shard for it:
+// nobody would drop it.
+func TestRepairCopyKeepsNoPrevShard(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{FastRaft: true, HeartbeatInterval: 100 * time.Millisecond, RepairInterval: 200 * time.Millisecond})
+	d := c.Client(nil)
+	key := keyOwnedAt(c, 0)
+	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{0}}).Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 200<<10)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		raw, err := c.Node(0).CurrentShard(key)
+		if err == nil {
+			if sh, err := coding.ParseShard(raw); err == nil && sh.Header.ValueLen == 200<<10 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("repair did not copy v2 to node 0")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := c.Node(0).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("previous shard after a repair copy: %v, want none", err)
+	}
 }

@@ -138,17 +138,22 @@ func (n *Node) removeIf(ctx context.Context, op, key string, keep func(index.Ent
 	if reason := keep(e); reason != "" {
 		return wire.StatusOK, "kept: " + reason
 	}
-	return n.removeLocked(ctx, e)
+	return n.removeLocked(ctx, e, true)
 }
 
-// removeLocked deletes e's index entry, then its shard; the caller holds
-// the key's lock. The index goes first: a shard without an entry is
-// invisible garbage, an entry without a shard would be reported corrupt.
-func (n *Node) removeLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
+// removeLocked deletes e's index entry, then its shard, and with prev the
+// key's previous shard; the caller holds the key's lock. The index goes
+// first: a shard without an entry is invisible garbage, an entry without a
+// shard would be reported corrupt (and a previous shard left without an
+// entry goes at the key's next put here).
+func (n *Node) removeLocked(ctx context.Context, e index.Entry, prev bool) (wire.Status, string) {
 	if err := n.idx.Delete(e.Key); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("remove %q: index: %v", e.Key, err)
 	}
-	names := []ds.Key{prevShardName(e.Key)}
+	var names []ds.Key
+	if prev {
+		names = append(names, prevShardName(e.Key))
+	}
 	if !e.Tombstone {
 		names = append(names, shardName(e.Key))
 	}
@@ -291,7 +296,9 @@ func (n *Node) scrubRemove(ctx context.Context, e index.Entry) bool {
 		return false
 	}
 	log.Warnw("scrub: bad shard removed, repair will rebuild it", "key", e.Key, "pos", e.Index)
-	st, msg := n.removeLocked(ctx, cur)
+	// The previous shard stays: it may be what rebuilds the older value of
+	// a failed overwrite whose shard this was.
+	st, msg := n.removeLocked(ctx, cur, false)
 	if st != wire.StatusOK {
 		log.Warnw("scrub: remove bad shard", "key", e.Key, "err", msg)
 		return false
