@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
@@ -94,16 +93,7 @@ func TestLostReplicaDoesNotHideNewer(t *testing.T) {
 	if err := c.Client(&dscluster.Options{Down: []int{o[0]}}).Put(ctx, k, v2); err != nil {
 		t.Fatal(err)
 	}
-	path, err := c.ShardFile(o[1], k.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-1] ^= 0xff
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := c.CorruptShard(o[1], k.String()); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := c.Node(o[1]).Scrub(ctx); err != nil || st.Corrupt != 1 {
@@ -288,16 +278,7 @@ func TestFailedOverwriteKeepsOlderValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, pos := range []int{2, 3} {
-		path, err := c.ShardFile(o[pos], k.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[len(b)-1] ^= 0xff
-		if err := os.WriteFile(path, b, 0o644); err != nil {
+		if err := c.CorruptShard(o[pos], k.String()); err != nil {
 			t.Fatal(err)
 		}
 		if st, err := c.Node(o[pos]).Scrub(ctx); err != nil || st.Corrupt != 1 {

@@ -344,6 +344,21 @@ func (c *Cluster) ShardFile(i int, key string) (string, error) {
 	return matches[0], nil
 }
 
+// CorruptShard flips the last byte of the shard file of key on node i (a
+// flatfs store), as a rotting disk would: the shard no longer verifies.
+func (c *Cluster) CorruptShard(i int, key string) error {
+	path, err := c.ShardFile(i, key)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	b[len(b)-1] ^= 0xff
+	return os.WriteFile(path, b, 0o644)
+}
+
 // Owners returns the node indexes holding key's shards, position order.
 func (c *Cluster) Owners(key string) []int {
 	o := c.Info.Map.Owners(placement.Slot(key))

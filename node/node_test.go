@@ -494,18 +494,11 @@ func TestCloseWaitsForPuts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var st0 atomic.Pointer[stallingStore]
-	c := clustertest.Start(t, clustertest.Options{OpenStore: func(i int, dir string) (ds.Datastore, error) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		fs, err := flatfs.CreateOrOpen(filepath.Join(dir, "shards"), flatfs.NextToLast(2), false)
-		if err != nil || i != 0 {
-			return fs, err
-		}
+	c := clustertest.Start(t, clustertest.Options{OpenStore: wrapNode0(func(fs ds.Batching) ds.Datastore {
 		s := &stallingStore{Batching: fs, entered: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
 		st0.Store(s)
-		return s, nil
-	}})
+		return s
+	})})
 	key := keyOwnedAt(c, 0)
 	cl := transport.NewClient(newHost(t, c.Secret), 20*time.Second)
 	n0 := c.Node(0)
@@ -582,6 +575,21 @@ func TestVouchForRaftPeer(t *testing.T) {
 	}
 }
 
+// wrapNode0 is a clustertest.Options.OpenStore that gives every node a
+// flatfs shard store, node 0's wrapped by wrap (fault injection).
+func wrapNode0(wrap func(fs ds.Batching) ds.Datastore) func(i int, dir string) (ds.Datastore, error) {
+	return func(i int, dir string) (ds.Datastore, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		fs, err := flatfs.CreateOrOpen(filepath.Join(dir, "shards"), flatfs.NextToLast(2), false)
+		if err != nil || i != 0 {
+			return fs, err
+		}
+		return wrap(fs), nil
+	}
+}
+
 // failingDeletes fails the Delete of every key it holds while fail is
 // set, as a store with a bad directory or a full journal would.
 type failingDeletes struct {
@@ -602,18 +610,11 @@ func (s *failingDeletes) Delete(ctx context.Context, k ds.Key) error {
 func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
 	ctx := context.Background()
 	var st0 atomic.Pointer[failingDeletes]
-	c := clustertest.Start(t, clustertest.Options{OpenStore: func(i int, dir string) (ds.Datastore, error) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		fs, err := flatfs.CreateOrOpen(filepath.Join(dir, "shards"), flatfs.NextToLast(2), false)
-		if err != nil || i != 0 {
-			return fs, err
-		}
+	c := clustertest.Start(t, clustertest.Options{OpenStore: wrapNode0(func(fs ds.Batching) ds.Datastore {
 		s := &failingDeletes{Batching: fs}
 		st0.Store(s)
-		return s, nil
-	}})
+		return s
+	})})
 	gone, kept := keyOwnedAt(c, 0), keyOwnedAt(c, 0)+"-kept"
 	d := c.Client(nil)
 	for _, k := range []string{gone, kept} {
@@ -739,16 +740,7 @@ func TestPrevShardsDoNotBringBackOlderValue(t *testing.T) {
 		}
 	}
 	for _, pos := range []int{2, 3} {
-		path, err := c.ShardFile(o[pos], key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[len(b)-1] ^= 0xff
-		if err := os.WriteFile(path, b, 0o644); err != nil {
+		if err := c.CorruptShard(o[pos], key); err != nil {
 			t.Fatal(err)
 		}
 		if st, err := c.Node(o[pos]).Scrub(ctx); err != nil || st.Corrupt != 1 {
