@@ -198,7 +198,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 					case err != nil:
 						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: err})
 					case res[i].Status != wire.StatusOK:
-						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: fmt.Errorf("%s: %s", res[i].Status, res[i].Message)})
+						it.w.failed = append(it.w.failed, NodeError{Node: v.nodeName(n), Err: statusErr(res[i].Status, res[i].Message)})
 					default:
 						it.w.stored++
 						if res[i].Message == wire.PrevKept {

@@ -71,11 +71,14 @@ func (e *UnavailableError) Error() string {
 func (e *UnavailableError) Unwrap() []error { return withRefusal(ErrUnavailable, e.Failed) }
 
 // statusError is the error of a node's answer that is not OK.
-func statusError(resp *wire.Response) error {
-	if resp.Status == wire.StatusUnauthorized {
-		return fmt.Errorf("%w: %s", ErrUnauthorized, resp.Message)
+func statusError(resp *wire.Response) error { return statusErr(resp.Status, resp.Message) }
+
+// statusErr is the error of a status that is not OK, with its message.
+func statusErr(st wire.Status, msg string) error {
+	if st == wire.StatusUnauthorized {
+		return fmt.Errorf("%w: %s", ErrUnauthorized, msg)
 	}
-	return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	return fmt.Errorf("%s: %s", st, msg)
 }
 
 // withRefusal is err, and ErrUnauthorized when a node refused the client.

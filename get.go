@@ -118,7 +118,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 		err error
 	)
 	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
-		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos) },
+		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos, false) },
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
 			var done bool
@@ -152,8 +152,10 @@ func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
 	return append(order, slow...)
 }
 
-func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int) fetched {
-	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key}, getFrame())
+// fetchShard reads key's shard at position pos from node n, or with prev
+// the node's previous shard of key (see prev.go).
+func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, prev bool) fetched {
+	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, Prev: prev}, getFrame())
 	f := d.fetchFrom(resp, err, key, pos)
 	f.frame = frame
 	return f

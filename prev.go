@@ -18,42 +18,28 @@ import (
 // acknowledged one, when the newer version provably never reached its
 // write quorum (olderVersion).
 
-// heldShard is what one position holds of a key, current or previous.
-type heldShard struct {
-	ok     bool
-	ver    coding.Version
-	policy coding.Policy
-	tomb   bool
-}
-
-func heldOf(h *coding.Header, pos int) heldShard {
-	if int(h.Index) != pos {
-		return heldShard{} // a shard of another position (a rebalance): not usable here
-	}
-	return heldShard{ok: true, ver: h.Version, policy: h.Policy, tomb: h.Tombstone}
-}
-
 // olderVersion chooses the newest version that the current and previous
-// shards of the positions (cur, prev) together make readable, when no
-// version was readable from current shards alone. It reports for each
-// position whether the chosen version's shard is its previous one (false:
-// its current one, or none). A newer version forbids the choice unless it
-// provably never reached its quorum: a node's current version only moves
-// forward, so the positions whose current version is older than it never
-// held it, and the others must be fewer than its quorum. An acknowledged
-// newer version that lost shards therefore gives UnavailableError, never
-// the older value.
-func olderVersion(v *view, cur, prev []heldShard) (ver coding.Version, policy coding.Policy, fromPrev []bool, ok bool) {
+// shards of the positions (cur, prev: answers already checked to be of
+// their position) together make readable, when no version was readable
+// from current shards alone. It reports for each position whether the
+// chosen version's shard is its previous one (false: its current one, or
+// none). A newer version forbids the choice unless it provably never
+// reached its quorum: a node's current version only moves forward, so the
+// positions whose current version is older than it never held it, and the
+// others must be fewer than its quorum. An acknowledged newer version that
+// lost shards therefore gives UnavailableError, never the older value.
+func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding.Policy, fromPrev []bool, ok bool) {
 	type cand struct {
 		ver    coding.Version
 		policy coding.Policy
 		tomb   bool
 	}
 	seen := map[coding.Version]cand{}
-	for _, list := range [][]heldShard{cur, prev} {
-		for _, h := range list {
-			if h.ok {
-				seen[h.ver] = cand{h.ver, h.policy, h.tomb}
+	for _, a := range []answers{cur, prev} {
+		for pos := 0; pos < a.n(); pos++ {
+			if a.state(pos) == fetchOK {
+				ver, p, tomb := a.version(pos)
+				seen[ver] = cand{ver, p, tomb}
 			}
 		}
 	}
@@ -62,6 +48,13 @@ func olderVersion(v *view, cur, prev []heldShard) (ver coding.Version, policy co
 		cands = append(cands, c)
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[j].ver.Less(cands[i].ver) })
+	holds := func(a answers, pos int, c cand) bool {
+		if pos >= a.n() || a.state(pos) != fetchOK {
+			return false
+		}
+		ver, p, _ := a.version(pos)
+		return ver == c.ver && p == c.policy
+	}
 	for i, c := range cands {
 		// Every version newer than c must be a failed write.
 		for _, g := range cands[:i] {
@@ -72,18 +65,18 @@ func olderVersion(v *view, cur, prev []heldShard) (ver coding.Version, policy co
 		if c.tomb {
 			return coding.Version{}, coding.Policy{}, nil, false
 		}
-		from := make([]bool, len(cur))
+		from := make([]bool, cur.n())
 		n := 0
-		for pos := range cur {
+		for pos := range from {
 			switch {
-			case cur[pos].ok && cur[pos].ver == c.ver && cur[pos].policy == c.policy:
+			case holds(cur, pos, c):
 				n++
-			case pos < len(prev) && prev[pos].ok && prev[pos].ver == c.ver && prev[pos].policy == c.policy:
+			case holds(prev, pos, c):
 				from[pos] = true
 				n++
 			}
 		}
-		if n >= c.policy.DataShards && c.policy.Width() <= len(cur) {
+		if n >= c.policy.DataShards && c.policy.Width() <= cur.n() {
 			return c.ver, c.policy, from, true
 		}
 	}
@@ -95,47 +88,47 @@ func olderVersion(v *view, cur, prev []heldShard) (ver coding.Version, policy co
 // quorum. A position never held g when its current version is older, or
 // when its current version is newer and the one that version replaced (its
 // previous shard) is older: a node keeps the version each write replaced.
-func neverAcknowledged(v *view, cur, prev []heldShard, g coding.Version, p coding.Policy) bool {
+func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Policy) bool {
 	without := 0
-	for pos, h := range cur {
+	for pos := 0; pos < cur.n(); pos++ {
+		if cur.state(pos) != fetchOK {
+			continue
+		}
+		ver, _, _ := cur.version(pos)
 		switch {
-		case !h.ok:
-		case h.ver.Less(g):
+		case ver.Less(g):
 			without++
-		case g.Less(h.ver) && pos < len(prev) && prev[pos].ok && prev[pos].ver.Less(g):
-			without++
+		case g.Less(ver) && pos < prev.n() && prev.state(pos) == fetchOK:
+			if pv, _, _ := prev.version(pos); pv.Less(g) {
+				without++
+			}
 		}
 	}
-	return len(cur)-without < v.c.Quorum(p)
+	return cur.n()-without < v.c.Quorum(p)
+}
+
+// askAll asks every one of n positions at once and returns the answers.
+func askAll[T any](n int, ask func(pos int) T) []T {
+	out := make([]T, n)
+	var wg sync.WaitGroup
+	for pos := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[pos] = ask(pos)
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // valueFromPrev is Get's last resort after an UnavailableError: it asks
 // every position for its previous shard and rebuilds the older value when
 // olderVersion allows it.
 func (d *Datastore) valueFromPrev(ctx context.Context, v *view, key string, owners []uint16, res []fetched) ([]byte, bool) {
-	prev := make([]fetched, len(res))
+	prev := askAll(len(res), func(pos int) fetched { return d.fetchShard(ctx, v, key, int(owners[pos]), pos, true) })
 	defer putFrames(prev)
-	var wg sync.WaitGroup
-	for pos := range res {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, frame, err := d.doInto(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, Prev: true}, getFrame())
-			prev[pos] = d.fetchFrom(resp, err, key, pos)
-			prev[pos].frame = frame
-		}()
-	}
-	wg.Wait()
-	held := func(fs []fetched) []heldShard {
-		out := make([]heldShard, len(fs))
-		for pos, f := range fs {
-			if f.state == fetchOK {
-				out[pos] = heldOf(&f.shard.Header, pos)
-			}
-		}
-		return out
-	}
-	ver, policy, fromPrev, ok := olderVersion(v, held(res), held(prev))
+	ver, policy, fromPrev, ok := olderVersion(v, fetchedAnswers(res), fetchedAnswers(prev))
 	if !ok {
 		return nil, false
 	}
@@ -161,27 +154,8 @@ func (d *Datastore) valueFromPrev(ctx context.Context, v *view, key string, owne
 // entryFromPrev is the probe's (Has, GetSize) last resort after an
 // UnavailableError, as valueFromPrev is Get's.
 func (d *Datastore) entryFromPrev(ctx context.Context, v *view, key string, owners []uint16, ans headerAnswers) (wire.ListEntry, bool) {
-	prev := make(headerAnswers, len(ans))
-	var wg sync.WaitGroup
-	for pos := range ans {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			prev[pos] = d.askHeaderOf(ctx, v, key, owners, pos, true)
-		}()
-	}
-	wg.Wait()
-	held := func(as headerAnswers) []heldShard {
-		out := make([]heldShard, len(as))
-		for pos := range as {
-			if as.state(pos) == fetchOK {
-				ver, p, tomb := as.version(pos)
-				out[pos] = heldShard{ok: true, ver: ver, policy: p, tomb: tomb} // askHeader checked the position
-			}
-		}
-		return out
-	}
-	ver, _, fromPrev, ok := olderVersion(v, held(ans), held(prev))
+	prev := headerAnswers(askAll(len(ans), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos, true) }))
+	ver, _, fromPrev, ok := olderVersion(v, ans, prev)
 	if !ok {
 		return wire.ListEntry{}, false
 	}

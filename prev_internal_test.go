@@ -7,24 +7,47 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/config"
 )
 
+// held is what one position holds of a key in these tests.
+type held struct {
+	ok     bool
+	ver    coding.Version
+	policy coding.Policy
+	tomb   bool
+}
+
+// heldAnswers are positions' answers as olderVersion reads them.
+type heldAnswers []held
+
+func (h heldAnswers) n() int { return len(h) }
+func (h heldAnswers) state(pos int) fetchState {
+	if h[pos].ok {
+		return fetchOK
+	}
+	return fetchNone
+}
+func (h heldAnswers) failure(pos int) error { return nil }
+func (h heldAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
+	return h[pos].ver, h[pos].policy, h[pos].tomb
+}
+
 // olderVersion, position by position for a 4+2 key (quorum 5): which
 // version the current and previous shards allow a reader to rebuild.
 func TestOlderVersion(t *testing.T) {
 	p := coding.Erasure(4, 2)
 	v := &view{c: &config.Cluster{Policy: p}}
 	ver := func(n uint64) coding.Version { return coding.Version{HLC: n << 16, Writer: 1} }
-	at := func(ns ...uint64) []heldShard { // 0: nothing
-		out := make([]heldShard, len(ns))
+	at := func(ns ...uint64) heldAnswers { // 0: nothing
+		out := make(heldAnswers, len(ns))
 		for i, n := range ns {
 			if n != 0 {
-				out[i] = heldShard{ok: true, ver: ver(n), policy: p}
+				out[i] = held{ok: true, ver: ver(n), policy: p}
 			}
 		}
 		return out
 	}
 	for _, tc := range []struct {
 		name      string
-		cur, prev []heldShard
+		cur, prev heldAnswers
 		want      uint64 // 0: none
 	}{
 		{"v2 failed on 3 positions", at(2, 2, 2, 1, 1, 1), at(1, 1, 1, 0, 0, 0), 1},

@@ -237,33 +237,28 @@ func cmdClient(ctx context.Context, conf string, args []string) error {
 	default:
 		return errors.New(use)
 	}
+	switch cmd.Op {
+	case membership.OpGrant:
+		return memberCommand(ctx, conf, cmd, fmt.Sprintf("granted %s the role %s; peers without a role are refused", cmd.ID, cmd.Role))
+	case membership.OpRevoke:
+		return memberCommand(ctx, conf, cmd, fmt.Sprintf("revoked the role of %s", cmd.ID))
+	}
 	d, err := open(ctx, conf)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if cmd.Op == "" {
-		c := d.Cluster()
-		if len(c.Clients) == 0 {
-			fmt.Fprintln(os.Stderr, "no client has a role: roles are not enforced, anyone with the cluster secret reads and writes")
-			return nil
-		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PEER\tROLE")
-		for _, r := range c.Clients {
-			fmt.Fprintf(tw, "%s\t%s\n", r.ID, r.Role)
-		}
-		return tw.Flush()
+	c := d.Cluster()
+	if len(c.Clients) == 0 {
+		fmt.Fprintln(os.Stderr, "no client has a role: roles are not enforced, anyone with the cluster secret reads and writes")
+		return nil
 	}
-	if err := d.Member(ctx, cmd); err != nil {
-		return err
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tROLE")
+	for _, r := range c.Clients {
+		fmt.Fprintf(tw, "%s\t%s\n", r.ID, r.Role)
 	}
-	if cmd.Op == membership.OpGrant {
-		fmt.Fprintf(os.Stderr, "granted %s the role %s; peers without a role are refused\n", cmd.ID, cmd.Role)
-	} else {
-		fmt.Fprintf(os.Stderr, "revoked the role of %s\n", cmd.ID)
-	}
-	return nil
+	return tw.Flush()
 }
 
 func cmdAdd(ctx context.Context, conf string, args []string) error {
@@ -562,18 +557,18 @@ func printStatus(out *statusOut, asJSON bool) error {
 	return out.readableErr
 }
 
-// removeNode removes an out member: the cluster stops waiting for it to
-// come back (garbage collection keeps tombstones while a member is out).
-func removeNode(ctx context.Context, conf, id string) error {
+// memberCommand opens the cluster, sends cmd and, once it is applied,
+// prints done.
+func memberCommand(ctx context.Context, conf string, cmd membership.Command, done string) error {
 	d, err := open(ctx, conf)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: id}); err != nil {
+	if err := d.Member(ctx, cmd); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "removed %s: it may not join again under this identity; a wiped machine joins as a new node\n", id)
+	fmt.Fprintln(os.Stderr, done)
 	return nil
 }
 
@@ -593,19 +588,14 @@ func humanBytes(n int64) string {
 func cmdNode(ctx context.Context, conf string, args []string) error {
 	const use = "usage: dsclient node drain PEER-ID [--no-wait] | dsclient node remove PEER-ID | dsclient node admit PEER-ID"
 	if len(args) == 2 && args[0] == "remove" {
-		return removeNode(ctx, conf, args[1])
+		// The cluster stops waiting for an out member to come back
+		// (garbage collection keeps tombstones while a member is out).
+		return memberCommand(ctx, conf, membership.Command{Op: membership.OpRemove, ID: args[1]},
+			fmt.Sprintf("removed %s: it may not join again under this identity; a wiped machine joins as a new node", args[1]))
 	}
 	if len(args) == 2 && args[0] == "admit" {
-		d, err := open(ctx, conf)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		if err := d.Member(ctx, membership.Command{Op: membership.OpAdmit, ID: args[1]}); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "admitted %s: it may now join (start it again with --bootstrapper)\n", args[1])
-		return nil
+		return memberCommand(ctx, conf, membership.Command{Op: membership.OpAdmit, ID: args[1]},
+			fmt.Sprintf("admitted %s: it may now join (start it again with --bootstrapper)", args[1]))
 	}
 	if len(args) < 2 || args[0] != "drain" {
 		return errors.New(use)
