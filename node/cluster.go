@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -731,6 +732,58 @@ func (p peers) PutShard(ctx context.Context, node string, shard []byte) error {
 	// version, so there is nothing to repair.
 	_, err := p.do(ctx, node, &wire.Request{Op: wire.OpPut, Shard: shard})
 	return err
+}
+
+// Delegate sends a Copy or Rebuild to the node that stores its shard
+// (OpRepair), which reads what it needs from the others itself.
+func (p peers) Delegate(ctx context.Context, a repair.Action) error {
+	o := &wire.RepairOrder{Rebuild: a.Kind == repair.Rebuild, Tombstone: a.Tombstone, Key: a.Key, Pos: uint8(a.Pos),
+		Kind: uint8(a.Policy.Kind), K: uint8(a.Policy.DataShards), M: uint8(a.Policy.ParityShards),
+		HLC: a.Version.HLC, Writer: a.Version.Writer, From: a.From}
+	for _, src := range a.Sources {
+		o.Sources = append(o.Sources, wire.RepairSource{Node: src.Node, Pos: uint8(src.Pos)})
+	}
+	resp, err := p.do(ctx, a.To, &wire.Request{Op: wire.OpRepair, Repair: o})
+	if resp != nil && resp.Status == wire.StatusBadRequest && strings.Contains(resp.Message, "unknown op") {
+		// A node of an older version: the driver does the action itself.
+		return fmt.Errorf("%s: %w", resp.Message, repair.ErrNotDelegated)
+	}
+	return err
+}
+
+// repairOrderTimeout bounds the reads and the write of one repair order:
+// less than the sender's request timeout, so that the order fails here
+// before the sender gives up on it.
+const repairOrderTimeout = 25 * time.Second
+
+// repairOrder carries out an OpRepair: it makes the shard (reading its
+// sources from the other nodes) and stores it as a member's put.
+func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Status, string) {
+	if o == nil {
+		return wire.StatusBadRequest, "repair: no order"
+	}
+	p := policyOf(o.Kind, o.K, o.M)
+	if err := p.Validate(); err != nil {
+		return wire.StatusBadRequest, fmt.Sprintf("repair %q: %v", o.Key, err)
+	}
+	if int(o.Pos) >= p.Width() {
+		return wire.StatusBadRequest, fmt.Sprintf("repair %q: position %d outside policy %s", o.Key, o.Pos, p)
+	}
+	a := repair.Action{Kind: repair.Copy, Key: o.Key, Pos: int(o.Pos), Policy: p,
+		Version: coding.Version{HLC: o.HLC, Writer: o.Writer}, Tombstone: o.Tombstone, To: n.selfID, From: o.From}
+	if o.Rebuild {
+		a.Kind = repair.Rebuild
+	}
+	for _, src := range o.Sources {
+		a.Sources = append(a.Sources, repair.Source{Node: src.Node, Pos: int(src.Pos)})
+	}
+	ctx, cancel := context.WithTimeout(ctx, repairOrderTimeout)
+	defer cancel()
+	shard, err := repair.MakeShard(ctx, peers{n}.GetShard, a)
+	if err != nil {
+		return wire.StatusUnavailable, err.Error()
+	}
+	return n.putShard(ctx, shard, false)
 }
 
 func (p peers) Drop(ctx context.Context, node, key string, pos int, v coding.Version, stale bool) error {

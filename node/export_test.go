@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/repair"
 )
 
 // Vouch runs the check mayRaft starts for a raft peer this node does not
@@ -30,4 +32,9 @@ func (n *Node) CurrentShard(key string) ([]byte, error) {
 // before dropping it would leave it.
 func (n *Node) SetPrevShard(key string, raw []byte) error {
 	return n.store.Put(context.Background(), prevShardName(key), raw)
+}
+
+// DelegateRepair sends a as a repair order to a.To, as the repair leader does.
+func (n *Node) DelegateRepair(ctx context.Context, a repair.Action) error {
+	return peers{n}.Delegate(ctx, a)
 }

@@ -451,6 +451,12 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 			rs[i].Status, rs[i].Message = n.drop(ctx, sr)
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpRepair:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
+		st, msg := n.repairOrder(ctx, req.Repair)
+		return &wire.Response{Status: st, Message: msg}
 	case wire.OpDropPrev:
 		rs := make([]wire.BatchResult, len(req.Drop))
 		for i, sr := range req.Drop {

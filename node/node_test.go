@@ -30,6 +30,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
+	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -293,6 +294,7 @@ func TestMemberOnlyOps(t *testing.T) {
 		{Op: wire.OpSlotInventory, Slot: placement.Slot(key)},
 		{Op: wire.OpSums},
 		{Op: wire.OpDrop, Drop: []wire.ShardRef{{Key: key, Pos: 5, Stale: true}}},
+		{Op: wire.OpRepair, Repair: &wire.RepairOrder{Key: key, Pos: 5, Kind: uint8(coding.KindErasure), K: 4, M: 2, From: c.Node(1).ID().String()}},
 		{Op: wire.OpMember, Body: []byte(`{"op":"join","member":{"id":"` + c.Node(1).ID().String() + `","addrs":["/ip4/127.0.0.1/tcp/1"]}}`)},
 	}
 	for _, req := range reqs {
@@ -787,5 +789,79 @@ func TestRepairCopyKeepsNoPrevShard(t *testing.T) {
 	}
 	if _, err := c.Node(0).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("previous shard after a repair copy: %v, want none", err)
+	}
+}
+
+// TestRepairOrder: a node told to rebuild one of its shards (OpRepair, as
+// the repair leader sends it) reads the other shards itself and stores the
+// right bytes, so that repair data does not go through the leader. A node
+// of an older version, which does not know the op, makes the leader do the
+// action itself (repair.ErrNotDelegated). (TestMemberOnlyOps: only members
+// may send one.)
+func TestRepairOrder(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	const pos = 2
+	key := keyOwnedAt(c, pos)
+	val := make([]byte, 300<<10)
+	r := rand.New(rand.NewPCG(5, 5))
+	for i := range val {
+		val[i] = byte(r.Uint32())
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{0}}).Put(ctx, ds.NewKey(key), val); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Node(0).CurrentShard(key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("node 0 was down for the put, yet its shard: %v", err)
+	}
+	owners := c.Owners(key)
+	sender := owners[0]
+	raw, err := c.Node(sender).CurrentShard(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := coding.ParseShard(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := repair.Action{Kind: repair.Rebuild, Key: key, Pos: pos, Policy: sh.Header.Policy, Version: sh.Header.Version,
+		To: c.Node(0).ID().String()}
+	for p, o := range owners {
+		if p != pos {
+			a.Sources = append(a.Sources, repair.Source{Node: c.Node(o).ID().String(), Pos: p})
+		}
+	}
+	if err := c.Node(sender).DelegateRepair(ctx, a); err != nil {
+		t.Fatalf("repair order: %v", err)
+	}
+	want, err := coding.Encode(key, val, sh.Header.Policy, sh.Header.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Node(0).CurrentShard(key)
+	if err != nil || !bytes.Equal(got, want[pos].AppendBinary(nil)) {
+		t.Fatalf("node 0's shard after the order: %d bytes, %v; want the %d bytes of shard %d", len(got), err, len(want[pos].AppendBinary(nil)), pos)
+	}
+
+	// A node that does not know the op answers as DecodeRequest does for
+	// any op it does not know.
+	_, unknown := wire.DecodeRequest(wire.AppendRequest(nil, &wire.Request{Op: 99}))
+	if unknown == nil {
+		t.Fatal("op 99 decoded")
+	}
+	old := newHost(t, c.Secret)
+	old.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		if f, err := wire.ReadFrame(s, nil); err == nil {
+			_, _ = wire.WriteResponse(s, nil, &wire.Response{Op: wire.Op(f[1]), Status: wire.StatusBadRequest, Message: unknown.Error()})
+		}
+	})
+	// It dials the sender (it has no listening address).
+	if err := old.Connect(ctx, peer.AddrInfo{ID: c.Node(sender).ID(), Addrs: c.Node(sender).Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	a.To = old.ID().String()
+	if err := c.Node(sender).DelegateRepair(ctx, a); !errors.Is(err, repair.ErrNotDelegated) {
+		t.Fatalf("order to a node of an older version: %v, want repair.ErrNotDelegated", err)
 	}
 }

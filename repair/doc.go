@@ -16,7 +16,10 @@
 //     so a crash resumes it, and carries out the actions at a limited rate.
 //     With SlotPeers it first compares the nodes' slot sums and lists only
 //     the slots whose owners disagree (SettledSlots): Make gives a settled
-//     slot's keys no action, so leaving them out changes no plan.
+//     slot's keys no action, so leaving them out changes no plan. With a
+//     Delegator it hands each copy and rebuild to the node that stores the
+//     shard, which reads the sources itself (MakeShard): repair data goes
+//     from node to node, not through the node that runs the driver.
 //
 // # Contracts of Make
 //

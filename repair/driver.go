@@ -383,6 +383,23 @@ func (d *Driver) finish(seq uint64, a Action, err error) {
 	}
 }
 
+// Delegator is Peers that can have the node an action writes to carry it
+// out itself (package node: wire.OpRepair). The shard data then goes from
+// the sources straight to that node, and the decoding of a rebuild is done
+// there, instead of both going through the node that runs the driver,
+// which would make one node's links and cores the limit of every repair.
+type Delegator interface {
+	// Delegate has a.To make shard a.Pos of a Copy or Rebuild (MakeShard)
+	// and store it. It returns ErrNotDelegated when a.To cannot take the
+	// order (a node of an older version), and the driver then does the
+	// action itself.
+	Delegate(ctx context.Context, a Action) error
+}
+
+// ErrNotDelegated is Delegate's answer when the node cannot carry out the
+// action itself.
+var ErrNotDelegated = errors.New("repair: the node does not take repair orders")
+
 // do carries out one action.
 func (d *Driver) do(ctx context.Context, a Action) error {
 	for left := a.Bytes; d.limiter != nil && left > 0; left -= burst {
@@ -393,21 +410,13 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	switch a.Kind {
 	case Drop:
 		return d.cfg.Peers.Drop(ctx, a.To, a.Key, a.Pos, a.Version, a.Stale)
-	case Copy:
-		raw, err := d.cfg.Peers.GetShard(ctx, a.From, a.Key)
-		if err != nil {
-			return fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
+	case Copy, Rebuild:
+		if dp, ok := d.cfg.Peers.(Delegator); ok {
+			if err := dp.Delegate(ctx, a); !errors.Is(err, ErrNotDelegated) {
+				return err
+			}
 		}
-		sh, err := coding.ParseShard(raw)
-		if err != nil {
-			return fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
-		}
-		if sh.Header.Key != a.Key || int(sh.Header.Index) != a.Pos || sh.Header.Version != a.Version {
-			return fmt.Errorf("copy %q shard %d from %s: it now holds another shard", a.Key, a.Pos, a.From)
-		}
-		return d.cfg.Peers.PutShard(ctx, a.To, raw)
-	case Rebuild:
-		shard, err := d.rebuild(ctx, a)
+		shard, err := MakeShard(ctx, d.cfg.Peers.GetShard, a)
 		if err != nil {
 			return err
 		}
@@ -416,8 +425,36 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	return fmt.Errorf("repair: unknown action kind %d", a.Kind)
 }
 
+// GetShardFunc reads the encoded shard of key that node holds.
+type GetShardFunc func(ctx context.Context, node, key string) ([]byte, error)
+
+// MakeShard returns the encoded shard a Copy or Rebuild writes to a.To:
+// for a Copy, From's shard, checked to be still (a.Key, a.Pos, a.Version);
+// for a Rebuild, shard a.Pos re-encoded from a.Policy.DataShards valid
+// shards of (a.Key, a.Version) read from a.Sources.
+func MakeShard(ctx context.Context, get GetShardFunc, a Action) ([]byte, error) {
+	switch a.Kind {
+	case Copy:
+		raw, err := get(ctx, a.From, a.Key)
+		if err != nil {
+			return nil, fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
+		}
+		sh, err := coding.ParseShard(raw)
+		if err != nil {
+			return nil, fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
+		}
+		if sh.Header.Key != a.Key || int(sh.Header.Index) != a.Pos || sh.Header.Version != a.Version {
+			return nil, fmt.Errorf("copy %q shard %d from %s: it now holds another shard", a.Key, a.Pos, a.From)
+		}
+		return raw, nil
+	case Rebuild:
+		return rebuild(ctx, get, a)
+	}
+	return nil, fmt.Errorf("repair: a %s action makes no shard", a.Kind)
+}
+
 // rebuild makes shard a.Pos of (a.Key, a.Version) from a.Sources.
-func (d *Driver) rebuild(ctx context.Context, a Action) ([]byte, error) {
+func rebuild(ctx context.Context, get GetShardFunc, a Action) ([]byte, error) {
 	w := a.Policy.Width()
 	if a.Pos < 0 || a.Pos >= w {
 		return nil, fmt.Errorf("rebuild %q: position %d outside policy %s", a.Key, a.Pos, a.Policy)
@@ -434,7 +471,7 @@ func (d *Driver) rebuild(ctx context.Context, a Action) ([]byte, error) {
 		if src.Pos < 0 || src.Pos >= w || shards[src.Pos] != nil {
 			continue
 		}
-		raw, err := d.cfg.Peers.GetShard(ctx, src.Node, a.Key)
+		raw, err := get(ctx, src.Node, a.Key)
 		if err != nil {
 			continue
 		}

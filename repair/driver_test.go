@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,15 +150,32 @@ func TestDriverRebuildsLostShards(t *testing.T) {
 	if got := len(p.nodes["n2"]); got != lost {
 		t.Fatalf("n2 holds %d shards after the pass, want %d", got, lost)
 	}
-	// Every value decodes from k = 4 shards that include n2's rebuilt one.
+	checkDecodesWith(t, m, p, vals, "n2")
+	st := d.Stats()
+	if st.Done != int64(lost) || st.Backlog != 0 || st.Degraded != lost {
+		t.Fatalf("stats %+v: want %d done, backlog 0", st, lost)
+	}
+	plan, err = d.Pass(context.Background(), m, nil, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Degraded != 0 || len(plan.Actions) != 0 {
+		t.Fatalf("second pass: %d degraded, %d actions; want none", plan.Degraded, len(plan.Actions))
+	}
+}
+
+// checkDecodesWith checks that every value decodes from k = 4 shards that
+// include the one node holds.
+func checkDecodesWith(t *testing.T, m *placement.Map, p *memPeers, vals map[string][]byte, node string) {
+	t.Helper()
 	for key, val := range vals {
 		owners := m.Owners(placement.Slot(key))
 		shards := make([]*coding.Shard, 6)
 		n := 0
-		for _, pass := range []bool{true, false} { // n2 first, then others
+		for _, pass := range []bool{true, false} { // node first, then others
 			for pos, o := range owners {
 				id := m.Nodes[o].ID
-				if (id == "n2") != pass || n == 4 {
+				if (id == node) != pass || n == 4 {
 					continue
 				}
 				sh, err := coding.ParseShard(p.nodes[id][key])
@@ -170,19 +188,74 @@ func TestDriverRebuildsLostShards(t *testing.T) {
 		}
 		got, err := coding.Decode(shards)
 		if err != nil || !bytes.Equal(got, val) {
-			t.Fatalf("%s does not decode to its value with the rebuilt shard: %v", key, err)
+			t.Fatalf("%s does not decode to its value with %s's shard: %v", key, node, err)
 		}
 	}
-	st := d.Stats()
-	if st.Done != int64(lost) || st.Backlog != 0 || st.Degraded != lost {
-		t.Fatalf("stats %+v: want %d done, backlog 0", st, lost)
+}
+
+// delegPeers is memPeers whose nodes take repair orders (Delegator): they
+// read the shards they need from the others themselves. relayed counts the
+// shard reads and writes the driver makes itself.
+type delegPeers struct {
+	*memPeers
+	old     bool // the nodes are of a version without repair orders
+	orders  atomic.Int64
+	relayed atomic.Int64
+}
+
+func (p *delegPeers) Delegate(ctx context.Context, a Action) error {
+	if p.old {
+		return ErrNotDelegated
 	}
-	plan, err = d.Pass(context.Background(), m, nil, ids)
+	p.orders.Add(1)
+	shard, err := MakeShard(ctx, p.memPeers.GetShard, a) // on node a.To
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if plan.Degraded != 0 || len(plan.Actions) != 0 {
-		t.Fatalf("second pass: %d degraded, %d actions; want none", plan.Degraded, len(plan.Actions))
+	return p.memPeers.PutShard(ctx, a.To, shard)
+}
+
+func (p *delegPeers) GetShard(ctx context.Context, node, key string) ([]byte, error) {
+	p.relayed.Add(1)
+	return p.memPeers.GetShard(ctx, node, key)
+}
+
+func (p *delegPeers) PutShard(ctx context.Context, node string, shard []byte) error {
+	p.relayed.Add(1)
+	return p.memPeers.PutShard(ctx, node, shard)
+}
+
+// TestDriverDelegatesRepairs: with nodes that take repair orders, the
+// driver hands each rebuild to the node that stores the shard and moves no
+// shard itself; with nodes of an older version it rebuilds them itself.
+// The shards come back right either way.
+func TestDriverDelegatesRepairs(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		m, ids, mem, vals := testCluster(t, 30)
+		lost := len(mem.nodes["n3"])
+		mem.nodes["n3"] = map[string][]byte{}
+		p := &delegPeers{memPeers: mem, old: old}
+		d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := d.Pass(context.Background(), m, nil, ids)
+		d.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Actions) != lost || len(mem.nodes["n3"]) != lost {
+			t.Fatalf("old nodes %v: %d actions, n3 holds %d shards; want %d of each", old, len(plan.Actions), len(mem.nodes["n3"]), lost)
+		}
+		checkDecodesWith(t, m, mem, vals, "n3")
+		orders, relayed := p.orders.Load(), p.relayed.Load()
+		switch {
+		case !old && (orders != int64(lost) || relayed != 0):
+			t.Fatalf("%d orders and %d shard reads or writes by the driver; want %d orders and none", orders, relayed, lost)
+		case old && (orders != 0 || relayed < int64(lost)*5):
+			// Each rebuild reads 4 shards and writes one.
+			t.Fatalf("old nodes: %d orders and %d shard reads or writes by the driver; want none and at least %d", orders, relayed, lost*5)
+		}
 	}
 }
 

@@ -37,6 +37,8 @@ type Request struct {
 
 	Drop []ShardRef // OpDrop: shards (key, position, version) to drop
 
+	Repair *RepairOrder // OpRepair: the shard to make and store
+
 	Body []byte // OpMember: a JSON command
 }
 
@@ -84,6 +86,24 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		}
 	case OpMember:
 		e.Blob(r.Body)
+	case OpRepair:
+		o := r.Repair
+		if o == nil {
+			o = &RepairOrder{}
+		}
+		var f uint8
+		if o.Rebuild {
+			f |= 1
+		}
+		if o.Tombstone {
+			f |= 2
+		}
+		e.U8(f).Str(o.Key).U8(o.Pos).U8(o.Kind).U8(o.K).U8(o.M).U64(o.HLC).U64(o.Writer).Str(o.From)
+		srcs := o.Sources[:min(len(o.Sources), 255)]
+		e.U8(uint8(len(srcs)))
+		for _, src := range srcs {
+			e.Str(src.Node).U8(src.Pos)
+		}
 	case OpStatus, OpPing:
 	}
 	return e.Bytes()
@@ -150,6 +170,19 @@ func DecodeRequest(body []byte) (*Request, error) {
 		}
 	case OpMember:
 		r.Body = d.Blob("body")
+	case OpRepair:
+		f := d.U8("flags")
+		o := &RepairOrder{Rebuild: f&1 != 0, Tombstone: f&2 != 0}
+		o.Key = d.Str("key")
+		o.Pos = d.U8("position")
+		o.Kind, o.K, o.M = d.U8("policy kind"), d.U8("data shards"), d.U8("parity shards")
+		o.HLC, o.Writer = d.U64("hlc"), d.U64("writer")
+		o.From = d.Str("from")
+		n := d.U8("source count")
+		for i := uint8(0); i < n && d.Err() == nil; i++ {
+			o.Sources = append(o.Sources, RepairSource{Node: d.Str("source"), Pos: d.U8("source position")})
+		}
+		r.Repair = o
 	case OpStatus, OpPing, OpSums:
 	default:
 		if d.Err() == nil {
@@ -371,6 +404,31 @@ type ShardRef struct {
 	// Stale (OpDrop): the shard is an older version at a position the
 	// key's newest policy does not use, so even its owner drops it.
 	Stale bool
+}
+
+// RepairOrder (OpRepair) has the node that receives it make one shard of
+// a key and store it, so that shard data goes from the nodes that hold it
+// straight to the one that needs it, not through the repair leader: a
+// copy of From's shard (Rebuild unset), or a rebuild from the shards of
+// Sources (in preference order; a tombstone needs none). The shard is
+// position Pos of version (HLC, Writer) under policy (Kind, K, M).
+type RepairOrder struct {
+	Rebuild   bool
+	Tombstone bool
+	Key       string
+	Pos       uint8
+	Kind      uint8
+	K, M      uint8
+	HLC       uint64
+	Writer    uint64
+	From      string
+	Sources   []RepairSource // at most 255
+}
+
+// RepairSource is a node holding shard Pos of the key a RepairOrder rebuilds.
+type RepairSource struct {
+	Node string
+	Pos  uint8
 }
 
 // InventoryEntry is one shard a node holds, as OpInventory reports it: what

@@ -41,6 +41,7 @@ const (
 	OpSums          Op = 12 // per slot, policy and position: how many shards and a hash of them (repair)
 	OpSlotInventory Op = 13 // OpInventory for the shards of one slot (repair)
 	OpDropPrev      Op = 14 // drop a key's previous shard once the version replacing it is acknowledged
+	OpRepair        Op = 15 // make one shard (a copy, or a rebuild from others) and store it (repair)
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -75,6 +76,8 @@ func (o Op) String() string {
 		return "slot-inventory"
 	case OpDropPrev:
 		return "drop-prev"
+	case OpRepair:
+		return "repair"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

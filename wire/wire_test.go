@@ -32,6 +32,9 @@ func sampleRequests() []*Request {
 		{Op: OpSums, Epoch: 8},
 		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}}},
 		{Op: OpDropPrev, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7}}},
+		{Op: OpRepair, Epoch: 4, Repair: &RepairOrder{Key: "/a", Pos: 5, Kind: 1, K: 4, M: 2, HLC: 9, Writer: 3, From: "12D3Koo"}},
+		{Op: OpRepair, Repair: &RepairOrder{Rebuild: true, Tombstone: true, Key: "/b", Pos: 1, Kind: 1, K: 4, M: 2, HLC: 1 << 60,
+			Sources: []RepairSource{{Node: "n1", Pos: 0}, {Node: "n2", Pos: 255}}}},
 		{Op: OpPing},
 		{Op: OpMember, Epoch: 2, Body: []byte(`{"op":"drain","id":"x"}`)},
 	}
@@ -52,7 +55,10 @@ func reqEqual(a, b *Request) bool {
 	if a.Op != b.Op || a.Epoch != b.Epoch || a.Identity != b.Identity || a.Key != b.Key ||
 		a.HeaderOnly != b.HeaderOnly || a.Prev != b.Prev || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
 		a.After != b.After || a.Limit != b.Limit || a.Slot != b.Slot || len(a.Shards) != len(b.Shards) ||
-		!bytes.Equal(a.Body, b.Body) || len(a.Drop) != len(b.Drop) {
+		!bytes.Equal(a.Body, b.Body) || len(a.Drop) != len(b.Drop) || (a.Repair == nil) != (b.Repair == nil) {
+		return false
+	}
+	if a.Repair != nil && !reflect.DeepEqual(a.Repair, b.Repair) {
 		return false
 	}
 	for i := range a.Drop {
