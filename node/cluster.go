@@ -612,6 +612,11 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			// yet: moments after start, not a rejection.
 			return &wire.Response{Status: wire.StatusUnavailable, Message: "the raft group is starting; retry"}
 		}
+		if cmd.Op == membership.OpGrant || cmd.Op == membership.OpRevoke || cmd.Op == membership.OpAdmit {
+			if err := n.everyMemberHas(ctx, c, FeatureRoles); err != nil {
+				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
+			}
+		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		err := n.raft.Propose(pctx, cmd)
@@ -639,6 +644,53 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("forward to the raft leader %s: %v", leader, err)}
 	}
 	return &wire.Response{Status: resp.Status, Message: resp.Message}
+}
+
+// everyMemberHas checks that every member of c but the removed ones
+// reports feature in its status: a command that a replica of an older
+// version would reject must not be proposed, or the replicas part. A
+// member that does not answer fails the check too (it may be of any
+// version): the operator brings it back or removes it.
+func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature string) error {
+	var ids []string
+	for _, m := range c.Members {
+		if m.State != membership.Removed && m.ID != n.selfID {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(c.Members) == 0 {
+		for _, m := range c.Map.Nodes {
+			if m.ID != n.selfID {
+				ids = append(ids, m.ID)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	problems := make([]string, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := peers{n}.do(ctx, id, &wire.Request{Op: wire.OpStatus})
+			if err != nil {
+				problems[i] = fmt.Sprintf("%s did not answer (%v)", id, err)
+				return
+			}
+			var st Status
+			if err := json.Unmarshal(resp.Payload, &st); err != nil || !slices.Contains(st.Features, feature) {
+				problems[i] = fmt.Sprintf("%s runs a version without %s", id, feature)
+			}
+		}()
+	}
+	wg.Wait()
+	problems = slices.DeleteFunc(problems, func(p string) bool { return p == "" })
+	if len(problems) > 0 {
+		return fmt.Errorf("every member must run a version with %s first (upgrade it, or remove a member that is gone for good): %s",
+			feature, strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // peers implements repair.SlotPeers over the node's client.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/repair"
@@ -38,3 +39,6 @@ func (n *Node) SetPrevShard(key string, raw []byte) error {
 func (n *Node) DelegateRepair(ctx context.Context, a repair.Action) error {
 	return peers{n}.Delegate(ctx, a)
 }
+
+// HandleStream serves a shard protocol stream as the node does.
+func (n *Node) HandleStream(s network.Stream) { n.handleStream(s) }

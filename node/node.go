@@ -890,7 +890,24 @@ type Status struct {
 	// Clients is the number of client roles this node applies (a grant
 	// reaches each node through the raft log).
 	Clients int `json:"clients"`
+	// Features are what this node's version does that older ones do not
+	// (see Features).
+	Features []string `json:"features"`
 }
+
+// Features this version has, as Status reports them: a leader checks
+// them before it proposes a command that a replica of an older version
+// would apply differently, and a repair leader before it sends orders.
+const (
+	// FeatureRoles: the node applies client role commands (grant, revoke,
+	// admit). A node without it rejects them as unknown, so its replica of
+	// the cluster description would part from the others'.
+	FeatureRoles = "client-roles"
+	// FeatureRepairOrders: the node takes wire.OpRepair.
+	FeatureRepairOrders = "repair-orders"
+)
+
+var features = []string{FeatureRoles, FeatureRepairOrders}
 
 // Stat gathers the node's Status.
 func (n *Node) Stat(ctx context.Context) (*Status, error) {
@@ -902,7 +919,7 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 	s := &Status{
 		Peer: n.host.ID().String(), Identity: n.cfg.Identity, Epoch: c.Map.Epoch,
 		Keys: st.Keys, Tombstones: st.Tombstones, ShardBytes: st.ShardBytes, Store: n.cfg.Store,
-		Clients: len(c.Clients),
+		Clients: len(c.Clients), Features: features,
 	}
 	if pd, ok := n.store.(ds.PersistentDatastore); ok {
 		if du, err := pd.DiskUsage(ctx); err == nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/node"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/transport"
@@ -863,5 +864,68 @@ func TestRepairOrder(t *testing.T) {
 	a.To = old.ID().String()
 	if err := c.Node(sender).DelegateRepair(ctx, a); !errors.Is(err, repair.ErrNotDelegated) {
 		t.Fatalf("order to a node of an older version: %v, want repair.ErrNotDelegated", err)
+	}
+}
+
+// TestRoleCommandsNeedEveryMember: a node of a version without client
+// roles rejects role commands as unknown, so its replica of the cluster
+// description would part from the others'. The leader proposes a grant
+// only when every member reports the feature; a member that does not
+// answer, whose version is unknown, holds it back too. Each refusal names
+// the member.
+func TestRoleCommandsNeedEveryMember(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{FastRaft: true})
+	d := c.Client(nil)
+	grant := func() error {
+		return d.Member(ctx, membership.Command{Op: membership.OpGrant, ID: d.ID().String(), Role: config.RoleReadWrite})
+	}
+	// Node x answers status as a node of an older version does, and
+	// everything else as itself.
+	for i := 0; i < 200 && c.Leader() < 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c.Leader() < 0 {
+		t.Fatal("no raft leader")
+	}
+	x := (c.Leader() + 1) % c.Len()
+	xn := c.Node(x)
+	xn.Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close() // one answer per stream: none stays pooled after the upgrade
+		f, err := wire.ReadFrame(s, nil)
+		if err != nil || wire.Op(f[1]) != wire.OpStatus {
+			_ = s.Reset()
+			return
+		}
+		old := fmt.Sprintf(`{"peer":%q,"state":"up"}`, xn.ID())
+		_, _ = wire.WriteResponse(s, nil, &wire.Response{Op: wire.OpStatus, Status: wire.StatusOK, Payload: []byte(old)})
+	})
+	err := grant()
+	for i := 0; i < 100 && err != nil && strings.Contains(err.Error(), "retry"); i++ {
+		time.Sleep(100 * time.Millisecond) // the raft group is starting
+		err = grant()
+	}
+	if err == nil || !strings.Contains(err.Error(), xn.ID().String()) || !strings.Contains(err.Error(), "without "+node.FeatureRoles) {
+		t.Fatalf("grant with node %d of an older version: %v; want a refusal naming it", x, err)
+	}
+	for i := 0; i < c.Len(); i++ {
+		if n := c.Node(i).Cluster().Clients; len(n) != 0 {
+			t.Fatalf("node %d applies %d roles after the refused grant", i, len(n))
+		}
+	}
+
+	// Upgraded: the grant goes through.
+	xn.Host().SetStreamHandler(wire.ShardProtocol, xn.HandleStream)
+	if err := grant(); err != nil {
+		t.Fatalf("grant with every member upgraded: %v", err)
+	}
+
+	// A member that does not answer holds role commands back too.
+	y := (c.Leader() + 2) % c.Len()
+	yid := c.Node(y).ID().String()
+	c.Stop(y)
+	err = d.Member(ctx, membership.Command{Op: membership.OpGrant, ID: newHost(t, c.Secret).ID().String(), Role: config.RoleReadOnly})
+	if err == nil || !strings.Contains(err.Error(), yid) || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("grant with node %d stopped: %v; want a refusal naming it", y, err)
 	}
 }
