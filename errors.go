@@ -54,6 +54,7 @@ func joinNodeErrors(es []NodeError) string {
 // UnavailableError reports a read that found fewer valid shards of any
 // version than it needs.
 type UnavailableError struct {
+	Op     string // the operation that failed (get, has, getsize, delete); "" is get
 	Key    string
 	Found  int // valid shards of the best version found
 	Need   int // shards needed to rebuild it
@@ -61,7 +62,11 @@ type UnavailableError struct {
 }
 
 func (e *UnavailableError) Error() string {
-	s := fmt.Sprintf("get %s: unavailable: found %d valid shards, need %d", e.Key, e.Found, e.Need)
+	op := e.Op
+	if op == "" {
+		op = "get"
+	}
+	s := fmt.Sprintf("%s %s: unavailable: found %d valid shards, need %d", op, e.Key, e.Found, e.Need)
 	if len(e.Failed) > 0 {
 		s += " (" + joinNodeErrors(e.Failed) + ")"
 	}
@@ -69,6 +74,16 @@ func (e *UnavailableError) Error() string {
 }
 
 func (e *UnavailableError) Unwrap() []error { return withRefusal(ErrUnavailable, e.Failed) }
+
+// opError is err of operation op on key: an UnavailableError, which
+// names the key already, says op; any other error is wrapped with both.
+func opError(op, key string, err error) error {
+	if ue, ok := err.(*UnavailableError); ok {
+		ue.Op = op
+		return ue
+	}
+	return fmt.Errorf("%s %s: %w", op, key, err)
+}
 
 // statusError is the error of a node's answer that is not OK.
 func statusError(resp *wire.Response) error { return statusErr(resp.Status, resp.Message) }

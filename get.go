@@ -528,7 +528,7 @@ func (d *Datastore) Has(ctx context.Context, key ds.Key) (bool, error) {
 	}
 	_, found, err := d.probe(ctx, k)
 	if err != nil {
-		return false, fmt.Errorf("has %s: %w", k, err)
+		return false, opError("has", k, err)
 	}
 	return found, nil
 }
@@ -542,7 +542,7 @@ func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (int, error) {
 	}
 	le, found, err := d.probe(ctx, k)
 	if err != nil {
-		return -1, fmt.Errorf("getsize %s: %w", k, err)
+		return -1, opError("getsize", k, err)
 	}
 	if !found {
 		return -1, ds.ErrNotFound

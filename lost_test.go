@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,6 +192,15 @@ func TestHasAndSizeFollowGet(t *testing.T) {
 	}
 	if _, err := d.GetSize(ctx, k); errors.Is(getErr, ds.ErrNotFound) != errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("getsize after a failed first write: %v; get says %v", err, getErr)
+	}
+	// Each error names its own operation, once.
+	if errors.Is(getErr, dscluster.ErrUnavailable) {
+		_, sizeErr := d.GetSize(ctx, k)
+		for op, err := range map[string]error{"get": getErr, "has": err, "getsize": sizeErr} {
+			if msg := fmt.Sprint(err); !strings.HasPrefix(msg, op+" "+k.String()+": unavailable: ") || strings.Count(msg, k.String()) != 1 {
+				t.Errorf("%s's error: %q", op, msg)
+			}
+		}
 	}
 	// A retry, as the quorum error says, makes it whole.
 	if err := d.Put(ctx, k, v1); err != nil {

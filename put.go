@@ -71,7 +71,7 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 		// Shards of writes that failed and no readable version: the
 		// tombstone hides them.
 	case err != nil:
-		return fmt.Errorf("delete %s: %w", k, err)
+		return opError("delete", k, err)
 	case !found && !le.Tombstone:
 		return nil // no entry: nothing was ever acknowledged under key
 	}
