@@ -710,3 +710,42 @@ func TestBatchAfterMapChange(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairRollsBackFailedOverwrite: an overwrite that failed after
+// reaching 3 of 6 positions leaves 3 current shards of each value, so no
+// version is readable from current shards; reads serve the older value
+// from the previous shards that nodes keep, and repair counted the key
+// lost. Repair now rolls the failed version back (its holders put their
+// previous shards back) once it is older than the garbage grace, and the
+// key is whole again: with the two positions that held the older value
+// all along stopped, it still reads back (from previous shards it would
+// not: nothing would prove that the failed write never reached 5).
+func TestRepairRollsBackFailedOverwrite(t *testing.T) {
+	ctx := context.Background()
+	opts := lifeOptions(6)
+	opts.GarbageGrace = 500 * time.Millisecond
+	c := clustertest.Start(t, opts)
+	d := c.Client(nil)
+	k := ds.NewKey("/rollback/overwrite")
+	o := c.Owners(k.String())
+	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
+	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 280<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("overwrite reaching positions 0-2 only: %v, want a quorum error", err)
+	}
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
+	}
+	waitFor(t, 30*time.Second, "no degraded or lost key", func() (bool, string) {
+		ok, state := settled(c)
+		return ok && c.Node(c.Leader()).RepairStats().Lost == 0, state
+	})
+	c.Stop(o[3])
+	c.Stop(o[4])
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+		t.Fatalf("get with positions 3 and 4 stopped after the roll-back: %d bytes, %v; want v1", len(got), err)
+	}
+}

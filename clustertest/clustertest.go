@@ -53,6 +53,9 @@ type Options struct {
 	RepairInterval    time.Duration
 	ScrubInterval     time.Duration
 	RepairRate        float64
+	// GarbageGrace is how old a failed write must be before repair drops
+	// it (node.Options; zero: 10 minutes).
+	GarbageGrace time.Duration
 	// FastRaft shortens raft's timeouts so that a leader change takes
 	// well under a second.
 	FastRaft bool
@@ -152,7 +155,7 @@ func (c *Cluster) nodeOptions(i int, h host.Host) node.Options {
 	o := node.Options{Dir: c.Dirs[i], Config: c.configs[i], Host: h, NoSync: !c.opts.Sync,
 		CompactEvery: c.opts.CompactEvery, VolumeSize: c.opts.VolumeSize,
 		HeartbeatInterval: c.opts.HeartbeatInterval, OutAfter: c.opts.OutAfter,
-		RepairInterval: c.opts.RepairInterval, ScrubInterval: c.opts.ScrubInterval,
+		RepairInterval: c.opts.RepairInterval, ScrubInterval: c.opts.ScrubInterval, GarbageGrace: c.opts.GarbageGrace,
 		RepairRate: c.opts.RepairRate}
 	if c.opts.OpenStore != nil {
 		st, err := c.opts.OpenStore(i, c.Dirs[i])

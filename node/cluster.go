@@ -63,6 +63,15 @@ func (n *Node) startCluster(opts Options) error {
 		StatePath: filepath.Join(n.dir, "repair.db"),
 		Rate:      opts.RepairRate,
 		NoSync:    opts.NoSync,
+		// A lost key is rolled back from a version whose write provably
+		// never reached its quorum: the quorum as the cluster defines it.
+		Quorum: func(p coding.Policy) int {
+			if c := n.cluster.Load(); c != nil {
+				return c.Quorum(p)
+			}
+			return p.Width() + 1 // unknown: no write is known to have failed
+		},
+		GarbageGrace: opts.GarbageGrace,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -838,11 +847,12 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 	return n.putShard(ctx, shard, false)
 }
 
-func (p peers) Drop(ctx context.Context, node, key string, pos int, v coding.Version, stale bool) error {
+func (p peers) Drop(ctx context.Context, a repair.Action) error {
+	node, key := a.To, a.Key
 	// The drop carries the map epoch it was planned at: a node on another
 	// map refuses it (see Node.drop).
-	req := &wire.Request{Op: wire.OpDrop, Epoch: p.n.passEpoch.Load(),
-		Drop: []wire.ShardRef{{Key: key, Pos: uint8(pos), HLC: v.HLC, Writer: v.Writer, Stale: stale}}}
+	req := &wire.Request{Op: wire.OpDrop, Epoch: p.n.passEpoch.Load(), Drop: []wire.ShardRef{{
+		Key: key, Pos: uint8(a.Pos), HLC: a.Version.HLC, Writer: a.Version.Writer, Stale: a.Stale, Restore: a.Restore}}}
 	resp, err := p.do(ctx, node, req)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/repair"
+	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
 // Vouch runs the check mayRaft starts for a raft peer this node does not
@@ -42,3 +43,8 @@ func (n *Node) DelegateRepair(ctx context.Context, a repair.Action) error {
 
 // HandleStream serves a shard protocol stream as the node does.
 func (n *Node) HandleStream(s network.Stream) { n.handleStream(s) }
+
+// Drop answers a repair drop of sr, as OpDrop does.
+func (n *Node) Drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
+	return n.drop(ctx, sr)
+}

@@ -78,6 +78,10 @@ type Options struct {
 	// RepairRate limits the shard bytes a repair moves per second (0:
 	// unlimited).
 	RepairRate float64
+	// GarbageGrace is how old a failed write must be before repair drops
+	// its shards (0: repair.DefaultGarbageGrace; negative: none). Tests
+	// shorten it.
+	GarbageGrace time.Duration
 	// ScrubInterval is how often the node reads and verifies every shard it
 	// holds (default 24h; negative: never).
 	ScrubInterval time.Duration
@@ -578,20 +582,7 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
 	}
-	e := index.Entry{
-		Key:       h.Key,
-		Slot:      slot,
-		Index:     h.Index,
-		Kind:      uint8(h.Policy.Kind),
-		K:         uint8(h.Policy.DataShards),
-		M:         uint8(h.Policy.ParityShards),
-		Tombstone: h.Tombstone,
-		ValueLen:  h.ValueLen,
-		ShardLen:  uint32(len(sh.Data)),
-		ShardSum:  h.ShardSum,
-		Version:   toIndexVersion(h.Version),
-	}
-	if err := n.storeShard(ctx, raw, e); err != nil {
+	if err := n.storeShard(ctx, raw, entryOf(sh)); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
 	}
 	if h.Tombstone {
@@ -605,6 +596,24 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status
 		return wire.StatusOK, wire.PrevKept
 	}
 	return wire.StatusOK, ""
+}
+
+// entryOf is the index entry of shard sh.
+func entryOf(sh *coding.Shard) index.Entry {
+	h := &sh.Header
+	return index.Entry{
+		Key:       h.Key,
+		Slot:      placement.Slot(h.Key),
+		Index:     h.Index,
+		Kind:      uint8(h.Policy.Kind),
+		K:         uint8(h.Policy.DataShards),
+		M:         uint8(h.Policy.ParityShards),
+		Tombstone: h.Tombstone,
+		ValueLen:  h.ValueLen,
+		ShardLen:  uint32(len(sh.Data)),
+		ShardSum:  h.ShardSum,
+		Version:   toIndexVersion(h.Version),
+	}
 }
 
 // keepPrev keeps the shard of old, a value that a newer version is about

@@ -929,3 +929,68 @@ func TestRoleCommandsNeedEveryMember(t *testing.T) {
 		t.Fatalf("grant with node %d stopped: %v; want a refusal naming it", y, err)
 	}
 }
+
+// TestDropRestoresPrevShard: repair rolls a failed overwrite back with a
+// drop that restores: the node puts back the shard of the value the write
+// replaced (its previous shard) as its current one. With no previous shard
+// the drop just removes the failed write's shard; a drop of another
+// version keeps everything.
+func TestDropRestoresPrevShard(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	key := keyOwnedAt(c, 0)
+	o := c.Owners(key)
+	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := c.Node(0).CurrentShard(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}})
+	if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 200<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("overwrite reaching position 0 only: %v, want a quorum error", err)
+	}
+	raw, err := c.Node(0).CurrentShard(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := coding.ParseShard(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := sh.Header.Version
+	if prev, err := c.Node(0).PrevShard(key); err != nil || !bytes.Equal(prev, v1) {
+		t.Fatalf("previous shard after the failed overwrite: %d bytes, %v; want v1's", len(prev), err)
+	}
+	drop := func(v coding.Version) (wire.Status, string) {
+		return c.Node(0).Drop(ctx, wire.ShardRef{Key: key, Pos: 0, HLC: v.HLC, Writer: v.Writer, Stale: true, Restore: true})
+	}
+	if st, msg := drop(coding.Version{HLC: v2.HLC + 1, Writer: v2.Writer}); st != wire.StatusOK || !strings.HasPrefix(msg, "kept") {
+		t.Fatalf("restoring drop of another version: %s %q, want kept", st, msg)
+	}
+	if st, msg := drop(v2); st != wire.StatusOK || msg != "restored" {
+		t.Fatalf("restoring drop of the failed write: %s %q", st, msg)
+	}
+	if cur, err := c.Node(0).CurrentShard(key); err != nil || !bytes.Equal(cur, v1) {
+		t.Fatalf("current shard after the restoring drop: %d bytes, %v; want v1's", len(cur), err)
+	}
+	if _, err := c.Node(0).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("previous shard after it was restored: %v, want none", err)
+	}
+	// The index follows: v1 reads from current shards alone.
+	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, bytes.Repeat([]byte("1"), 300<<10)) {
+		t.Fatalf("get after the roll-back: %d bytes, %v", len(got), err)
+	}
+	sh, err = coding.ParseShard(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, msg := drop(sh.Header.Version); st != wire.StatusOK || msg != "" {
+		t.Fatalf("restoring drop with no previous shard: %s %q", st, msg)
+	}
+	if _, err := c.Node(0).CurrentShard(key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("current shard after a restoring drop with nothing to restore: %v, want none", err)
+	}
+}

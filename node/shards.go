@@ -113,12 +113,64 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 	if !sr.Stale && c.Owns(n.selfID, placement.Slot(sr.Key), int(sr.Pos)) {
 		return wire.StatusBadRequest, fmt.Sprintf("drop %q: this node owns shard %d of its slot at epoch %d", sr.Key, sr.Pos, c.Map.Epoch)
 	}
-	return n.removeIf(ctx, "drop", sr.Key, func(e index.Entry) string {
+	keep := func(e index.Entry) string {
 		if e.Index != sr.Pos || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
 			return "not that shard"
 		}
 		return ""
-	})
+	}
+	if sr.Restore {
+		return n.restorePrev(ctx, sr.Key, keep)
+	}
+	return n.removeIf(ctx, "drop", sr.Key, keep)
+}
+
+// restorePrev removes key's shard of a failed write, as removeIf does, and
+// puts back the node's previous shard of the key (the value the write
+// replaced here) as its current one, if it kept one that is older. The
+// repair leader asks for it only for a version that provably never
+// reached its write quorum, which readers already skip for the previous
+// shards' value (see the front end's olderVersion).
+func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entry) string) (wire.Status, string) {
+	mu := n.lock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	e, err := n.idx.Get(key)
+	if errors.Is(err, index.ErrNotFound) {
+		return wire.StatusNotFound, ""
+	}
+	if err != nil {
+		return wire.StatusInternal, fmt.Sprintf("restore %q: index: %v", key, err)
+	}
+	if reason := keep(e); reason != "" {
+		return wire.StatusOK, "kept: " + reason
+	}
+	raw, err := n.store.Get(ctx, prevShardName(key))
+	var prev *coding.Shard
+	if err == nil {
+		if prev, err = coding.ParseShard(raw); err == nil && (prev.Header.Key != key || prev.Header.Tombstone ||
+			!toIndexVersion(prev.Header.Version).Less(e.Version)) {
+			err = fmt.Errorf("previous shard of version %v, position %d", prev.Header.Version, prev.Header.Index)
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, ds.ErrNotFound) {
+			log.Warnw("restore a previous shard: dropping it", "key", key, "err", err)
+		}
+		return n.removeLocked(ctx, e, true)
+	}
+	// The failed write's entry and shard go first (a shard that lost its
+	// entry is never served), then the previous shard becomes current.
+	if st, msg := n.removeLocked(ctx, e, false); st != wire.StatusOK {
+		return st, msg
+	}
+	if err := n.storeShard(ctx, raw, entryOf(prev)); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
+	}
+	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		log.Warnw("delete a restored previous shard", "key", key, "err", err)
+	}
+	return wire.StatusOK, "restored"
 }
 
 // removeIf removes key's entry and shard unless keep, called under the

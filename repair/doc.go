@@ -64,7 +64,9 @@
 //     it. A node keeps one shard per key and refuses an older version, so
 //     an owner that holds such a newer shard cannot take V: it gets
 //     nothing until the shard is gone. The shard is dropped (Stale, since
-//     its holder may own the position) only when it is provably garbage:
+//     its holder may own the position; Restore, so that the holder puts
+//     back the shard the write replaced there, if it kept it) only when it
+//     is provably garbage:
 //     every owner of the key's slot, in the map and the target, is
 //     reachable, the version has fewer than k positions among all the
 //     holdings listed, reachable or not, and it is older than
@@ -100,7 +102,14 @@
 //     position's only copy, and only of one that can be rebuilt with margin.
 //   - Lost: a key with no readable version at all gets no action at all,
 //     drops included: every shard left, of any version, may be what an
-//     operator still needs. Lost keys do not hold a target's commit back,
+//     operator still needs. The one exception is its newest version when
+//     that provably never reached its write quorum (View.Quorum): every
+//     owner of the slot answers, it is older than View.GarbageBefore, it
+//     has fewer than k positions among all holdings listed, and the
+//     positions whose map owner holds only older versions leave fewer than
+//     the quorum that could have held it. Its holders drop it with Restore
+//     (they put back the shard it replaced: a failed overwrite leaves the
+//     older value readable only that way), one version per pass. Lost keys do not hold a target's commit back,
 //     since nothing can fix them. A key with a readable V does hold it
 //     back until every target owner holds V, an owner shadowed by a newer
 //     shard included: a commit would leave V at fewer owners.

@@ -29,10 +29,11 @@ type Peers interface {
 	GetShard(ctx context.Context, node, key string) ([]byte, error)
 	// PutShard stores an encoded shard on node (newest version wins).
 	PutShard(ctx context.Context, node string, shard []byte) error
-	// Drop removes node's shard of key if it is still shard pos at v. A
-	// node refuses to drop a position it owns unless stale is set (see
-	// Action.Stale).
-	Drop(ctx context.Context, node, key string, pos int, v coding.Version, stale bool) error
+	// Drop carries out a Drop action: a.To removes its shard of a.Key if
+	// it is still shard a.Pos at a.Version. A node refuses to drop a
+	// position it owns unless a.Stale is set; with a.Restore it puts back
+	// the shard the dropped one replaced, if it kept it (see Action).
+	Drop(ctx context.Context, a Action) error
 }
 
 // DriverConfig configures a Driver.
@@ -52,6 +53,9 @@ type DriverConfig struct {
 	// DefaultGarbageGrace; negative: 0). It outlasts any write in flight,
 	// with room for front ends whose clocks lag.
 	GarbageGrace time.Duration
+	// Quorum is the write quorum of a policy (View.Quorum); nil rolls no
+	// lost key back.
+	Quorum func(coding.Policy) int
 }
 
 // DefaultGarbageGrace is DriverConfig.GarbageGrace's default.
@@ -267,7 +271,7 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 // many slots are unsettled, it lists every node whole. A node that fails
 // to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
-	view = &View{Map: m, Target: target, Reachable: make(map[string]bool),
+	view = &View{Map: m, Target: target, Reachable: make(map[string]bool), Quorum: d.cfg.Quorum,
 		GarbageBefore: uint64(time.Now().Add(-d.cfg.GarbageGrace).UnixMilli()) << 16}
 	listed := placement.NumSlots
 	defer func() {
@@ -409,7 +413,7 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	}
 	switch a.Kind {
 	case Drop:
-		return d.cfg.Peers.Drop(ctx, a.To, a.Key, a.Pos, a.Version, a.Stale)
+		return d.cfg.Peers.Drop(ctx, a)
 	case Copy, Rebuild:
 		if dp, ok := d.cfg.Peers.(Delegator); ok {
 			if err := dp.Delegate(ctx, a); !errors.Is(err, ErrNotDelegated) {

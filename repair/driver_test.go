@@ -80,13 +80,13 @@ func (p *memPeers) PutShard(_ context.Context, node string, shard []byte) error 
 	return nil
 }
 
-func (p *memPeers) Drop(_ context.Context, node, key string, pos int, v coding.Version, _ bool) error {
+func (p *memPeers) Drop(_ context.Context, a Action) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.down[node] {
+	if p.down[a.To] {
 		return errDown
 	}
-	delete(p.nodes[node], key)
+	delete(p.nodes[a.To], a.Key)
 	return nil
 }
 

@@ -263,9 +263,13 @@ func (s *planner) planKey(key string, idx []int) {
 	}
 	if star < 0 {
 		// Nothing readable: every shard left, of any version, may be
-		// what a reader or an operator still needs.
+		// what a reader or an operator still needs, unless it is the
+		// newest version and provably never acknowledged.
 		s.plan.Degraded++
 		s.plan.Lost++
+		s.acts = s.acts[:0]
+		s.rollBack()
+		s.plan.Actions = append(s.plan.Actions, s.acts...)
 		return
 	}
 	r := s.vers[star].ref
@@ -361,13 +365,74 @@ func (s *planner) dropGarbage(newer []verInfo) {
 		if s.v.GarbageBefore != 0 && vi.ver.HLC >= s.v.GarbageBefore {
 			continue // its write may still be landing: not known to have failed
 		}
-		for i := range s.hs {
-			if h := &s.hs[i]; h.reach && h.Version == vi.ver && !h.drop {
-				s.drop(h)
-				s.acts[len(s.acts)-1].Stale = true
-			}
+		s.dropRestoring(vi.ver)
+	}
+}
+
+// dropRestoring drops every reachable shard of version ver, Stale and
+// Restore: each holder puts back the shard of the value the failed write
+// replaced there, if it kept one.
+func (s *planner) dropRestoring(ver coding.Version) {
+	for i := range s.hs {
+		if h := &s.hs[i]; h.reach && h.Version == ver && !h.drop {
+			s.drop(h)
+			s.acts[len(s.acts)-1].Stale = true
+			s.acts[len(s.acts)-1].Restore = true
 		}
 	}
+}
+
+// rollBack rolls a lost key back from its newest version when that
+// version's write provably never reached its quorum: an overwrite that
+// failed after reaching more than m positions leaves fewer than k current
+// shards of either value, and readers serve the older one from the
+// previous shards that nodes keep (package dscluster, olderVersion); until
+// the failed version's holders put those back, the key cannot be
+// repaired. Provably: every owner of the slot answers, the version is
+// older than View.GarbageBefore, it has fewer than k positions among all
+// the holdings listed, and the positions whose map owner holds only older
+// versions (a node's version only moves forward, so it never held this
+// one) leave fewer than its quorum that could have. One version per pass:
+// an older one may be readable once this one is rolled back, and the
+// planner does not see previous shards.
+func (s *planner) rollBack() {
+	if len(s.vers) == 0 || s.v.Map == nil || s.v.Quorum == nil ||
+		!s.rowReachable(&s.cur, s.curRow) || !s.rowReachable(&s.tgt, s.tgtRow) {
+		return
+	}
+	vi := &s.vers[0]
+	p := vi.ref.Policy
+	if vi.ref.Tombstone || p.Validate() != nil || vi.total >= p.DataShards || p.Width() > len(s.curRow) {
+		return
+	}
+	if s.v.GarbageBefore != 0 && vi.ver.HLC >= s.v.GarbageBefore {
+		return // its write may still be landing
+	}
+	never := 0
+	for pos := 0; pos < p.Width(); pos++ {
+		if id, reach, ok := s.cur.owner(s.curRow, pos); ok && reach && s.onlyOlder(id, vi.ver) {
+			never++
+		}
+	}
+	if p.Width()-never >= s.v.Quorum(p) {
+		return // it may have been acknowledged, then lost shards
+	}
+	s.dropRestoring(vi.ver)
+}
+
+// onlyOlder reports whether node holds shards of the key and all of them
+// are older than ver.
+func (s *planner) onlyOlder(node string, ver coding.Version) bool {
+	held := false
+	for i := range s.hs {
+		if h := &s.hs[i]; h.Node == node {
+			if !h.Version.Less(ver) {
+				return false
+			}
+			held = true
+		}
+	}
+	return held
 }
 
 // rowReachable reports whether every owner in row is reachable.

@@ -749,11 +749,71 @@ func TestLostKey(t *testing.T) {
 		t.Errorf("actions for a lost key: %+v", a)
 	}
 	want := []Action{
-		{Kind: Drop, Key: "/shadowed", Pos: 0, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/shadowed", 0), Stale: true},
-		{Kind: Drop, Key: "/shadowed", Pos: 1, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/shadowed", 1), Stale: true},
+		{Kind: Drop, Key: "/shadowed", Pos: 0, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/shadowed", 0), Stale: true, Restore: true},
+		{Kind: Drop, Key: "/shadowed", Pos: 1, Policy: simEC, Version: v2, To: simOwner(s.c.Map, "/shadowed", 1), Stale: true, Restore: true},
 	}
 	if !reflect.DeepEqual(p.Actions, want) {
 		t.Errorf("plan:\n got %+v\nwant %+v", p.Actions, want)
+	}
+}
+
+// TestRollBackFailedOverwrite: a lost key whose newest version provably
+// never reached its write quorum (the positions whose owners hold only
+// older versions leave fewer than the quorum that could have held it) is
+// rolled back: that version's holders drop it and put back their previous
+// shard (Stale, Restore), one version per pass. A version that may have
+// been acknowledged and then lost shards, one still landing, or one whose
+// slot has an owner that does not answer is left alone.
+func TestRollBackFailedOverwrite(t *testing.T) {
+	drops := func(key string, v coding.Version, c *config.Cluster, positions ...int) []Action {
+		var out []Action
+		for _, pos := range positions {
+			out = append(out, Action{Kind: Drop, Key: key, Pos: pos, Policy: simEC, Version: v,
+				To: simOwner(c.Map, key, pos), Stale: true, Restore: true})
+		}
+		return out
+	}
+	plan := func(s *simCluster, garbageBefore uint64) *Plan {
+		v := s.view()
+		v.Quorum = s.c.Quorum
+		v.GarbageBefore = garbageBefore
+		return Make(v)
+	}
+
+	s := newSimCluster(t, 7, false)
+	s.writeAt("/failed", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	v2 := s.writeAt("/failed", simEC, 2000, false, 0, 1, 2)
+	s.writeAt("/acked", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	acked := s.writeAt("/acked", simEC, 2000, false, 0, 1, 2, 3, 4)
+	for _, pos := range []int{3, 4} { // the acknowledged write loses 2 shards
+		delete(s.data[simOwner(s.c.Map, "/acked", pos)], "/acked")
+	}
+	s.writeAt("/twice", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	s.writeAt("/twice", simEC, 2000, false, 0, 1, 2)
+	v3 := s.writeAt("/twice", simEC, 3000, false, 0)
+
+	p := plan(s, s.hlc<<16+1)
+	if p.Lost != 3 {
+		t.Errorf("lost %d, want 3", p.Lost)
+	}
+	if got, want := actionsOf(p, "/failed"), drops("/failed", v2, s.c, 0, 1, 2); !reflect.DeepEqual(got, want) {
+		t.Errorf("failed overwrite:\n got %+v\nwant %+v", got, want)
+	}
+	if got := actionsOf(p, "/acked"); len(got) != 0 {
+		t.Errorf("an acknowledged version (%s) that lost shards is rolled back: %+v", acked, got)
+	}
+	// Only the newest failed version goes in one pass: the planner does
+	// not see the previous shards that make the one below readable.
+	if got, want := actionsOf(p, "/twice"), drops("/twice", v3, s.c, 0); !reflect.DeepEqual(got, want) {
+		t.Errorf("two failed overwrites:\n got %+v\nwant %+v", got, want)
+	}
+
+	if p := plan(s, v2.HLC); len(actionsOf(p, "/failed")) != 0 {
+		t.Errorf("a version that may still be landing is rolled back: %+v", actionsOf(p, "/failed"))
+	}
+	s.down[simOwner(s.c.Map, "/failed", 4)] = true
+	if p := plan(s, s.hlc<<16+1); len(actionsOf(p, "/failed")) != 0 {
+		t.Errorf("rolled back with an owner of the slot not answering: %+v", actionsOf(p, "/failed"))
 	}
 }
 
@@ -883,7 +943,7 @@ func TestShadowedOwnerDown(t *testing.T) {
 
 	delete(s.down, o5)
 	p = s.plan()
-	want = []Action{{Kind: Drop, Key: "/a", Pos: 0, Policy: simEC, Version: v2, To: o0, Stale: true}}
+	want = []Action{{Kind: Drop, Key: "/a", Pos: 0, Policy: simEC, Version: v2, To: o0, Stale: true, Restore: true}}
 	if !reflect.DeepEqual(p.Actions, want) {
 		t.Fatalf("all owners back: %+v\nwant %+v", p.Actions, want)
 	}
@@ -905,7 +965,7 @@ func TestTombstoneNewerThanValue(t *testing.T) {
 
 	p := s.plan()
 	var want []Action
-	want = append(want, Action{Kind: Drop, Key: "/a", Pos: 2, Policy: simEC, Version: v3, To: simOwner(s.c.Map, "/a", 2), Stale: true})
+	want = append(want, Action{Kind: Drop, Key: "/a", Pos: 2, Policy: simEC, Version: v3, To: simOwner(s.c.Map, "/a", 2), Stale: true, Restore: true})
 	for pos := 3; pos < 6; pos++ {
 		want = append(want, Action{Kind: Rebuild, Key: "/a", Pos: pos, Policy: simEC, Version: tomb, Tombstone: true, To: simOwner(s.c.Map, "/a", pos)})
 	}
@@ -979,7 +1039,7 @@ func TestShadowedHoldsTarget(t *testing.T) {
 
 	delete(s.down, o2)
 	p = s.plan()
-	want := []Action{{Kind: Drop, Key: "/a", Pos: 0, Policy: simEC, Version: v2, To: o0, Stale: true}}
+	want := []Action{{Kind: Drop, Key: "/a", Pos: 0, Policy: simEC, Version: v2, To: o0, Stale: true, Restore: true}}
 	if !reflect.DeepEqual(actionsOf(p, "/a"), want) || p.TargetReady {
 		t.Fatalf("o2 back: %+v, ready %v\nwant %+v, not ready", actionsOf(p, "/a"), p.TargetReady, want)
 	}

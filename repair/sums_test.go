@@ -235,7 +235,7 @@ func (p *listedPeers) PutShard(context.Context, string, []byte) error {
 	return fmt.Errorf("not in a benchmark")
 }
 
-func (p *listedPeers) Drop(context.Context, string, string, int, coding.Version, bool) error {
+func (p *listedPeers) Drop(context.Context, Action) error {
 	return fmt.Errorf("not in a benchmark")
 }
 

@@ -35,6 +35,11 @@ type View struct {
 	// shards on their way, its write yet to be acknowledged), so it is
 	// never dropped as garbage, however few its shards. 0 bounds nothing.
 	GarbageBefore uint64
+	// Quorum is the write quorum of a policy (config.Cluster.Quorum): a
+	// version whose write provably never reached it was never
+	// acknowledged. Nil: no version is known to be unacknowledged that
+	// way, and lost keys are never rolled back.
+	Quorum func(coding.Policy) int
 }
 
 // ActionKind says what an Action does.
@@ -89,6 +94,10 @@ type Action struct {
 	// version that is provably unreadable (a failed write: fewer than k
 	// shards exist, and every owner of the slot was listed).
 	Stale bool `json:"stale,omitempty"`
+	// Restore marks a Drop of a failed write's shard: its holder puts back
+	// the shard of the value the write replaced there (the node's previous
+	// shard), if it kept one, instead of leaving the position empty.
+	Restore bool `json:"restore,omitempty"`
 	// Bytes is the shard length moved by the action (0 for Drop and
 	// tombstones), for rate limits and ETAs.
 	Bytes int64 `json:"bytes"`

@@ -80,7 +80,10 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		for _, sr := range r.Drop {
 			var f uint8
 			if sr.Stale {
-				f = 1
+				f |= 1
+			}
+			if sr.Restore {
+				f |= 2
 			}
 			e.Str(sr.Key).U8(sr.Pos).U64(sr.HLC).U64(sr.Writer).U8(f)
 		}
@@ -165,7 +168,8 @@ func DecodeRequest(body []byte) (*Request, error) {
 		}
 		for i := uint32(0); i < n && d.Err() == nil; i++ {
 			sr := ShardRef{Key: d.Str("key"), Pos: d.U8("position"), HLC: d.U64("hlc"), Writer: d.U64("writer")}
-			sr.Stale = d.U8("flags")&1 != 0
+			f := d.U8("flags")
+			sr.Stale, sr.Restore = f&1 != 0, f&2 != 0
 			r.Drop = append(r.Drop, sr)
 		}
 	case OpMember:
@@ -402,8 +406,13 @@ type ShardRef struct {
 	HLC    uint64
 	Writer uint64
 	// Stale (OpDrop): the shard is an older version at a position the
-	// key's newest policy does not use, so even its owner drops it.
+	// key's newest policy does not use, or a failed write's, so even its
+	// owner drops it.
 	Stale bool
+	// Restore (OpDrop): the shard is a failed write's; the node puts back
+	// its previous shard of the key, if it kept one. (Nodes of older
+	// versions ignore it and drop both.)
+	Restore bool
 }
 
 // RepairOrder (OpRepair) has the node that receives it make one shard of

@@ -30,7 +30,7 @@ func sampleRequests() []*Request {
 		{Op: OpInventory, Epoch: 5, After: "/k", Limit: 500},
 		{Op: OpSlotInventory, Epoch: 5, Slot: 16383, After: "/k", Limit: 500},
 		{Op: OpSums, Epoch: 8},
-		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}}},
+		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}, {Key: "/r", Stale: true, Restore: true}}},
 		{Op: OpDropPrev, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7}}},
 		{Op: OpRepair, Epoch: 4, Repair: &RepairOrder{Key: "/a", Pos: 5, Kind: 1, K: 4, M: 2, HLC: 9, Writer: 3, From: "12D3Koo"}},
 		{Op: OpRepair, Repair: &RepairOrder{Rebuild: true, Tombstone: true, Key: "/b", Pos: 1, Kind: 1, K: 4, M: 2, HLC: 1 << 60,
