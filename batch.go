@@ -297,11 +297,6 @@ wait:
 			}
 		}
 	}
-	if len(pending) == 0 {
-		release()
-	} else {
-		go func() { wg.Wait(); release() }()
-	}
 	sending := map[*groupWrite]int{} // shards still on their way, by value
 	for n := range pending {
 		for _, it := range perNode[n] {
@@ -315,6 +310,7 @@ wait:
 		}
 	}
 	var again []ds.Key
+	dropped := map[*groupWrite]int{} // acknowledged values: how many of kept were dropped
 	moved := d.view.Load() != v
 	for _, w := range writes {
 		if w.newer && w.stored >= w.quorum {
@@ -335,8 +331,24 @@ wait:
 			d.degraded.report("put", w.key, w.stored, w.width, sending[w], w.failed)
 		}
 		d.dropPrevs(w.key, w.ver, w.kept)
+		dropped[w] = len(w.kept)
 	}
 	mu.Unlock()
+	if len(pending) == 0 {
+		release()
+	} else {
+		// Answers still on their way may say a node kept a previous
+		// shard: for acknowledged values it goes once they arrive.
+		go func() {
+			wg.Wait()
+			release()
+			mu.Lock()
+			defer mu.Unlock()
+			for w, n := range dropped {
+				d.dropPrevs(w.key, w.ver, w.kept[n:])
+			}
+		}()
+	}
 	// Another writer got there first within our clock's reach, or the map
 	// moved: a plain Put orders these values after it, by the new map.
 	for _, k := range again {

@@ -994,3 +994,62 @@ func TestDropRestoresPrevShard(t *testing.T) {
 		t.Fatalf("current shard after a restoring drop with nothing to restore: %v, want none", err)
 	}
 }
+
+// lateStream writes every answer delay late, and records when it last did.
+type lateStream struct {
+	network.Stream
+	delay time.Duration
+	wrote *atomic.Int64 // UnixNano of the last answer written
+}
+
+func (s lateStream) Write(p []byte) (int, error) {
+	time.Sleep(s.delay)
+	n, err := s.Stream.Write(p)
+	s.wrote.Store(time.Now().UnixNano())
+	return n, err
+}
+
+// TestLateBatchAnswerDropsPrevShard: a batch commit returns once every
+// value has its quorum (and the hedge has passed), without the node that
+// answers late. That node kept the overwritten value's shard; its late
+// answer says so, and the front end has it dropped then, as it does for
+// the answers it waited for.
+func TestLateBatchAnswerDropsPrevShard(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	key := keyOwnedAt(c, 0)
+	if err := c.Client(nil).Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	var wrote atomic.Int64
+	n0 := c.Node(0)
+	n0.Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		n0.HandleStream(lateStream{Stream: s, delay: time.Second, wrote: &wrote})
+	})
+	d := c.Client(&dscluster.Options{HedgeAfter: 100 * time.Millisecond})
+	b, err := d.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 200<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now().UnixNano()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := n0.PrevShard(key)
+		if errors.Is(err, ds.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 0's previous shard after its late answer: %v, want none", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if w := wrote.Load(); w == 0 || w < committed {
+		t.Fatalf("node 0 answered before the commit returned (answer %d, commit %d): the test did not make it late", w, committed)
+	}
+}
