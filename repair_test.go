@@ -732,6 +732,12 @@ func TestRepairRollsBackFailedOverwrite(t *testing.T) {
 	if err := d.Put(ctx, k, v1); err != nil {
 		t.Fatal(err)
 	}
+	// Repair judges a write by the owners of the map only a grace after
+	// the map was set.
+	waitFor(t, 10*time.Second, "the map a grace old", func() (bool, string) {
+		since := c.Current().MapSince
+		return since != 0 && time.Since(time.Unix(0, since)) > opts.GarbageGrace, fmt.Sprintf("map since %d", since)
+	})
 	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
 	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 280<<10)); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("overwrite reaching positions 0-2 only: %v, want a quorum error", err)
@@ -739,9 +745,11 @@ func TestRepairRollsBackFailedOverwrite(t *testing.T) {
 	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
 		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
 	}
+	wrote := time.Now()
 	waitFor(t, 30*time.Second, "no degraded or lost key", func() (bool, string) {
 		ok, state := settled(c)
-		return ok && c.Node(c.Leader()).RepairStats().Lost == 0, state
+		st := c.Node(c.Leader()).RepairStats()
+		return ok && st.Lost == 0 && st.Started.After(wrote), state
 	})
 	c.Stop(o[3])
 	c.Stop(o[4])

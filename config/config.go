@@ -59,6 +59,11 @@ type Cluster struct {
 	// is acknowledged; 0 means DataShards+1 (capped at the policy width).
 	WriteQuorum int            `json:"write_quorum,omitempty"`
 	Map         *placement.Map `json:"map"`
+	// MapSince is when Map became the map (Unix nanoseconds, the time of
+	// the raft command that set it); 0 when unknown (a description from an
+	// older version). Repair rolls a failed write back only when the map
+	// has not changed since it was written (see package repair).
+	MapSince int64 `json:"map_since,omitempty"`
 	// Members are every node the cluster knows, with its membership state
 	// (package membership). Empty in a config written by dscfg: the nodes of
 	// the map are then all members and up.

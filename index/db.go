@@ -238,7 +238,39 @@ func (db *DB) PutTx(tx *bolt.Tx, e Entry) (stored bool, err error) {
 	return stored, nil
 }
 
-func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
+// ReplaceTx is PutTx that stores e whatever the version of the entry it
+// replaces: for a repair roll-back, which puts back the older value a
+// failed write replaced.
+func (db *DB) ReplaceTx(tx *bolt.Tx, e Entry) error {
+	if err := checkKey(e.Key); err != nil {
+		return err
+	}
+	if _, err := db.storeTx(tx, e, true); err != nil {
+		return db.wrap("replace", err)
+	}
+	return nil
+}
+
+// Replace is ReplaceTx in a durable transaction of its own.
+func (db *DB) Replace(e Entry) error {
+	if err := checkKey(e.Key); err != nil {
+		return err
+	}
+	err := db.update(func(tx *bolt.Tx) error {
+		_, err := db.storeTx(tx, e, true)
+		return err
+	})
+	if err != nil {
+		return db.wrap("replace", err)
+	}
+	return nil
+}
+
+func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) { return db.storeTx(tx, e, false) }
+
+// storeTx stores e unless the entry it replaces is as new or newer and
+// not force.
+func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (bool, error) {
 	key := []byte(e.Key)
 	entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
 	st, err := db.readStats(tx)
@@ -251,7 +283,7 @@ func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if !prev.Version.Less(e.Version) {
+		if !force && !prev.Version.Less(e.Version) {
 			return false, nil
 		}
 		gone = &prev

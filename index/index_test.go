@@ -119,6 +119,26 @@ func TestPutKeepsNewestVersion(t *testing.T) {
 	}
 }
 
+// TestReplacePutsBackAnOlderVersion: Replace (a repair roll-back) stores
+// an entry older than the one it replaces, which Put refuses, and keeps
+// the slot rows, stats and sums consistent.
+func TestReplacePutsBackAnOlderVersion(t *testing.T) {
+	db := openTest(t, "", noSync)
+	older := Entry{Key: "k", Slot: 3, Index: 1, ShardLen: 10, ValueLen: 40, Version: Version{HLC: 10, Writer: 5}}
+	newer := Entry{Key: "k", Slot: 3, Index: 1, ShardLen: 20, ValueLen: 80, Version: Version{HLC: 11, Writer: 5}}
+	mustPut(t, db, newer)
+	if stored, err := db.Put(older); err != nil || stored {
+		t.Fatalf("Put of an older version: stored %v, %v; want refused", stored, err)
+	}
+	if err := db.Replace(older); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, db, "k"); got != older {
+		t.Fatalf("after Replace: %+v, want %+v", got, older)
+	}
+	checkConsistent(t, db)
+}
+
 func TestVersionLess(t *testing.T) {
 	cases := []struct {
 		a, b Version

@@ -90,7 +90,9 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		if err := cmd.Cluster.Validate(); err != nil {
 			return reject("%v", err)
 		}
-		return Init(cmd.Cluster), nil
+		d := Init(cmd.Cluster)
+		d.MapSince = cmd.At
+		return d, nil
 	}
 	if c == nil {
 		return reject("the cluster is not initialised yet")
@@ -205,7 +207,7 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		case want == nil:
 			d.Target = nil
 		case direct:
-			d.Map, d.Target = want, nil
+			d.Map, d.Target, d.MapSince = want, nil, cmd.At
 			promote(d)
 		default:
 			d.Target = want
@@ -215,7 +217,7 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		if d.Target == nil || d.Target.Epoch != cmd.Epoch {
 			return reject("no rebalance target of epoch %d", cmd.Epoch)
 		}
-		d.Map, d.Target = d.Target, nil
+		d.Map, d.Target, d.MapSince = d.Target, nil, cmd.At
 		promote(d)
 		return d, nil
 	case OpRemove:
@@ -511,13 +513,13 @@ func Decide(c *config.Cluster, answered map[string]bool, now time.Time, outAfter
 	}
 	switch {
 	case want == nil && c.Target != nil:
-		return []Command{{Op: OpRebalance}}, nil // the target is moot now
+		return []Command{{Op: OpRebalance, At: at}}, nil // the target is moot now
 	case want == nil:
 		return nil, nil
 	case !direct && c.Target != nil && sameTable(want, c.Target):
 		return nil, nil // under way
 	}
-	return []Command{{Op: OpRebalance}}, nil
+	return []Command{{Op: OpRebalance, At: at}}, nil
 }
 
 // Voter counts: VotersLarge voters once LargeCluster members are neither

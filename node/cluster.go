@@ -64,12 +64,19 @@ func (n *Node) startCluster(opts Options) error {
 		Rate:      opts.RepairRate,
 		NoSync:    opts.NoSync,
 		// A lost key is rolled back from a version whose write provably
-		// never reached its quorum: the quorum as the cluster defines it.
+		// never reached its quorum: the quorum as the cluster defines it,
+		// owners of a map that has not changed since the write.
 		Quorum: func(p coding.Policy) int {
 			if c := n.cluster.Load(); c != nil {
 				return c.Quorum(p)
 			}
 			return p.Width() + 1 // unknown: no write is known to have failed
+		},
+		MapSince: func() int64 {
+			if c := n.cluster.Load(); c != nil {
+				return c.MapSince
+			}
+			return 0
 		},
 		GarbageGrace: opts.GarbageGrace,
 	})
@@ -290,7 +297,7 @@ func (n *Node) controlTick(every, outAfter time.Duration) {
 	}
 	c := n.raft.Cluster()
 	if c == nil {
-		if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: n.initial}); err != nil {
+		if err := n.propose(membership.Command{Op: membership.OpInit, Cluster: n.initial, At: time.Now().UnixNano()}); err != nil {
 			log.Warnw("initialise the cluster under raft", "err", err)
 		}
 		return
@@ -547,7 +554,7 @@ func (n *Node) RepairPass(ctx context.Context) error {
 		return err
 	}
 	if c.Target != nil && plan.TargetReady {
-		cmd := membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch}
+		cmd := membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch, At: time.Now().UnixNano()}
 		if err := n.propose(cmd); err != nil {
 			return fmt.Errorf("commit rebalance to epoch %d: %w", c.Target.Epoch, err)
 		}
@@ -622,7 +629,11 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			return &wire.Response{Status: wire.StatusUnavailable, Message: "the raft group is starting; retry"}
 		}
 		if cmd.Op == membership.OpGrant || cmd.Op == membership.OpRevoke || cmd.Op == membership.OpAdmit {
-			if err := n.everyMemberHas(ctx, c, FeatureRoles); err != nil {
+			// A revoke may be urgent (a client's key leaked): members that
+			// do not answer do not hold it back. One that applied the
+			// grant runs a version with roles, and one of an older version
+			// never enforced them.
+			if err := n.everyMemberHas(ctx, c, FeatureRoles, cmd.Op == membership.OpRevoke); err != nil {
 				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
 			}
 		}
@@ -659,8 +670,9 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 // reports feature in its status: a command that a replica of an older
 // version would reject must not be proposed, or the replicas part. A
 // member that does not answer fails the check too (it may be of any
-// version): the operator brings it back or removes it.
-func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature string) error {
+// version), unless unanswered is set: the operator brings it back or
+// removes it.
+func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature string, unanswered bool) error {
 	var ids []string
 	for _, m := range c.Members {
 		if m.State != membership.Removed && m.ID != n.selfID {
@@ -674,21 +686,17 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	problems := make([]string, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := peers{n}.do(ctx, id, &wire.Request{Op: wire.OpStatus})
-			if err != nil {
+			fs, err := n.featuresOf(ctx, id, 0)
+			switch {
+			case err != nil && !unanswered:
 				problems[i] = fmt.Sprintf("%s did not answer (%v)", id, err)
-				return
-			}
-			var st Status
-			if err := json.Unmarshal(resp.Payload, &st); err != nil || !slices.Contains(st.Features, feature) {
+			case err == nil && !slices.Contains(fs, feature):
 				problems[i] = fmt.Sprintf("%s runs a version without %s", id, feature)
 			}
 		}()
@@ -701,6 +709,44 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 	}
 	return nil
 }
+
+// featuresOf returns the features node's status lists, as it answered at
+// most maxAge ago (0: ask now). A node of a version before features lists
+// none.
+func (n *Node) featuresOf(ctx context.Context, node string, maxAge time.Duration) ([]string, error) {
+	if node == n.selfID {
+		return features, nil
+	}
+	if maxAge > 0 {
+		if v, ok := n.featureCache.Load(node); ok {
+			if f := v.(cachedFeatures); time.Since(f.at) < maxAge {
+				return f.features, nil
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := peers{n}.do(ctx, node, &wire.Request{Op: wire.OpStatus})
+	if err != nil {
+		return nil, err
+	}
+	var st Status
+	if err := json.Unmarshal(resp.Payload, &st); err != nil {
+		return nil, fmt.Errorf("status of %s: %w", node, err)
+	}
+	n.featureCache.Store(node, cachedFeatures{features: st.Features, at: time.Now()})
+	return st.Features, nil
+}
+
+// cachedFeatures is a node's features as it answered at a time.
+type cachedFeatures struct {
+	features []string
+	at       time.Time
+}
+
+// featureMaxAge is how long the repair leader trusts a node's features:
+// a node upgraded (or downgraded) is seen within it.
+const featureMaxAge = time.Minute
 
 // peers implements repair.SlotPeers over the node's client.
 type peers struct{ n *Node }
@@ -795,9 +841,19 @@ func (p peers) PutShard(ctx context.Context, node string, shard []byte) error {
 	return err
 }
 
+// Restores reports whether node restores its previous shard on a drop
+// with Restore (repair.Restorer).
+func (p peers) Restores(ctx context.Context, node string) bool {
+	fs, err := p.n.featuresOf(ctx, node, featureMaxAge)
+	return err == nil && slices.Contains(fs, FeatureRestoreDrops)
+}
+
 // Delegate sends a Copy or Rebuild to the node that stores its shard
 // (OpRepair), which reads what it needs from the others itself.
 func (p peers) Delegate(ctx context.Context, a repair.Action) error {
+	if fs, err := p.n.featuresOf(ctx, a.To, featureMaxAge); err == nil && !slices.Contains(fs, FeatureRepairOrders) {
+		return fmt.Errorf("%s: %w", a.To, repair.ErrNotDelegated)
+	}
 	o := &wire.RepairOrder{Rebuild: a.Kind == repair.Rebuild, Tombstone: a.Tombstone, Key: a.Key, Pos: uint8(a.Pos),
 		Kind: uint8(a.Policy.Kind), K: uint8(a.Policy.DataShards), M: uint8(a.Policy.ParityShards),
 		HLC: a.Version.HLC, Writer: a.Version.Writer, From: a.From}
@@ -816,6 +872,9 @@ func (p peers) Delegate(ctx context.Context, a repair.Action) error {
 // less than the sender's request timeout, so that the order fails here
 // before the sender gives up on it.
 const repairOrderTimeout = 25 * time.Second
+
+// repairSourceTimeout bounds the read of one source of a repair order.
+const repairSourceTimeout = 8 * time.Second
 
 // repairOrder carries out an OpRepair: it makes the shard (reading its
 // sources from the other nodes) and stores it as a member's put.
@@ -840,7 +899,14 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 	}
 	ctx, cancel := context.WithTimeout(ctx, repairOrderTimeout)
 	defer cancel()
-	shard, err := repair.MakeShard(ctx, peers{n}.GetShard, a)
+	// Each source gets its own bound, so that one that hangs leaves time
+	// for the others.
+	get := func(ctx context.Context, node, key string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, repairSourceTimeout)
+		defer cancel()
+		return peers{n}.GetShard(ctx, node, key)
+	}
+	shard, err := repair.MakeShard(ctx, get, a)
 	if err != nil {
 		return wire.StatusUnavailable, err.Error()
 	}

@@ -172,6 +172,7 @@ type Node struct {
 	lastDecideWarn time.Time     // control loop only
 	announce       announceState // announceAddrs only
 	passEpoch      atomic.Uint64 // map epoch of the running repair pass
+	featureCache   sync.Map      // peer ID string -> cachedFeatures (featuresOf)
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -906,7 +907,8 @@ type Status struct {
 
 // Features this version has, as Status reports them: a leader checks
 // them before it proposes a command that a replica of an older version
-// would apply differently, and a repair leader before it sends orders.
+// would apply differently, and a repair leader before it sends repair
+// orders or roll-backs (featuresOf).
 const (
 	// FeatureRoles: the node applies client role commands (grant, revoke,
 	// admit). A node without it rejects them as unknown, so its replica of
@@ -914,9 +916,13 @@ const (
 	FeatureRoles = "client-roles"
 	// FeatureRepairOrders: the node takes wire.OpRepair.
 	FeatureRepairOrders = "repair-orders"
+	// FeatureRestoreDrops: on a drop with Restore the node puts its
+	// previous shard back. A node without it deletes both, so repair
+	// sends it no roll-back.
+	FeatureRestoreDrops = "restore-drops"
 )
 
-var features = []string{FeatureRoles, FeatureRepairOrders}
+var features = []string{FeatureRoles, FeatureRepairOrders, FeatureRestoreDrops}
 
 // Stat gathers the node's Status.
 func (n *Node) Stat(ctx context.Context) (*Status, error) {

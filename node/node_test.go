@@ -920,13 +920,24 @@ func TestRoleCommandsNeedEveryMember(t *testing.T) {
 		t.Fatalf("grant with every member upgraded: %v", err)
 	}
 
-	// A member that does not answer holds role commands back too.
+	// A member that does not answer holds grants back too (it may be of
+	// any version), but not a revoke, which may be urgent.
+	reader := newHost(t, c.Secret).ID().String()
+	if err := d.Member(ctx, membership.Command{Op: membership.OpGrant, ID: reader, Role: config.RoleReadOnly}); err != nil {
+		t.Fatal(err)
+	}
 	y := (c.Leader() + 2) % c.Len()
 	yid := c.Node(y).ID().String()
 	c.Stop(y)
 	err = d.Member(ctx, membership.Command{Op: membership.OpGrant, ID: newHost(t, c.Secret).ID().String(), Role: config.RoleReadOnly})
 	if err == nil || !strings.Contains(err.Error(), yid) || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("grant with node %d stopped: %v; want a refusal naming it", y, err)
+	}
+	if err := d.Member(ctx, membership.Command{Op: membership.OpRevoke, ID: reader}); err != nil {
+		t.Fatalf("revoke with node %d stopped: %v", y, err)
+	}
+	if _, ok := c.Node(c.Leader()).Cluster().ClientRole(reader); ok {
+		t.Fatal("the revoked client still has a role")
 	}
 }
 

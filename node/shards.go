@@ -9,6 +9,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -132,39 +133,29 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 // reached its write quorum, which readers already skip for the previous
 // shards' value (see the front end's olderVersion).
 func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entry) string) (wire.Status, string) {
-	mu := n.lock(key)
-	mu.Lock()
-	defer mu.Unlock()
-	e, err := n.idx.Get(key)
-	if errors.Is(err, index.ErrNotFound) {
-		return wire.StatusNotFound, ""
-	}
-	if err != nil {
-		return wire.StatusInternal, fmt.Sprintf("restore %q: index: %v", key, err)
-	}
-	if reason := keep(e); reason != "" {
-		return wire.StatusOK, "kept: " + reason
-	}
+	return n.unlessKept("restore", key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e) })
+}
+
+// restoreLocked is restorePrev for the entry e it removes, under the key's
+// lock.
+func (n *Node) restoreLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
+	key := e.Key
 	raw, err := n.store.Get(ctx, prevShardName(key))
-	var prev *coding.Shard
-	if err == nil {
-		if prev, err = coding.ParseShard(raw); err == nil && (prev.Header.Key != key || prev.Header.Tombstone ||
-			!toIndexVersion(prev.Header.Version).Less(e.Version)) {
-			err = fmt.Errorf("previous shard of version %v, position %d", prev.Header.Version, prev.Header.Index)
-		}
+	switch {
+	case errors.Is(err, ds.ErrNotFound):
+		return n.removeLocked(ctx, e, true) // nothing to put back
+	case err != nil:
+		return wire.StatusInternal, fmt.Sprintf("restore %q: shard store: %v", key, err) // the next pass asks again
+	}
+	prev, err := coding.ParseShard(raw)
+	if err == nil && (prev.Header.Key != key || prev.Header.Tombstone || !toIndexVersion(prev.Header.Version).Less(e.Version)) {
+		err = fmt.Errorf("previous shard of version %v, position %d", prev.Header.Version, prev.Header.Index)
 	}
 	if err != nil {
-		if !errors.Is(err, ds.ErrNotFound) {
-			log.Warnw("restore a previous shard: dropping it", "key", key, "err", err)
-		}
+		log.Warnw("restore a previous shard that cannot be: dropping both", "key", key, "err", err)
 		return n.removeLocked(ctx, e, true)
 	}
-	// The failed write's entry and shard go first (a shard that lost its
-	// entry is never served), then the previous shard becomes current.
-	if st, msg := n.removeLocked(ctx, e, false); st != wire.StatusOK {
-		return st, msg
-	}
-	if err := n.storeShard(ctx, raw, entryOf(prev)); err != nil {
+	if err := n.replaceShard(ctx, raw, entryOf(prev)); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
 	}
 	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
@@ -177,6 +168,13 @@ func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entr
 // key's lock with the current entry, gives a reason to keep them (then the
 // answer is OK with "kept: reason"). A missing key answers not found.
 func (n *Node) removeIf(ctx context.Context, op, key string, keep func(index.Entry) string) (wire.Status, string) {
+	return n.unlessKept(op, key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e, true) })
+}
+
+// unlessKept runs act with key's entry under the key's lock, unless keep
+// gives a reason to keep it (then the answer is OK with "kept: reason").
+// A missing key answers not found.
+func (n *Node) unlessKept(op, key string, keep func(index.Entry) string, act func(index.Entry) (wire.Status, string)) (wire.Status, string) {
 	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
@@ -190,7 +188,7 @@ func (n *Node) removeIf(ctx context.Context, op, key string, keep func(index.Ent
 	if reason := keep(e); reason != "" {
 		return wire.StatusOK, "kept: " + reason
 	}
-	return n.removeLocked(ctx, e, true)
+	return act(e)
 }
 
 // removeLocked deletes e's index entry, then its shard, and with prev the
@@ -215,6 +213,29 @@ func (n *Node) removeLocked(ctx context.Context, e index.Entry, prev bool) (wire
 		}
 	}
 	return wire.StatusOK, ""
+}
+
+// replaceShard makes raw the key's current shard with entry e, whatever
+// the version of the one it replaces (a roll-back). On the volume store
+// the shard and its entry commit at once; on flatfs the shard file is
+// replaced first, and a crash before the entry follows leaves an entry
+// that does not match its shard, which reads and scrub report corrupt and
+// repair rebuilds (as flatfs's puts do; see the README's known limits).
+func (n *Node) replaceShard(ctx context.Context, raw []byte, e index.Entry) error {
+	if n.vol != nil {
+		err := n.vol.PutWith(ctx, shardName(e.Key), raw, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) })
+		if err != nil {
+			return fmt.Errorf("shard store: %w", err)
+		}
+		return nil
+	}
+	if err := n.store.Put(ctx, shardName(e.Key), raw); err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
+	if err := n.idx.Replace(e); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	return nil
 }
 
 // ScrubStats describes the scrubber's last complete pass.

@@ -104,12 +104,16 @@
 //     drops included: every shard left, of any version, may be what an
 //     operator still needs. The one exception is its newest version when
 //     that provably never reached its write quorum (View.Quorum): every
-//     owner of the slot answers, it is older than View.GarbageBefore, it
-//     has fewer than k positions among all holdings listed, and the
-//     positions whose map owner holds only older versions leave fewer than
-//     the quorum that could have held it. Its holders drop it with Restore
+//     owner of the slot answers, it is older than View.GarbageBefore and
+//     written after View.MapSince with no rebalance under way (so the
+//     owners now are those its writer wrote to), it has fewer than k
+//     positions among all holdings listed, and the positions whose map
+//     owner holds only older versions leave fewer than the quorum that
+//     could have held it. Its holders drop it with Restore and RollBack
 //     (they put back the shard it replaced: a failed overwrite leaves the
-//     older value readable only that way), one version per pass. Lost keys do not hold a target's commit back,
+//     older value readable only that way), one version per pass; the
+//     driver sends such drops only to nodes that restore (Restorer).
+//     Lost keys do not hold a target's commit back,
 //     since nothing can fix them. A key with a readable V does hold it
 //     back until every target owner holds V, an owner shadowed by a newer
 //     shard included: a commit would leave V at fewer owners.

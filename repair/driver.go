@@ -53,9 +53,11 @@ type DriverConfig struct {
 	// DefaultGarbageGrace; negative: 0). It outlasts any write in flight,
 	// with room for front ends whose clocks lag.
 	GarbageGrace time.Duration
-	// Quorum is the write quorum of a policy (View.Quorum); nil rolls no
-	// lost key back.
-	Quorum func(coding.Policy) int
+	// Quorum is the write quorum of a policy (View.Quorum), and MapSince
+	// when the current map was set (config.Cluster.MapSince; 0: unknown);
+	// without both no lost key is rolled back.
+	Quorum   func(coding.Policy) int
+	MapSince func() int64
 }
 
 // DefaultGarbageGrace is DriverConfig.GarbageGrace's default.
@@ -273,6 +275,12 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
 	view = &View{Map: m, Target: target, Reachable: make(map[string]bool), Quorum: d.cfg.Quorum,
 		GarbageBefore: uint64(time.Now().Add(-d.cfg.GarbageGrace).UnixMilli()) << 16}
+	if d.cfg.MapSince != nil {
+		if at := d.cfg.MapSince(); at != 0 {
+			// The garbage grace is the room writers' clocks get here too.
+			view.MapSince = at + int64(d.cfg.GarbageGrace)
+		}
+	}
 	listed := placement.NumSlots
 	defer func() {
 		d.mu.Lock()
@@ -400,6 +408,13 @@ type Delegator interface {
 	Delegate(ctx context.Context, a Action) error
 }
 
+// Restorer is Peers that can tell whether a node restores its previous
+// shard on a Restore drop (Action.RollBack). Without it no roll-back is
+// sent.
+type Restorer interface {
+	Restores(ctx context.Context, node string) bool
+}
+
 // ErrNotDelegated is Delegate's answer when the node cannot carry out the
 // action itself.
 var ErrNotDelegated = errors.New("repair: the node does not take repair orders")
@@ -413,6 +428,11 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	}
 	switch a.Kind {
 	case Drop:
+		if a.RollBack {
+			if r, ok := d.cfg.Peers.(Restorer); !ok || !r.Restores(ctx, a.To) {
+				return fmt.Errorf("roll back %q on %s: the node does not restore previous shards", a.Key, a.To)
+			}
+		}
 		return d.cfg.Peers.Drop(ctx, a)
 	case Copy, Rebuild:
 		if dp, ok := d.cfg.Peers.(Delegator); ok {

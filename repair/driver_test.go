@@ -334,3 +334,53 @@ func TestDriverRateLimit(t *testing.T) {
 		t.Fatalf("moved %d bytes in %s at a limit of %d B/s: want at least %s", moved, took, rate, least)
 	}
 }
+
+// restoringPeers is memPeers whose nodes say whether they restore.
+type restoringPeers struct {
+	*memPeers
+	restores map[string]bool
+}
+
+func (p restoringPeers) Restores(_ context.Context, node string) bool { return p.restores[node] }
+
+// TestDriverSendsRollBacksOnlyToRestorers: a roll-back drop goes only to a
+// node that restores its previous shard: a node of an older version would
+// delete that too, and with it the only shards of the older value.
+func TestDriverSendsRollBacksOnlyToRestorers(t *testing.T) {
+	_, ids, mem, _ := testCluster(t, 1)
+	var holder, key string
+	for _, id := range ids {
+		for k := range mem.nodes[id] {
+			holder, key = id, k
+		}
+		if holder != "" {
+			break
+		}
+	}
+	sh, err := coding.ParseShard(mem.nodes[holder][key])
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Action{Kind: Drop, Key: key, Pos: int(sh.Header.Index), Policy: sh.Header.Policy, Version: sh.Header.Version,
+		To: holder, Stale: true, Restore: true, RollBack: true}
+	for _, tc := range []struct {
+		name  string
+		peers Peers
+		drops bool
+	}{
+		{"peers that cannot tell", mem, false},
+		{"a node that does not restore", restoringPeers{mem, map[string]bool{}}, false},
+		{"a node that restores", restoringPeers{mem, map[string]bool{holder: true}}, true},
+	} {
+		d, err := OpenDriver(DriverConfig{Peers: tc.peers, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.do(context.Background(), a)
+		d.Close()
+		_, held := mem.nodes[holder][key]
+		if held == tc.drops || (err == nil) != tc.drops {
+			t.Fatalf("%s: roll-back %v, shard still held %v", tc.name, err, held)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/placement"
@@ -345,39 +346,50 @@ func (s *planner) versions() {
 func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
 
 // dropGarbage drops the reachable shards of the unreadable versions newer
-// than the one repaired (newer, newest first) that are provably garbage: a
-// write that failed after landing on fewer than DataShards positions. That
-// takes every owner of the slot, in the map and the target, answering (a
-// node that does not might hold more of it: an acknowledged write), and
-// fewer than DataShards positions of the version among all holdings, and
-// the version older than View.GarbageBefore (a write in flight lands its
-// shards one by one, and the listings are no snapshot). The drops are Stale: the holder may own the position, and until its shard is
-// gone it refuses the older version repaired (a later plan sends it).
+// than the one repaired (newer, newest first) that are provably garbage
+// (failedWrite). The drops are Stale: the holder may own the position, and
+// until its shard is gone it refuses the older version repaired (a later
+// plan sends it); and Restore: the holder puts back the shard the failed
+// write replaced there, if it kept it.
 func (s *planner) dropGarbage(newer []verInfo) {
-	if len(newer) == 0 || s.v.Map == nil || !s.rowReachable(&s.cur, s.curRow) || !s.rowReachable(&s.tgt, s.tgtRow) {
+	if len(newer) == 0 || !s.slotAnswers() {
 		return
 	}
 	for j := range newer {
-		vi := &newer[j]
-		if vi.ref.Tombstone || vi.total >= vi.ref.Policy.DataShards {
-			continue
+		if s.failedWrite(&newer[j]) {
+			s.dropRestoring(newer[j].ver, false)
 		}
-		if s.v.GarbageBefore != 0 && vi.ver.HLC >= s.v.GarbageBefore {
-			continue // its write may still be landing: not known to have failed
-		}
-		s.dropRestoring(vi.ver)
 	}
 }
 
+// slotAnswers reports whether every owner of the key's slot, in the map
+// and the target, is reachable: a node that does not answer might hold
+// more shards of a version (an acknowledged write).
+func (s *planner) slotAnswers() bool {
+	return s.v.Map != nil && s.rowReachable(&s.cur, s.curRow) && s.rowReachable(&s.tgt, s.tgtRow)
+}
+
+// failedWrite reports whether version vi is provably a write that failed
+// after landing on fewer than DataShards positions, once every owner of
+// the slot answers (slotAnswers): a value (a tombstone is readable from
+// one shard) with fewer than DataShards positions among all the holdings
+// listed, reachable or not, older than View.GarbageBefore (a write in
+// flight lands its shards one by one, and the listings are no snapshot).
+func (s *planner) failedWrite(vi *verInfo) bool {
+	if vi.ref.Tombstone || vi.total >= vi.ref.Policy.DataShards {
+		return false
+	}
+	return s.v.GarbageBefore == 0 || vi.ver.HLC < s.v.GarbageBefore
+}
+
 // dropRestoring drops every reachable shard of version ver, Stale and
-// Restore: each holder puts back the shard of the value the failed write
-// replaced there, if it kept one.
-func (s *planner) dropRestoring(ver coding.Version) {
+// Restore; rollBack marks them RollBack.
+func (s *planner) dropRestoring(ver coding.Version, rollBack bool) {
 	for i := range s.hs {
 		if h := &s.hs[i]; h.reach && h.Version == ver && !h.drop {
 			s.drop(h)
-			s.acts[len(s.acts)-1].Stale = true
-			s.acts[len(s.acts)-1].Restore = true
+			a := &s.acts[len(s.acts)-1]
+			a.Stale, a.Restore, a.RollBack = true, true, rollBack
 		}
 	}
 }
@@ -388,25 +400,26 @@ func (s *planner) dropRestoring(ver coding.Version) {
 // shards of either value, and readers serve the older one from the
 // previous shards that nodes keep (package dscluster, olderVersion); until
 // the failed version's holders put those back, the key cannot be
-// repaired. Provably: every owner of the slot answers, the version is
-// older than View.GarbageBefore, it has fewer than k positions among all
-// the holdings listed, and the positions whose map owner holds only older
-// versions (a node's version only moves forward, so it never held this
-// one) leave fewer than its quorum that could have. One version per pass:
-// an older one may be readable once this one is rolled back, and the
-// planner does not see previous shards.
+// repaired. Provably: it is a failedWrite with every owner of the slot
+// answering; no rebalance is under way and the map has not changed since
+// the version was written (View.MapSince), so the owners now are the ones
+// its writer wrote to; and the positions whose owner holds only older
+// versions leave fewer than its quorum that could have held it. (A node's
+// version only moves forward but for these roll-backs, which undo only
+// versions that never reached a quorum.) One version per pass: an older
+// one may be readable once this one is rolled back, and the planner does
+// not see previous shards.
 func (s *planner) rollBack() {
-	if len(s.vers) == 0 || s.v.Map == nil || s.v.Quorum == nil ||
-		!s.rowReachable(&s.cur, s.curRow) || !s.rowReachable(&s.tgt, s.tgtRow) {
+	if len(s.vers) == 0 || s.v.Quorum == nil || s.v.Target != nil || s.v.MapSince == 0 || !s.slotAnswers() {
 		return
 	}
 	vi := &s.vers[0]
 	p := vi.ref.Policy
-	if vi.ref.Tombstone || p.Validate() != nil || vi.total >= p.DataShards || p.Width() > len(s.curRow) {
+	if p.Validate() != nil || p.Width() > len(s.curRow) || !s.failedWrite(vi) {
 		return
 	}
-	if s.v.GarbageBefore != 0 && vi.ver.HLC >= s.v.GarbageBefore {
-		return // its write may still be landing
+	if written := int64(vi.ver.HLC>>16) * int64(time.Millisecond); written < s.v.MapSince {
+		return // perhaps written to the owners of an earlier map
 	}
 	never := 0
 	for pos := 0; pos < p.Width(); pos++ {
@@ -417,7 +430,7 @@ func (s *planner) rollBack() {
 	if p.Width()-never >= s.v.Quorum(p) {
 		return // it may have been acknowledged, then lost shards
 	}
-	s.dropRestoring(vi.ver)
+	s.dropRestoring(vi.ver, true)
 }
 
 // onlyOlder reports whether node holds shards of the key and all of them

@@ -761,26 +761,34 @@ func TestLostKey(t *testing.T) {
 // never reached its write quorum (the positions whose owners hold only
 // older versions leave fewer than the quorum that could have held it) is
 // rolled back: that version's holders drop it and put back their previous
-// shard (Stale, Restore), one version per pass. A version that may have
-// been acknowledged and then lost shards, one still landing, or one whose
-// slot has an owner that does not answer is left alone.
+// shard (Stale, Restore, RollBack), one version per pass. A version that
+// may have been acknowledged and then lost shards, one still landing, one
+// written too soon after the map changed (its writer may have used the
+// owners of the map before), one during a rebalance, or one whose
+// slot has an owner that does not answer is left alone; so is every lost
+// key when the view has no quorum or no map time.
 func TestRollBackFailedOverwrite(t *testing.T) {
 	drops := func(key string, v coding.Version, c *config.Cluster, positions ...int) []Action {
 		var out []Action
 		for _, pos := range positions {
 			out = append(out, Action{Kind: Drop, Key: key, Pos: pos, Policy: simEC, Version: v,
-				To: simOwner(c.Map, key, pos), Stale: true, Restore: true})
+				To: simOwner(c.Map, key, pos), Stale: true, Restore: true, RollBack: true})
 		}
 		return out
 	}
-	plan := func(s *simCluster, garbageBefore uint64) *Plan {
+	s := newSimCluster(t, 7, false)
+	s.hlc = uint64(s.now.UnixMilli()) // versions at the simulation's time
+	plan := func(change func(v *View)) *Plan {
 		v := s.view()
 		v.Quorum = s.c.Quorum
-		v.GarbageBefore = garbageBefore
+		v.MapSince = s.now.Add(-time.Hour).UnixNano()
+		v.GarbageBefore = s.hlc<<16 + 1 // every version written is old enough
+		if change != nil {
+			change(v)
+		}
 		return Make(v)
 	}
 
-	s := newSimCluster(t, 7, false)
 	s.writeAt("/failed", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
 	v2 := s.writeAt("/failed", simEC, 2000, false, 0, 1, 2)
 	s.writeAt("/acked", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
@@ -792,7 +800,7 @@ func TestRollBackFailedOverwrite(t *testing.T) {
 	s.writeAt("/twice", simEC, 2000, false, 0, 1, 2)
 	v3 := s.writeAt("/twice", simEC, 3000, false, 0)
 
-	p := plan(s, s.hlc<<16+1)
+	p := plan(nil)
 	if p.Lost != 3 {
 		t.Errorf("lost %d, want 3", p.Lost)
 	}
@@ -808,12 +816,17 @@ func TestRollBackFailedOverwrite(t *testing.T) {
 		t.Errorf("two failed overwrites:\n got %+v\nwant %+v", got, want)
 	}
 
-	if p := plan(s, v2.HLC); len(actionsOf(p, "/failed")) != 0 {
-		t.Errorf("a version that may still be landing is rolled back: %+v", actionsOf(p, "/failed"))
-	}
-	s.down[simOwner(s.c.Map, "/failed", 4)] = true
-	if p := plan(s, s.hlc<<16+1); len(actionsOf(p, "/failed")) != 0 {
-		t.Errorf("rolled back with an owner of the slot not answering: %+v", actionsOf(p, "/failed"))
+	for name, change := range map[string]func(v *View){
+		"still landing":                   func(v *View) { v.GarbageBefore = v2.HLC },
+		"written just after a map change": func(v *View) { v.MapSince = int64(v2.HLC>>16)*int64(time.Millisecond) + int64(time.Second) },
+		"a map of unknown age":            func(v *View) { v.MapSince = 0 },
+		"no quorum known":                 func(v *View) { v.Quorum = nil },
+		"during a rebalance":              func(v *View) { v.Target = v.Map },
+		"an owner of the slot not listed": func(v *View) { delete(v.Reachable, simOwner(s.c.Map, "/failed", 4)) },
+	} {
+		if got := actionsOf(plan(change), "/failed"); len(got) != 0 {
+			t.Errorf("%s: rolled back: %+v", name, got)
+		}
 	}
 }
 

@@ -40,6 +40,11 @@ type View struct {
 	// acknowledged. Nil: no version is known to be unacknowledged that
 	// way, and lost keys are never rolled back.
 	Quorum func(coding.Policy) int
+	// MapSince is a time (Unix nanoseconds) after which a write went to
+	// the owners in Map: when Map became the map, plus a margin for the
+	// writers' clocks; 0 when unknown. A lost key is rolled back only from
+	// a version written after it (see the package doc).
+	MapSince int64
 }
 
 // ActionKind says what an Action does.
@@ -98,6 +103,11 @@ type Action struct {
 	// the shard of the value the write replaced there (the node's previous
 	// shard), if it kept one, instead of leaving the position empty.
 	Restore bool `json:"restore,omitempty"`
+	// RollBack marks a Restore drop of a lost key's newest version: the
+	// older value is readable only from the holders' previous shards, so
+	// it goes only to nodes that restore (a node of an older version would
+	// delete its previous shard with the dropped one; see Restorer).
+	RollBack bool `json:"roll_back,omitempty"`
 	// Bytes is the shard length moved by the action (0 for Drop and
 	// tombstones), for rate limits and ETAs.
 	Bytes int64 `json:"bytes"`
