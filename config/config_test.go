@@ -153,6 +153,9 @@ func TestLoadRefusesInvalid(t *testing.T) {
 		{"version", func(n *Node) { n.Version = 99 }, "version"},
 		{"cluster id", func(n *Node) { n.Cluster.ID = "" }, "cluster_id"},
 		{"write quorum", func(n *Node) { n.Cluster.WriteQuorum = 7 }, "write_quorum"},
+		// At k an acknowledged write may have no redundancy left and be
+		// missed by reads that ask the first positions.
+		{"write quorum at k", func(n *Node) { n.Cluster.WriteQuorum = n.Cluster.Policy.DataShards }, "write_quorum"},
 		{"map missing", func(n *Node) { n.Cluster.Map = nil }, "map"},
 	}
 	for _, tc := range nodeCases {

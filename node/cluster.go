@@ -66,14 +66,17 @@ func (n *Node) startCluster(opts Options) error {
 		// A lost key is rolled back from a version whose write provably
 		// never reached its quorum: the quorum as the cluster defines it,
 		// owners of a map that has not changed since the write.
+		// Both come from the raft state a pass plans from, or a newer one
+		// (n.cluster may lag it): a later map time only holds roll-backs
+		// back.
 		Quorum: func(p coding.Policy) int {
-			if c := n.cluster.Load(); c != nil {
+			if c := n.raft.Cluster(); c != nil {
 				return c.Quorum(p)
 			}
-			return p.Width() + 1 // unknown: no write is known to have failed
+			return 0 // unknown: any version may have been acknowledged
 		},
 		MapSince: func() int64 {
-			if c := n.cluster.Load(); c != nil {
+			if c := n.raft.Cluster(); c != nil {
 				return c.MapSince
 			}
 			return 0

@@ -113,6 +113,10 @@
 //     (they put back the shard it replaced: a failed overwrite leaves the
 //     older value readable only that way), one version per pass; the
 //     driver sends such drops only to nodes that restore (Restorer).
+//     The map-age test compares clocks (a version's HLC with the time the
+//     raft command that set the map was proposed): it assumes writers'
+//     clocks, and the time nodes take to apply a new map, stay within
+//     the garbage grace the driver adds to View.MapSince.
 //     Lost keys do not hold a target's commit back,
 //     since nothing can fix them. A key with a readable V does hold it
 //     back until every target owner holds V, an owner shadowed by a newer

@@ -73,7 +73,7 @@ func cmdCluster(args []string) error {
 	hosts := fs.String("hosts", "", "comma-separated IPv4 address per node, for nodes on different machines (overrides --host)")
 	zones := fs.String("zones", "", "comma-separated failure-domain label per node (optional)")
 	small := fs.Int("small-threshold", config.DefaultSmallThreshold, "values smaller than this many bytes are replicated parity+1 times instead of erasure coded")
-	quorum := fs.Int("write-quorum", 0, "shards that must be stored before a put is acknowledged (0: data+1)")
+	quorum := fs.Int("write-quorum", 0, "shards that must be stored before a put is acknowledged, data+1 to data+parity (0: data+1)")
 	store := fs.String("store", config.DefaultStore, "shard store of every node: flatfs (one file per shard) or volume (append-only volume files)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: dscfg cluster --cluster-node-number=N [flags] DIR")
