@@ -157,15 +157,8 @@ func TestHasAndSizeFollowGet(t *testing.T) {
 	d := c.Client(nil)
 
 	k := ds.NewKey("/lost/size")
-	o := c.Owners(k.String())
 	v1 := bytes.Repeat([]byte("1"), 300<<10)
-	if err := d.Put(ctx, k, v1); err != nil {
-		t.Fatal(err)
-	}
-	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}})
-	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 200<<10)); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("put reaching position 0 only: %v, want a quorum error", err)
-	}
+	failedOverwrite(t, c, d, k, v1, 200<<10, 1, 2, 3, 4, 5)
 	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
 		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
 	}
@@ -174,8 +167,8 @@ func TestHasAndSizeFollowGet(t *testing.T) {
 	}
 
 	k = ds.NewKey("/lost/has")
-	o = c.Owners(k.String())
-	part = c.Client(&dscluster.Options{Down: []int{o[2], o[3], o[4], o[5]}})
+	o := c.Owners(k.String())
+	part := c.Client(&dscluster.Options{Down: []int{o[2], o[3], o[4], o[5]}})
 	if err := part.Put(ctx, k, v1); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("put reaching positions 0 and 1 only: %v, want a quorum error", err)
 	}
@@ -235,6 +228,25 @@ func TestDeleteHidesFailedWrite(t *testing.T) {
 	}
 }
 
+// failedOverwrite puts v1 under k, then overwrites it with size bytes
+// through a front end that takes the owners of positions down for down,
+// which must fail its quorum.
+func failedOverwrite(t *testing.T, c *clustertest.Cluster, d *dscluster.Datastore, k ds.Key, v1 []byte, size int, down ...int) {
+	t.Helper()
+	ctx := context.Background()
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	o := c.Owners(k.String())
+	var nodes []int
+	for _, pos := range down {
+		nodes = append(nodes, o[pos])
+	}
+	if err := c.Client(&dscluster.Options{Down: nodes}).Put(ctx, k, bytes.Repeat([]byte("2"), size)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("overwrite with positions %v down: %v, want a quorum error", down, err)
+	}
+}
+
 // TestFailedOverwriteKeepsOlderValue: a node keeps one current shard per
 // key, so an overwrite that failed after reaching 3 of 6 positions (more
 // than m, fewer than k) left 3 shards of each version and the key
@@ -251,13 +263,7 @@ func TestFailedOverwriteKeepsOlderValue(t *testing.T) {
 	k := ds.NewKey("/lost/overwrite-failed")
 	o := c.Owners(k.String())
 	v1 := bytes.Repeat([]byte("1"), 300<<10)
-	if err := d.Put(ctx, k, v1); err != nil {
-		t.Fatal(err)
-	}
-	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
-	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 280<<10)); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("overwrite reaching positions 0-2 only: %v, want a quorum error", err)
-	}
+	failedOverwrite(t, c, d, k, v1, 280<<10, 3, 4, 5)
 	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
 		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
 	}

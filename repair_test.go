@@ -729,19 +729,13 @@ func TestRepairRollsBackFailedOverwrite(t *testing.T) {
 	k := ds.NewKey("/rollback/overwrite")
 	o := c.Owners(k.String())
 	v1 := bytes.Repeat([]byte("1"), 300<<10)
-	if err := d.Put(ctx, k, v1); err != nil {
-		t.Fatal(err)
-	}
 	// Repair judges a write by the owners of the map only a grace after
 	// the map was set.
 	waitFor(t, 10*time.Second, "the map a grace old", func() (bool, string) {
 		since := c.Current().MapSince
 		return since != 0 && time.Since(time.Unix(0, since)) > opts.GarbageGrace, fmt.Sprintf("map since %d", since)
 	})
-	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
-	if err := part.Put(ctx, k, bytes.Repeat([]byte("2"), 280<<10)); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("overwrite reaching positions 0-2 only: %v, want a quorum error", err)
-	}
+	failedOverwrite(t, c, d, k, v1, 280<<10, 3, 4, 5)
 	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
 		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
 	}

@@ -649,6 +649,39 @@ func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
 	}
 }
 
+// batchPut puts val under key in a batch of its own, as kubo writes.
+func batchPut(t *testing.T, d *dscluster.Datastore, key string, val []byte) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := d.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, ds.NewKey(key), val); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitPrevGone waits up to 10 s for n to hold no previous shard of key
+// (the writer drops it in the background).
+func waitPrevGone(t *testing.T, n *node.Node, key, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := n.PrevShard(key)
+		if errors.Is(err, ds.ErrNotFound) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("previous shard %s: %v, want none", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestPrevShardKeptUntilAcknowledged: an overwrite keeps the value it
 // replaces as the key's previous shard, and the writer has it dropped once
 // the overwrite is acknowledged; a failed overwrite leaves it, and a delete
@@ -661,17 +694,7 @@ func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
 	o := c.Owners(key)
 	prevGone := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			_, err := c.Node(0).PrevShard(key)
-			if errors.Is(err, ds.ErrNotFound) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("previous shard %s: %v, want none", what, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitPrevGone(t, c.Node(0), key, what)
 	}
 	for _, size := range []int{300 << 10, 200 << 10} {
 		if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("v"), size)); err != nil {
@@ -680,16 +703,7 @@ func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
 	}
 	prevGone("after an acknowledged overwrite")
 	// The same through a batch, as kubo writes.
-	b, err := d.Batch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("b"), 200<<10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	batchPut(t, d, key, bytes.Repeat([]byte("b"), 200<<10))
 	prevGone("after an acknowledged overwrite in a batch")
 	// Positions 3-5 down: the overwrite reaches 3 positions and fails.
 	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
@@ -1055,28 +1069,9 @@ func TestLateBatchAnswerDropsPrevShard(t *testing.T) {
 		n0.HandleStream(lateStream{Stream: s, delay: time.Second, wrote: &wrote})
 	})
 	d := c.Client(&dscluster.Options{HedgeAfter: 100 * time.Millisecond})
-	b, err := d.Batch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 200<<10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	batchPut(t, d, key, bytes.Repeat([]byte("2"), 200<<10))
 	committed := time.Now().UnixNano()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := n0.PrevShard(key)
-		if errors.Is(err, ds.ErrNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node 0's previous shard after its late answer: %v, want none", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitPrevGone(t, n0, key, "after node 0's late answer")
 	if w := wrote.Load(); w == 0 || w < committed {
 		t.Fatalf("node 0 answered the batch before the commit returned (answer %d, commit %d): the test did not make it late", w, committed)
 	}
