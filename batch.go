@@ -177,6 +177,8 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 			perNode[n] = append(perNode[n], nodeShard{w: w, shard: sh})
 		}
 	}
+	sendCtx, keep, sent := outliving(ctx)
+	defer keep()
 	var (
 		mu      sync.Mutex // guards the groupWrites
 		wg      sync.WaitGroup
@@ -191,7 +193,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 			for len(items) > 0 {
 				chunk := takeChunk(items)
 				items = items[len(chunk):]
-				res, err := d.batchPut(ctx, v, n, chunk)
+				res, err := d.batchPut(sendCtx, v, n, chunk)
 				mu.Lock()
 				for i, it := range chunk {
 					switch {
@@ -335,12 +337,14 @@ wait:
 	}
 	mu.Unlock()
 	if len(pending) == 0 {
+		sent()
 		release()
 	} else {
 		// Answers still on their way may say a node kept a previous
 		// shard: for acknowledged values it goes once they arrive.
 		go func() {
 			wg.Wait()
+			sent()
 			release()
 			mu.Lock()
 			defer mu.Unlock()

@@ -253,6 +253,26 @@ func (d *Datastore) lookupAddrs(p peer.ID) {
 	})
 }
 
+// outliving returns the context of a write's requests: cancelled with ctx
+// until the write returns (keep), and not after, so that the shards a write
+// leaves in flight when it returns (each request bounded by the request
+// timeout, and by ctx's deadline if it has one) still land when the caller
+// cancels ctx next, as callers do once a call returns. done releases it
+// once every request has ended.
+func outliving(ctx context.Context) (sendCtx context.Context, keep, done func()) {
+	base, cancelDeadline := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); ok {
+		base, cancelDeadline = context.WithDeadline(base, dl)
+	}
+	sendCtx, cancel := context.WithCancel(base)
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel() // a deadline is base's own
+		}
+	})
+	return sendCtx, func() { stop() }, func() { stop(); cancel(); cancelDeadline() }
+}
+
 // background runs f in a goroutine that Close waits for, with a context
 // bounded by the request timeout and cancelled by Close; nothing runs once
 // the front end is closed.

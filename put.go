@@ -108,6 +108,8 @@ var errSlow = errors.New("not sent: the node has left requests unanswered past t
 // request is done with them.
 func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int) (coding.Version, error) {
 	owners := v.owners(key)
+	sendCtx, keep, sent := outliving(ctx)
+	defer keep()
 	type answer struct {
 		pos  int
 		held coding.Version
@@ -121,7 +123,7 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		waiting[i] = true
 		pending++
 		go func(n int, sh *coding.Shard) {
-			held, kept, err := d.putShard(ctx, v, n, sh)
+			held, kept, err := d.putShard(sendCtx, v, n, sh)
 			answers <- answer{i, held, kept, err}
 		}(int(owners[i]), shards[i])
 	}
@@ -206,6 +208,7 @@ collect:
 	// again after it, and may yet fail.
 	acked := stored >= quorum && newer == (coding.Version{})
 	if pending == 0 {
+		sent()
 		coding.Release(shards)
 	} else {
 		go func(n int) {
@@ -215,6 +218,7 @@ collect:
 					late = append(late, a.kept)
 				}
 			}
+			sent()
 			coding.Release(shards)
 			if acked {
 				d.dropPrevs(key, ver, late)

@@ -1076,3 +1076,78 @@ func TestLateBatchAnswerDropsPrevShard(t *testing.T) {
 		t.Fatalf("node 0 answered the batch before the commit returned (answer %d, commit %d): the test did not make it late", w, committed)
 	}
 }
+
+// slowReadStream, once armed, holds the start of the next put or batch
+// put request it reads for delay before the node sees it.
+type slowReadStream struct {
+	network.Stream
+	delay time.Duration
+	armed *atomic.Bool
+}
+
+func (s slowReadStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	// A frame body starts with the wire version and the op.
+	if n >= 2 && p[0] == wire.Version && (wire.Op(p[1]) == wire.OpPut || wire.Op(p[1]) == wire.OpBatchPut) &&
+		s.armed.CompareAndSwap(true, false) {
+		time.Sleep(s.delay)
+	}
+	return n, err
+}
+
+// TestShardInFlightOutlivesCallerCancel: a put returns with its quorum
+// while a slow node has not taken its shard yet, and the caller then
+// cancels its context, as callers do once a call returns. The shard must
+// still land there: the requests a write leaves in flight no longer die
+// with the caller's context (they did, and only repair restored the
+// shard, a pass later).
+func TestShardInFlightOutlivesCallerCancel(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	key := keyOwnedAt(c, 0)
+	n0 := c.Node(0)
+	var armed atomic.Bool
+	n0.Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		n0.HandleStream(slowReadStream{Stream: s, delay: time.Second, armed: &armed})
+	})
+	d := c.Client(&dscluster.Options{HedgeAfter: 100 * time.Millisecond})
+	for i, put := range []func(ctx context.Context, val []byte) error{
+		func(ctx context.Context, val []byte) error { return d.Put(ctx, ds.NewKey(key), val) },
+		func(ctx context.Context, val []byte) error {
+			b, err := d.Batch(ctx)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(ctx, ds.NewKey(key), val); err != nil {
+				return err
+			}
+			return b.Commit(ctx)
+		},
+	} {
+		val := bytes.Repeat([]byte{byte('a' + i)}, 200<<10+i)
+		ctx, cancel := context.WithCancel(context.Background())
+		armed.Store(true)
+		err := put(ctx, val)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw, err := n0.CurrentShard(key); err == nil {
+			if sh, err := coding.ParseShard(raw); err == nil && sh.Header.ValueLen == uint64(len(val)) {
+				t.Fatalf("write %d: node 0 took its shard before the write returned: the test did not make it late", i)
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			raw, err := n0.CurrentShard(key)
+			if err == nil {
+				if sh, err := coding.ParseShard(raw); err == nil && sh.Header.ValueLen == uint64(len(val)) {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("write %d: node 0's shard after the caller cancelled: %v; want the value's", i, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
