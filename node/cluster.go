@@ -674,19 +674,13 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 // version would reject must not be proposed, or the replicas part. A
 // member that does not answer fails the check too (it may be of any
 // version), unless unanswered is set: the operator brings it back or
-// removes it.
+// removes it. (A node's description always lists its members:
+// membership.Init fills them in from the map.)
 func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature string, unanswered bool) error {
 	var ids []string
 	for _, m := range c.Members {
 		if m.State != membership.Removed && m.ID != n.selfID {
 			ids = append(ids, m.ID)
-		}
-	}
-	if len(c.Members) == 0 {
-		for _, m := range c.Map.Nodes {
-			if m.ID != n.selfID {
-				ids = append(ids, m.ID)
-			}
 		}
 	}
 	problems := make([]string, len(ids))

@@ -583,7 +583,7 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
 	}
-	if err := n.storeShard(ctx, raw, entryOf(sh)); err != nil {
+	if err := n.storeShard(ctx, raw, entryOf(sh), false); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
 	}
 	if h.Tombstone {
@@ -667,21 +667,38 @@ func (n *Node) dropPrev(ctx context.Context, sr wire.ShardRef) (wire.Status, str
 	return wire.StatusOK, ""
 }
 
-// getPrev answers a read of key's previous shard (keepPrev).
-func (n *Node) getPrev(ctx context.Context, key string, headerOnly bool) *wire.Response {
+// errBadPrev marks a previous shard that does not parse or holds another
+// key.
+var errBadPrev = errors.New("bad previous shard")
+
+// readPrev reads and parses key's previous shard: ds.ErrNotFound when the
+// node keeps none, an error wrapping errBadPrev when it is not a shard of
+// key, any other error from the store.
+func (n *Node) readPrev(ctx context.Context, key string) ([]byte, *coding.Shard, error) {
 	raw, err := n.store.Get(ctx, prevShardName(key))
-	if errors.Is(err, ds.ErrNotFound) {
-		return &wire.Response{Status: wire.StatusNotFound}
-	}
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get previous %q: shard store: %v", key, err)}
+		return nil, nil, err
 	}
 	sh, err := coding.ParseShard(raw)
 	if err == nil && sh.Header.Key != key {
 		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
 	}
 	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errBadPrev, err)
+	}
+	return raw, sh, nil
+}
+
+// getPrev answers a read of key's previous shard (keepPrev).
+func (n *Node) getPrev(ctx context.Context, key string, headerOnly bool) *wire.Response {
+	raw, sh, err := n.readPrev(ctx, key)
+	switch {
+	case errors.Is(err, ds.ErrNotFound):
+		return &wire.Response{Status: wire.StatusNotFound}
+	case errors.Is(err, errBadPrev):
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get previous %q: %v", key, err)}
+	case err != nil:
+		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get previous %q: shard store: %v", key, err)}
 	}
 	if !headerOnly {
 		return &wire.Response{Status: wire.StatusOK, Payload: raw}
@@ -723,21 +740,28 @@ var errNewerHeld = errors.New("the index holds a newer version")
 // first: an entry must never point at a shard that is not there. With the
 // index in the volume store both go in one group commit. A tombstone lives
 // in the index alone (its shard is rebuilt from the entry on read), so a
-// delete costs no file create.
-func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry) error {
+// delete costs no file create. With replace the entry replaces whatever
+// version the index holds (a roll-back puts an older value back); on
+// flatfs a crash between the two steps then leaves an entry that does not
+// match its shard, which reads and scrub report corrupt (see the README's
+// known limits).
+func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, replace bool) error {
+	indexTx := func(tx *bolt.Tx) error {
+		if replace {
+			return n.idx.ReplaceTx(tx, e)
+		}
+		stored, err := n.idx.PutTx(tx, e)
+		if err == nil && !stored {
+			// The key's lock makes this impossible today; should it
+			// happen, the older shard must not replace the newer one.
+			err = errNewerHeld
+		}
+		return err
+	}
 	switch {
 	case e.Tombstone:
 	case n.vol != nil:
-		err := n.vol.PutWith(ctx, shardName(e.Key), raw, func(tx *bolt.Tx) error {
-			stored, err := n.idx.PutTx(tx, e)
-			if err == nil && !stored {
-				// The key's lock makes this impossible today; should it
-				// happen, the older shard must not replace the newer one.
-				err = errNewerHeld
-			}
-			return err
-		})
-		if err != nil {
+		if err := n.vol.PutWith(ctx, shardName(e.Key), raw, indexTx); err != nil {
 			return fmt.Errorf("shard store: %w", err)
 		}
 		return nil
@@ -746,7 +770,13 @@ func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry) error 
 			return fmt.Errorf("shard store: %w", err)
 		}
 	}
-	if _, err := n.idx.Put(e); err != nil {
+	var err error
+	if replace {
+		err = n.idx.Replace(e)
+	} else {
+		_, err = n.idx.Put(e)
+	}
+	if err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/peer"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -140,22 +139,20 @@ func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entr
 // lock.
 func (n *Node) restoreLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
 	key := e.Key
-	raw, err := n.store.Get(ctx, prevShardName(key))
+	raw, prev, err := n.readPrev(ctx, key)
 	switch {
 	case errors.Is(err, ds.ErrNotFound):
 		return n.removeLocked(ctx, e, true) // nothing to put back
-	case err != nil:
+	case err != nil && !errors.Is(err, errBadPrev):
 		return wire.StatusInternal, fmt.Sprintf("restore %q: shard store: %v", key, err) // the next pass asks again
-	}
-	prev, err := coding.ParseShard(raw)
-	if err == nil && (prev.Header.Key != key || prev.Header.Tombstone || !toIndexVersion(prev.Header.Version).Less(e.Version)) {
+	case err == nil && (prev.Header.Tombstone || !toIndexVersion(prev.Header.Version).Less(e.Version)):
 		err = fmt.Errorf("previous shard of version %v, position %d", prev.Header.Version, prev.Header.Index)
 	}
 	if err != nil {
 		log.Warnw("restore a previous shard that cannot be: dropping both", "key", key, "err", err)
 		return n.removeLocked(ctx, e, true)
 	}
-	if err := n.replaceShard(ctx, raw, entryOf(prev)); err != nil {
+	if err := n.storeShard(ctx, raw, entryOf(prev), true); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
 	}
 	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
@@ -213,29 +210,6 @@ func (n *Node) removeLocked(ctx context.Context, e index.Entry, prev bool) (wire
 		}
 	}
 	return wire.StatusOK, ""
-}
-
-// replaceShard makes raw the key's current shard with entry e, whatever
-// the version of the one it replaces (a roll-back). On the volume store
-// the shard and its entry commit at once; on flatfs the shard file is
-// replaced first, and a crash before the entry follows leaves an entry
-// that does not match its shard, which reads and scrub report corrupt and
-// repair rebuilds (as flatfs's puts do; see the README's known limits).
-func (n *Node) replaceShard(ctx context.Context, raw []byte, e index.Entry) error {
-	if n.vol != nil {
-		err := n.vol.PutWith(ctx, shardName(e.Key), raw, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) })
-		if err != nil {
-			return fmt.Errorf("shard store: %w", err)
-		}
-		return nil
-	}
-	if err := n.store.Put(ctx, shardName(e.Key), raw); err != nil {
-		return fmt.Errorf("shard store: %w", err)
-	}
-	if err := n.idx.Replace(e); err != nil {
-		return fmt.Errorf("index: %w", err)
-	}
-	return nil
 }
 
 // ScrubStats describes the scrubber's last complete pass.
