@@ -312,6 +312,7 @@ wait:
 		}
 	}
 	var again []ds.Key
+	failed := undos{}
 	dropped := map[*groupWrite]int{} // acknowledged values: how many of kept were dropped
 	moved := d.view.Load() != v
 	for _, w := range writes {
@@ -327,6 +328,7 @@ wait:
 		}
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: slices.Clone(w.failed)})
+			failed.add(w.key, w.ver, w.kept)
 			continue
 		}
 		if len(w.failed) > 0 || sending[w] > 0 {
@@ -336,6 +338,7 @@ wait:
 		dropped[w] = len(w.kept)
 	}
 	mu.Unlock()
+	d.undo(ctx, failed)
 	if len(pending) == 0 {
 		sent()
 		release()

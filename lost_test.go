@@ -242,7 +242,7 @@ func failedOverwrite(t *testing.T, c *clustertest.Cluster, d *dscluster.Datastor
 	for _, pos := range down {
 		nodes = append(nodes, o[pos])
 	}
-	if err := c.Client(&dscluster.Options{Down: nodes}).Put(ctx, k, bytes.Repeat([]byte("2"), size)); !errors.Is(err, dscluster.ErrQuorum) {
+	if err := c.Client(&dscluster.Options{Down: nodes, KeepFailedWrites: true}).Put(ctx, k, bytes.Repeat([]byte("2"), size)); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("overwrite with positions %v down: %v, want a quorum error", down, err)
 	}
 }
@@ -308,5 +308,53 @@ func TestFailedOverwriteKeepsOlderValue(t *testing.T) {
 	}
 	if has, err := d.Has(ctx, k); has || !errors.Is(err, dscluster.ErrUnavailable) {
 		t.Fatalf("has of an acknowledged version with 3 shards left: %v, %v; want unavailable", has, err)
+	}
+}
+
+// TestFailedOverwritesAreUndone: a client retries an overwrite while 3 of
+// the key's 6 nodes are down to it. Each attempt reaches 3 positions and
+// fails its quorum. The nodes keep one previous shard per key, so the
+// second attempt replaced the acknowledged value's shards there with the
+// first attempt's: v1 was left on 3 positions, fewer than k, and lost. The
+// writer now has each failed attempt undone before it returns the error,
+// so the nodes hold v1 again. Likewise for a batch.
+func TestFailedOverwritesAreUndone(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	for _, batch := range []bool{false, true} {
+		k := ds.NewKey(fmt.Sprintf("/lost/undone-batch-%v", batch))
+		o := c.Owners(k.String())
+		if err := d.Put(ctx, k, v1); err != nil {
+			t.Fatal(err)
+		}
+		part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
+		for _, size := range []int{280 << 10, 260 << 10} {
+			val := bytes.Repeat([]byte("2"), size)
+			var err error
+			if batch {
+				b, berr := part.Batch(ctx)
+				if berr != nil {
+					t.Fatal(berr)
+				}
+				if err = b.Put(ctx, k, val); err == nil {
+					err = b.Commit(ctx)
+				}
+			} else {
+				err = part.Put(ctx, k, val)
+			}
+			if !errors.Is(err, dscluster.ErrQuorum) {
+				t.Fatalf("batch %v: overwrite reaching 3 positions: %v, want a quorum error", batch, err)
+			}
+		}
+		if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+			t.Fatalf("batch %v: get after two failed overwrites: %d bytes, %v; want v1", batch, len(got), err)
+		}
+		// From current shards alone: positions 0-2 hold v1 again.
+		r := c.Client(&dscluster.Options{Down: []int{o[4], o[5]}})
+		if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+			t.Fatalf("batch %v: get from positions 0-3: %d bytes, %v; want v1", batch, len(got), err)
+		}
 	}
 }

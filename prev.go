@@ -25,9 +25,10 @@ import (
 // chosen version's shard is its previous one (false: its current one, or
 // none). A newer version forbids the choice unless it provably never
 // reached its quorum: a node's current version only moves forward (but
-// for repair's restoring drops, which undo only versions too scarce to
-// read, and only when an older one is readable or the newer one provably
-// never reached its quorum), so the positions whose current version is
+// for a writer's undo, which puts back the shard a write that failed its
+// quorum replaced, and repair's restoring drops, which undo only versions
+// too scarce to read, and only when an older one is readable or the newer
+// one provably never reached its quorum), so the positions whose current version is
 // older than it never held it, and the others must be fewer than its
 // quorum. An acknowledged newer version that
 // lost shards therefore gives UnavailableError, never the older value.

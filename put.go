@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -226,6 +227,11 @@ collect:
 		}(pending)
 	}
 	if stored < quorum {
+		if !shards[0].Header.Tombstone {
+			u := undos{}
+			u.add(key, ver, kept)
+			d.undo(ctx, u)
+		}
 		return newer, &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
 	}
 	if len(failed) > 0 || pending > 0 {
@@ -253,6 +259,52 @@ func (d *Datastore) dropPrevs(key string, ver coding.Version, nodes []peer.ID) {
 			}
 		})
 	}
+}
+
+// undos lists, per node, the failed writes (key and version) for which it
+// kept the shard of the value the write replaced.
+type undos map[peer.ID][]wire.ShardRef
+
+func (u undos) add(key string, ver coding.Version, nodes []peer.ID) {
+	for _, p := range nodes {
+		u[p] = append(u[p], wire.ShardRef{Key: key, HLC: ver.HLC, Writer: ver.Writer})
+	}
+}
+
+// undo takes back failed writes before their error goes to the caller:
+// each node that kept the shard a failed write replaced puts it back as
+// its current one (OpUndo), so the key is as it was before the write. A
+// failed overwrite left alone holds the older value only in previous
+// shards, one write deep: a second failed overwrite of the same positions
+// (a client retrying while nodes are down) used to lose it. Undo is best
+// effort and waits at most a request timeout per node (not the caller's
+// context, which may be what failed the write): a node that misses it, or
+// answers "unknown op" (an older version), keeps the failed version for
+// readers to skip and repair to roll back. Nodes that stored the write
+// without keeping a shard have nothing to put back and are not asked.
+func (d *Datastore) undo(ctx context.Context, u undos) {
+	if d.opts.KeepFailedWrites || len(u) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for p, refs := range u {
+		wg.Go(func() {
+			for len(refs) > 0 {
+				chunk := refs[:min(len(refs), wire.MaxBatch)]
+				refs = refs[len(chunk):]
+				resp, err := d.client.Do(ctx, p, &wire.Request{Op: wire.OpUndo, Drop: chunk})
+				if err == nil && resp.Status != wire.StatusOK {
+					err = statusError(resp)
+				}
+				if err != nil {
+					log.Infow("undo a failed write: the node keeps it for repair", "node", p.String(), "keys", len(chunk), "first", chunk[0].Key, "err", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // putShard stores sh on node n. When the node holds the key at a newer or

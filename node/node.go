@@ -462,10 +462,14 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		st, msg := n.repairOrder(ctx, req.Repair)
 		return &wire.Response{Status: st, Message: msg}
-	case wire.OpDropPrev:
+	case wire.OpDropPrev, wire.OpUndo:
+		act := n.dropPrev
+		if req.Op == wire.OpUndo {
+			act = n.undo
+		}
 		rs := make([]wire.BatchResult, len(req.Drop))
 		for i, sr := range req.Drop {
-			rs[i].Status, rs[i].Message = n.dropPrev(ctx, sr)
+			rs[i].Status, rs[i].Message = act(ctx, sr)
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpPing:
@@ -502,7 +506,7 @@ func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Resp
 	var write bool
 	switch op {
 	case wire.OpGet, wire.OpList, wire.OpStatus:
-	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev:
+	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev, wire.OpUndo:
 		write = true
 	default:
 		return nil

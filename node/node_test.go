@@ -706,7 +706,7 @@ func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
 	batchPut(t, d, key, bytes.Repeat([]byte("b"), 200<<10))
 	prevGone("after an acknowledged overwrite in a batch")
 	// Positions 3-5 down: the overwrite reaches 3 positions and fails.
-	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
+	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}, KeepFailedWrites: true})
 	if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("w"), 100<<10)); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("overwrite reaching 3 positions: %v, want a quorum error", err)
 	}
@@ -986,7 +986,7 @@ func testDropRestoresPrevShard(t *testing.T, store string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}})
+	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}, KeepFailedWrites: true})
 	if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 200<<10)); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("overwrite reaching position 0 only: %v, want a quorum error", err)
 	}
@@ -1149,5 +1149,125 @@ func TestShardInFlightOutlivesCallerCancel(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// TestUndoPutsBackPrevShard: a writer whose overwrite failed its quorum
+// has the nodes that kept the replaced value's shard put it back as their
+// current one (OpUndo). Only that version is undone, only where there is a
+// previous shard to put back, and only at the request of a peer that may
+// write.
+func TestUndoPutsBackPrevShard(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	h := newHost(t, c.Secret)
+	cl := transport.NewClient(h, 20*time.Second)
+	for i := range c.Len() {
+		h.Peerstore().AddAddrs(c.Node(i).ID(), c.Node(i).Addrs(), peerstore.PermanentAddrTTL)
+	}
+	// failAt writes value to key through a front end that reaches only
+	// the node at the key's position 0 and leaves the failed write there,
+	// and returns that node and the version it holds.
+	failAt := func(key string, value []byte) (int, coding.Version) {
+		t.Helper()
+		o := c.Owners(key)
+		part := c.Client(&dscluster.Options{Down: o[1:], KeepFailedWrites: true})
+		if err := part.Put(ctx, ds.NewKey(key), value); !errors.Is(err, dscluster.ErrQuorum) {
+			t.Fatalf("put %s reaching position 0 only: %v, want a quorum error", key, err)
+		}
+		raw, err := c.Node(o[0]).CurrentShard(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, err := coding.ParseShard(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o[0], sh.Header.Version
+	}
+	undo := func(n int, key string, v coding.Version) wire.BatchResult {
+		t.Helper()
+		resp, err := cl.Do(ctx, c.Node(n).ID(), &wire.Request{Op: wire.OpUndo, Drop: []wire.ShardRef{{Key: key, HLC: v.HLC, Writer: v.Writer}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status != wire.StatusOK {
+			return wire.BatchResult{Status: resp.Status, Message: resp.Message}
+		}
+		rs, err := wire.DecodeBatchPayload(resp.Payload)
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("undo answer: %d results, %v", len(rs), err)
+		}
+		return rs[0]
+	}
+	current := func(n int, key string) []byte {
+		t.Helper()
+		raw, err := c.Node(n).CurrentShard(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+
+	key := "/undo/overwrite"
+	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	v1 := current(c.Owners(key)[0], key)
+	n, v2 := failAt(key, bytes.Repeat([]byte("2"), 200<<10))
+	failed := current(n, key)
+	if r := undo(n, key, coding.Version{HLC: v2.HLC + 1, Writer: v2.Writer}); r.Status != wire.StatusOK || r.Message != "kept: not that version" {
+		t.Fatalf("undo of another version: %s %q", r.Status, r.Message)
+	}
+	if !bytes.Equal(current(n, key), failed) {
+		t.Fatal("undo of another version changed the current shard")
+	}
+	if r := undo(n, key, v2); r.Status != wire.StatusOK || r.Message != "restored" {
+		t.Fatalf("undo of the failed write: %s %q", r.Status, r.Message)
+	}
+	if !bytes.Equal(current(n, key), v1) {
+		t.Fatal("after the undo the current shard is not v1's")
+	}
+	if _, err := c.Node(n).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("previous shard after the undo: %v, want none", err)
+	}
+	if r := undo(n, key, v2); r.Status != wire.StatusOK || r.Message != "kept: not that version" {
+		t.Fatalf("second undo: %s %q", r.Status, r.Message)
+	}
+
+	// A fresh key's failed write has no older shard to put back: it stays,
+	// for readers to skip and repair to remove.
+	fresh := "/undo/fresh"
+	n, v := failAt(fresh, bytes.Repeat([]byte("f"), 300<<10))
+	failed = current(n, fresh)
+	if r := undo(n, fresh, v); r.Status != wire.StatusOK || r.Message != "kept: no previous shard" {
+		t.Fatalf("undo of a fresh key's write: %s %q", r.Status, r.Message)
+	}
+	if !bytes.Equal(current(n, fresh), failed) {
+		t.Fatal("undo of a fresh key's write changed its shard")
+	}
+
+	// Undo is a write: a read-only client may not.
+	// (The writer first: a cluster with roles keeps a read-write client.)
+	for _, g := range [][2]string{{d.ID().String(), config.RoleReadWrite}, {h.ID().String(), config.RoleReadOnly}} {
+		if err := d.Member(ctx, membership.Command{Op: membership.OpGrant, ID: g[0], Role: g[1]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, ok := c.Node(n).Cluster().ClientRole(h.ID().String()); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the grant did not reach the node")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := undo(n, fresh, v); r.Status != wire.StatusUnauthorized {
+		t.Fatalf("undo by a read-only client: %s %q, want unauthorized", r.Status, r.Message)
+	}
+	if !bytes.Equal(current(n, fresh), failed) {
+		t.Fatal("a refused undo changed the shard")
 	}
 }

@@ -132,21 +132,48 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 // reached its write quorum, which readers already skip for the previous
 // shards' value (see the front end's olderVersion).
 func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entry) string) (wire.Status, string) {
-	return n.unlessKept("restore", key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e) })
+	return n.unlessKept("restore", key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e, false) })
+}
+
+// undo answers a writer's OpUndo: the write of sr's version failed its
+// quorum, and this node kept the shard it replaced, so it puts that shard
+// back as the current one, as restorePrev does. It only ever puts back:
+// with no previous shard to restore (a fresh key, a tombstone replaced, a
+// previous shard lost) it keeps the failed write's shard, and it never
+// undoes a tombstone (a failed delete's tombstone still hides the value,
+// as a retried delete expects). A node that misses the undo keeps the
+// failed version for repair to roll back.
+func (n *Node) undo(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
+	keep := func(e index.Entry) string {
+		switch {
+		case e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}):
+			return "not that version"
+		case e.Tombstone:
+			return "a tombstone"
+		}
+		return ""
+	}
+	return n.unlessKept("undo", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e, true) })
 }
 
 // restoreLocked is restorePrev for the entry e it removes, under the key's
-// lock.
-func (n *Node) restoreLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
+// lock. With orKeep, e stays as it is whenever there is no good previous
+// shard to put back; without, it is removed all the same.
+func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (wire.Status, string) {
 	key := e.Key
 	raw, prev, err := n.readPrev(ctx, key)
 	switch {
+	case errors.Is(err, ds.ErrNotFound) && orKeep:
+		return wire.StatusOK, "kept: no previous shard"
 	case errors.Is(err, ds.ErrNotFound):
 		return n.removeLocked(ctx, e, true) // nothing to put back
 	case err != nil && !errors.Is(err, errBadPrev):
 		return wire.StatusInternal, fmt.Sprintf("restore %q: shard store: %v", key, err) // the next pass asks again
 	case err == nil && (prev.Header.Tombstone || !toIndexVersion(prev.Header.Version).Less(e.Version)):
 		err = fmt.Errorf("previous shard of version %v, position %d", prev.Header.Version, prev.Header.Index)
+	}
+	if err != nil && orKeep {
+		return wire.StatusOK, fmt.Sprintf("kept: %v", err)
 	}
 	if err != nil {
 		log.Warnw("restore a previous shard that cannot be: dropping both", "key", key, "err", err)

@@ -42,6 +42,7 @@ const (
 	OpSlotInventory Op = 13 // OpInventory for the shards of one slot (repair)
 	OpDropPrev      Op = 14 // drop a key's previous shard once the version replacing it is acknowledged
 	OpRepair        Op = 15 // make one shard (a copy, or a rebuild from others) and store it (repair)
+	OpUndo          Op = 16 // put a key's previous shard back in place of a failed write's (the writer)
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -78,6 +79,8 @@ func (o Op) String() string {
 		return "drop-prev"
 	case OpRepair:
 		return "repair"
+	case OpUndo:
+		return "undo"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
