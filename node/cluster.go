@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -640,6 +641,11 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
 			}
 		}
+		if cmd.Op == membership.OpJoin && len(c.Clients) > 0 && cmd.Member != nil {
+			if resp := n.joinerHasRoles(ctx, cmd.Member); resp != nil {
+				return resp
+			}
+		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		err := n.raft.Propose(pctx, cmd)
@@ -703,6 +709,33 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 	if len(problems) > 0 {
 		return fmt.Errorf("every member must run a version with %s first (upgrade it, or remove a member that is gone for good): %s",
 			feature, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// joinerHasRoles refuses the join of m into a cluster that enforces client
+// roles unless m runs a version with them: a node of an older version
+// would fail to apply the role commands in the raft log, and its replica
+// of the cluster description would part from the others' and enforce no
+// roles. Role commands check the members (everyMemberHas); this checks
+// the node about to become one, at the addresses it announces. A node
+// that does not answer may just not be reachable yet: the joiner retries.
+func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Response {
+	if id, err := peer.Decode(m.ID); err == nil && id != n.host.ID() {
+		for _, a := range m.Addrs {
+			if addr, err := ma.NewMultiaddr(a); err == nil {
+				n.host.Peerstore().AddAddr(id, addr, peerstore.TempAddrTTL)
+			}
+		}
+	}
+	fs, err := n.featuresOf(ctx, m.ID, 0)
+	switch {
+	case err != nil:
+		return &wire.Response{Status: wire.StatusUnavailable,
+			Message: fmt.Sprintf("join: the cluster enforces client roles, and %s did not answer the leader's status request at %v: %v", m.ID, m.Addrs, err)}
+	case !slices.Contains(fs, FeatureRoles):
+		return &wire.Response{Status: wire.StatusBadRequest,
+			Message: fmt.Sprintf("join: the cluster enforces client roles, and %s runs a version without %s: upgrade it first", m.ID, FeatureRoles)}
 	}
 	return nil
 }

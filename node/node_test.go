@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1269,5 +1270,83 @@ func TestUndoPutsBackPrevShard(t *testing.T) {
 	}
 	if !bytes.Equal(current(n, fresh), failed) {
 		t.Fatal("a refused undo changed the shard")
+	}
+}
+
+// TestJoinNeedsRoles: once a cluster enforces client roles, a node of a
+// version without them must not join, even admitted: it would fail to
+// apply the role commands in the raft log and enforce none. The leader
+// asks the joining node's status and refuses it, naming what is missing.
+func TestJoinNeedsRoles(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{FastRaft: true})
+	d := c.Client(nil)
+	member := func(cmd membership.Command) error {
+		err := d.Member(ctx, cmd)
+		for i := 0; i < 100 && err != nil && strings.Contains(err.Error(), "retry"); i++ {
+			time.Sleep(100 * time.Millisecond) // the raft group is starting
+			err = d.Member(ctx, cmd)
+		}
+		return err
+	}
+	if err := member(membership.Command{Op: membership.OpGrant, ID: d.ID().String(), Role: config.RoleReadWrite}); err != nil {
+		t.Fatal(err)
+	}
+	// A node of an older version: it answers status without features.
+	psk, err := config.ParseSecret(c.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := transport.NewHost(transport.HostConfig{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = old.Close() })
+	asked := make(chan struct{}, 1)
+	old.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		f, err := wire.ReadFrame(s, nil)
+		if err != nil || wire.Op(f[1]) != wire.OpStatus {
+			_ = s.Reset()
+			return
+		}
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		st := fmt.Sprintf(`{"peer":%q,"state":"up"}`, old.ID())
+		_, _ = wire.WriteResponse(s, nil, &wire.Response{Op: wire.OpStatus, Status: wire.StatusOK, Payload: []byte(st)})
+	})
+	if err := member(membership.Command{Op: membership.OpAdmit, ID: old.ID().String()}); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, a := range old.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	body, err := json.Marshal(membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: placement.Node{ID: old.ID().String(), Addrs: addrs}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through a node that is not the leader, as a joiner's bootstrapper
+	// often is: the leader has never seen the joiner's addresses.
+	via := (c.Leader() + 1) % c.Len()
+	old.Peerstore().AddAddrs(c.Node(via).ID(), c.Node(via).Addrs(), peerstore.PermanentAddrTTL)
+	resp, err := transport.NewClient(old, 20*time.Second).Do(ctx, c.Node(via).ID(), &wire.Request{Op: wire.OpMember, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != wire.StatusBadRequest || !strings.Contains(resp.Message, "without "+node.FeatureRoles) {
+		t.Fatalf("join of an admitted node of an older version: %s %q; want a refusal naming %s", resp.Status, resp.Message, node.FeatureRoles)
+	}
+	select {
+	case <-asked:
+	default:
+		t.Fatal("the leader refused the join without asking the node's status")
+	}
+	for i := 0; i < c.Len(); i++ {
+		if _, ok := c.Node(i).Cluster().Member(old.ID().String()); ok {
+			t.Fatalf("node %d lists the refused node as a member", i)
+		}
 	}
 }
