@@ -129,15 +129,17 @@ func (d *Datastore) deleteMany(ctx context.Context, keys []ds.Key) []error {
 
 // groupWrite tracks one value's shards within a batch commit.
 type groupWrite struct {
-	dsKey  ds.Key
-	key    string
-	width  int // shards of the value
-	quorum int
-	stored int
-	newer  bool // a node held a newer version: write again, ordered
-	failed []NodeError
-	ver    coding.Version
-	kept   []peer.ID // nodes that kept the previous value's shard (dropPrevs)
+	dsKey   ds.Key
+	key     string
+	width   int // shards of the value
+	k       int // shards a read needs
+	quorum  int
+	stored  int  // answers that the node holds this version or a newer one
+	holding int  // of them, this version
+	newer   bool // a node held a newer version: write again, ordered
+	failed  []NodeError
+	ver     coding.Version
+	kept    []peer.ID // nodes that kept the previous value's shard (dropPrevs)
 }
 
 type nodeShard struct {
@@ -169,7 +171,7 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 			errs = append(errs, fmt.Errorf("put %s: %w", k, err))
 			continue
 		}
-		w := &groupWrite{dsKey: key, key: k, width: len(shards), quorum: v.c.Quorum(p), ver: shards[0].Header.Version}
+		w := &groupWrite{dsKey: key, key: k, width: len(shards), k: p.DataShards, quorum: v.c.Quorum(p), ver: shards[0].Header.Version}
 		writes = append(writes, w)
 		owners := v.owners(k)
 		for i, sh := range shards {
@@ -209,6 +211,8 @@ func (d *Datastore) putGroup(ctx context.Context, keys []ds.Key, ops map[ds.Key]
 						if hlc, wr, ok := wire.ParseSuperseded(res[i].Message); ok && it.shard.Header.Version.Less(coding.Version{HLC: hlc, Writer: wr}) {
 							d.clock.Observe(coding.Version{HLC: hlc, Writer: wr})
 							it.w.newer = true
+						} else {
+							it.w.holding++
 						}
 					}
 				}
@@ -320,15 +324,20 @@ wait:
 			again = append(again, w.dsKey)
 			continue
 		}
+		if w.stored < w.quorum && w.holding < w.k {
+			// Undone before anything else, also before a write again:
+			// that one keeps this version's shard as the previous one.
+			failed.add(w.key, w.ver, w.kept)
+		}
 		if w.stored < w.quorum && moved {
 			// Nodes refused the shards for a stale map (a rebalance was
-			// committed): a plain Put sends them by the new one.
+			// committed), or the map was only refreshed: a plain Put
+			// sends them by the current one.
 			again = append(again, w.dsKey)
 			continue
 		}
 		if w.stored < w.quorum {
 			errs = append(errs, &QuorumError{Op: "put", Key: w.key, Stored: w.stored, Quorum: w.quorum, Failed: slices.Clone(w.failed)})
-			failed.add(w.key, w.ver, w.kept)
 			continue
 		}
 		if len(w.failed) > 0 || sending[w] > 0 {

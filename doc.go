@@ -33,9 +33,9 @@
 // current shards, a read asks for the shards nodes kept of the values
 // overwrites replaced, and rebuilds the older value if every newer version
 // provably never reached its write quorum (prev.go). A write (not a
-// delete) that fails its quorum is undone before its error returns: the
-// nodes that kept the shard it replaced put it back (Datastore.undo). A
-// missing key gives exactly ds.ErrNotFound; a key
+// delete) that fails its quorum on fewer than k positions is undone before
+// its error returns: the nodes that kept the shard it replaced put it back
+// (Datastore.undo). A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //

@@ -312,49 +312,81 @@ func TestFailedOverwriteKeepsOlderValue(t *testing.T) {
 }
 
 // TestFailedOverwritesAreUndone: a client retries an overwrite while 3 of
-// the key's 6 nodes are down to it. Each attempt reaches 3 positions and
-// fails its quorum. The nodes keep one previous shard per key, so the
-// second attempt replaced the acknowledged value's shards there with the
-// first attempt's: v1 was left on 3 positions, fewer than k, and lost. The
+// the key's 6 nodes are down. Each attempt reaches 3 positions and fails
+// its quorum. The nodes keep one previous shard per key, so the second
+// attempt replaced the acknowledged value's shards there with the first
+// attempt's: v1 was left on 3 positions, fewer than k, and lost. The
 // writer now has each failed attempt undone before it returns the error,
-// so the nodes hold v1 again. Likewise for a batch.
+// so the nodes hold v1 again. Likewise for a batch, and with the nodes
+// stopped for real, where the failed dials refresh the front end's map and
+// a batch writes its failed values again with Put. A failed write that
+// reached k positions is readable, and is not undone: a reader may have
+// seen it, and must not see the key go back.
 func TestFailedOverwritesAreUndone(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	d := c.Client(nil)
 	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	overwrite := func(w *dscluster.Datastore, batch bool, k ds.Key, val []byte) error {
+		if !batch {
+			return w.Put(ctx, k, val)
+		}
+		b, err := w.Batch(ctx)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(ctx, k, val); err != nil {
+			return err
+		}
+		return b.Commit(ctx)
+	}
+	for _, stop := range []bool{false, true} {
+		for _, batch := range []bool{false, true} {
+			name := fmt.Sprintf("stopped %v, batch %v", stop, batch)
+			k := ds.NewKey(fmt.Sprintf("/lost/undone-%v-%v", stop, batch))
+			o := c.Owners(k.String())
+			if err := d.Put(ctx, k, v1); err != nil {
+				t.Fatal(err)
+			}
+			w := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
+			if stop {
+				w = c.Client(nil)
+				for _, n := range o[3:] {
+					c.Stop(n)
+				}
+			}
+			for _, size := range []int{280 << 10, 260 << 10} {
+				if err := overwrite(w, batch, k, bytes.Repeat([]byte("2"), size)); !errors.Is(err, dscluster.ErrQuorum) {
+					t.Fatalf("%s: overwrite reaching 3 positions: %v, want a quorum error", name, err)
+				}
+			}
+			for _, n := range o[3:] {
+				c.Restart(n)
+			}
+			if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+				t.Fatalf("%s: get after two failed overwrites: %d bytes, %v; want v1", name, len(got), err)
+			}
+			// From current shards alone: positions 0-2 hold v1 again.
+			r := c.Client(&dscluster.Options{Down: []int{o[4], o[5]}})
+			if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+				t.Fatalf("%s: get from positions 0-3: %d bytes, %v; want v1", name, len(got), err)
+			}
+		}
+	}
+
 	for _, batch := range []bool{false, true} {
-		k := ds.NewKey(fmt.Sprintf("/lost/undone-batch-%v", batch))
+		k := ds.NewKey(fmt.Sprintf("/lost/readable-%v", batch))
 		o := c.Owners(k.String())
 		if err := d.Put(ctx, k, v1); err != nil {
 			t.Fatal(err)
 		}
-		part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
-		for _, size := range []int{280 << 10, 260 << 10} {
-			val := bytes.Repeat([]byte("2"), size)
-			var err error
-			if batch {
-				b, berr := part.Batch(ctx)
-				if berr != nil {
-					t.Fatal(berr)
-				}
-				if err = b.Put(ctx, k, val); err == nil {
-					err = b.Commit(ctx)
-				}
-			} else {
-				err = part.Put(ctx, k, val)
-			}
-			if !errors.Is(err, dscluster.ErrQuorum) {
-				t.Fatalf("batch %v: overwrite reaching 3 positions: %v, want a quorum error", batch, err)
-			}
+		v2 := bytes.Repeat([]byte("2"), 280<<10)
+		w := c.Client(&dscluster.Options{Down: []int{o[4], o[5]}})
+		if err := overwrite(w, batch, k, v2); !errors.Is(err, dscluster.ErrQuorum) {
+			t.Fatalf("batch %v: overwrite reaching 4 positions: %v, want a quorum error", batch, err)
 		}
-		if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
-			t.Fatalf("batch %v: get after two failed overwrites: %d bytes, %v; want v1", batch, len(got), err)
-		}
-		// From current shards alone: positions 0-2 hold v1 again.
-		r := c.Client(&dscluster.Options{Down: []int{o[4], o[5]}})
-		if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
-			t.Fatalf("batch %v: get from positions 0-3: %d bytes, %v; want v1", batch, len(got), err)
+		if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+			t.Fatalf("batch %v: get after an overwrite that reached k positions and failed: %d bytes, %v; want its value", batch, len(got), err)
 		}
 	}
 }

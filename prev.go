@@ -25,12 +25,13 @@ import (
 // chosen version's shard is its previous one (false: its current one, or
 // none). A newer version forbids the choice unless it provably never
 // reached its quorum: a node's current version only moves forward (but
-// for a writer's undo, which puts back the shard a write that failed its
-// quorum replaced, and repair's restoring drops, which undo only versions
-// too scarce to read, and only when an older one is readable or the newer
-// one provably never reached its quorum), so the positions whose current version is
-// older than it never held it, and the others must be fewer than its
-// quorum. An acknowledged newer version that
+// for a writer's undo, which puts back the shard a write replaced once the
+// write failed its quorum on fewer than k positions, and repair's
+// restoring drops, which undo only versions too scarce to read, and only
+// when an older one is readable or the newer one provably never reached
+// its quorum), so the positions whose current version is older than it
+// never held it, or held it only for a write that failed, and the others
+// must be fewer than its quorum. An acknowledged newer version that
 // lost shards therefore gives UnavailableError, never the older value.
 func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding.Policy, fromPrev []bool, ok bool) {
 	type cand struct {

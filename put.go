@@ -156,11 +156,12 @@ func (d *Datastore) writeShards(ctx context.Context, v *view, op, key string, sh
 		return true
 	}
 	var (
-		stored int
-		newer  coding.Version
-		hedge  <-chan time.Time
-		failed []NodeError
-		kept   []peer.ID // nodes that kept the previous value's shard
+		stored  int // answers that the node holds this version or a newer one
+		holding int // of them, this version
+		newer   coding.Version
+		hedge   <-chan time.Time
+		failed  []NodeError
+		kept    []peer.ID // nodes that kept the previous value's shard
 	)
 collect:
 	for pending > 0 {
@@ -183,7 +184,9 @@ collect:
 				kept = append(kept, a.kept)
 			}
 			// An equal version is our own write seen twice (a retry).
-			if shards[a.pos].Header.Version.Less(a.held) && newer.Less(a.held) {
+			if !shards[a.pos].Header.Version.Less(a.held) {
+				holding++
+			} else if newer.Less(a.held) {
 				newer = a.held
 			}
 			if stored >= quorum && pending > 0 {
@@ -227,7 +230,7 @@ collect:
 		}(pending)
 	}
 	if stored < quorum {
-		if !shards[0].Header.Tombstone {
+		if h := &shards[0].Header; !h.Tombstone && holding < h.Policy.DataShards {
 			u := undos{}
 			u.add(key, ver, kept)
 			d.undo(ctx, u)
@@ -261,6 +264,10 @@ func (d *Datastore) dropPrevs(key string, ver coding.Version, nodes []peer.ID) {
 	}
 }
 
+// undoChunk bounds the keys of one undo request: a node restores them one
+// at a time, each a durable write, within one request timeout.
+const undoChunk = 256
+
 // undos lists, per node, the failed writes (key and version) for which it
 // kept the shard of the value the write replaced.
 type undos map[peer.ID][]wire.ShardRef
@@ -276,11 +283,15 @@ func (u undos) add(key string, ver coding.Version, nodes []peer.ID) {
 // its current one (OpUndo), so the key is as it was before the write. A
 // failed overwrite left alone holds the older value only in previous
 // shards, one write deep: a second failed overwrite of the same positions
-// (a client retrying while nodes are down) used to lose it. Undo is best
-// effort and waits at most a request timeout per node (not the caller's
-// context, which may be what failed the write): a node that misses it, or
-// answers "unknown op" (an older version), keeps the failed version for
-// readers to skip and repair to roll back. Nodes that stored the write
+// (a client retrying while nodes are down) used to lose it. Callers undo
+// only writes that reached fewer than k positions: no read can have
+// returned those, so no reader sees the key go back, and a failed write on
+// k or more is readable, and newest, so it hides nothing. Undo is best
+// effort: a node that misses it, or answers "unknown op" (an older
+// version), keeps the failed version, which readers skip while it is too
+// scarce to read and repair rolls back. Each request waits at most a
+// request timeout (not the caller's context, which may be what failed the
+// write), and carries at most undoChunk keys. Nodes that stored the write
 // without keeping a shard have nothing to put back and are not asked.
 func (d *Datastore) undo(ctx context.Context, u undos) {
 	if d.opts.KeepFailedWrites || len(u) == 0 {
@@ -291,7 +302,7 @@ func (d *Datastore) undo(ctx context.Context, u undos) {
 	for p, refs := range u {
 		wg.Go(func() {
 			for len(refs) > 0 {
-				chunk := refs[:min(len(refs), wire.MaxBatch)]
+				chunk := refs[:min(len(refs), undoChunk)]
 				refs = refs[len(chunk):]
 				resp, err := d.client.Do(ctx, p, &wire.Request{Op: wire.OpUndo, Drop: chunk})
 				if err == nil && resp.Status != wire.StatusOK {
