@@ -573,6 +573,13 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status
 	switch {
 	case err == nil:
 		if st, msg, held := heldAnswer(old, h); held {
+			if keep && st == wire.StatusOK && old.Version == toIndexVersion(h.Version) && n.hasPrev(ctx, h.Key) {
+				// The writer's put again (a retry after a lost answer):
+				// it must still learn that the node kept the replaced
+				// value's shard, to have it dropped once the write is
+				// acknowledged or put back if it fails.
+				return wire.StatusOK, wire.PrevKept
+			}
 			return st, msg
 		}
 		if kept, err = n.keepPrev(ctx, old, h.Tombstone || !keep); err != nil {
@@ -645,6 +652,12 @@ func (n *Node) keepPrev(ctx context.Context, old index.Entry, none bool) (bool, 
 		log.Warnw("keep the previous shard of an overwritten key", "key", old.Key, "err", err)
 	}
 	return false, n.dropPrevShard(ctx, old.Key)
+}
+
+// hasPrev reports whether the node keeps a previous shard of key.
+func (n *Node) hasPrev(ctx context.Context, key string) bool {
+	has, err := n.store.Has(ctx, prevShardName(key))
+	return err == nil && has
 }
 
 // dropPrevShard deletes key's previous shard, if there is one.

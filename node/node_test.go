@@ -1350,3 +1350,51 @@ func TestJoinNeedsRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriedPutReportsPrevKept: a writer whose put's answer was lost
+// sends it again, and the node answers for the version it already holds.
+// That answer must still say the node kept the replaced value's shard, or
+// the writer never has it dropped (after an acknowledged write) or put
+// back (after a failed one).
+func TestRetriedPutReportsPrevKept(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	key := keyOwnedAt(c, 0)
+	cl := transport.NewClient(newHost(t, c.Secret), 20*time.Second)
+	n0 := c.Node(0)
+	cl.Host().Peerstore().AddAddrs(n0.ID(), n0.Addrs(), time.Hour)
+	put := func(v coding.Version) string {
+		t.Helper()
+		sh, err := coding.Encode(key, bytes.Repeat([]byte{byte(v.HLC)}, 64<<10), coding.Erasure(4, 2), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpPut, Shard: sh[0].AppendBinary(nil)})
+		if err != nil || r.Status != wire.StatusOK {
+			t.Fatalf("put version %v: %+v, %v", v, r, err)
+		}
+		return r.Message
+	}
+	v1, v2 := coding.Version{HLC: 1 << 20, Writer: 1}, coding.Version{HLC: 2 << 20, Writer: 1}
+	if msg := put(v1); msg != "" {
+		t.Fatalf("first put: %q", msg)
+	}
+	if msg := put(v2); msg != wire.PrevKept {
+		t.Fatalf("overwrite: %q, want %q", msg, wire.PrevKept)
+	}
+	if msg := put(v2); msg != wire.PrevKept {
+		t.Fatalf("the overwrite again: %q, want %q", msg, wire.PrevKept)
+	}
+	if r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: v2.HLC, Writer: v2.Writer}}}); err != nil || r.Status != wire.StatusOK {
+		t.Fatalf("drop the previous shard: %+v, %v", r, err)
+	}
+	if _, err := n0.PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("previous shard after the drop: %v, want none", err)
+	}
+	if msg := put(v2); msg != wire.Superseded(v2.HLC, v2.Writer) {
+		t.Fatalf("the overwrite again once its previous shard is dropped: %q, want %q", msg, wire.Superseded(v2.HLC, v2.Writer))
+	}
+	if msg := put(v1); msg != wire.Superseded(v2.HLC, v2.Writer) {
+		t.Fatalf("an older version: %q, want %q", msg, wire.Superseded(v2.HLC, v2.Writer))
+	}
+}
