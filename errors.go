@@ -12,7 +12,9 @@ var (
 	// ErrUnavailable is wrapped by *UnavailableError: a value may exist but
 	// too few of its shards are reachable to rebuild it.
 	ErrUnavailable = errors.New("dscluster: value unavailable")
-	// ErrQuorum is wrapped by *QuorumError: a write did not reach its quorum.
+	// ErrQuorum is wrapped by *QuorumError: a write did not reach its
+	// quorum. It is also wrapped when other writers kept writing newer
+	// versions of the key through every attempt (writeOrdered).
 	ErrQuorum = errors.New("dscluster: write quorum not reached")
 	// ErrValueTooLarge is returned by Put for values over MaxValueSize.
 	ErrValueTooLarge = errors.New("dscluster: value too large")

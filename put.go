@@ -36,24 +36,36 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	})
 }
 
-// writeOrdered writes shards (and releases them) and, if a node already held a version at
-// least as new (another front end wrote within the same clock tick, or with
-// a clock ahead of ours), writes once more with a version after it: a write
-// that starts after another one returned must win, whatever the clocks say.
+// writeOrdered writes shards (and releases them) and, while a node already
+// held a version at least as new (another front end wrote within the same
+// clock tick, or with a clock ahead of ours), writes again with a version
+// after it: a write that starts after another one returned must win,
+// whatever the clocks say. It acknowledges only an attempt that no node
+// answered for a newer version, so the write's own version holds its
+// quorum: counting those answers acknowledged writes that rested on a
+// newer version, and when that one failed and was undone the acknowledged
+// one could be left too scarce to read. Writers that keep racing on the
+// key get ErrQuorum after maxOrdered attempts.
 func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int,
 	reencode func(coding.Version) ([]*coding.Shard, error)) error {
-	newer, err := d.writeShards(ctx, v, op, key, shards, quorum)
-	if err != nil || newer.IsZero() {
-		return err
+	for attempt := 1; ; attempt++ {
+		newer, err := d.writeShards(ctx, v, op, key, shards, quorum)
+		if err != nil || newer.IsZero() {
+			return err
+		}
+		if attempt == maxOrdered {
+			return fmt.Errorf("%s %s: %w: a node held a newer version after each of %d attempts (other writers keep writing the key); retry",
+				op, key, ErrQuorum, attempt)
+		}
+		d.clock.Observe(newer)
+		if shards, err = reencode(d.clock.Next()); err != nil {
+			return fmt.Errorf("%s %s: %w", op, key, err)
+		}
 	}
-	d.clock.Observe(newer)
-	again, err := reencode(d.clock.Next())
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, key, err)
-	}
-	_, err = d.writeShards(ctx, v, op, key, again, quorum)
-	return err
 }
+
+// maxOrdered bounds writeOrdered's attempts.
+const maxOrdered = 4
 
 // Delete removes key by writing a tombstone version to every shard position.
 // Deleting a missing key is not an error. A key whose newest entry is

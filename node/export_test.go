@@ -48,3 +48,9 @@ func (n *Node) HandleStream(s network.Stream) { n.handleStream(s) }
 func (n *Node) Drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	return n.drop(ctx, sr)
 }
+
+// Serve answers one request frame from peer from as the node's stream
+// handler does.
+func (n *Node) Serve(ctx context.Context, from peer.ID, frame []byte) *wire.Response {
+	return n.serve(ctx, from, frame, nil)
+}

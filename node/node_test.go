@@ -1398,3 +1398,76 @@ func TestRetriedPutReportsPrevKept(t *testing.T) {
 		t.Fatalf("an older version: %q, want %q", msg, wire.Superseded(v2.HLC, v2.Writer))
 	}
 }
+
+// TestOrderedWriteOwnsItsQuorum: a writer whose put met a newer version
+// writes again after it, and acknowledges only an attempt that no node
+// answered with a newer version. Two nodes here answer the first two
+// attempts' shards as if another writer kept writing newer versions. The
+// second attempt used to be acknowledged on those answers, with the
+// value's own version on 4 of 6 positions, below the quorum: had the
+// racing version failed and been undone, the acknowledged value could
+// be left too scarce to read.
+func TestOrderedWriteOwnsItsQuorum(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	key := "/ordered/racing"
+	o := c.Owners(key)
+	var mu sync.Mutex
+	claims := map[int]int{} // node -> puts answered with a newer version
+	limit := 2
+	for _, x := range o[4:] {
+		xn := c.Node(x)
+		xn.Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+			defer s.Close()
+			f, err := wire.ReadFrame(s, nil)
+			if err != nil {
+				_ = s.Reset()
+				return
+			}
+			resp := func() *wire.Response {
+				req, err := wire.DecodeRequest(f)
+				if err != nil || req.Op != wire.OpPut {
+					return xn.Serve(ctx, s.Conn().RemotePeer(), f)
+				}
+				sh, err := coding.ParseShard(req.Shard)
+				if err != nil {
+					return xn.Serve(ctx, s.Conn().RemotePeer(), f)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if claims[x] >= limit {
+					return xn.Serve(ctx, s.Conn().RemotePeer(), f)
+				}
+				claims[x]++
+				v := sh.Header.Version
+				return &wire.Response{Op: wire.OpPut, Status: wire.StatusOK, Message: wire.Superseded(v.HLC+1, v.Writer)}
+			}()
+			_, _ = wire.WriteResponse(s, nil, resp)
+		})
+	}
+	val := bytes.Repeat([]byte("r"), 300<<10)
+	d := c.Client(nil)
+	if err := d.Put(ctx, ds.NewKey(key), val); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range o {
+		raw, err := c.Node(x).CurrentShard(key)
+		if err != nil {
+			t.Fatalf("node %d after the acknowledged put: %v; every position holds the value", x, err)
+		}
+		if sh, err := coding.ParseShard(raw); err != nil || sh.Header.ValueLen != uint64(len(val)) {
+			t.Fatalf("node %d's shard: %+v, %v", x, sh, err)
+		}
+	}
+	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, val) {
+		t.Fatalf("get: %d bytes, %v", len(got), err)
+	}
+	// Writers that never stop racing: the put gives up, saying so.
+	mu.Lock()
+	limit = 1 << 30
+	mu.Unlock()
+	err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("s"), 300<<10))
+	if !errors.Is(err, dscluster.ErrQuorum) || !strings.Contains(err.Error(), "newer version after each of 4 attempts") {
+		t.Fatalf("put against writers that keep racing: %v; want ErrQuorum after 4 attempts", err)
+	}
+}
