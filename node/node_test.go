@@ -1252,7 +1252,7 @@ func TestUndoPutsBackPrevShard(t *testing.T) {
 	// Undo is a write: a read-only client may not.
 	// (The writer first: a cluster with roles keeps a read-write client.)
 	for _, g := range [][2]string{{d.ID().String(), config.RoleReadWrite}, {h.ID().String(), config.RoleReadOnly}} {
-		if err := d.Member(ctx, membership.Command{Op: membership.OpGrant, ID: g[0], Role: g[1]}); err != nil {
+		if err := memberRetrying(ctx, d, membership.Command{Op: membership.OpGrant, ID: g[0], Role: g[1]}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1281,14 +1281,7 @@ func TestJoinNeedsRoles(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{FastRaft: true})
 	d := c.Client(nil)
-	member := func(cmd membership.Command) error {
-		err := d.Member(ctx, cmd)
-		for i := 0; i < 100 && err != nil && strings.Contains(err.Error(), "retry"); i++ {
-			time.Sleep(100 * time.Millisecond) // the raft group is starting
-			err = d.Member(ctx, cmd)
-		}
-		return err
-	}
+	member := func(cmd membership.Command) error { return memberRetrying(ctx, d, cmd) }
 	if err := member(membership.Command{Op: membership.OpGrant, ID: d.ID().String(), Role: config.RoleReadWrite}); err != nil {
 		t.Fatal(err)
 	}
@@ -1332,9 +1325,19 @@ func TestJoinNeedsRoles(t *testing.T) {
 	// often is: the leader has never seen the joiner's addresses.
 	via := (c.Leader() + 1) % c.Len()
 	old.Peerstore().AddAddrs(c.Node(via).ID(), c.Node(via).Addrs(), peerstore.PermanentAddrTTL)
-	resp, err := transport.NewClient(old, 20*time.Second).Do(ctx, c.Node(via).ID(), &wire.Request{Op: wire.OpMember, Body: body})
-	if err != nil {
-		t.Fatal(err)
+	join := func() *wire.Response {
+		t.Helper()
+		resp, err := transport.NewClient(old, 20*time.Second).Do(ctx, c.Node(via).ID(), &wire.Request{Op: wire.OpMember, Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := join()
+	// As node.Join does, while the node knows no leader (an election).
+	for i := 0; i < 100 && resp.Status == wire.StatusUnavailable; i++ {
+		time.Sleep(100 * time.Millisecond)
+		resp = join()
 	}
 	if resp.Status != wire.StatusBadRequest || !strings.Contains(resp.Message, "without "+node.FeatureRoles) {
 		t.Fatalf("join of an admitted node of an older version: %s %q; want a refusal naming %s", resp.Status, resp.Message, node.FeatureRoles)
@@ -1470,4 +1473,15 @@ func TestOrderedWriteOwnsItsQuorum(t *testing.T) {
 	if !errors.Is(err, dscluster.ErrQuorum) || !strings.Contains(err.Error(), "newer version after each of 4 attempts") {
 		t.Fatalf("put against writers that keep racing: %v; want ErrQuorum after 4 attempts", err)
 	}
+}
+
+// memberRetrying sends a membership command through d, again while the
+// cluster answers that it is electing a raft leader.
+func memberRetrying(ctx context.Context, d *dscluster.Datastore, cmd membership.Command) error {
+	err := d.Member(ctx, cmd)
+	for i := 0; i < 100 && err != nil && strings.Contains(err.Error(), "retry"); i++ {
+		time.Sleep(100 * time.Millisecond)
+		err = d.Member(ctx, cmd)
+	}
+	return err
 }
