@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -40,12 +41,13 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 // held a version at least as new (another front end wrote within the same
 // clock tick, or with a clock ahead of ours), writes again with a version
 // after it: a write that starts after another one returned must win,
-// whatever the clocks say. It acknowledges only an attempt that no node
-// answered for a newer version, so the write's own version holds its
-// quorum: counting those answers acknowledged writes that rested on a
-// newer version, and when that one failed and was undone the acknowledged
-// one could be left too scarce to read. Writers that keep racing on the
-// key get ErrQuorum after maxOrdered attempts.
+// whatever the clocks say. An attempt is acknowledged once no node held a
+// newer version, or once its own version alone holds a majority quorum
+// (writeShards): answers for a newer version do not count toward it, or an
+// acknowledged write could rest on a newer one that then failed and was
+// undone, and be left too scarce to read. Writers racing on one key pause
+// a random moment between attempts, and give up with ErrQuorum after
+// maxOrdered.
 func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, shards []*coding.Shard, quorum int,
 	reencode func(coding.Version) ([]*coding.Shard, error)) error {
 	for attempt := 1; ; attempt++ {
@@ -58,6 +60,15 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 				op, key, ErrQuorum, attempt)
 		}
 		d.clock.Observe(newer)
+		if attempt > 1 {
+			t := time.NewTimer(rand.N(time.Duration(attempt) * time.Millisecond))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%s %s: %w", op, key, ctx.Err())
+			case <-t.C:
+			}
+		}
 		if shards, err = reencode(d.clock.Next()); err != nil {
 			return fmt.Errorf("%s %s: %w", op, key, err)
 		}
@@ -65,7 +76,7 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 }
 
 // maxOrdered bounds writeOrdered's attempts.
-const maxOrdered = 4
+const maxOrdered = 8
 
 // Delete removes key by writing a tombstone version to every shard position.
 // Deleting a missing key is not an error. A key whose newest entry is
@@ -218,11 +229,20 @@ collect:
 	for _, i := range unsent {
 		failed = append(failed, NodeError{Node: v.nodeName(int(owners[i])), Err: errSlow})
 	}
-	ver := shards[0].Header.Version
+	h := &shards[0].Header // read before the shards are released
+	ver, tomb, k := h.Version, h.Tombstone, h.Policy.DataShards
+	// A version that alone holds a quorum that is a majority of the
+	// positions is acknowledged even if some nodes held a newer one: no
+	// other version can hold such a quorum, so the newer one is a
+	// concurrent write's, which may be ordered after this one.
+	if !newer.IsZero() && holding >= quorum && 2*quorum > len(shards) {
+		d.clock.Observe(newer)
+		newer = coding.Version{}
+	}
 	// The previous shards are dropped once the write is acknowledged, and
 	// not when a node holds a newer version: then this write is written
 	// again after it, and may yet fail.
-	acked := stored >= quorum && newer == (coding.Version{})
+	acked := stored >= quorum && newer.IsZero()
 	if pending == 0 {
 		sent()
 		coding.Release(shards)
@@ -241,12 +261,15 @@ collect:
 			}
 		}(pending)
 	}
+	// A failed write, or one about to be written again after a newer
+	// version (that attempt keeps this one's shard as the previous one),
+	// is undone while too scarce for anyone to have read it.
+	if (stored < quorum || !newer.IsZero()) && !tomb && holding < k {
+		u := undos{}
+		u.add(key, ver, kept)
+		d.undo(ctx, u)
+	}
 	if stored < quorum {
-		if h := &shards[0].Header; !h.Tombstone && holding < h.Policy.DataShards {
-			u := undos{}
-			u.add(key, ver, kept)
-			d.undo(ctx, u)
-		}
 		return newer, &QuorumError{Op: op, Key: key, Stored: stored, Quorum: quorum, Failed: failed}
 	}
 	if len(failed) > 0 || pending > 0 {

@@ -1402,50 +1402,81 @@ func TestRetriedPutReportsPrevKept(t *testing.T) {
 	}
 }
 
+// interceptPuts has node x answer the puts of key's shard (alone, or as a
+// batch of that one shard) with answer(nth, version), nth counting from 1,
+// and serve everything else, or a nil answer, itself. restore puts the
+// node's own handler back.
+func interceptPuts(c *clustertest.Cluster, x int, key string, answer func(nth int, v coding.Version) *wire.Response) (restore func()) {
+	ctx := context.Background()
+	xn := c.Node(x)
+	var mu sync.Mutex
+	nth := 0
+	reply := func(raw []byte) *wire.Response {
+		sh, err := coding.ParseShard(raw)
+		if err != nil || sh.Header.Key != key {
+			return nil
+		}
+		mu.Lock()
+		nth++
+		n := nth
+		mu.Unlock()
+		return answer(n, sh.Header.Version)
+	}
+	xn.Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		f, err := wire.ReadFrame(s, nil)
+		if err != nil {
+			_ = s.Reset()
+			return
+		}
+		var r *wire.Response
+		req, err := wire.DecodeRequest(f)
+		switch {
+		case err != nil:
+		case req.Op == wire.OpPut:
+			r = reply(req.Shard)
+		case req.Op == wire.OpBatchPut && len(req.Shards) == 1:
+			if r = reply(req.Shards[0]); r != nil {
+				r = &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, []wire.BatchResult{{Status: r.Status, Message: r.Message}})}
+			}
+		}
+		if r == nil {
+			r = xn.Serve(ctx, s.Conn().RemotePeer(), f)
+		} else {
+			r.Op = req.Op
+		}
+		_, _ = wire.WriteResponse(s, nil, r)
+	})
+	return func() { xn.Host().SetStreamHandler(wire.ShardProtocol, xn.HandleStream) }
+}
+
+// supersededAnswer answers a put of version v as a node holding a newer
+// version does.
+func supersededAnswer(v coding.Version) *wire.Response {
+	return &wire.Response{Status: wire.StatusOK, Message: wire.Superseded(v.HLC+1, v.Writer)}
+}
+
 // TestOrderedWriteOwnsItsQuorum: a writer whose put met a newer version
-// writes again after it, and acknowledges only an attempt that no node
-// answered with a newer version. Two nodes here answer the first two
-// attempts' shards as if another writer kept writing newer versions. The
-// second attempt used to be acknowledged on those answers, with the
-// value's own version on 4 of 6 positions, below the quorum: had the
-// racing version failed and been undone, the acknowledged value could
-// be left too scarce to read.
+// writes again after it, and acknowledges only an attempt whose own
+// version holds the quorum. Two nodes here answer the first two attempts'
+// shards as if another writer kept writing newer versions. The second
+// attempt used to be acknowledged on those answers, with the value's own
+// version on 4 of 6 positions, below the quorum: had the racing version
+// failed and been undone, the acknowledged value could be left too scarce
+// to read.
 func TestOrderedWriteOwnsItsQuorum(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	key := "/ordered/racing"
 	o := c.Owners(key)
-	var mu sync.Mutex
-	claims := map[int]int{} // node -> puts answered with a newer version
-	limit := 2
+	var limit atomic.Int64
+	limit.Store(2)
 	for _, x := range o[4:] {
-		xn := c.Node(x)
-		xn.Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
-			defer s.Close()
-			f, err := wire.ReadFrame(s, nil)
-			if err != nil {
-				_ = s.Reset()
-				return
+		interceptPuts(c, x, key, func(nth int, v coding.Version) *wire.Response {
+			if int64(nth) > limit.Load() {
+				return nil
 			}
-			resp := func() *wire.Response {
-				req, err := wire.DecodeRequest(f)
-				if err != nil || req.Op != wire.OpPut {
-					return xn.Serve(ctx, s.Conn().RemotePeer(), f)
-				}
-				sh, err := coding.ParseShard(req.Shard)
-				if err != nil {
-					return xn.Serve(ctx, s.Conn().RemotePeer(), f)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if claims[x] >= limit {
-					return xn.Serve(ctx, s.Conn().RemotePeer(), f)
-				}
-				claims[x]++
-				v := sh.Header.Version
-				return &wire.Response{Op: wire.OpPut, Status: wire.StatusOK, Message: wire.Superseded(v.HLC+1, v.Writer)}
-			}()
-			_, _ = wire.WriteResponse(s, nil, resp)
+			return supersededAnswer(v)
 		})
 	}
 	val := bytes.Repeat([]byte("r"), 300<<10)
@@ -1466,12 +1497,71 @@ func TestOrderedWriteOwnsItsQuorum(t *testing.T) {
 		t.Fatalf("get: %d bytes, %v", len(got), err)
 	}
 	// Writers that never stop racing: the put gives up, saying so.
-	mu.Lock()
-	limit = 1 << 30
-	mu.Unlock()
+	limit.Store(1 << 30)
 	err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("s"), 300<<10))
-	if !errors.Is(err, dscluster.ErrQuorum) || !strings.Contains(err.Error(), "newer version after each of 4 attempts") {
-		t.Fatalf("put against writers that keep racing: %v; want ErrQuorum after 4 attempts", err)
+	if !errors.Is(err, dscluster.ErrQuorum) || !strings.Contains(err.Error(), "newer version after each of 8 attempts") {
+		t.Fatalf("put against writers that keep racing: %v; want ErrQuorum after 8 attempts", err)
+	}
+}
+
+// TestSupersededAttemptIsUndone: an overwrite's first attempt reaches
+// positions 0-2, fails at 3, and meets a newer version at 4 and 5, so it
+// is written again; that attempt fails at 3-5. The first attempt, held by
+// 3 positions, was neither acknowledged nor undone, so the second one kept
+// its shards as the previous ones there, and undoing the second put them
+// back: v1, acknowledged, was left on 3 positions and lost with every node
+// up. An attempt about to be written again is now undone first, while too
+// scarce to have been read. Likewise for a batch, which writes such values
+// again with Put.
+func TestSupersededAttemptIsUndone(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	fail := &wire.Response{Status: wire.StatusInternal, Message: "disk full"}
+	for _, batch := range []bool{false, true} {
+		key := fmt.Sprintf("/ordered/undone-%v", batch)
+		o := c.Owners(key)
+		if err := d.Put(ctx, ds.NewKey(key), v1); err != nil {
+			t.Fatal(err)
+		}
+		restore := []func(){interceptPuts(c, o[3], key, func(int, coding.Version) *wire.Response { return fail })}
+		for _, x := range o[4:] {
+			restore = append(restore, interceptPuts(c, x, key, func(nth int, v coding.Version) *wire.Response {
+				if nth == 1 {
+					return supersededAnswer(v)
+				}
+				return fail
+			}))
+		}
+		// A new front end: the handlers above serve new streams only.
+		w := c.Client(nil)
+		v2 := bytes.Repeat([]byte("2"), 300<<10)
+		var err error
+		if batch {
+			batchPutErr := func() error {
+				b, err := w.Batch(ctx)
+				if err != nil {
+					return err
+				}
+				if err := b.Put(ctx, ds.NewKey(key), v2); err != nil {
+					return err
+				}
+				return b.Commit(ctx)
+			}
+			err = batchPutErr()
+		} else {
+			err = w.Put(ctx, ds.NewKey(key), v2)
+		}
+		if !errors.Is(err, dscluster.ErrQuorum) {
+			t.Fatalf("batch %v: overwrite: %v, want a quorum error", batch, err)
+		}
+		for _, r := range restore {
+			r()
+		}
+		if got, err := c.Client(nil).Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, v1) {
+			t.Fatalf("batch %v: get after the failed overwrite, every node up: %d bytes, %v; want v1", batch, len(got), err)
+		}
 	}
 }
 
