@@ -757,6 +757,12 @@ func (n *Node) featuresOf(ctx context.Context, node string, maxAge time.Duration
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := peers{n}.do(ctx, node, &wire.Request{Op: wire.OpStatus})
+	if resp != nil && resp.Status == wire.StatusUnauthorized {
+		// Only a node that applies client roles refuses a peer for want
+		// of one (its description predates this node's joining, say).
+		// What else it runs is unknown: not cached.
+		return []string{FeatureRoles}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -54,3 +54,8 @@ func (n *Node) Drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 func (n *Node) Serve(ctx context.Context, from peer.ID, frame []byte) *wire.Response {
 	return n.serve(ctx, from, frame, nil)
 }
+
+// FeaturesOf is featuresOf, asked now.
+func (n *Node) FeaturesOf(ctx context.Context, node string) ([]string, error) {
+	return n.featuresOf(ctx, node, 0)
+}

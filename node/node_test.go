@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1351,6 +1352,21 @@ func TestJoinNeedsRoles(t *testing.T) {
 		if _, ok := c.Node(i).Cluster().Member(old.ID().String()); ok {
 			t.Fatalf("node %d lists the refused node as a member", i)
 		}
+	}
+	// A node that refuses the leader's status for want of a role (its
+	// description predates the leader) applies roles: it is let through.
+	old.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		if _, err := wire.ReadFrame(s, nil); err != nil {
+			_ = s.Reset()
+			return
+		}
+		_, _ = wire.WriteResponse(s, nil, &wire.Response{Op: wire.OpStatus, Status: wire.StatusUnauthorized, Message: "status: peer has no role"})
+	})
+	leader := c.Node(c.Leader())
+	leader.Host().Peerstore().AddAddrs(old.ID(), old.Addrs(), peerstore.TempAddrTTL)
+	if fs, err := leader.FeaturesOf(ctx, old.ID().String()); err != nil || !slices.Contains(fs, node.FeatureRoles) {
+		t.Fatalf("features of a node that refuses for want of a role: %v, %v; want %s", fs, err, node.FeatureRoles)
 	}
 }
 
