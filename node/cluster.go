@@ -641,7 +641,7 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
 			}
 		}
-		if cmd.Op == membership.OpJoin && len(c.Clients) > 0 && cmd.Member != nil {
+		if cmd.Op == membership.OpJoin && len(c.Clients) > 0 && cmd.Member != nil && mayJoin(c, cmd.Member.ID) {
 			if resp := n.joinerHasRoles(ctx, cmd.Member); resp != nil {
 				return resp
 			}
@@ -711,6 +711,14 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 			feature, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// mayJoin reports whether id is admitted or a member that is not removed:
+// the joins the raft log can accept once roles are enforced. The others
+// are refused there, without the leader dialling what they announce.
+func mayJoin(c *config.Cluster, id string) bool {
+	m, ok := c.Member(id)
+	return slices.Contains(c.Admitted, id) || ok && m.State != membership.Removed
 }
 
 // joinerHasRoles refuses the join of m into a cluster that enforces client

@@ -1311,9 +1311,6 @@ func TestJoinNeedsRoles(t *testing.T) {
 		st := fmt.Sprintf(`{"peer":%q,"state":"up"}`, old.ID())
 		_, _ = wire.WriteResponse(s, nil, &wire.Response{Op: wire.OpStatus, Status: wire.StatusOK, Payload: []byte(st)})
 	})
-	if err := member(membership.Command{Op: membership.OpAdmit, ID: old.ID().String()}); err != nil {
-		t.Fatal(err)
-	}
 	var addrs []string
 	for _, a := range old.Addrs() {
 		addrs = append(addrs, a.String())
@@ -1334,12 +1331,30 @@ func TestJoinNeedsRoles(t *testing.T) {
 		}
 		return resp
 	}
-	resp := join()
-	// As node.Join does, while the node knows no leader (an election).
-	for i := 0; i < 100 && resp.Status == wire.StatusUnavailable; i++ {
-		time.Sleep(100 * time.Millisecond)
-		resp = join()
+	joinAnswered := func() *wire.Response {
+		t.Helper()
+		resp := join()
+		// As node.Join does, while the node knows no leader (an election).
+		for i := 0; i < 100 && resp.Status == wire.StatusUnavailable; i++ {
+			time.Sleep(100 * time.Millisecond)
+			resp = join()
+		}
+		return resp
 	}
+	// Not admitted: refused by the raft log, and the leader does not dial
+	// what a stranger announces.
+	if resp := joinAnswered(); resp.Status != wire.StatusBadRequest || !strings.Contains(resp.Message, "not admitted") {
+		t.Fatalf("join of a node not admitted: %s %q", resp.Status, resp.Message)
+	}
+	select {
+	case <-asked:
+		t.Fatal("the leader asked the status of a node that is not admitted")
+	default:
+	}
+	if err := member(membership.Command{Op: membership.OpAdmit, ID: old.ID().String()}); err != nil {
+		t.Fatal(err)
+	}
+	resp := joinAnswered()
 	if resp.Status != wire.StatusBadRequest || !strings.Contains(resp.Message, "without "+node.FeatureRoles) {
 		t.Fatalf("join of an admitted node of an older version: %s %q; want a refusal naming %s", resp.Status, resp.Message, node.FeatureRoles)
 	}
