@@ -313,9 +313,10 @@ func (u undos) add(key string, ver coding.Version, nodes []peer.ID) {
 	}
 }
 
-// undo takes back failed writes before their error goes to the caller:
-// each node that kept the shard a failed write replaced puts it back as
-// its current one (OpUndo), so the key is as it was before the write. A
+// undo takes back failed writes before their error goes to the caller,
+// and attempts about to be written again after a newer version before the
+// next attempt: each node that kept the shard such a write replaced puts
+// it back as its current one (OpUndo), so the key is as it was before. A
 // failed overwrite left alone holds the older value only in previous
 // shards, one write deep: a second failed overwrite of the same positions
 // (a client retrying while nodes are down) used to lose it. Callers undo
