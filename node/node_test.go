@@ -671,14 +671,30 @@ func batchPut(t *testing.T, d *dscluster.Datastore, key string, val []byte) {
 // (the writer drops it in the background).
 func waitPrevGone(t *testing.T, n *node.Node, key, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, 10*time.Second, "previous shard "+what+", want none", func() error {
 		_, err := n.PrevShard(key)
-		if errors.Is(err, ds.ErrNotFound) {
+		switch {
+		case errors.Is(err, ds.ErrNotFound):
+			return nil
+		case err == nil:
+			return errors.New("still kept")
+		}
+		return err
+	})
+}
+
+// eventually calls check every 20 ms until it returns nil, and fails the
+// test with what and check's last error if that takes longer than within.
+func eventually(t *testing.T, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("previous shard %s: %v, want none", what, err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -953,15 +969,12 @@ func TestRoleCommandsNeedEveryMember(t *testing.T) {
 		t.Fatalf("revoke with node %d stopped: %v", y, err)
 	}
 	// The leader's description follows the raft log a moment later.
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, ok := c.Node(c.Leader()).Cluster().ClientRole(reader); !ok {
-			break
+	eventually(t, 5*time.Second, "the revoked client", func() error {
+		if _, ok := c.Node(c.Leader()).Cluster().ClientRole(reader); ok {
+			return errors.New("it still has a role")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the revoked client still has a role")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestDropRestoresPrevShard: repair rolls a failed overwrite back with a
@@ -1138,19 +1151,17 @@ func TestShardInFlightOutlivesCallerCancel(t *testing.T) {
 				t.Fatalf("write %d: node 0 took its shard before the write returned: the test did not make it late", i)
 			}
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		eventually(t, 10*time.Second, fmt.Sprintf("write %d: node 0's shard after the caller cancelled, want the value's", i), func() error {
 			raw, err := n0.CurrentShard(key)
-			if err == nil {
-				if sh, err := coding.ParseShard(raw); err == nil && sh.Header.ValueLen == uint64(len(val)) {
-					break
-				}
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("write %d: node 0's shard after the caller cancelled: %v; want the value's", i, err)
+			sh, err := coding.ParseShard(raw)
+			if err == nil && sh.Header.ValueLen != uint64(len(val)) {
+				err = fmt.Errorf("a shard of a %d-byte value", sh.Header.ValueLen)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err
+		})
 	}
 }
 
@@ -1257,15 +1268,12 @@ func TestUndoPutsBackPrevShard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, ok := c.Node(n).Cluster().ClientRole(h.ID().String()); ok {
-			break
+	eventually(t, 5*time.Second, "the grant", func() error {
+		if _, ok := c.Node(n).Cluster().ClientRole(h.ID().String()); !ok {
+			return errors.New("it did not reach the node")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the grant did not reach the node")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if r := undo(n, fresh, v); r.Status != wire.StatusUnauthorized {
 		t.Fatalf("undo by a read-only client: %s %q, want unauthorized", r.Status, r.Message)
 	}
