@@ -666,7 +666,10 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	if !ok {
 		return &wire.Response{Status: wire.StatusUnavailable, Message: "no raft leader right now; retry"}
 	}
-	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	// The leader may take 5 s asking a joiner's status (joinerHasRoles),
+	// then 10 s proposing: more than that, so that a command the leader
+	// applies is not reported failed here.
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	resp, err := n.client.Do(fctx, leader, &wire.Request{Op: wire.OpMember, Body: body})
 	if err != nil {
