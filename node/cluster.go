@@ -733,10 +733,8 @@ func mayJoin(c *config.Cluster, id string) bool {
 // that does not answer may just not be reachable yet: the joiner retries.
 func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Response {
 	if id, err := peer.Decode(m.ID); err == nil && id != n.host.ID() {
-		for _, a := range m.Addrs {
-			if addr, err := ma.NewMultiaddr(a); err == nil {
-				n.host.Peerstore().AddAddr(id, addr, peerstore.TempAddrTTL)
-			}
+		if addrs, err := transport.DialAddrs(m.Addrs); err == nil {
+			n.host.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
 		}
 	}
 	fs, err := n.featuresOf(ctx, m.ID, 0)
