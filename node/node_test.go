@@ -654,17 +654,21 @@ func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
 // batchPut puts val under key in a batch of its own, as kubo writes.
 func batchPut(t *testing.T, d *dscluster.Datastore, key string, val []byte) {
 	t.Helper()
-	ctx := context.Background()
+	if err := batchCommit(context.Background(), d, key, val); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// batchCommit writes val under key through a batch of one, as kubo writes.
+func batchCommit(ctx context.Context, d *dscluster.Datastore, key string, val []byte) error {
 	b, err := d.Batch(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := b.Put(ctx, ds.NewKey(key), val); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	return b.Commit(ctx)
 }
 
 // waitPrevGone waits up to 10 s for n to hold no previous shard of key
@@ -1127,16 +1131,7 @@ func TestShardInFlightOutlivesCallerCancel(t *testing.T) {
 	d := c.Client(&dscluster.Options{HedgeAfter: 100 * time.Millisecond})
 	for i, put := range []func(ctx context.Context, val []byte) error{
 		func(ctx context.Context, val []byte) error { return d.Put(ctx, ds.NewKey(key), val) },
-		func(ctx context.Context, val []byte) error {
-			b, err := d.Batch(ctx)
-			if err != nil {
-				return err
-			}
-			if err := b.Put(ctx, ds.NewKey(key), val); err != nil {
-				return err
-			}
-			return b.Commit(ctx)
-		},
+		func(ctx context.Context, val []byte) error { return batchCommit(ctx, d, key, val) },
 	} {
 		val := bytes.Repeat([]byte{byte('a' + i)}, 200<<10+i)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -1578,17 +1573,7 @@ func TestSupersededAttemptIsUndone(t *testing.T) {
 		v2 := bytes.Repeat([]byte("2"), 300<<10)
 		var err error
 		if batch {
-			batchPutErr := func() error {
-				b, err := w.Batch(ctx)
-				if err != nil {
-					return err
-				}
-				if err := b.Put(ctx, ds.NewKey(key), v2); err != nil {
-					return err
-				}
-				return b.Commit(ctx)
-			}
-			err = batchPutErr()
+			err = batchCommit(ctx, w, key, v2)
 		} else {
 			err = w.Put(ctx, ds.NewKey(key), v2)
 		}
