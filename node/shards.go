@@ -137,13 +137,13 @@ func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entr
 
 // undo answers a writer's OpUndo: the write of sr's version failed its
 // quorum (or is about to be written again after a newer version), and this
-// node kept the shard it replaced, so it puts that shard
-// back as the current one, as restorePrev does. It only ever puts back:
-// with no previous shard to restore (a fresh key, a tombstone replaced, a
-// previous shard lost) it keeps the failed write's shard, and it never
-// undoes a tombstone (a failed delete's tombstone still hides the value,
-// as a retried delete expects). A node that misses the undo keeps the
-// failed version for repair to roll back.
+// node kept the shard it replaced, so it puts that shard back as the
+// current one, as restorePrev does. It only ever puts back: with no
+// previous shard to restore (a fresh key, a tombstone replaced, a previous
+// shard lost) it keeps the failed write's shard, and it never undoes a
+// tombstone (a failed delete's tombstone still hides the value, as a
+// retried delete expects). A node that misses the undo keeps the failed
+// version for repair to roll back.
 func (n *Node) undo(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	keep := func(e index.Entry) string {
 		switch {

@@ -405,8 +405,10 @@ func (s *planner) dropRestoring(ver coding.Version, rollBack bool) {
 // the version was written (View.MapSince), so the owners now are the ones
 // its writer wrote to; and the positions whose owner holds only older
 // versions leave fewer than its quorum that could have held it. (A node's
-// version only moves forward but for these roll-backs, which undo only
-// versions that never reached a quorum.) One version per pass: an older
+// version only moves forward but for these roll-backs and writers' undos,
+// which undo only versions that were never acknowledged: a position that
+// undid this version counts as never having held it, and the version was
+// not acknowledged all the same.) One version per pass: an older
 // one may be readable once this one is rolled back, and the planner does
 // not see previous shards.
 func (s *planner) rollBack() {
