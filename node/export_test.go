@@ -36,6 +36,25 @@ func (n *Node) SetPrevShard(key string, raw []byte) error {
 	return n.store.Put(context.Background(), prevShardName(key), raw)
 }
 
+// AgePrevShard moves key's previous shard to where nodes kept previous
+// shards before prevShardName (legacyPrevName), as an upgraded node finds it.
+func (n *Node) AgePrevShard(key string) error {
+	ctx := context.Background()
+	raw, err := n.store.Get(ctx, prevShardName(key))
+	if err != nil {
+		return err
+	}
+	if err := n.store.Put(ctx, legacyPrevName(key), raw); err != nil {
+		return err
+	}
+	return n.store.Delete(ctx, prevShardName(key))
+}
+
+// LegacyPrevShard is what the node holds at key's legacyPrevName.
+func (n *Node) LegacyPrevShard(key string) ([]byte, error) {
+	return n.store.Get(context.Background(), legacyPrevName(key))
+}
+
 // DelegateRepair sends a as a repair order to a.To, as the repair leader does.
 func (n *Node) DelegateRepair(ctx context.Context, a repair.Action) error {
 	return peers{n}.Delegate(ctx, a)

@@ -646,6 +646,10 @@ func (n *Node) keepPrev(ctx context.Context, old index.Entry, none bool) (bool, 
 		raw, err := n.store.Get(ctx, shardName(old.Key))
 		if err == nil {
 			if err = n.store.Put(ctx, prevShardName(old.Key), raw); err == nil {
+				// A previous shard kept where older nodes kept it is older still.
+				if err := n.dropLegacyPrev(ctx, old.Key); err != nil {
+					log.Warnw("drop an older previous shard", "key", old.Key, "err", err)
+				}
 				return true, nil
 			}
 		}
@@ -656,13 +660,40 @@ func (n *Node) keepPrev(ctx context.Context, old index.Entry, none bool) (bool, 
 
 // hasPrev reports whether the node keeps a previous shard of key.
 func (n *Node) hasPrev(ctx context.Context, key string) bool {
-	has, err := n.store.Has(ctx, prevShardName(key))
-	return err == nil && has
+	if has, err := n.store.Has(ctx, prevShardName(key)); err == nil && has {
+		return true
+	}
+	_, ok := n.legacyPrev(ctx, key)
+	return ok
 }
 
 // dropPrevShard deletes key's previous shard, if there is one.
 func (n *Node) dropPrevShard(ctx context.Context, key string) error {
 	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return fmt.Errorf("delete the previous shard: %w", err)
+	}
+	return n.dropLegacyPrev(ctx, key)
+}
+
+// legacyPrev reads key's previous shard where nodes kept it before
+// prevShardName (legacyPrevName), if what is there is a shard of key and
+// not the shard of the user key that name also belongs to.
+func (n *Node) legacyPrev(ctx context.Context, key string) ([]byte, bool) {
+	raw, err := n.store.Get(ctx, legacyPrevName(key))
+	if err != nil {
+		return nil, false
+	}
+	sh, err := coding.ParseShard(raw)
+	return raw, err == nil && sh.Header.Key == key
+}
+
+// dropLegacyPrev deletes key's previous shard kept at legacyPrevName, and
+// nothing else that may be there.
+func (n *Node) dropLegacyPrev(ctx context.Context, key string) error {
+	if _, ok := n.legacyPrev(ctx, key); !ok {
+		return nil
+	}
+	if err := n.store.Delete(ctx, legacyPrevName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return fmt.Errorf("delete the previous shard: %w", err)
 	}
 	return nil
@@ -693,6 +724,11 @@ var errBadPrev = errors.New("bad previous shard")
 // key, any other error from the store.
 func (n *Node) readPrev(ctx context.Context, key string) ([]byte, *coding.Shard, error) {
 	raw, err := n.store.Get(ctx, prevShardName(key))
+	if errors.Is(err, ds.ErrNotFound) {
+		if legacy, ok := n.legacyPrev(ctx, key); ok {
+			raw, err = legacy, nil
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -183,7 +183,7 @@ func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (w
 	if err := n.storeShard(ctx, raw, entryOf(prev), true); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
 	}
-	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+	if err := n.dropPrevShard(ctx, key); err != nil {
 		log.Warnw("delete a restored previous shard", "key", key, "err", err)
 	}
 	return wire.StatusOK, "restored"
@@ -225,15 +225,13 @@ func (n *Node) removeLocked(ctx context.Context, e index.Entry, prev bool) (wire
 	if err := n.idx.Delete(e.Key); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("remove %q: index: %v", e.Key, err)
 	}
-	var names []ds.Key
 	if prev {
-		names = append(names, prevShardName(e.Key))
+		if err := n.dropPrevShard(ctx, e.Key); err != nil {
+			log.Warnw("remove shard", "key", e.Key, "err", err)
+		}
 	}
 	if !e.Tombstone {
-		names = append(names, shardName(e.Key))
-	}
-	for _, name := range names {
-		if err := n.store.Delete(ctx, name); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		if err := n.store.Delete(ctx, shardName(e.Key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
 			log.Warnw("remove shard", "key", e.Key, "err", err)
 		}
 	}

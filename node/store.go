@@ -21,8 +21,17 @@ import (
 func shardName(key string) ds.Key { return ShardKey(key) }
 
 // prevShardName is where the node keeps the shard of key's previous value
-// when a newer version replaced it (keepPrev).
-func prevShardName(key string) ds.Key { return ShardKey(key + "\x00prev") }
+// when a newer version replaced it (keepPrev). No shard name can be a
+// previous shard's name: ShardKey never yields a '-'.
+func prevShardName(key string) ds.Key {
+	return ds.RawKey("/PREV-" + ShardKey(key).String()[1:])
+}
+
+// legacyPrevName is where nodes kept key's previous shard before
+// prevShardName: the shard name of the user key key+"\x00prev", so that
+// key's own shard may sit there too. Whatever is there counts as key's
+// previous shard only when its header names key (legacyPrev).
+func legacyPrevName(key string) ds.Key { return ShardKey(key + "\x00prev") }
 
 // ShardKey maps a user key to the shard store key: flatfs accepts only a
 // small alphabet and file names are bounded, so the key is hashed. The shard
