@@ -116,7 +116,7 @@ func (s *Store) Query(ctx context.Context, q dsq.Query) (dsq.Results, error) {
 			keys, locs = keys[1:], locs[1:]
 			e := dsq.Entry{Key: k, Size: int(l.valLen)}
 			if !q.KeysOnly {
-				v, err := s.Get(ctx, ds.RawKey(k))
+				v, _, err := s.getInto(k, nil)
 				if errors.Is(err, ds.ErrNotFound) {
 					continue
 				}

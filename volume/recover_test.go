@@ -70,8 +70,10 @@ func rounds(long, short int) int {
 }
 
 // A lost or emptied index.bolt makes Open fail and leaves the volumes as
-// they are. Open used to take every volume for one it had never indexed:
-// it deleted the sealed ones and truncated the last to nothing.
+// they are, however often it is tried. Open used to take every volume for
+// one it had never indexed: it deleted the sealed ones and truncated the
+// last to nothing; later, the refused Open created the index's buckets
+// first, so that the second Open did the same.
 func TestOpenRefusesVolumesWithoutIndex(t *testing.T) {
 	for _, how := range []string{"removed", "emptied"} {
 		t.Run(how, func(t *testing.T) {
@@ -88,9 +90,11 @@ func TestOpenRefusesVolumesWithoutIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantCorruptOpen(t, dir, opts, "with the index "+how)
-			if after := sizes(t, dir); fmt.Sprint(after) != fmt.Sprint(before) {
-				t.Fatalf("volumes changed by the refused open: %v -> %v", before, after)
+			for _, which := range []string{"first", "second"} {
+				wantCorruptOpen(t, dir, opts, which+" time with the index "+how)
+				if after := sizes(t, dir); fmt.Sprint(after) != fmt.Sprint(before) {
+					t.Fatalf("volumes changed by the %s refused open: %v -> %v", which, before, after)
+				}
 			}
 		})
 	}

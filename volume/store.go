@@ -193,15 +193,11 @@ func listVolumes(dir string) ([]uint32, error) {
 
 func (s *Store) recover() error {
 	ends := map[uint32]uint64{}
-	fresh := false // the index had no meta bucket: it was just created
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
-			return err
-		}
-		fresh = tx.Bucket(bucketMeta) == nil
-		m, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
+	fresh := false // the index has no meta bucket: it was just created
+	err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if fresh = m == nil; fresh {
+			return nil
 		}
 		return m.ForEach(func(k, v []byte) error {
 			if len(k) == 5 && k[0] == 'e' && len(v) == 8 {
@@ -219,6 +215,19 @@ func (s *Store) recover() error {
 	}
 	if err := s.checkVolumesKnown(ids, ends, fresh); err != nil {
 		return err
+	}
+	// Only now may the index take the buckets: created before the check
+	// refused, they would make the next Open take the index for one that
+	// knows no volume, and delete them all.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketMeta)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("volume: create index buckets: %w", err)
 	}
 	dirty := false
 	for i, id := range ids {
@@ -425,7 +434,12 @@ func (s *Store) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 // aliases the returned buffer, which the caller may reuse once done with
 // the value. It returns the buffer even on error.
 func (s *Store) GetInto(ctx context.Context, key ds.Key, buf []byte) (value, grown []byte, err error) {
-	k := key.String()
+	return s.getInto(key.String(), buf)
+}
+
+// getInto is GetInto for the key string k, which Query takes from the
+// index as it is: ds.RawKey would panic on one that was not made a key.
+func (s *Store) getInto(k string, buf []byte) (value, grown []byte, err error) {
 	s.filesMu.RLock()
 	defer s.filesMu.RUnlock()
 	l, ok, err := s.lookup(k)
@@ -492,6 +506,11 @@ func (s *Store) PutWith(ctx context.Context, key ds.Key, value []byte, also func
 func (s *Store) DB() *bolt.DB { return s.db }
 
 func checkSizes(k string, n int) error {
+	if k == "" {
+		// The zero ds.Key: bbolt refuses an empty key, and a failed index
+		// commit stops the store.
+		return errors.New("volume: empty key")
+	}
 	if len(k) > MaxKeySize {
 		return fmt.Errorf("volume: key of %d bytes exceeds %d", len(k), MaxKeySize)
 	}

@@ -413,3 +413,47 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// A Put under the zero ds.Key is refused, and the store goes on taking
+// writes: bbolt used to fail the index commit for the empty key, which the
+// store took for a failed disk and refused every write until reopened.
+func TestEmptyKeyRefused(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), &Options{NoSync: true})
+	defer s.Close()
+	if err := s.Put(ctx, ds.Key{}, []byte("x")); err == nil {
+		t.Fatal("put of the zero key: nil error")
+	}
+	b, err := s.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, ds.Key{}, []byte("x")); err == nil {
+		t.Fatal("batch put of the zero key: nil error")
+	}
+	if err := s.Put(ctx, ds.NewKey("/ok"), []byte("y")); err != nil {
+		t.Fatalf("put after a refused zero key: %v (Err %v)", err, s.Err())
+	}
+	if v, err := s.Get(ctx, ds.NewKey("/ok")); err != nil || string(v) != "y" {
+		t.Fatalf("get: %q, %v", v, err)
+	}
+}
+
+// Query serves index keys as they are, even one that is not a clean
+// datastore key (a damaged or foreign index): ds.RawKey used to panic on it.
+func TestQueryTakesIndexKeysAsTheyAre(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), &Options{NoSync: true})
+	defer s.Close()
+	if err := s.apply([]op{{kind: opPut, key: "bad", rec: encodeRecord("bad", []byte("v"))}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Query(ctx, dsq.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := res.Rest()
+	if err != nil || len(es) != 1 || es[0].Key != "bad" || string(es[0].Value) != "v" {
+		t.Fatalf("query: %+v, %v; want the one entry bad=v", es, err)
+	}
+}
