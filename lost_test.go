@@ -390,3 +390,54 @@ func TestFailedOverwritesAreUndone(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteOfValueWithLostShards: positions 0 and 1 lost their shards (bit
+// rot, scrubbed, not yet repaired), so Get takes the key for absent; 4 valid
+// shards remain on the others. Delete took the same two answers as proof
+// that there was nothing to delete and wrote no tombstone: a reader that
+// could not reach positions 0 and 1 still read the value, and repair would
+// have rebuilt it for everyone. Delete now writes the tombstone unless
+// every position says it holds nothing.
+func TestDeleteOfValueWithLostShards(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/delete-after-rot")
+	o := c.Owners(k.String())
+	if err := d.Put(ctx, k, bytes.Repeat([]byte("v"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range o[:2] {
+		if err := c.CorruptShard(n, k.String()); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.Node(n).Scrub(ctx); err != nil || st.Corrupt != 1 {
+			t.Fatalf("scrub node %d: %+v, %v; want 1 corrupt shard", n, st, err)
+		}
+	}
+	if err := d.Delete(ctx, k); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	r := c.Client(&dscluster.Options{Down: o[:2]})
+	if got, err := r.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get after the delete, positions 0 and 1 unreachable: %d bytes, %v; want ds.ErrNotFound", len(got), err)
+	}
+	// A key no position holds is deleted without a tombstone.
+	tombstones := func() (n int) {
+		for i := range c.Len() {
+			st, err := c.Node(i).Stat(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += st.Tombstones
+		}
+		return n
+	}
+	before := tombstones()
+	if err := d.Delete(ctx, ds.NewKey("/lost/never-written")); err != nil {
+		t.Fatalf("delete of a missing key: %v", err)
+	}
+	if after := tombstones(); after != before {
+		t.Fatalf("tombstones: %d before deleting a missing key, %d after; want no new one", before, after)
+	}
+}

@@ -75,6 +75,25 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 	}
 }
 
+// absentEverywhere reports whether every position of key's slot answers,
+// within HedgeAfter, that it holds no entry of key. Get takes a key for
+// absent once two positions say so (no acknowledged write can miss both),
+// but they may have lost their shards (bit rot scrubbed, not yet repaired)
+// while the others hold the value: a delete that wrote nothing then would
+// see it come back once repaired.
+func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
+	v := d.view.Load()
+	owners := v.owners(key)
+	ctx, cancel := context.WithTimeout(ctx, d.opts.HedgeAfter)
+	defer cancel()
+	for _, a := range askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos, false) }) {
+		if a.state != fetchNotFound {
+			return false
+		}
+	}
+	return true
+}
+
 // maxOrdered bounds writeOrdered's attempts.
 const maxOrdered = 8
 
@@ -82,7 +101,8 @@ const maxOrdered = 8
 // Deleting a missing key is not an error. A key whose newest entry is
 // already a tombstone is deleted again: that tombstone may be what is left
 // of a delete that failed its quorum, and this one must be durable once
-// acknowledged.
+// acknowledged. A key Get would find absent gets a tombstone all the same
+// unless every position says it holds no entry of it (absentEverywhere).
 func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
@@ -96,7 +116,7 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 		// tombstone hides them.
 	case err != nil:
 		return opError("delete", k, err)
-	case !found && !le.Tombstone:
+	case !found && !le.Tombstone && d.absentEverywhere(ctx, k):
 		return nil // no entry: nothing was ever acknowledged under key
 	}
 	v := d.view.Load()
