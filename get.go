@@ -492,6 +492,11 @@ func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners
 		if err == nil && (a.h.Key != key || int(a.h.Index) != pos) {
 			err = fmt.Errorf("%w: node holds shard %d of %q for shard %d of %q", coding.ErrCorrupt, a.h.Index, a.h.Key, pos, key)
 		}
+		if p := a.entryPolicy(); err == nil && (p.Validate() != nil || pos >= p.Width()) {
+			// A shard's header is checked as it is parsed, an index entry
+			// only here: a policy of no shards would make a version of none.
+			err = fmt.Errorf("%w: node's entry of %q for shard %d names policy %d+%d of kind %d", coding.ErrCorrupt, key, pos, p.DataShards, p.ParityShards, p.Kind)
+		}
 	}
 	if err != nil {
 		return headerAnswer{state: fetchFailed, err: err}
@@ -508,7 +513,12 @@ func (h headerAnswers) state(pos int) fetchState { return h[pos].state }
 func (h headerAnswers) failure(pos int) error    { return h[pos].err }
 func (h headerAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
 	e := &h[pos].h
-	return coding.Version{HLC: e.HLC, Writer: e.Writer}, coding.Policy{Kind: coding.Kind(e.Kind), DataShards: int(e.K), ParityShards: int(e.M)}, e.Tombstone
+	return coding.Version{HLC: e.HLC, Writer: e.Writer}, h[pos].entryPolicy(), e.Tombstone
+}
+
+// entryPolicy is the policy the answer's entry names.
+func (a *headerAnswer) entryPolicy() coding.Policy {
+	return coding.Policy{Kind: coding.Kind(a.h.Kind), DataShards: int(a.h.K), ParityShards: int(a.h.M)}
 }
 
 func versionLess(a, b wire.ListEntry) bool {

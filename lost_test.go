@@ -14,6 +14,7 @@ import (
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -439,5 +440,49 @@ func TestDeleteOfValueWithLostShards(t *testing.T) {
 	}
 	if after := tombstones(); after != before {
 		t.Fatalf("tombstones: %d before deleting a missing key, %d after; want no new one", before, after)
+	}
+}
+
+// TestMalformedIndexEntryIsCorrupt: a node answers header-only gets with an
+// entry whose policy has no shards (0+0: a damaged index, a buggy or hostile
+// peer). Has, GetSize and Delete used to take it for a version held by no
+// position and panic; the answer now counts as a corrupt one, and the
+// other positions answer.
+func TestMalformedIndexEntryIsCorrupt(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	k := ds.NewKey("/lost/bad-entry")
+	v := bytes.Repeat([]byte("v"), 300<<10)
+	o := c.Owners(k.String())
+	if err := c.Client(nil).Put(ctx, k, v); err != nil {
+		t.Fatal(err)
+	}
+	c.Node(o[0]).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		for {
+			f, err := wire.ReadFrame(s, nil)
+			if err != nil {
+				return
+			}
+			r, err := wire.DecodeRequest(f)
+			if err != nil || r.Op != wire.OpGet || !r.HeaderOnly {
+				_ = s.Reset()
+				return
+			}
+			h := wire.HeaderEntry{ListEntry: wire.ListEntry{Key: r.Key, HLC: 1 << 62, Writer: 1, ValueLen: 5}, Kind: uint8(coding.KindErasure)}
+			if _, err := wire.WriteResponse(s, nil, &wire.Response{Op: r.Op, Status: wire.StatusOK, Epoch: r.Epoch, Payload: wire.AppendHeaderPayload(nil, h)}); err != nil {
+				return
+			}
+		}
+	})
+	d := c.Client(nil)
+	if has, err := d.Has(ctx, k); err != nil || !has {
+		t.Fatalf("has with position 0 answering a 0+0 entry: %v, %v; want true", has, err)
+	}
+	if n, err := d.GetSize(ctx, k); err != nil || n != len(v) {
+		t.Fatalf("getsize with position 0 answering a 0+0 entry: %d, %v; want %d", n, err, len(v))
+	}
+	if err := d.Delete(ctx, k); err != nil {
+		t.Fatalf("delete with position 0 answering a 0+0 entry: %v", err)
 	}
 }
