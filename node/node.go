@@ -551,6 +551,10 @@ func toIndexVersion(v coding.Version) index.Version {
 // it replaces (keepPrev): for writers, whose write may fail, not for the
 // members' repair copies and forwards, which carry readable versions.
 func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status, string) {
+	if len(raw) > wire.MaxShard {
+		// Stored, it could never be served: its get response would not fit.
+		return wire.StatusTooLarge, fmt.Sprintf("put: shard of %d bytes exceeds the limit of %d", len(raw), wire.MaxShard)
+	}
 	sh, err := coding.ParseShard(raw)
 	if err != nil {
 		return wire.StatusCorrupt, fmt.Sprintf("put: %v", err)

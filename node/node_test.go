@@ -1670,3 +1670,35 @@ func TestPrevShardsApartFromUserKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestShardTooLargeToServeIsRefused: a put whose frame fits in
+// wire.MaxFrame but whose shard would not fit in a get response (its fixed
+// fields are longer than a put's) used to be stored and acknowledged, and
+// every later get of it reset the stream. It is refused now.
+func TestShardTooLargeToServeIsRefused(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	h := newHost(t, c.Secret)
+	key := keyOwnedAt(c, 0)
+	// A put request's body: version, op, epoch (10 bytes), then the shard.
+	dataLen := wire.MaxFrame - 10 - coding.HeaderSize(len(key))
+	data := bytes.Repeat([]byte{5}, dataLen)
+	sum := coding.Checksum(data)
+	sh := &coding.Shard{Header: coding.Header{Format: coding.FormatVersion, Key: key, Policy: coding.Replicas(1),
+		ValueLen: uint64(dataLen), ValueSum: sum, ShardSum: sum, Version: coding.Version{HLC: 1 << 40, Writer: 9}}, Data: data}
+	put := frame(wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: sh.AppendBinary(nil)}))
+	if len(put)-4 > wire.MaxFrame {
+		t.Fatalf("request of %d bytes exceeds a frame", len(put)-4)
+	}
+	resp, err := exchange(t, openStream(t, ctx, h, c), put, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != wire.StatusTooLarge {
+		t.Fatalf("put of a %d-byte shard: %s %q, want %s", len(put)-14, resp.Status, resp.Message, wire.StatusTooLarge)
+	}
+	resp, err = exchange(t, openStream(t, ctx, h, c), frame(wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Key: key})), false)
+	if err != nil || resp.Status != wire.StatusNotFound {
+		t.Fatalf("get after the refused put: %v, %v; want not found", resp, err)
+	}
+}

@@ -22,6 +22,10 @@ const Version = 1
 // for the request fields. Larger frames are refused before being read.
 const MaxFrame = 72 << 20
 
+// MaxShard bounds the shard a node stores: the largest whose get response
+// (the shard after the response's fixed fields) still fits in a frame.
+const MaxShard = MaxFrame - 64
+
 // Op is a message type. Responses carry the request's Op with RespFlag set.
 type Op uint8
 
