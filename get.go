@@ -302,6 +302,7 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 	}
 	best, bestNeed := 0, need(v.c.Policy, false)
 	var useErrs []NodeError
+	var passed []*versionGroup // newer versions the final pass went past
 	for _, g := range groups {
 		if len(g.pos) < need(g.policy, g.tomb) {
 			if len(g.pos) > best {
@@ -310,7 +311,11 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 			if !final {
 				return nil, nil, false // a newer version may complete with more positions
 			}
+			passed = append(passed, g)
 			continue
+		}
+		if !mayServeOlder(v, a, passed) {
+			break
 		}
 		if g.tomb {
 			return g, ds.ErrNotFound, true
@@ -327,6 +332,7 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 		if !final {
 			return nil, nil, false
 		}
+		passed = append(passed, g)
 	}
 	if !final {
 		return nil, nil, false // no version complete yet among enough answers
@@ -346,6 +352,22 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 		return nil, ds.ErrNotFound, true
 	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
+}
+
+// mayServeOlder reports whether a read may serve a version older than
+// those it passed over (too scarce to read, or not decoding): only when
+// each provably never reached its write quorum. With one policy for every
+// write that is always so once an older version is complete, but a write
+// of another width leaves the positions it does not cover as they were: a
+// replicated value acknowledged on positions 0 and 1 over an erasure-coded
+// one, or the reverse.
+func mayServeOlder(v *view, a answers, passed []*versionGroup) bool {
+	for _, g := range passed {
+		if g.tomb || !neverAcknowledged(v, a, headerAnswers(nil), g.ver, g.policy) {
+			return false
+		}
+	}
+	return true
 }
 
 // fetchedAnswers are the answers of a Get.

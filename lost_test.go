@@ -486,3 +486,32 @@ func TestMalformedIndexEntryIsCorrupt(t *testing.T) {
 		t.Fatalf("delete with position 0 answering a 0+0 entry: %v", err)
 	}
 }
+
+// TestOverwriteOfOtherWidthNotServedStale: a small value v1 is replicated
+// on positions 0-2; v2, erasure coded, is acknowledged on positions 1-5
+// while position 0 is down, so position 0 keeps v1's copy, which alone is
+// enough to read v1. With two of v2's holders down a read finds v2 too
+// scarce, and used to fall back on that copy: the overwritten value. It
+// may fall back only past versions that provably never reached their
+// quorum, so it answers unavailable.
+func TestOverwriteOfOtherWidthNotServedStale(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	k := ds.NewKey("/lost/wider-overwrite")
+	o := c.Owners(k.String())
+	v1, v2 := bytes.Repeat([]byte("1"), 1000), bytes.Repeat([]byte("2"), 300<<10)
+	if err := c.Client(nil).Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: o[:1]}).Put(ctx, k, v2); err != nil {
+		t.Fatalf("put v2 with position 0 down: %v", err)
+	}
+	if got, err := c.Client(nil).Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get with every node up: %d bytes, %v; want v2", len(got), err)
+	}
+	got, err := c.Client(&dscluster.Options{Down: o[1:3]}).Get(ctx, k)
+	if !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("get with positions 1 and 2 down: %d bytes (v1: %v), %v; want ErrUnavailable", len(got), bytes.Equal(got, v1), err)
+	}
+}
+

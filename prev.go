@@ -89,13 +89,15 @@ func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding
 }
 
 // neverAcknowledged reports whether version g cannot have reached its
-// write quorum: the positions that may have held it are fewer than the
-// quorum. A position never held g when its current version is older, or
-// when its current version is newer and the one that version replaced (its
-// previous shard) is older: a node keeps the version each write replaced.
+// write quorum: the positions of its policy that may have held it are
+// fewer than the quorum. A position never held g when its current version
+// is older, or when its current version is newer and the one that version
+// replaced (its previous shard) is older: a node keeps the version each
+// write replaced. A position past the policy's width never holds it.
 func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Policy) bool {
+	width := min(cur.n(), p.Width())
 	without := 0
-	for pos := 0; pos < cur.n(); pos++ {
+	for pos := 0; pos < width; pos++ {
 		if cur.state(pos) != fetchOK {
 			continue
 		}
@@ -109,7 +111,7 @@ func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Po
 			}
 		}
 	}
-	return cur.n()-without < v.c.Quorum(p)
+	return width-without < v.c.Quorum(p)
 }
 
 // askAll asks every one of n positions at once and returns the answers.
