@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/network"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
@@ -515,3 +516,51 @@ func TestOverwriteOfOtherWidthNotServedStale(t *testing.T) {
 	}
 }
 
+// TestKeysOnlyQueryFollowsGet: a keys-only Query (kubo's AllKeysChan) lists
+// what Get would serve, with the size it would serve, not the newest entry
+// any node holds.
+//   - A deleted key that a later put reached on position 0 only: Get says
+//     not found, and the query used to list it.
+//   - A failed overwrite on positions 3-5 of a live key: listed with the
+//     older value's size, which Get serves.
+func TestKeysOnlyQueryFollowsGet(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	deleted := ds.NewKey("/keysonly/deleted")
+	o := c.Owners(deleted.String())
+	if err := d.Put(ctx, deleted, bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, deleted); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: o[1:]}).Put(ctx, deleted, bytes.Repeat([]byte("2"), 200<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("put reaching position 0 only: %v; want a quorum error", err)
+	}
+	if _, err := d.Get(ctx, deleted); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get of the deleted key: %v; want ds.ErrNotFound", err)
+	}
+	live := ds.NewKey("/keysonly/live")
+	failedOverwrite(t, c, d, live, bytes.Repeat([]byte("1"), 300<<10), 200<<10, 0, 1, 2)
+	plain := ds.NewKey("/keysonly/plain")
+	if err := d.Put(ctx, plain, bytes.Repeat([]byte("p"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.Query(ctx, dsq.Query{Prefix: "/keysonly", KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := res.Rest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, e := range es {
+		got[e.Key] = e.Size
+	}
+	want := map[string]int{live.String(): 300 << 10, plain.String(): 1000}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("keys-only query: %v; want %v", got, want)
+	}
+}

@@ -25,23 +25,37 @@ const (
 )
 
 // resolve turns merged index entries into results, reading the values in
-// parallel unless keysOnly. Keys deleted meanwhile are dropped.
-func (d *Datastore) resolve(ctx context.Context, les []wire.ListEntry, keysOnly bool) []dsq.Result {
-	out := make([]dsq.Result, len(les))
-	if keysOnly {
-		for i, le := range les {
-			out[i] = dsq.Result{Entry: dsq.Entry{Key: le.Key, Size: int(le.ValueLen)}}
-		}
-		return out
-	}
-	skip := make([]bool, len(les))
+// parallel unless keysOnly. Keys deleted meanwhile are dropped. Without
+// values, a key whose newest version too few nodes hold (a failed write,
+// perhaps over a delete) is judged as Has judges it, and listed when that
+// cannot tell: an enumeration must not miss a key that may be there.
+func (d *Datastore) resolve(ctx context.Context, ms []merged, keysOnly bool) []dsq.Result {
+	out := make([]dsq.Result, len(ms))
+	skip := make([]bool, len(ms))
 	sem := make(chan struct{}, queryParallel)
 	var wg sync.WaitGroup
-	for i, le := range les {
+	for i, m := range ms {
+		if keysOnly && m.sure {
+			out[i] = dsq.Result{Entry: dsq.Entry{Key: m.le.Key, Size: int(m.le.ValueLen)}}
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(i int, key string) {
 			defer func() { <-sem; wg.Done() }()
+			if keysOnly {
+				le, found, err := d.probe(ctx, key)
+				switch {
+				case err != nil:
+					log.Debugw("query: list a key whose versions cannot be judged", "key", key, "err", err)
+					out[i] = dsq.Result{Entry: dsq.Entry{Key: key, Size: int(ms[i].le.ValueLen)}}
+				case !found:
+					skip[i] = true
+				default:
+					out[i] = dsq.Result{Entry: dsq.Entry{Key: key, Size: int(le.ValueLen)}}
+				}
+				return
+			}
 			val, err := d.Get(ctx, ds.RawKey(key))
 			switch {
 			case errors.Is(err, ds.ErrNotFound):
@@ -51,7 +65,7 @@ func (d *Datastore) resolve(ctx context.Context, les []wire.ListEntry, keysOnly 
 			default:
 				out[i] = dsq.Result{Entry: dsq.Entry{Key: key, Value: val, Size: len(val)}}
 			}
-		}(i, le.Key)
+		}(i, m.le.Key)
 	}
 	wg.Wait()
 	kept := out[:0]
@@ -120,7 +134,7 @@ func nodePrefix(p string) string {
 // are unreachable than the policy tolerates, since keys could then be
 // missing from the answer.
 func (d *Datastore) openMerger(ctx context.Context, v *view, prefix string) (*merger, error) {
-	m := &merger{}
+	m := &merger{v: v}
 	var failed []NodeError
 	for i := range v.peers {
 		c := &listCursor{d: d, v: v, node: i, prefix: prefix}
@@ -161,6 +175,10 @@ func (c *listCursor) fill(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(es) == 0 && more {
+		// Asked again from the same key, it would say the same forever.
+		return fmt.Errorf("list: %w: an empty page with more to come", wire.ErrMalformed)
+	}
 	c.buf, c.more = es, more
 	if len(es) > 0 {
 		c.after = es[len(es)-1].Key
@@ -187,11 +205,21 @@ func (c *listCursor) head(ctx context.Context) (*wire.ListEntry, error) {
 
 // merger merges node cursors by key; the newest version of a key wins and
 // tombstoned keys are skipped.
-type merger struct{ curs []*listCursor }
+type merger struct {
+	v    *view
+	curs []*listCursor
+}
+
+// merged is a key the merge found live: its newest entry, and whether
+// enough nodes hold that version for Get to read it (sure).
+type merged struct {
+	le   wire.ListEntry
+	sure bool
+}
 
 // nextChunk returns up to n live entries in key order.
-func (m *merger) nextChunk(ctx context.Context, n int) ([]wire.ListEntry, error) {
-	var out []wire.ListEntry
+func (m *merger) nextChunk(ctx context.Context, n int) ([]merged, error) {
+	var out []merged
 	for len(out) < n {
 		le, ok, err := m.next(ctx)
 		if err != nil {
@@ -205,16 +233,23 @@ func (m *merger) nextChunk(ctx context.Context, n int) ([]wire.ListEntry, error)
 	return out, nil
 }
 
-func (m *merger) next(ctx context.Context) (wire.ListEntry, bool, error) {
+func (m *merger) next(ctx context.Context) (merged, bool, error) {
 	for {
 		es, ok, err := m.nextKey(ctx)
 		if err != nil || !ok {
-			return wire.ListEntry{}, false, err
+			return merged{}, false, err
 		}
 		best := newest(es)
-		if !best.Tombstone {
-			return best, true, nil
+		if best.Tombstone {
+			continue
 		}
+		held := 0
+		for _, e := range es {
+			if e.HLC == best.HLC && e.Writer == best.Writer {
+				held++
+			}
+		}
+		return merged{best, held >= m.v.policyFor(int(best.ValueLen)).DataShards}, true, nil
 	}
 }
 
