@@ -564,3 +564,46 @@ func TestKeysOnlyQueryFollowsGet(t *testing.T) {
 		t.Fatalf("keys-only query: %v; want %v", got, want)
 	}
 }
+
+// TestQueryRefusesAnEmptyPageWithMore: a node that answers every list
+// request with no entries and "more to come" made the query ask it again
+// forever. Its answer is now an error, and the node counts as one the
+// query does without.
+func TestQueryRefusesAnEmptyPageWithMore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	k := ds.NewKey("/emptypage/k")
+	if err := d.Put(ctx, k, []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	c.Node(c.Owners(k.String())[3]).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+		defer s.Close()
+		for {
+			f, err := wire.ReadFrame(s, nil)
+			if err != nil {
+				return
+			}
+			r, err := wire.DecodeRequest(f)
+			if err != nil || r.Op != wire.OpList {
+				_ = s.Reset()
+				return
+			}
+			if _, err := wire.WriteResponse(s, nil, &wire.Response{Op: r.Op, Status: wire.StatusOK, Epoch: r.Epoch, Payload: wire.AppendListPayload(nil, nil, true)}); err != nil {
+				return
+			}
+		}
+	})
+	res, err := c.Client(nil).Query(ctx, dsq.Query{Prefix: "/emptypage", KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := res.Rest()
+	if err != nil || len(es) != 1 || es[0].Key != k.String() {
+		t.Fatalf("query: %v, %v; want %s alone", es, err, k)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the query ran into the test's deadline")
+	}
+}
