@@ -137,7 +137,9 @@ func (s *Store) compactVolume(ctx context.Context, vol uint32) (int64, error) {
 		}
 		return meta.Delete(metaKey('d', vol))
 	}); err != nil {
-		return 0, fmt.Errorf("volume: compact: %w", err)
+		err = fmt.Errorf("volume: compact: index commit: %w", err)
+		s.fence(err) // a failed index commit stops the store, as in a group's
+		return 0, err
 	}
 	s.filesMu.Lock()
 	f := s.files[vol]
@@ -154,6 +156,7 @@ func (s *Store) compactVolume(ctx context.Context, vol uint32) (int64, error) {
 		return 0, fmt.Errorf("volume: compact: %w", err)
 	}
 	if err := s.syncDir(); err != nil {
+		s.fence(err) // as a roll's failed directory sync does
 		return size64, err
 	}
 	return size64, nil

@@ -47,7 +47,8 @@ type Options struct {
 	NoSync        bool          // skip fsyncs; tests only
 	MaxVolumeSize int64         // roll to a new volume file past this size (default 1 GiB)
 	CommitDelay   time.Duration // longest a write waits for others to share its fsync (0: default 1ms, negative: none)
-	// SyncFile makes a volume file durable (default (*os.File).Sync). As
+	// SyncFile makes a volume file, or the store's directory, durable
+	// (default (*os.File).Sync). As
 	// bbolt's OpenFile option, it is for tests that inject disk failures.
 	SyncFile func(*os.File) error
 }
@@ -344,7 +345,7 @@ func (s *Store) syncDir() error {
 		return fmt.Errorf("volume: %w", err)
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := s.opts.SyncFile(d); err != nil {
 		return fmt.Errorf("volume: %w: %w", errSyncDir, err)
 	}
 	return nil

@@ -193,3 +193,36 @@ func TestFullDiskFailsQueuedWrites(t *testing.T) {
 		}
 	}
 }
+
+// A compaction whose directory sync fails stops the store, as a roll's
+// does: the removal of the compacted volume may not be on disk, and the
+// disk is not trusted. Compact used to return the error and let writes go
+// on.
+func TestFailedCompactionSyncStopsWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	eio := errors.New("input/output error (injected)")
+	var failing atomic.Bool
+	s := openT(t, dir, &Options{MaxVolumeSize: 4 << 10, SyncFile: func(f *os.File) error {
+		if failing.Load() && f.Name() == dir {
+			return eio
+		}
+		return f.Sync()
+	}})
+	defer s.Close()
+	for i := 0; i < 10; i++ {
+		if err := s.Put(ctx, ds.NewKey("/k"), make([]byte, 3000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failing.Store(true)
+	if _, err := s.Compact(ctx, 0); !errors.Is(err, eio) {
+		t.Fatalf("compact with the directory sync failing: %v, want the sync error", err)
+	}
+	if err := s.Put(ctx, ds.NewKey("/after"), []byte("x")); !errors.Is(err, eio) || !errors.Is(s.Err(), eio) {
+		t.Fatalf("put after the failed compaction: %v, Err %v; want the sticky sync error", err, s.Err())
+	}
+	if v, err := s.Get(ctx, ds.NewKey("/k")); err != nil || len(v) != 3000 {
+		t.Fatalf("get after the failed compaction: %d bytes, %v", len(v), err)
+	}
+}
