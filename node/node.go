@@ -180,6 +180,10 @@ type Node struct {
 	bgCancel  context.CancelFunc
 	wg        sync.WaitGroup // stream handlers
 	bgWG      sync.WaitGroup // background loops, stopped before the stores close
+	// streamMu orders handlers joining wg before Close waits on it: an
+	// Add racing a Wait from a zero count is a misuse of WaitGroup.
+	streamMu      sync.Mutex
+	streamsClosed bool
 }
 
 // Start opens the node's stores, starts its host and serves the protocol.
@@ -313,6 +317,9 @@ func (n *Node) closeResources() error {
 	// The handlers still running finish before the index and the store
 	// close under them: a flatfs put stopped between its shard file and
 	// its index entry would leave them disagreeing.
+	n.streamMu.Lock()
+	n.streamsClosed = true
+	n.streamMu.Unlock()
 	n.wg.Wait()
 	if n.idx != nil {
 		errs = append(errs, n.idx.Close())
@@ -324,7 +331,14 @@ func (n *Node) closeResources() error {
 }
 
 func (n *Node) handleStream(s network.Stream) {
+	n.streamMu.Lock()
+	if n.streamsClosed {
+		n.streamMu.Unlock()
+		_ = s.Reset() // a stream dispatched as the node closed
+		return
+	}
 	n.wg.Add(1)
+	n.streamMu.Unlock()
 	defer n.wg.Done()
 	defer s.Close()
 	var buf []byte
