@@ -260,13 +260,18 @@ func (c *Client) send(ctx context.Context, p peer.ID, op wire.Op, head, payload,
 			return nil, buf, &PeerError{Peer: p, Op: op, Err: err}
 		}
 		var resp *wire.Response
-		resp, buf, err = roundTrip(ctx, s, head, payload, buf)
+		var reusable bool
+		resp, buf, reusable, err = roundTrip(ctx, s, head, payload, buf)
 		if err == nil {
-			c.putStream(p, s)
+			if reusable {
+				c.putStream(p, s)
+			} else {
+				_ = s.Reset()
+			}
 			return resp, buf, nil
 		}
 		_ = s.Reset()
-		if pooled && attempt == 0 && ctx.Err() == nil && !errors.Is(err, wire.ErrMalformed) {
+		if pooled && attempt == 0 && expired(ctx) == nil && !errors.Is(err, wire.ErrMalformed) {
 			// The other idle streams to p most likely share the dead
 			// connection (the node restarted): the retry opens a fresh one.
 			c.dropIdle(p)
@@ -276,7 +281,10 @@ func (c *Client) send(ctx context.Context, p peer.ID, op wire.Op, head, payload,
 	}
 }
 
-func roundTrip(ctx context.Context, s network.Stream, head, payload, buf []byte) (*wire.Response, []byte, error) {
+// roundTrip sends a request on s and reads its answer. reusable is false
+// when ctx was cancelled meanwhile: the past deadline that cancellation
+// puts on s may land after the answer, so s must not serve another request.
+func roundTrip(ctx context.Context, s network.Stream, head, payload, buf []byte) (resp *wire.Response, _ []byte, reusable bool, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
@@ -284,17 +292,33 @@ func roundTrip(ctx context.Context, s network.Stream, head, payload, buf []byte)
 	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := wire.WriteFrameParts(s, head, payload); err != nil {
-		return nil, buf, fmt.Errorf("send: %w", err)
+		if e := expired(ctx); e != nil {
+			return nil, buf, false, e
+		}
+		return nil, buf, false, fmt.Errorf("send: %w", err)
 	}
 	frame, err := wire.ReadFrame(s, buf)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, buf, ctx.Err()
+		if e := expired(ctx); e != nil {
+			return nil, buf, false, e
 		}
-		return nil, buf, fmt.Errorf("receive: %w", err)
+		return nil, buf, false, fmt.Errorf("receive: %w", err)
 	}
-	resp, err := wire.DecodeResponse(frame)
-	return resp, frame[:0], err
+	resp, err = wire.DecodeResponse(frame)
+	return resp, frame[:0], stop(), err
+}
+
+// expired is ctx's error, or DeadlineExceeded once its deadline has passed:
+// the stream's deadline is the same instant and may fire before ctx's timer
+// does, and a request that ran out of time is no sign of a dead stream.
+func expired(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // dropIdle resets the idle streams to p.
