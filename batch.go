@@ -347,6 +347,7 @@ wait:
 			d.degraded.report("put", w.key, w.stored, w.width, sending[w], w.failed)
 		}
 		d.dropPrevs(w.key, w.ver, w.kept)
+		d.supersede(v, w.key, w.ver, w.width, w.kept)
 		dropped[w] = len(w.kept)
 	}
 	mu.Unlock()

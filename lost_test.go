@@ -607,3 +607,47 @@ func TestQueryRefusesAnEmptyPageWithMore(t *testing.T) {
 		t.Fatal("the query ran into the test's deadline")
 	}
 }
+
+// TestNarrowerOverwriteDropsOlderShards: a small value v2 (3 replicas) is
+// written over a large one (4+2) with position 2 down, so it is
+// acknowledged on positions 0 and 1; positions 2-5 still hold v1's shards,
+// 4 of them, enough to read v1. A read that cannot reach positions 0 and 1
+// used to serve v1, the overwritten value. The writer now has positions
+// 3-5 drop their older shards once v2 is acknowledged, by Put and by
+// batch, and that read answers unavailable.
+func TestNarrowerOverwriteDropsOlderShards(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	for _, how := range []string{"put", "batch"} {
+		k := ds.NewKey("/lost/narrower-" + how)
+		o := c.Owners(k.String())
+		v1, v2 := bytes.Repeat([]byte("1"), 300<<10), bytes.Repeat([]byte("2"), 1000)
+		if err := d.Put(ctx, k, v1); err != nil {
+			t.Fatal(err)
+		}
+		w := c.Client(&dscluster.Options{Down: o[2:3]})
+		var err error
+		if how == "put" {
+			err = w.Put(ctx, k, v2)
+		} else {
+			var b ds.Batch
+			if b, err = w.Batch(ctx); err == nil {
+				if err = b.Put(ctx, k, v2); err == nil {
+					err = b.Commit(ctx)
+				}
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s v2 with position 2 down: %v", how, err)
+		}
+		r := c.Client(&dscluster.Options{Down: o[:2]})
+		waitFor(t, 10*time.Second, how+": get with positions 0 and 1 down, want ErrUnavailable", func() (bool, string) {
+			got, err := r.Get(ctx, k)
+			return errors.Is(err, dscluster.ErrUnavailable), fmt.Sprintf("%d bytes (v1: %v), %v", len(got), bytes.Equal(got, v1), err)
+		})
+		if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+			t.Fatalf("%s: get with every node up: %d bytes, %v; want v2", how, len(got), err)
+		}
+	}
+}

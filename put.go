@@ -297,8 +297,35 @@ collect:
 	}
 	if acked {
 		d.dropPrevs(key, ver, kept)
+		d.supersede(v, key, ver, len(shards), kept)
 	}
 	return newer, nil
+}
+
+// supersede tells the nodes past the positions of an acknowledged version
+// of width positions (the replicas of a small value) to drop older shards
+// of key (OpSupersede): a small value written over a large one leaves the
+// large one's shards there, whole enough to read while the replicas are
+// out of reach. Only overwrites need it, which the nodes that kept a
+// previous shard show; in the background, as dropPrevs. A node that misses
+// it keeps those shards until repair drops them.
+func (d *Datastore) supersede(v *view, key string, ver coding.Version, width int, kept []peer.ID) {
+	owners := v.owners(key)
+	if len(kept) == 0 || width >= len(owners) {
+		return
+	}
+	req := &wire.Request{Op: wire.OpSupersede, Drop: []wire.ShardRef{{Key: key, Pos: uint8(width), HLC: ver.HLC, Writer: ver.Writer}}}
+	for _, n := range owners[width:] {
+		if v.down[n] {
+			continue
+		}
+		p := v.peers[n]
+		d.background(func(ctx context.Context) {
+			if _, err := d.client.Do(ctx, p, req); err != nil {
+				log.Debugw("drop older shards past a narrower version", "key", key, "node", p.String(), "err", err)
+			}
+		})
+	}
 }
 
 // dropPrevs tells the nodes that kept the previous value's shard of key

@@ -476,10 +476,13 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		st, msg := n.repairOrder(ctx, req.Repair)
 		return &wire.Response{Status: st, Message: msg}
-	case wire.OpDropPrev, wire.OpUndo:
+	case wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
 		act := n.dropPrev
-		if req.Op == wire.OpUndo {
+		switch req.Op {
+		case wire.OpUndo:
 			act = n.undo
+		case wire.OpSupersede:
+			act = n.supersede
 		}
 		rs := make([]wire.BatchResult, len(req.Drop))
 		for i, sr := range req.Drop {
@@ -520,7 +523,7 @@ func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Resp
 	var write bool
 	switch op {
 	case wire.OpGet, wire.OpList, wire.OpStatus:
-	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev, wire.OpUndo:
+	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
 		write = true
 	default:
 		return nil

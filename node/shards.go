@@ -157,6 +157,26 @@ func (n *Node) undo(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 	return n.unlessKept("undo", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e, true) })
 }
 
+// supersede answers a writer's OpSupersede: version sr (HLC, Writer) of the
+// key is acknowledged with a policy of sr.Pos positions, and this node's
+// shard sits past them, at an older version. Readers that cannot reach
+// the newer version's positions would find the older value whole among
+// such shards (a 4+2 value overwritten by 3 replicas), so the node drops
+// it, and its previous shard, now rather than at repair's next pass.
+func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
+	ver := index.Version{HLC: sr.HLC, Writer: sr.Writer}
+	keep := func(e index.Entry) string {
+		switch {
+		case !e.Version.Less(ver):
+			return "not older"
+		case e.Index < sr.Pos:
+			return "a position the version covers"
+		}
+		return ""
+	}
+	return n.unlessKept("supersede", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e, true) })
+}
+
 // restoreLocked is restorePrev for the entry e it removes, under the key's
 // lock. With orKeep, e stays as it is whenever there is no good previous
 // shard to put back; without, it is removed all the same.

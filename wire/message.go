@@ -35,7 +35,10 @@ type Request struct {
 	Limit  uint32 // OpList, OpInventory, OpSlotInventory: at most this many entries (0: node default)
 	Slot   uint16 // OpSlotInventory
 
-	Drop []ShardRef // OpDrop, OpDropPrev, OpUndo: shards (key, position, version) to drop or undo
+	// Drop lists shards (key, position, version) to drop or undo (OpDrop,
+	// OpDropPrev, OpUndo); for OpSupersede, a key's acknowledged version and
+	// its policy's width as Pos.
+	Drop []ShardRef
 
 	Repair *RepairOrder // OpRepair: the shard to make and store
 
@@ -75,7 +78,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		e.Str(r.After).U32(r.Limit)
 	case OpSlotInventory:
 		e.U16(r.Slot).Str(r.After).U32(r.Limit)
-	case OpDrop, OpDropPrev, OpUndo:
+	case OpDrop, OpDropPrev, OpUndo, OpSupersede:
 		e.U32(uint32(len(r.Drop)))
 		for _, sr := range r.Drop {
 			var f uint8
@@ -161,7 +164,7 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Slot = d.U16("slot")
 		r.After = d.Str("after")
 		r.Limit = d.U32("limit")
-	case OpDrop, OpDropPrev, OpUndo:
+	case OpDrop, OpDropPrev, OpUndo, OpSupersede:
 		n := d.U32("drop count")
 		if d.Err() == nil && n > MaxBatch {
 			return nil, fmt.Errorf("%w: drop of %d shards exceeds %d", ErrMalformed, n, MaxBatch)

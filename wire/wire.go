@@ -47,6 +47,7 @@ const (
 	OpDropPrev      Op = 14 // drop a key's previous shard once the version replacing it is acknowledged
 	OpRepair        Op = 15 // make one shard (a copy, or a rebuild from others) and store it (repair)
 	OpUndo          Op = 16 // put a key's previous shard back in place of a failed write's (the writer)
+	OpSupersede     Op = 17 // drop an older shard at a position a narrower acknowledged version leaves (the writer)
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -85,6 +86,8 @@ func (o Op) String() string {
 		return "repair"
 	case OpUndo:
 		return "undo"
+	case OpSupersede:
+		return "supersede"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

@@ -33,6 +33,7 @@ func sampleRequests() []*Request {
 		{Op: OpDrop, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7, Stale: true}, {Key: "", Pos: 255}, {Key: "/r", Stale: true, Restore: true}}},
 		{Op: OpDropPrev, Epoch: 6, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7}}},
 		{Op: OpUndo, Drop: []ShardRef{{Key: "/a", HLC: 9, Writer: 7}, {Key: "/b", Pos: 1, HLC: 10, Writer: 7}}},
+		{Op: OpSupersede, Drop: []ShardRef{{Key: "/a", Pos: 3, HLC: 9, Writer: 7}}},
 		{Op: OpRepair, Epoch: 4, Repair: &RepairOrder{Key: "/a", Pos: 5, Kind: 1, K: 4, M: 2, HLC: 9, Writer: 3, From: "12D3Koo"}},
 		{Op: OpRepair, Repair: &RepairOrder{Rebuild: true, Tombstone: true, Key: "/b", Pos: 1, Kind: 1, K: 4, M: 2, HLC: 1 << 60,
 			Sources: []RepairSource{{Node: "n1", Pos: 0}, {Node: "n2", Pos: 255}}}},
