@@ -22,6 +22,7 @@ import (
 	chunker "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/boxo/exchange/offline"
 	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
@@ -114,10 +115,45 @@ func layout(dserv ipld.DAGService, r io.Reader, opts AddOptions) (ipld.Node, err
 	return nd, nil
 }
 
+// AddSymlink imports the symbolic link at path as a UnixFS symlink node
+// holding its target, as `ipfs add` does (the link is not followed).
+func AddSymlink(ctx context.Context, d ds.Batching, path string, opts AddOptions) (cid.Cid, error) {
+	nd, err := addSymlink(ctx, DAGService(d), path, opts)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return nd.Cid(), nil
+}
+
+func addSymlink(ctx context.Context, dserv ipld.DAGService, path string, opts AddOptions) (ipld.Node, error) {
+	target, err := os.Readlink(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := unixfs.SymlinkData(target)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	prefix, _, err := cidPrefix(opts)
+	if err != nil {
+		return nil, err
+	}
+	nd := merkledag.NodeWithData(data)
+	if err := nd.SetCidBuilder(prefix); err != nil {
+		return nil, err
+	}
+	if err := dserv.Add(ctx, nd); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return nd, nil
+}
+
 // AddDir imports the folder at path recursively, as `ipfs add -r` does with
 // its defaults: files as in Add, folders as UnixFS directories (HAMT-sharded
-// past boxo's threshold, as kubo), hidden entries (names starting with a
-// dot) and symlinks skipped. It returns the root folder's CID.
+// past boxo's threshold, as kubo), symlinks as in AddSymlink, hidden
+// entries (names starting with a dot) skipped. Any other kind of file (a
+// FIFO, a socket, a device) is refused, as kubo refuses it: reading a FIFO
+// would wait forever. It returns the root folder's CID.
 func AddDir(ctx context.Context, d ds.Batching, path string, opts AddOptions) (cid.Cid, error) {
 	dserv := DAGService(d)
 	batch := ipld.NewBufferedDAG(ctx, dserv, ipld.MaxNodesBatchOption(64))
@@ -147,15 +183,20 @@ func addDir(ctx context.Context, dserv ipld.DAGService, path string, opts AddOpt
 	dir.SetCidBuilder(prefix)
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") || e.Type()&fs.ModeSymlink != 0 {
+		if strings.HasPrefix(name, ".") {
 			continue
 		}
 		child := filepath.Join(path, name)
 		var nd ipld.Node
-		if e.IsDir() {
+		switch t := e.Type(); {
+		case t.IsDir():
 			nd, err = addDir(ctx, dserv, child, opts)
-		} else {
+		case t&fs.ModeSymlink != 0:
+			nd, err = addSymlink(ctx, dserv, child, opts)
+		case t.IsRegular():
 			nd, err = addFile(ctx, dserv, child, opts)
+		default:
+			err = fmt.Errorf("unrecognized file type for %s: %s", child, t)
 		}
 		if err != nil {
 			return nil, err

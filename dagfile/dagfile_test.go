@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
@@ -84,3 +88,30 @@ func TestRoundTripThroughCluster(t *testing.T) {
 }
 
 var queryAll = dsq.Query{KeysOnly: true}
+
+// TestAddDirRefusesSpecialFiles: a FIFO in a folder is refused, as kubo
+// refuses it; AddDir used to open it and wait forever for a writer.
+func TestAddDirRefusesSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "pipe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := dagfile.AddDir(ctx, dssync.MutexWrap(ds.NewMapDatastore()), dir, dagfile.AddOptions{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "unrecognized file type") {
+			t.Fatalf("add of a folder with a FIFO: %v; want unrecognized file type", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("add of a folder with a FIFO still running after 10 s")
+	}
+}

@@ -148,8 +148,8 @@ func writeRandom(t *testing.T, path string, n int) []byte {
 }
 
 // TestIPFSAddCIDs: dsclient add gives the CIDs kubo's ipfs add gives, for
-// files around the chunk size and a nested folder, CIDv0 and CIDv1, raw
-// leaves on and off.
+// files around the chunk size, a nested folder with a symlink in it, and a
+// symlink itself, CIDv0 and CIDv1, raw leaves on and off.
 func TestIPFSAddCIDs(t *testing.T) {
 	ipfs := ipfsBin(t)
 	tmp := t.TempDir()
@@ -167,6 +167,12 @@ func TestIPFSAddCIDs(t *testing.T) {
 	writeRandom(t, filepath.Join(folder, "sub", "b.bin"), 300<<10)
 	writeRandom(t, filepath.Join(folder, "sub", "deeper", "c.bin"), 10)
 	writeRandom(t, filepath.Join(folder, "empty.bin"), 0)
+	if err := os.Symlink("a.bin", filepath.Join(folder, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("1B", filepath.Join(tmp, "in", "link")); err != nil {
+		t.Fatal(err)
+	}
 
 	type variant struct{ cidVersion, rawLeaves string }
 	variants := []variant{{"0", "false"}, {"0", "true"}, {"1", "false"}, {"1", "true"}}
@@ -174,6 +180,7 @@ func TestIPFSAddCIDs(t *testing.T) {
 	for name := range inputs {
 		paths = append(paths, filepath.Join(tmp, "in", name))
 	}
+	paths = append(paths, filepath.Join(tmp, "in", "link"))
 	for _, v := range variants {
 		for _, p := range paths {
 			args := []string{"add", "-n", "-Q", "--cid-version=" + v.cidVersion, "--raw-leaves=" + v.rawLeaves}

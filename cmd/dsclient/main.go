@@ -290,9 +290,14 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	default:
 		return fmt.Errorf("add: --raw-leaves=%q: want true or false", *rawLeaves)
 	}
-	st, err := os.Stat(fs.Arg(0))
+	st, err := os.Lstat(fs.Arg(0))
 	if err != nil {
 		return fmt.Errorf("add: %w", err)
+	}
+	link := st.Mode()&os.ModeSymlink != 0
+	if !link && !st.IsDir() && !st.Mode().IsRegular() {
+		// A FIFO would be read forever; kubo refuses these too.
+		return fmt.Errorf("add: unrecognized file type for %s: %s", fs.Arg(0), st.Mode().Type())
 	}
 	if st.IsDir() && !recursive {
 		return fmt.Errorf("add: %s is a directory (use -r)", fs.Arg(0))
@@ -310,9 +315,12 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	}
 	start := time.Now()
 	var c cid.Cid
-	if st.IsDir() {
+	switch {
+	case link:
+		c, err = dagfile.AddSymlink(ctx, store, fs.Arg(0), opts) // as ipfs add: the link, not its target
+	case st.IsDir():
 		c, err = dagfile.AddDir(ctx, store, fs.Arg(0), opts)
-	} else {
+	default:
 		c, err = addFile(ctx, store, fs.Arg(0), opts)
 	}
 	if err != nil {
