@@ -72,7 +72,10 @@
 //     holdings listed, reachable or not, and it is older than
 //     View.GarbageBefore (the driver's GarbageGrace ago: a write still in
 //     flight has landed only some of its shards, and may yet be
-//     acknowledged). Otherwise (an owner that does not
+//     acknowledged). Only the newest such version goes in one pass: a
+//     version below a failed one may be scarce only because the failed
+//     write's holders keep its shards as previous ones, which the planner
+//     does not see. Otherwise (an owner that does not
 //     answer might hold more of it: an acknowledged write) it is left
 //     alone, at owners and elsewhere, and V is repaired everywhere else. A
 //     later plan gives V to the owner whose shard was dropped.

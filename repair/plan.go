@@ -345,20 +345,22 @@ func (s *planner) versions() {
 // newer reports whether version v is newer than the version repaired.
 func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
 
-// dropGarbage drops the reachable shards of the unreadable versions newer
-// than the one repaired (newer, newest first) that are provably garbage
-// (failedWrite). The drops are Stale: the holder may own the position, and
-// until its shard is gone it refuses the older version repaired (a later
-// plan sends it); and Restore: the holder puts back the shard the failed
-// write replaced there, if it kept it.
+// dropGarbage drops the reachable shards of the newest of the unreadable
+// versions newer than the one repaired (newer, newest first) when it is
+// provably garbage (failedWrite). The drops are Stale: the holder may own
+// the position, and until its shard is gone it refuses the older version
+// repaired (a later plan sends it); and Restore: the holder puts back the
+// shard the failed write replaced there, if it kept it. One version per
+// pass, as rollBack: the planner does not see previous shards, so a
+// version below a failed one may look scarce only because the failed
+// write's holders keep its shards as previous ones; an acknowledged write
+// under a failed overwrite would otherwise go with it.
 func (s *planner) dropGarbage(newer []verInfo) {
 	if len(newer) == 0 || !s.slotAnswers() {
 		return
 	}
-	for j := range newer {
-		if s.failedWrite(&newer[j]) {
-			s.dropRestoring(newer[j].ver, false)
-		}
+	if s.failedWrite(&newer[0]) {
+		s.dropRestoring(newer[0].ver, false)
 	}
 }
 

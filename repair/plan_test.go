@@ -1772,3 +1772,40 @@ func BenchmarkMake_1M(b *testing.B) {
 		}
 	}
 }
+
+// An acknowledged write G under a failed overwrite F is not dropped with
+// it. T, a delete, is on every position; G is acknowledged on positions
+// 1-5 (position 0 missed it); F fails after positions 1 and 2, whose
+// holders keep G's shards as previous ones, and its writer dies before the
+// undo. G then shows 3 current positions (fewer than k) and T one, which
+// reads. The planner dropped F and G together as failed writes, and G,
+// back on 2 positions once F's holders restored it, was lost. It drops
+// only the newest failed version per pass; the same with a small
+// replicated value below instead of the tombstone.
+func TestAckedVersionUnderFailedOverwriteKept(t *testing.T) {
+	for _, below := range []string{"tombstone", "small value"} {
+		s := newSimCluster(t, 7, false)
+		if below == "tombstone" {
+			s.writeAt("/a", simEC, 0, true, 0, 1, 2, 3, 4, 5)
+		} else {
+			s.writeAt("/a", simR3, 100, false, 0, 1, 2)
+		}
+		g := s.writeAt("/a", simEC, 40000, false, 1, 2, 3, 4, 5)
+		f := s.writeAt("/a", simEC, 80000, false, 1, 2)
+		v := s.view()
+		v.GarbageBefore = s.hlc<<16 + 1 // F and G are both past the grace
+		p := Make(v)
+		droppedF := 0
+		for _, a := range actionsOf(p, "/a") {
+			switch {
+			case a.Kind == Drop && a.Version == g:
+				t.Errorf("%s below: plan drops position %d of the acknowledged version G at %s", below, a.Pos, a.To)
+			case a.Kind == Drop && a.Version == f && a.Restore:
+				droppedF++
+			}
+		}
+		if droppedF != 2 {
+			t.Errorf("%s below: %d restoring drops of the failed version F, want 2: %+v", below, droppedF, actionsOf(p, "/a"))
+		}
+	}
+}
