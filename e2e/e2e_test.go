@@ -356,6 +356,8 @@ func TestSeedGettingStarted(t *testing.T) {
 	if err := os.Mkdir(outDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	umask := os.FileMode(syscall.Umask(0))
+	syscall.Umask(int(umask))
 	getEqual := func(name string) {
 		t.Helper()
 		out := filepath.Join(outDir, name)
@@ -369,6 +371,10 @@ func TestSeedGettingStarted(t *testing.T) {
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("dsclient get %s: %d bytes differ from the %d bytes added", root, len(got), len(want))
+		}
+		// The file gets the mode any new file gets (it used to be 0600).
+		if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o666&^umask {
+			t.Fatalf("dsclient get wrote %s with mode %v, %v; want %v", out, st.Mode().Perm(), err, os.FileMode(0o666&^umask))
 		}
 	}
 	getEqual("all-up.bin")

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -360,7 +361,7 @@ func cmdGet(ctx context.Context, conf string, args []string) error {
 		return err
 	}
 	// Write to a temporary file first: a failed get leaves no partial file.
-	tmp, err := os.CreateTemp(filepath.Dir(args[1]), ".dsclient-get-*")
+	tmp, err := createTemp(filepath.Dir(args[1]), ".dsclient-get-")
 	if err != nil {
 		return fmt.Errorf("get: %w", err)
 	}
@@ -378,6 +379,19 @@ func cmdGet(ctx context.Context, conf string, args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s: %d bytes in %s\n", args[1], n, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// createTemp is os.CreateTemp with the mode the umask leaves of 0666, as
+// any new file (and ipfs get's output) gets, rather than 0600.
+func createTemp(dir, prefix string) (*os.File, error) {
+	for tries := 0; ; tries++ {
+		name := filepath.Join(dir, fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), rand.Uint32()))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, os.ErrExist) && tries < 100 {
+			continue
+		}
+		return f, err
+	}
 }
 
 func cmdStatus(ctx context.Context, conf string, args []string) error {
