@@ -323,6 +323,14 @@ func TestSeedGettingStarted(t *testing.T) {
 		}
 	}
 	lap("5 nodes fetched config and ready")
+	// An identity that runs is not handed out again: two processes would
+	// answer as one node. The bootstrapper used to hand out its own.
+	for id, want := range map[int]string{0: "this bootstrapper's own", 1: "answers at its addresses", 1 << 32: "want a node number"} {
+		r := run(t, env, dscluster, "--conf="+filepath.Join(tmp, fmt.Sprintf("again%d", id)), "--bootstrapper="+boot, fmt.Sprintf("--identity=%d", id))
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Fatalf("identity %d fetched again: %s; want a refusal saying %q", id, r, want)
+		}
+	}
 
 	// 3. dsclient init, add, get
 	cli := filepath.Join(tmp, "client")

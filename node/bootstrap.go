@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -22,6 +23,9 @@ import (
 // `dscluster --bootstrapper=ADDR --identity=I` does. secret is the cluster
 // secret (hex); without it the connection is refused.
 func FetchNodeConfig(ctx context.Context, addr string, identity int, secret string) (*config.Node, error) {
+	if identity < 0 || identity > math.MaxInt32 {
+		return nil, fmt.Errorf("identity %d: want a node number from 1 up", identity)
+	}
 	var nc config.Node
 	if err := fetchInfo(ctx, addr, int32(identity), secret, &nc); err != nil {
 		return nil, err

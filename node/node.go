@@ -446,7 +446,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpClusterInfo:
-		return n.clusterInfo(from, req.Identity)
+		return n.clusterInfo(ctx, from, req.Identity)
 	case wire.OpInventory, wire.OpSlotInventory:
 		if !n.isMember(c, from) {
 			return unauthorized(req.Op, from)
@@ -1084,7 +1084,7 @@ func (n *Node) status(ctx context.Context) *wire.Response {
 // ClientIdentity asks OpClusterInfo for the cluster description only.
 const ClientIdentity = -1
 
-func (n *Node) clusterInfo(from peer.ID, identity int32) *wire.Response {
+func (n *Node) clusterInfo(ctx context.Context, from peer.ID, identity int32) *wire.Response {
 	c := n.cluster.Load()
 	if identity == ClientIdentity {
 		b, err := json.Marshal(c)
@@ -1109,6 +1109,21 @@ func (n *Node) clusterInfo(from peer.ID, identity int32) *wire.Response {
 	c = &n.cfg.Cluster
 	if identity < 0 || int(identity) >= len(n.cfg.Identities) || int(identity) >= len(c.Map.Nodes) {
 		return &wire.Response{Status: wire.StatusNotFound, Message: fmt.Sprintf("identity %d does not exist: the cluster has identities 0..%d", identity, len(n.cfg.Identities)-1)}
+	}
+	// Two processes with one identity would answer as one node, each
+	// holding some of its shards: an identity that runs is not handed out.
+	id := c.Map.Nodes[identity].ID
+	if id == n.selfID {
+		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("identity %d is this bootstrapper's own", identity)}
+	}
+	if pid, err := peer.Decode(id); err == nil {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := n.client.Do(pctx, pid, &wire.Request{Op: wire.OpPing})
+		cancel()
+		if err == nil && resp.Status == wire.StatusOK {
+			return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf(
+				"identity %d (%s) answers at its addresses: another process runs it", identity, id)}
+		}
 	}
 	nc := config.Node{
 		Version:  config.FormatVersion,
