@@ -36,7 +36,9 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	}
 	opts := []libp2p.Option{
 		libp2p.PrivateNetwork(cfg.PSK),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// No SO_REUSEPORT: a second process on a node's port must fail to
+		// start, not share the port and half its connections.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Security(libp2ptls.ID, newGatheredTLS),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(&network.NullResourceManager{}),

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/rand"
 	"slices"
 	"testing"
 	"time"
@@ -50,5 +51,27 @@ func TestMoveAddrs(t *testing.T) {
 	}
 	if n := len(ps.Addrs(p)); n != 3 {
 		t.Fatalf("%d addresses after a refused move, want the 3 before", n)
+	}
+}
+
+// TestListenPortNotShared: a second host on a port another host listens on
+// fails to start. libp2p's TCP transport sets SO_REUSEPORT by default, so
+// a second node process started on a node's port used to share it and
+// take half of its connections.
+func TestListenPortNotShared(t *testing.T) {
+	psk := make([]byte, 32)
+	if _, err := rand.Read(psk); err != nil {
+		t.Fatal(err)
+	}
+	first, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	addr := first.Addrs()[0].String()
+	second, err := NewHost(HostConfig{PSK: psk, Listen: []string{addr}})
+	if err == nil {
+		second.Close()
+		t.Fatalf("a second host listens on %s beside the first", addr)
 	}
 }
