@@ -19,6 +19,7 @@ import (
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/coding"
 )
 
 // smallThreshold is clustertest's default: values below it are replicated
@@ -804,5 +805,36 @@ func TestRacingWritersAllSucceed(t *testing.T) {
 	got, err := c.Client(nil).Get(ctx, k)
 	if err != nil || len(got) != 64<<10 || got[0] < 'a' || got[0] >= 'a'+writers || !bytes.Equal(got, bytes.Repeat(got[:1], len(got))) {
 		t.Fatalf("get after the race: %d bytes, %v; want one writer's value", len(got), err)
+	}
+}
+
+// TestThreeNodesOneAndTwo: the policy dscfg picks for the seed's 3-node
+// cluster, 1+2 (three copies), stores values, takes writes with one node
+// stopped and serves reads with two stopped.
+func TestThreeNodesOneAndTwo(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Policy: coding.Erasure(1, 2), RepairInterval: time.Hour})
+	d := c.Client(nil)
+	vals := map[ds.Key][]byte{
+		ds.NewKey("/three/big"):   bytes.Repeat([]byte("b"), 300<<10),
+		ds.NewKey("/three/small"): []byte("s"),
+	}
+	for k, v := range vals {
+		if err := d.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Stop(2)
+	late := ds.NewKey("/three/late")
+	vals[late] = bytes.Repeat([]byte("l"), 100<<10)
+	if err := c.Client(nil).Put(ctx, late, vals[late]); err != nil {
+		t.Fatalf("put with one of 3 nodes stopped: %v", err)
+	}
+	c.Stop(1)
+	r := c.Client(nil)
+	for k, v := range vals {
+		if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, v) {
+			t.Fatalf("get %s with two of 3 nodes stopped: %d bytes, %v", k, len(got), err)
+		}
 	}
 }

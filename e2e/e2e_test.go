@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
 )
 
 const (
@@ -532,7 +535,8 @@ func killedBy(err error, sig syscall.Signal) bool {
 }
 
 // TestBadConfigRefused checks that a node refuses a config that does not
-// parse, and that dscfg refuses a cluster too small for its policy.
+// parse, and that dscfg refuses a cluster too small for the policy asked
+// for (and, asked for none, picks one that fits: the seed's 3 nodes).
 func TestBadConfigRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries; skipped with -short")
@@ -563,11 +567,23 @@ func TestBadConfigRefused(t *testing.T) {
 		}
 	})
 
+	t.Run("the seed's 3 nodes", func(t *testing.T) {
+		dir := filepath.Join(tmp, "seed3")
+		r := run(t, nil, dscfg, "cluster", "--cluster-node-number=3", "--base-port=0", dir)
+		if r.code != 0 || !strings.Contains(r.stderr, "using 1+2") {
+			t.Fatalf("dscfg cluster --cluster-node-number=3: %s; want it to pick 1+2", r)
+		}
+		nc, err := config.LoadNode(filepath.Join(dir, "config.json"))
+		if err != nil || nc.Cluster.Policy != coding.Erasure(1, 2) || len(nc.Cluster.Map.Nodes) != 3 {
+			t.Fatalf("config written: %v, %v; want 3 nodes, 1+2", nc, err)
+		}
+	})
+
 	t.Run("too few nodes for 4+2", func(t *testing.T) {
 		dir := filepath.Join(tmp, "small")
-		r := run(t, nil, dscfg, "cluster", "--cluster-node-number=3", dir)
+		r := run(t, nil, dscfg, "cluster", "--cluster-node-number=3", "--data-shards=4", "--parity-shards=2", dir)
 		if r.code == 0 || r.code == -1 {
-			t.Fatalf("dscfg cluster --cluster-node-number=3: want a non-zero exit, got %s", r)
+			t.Fatalf("dscfg cluster --cluster-node-number=3 for 4+2: want a non-zero exit, got %s", r)
 		}
 		for _, s := range []string{"--cluster-node-number=3", "at least 6"} {
 			if !strings.Contains(r.stderr, s) {

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -87,9 +88,25 @@ func cmdCluster(args []string) error {
 		return errors.New("cluster: want exactly one DIR argument")
 	}
 	dir := fs.Arg(0)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["data-shards"] && !set["parity-shards"] && *n >= 1 && *n < *k+*m {
+		// The seed's `dscfg cluster --cluster-node-number=3`: the widest
+		// policy that fits, keeping 2 parity shards while there are nodes
+		// for one data shard beside them (3 nodes: 1+2, three copies).
+		*m = min(config.DefaultParityShards, *n-1)
+		*k = *n - *m
+		fmt.Fprintf(os.Stderr, "dscfg: %d nodes cannot hold the default policy %d+%d: using %d+%d (--data-shards and --parity-shards choose another)\n",
+			*n, config.DefaultDataShards, config.DefaultParityShards, *k, *m)
+	}
 	p := coding.Erasure(*k, *m)
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("cluster: policy %d+%d: %w", *k, *m, err)
+	}
+	if *m <= 1 && *quorum == 0 {
+		// The write quorum is k+1: with one parity shard, every node of a
+		// value's positions.
+		fmt.Fprintf(os.Stderr, "dscfg: with %d parity shard(s) a write needs all %d positions: while a node is down, values cannot be written (reads go on); 2 parity shards keep writes going\n", *m, p.Width())
 	}
 	if *n < p.Width() {
 		return fmt.Errorf("cluster: --cluster-node-number=%d is too small: policy %s puts each value on %d distinct nodes, so the cluster needs at least %d (for a small cluster choose a narrower policy, e.g. --data-shards=2 --parity-shards=1 for 3 nodes)", *n, p, p.Width(), p.Width())
@@ -194,6 +211,25 @@ func splitList(s string, n int, flagName string) ([]string, error) {
 	return out, nil
 }
 
+// oldClient reads the client config already at file, if any, without
+// validating it (a template's placeholders do not validate). A file that
+// is there but not a client config is left alone: writing over it is
+// refused.
+func oldClient(file string) (*config.Client, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	var cc config.Client
+	if err := json.Unmarshal(b, &cc); err != nil {
+		return nil, fmt.Errorf("client: %s exists and is not a client config (%v): remove it or name another file", file, err)
+	}
+	return &cc, nil
+}
+
 // nodePorts returns base+i, or with base 0 ports that are free right now.
 func nodePorts(base, n int) ([]int, error) {
 	out := make([]int, n)
@@ -239,10 +275,20 @@ func cmdClient(args []string) error {
 	}
 	file := fs.Arg(0)
 	cc := &config.Client{Version: config.FormatVersion, Timeout: "30s"}
-	// The identity a client role is granted to (dsclient --conf=FILE id).
-	var err error
-	if _, cc.Identity, err = config.NewPrivKey(); err != nil {
-		return fmt.Errorf("client: identity: %w", err)
+	// The identity a client role is granted to (dsclient --conf=FILE id):
+	// a file written before keeps its own, and its request timeouts, so
+	// that regenerating it does not lock its user out of the cluster.
+	kept, err := oldClient(file)
+	if err != nil {
+		return err
+	}
+	if kept != nil {
+		cc.Identity, cc.Timeout, cc.HedgeAfter = kept.Identity, kept.Timeout, kept.HedgeAfter
+	}
+	if cc.Identity == "" {
+		if _, cc.Identity, err = config.NewPrivKey(); err != nil {
+			return fmt.Errorf("client: identity: %w", err)
+		}
 	}
 	if *from != "" {
 		nc, err := config.LoadNode(filepath.Join(*from, config.FileName))
@@ -260,6 +306,9 @@ func cmdClient(args []string) error {
 	}
 	if err := config.Save(file, cc); err != nil {
 		return err
+	}
+	if kept != nil && kept.Identity != "" {
+		fmt.Fprintf(os.Stderr, "kept the client identity already in %s\n", file)
 	}
 	if *from == "" {
 		fmt.Fprintf(os.Stderr, "wrote %s: replace \"nodes\" with your server multiaddrs and \"secret\" with the cluster secret (the last line of the bootstrapper's swarm.key), or run: dscfg client --cluster=BOOTSTRAP-DIR %s\n", file, file)
