@@ -600,3 +600,32 @@ func TestBadConfigRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestDscfgClientKeepsIdentity: writing a client config again keeps the
+// identity a role may have been granted to; it used to make a new one.
+func TestDscfgClientKeepsIdentity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries; skipped with -short")
+	}
+	dscfg, dsclient := bin(t, "dscfg"), bin(t, "dsclient")
+	tmp := t.TempDir()
+	srv := filepath.Join(tmp, "srv")
+	if r := run(t, nil, dscfg, "cluster", "--cluster-node-number=6", "--base-port=0", srv); r.code != 0 {
+		t.Fatalf("dscfg cluster: %s", r)
+	}
+	file := filepath.Join(tmp, "clusterds.json")
+	var ids []string
+	for range 2 {
+		if r := run(t, nil, dscfg, "client", "--cluster="+srv, file); r.code != 0 {
+			t.Fatalf("dscfg client: %s", r)
+		}
+		r := run(t, nil, dsclient, "--conf="+file, "id")
+		if r.code != 0 {
+			t.Fatalf("dsclient id: %s", r)
+		}
+		ids = append(ids, lastLine(r.stdout))
+	}
+	if ids[0] != ids[1] || ids[0] == "" {
+		t.Fatalf("client identity %q, then %q after writing the config again", ids[0], ids[1])
+	}
+}
