@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -331,6 +332,14 @@ func TestIPFSPluginFailsLoudly(t *testing.T) {
 	repo := filepath.Join(t.TempDir(), "ipfs")
 	env := []string{"IPFS_PATH=" + repo, "IPFS_TELEMETRY=off"}
 	cfgPath := filepath.Join(repo, "clusterds.json")
+	// Init without the client config: refused before the repo is written,
+	// saying how to write it, so that init works once it is there.
+	if r := run(t, env, ipfs, "init", "--profile=clusterds,test"); r.code == 0 || !strings.Contains(r.stderr, "dscfg client") {
+		t.Fatalf("ipfs init without %s: want a failure saying to run dscfg client\n%s", cfgPath, r)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "config")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused ipfs init left a repo config (stat: %v)", err)
+	}
 	if r := run(t, nil, bin(t, "dscfg"), "client", "--cluster="+c.dir0, cfgPath); r.code != 0 {
 		t.Fatalf("dscfg client: %s", r)
 	}
