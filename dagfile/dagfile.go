@@ -39,9 +39,11 @@ type AddOptions struct {
 	Chunker    string // default "size-262144"
 }
 
-// DAGService returns a DAG service over d with kubo's block keys.
+// DAGService returns a DAG service over d with kubo's block keys. As in
+// kubo, blocks of identity CIDs (whose multihash is the data itself, such
+// as bafkqaaa, the empty file) are read from the CID and never stored.
 func DAGService(d ds.Batching) ipld.DAGService {
-	bs := blockstore.NewBlockstore(d, blockstore.NoPrefix())
+	bs := blockstore.NewIdStore(blockstore.NewBlockstore(d, blockstore.NoPrefix()))
 	return merkledag.NewDAGService(blockservice.New(bs, offline.Exchange(bs)))
 }
 

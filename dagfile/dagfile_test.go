@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
@@ -113,5 +114,32 @@ func TestAddDirRefusesSpecialFiles(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("add of a folder with a FIFO still running after 10 s")
+	}
+}
+
+// TestCatIdentityCID: an identity CID holds its block in the CID, as kubo
+// reads it: bafkqaaa is the empty raw block, and an inlined "hello" is
+// read back without the datastore holding anything. Cat used to look the
+// block up and say "key not found".
+func TestCatIdentityCID(t *testing.T) {
+	ctx := context.Background()
+	empty := dssync.MutexWrap(ds.NewMapDatastore())
+	// Multihash code 0x00 is the identity hash.
+	hello, err := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: 0x00, MhLength: -1}.Sum([]byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ cid, want string }{
+		{"bafkqaaa", ""},
+		{hello.String(), "hello"},
+	} {
+		c, err := cid.Decode(tc.cid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if n, err := dagfile.Cat(ctx, empty, c, &out); err != nil || out.String() != tc.want || n != int64(len(tc.want)) {
+			t.Fatalf("cat %s: %q (%d bytes), %v; want %q", tc.cid, out.String(), n, err, tc.want)
+		}
 	}
 }
