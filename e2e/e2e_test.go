@@ -567,6 +567,15 @@ func TestBadConfigRefused(t *testing.T) {
 		}
 	})
 
+	t.Run("no client config", func(t *testing.T) {
+		for _, args := range [][]string{{"id"}, {"get", "bafkqaaa", "-"}} {
+			r := run(t, nil, bin(t, "dsclient"), append([]string{"--conf=" + filepath.Join(tmp, "none")}, args...)...)
+			if r.code == 0 || !strings.Contains(r.stderr, "init --bootstrapper=") {
+				t.Errorf("dsclient %v without a config: %s; want a failure saying to run init", args, r)
+			}
+		}
+	})
+
 	t.Run("the seed's 3 nodes", func(t *testing.T) {
 		dir := filepath.Join(tmp, "seed3")
 		r := run(t, nil, dscfg, "cluster", "--cluster-node-number=3", "--base-port=0", dir)

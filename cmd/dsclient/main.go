@@ -137,14 +137,21 @@ func open(ctx context.Context, conf string) (*dscluster.Datastore, error) {
 
 // openWith opens the cluster with opts.
 func openWith(ctx context.Context, conf string, opts dscluster.Options) (*dscluster.Datastore, error) {
-	cfg, err := config.LoadClient(configPath(conf))
-	if errors.Is(err, config.ErrNoConfig) {
-		return nil, fmt.Errorf("%w; run `dsclient --conf=%s init --bootstrapper=MULTIADDR` first", err, conf)
-	}
+	cfg, err := loadClient(conf)
 	if err != nil {
 		return nil, err
 	}
 	return dscluster.Open(ctx, cfg, &opts)
+}
+
+// loadClient loads the client config conf names, saying how to make one
+// when there is none.
+func loadClient(conf string) (*config.Client, error) {
+	cfg, err := config.LoadClient(configPath(conf))
+	if errors.Is(err, config.ErrNoConfig) {
+		return nil, fmt.Errorf("%w; run `dsclient --conf=%s init --bootstrapper=MULTIADDR` first", err, conf)
+	}
+	return cfg, err
 }
 
 func cmdInit(ctx context.Context, conf string, args []string) error {
@@ -203,7 +210,7 @@ func clientID(cc *config.Client) (peer.ID, error) {
 }
 
 func cmdID(conf string) error {
-	cc, err := config.LoadClient(configPath(conf))
+	cc, err := loadClient(conf)
 	if err != nil {
 		return err
 	}
