@@ -409,8 +409,9 @@ type Delegator interface {
 }
 
 // Restorer is Peers that can tell whether a node restores its previous
-// shard on a Restore drop (Action.RollBack). Without it no roll-back is
-// sent.
+// shard on a Restore drop (a roll-back, or a failed write's garbage).
+// Without it no such drop is sent: a node of an older version would
+// delete the previous shard with the dropped one.
 type Restorer interface {
 	Restores(ctx context.Context, node string) bool
 }
@@ -428,9 +429,9 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	}
 	switch a.Kind {
 	case Drop:
-		if a.RollBack {
+		if a.Restore {
 			if r, ok := d.cfg.Peers.(Restorer); !ok || !r.Restores(ctx, a.To) {
-				return fmt.Errorf("roll back %q on %s: the node does not restore previous shards", a.Key, a.To)
+				return fmt.Errorf("drop %q on %s, restoring the previous shard: the node does not restore previous shards", a.Key, a.To)
 			}
 		}
 		return d.cfg.Peers.Drop(ctx, a)

@@ -343,9 +343,10 @@ type restoringPeers struct {
 
 func (p restoringPeers) Restores(_ context.Context, node string) bool { return p.restores[node] }
 
-// TestDriverSendsRollBacksOnlyToRestorers: a roll-back drop goes only to a
-// node that restores its previous shard: a node of an older version would
-// delete that too, and with it the only shards of the older value.
+// TestDriverSendsRollBacksOnlyToRestorers: a roll-back drop, or any drop
+// that restores (a failed write's garbage), goes only to a node that
+// restores its previous shard: a node of an older version would delete
+// that too, and with it the only shards of the older value.
 func TestDriverSendsRollBacksOnlyToRestorers(t *testing.T) {
 	_, ids, mem, _ := testCluster(t, 1)
 	var holder, key string
@@ -361,8 +362,19 @@ func TestDriverSendsRollBacksOnlyToRestorers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := Action{Kind: Drop, Key: key, Pos: int(sh.Header.Index), Policy: sh.Header.Policy, Version: sh.Header.Version,
-		To: holder, Stale: true, Restore: true, RollBack: true}
+	for _, rollBack := range []bool{true, false} {
+		a := Action{Kind: Drop, Key: key, Pos: int(sh.Header.Index), Policy: sh.Header.Policy, Version: sh.Header.Version,
+			To: holder, Stale: true, Restore: true, RollBack: rollBack}
+		driverRestores(t, mem, a, holder, key)
+	}
+}
+
+// driverRestores has a driver do the restoring drop a with peers that
+// cannot tell, a node that does not restore and one that does (which
+// drops holder's shard of key, put back after).
+func driverRestores(t *testing.T, mem *memPeers, a Action, holder, key string) {
+	t.Helper()
+	kept := mem.nodes[holder][key]
 	for _, tc := range []struct {
 		name  string
 		peers Peers
@@ -380,7 +392,8 @@ func TestDriverSendsRollBacksOnlyToRestorers(t *testing.T) {
 		d.Close()
 		_, held := mem.nodes[holder][key]
 		if held == tc.drops || (err == nil) != tc.drops {
-			t.Fatalf("%s: roll-back %v, shard still held %v", tc.name, err, held)
+			t.Fatalf("%s: restoring drop (roll-back %v): %v, shard still held %v", tc.name, a.RollBack, err, held)
 		}
 	}
+	mem.nodes[holder][key] = kept
 }
