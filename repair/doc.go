@@ -65,7 +65,8 @@
 //     an owner that holds such a newer shard cannot take V: it gets
 //     nothing until the shard is gone. The shard is dropped (Stale, since
 //     its holder may own the position; Restore, so that the holder puts
-//     back the shard the write replaced there, if it kept it) only when it
+//     back the shard the write replaced there, if it kept it; the driver
+//     sends it only to nodes that restore, see Restorer) only when it
 //     is provably garbage:
 //     every owner of the key's slot, in the map and the target, is
 //     reachable, the version has fewer than k positions among all the
