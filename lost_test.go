@@ -443,6 +443,11 @@ func TestDeleteOfValueWithLostShards(t *testing.T) {
 	if after := tombstones(); after != before {
 		t.Fatalf("tombstones: %d before deleting a missing key, %d after; want no new one", before, after)
 	}
+	// Nodes that are down do not make it an error (a tombstone would not
+	// make its quorum with two of them down).
+	if err := c.Client(&dscluster.Options{Down: c.Owners(missing.String())[4:]}).Delete(ctx, missing); err != nil {
+		t.Fatalf("delete of a missing key with positions 4 and 5 down: %v", err)
+	}
 }
 
 // TestMalformedIndexEntryIsCorrupt: a node answers header-only gets with an

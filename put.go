@@ -75,19 +75,27 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 	}
 }
 
-// absentEverywhere reports whether every position of key's slot answers,
-// within HedgeAfter, that it holds no entry of key. Get takes a key for
-// absent once two positions say so (no acknowledged write can miss both),
-// but they may have lost their shards (bit rot scrubbed, not yet repaired)
-// while the others hold the value: a delete that wrote nothing then would
-// see it come back once repaired.
+// absentEverywhere reports whether no position of key's slot that answers
+// within HedgeAfter holds an entry of key. Get takes a key for absent once
+// two positions say so (no acknowledged write can miss both), but they may
+// have lost their shards (bit rot scrubbed, not yet repaired) while the
+// others hold the value: a delete that wrote nothing then would see it
+// come back once repaired. Positions that are down, marked slow or do not
+// answer in time are not waited for, as Get's proof does not wait for
+// them: deleting a missing key stays no error while nodes are down.
 func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 	v := d.view.Load()
 	owners := v.owners(key)
 	ctx, cancel := context.WithTimeout(ctx, d.opts.HedgeAfter)
 	defer cancel()
-	for _, a := range askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos, false) }) {
-		if a.state != fetchNotFound {
+	ans := askAll(v.c.Policy.Width(), func(pos int) headerAnswer {
+		if d.client.Slow(v.peers[owners[pos]]) {
+			return headerAnswer{state: fetchFailed}
+		}
+		return d.askHeaderOf(ctx, v, key, owners, pos, false)
+	})
+	for _, a := range ans {
+		if a.state == fetchOK {
 			return false
 		}
 	}
