@@ -109,7 +109,7 @@ func cmdCluster(args []string) error {
 		fmt.Fprintf(os.Stderr, "dscfg: with %d parity shard(s) a write needs all %d positions: while a node is down, values cannot be written (reads go on); 2 parity shards keep writes going\n", *m, p.Width())
 	}
 	if *n < p.Width() {
-		return fmt.Errorf("cluster: --cluster-node-number=%d is too small: policy %s puts each value on %d distinct nodes, so the cluster needs at least %d (for a small cluster choose a narrower policy, e.g. --data-shards=2 --parity-shards=1 for 3 nodes)", *n, p, p.Width(), p.Width())
+		return fmt.Errorf("cluster: --cluster-node-number=%d is too small: policy %s puts each value on %d distinct nodes, so the cluster needs at least %d (for a small cluster choose a narrower policy, e.g. --data-shards=1 --parity-shards=2 for 3 nodes, or leave both flags out)", *n, p, p.Width(), p.Width())
 	}
 	ips, err := nodeHosts(*host, *hosts, *n)
 	if err != nil {
