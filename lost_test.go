@@ -657,31 +657,3 @@ func TestNarrowerOverwriteDropsOlderShards(t *testing.T) {
 		}
 	}
 }
-
-// TestFailedWideOverwriteOfSmallValue: a small value v1 is on its three
-// replicas; a large overwrite v2 fails after positions 0 and 1 and is not
-// undone (its writer died). Positions 3-5 have no entry of the key at all.
-// A read counted them as positions that may hold v2, took v2 for possibly
-// acknowledged and answered unavailable, with every node up, until repair
-// rolled v2 back. They hold nothing, so v2 never reached its quorum and
-// the read serves v1.
-func TestFailedWideOverwriteOfSmallValue(t *testing.T) {
-	ctx := context.Background()
-	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
-	k := ds.NewKey("/lost/failed-wide-over-small")
-	o := c.Owners(k.String())
-	v1, v2 := bytes.Repeat([]byte("1"), 1000), bytes.Repeat([]byte("2"), 300<<10)
-	if err := c.Client(nil).Put(ctx, k, v1); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Client(&dscluster.Options{Down: o[2:], KeepFailedWrites: true}).Put(ctx, k, v2); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("put v2 reaching positions 0 and 1: %v, want a quorum error", err)
-	}
-	r := c.Client(nil)
-	if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
-		t.Fatalf("get with every node up: %d bytes, %v; want v1", len(got), err)
-	}
-	if n, err := r.GetSize(ctx, k); err != nil || n != len(v1) {
-		t.Fatalf("getsize: %d, %v; want %d", n, err, len(v1))
-	}
-}

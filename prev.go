@@ -93,20 +93,11 @@ func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding
 // fewer than the quorum. A position never held g when its current version
 // is older, or when its current version is newer and the one that version
 // replaced (its previous shard) is older: a node keeps the version each
-// write replaced. A position without the key counts as one that never held
-// it, as for a read's proof of absence (mayExist): one that lost its shard
-// (scrubbed, not repaired) is a failure the policy's parity covers, and
-// counting it would keep a failed write over a small value, whose other
-// positions have no entry, from ever giving the value back. A position
-// past the policy's width never holds it.
+// write replaced. A position past the policy's width never holds it.
 func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Policy) bool {
 	width := min(cur.n(), p.Width())
 	without := 0
 	for pos := 0; pos < width; pos++ {
-		if cur.state(pos) == fetchNotFound {
-			without++
-			continue
-		}
 		if cur.state(pos) != fetchOK {
 			continue
 		}
