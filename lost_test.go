@@ -398,8 +398,9 @@ func TestFailedOverwritesAreUndone(t *testing.T) {
 // shards remain on the others. Delete took the same two answers as proof
 // that there was nothing to delete and wrote no tombstone: a reader that
 // could not reach positions 0 and 1 still read the value, and repair would
-// have rebuilt it for everyone. Delete now writes the tombstone unless
-// every position says it holds nothing.
+// have rebuilt it for everyone. Delete now writes the tombstone unless no
+// position that answers holds an entry of the key; nodes that are down do
+// not make deleting a missing key an error.
 func TestDeleteOfValueWithLostShards(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})

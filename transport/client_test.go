@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -19,15 +20,7 @@ import (
 // dial it, both on 127.0.0.1 with a fresh secret.
 func pair(t *testing.T, hold func() bool, release <-chan struct{}) (*Client, peer.ID) {
 	t.Helper()
-	psk := make([]byte, 32)
-	if _, err := rand.Read(psk); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
+	srv, cl, _ := testHosts(t)
 	srv.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
 		defer s.Close()
 		for {
@@ -44,15 +37,32 @@ func pair(t *testing.T, hold func() bool, release <-chan struct{}) (*Client, pee
 			}
 		}
 	})
-	cl, err := NewHost(HostConfig{PSK: psk})
+	c := NewClient(cl, 10*time.Second)
+	t.Cleanup(c.Close)
+	return c, srv.ID()
+}
+
+// testHosts starts a server host listening on 127.0.0.1 and a client host
+// that can dial it, with a fresh secret (psk); both close when the test
+// ends.
+func testHosts(t *testing.T) (srv, cl host.Host, psk []byte) {
+	t.Helper()
+	psk = make([]byte, 32)
+	if _, err := rand.Read(psk); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	cl, err = NewHost(HostConfig{PSK: psk})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cl.Close() })
 	cl.Peerstore().AddAddrs(srv.ID(), srv.Addrs(), peerstore.PermanentAddrTTL)
-	c := NewClient(cl, 10*time.Second)
-	t.Cleanup(c.Close)
-	return c, srv.ID()
+	return srv, cl, psk
 }
 
 // TestSlowMark: a request left unanswered past the slow threshold marks

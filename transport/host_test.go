@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"crypto/rand"
 	"slices"
 	"testing"
 	"time"
@@ -59,15 +58,7 @@ func TestMoveAddrs(t *testing.T) {
 // a second node process started on a node's port used to share it and
 // take half of its connections.
 func TestListenPortNotShared(t *testing.T) {
-	psk := make([]byte, 32)
-	if _, err := rand.Read(psk); err != nil {
-		t.Fatal(err)
-	}
-	first, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
+	first, _, psk := testHosts(t)
 	addr := first.Addrs()[0].String()
 	second, err := NewHost(HostConfig{PSK: psk, Listen: []string{addr}})
 	if err == nil {

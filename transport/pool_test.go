@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -26,15 +24,7 @@ import (
 // set for the same instant, and when the stream's fired first, send saw
 // ctx.Err() == nil.
 func TestTimeoutIsNotADeadStream(t *testing.T) {
-	psk := make([]byte, 32)
-	if _, err := rand.Read(psk); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv, cl, _ := testHosts(t)
 	var streams, requests atomic.Int64
 	release := make(chan struct{})
 	defer close(release)
@@ -58,13 +48,7 @@ func TestTimeoutIsNotADeadStream(t *testing.T) {
 			}
 		}
 	})
-	cl, err := NewHost(HostConfig{PSK: psk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	p := srv.ID()
-	cl.Peerstore().AddAddrs(p, srv.Addrs(), peerstore.PermanentAddrTTL)
 	c := NewClient(cl, 10*time.Second)
 	defer c.Close()
 
@@ -159,15 +143,7 @@ func (s *hookStream) SetDeadline(t time.Time) error {
 // stream, the idle pool was reset, and the request reached the node a
 // second time. Such a stream is now reset instead of pooled.
 func TestCancelAfterAnswerSparesPooledStreams(t *testing.T) {
-	psk := make([]byte, 32)
-	if _, err := rand.Read(psk); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv, cl, _ := testHosts(t)
 	var twos atomic.Int64
 	srv.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
 		defer s.Close()
@@ -186,13 +162,7 @@ func TestCancelAfterAnswerSparesPooledStreams(t *testing.T) {
 			}
 		}
 	})
-	cl, err := NewHost(HostConfig{PSK: psk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	p := srv.ID()
-	cl.Peerstore().AddAddrs(p, srv.Addrs(), peerstore.PermanentAddrTTL)
 	hh := &hookHost{Host: cl}
 	c := NewClient(hh, 10*time.Second)
 	defer c.Close()
