@@ -110,7 +110,7 @@ const maxOrdered = 8
 // already a tombstone is deleted again: that tombstone may be what is left
 // of a delete that failed its quorum, and this one must be durable once
 // acknowledged. A key Get would find absent gets a tombstone all the same
-// unless every position says it holds no entry of it (absentEverywhere).
+// when a position that answers holds an entry of it (absentEverywhere).
 func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
