@@ -343,6 +343,19 @@ func TestSeedGettingStarted(t *testing.T) {
 	if r := client("init", "--bootstrapper="+boot); r.code != 0 {
 		t.Fatalf("dsclient init: %s", r)
 	}
+	// --conf may name the config file itself, for init too: it used to
+	// take it for a folder, and failed on a file dscfg client wrote.
+	file := filepath.Join(tmp, "clusterds.json")
+	if r := run(t, nil, bin(t, "dscfg"), "client", "--cluster="+dir(0), file); r.code != 0 {
+		t.Fatalf("dscfg client: %s", r)
+	}
+	r0 := run(t, env, dsclient, "--conf="+file, "id")
+	if r := run(t, env, dsclient, "--conf="+file, "init", "--bootstrapper="+boot); r.code != 0 {
+		t.Fatalf("dsclient --conf=FILE init: %s", r)
+	}
+	if r := run(t, env, dsclient, "--conf="+file, "id"); r.code != 0 || lastLine(r.stdout) != lastLine(r0.stdout) {
+		t.Fatalf("dsclient --conf=FILE id after init: %s; want the identity dscfg client wrote, %s", r, r0)
+	}
 	lap("dsclient init")
 
 	want := make([]byte, fileSize)

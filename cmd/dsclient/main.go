@@ -163,7 +163,13 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 	if *boot == "" {
 		return errors.New("init: --bootstrapper is required")
 	}
-	secret, err := config.FindSecret(conf)
+	// --conf may name the config file itself (clusterds.json), as for the
+	// other commands; then swarm.key is looked for beside it.
+	path, dir := filepath.Join(conf, config.FileName), conf
+	if st, err := os.Stat(conf); (err == nil && !st.IsDir()) || (err != nil && strings.HasSuffix(conf, ".json")) {
+		path, dir = conf, filepath.Dir(conf)
+	}
+	secret, err := config.FindSecret(dir)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
@@ -175,7 +181,7 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 	}
 	cc := &config.Client{Version: config.FormatVersion, ClusterID: c.ID, Secret: secret, Timeout: "30s"}
 	// A client keeps its identity across inits: roles are granted to it.
-	if old, err := config.LoadClient(filepath.Join(conf, config.FileName)); err == nil && old.Identity != "" {
+	if old, err := config.LoadClient(path); err == nil && old.Identity != "" {
 		cc.Identity = old.Identity
 	} else if _, cc.Identity, err = config.NewPrivKey(); err != nil {
 		return fmt.Errorf("init: identity: %w", err)
@@ -185,7 +191,6 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 			cc.Nodes = append(cc.Nodes, a+"/p2p/"+n.ID)
 		}
 	}
-	path := filepath.Join(conf, config.FileName)
 	if err := config.Save(path, cc); err != nil {
 		return err
 	}
