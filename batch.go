@@ -320,9 +320,7 @@ wait:
 	dropped := map[*groupWrite]int{} // acknowledged values: how many of kept were dropped
 	moved := d.view.Load() != v
 	for _, w := range writes {
-		// As writeShards: a version that alone holds a majority quorum
-		// is acknowledged even if a node held a newer one.
-		newer := w.newer && !(w.holding >= w.quorum && 2*w.quorum > w.width)
+		newer := w.newer && !ownsQuorum(w.holding, w.quorum, w.width)
 		if (w.stored < w.quorum || newer) && w.holding < w.k {
 			// Undone before anything else, also before a write again:
 			// that one keeps this version's shard as the previous one.

@@ -259,11 +259,7 @@ collect:
 	}
 	h := &shards[0].Header // read before the shards are released
 	ver, tomb, k := h.Version, h.Tombstone, h.Policy.DataShards
-	// A version that alone holds a quorum that is a majority of the
-	// positions is acknowledged even if some nodes held a newer one: no
-	// other version can hold such a quorum, so the newer one is a
-	// concurrent write's, which may be ordered after this one.
-	if !newer.IsZero() && holding >= quorum && 2*quorum > len(shards) {
+	if !newer.IsZero() && ownsQuorum(holding, quorum, len(shards)) {
 		d.clock.Observe(newer)
 		newer = coding.Version{}
 	}
@@ -308,6 +304,15 @@ collect:
 		d.supersede(v, key, ver, len(shards), kept)
 	}
 	return newer, nil
+}
+
+// ownsQuorum reports whether a version that holding of its width positions
+// hold (answers for newer versions not counted) is acknowledged even though
+// some nodes held a newer one: a quorum that is a majority of the positions
+// no other version can also hold, so the newer one is a concurrent write's,
+// which may be ordered after this one.
+func ownsQuorum(holding, quorum, width int) bool {
+	return holding >= quorum && 2*quorum > width
 }
 
 // supersede tells the nodes past the positions of an acknowledged version
