@@ -203,6 +203,13 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 			continue
 		}
 		if err := d.setCluster(c); err != nil {
+			var oe optionsError
+			if errors.As(err, &oe) {
+				// The cluster answered; the options do not fit it, and
+				// every other node would say the same.
+				_ = h.Close()
+				return nil, err
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -308,10 +315,11 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 	}
 	if d.opts.Policy.Kind != 0 {
 		if err := d.opts.Policy.Validate(); err != nil {
-			return fmt.Errorf("dscluster: policy option: %w", err)
+			return optionsError{fmt.Errorf("dscluster: policy option: %w", err)}
 		}
 		if d.opts.Policy.Width() > c.Map.Width {
-			return fmt.Errorf("dscluster: policy option %s needs %d nodes per slot, the map has %d", d.opts.Policy, d.opts.Policy.Width(), c.Map.Width)
+			return optionsError{fmt.Errorf("dscluster: policy option %s needs %d nodes per slot, the cluster's map has %d",
+				d.opts.Policy, d.opts.Policy.Width(), c.Map.Width)}
 		}
 		cc := *c
 		cc.Policy = d.opts.Policy
@@ -320,7 +328,7 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 	v := &view{c: c, peers: make([]peer.ID, len(c.Map.Nodes)), down: make([]bool, len(c.Map.Nodes))}
 	for _, i := range d.opts.Down {
 		if i < 0 || i >= len(v.down) {
-			return fmt.Errorf("dscluster: down node %d: the map has nodes 0..%d", i, len(v.down)-1)
+			return optionsError{fmt.Errorf("dscluster: down node %d: the map has nodes 0..%d", i, len(v.down)-1)}
 		}
 		v.down[i] = true
 	}

@@ -26,6 +26,14 @@ var (
 	ErrUnauthorized = errors.New("dscluster: refused by the cluster's client roles")
 )
 
+// optionsError is the error of Options that do not fit the cluster's
+// description (a policy wider than its map, a down node it does not
+// have): every node would give the same answer.
+type optionsError struct{ err error }
+
+func (e optionsError) Error() string { return e.err.Error() }
+func (e optionsError) Unwrap() error { return e.err }
+
 // NodeError is one node's failure within a cluster operation.
 type NodeError struct {
 	Node string // "node 3 (12D3KooW…)"
