@@ -194,12 +194,13 @@ func (c *Cluster) Validate() error {
 	if c.SmallThreshold < 0 {
 		return fmt.Errorf("small_threshold %d is negative", c.SmallThreshold)
 	}
-	if c.WriteQuorum != 0 && (c.WriteQuorum <= c.Policy.DataShards || c.WriteQuorum > c.Policy.Width()) {
-		// Below k+1 an acknowledged write may be unreadable (fewer than k
-		// shards) or missed by reads, which ask the first positions
-		// first and rely on two write quorums sharing k positions.
+	// Below k+1 an acknowledged write may be unreadable (fewer than k
+	// shards) or missed by reads, which ask the first positions first and
+	// rely on two write quorums sharing k positions. Without parity every
+	// shard is needed: the quorum is the width (Quorum).
+	if lo, hi := min(c.Policy.DataShards+1, c.Policy.Width()), c.Policy.Width(); c.WriteQuorum != 0 && (c.WriteQuorum < lo || c.WriteQuorum > hi) {
 		return fmt.Errorf("write_quorum %d is outside %d..%d (0: %d) for policy %s",
-			c.WriteQuorum, c.Policy.DataShards+1, c.Policy.Width(), c.Policy.DataShards+1, c.Policy)
+			c.WriteQuorum, lo, hi, lo, c.Policy)
 	}
 	if c.Map == nil {
 		return errors.New("map is missing")

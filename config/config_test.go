@@ -198,6 +198,28 @@ func TestLoadRefusesInvalid(t *testing.T) {
 	}
 }
 
+// TestWriteQuorumWithoutParity: with no parity shards every shard is
+// needed, so the quorum's range is the width alone; the message gives a
+// range that exists.
+func TestWriteQuorumWithoutParity(t *testing.T) {
+	c := validNode(t).Cluster
+	c.Policy = coding.Erasure(4, 0)
+	for q, ok := range map[int]bool{0: true, 4: true, 3: false, 5: false} {
+		c.WriteQuorum = q
+		err := c.Validate()
+		if ok != (err == nil) {
+			t.Errorf("write_quorum %d on 4+0: %v", q, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "outside 4..4") {
+			t.Errorf("write_quorum %d on 4+0: %v, want the range 4..4", q, err)
+		}
+	}
+	c.WriteQuorum = 0
+	if got := c.Quorum(c.Policy); got != 4 {
+		t.Errorf("quorum of 4+0: %d, want 4", got)
+	}
+}
+
 func TestSaveLoadRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "conf")
 	n := validNode(t)
