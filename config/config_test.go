@@ -220,6 +220,42 @@ func TestWriteQuorumWithoutParity(t *testing.T) {
 	}
 }
 
+// TestSaveIgnoresAStaleTemporary: a .tmp file left by an interrupted
+// Save, readable by all, must not give its mode to the config (which holds
+// keys), nor a link there send the config elsewhere.
+func TestSaveIgnoresAStaleTemporary(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, FileName)
+	if err := os.WriteFile(p+".tmp", []byte("half a config"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p+".tmp", 0o644); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	if err := Save(p, validNode(t)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("config after a stale .tmp: %v, err %v; want mode 0600", st.Mode(), err)
+	}
+	elsewhere := filepath.Join(dir, "elsewhere")
+	if err := os.Symlink(elsewhere, p+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(p, validNode(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(elsewhere); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Save wrote through a link at its temporary name: %v", err)
+	}
+	if _, err := LoadNode(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(p + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Save left its temporary file: %v", err)
+	}
+}
+
 func TestSaveLoadRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "conf")
 	n := validNode(t)
