@@ -431,13 +431,18 @@ func load(path string, v any) error {
 	return nil
 }
 
-// Save writes v as indented JSON to path atomically (temp file + rename),
-// with mode 0600 since configs hold keys.
+// Save writes v as indented JSON to path atomically (WritePrivate).
 func Save(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
+	return WritePrivate(path, append(b, '\n'))
+}
+
+// WritePrivate writes data to path atomically (temporary file + rename),
+// with mode 0600: configs and swarm.key hold keys.
+func WritePrivate(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -453,7 +458,7 @@ func Save(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}

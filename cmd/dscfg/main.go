@@ -173,7 +173,7 @@ func cmdCluster(args []string) error {
 	if err := config.Save(path, cfg); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, config.SwarmKeyFile), config.SwarmKey(secret), 0o600); err != nil {
+	if err := config.WritePrivate(filepath.Join(dir, config.SwarmKeyFile), config.SwarmKey(secret)); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s and %s: %d nodes, policy %s, cluster %s\n", path, filepath.Join(dir, config.SwarmKeyFile), *n, p, cfg.Cluster.ID)
