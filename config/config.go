@@ -415,6 +415,24 @@ func LoadClient(path string) (*Client, error) {
 	return &c, nil
 }
 
+// PriorClient reads the client config already at path without validating
+// it (a template's placeholders do not validate), for a command about to
+// write a new one there that keeps its identity and timeouts: client roles
+// are granted to the identity. It returns nil, nil when there is no file,
+// and an error when the file is not a client config, which is not to be
+// written over.
+func PriorClient(path string) (*Client, error) {
+	var c Client
+	err := load(path, &c)
+	if errors.Is(err, ErrNoConfig) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w; it is not a client config: remove it or name another file", err)
+	}
+	return &c, nil
+}
+
 func load(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {

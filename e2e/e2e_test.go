@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -355,6 +356,42 @@ func TestSeedGettingStarted(t *testing.T) {
 	}
 	if r := run(t, env, dsclient, "--conf="+file, "id"); r.code != 0 || lastLine(r.stdout) != lastLine(r0.stdout) {
 		t.Fatalf("dsclient --conf=FILE id after init: %s; want the identity dscfg client wrote, %s", r, r0)
+	}
+	// A template from dscfg client (placeholders that do not validate)
+	// keeps its identity through init too: it used to get a new one.
+	// A file that is not a client config is not written over.
+	tpl := filepath.Join(tmp, "template.json")
+	if r := run(t, nil, bin(t, "dscfg"), "client", tpl); r.code != 0 {
+		t.Fatalf("dscfg client (template): %s", r)
+	}
+	identity := func(path string) string {
+		var c struct{ Identity string }
+		b, err := os.ReadFile(path)
+		if err == nil {
+			err = json.Unmarshal(b, &c)
+		}
+		if err != nil || c.Identity == "" {
+			t.Fatalf("identity of %s: %q, err %v", path, c.Identity, err)
+		}
+		return c.Identity
+	}
+	before := identity(tpl)
+	if r := run(t, env, dsclient, "--conf="+tpl, "init", "--bootstrapper="+boot); r.code != 0 || identity(tpl) != before {
+		t.Fatalf("dsclient init over a dscfg client template: %s; identity kept: %v", r, identity(tpl) == before)
+	}
+	other := filepath.Join(tmp, "other.json")
+	nodeCfg, err := os.ReadFile(filepath.Join(dir(0), "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, nodeCfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{dsclient, "--conf=" + other, "init", "--bootstrapper=" + boot}, {bin(t, "dscfg"), "client", other}} {
+		r := run(t, env, cmd[0], cmd[1:]...)
+		if b, _ := os.ReadFile(other); r.code == 0 || !strings.Contains(r.stderr, "not a client config") || !bytes.Equal(b, nodeCfg) {
+			t.Fatalf("%s over a node config: %s; want a refusal that leaves it", filepath.Base(cmd[0]), r)
+		}
 	}
 	lap("dsclient init")
 

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -211,25 +210,6 @@ func splitList(s string, n int, flagName string) ([]string, error) {
 	return out, nil
 }
 
-// oldClient reads the client config already at file, if any, without
-// validating it (a template's placeholders do not validate). A file that
-// is there but not a client config is left alone: writing over it is
-// refused.
-func oldClient(file string) (*config.Client, error) {
-	b, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	var cc config.Client
-	if err := json.Unmarshal(b, &cc); err != nil {
-		return nil, fmt.Errorf("client: %s exists and is not a client config (%v): remove it or name another file", file, err)
-	}
-	return &cc, nil
-}
-
 // nodePorts returns base+i, or with base 0 ports that are free right now.
 func nodePorts(base, n int) ([]int, error) {
 	out := make([]int, n)
@@ -278,12 +258,15 @@ func cmdClient(args []string) error {
 	// The identity a client role is granted to (dsclient --conf=FILE id):
 	// a file written before keeps its own, and its request timeouts, so
 	// that regenerating it does not lock its user out of the cluster.
-	kept, err := oldClient(file)
+	kept, err := config.PriorClient(file)
 	if err != nil {
-		return err
+		return fmt.Errorf("client: %w", err)
 	}
 	if kept != nil {
-		cc.Identity, cc.Timeout, cc.HedgeAfter = kept.Identity, kept.Timeout, kept.HedgeAfter
+		cc.Identity, cc.HedgeAfter = kept.Identity, kept.HedgeAfter
+		if kept.Timeout != "" {
+			cc.Timeout = kept.Timeout
+		}
 	}
 	if cc.Identity == "" {
 		if _, cc.Identity, err = config.NewPrivKey(); err != nil {

@@ -180,11 +180,22 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 		return fmt.Errorf("init: %w", err)
 	}
 	cc := &config.Client{Version: config.FormatVersion, ClusterID: c.ID, Secret: secret, Timeout: "30s"}
-	// A client keeps its identity across inits: roles are granted to it.
-	if old, err := config.LoadClient(path); err == nil && old.Identity != "" {
-		cc.Identity = old.Identity
-	} else if _, cc.Identity, err = config.NewPrivKey(); err != nil {
-		return fmt.Errorf("init: identity: %w", err)
+	// A client keeps its identity across inits, as dscfg client does
+	// (roles are granted to it), and its request timeouts.
+	kept, err := config.PriorClient(path)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if kept != nil {
+		cc.Identity, cc.HedgeAfter = kept.Identity, kept.HedgeAfter
+		if kept.Timeout != "" {
+			cc.Timeout = kept.Timeout
+		}
+	}
+	if cc.Identity == "" {
+		if _, cc.Identity, err = config.NewPrivKey(); err != nil {
+			return fmt.Errorf("init: identity: %w", err)
+		}
 	}
 	for _, n := range c.Map.Nodes {
 		for _, a := range n.Addrs {
