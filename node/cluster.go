@@ -82,6 +82,17 @@ func (n *Node) startCluster(opts Options) error {
 			}
 			return 0
 		},
+		// Down and out members are not listed but may hold shards of a
+		// write made to an earlier map's owners: repair counts them.
+		Absent: func() int {
+			c, absent := n.raft.Cluster(), 0
+			for i := 0; c != nil && i < len(c.Members); i++ {
+				if s := c.Members[i].State; s == membership.Down || s == membership.Out {
+					absent++
+				}
+			}
+			return absent
+		},
 		GarbageGrace: opts.GarbageGrace,
 	})
 	if err != nil {

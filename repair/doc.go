@@ -73,7 +73,11 @@
 //     holdings listed, reachable or not, and it is older than
 //     View.GarbageBefore (the driver's GarbageGrace ago: a write still in
 //     flight has landed only some of its shards, and may yet be
-//     acknowledged). Only the newest such version goes in one pass: a
+//     acknowledged). A version written before View.MapSince may also sit
+//     at owners of an earlier map that a rebalance commit left (a write
+//     that raced the commit, its forwards lost): it must have fewer than
+//     k positions even with one more on each member that did not answer
+//     or is down or out (View.Unlisted). Only the newest such version goes in one pass: a
 //     version below a failed one may be scarce only because the failed
 //     write's holders keep its shards as previous ones, which the planner
 //     does not see. Otherwise (an owner that does not

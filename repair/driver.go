@@ -58,6 +58,9 @@ type DriverConfig struct {
 	// without both no lost key is rolled back.
 	Quorum   func(coding.Policy) int
 	MapSince func() int64
+	// Absent counts the members outside a pass's nodes that may still
+	// hold shards (down or out): View.Unlisted.
+	Absent func() int
 }
 
 // DefaultGarbageGrace is DriverConfig.GarbageGrace's default.
@@ -237,6 +240,14 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 	view, settledKeys := d.list(ctx, m, target, nodes)
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	for _, id := range nodes {
+		if !view.Reachable[id] {
+			view.Unlisted++
+		}
+	}
+	if d.cfg.Absent != nil {
+		view.Unlisted += d.cfg.Absent()
 	}
 	plan := Make(view)
 	plan.Keys += settledKeys

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -396,4 +397,71 @@ func driverRestores(t *testing.T, mem *memPeers, a Action, holder, key string) {
 		}
 	}
 	mem.nodes[holder][key] = kept
+}
+
+// TestCommitRaceWriteSurvivesOldOwnersDown: v2 raced a rebalance commit:
+// acked by 5 of 6 old owners (all but an unmoved position), forwards lost.
+// Two old owners of moved positions are down past the grace: v2 is not
+// garbage, and once they are back it is what the new owners hold.
+func TestCommitRaceWriteSurvivesOldOwnersDown(t *testing.T) {
+	var nodes []placement.Node
+	var ids []string
+	for i := 0; i < 10; i++ {
+		ids, nodes = append(ids, fmt.Sprintf("n%d", i)), append(nodes, placement.Node{ID: fmt.Sprintf("n%d", i)})
+	}
+	old, _ := placement.Assign(nil, nodes[:7], 6)
+	tgt, _ := placement.Assign(old, nodes, 6) // three nodes joined
+	own := func(m *placement.Map, key string, pos int) string {
+		return m.Nodes[m.Owners(placement.Slot(key))[pos]].ID
+	}
+	var key string
+	var moved []int // a key with 3 moved positions whose old owners left its row
+	for i := 0; len(moved) != 3; i++ {
+		key, moved = fmt.Sprintf("/race/%d", i), nil
+		for pos := range 6 {
+			if o := own(old, key, pos); o != own(tgt, key, pos) && !slices.Contains(tgt.Owners(placement.Slot(key)), uint16(slices.Index(ids, o))) {
+				moved = append(moved, pos)
+			}
+		}
+	}
+	mem := newMemPeers(ids)
+	p := restoringPeers{mem, map[string]bool{}}
+	for _, id := range ids {
+		p.restores[id] = true
+	}
+	hlc := uint64(time.Now().Add(-time.Hour).UnixMilli()) << 16
+	val := bytes.Repeat([]byte("2"), 64<<10)
+	v1, _ := coding.Encode(key, bytes.Repeat([]byte("1"), 64<<10), coding.Erasure(4, 2), coding.Version{HLC: hlc, Writer: 1})
+	v2, _ := coding.Encode(key, val, coding.Erasure(4, 2), coding.Version{HLC: hlc + 1<<16, Writer: 1})
+	missed := slices.IndexFunc([]int{0, 1, 2, 3, 4, 5}, func(pos int) bool { return !slices.Contains(moved, pos) })
+	for pos := range 6 {
+		mem.nodes[own(tgt, key, pos)][key] = v1[pos].AppendBinary(nil) // moved before the commit
+		if pos != missed {
+			mem.nodes[own(old, key, pos)][key] = v2[pos].AppendBinary(nil)
+		}
+	}
+	mem.down[own(old, key, moved[0])], mem.down[own(old, key, moved[1])] = true, true
+	d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true,
+		GarbageGrace: time.Minute, MapSince: func() int64 { return time.Now().Add(-30 * time.Minute).UnixNano() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for i := range 7 { // the map is tgt; the old owners come back after 3 passes
+		if i == 3 {
+			mem.down = map[string]bool{}
+		}
+		if _, err := d.Pass(context.Background(), tgt, nil, ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shards := make([]*coding.Shard, 6)
+	for pos := range 6 {
+		if sh, err := coding.ParseShard(mem.nodes[own(tgt, key, pos)][key]); err == nil && sh.Header.Version == v2[0].Header.Version {
+			shards[pos] = sh
+		}
+	}
+	if got, err := coding.Decode(shards); err != nil || !bytes.Equal(got, val) {
+		t.Fatalf("the acknowledged v2 is lost; the new owners hold v1: %v", err)
+	}
 }

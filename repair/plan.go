@@ -381,6 +381,13 @@ func (s *planner) failedWrite(vi *verInfo) bool {
 	if vi.ref.Tombstone || vi.total >= vi.ref.Policy.DataShards {
 		return false
 	}
+	// Written perhaps to the owners of an earlier map (a write that raced
+	// a rebalance commit, its forwards lost): those that do not answer
+	// are not in slotAnswers and may hold the rest of an acknowledged write.
+	written := int64(vi.ver.HLC>>16) * int64(time.Millisecond)
+	if (s.v.MapSince == 0 || written < s.v.MapSince) && vi.total+s.v.Unlisted >= vi.ref.Policy.DataShards {
+		return false
+	}
 	return s.v.GarbageBefore == 0 || vi.ver.HLC < s.v.GarbageBefore
 }
 

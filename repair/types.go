@@ -45,6 +45,12 @@ type View struct {
 	// writers' clocks; 0 when unknown. A lost key is rolled back only from
 	// a version written after it (see the package doc).
 	MapSince int64
+	// Unlisted is how many members that may hold shards are not in
+	// Reachable (they did not answer, or are down or out). Each may hold
+	// one shard of any key written before MapSince, when other nodes may
+	// have owned its slot: such a version is garbage only if it has fewer
+	// than k shards even counting one on each of them.
+	Unlisted int
 }
 
 // ActionKind says what an Action does.
