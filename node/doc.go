@@ -26,8 +26,9 @@
 // Every node keeps the cluster description (map, members, rebalance
 // target) under raft (package node/raftmap) and saves the latest one in
 // DIR/cluster.json. A node accepts a shard for a position it owns in the
-// map or in the rebalance target, and forwards a shard written during a
-// rebalance to the position's target owner. The raft leader runs three
+// map or in the rebalance target, and copies a shard written during a
+// rebalance to the position's target owner before it answers the write.
+// The raft leader runs three
 // loops: heartbeats (membership.Decide turns missed pings into down and
 // out, and membership changes into rebalances), raft voter upkeep, and
 // repair passes (package repair, over the inventory, get, put and drop

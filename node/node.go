@@ -166,8 +166,6 @@ type Node struct {
 	client *transport.Client // to other nodes: heartbeats, repair, forwarding
 	scrub  scrubber
 
-	forwards chan forward // shards for rebalance target owners
-
 	leaderReady    atomic.Bool   // leading, and the FSM has applied all committed entries
 	lastDecideWarn time.Time     // control loop only
 	announce       announceState // announceAddrs only
@@ -245,12 +243,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.client = transport.NewClient(n.host, 30*time.Second)
-	n.forwards = make(chan forward, forwardQueue)
 	if err = n.startCluster(opts); err != nil {
 		return nil, err
 	}
-	n.bgWG.Add(1)
-	go n.forwardLoop()
 	// Requests are served once raft and the repair driver exist: status
 	// and membership requests use them.
 	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
@@ -582,6 +577,21 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status
 	if !c.Owns(n.selfID, slot, int(h.Index)) {
 		return wire.StatusBadRequest, fmt.Sprintf("put %q: shard %d of slot %d does not belong to this node at epoch %d", h.Key, h.Index, slot, c.Map.Epoch)
 	}
+	st, msg := n.putShardLocked(ctx, raw, sh, keep)
+	if st == wire.StatusOK && keep {
+		// A writer's shard (members' copies are the repair worker's,
+		// which plans the new owners' own): out of the key's lock, as
+		// the new owner's answer is a round trip. Two nodes whose views
+		// of the target differ thus never copy a shard back and forth.
+		n.forwardToTarget(ctx, c, slot, int(h.Index), raw)
+	}
+	return st, msg
+}
+
+// putShardLocked is putShard's store of the parsed shard sh, under its
+// key's lock.
+func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard, keep bool) (wire.Status, string) {
+	h := &sh.Header
 	mu := n.lock(h.Key)
 	mu.Lock()
 	defer mu.Unlock()
@@ -624,7 +634,6 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status
 			log.Warnw("delete shard under tombstone", "key", h.Key, "err", err)
 		}
 	}
-	n.forwardToTarget(c, slot, int(h.Index), raw)
 	if kept {
 		return wire.StatusOK, wire.PrevKept
 	}

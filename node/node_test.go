@@ -1702,3 +1702,63 @@ func TestShardTooLargeToServeIsRefused(t *testing.T) {
 		t.Fatalf("get after the refused put: %v, %v; want not found", resp, err)
 	}
 }
+
+// TestRebalanceWriteAtNewOwnerOnAck: during a rebalance a node that takes
+// a shard of a moving position has it at the position's new owner before
+// it answers. The copy used to go through a queue after the answer: a
+// rebalance committed from lists taken before the write left it only at
+// old owners, where reads no longer look (a newer value read as an older
+// one until a repair pass copied it).
+func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{HeartbeatInterval: 100 * time.Millisecond, RepairInterval: time.Hour, FastRaft: true})
+	c.AddNode("")
+	var cur *config.Cluster
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ready := true
+		for i := 0; i < c.Len(); i++ {
+			if c.Node(i).Cluster().Target == nil {
+				ready = false
+			}
+		}
+		if ready {
+			cur = c.Node(0).Cluster()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no rebalance target on every node after a join")
+		}
+	}
+	nodeOf := func(m *placement.Map, slot uint16, pos int) int {
+		id := m.Nodes[m.Owners(slot)[pos]].ID
+		for i := 0; i < c.Len(); i++ {
+			if c.Node(i).ID().String() == id {
+				return i
+			}
+		}
+		t.Fatalf("node %s is not in the test cluster", id)
+		return -1
+	}
+	client := newHost(t, c.Secret).ID()
+	moved := 0
+	for k := 0; moved < 20; k++ {
+		key := fmt.Sprintf("/moving/%d", k)
+		slot := placement.Slot(key)
+		for pos := 0; pos < 6; pos++ {
+			from, to := nodeOf(cur.Map, slot, pos), nodeOf(cur.Target, slot, pos)
+			if from == to {
+				continue
+			}
+			raw := encodeShard(t, key, 64<<10, pos)
+			resp := c.Node(from).Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: raw, Epoch: cur.Map.Epoch}))
+			if resp.Status != wire.StatusOK {
+				t.Fatalf("put shard %d of %s on node %d: %s %s", pos, key, from, resp.Status, resp.Message)
+			}
+			got, err := c.Node(to).CurrentShard(key)
+			if err != nil || !bytes.Equal(got, raw) {
+				t.Fatalf("shard %d of %s acknowledged by node %d, not at its new owner %d: %v", pos, key, from, to, err)
+			}
+			moved++
+		}
+	}
+}

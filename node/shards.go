@@ -399,22 +399,17 @@ func (n *Node) scrubRemove(ctx context.Context, e index.Entry) bool {
 	return true
 }
 
-// forwardQueue bounds the shards waiting to be forwarded to rebalance
-// target owners; beyond it a shard is left to the repair worker.
-const forwardQueue = 256
-
-type forward struct {
-	to    peer.ID
-	shard []byte
-}
-
 // forwardToTarget sends a copy of a shard this node just stored to the
 // owner of its position in the rebalance target, when that is another
-// node: writes made during a rebalance reach the new owners directly, so
-// the copy converges while writes go on, and a delete's tombstone is at the
-// new owner before an old copy could be. It never blocks the write: when
-// the queue is full the repair worker copies the shard later.
-func (n *Node) forwardToTarget(c *config.Cluster, slot uint16, pos int, raw []byte) {
+// node, and waits for its answer: a write made during a rebalance is at
+// the new owner before this node acknowledges it, so a rebalance that
+// commits right after (from lists taken before the write) does not leave
+// the write only at old owners, where reads no longer look and repair may
+// not reach (their nodes down). A delete's tombstone is at the new owner
+// before an old copy could be. It is called without the key's lock held.
+// A failed copy does not fail the write; it is logged, and the repair
+// worker copies the shard later, from this node.
+func (n *Node) forwardToTarget(ctx context.Context, c *config.Cluster, slot uint16, pos int, raw []byte) {
 	if c.Target == nil {
 		return
 	}
@@ -430,29 +425,17 @@ func (n *Node) forwardToTarget(c *config.Cluster, slot uint16, pos int, raw []by
 	if err != nil {
 		return
 	}
-	select {
-	case n.forwards <- forward{to: id, shard: append([]byte(nil), raw...)}:
-	default:
-		log.Debugw("forward queue full; repair will copy the shard", "to", to)
+	ctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	defer cancel()
+	resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpPut, Shard: raw})
+	if err == nil && resp.Status != wire.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	}
+	if err != nil {
+		log.Warnw("forward a shard to the rebalance target owner; repair will copy it", "to", to, "err", err)
 	}
 }
 
-func (n *Node) forwardLoop() {
-	defer n.bgWG.Done()
-	for {
-		select {
-		case <-n.closed:
-			return
-		case f := <-n.forwards:
-			ctx, cancel := context.WithTimeout(n.bgCtx, 30*time.Second)
-			resp, err := n.client.Do(ctx, f.to, &wire.Request{Op: wire.OpPut, Shard: f.shard})
-			cancel()
-			if err == nil && resp.Status != wire.StatusOK {
-				err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
-			}
-			if err != nil {
-				log.Debugw("forward to the rebalance target owner", "to", f.to.String(), "err", err)
-			}
-		}
-	}
-}
+// forwardTimeout bounds the wait for a rebalance target owner's answer
+// (forwardToTarget), well under a writer's request timeout.
+const forwardTimeout = 5 * time.Second
