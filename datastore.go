@@ -360,6 +360,12 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 // Cluster returns the cluster description in use.
 func (d *Datastore) Cluster() *config.Cluster { return d.view.Load().c }
 
+// Traffic reports the frame bytes this front end has sent to nodes and
+// received from them, over answered requests (its own and its background
+// work's): with the operations done in between, what each operation moves
+// through the cluster secret's cipher and TLS.
+func (d *Datastore) Traffic() (sent, received uint64) { return d.client.Traffic() }
+
 func (d *Datastore) fetchCluster(ctx context.Context, p peer.ID) (*config.Cluster, error) {
 	resp, err := d.client.Do(ctx, p, &wire.Request{Op: wire.OpClusterInfo, Identity: -1})
 	if err != nil {

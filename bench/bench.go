@@ -91,6 +91,30 @@ type Result struct {
 	// DiskPerByte, for put, is the growth of the target's DiskUsage over
 	// the bytes written (0 when the target does not report usage).
 	DiskPerByte float64 `json:"disk_per_byte,omitempty"`
+	// WireBytesPerOp is the frame bytes the target sent to and received
+	// from its nodes per operation (0 when it does not count them): what
+	// each operation moves through the nodes' secure channel.
+	WireBytesPerOp float64 `json:"wire_bytes_per_op,omitempty"`
+}
+
+// Trafficked is a target that counts the bytes it exchanges with its
+// nodes (the cluster front end does).
+type Trafficked interface {
+	Traffic() (sent, received uint64)
+}
+
+// traffic sums the bytes the targets that count them exchanged.
+func traffic(targets []ds.Datastore) (uint64, bool) {
+	var n uint64
+	counted := false
+	for _, d := range targets {
+		if t, ok := d.(Trafficked); ok {
+			s, r := t.Traffic()
+			n += s + r
+			counted = true
+		}
+	}
+	return n, counted
 }
 
 // Progress is called with the operations done so far and the total (0
@@ -104,8 +128,9 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	targets := []ds.Datastore{d, read}
 	if read == nil {
-		read = d
+		read, targets = d, targets[:1]
 	}
 	value := make([]byte, cfg.Size)
 	if _, err := rand.Read(value); err != nil {
@@ -151,6 +176,7 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 	if pd != nil && cfg.Workload == Put {
 		du0, _ = pd.DiskUsage(ctx)
 	}
+	wire0, _ := traffic(targets)
 	cpu0 := cpuTime()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -193,6 +219,7 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
 	cpu := cpuTime() - cpu0
+	wire1, counted := traffic(targets)
 	if progress != nil {
 		progress(int(done.Load()), cfg.Count)
 	}
@@ -225,6 +252,9 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 		gb := float64(r.Ops) * float64(cfg.Size) / 1e9
 		r.CPUSecPerGB = cpu.Seconds() / gb
 		r.DiskPerByte = float64(grew) / (float64(r.Ops) * float64(cfg.Size))
+		if counted {
+			r.WireBytesPerOp = float64(wire1-wire0) / float64(r.Ops)
+		}
 	}
 	slices.Sort(lat)
 	r.P50ms, r.P99ms, r.P999ms = quantile(lat, 0.50), quantile(lat, 0.99), quantile(lat, 0.999)

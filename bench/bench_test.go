@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
@@ -164,5 +166,90 @@ func TestRunDiskPerByte(t *testing.T) {
 	}
 	if r.DiskPerByte != 2 {
 		t.Fatalf("disk per byte %.3f, want 2", r.DiskPerByte)
+	}
+}
+
+// counted is an in-memory store that counts each value it takes as bytes
+// sent and each it returns as bytes received, as the front end counts the
+// frames it exchanges with nodes.
+type counted struct {
+	ds.Batching
+	sent, received atomic.Uint64
+}
+
+func (c *counted) Put(ctx context.Context, k ds.Key, v []byte) error {
+	c.sent.Add(uint64(len(v)))
+	return c.Batching.Put(ctx, k, v)
+}
+
+func (c *counted) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	v, err := c.Batching.Get(ctx, k)
+	c.received.Add(uint64(len(v)))
+	return v, err
+}
+
+func (c *counted) Traffic() (uint64, uint64) { return c.sent.Load(), c.received.Load() }
+
+// TestRunWireBytes: a run's wire bytes per operation are the target's
+// traffic during the timed operations only, not while values are written
+// beforehand or cleaned up afterwards; a reading front end of its own is
+// counted too.
+func TestRunWireBytes(t *testing.T) {
+	ctx := context.Background()
+	d := &counted{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+	for _, w := range []Workload{Put, Get, Mixed} {
+		r, err := Run(ctx, "counted", d, nil, Config{Workload: w, Size: 1000, Count: 300, Concurrency: 4}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.WireBytesPerOp != 1000 {
+			t.Fatalf("%s: %.1f wire bytes per op, want 1000", w, r.WireBytesPerOp)
+		}
+	}
+	reader := &counted{Batching: d.Batching}
+	r, err := Run(ctx, "counted", d, reader, Config{Workload: DegradedGet, Size: 500, Count: 100, Concurrency: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.WireBytesPerOp != 500 || reader.received.Load() != 100*500 {
+		t.Fatalf("through a reader: %.1f wire bytes per op, reader received %d", r.WireBytesPerOp, reader.received.Load())
+	}
+	plain, err := Run(ctx, "mem", dssync.MutexWrap(ds.NewMapDatastore()), nil, Config{Workload: Put, Size: 10, Count: 10}, nil)
+	if err != nil || plain.WireBytesPerOp != 0 {
+		t.Fatalf("a target that counts nothing: %v, %+v", err, plain)
+	}
+}
+
+// TestReportCeiling: the ceiling is the machine's cores over the CPU each
+// operation's wire bytes cost, and its ratio is over the baseline.
+func TestReportCeiling(t *testing.T) {
+	r := Report{ChannelNsPerByte: 4, Cores: 2}
+	r.Add(&Result{Workload: "put", Size: 262144, OpsPerSec: 400, WireBytesPerOp: 400000, Target: "cluster"},
+		&Result{Workload: "put", Size: 262144, OpsPerSec: 2500, Target: "flatfs"})
+	r.Add(&Result{Workload: "get", Size: 262144, OpsPerSec: 900, Target: "cluster"}, nil)
+	if got := r.Rows[0]; got.Ceiling != 1250 || got.CeilingRatio != 0.5 {
+		t.Fatalf("ceiling %.1f (%.3fx), want 1250 (0.5x)", got.Ceiling, got.CeilingRatio)
+	}
+	if r.Rows[1].Ceiling != 0 {
+		t.Fatalf("a ceiling without wire bytes: %.1f", r.Rows[1].Ceiling)
+	}
+	var buf bytes.Buffer
+	r.WriteMarkdown(&buf, "dsclient bench --ceiling")
+	if !strings.Contains(buf.String(), "| 1250 (0.50x) |") || !strings.Contains(buf.String(), "4.00 ns of CPU") {
+		t.Fatalf("markdown:\n%s", buf.String())
+	}
+}
+
+// TestMeasureChannel: moving bytes between two hosts through the secure
+// channel costs some CPU, and every byte written is read.
+func TestMeasureChannel(t *testing.T) {
+	ns, err := MeasureChannel(context.Background(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both ends run pnet's XSalsa20 and AES-GCM: at least a few tenths of
+	// a ns per byte on any machine, and far from a microsecond.
+	if ns < 0.1 || ns > 1000 {
+		t.Fatalf("%.3f ns of CPU per byte", ns)
 	}
 }

@@ -38,6 +38,12 @@ type Row struct {
 	// VsHealthy, for degraded-get, is its ops/s over the healthy cluster
 	// get of the same size in the same run (0 when there is none).
 	VsHealthy float64 `json:"vs_healthy_get,omitempty"`
+	// Ceiling is the most cluster ops/s this machine's cores allow when
+	// each operation's wire bytes cost Report.ChannelNsPerByte of CPU and
+	// nothing else costs anything (0 when either is unknown);
+	// CeilingRatio is it over the baseline's ops/s.
+	Ceiling      float64 `json:"ceiling_ops_per_sec,omitempty"`
+	CeilingRatio float64 `json:"ceiling_ratio,omitempty"`
 }
 
 // Report is a whole run: `dsclient bench --json` prints it.
@@ -51,7 +57,12 @@ type Report struct {
 	// processes), false when a front end only treated them as down.
 	Stopped  bool   `json:"degraded_nodes_stopped"`
 	Baseline string `json:"baseline"`
-	Rows     []Row  `json:"rows"`
+	// ChannelNsPerByte is MeasureChannel's figure, and Cores the cores of
+	// this machine the ceilings assume the client and the nodes share (both
+	// 0 unless `dsclient bench --ceiling`). Set them before Add.
+	ChannelNsPerByte float64 `json:"channel_cpu_ns_per_byte,omitempty"`
+	Cores            int     `json:"cores,omitempty"`
+	Rows             []Row   `json:"rows"`
 }
 
 // Add appends a row and computes its ratios.
@@ -59,6 +70,12 @@ func (r *Report) Add(cluster, baseline *Result) {
 	row := Row{Cluster: cluster, Baseline: baseline}
 	if baseline != nil && baseline.OpsPerSec > 0 {
 		row.Ratio = cluster.OpsPerSec / baseline.OpsPerSec
+	}
+	if r.ChannelNsPerByte > 0 && r.Cores > 0 && cluster.WireBytesPerOp > 0 {
+		row.Ceiling = float64(r.Cores) * 1e9 / (r.ChannelNsPerByte * cluster.WireBytesPerOp)
+		if baseline != nil && baseline.OpsPerSec > 0 {
+			row.CeilingRatio = row.Ceiling / baseline.OpsPerSec
+		}
 	}
 	r.Rows = append(r.Rows, row)
 	r.linkHealthy()
@@ -118,6 +135,17 @@ func disk(x float64) string {
 	return fmt.Sprintf("%.2f", x)
 }
 
+// ceiling prints a row's channel ceiling, with its ratio to the baseline.
+func ceiling(row Row) string {
+	switch {
+	case row.Ceiling == 0:
+		return "-"
+	case row.CeilingRatio == 0:
+		return fmt.Sprintf("%.0f", row.Ceiling)
+	}
+	return fmt.Sprintf("%.0f (%.2fx)", row.Ceiling, row.CeilingRatio)
+}
+
 func ratio(x float64) string {
 	if x == 0 {
 		return "-"
@@ -133,14 +161,14 @@ func (r *Report) eachLine(f func(cells []string)) {
 			if res == nil {
 				continue
 			}
-			vs, vh := "", ""
+			vs, vh, ceil := "", "", ""
 			if res == row.Cluster {
-				vs, vh = ratio(row.Ratio), ratio(row.VsHealthy)
+				vs, vh, ceil = ratio(row.Ratio), ratio(row.VsHealthy), ceiling(row)
 			}
 			f([]string{res.Workload, FormatSize(res.Size), strconv.Itoa(res.Concurrency), res.Target,
 				fmt.Sprintf("%.0f", res.OpsPerSec), fmt.Sprintf("%.1f", res.MBPerSec),
 				fmt.Sprintf("%.2f", res.P50ms), fmt.Sprintf("%.2f", res.P99ms), fmt.Sprintf("%.2f", res.P999ms),
-				fmt.Sprintf("%.2f", res.CPUSecPerGB), disk(res.DiskPerByte), vs, vh})
+				fmt.Sprintf("%.2f", res.CPUSecPerGB), disk(res.DiskPerByte), vs, ceil, vh})
 		}
 	}
 }
@@ -149,7 +177,7 @@ func (r *Report) eachLine(f func(cells []string)) {
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "cluster %s  policy %s  %d nodes  baseline %s\n", r.Cluster, r.Policy, r.Nodes, r.Baseline)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tdisk/byte\tvs baseline\tvs healthy\t")
+	fmt.Fprintln(tw, "workload\tsize\tconc\ttarget\tops/s\tMB/s\tp50 ms\tp99 ms\tp999 ms\tCPU s/GB\tdisk/byte\tvs baseline\tceiling\tvs healthy\t")
 	r.eachLine(func(cells []string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") })
 	tw.Flush()
 }
@@ -162,11 +190,14 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) {
 	if command != "" {
 		fmt.Fprintf(w, "Command: `%s`\n\n", command)
 	}
-	fmt.Fprintln(w, "| workload | size | conc | target | ops/s | MB/s | p50 ms | p99 ms | p999 ms | CPU s/GB | disk/byte | vs baseline | vs healthy get |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| workload | size | conc | target | ops/s | MB/s | p50 ms | p99 ms | p999 ms | CPU s/GB | disk/byte | vs baseline | channel ceiling | vs healthy get |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	r.eachLine(func(cells []string) { fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |") })
 	fmt.Fprintf(w, "\nCPU s/GB is the benchmarking process's CPU: for the cluster, the client's share only (the nodes run in their own processes).\n")
 	fmt.Fprintf(w, "disk/byte, for put, is the growth of the target's reported disk usage over the bytes written.\n")
+	if r.ChannelNsPerByte > 0 {
+		fmt.Fprintf(w, "channel ceiling is the most ops/s this machine's %d cores allow the cluster (in parentheses, over the baseline) when every byte an operation moves to or from the nodes costs the %.2f ns of CPU measured for the nodes' secure channel (the cluster secret's pnet cipher, TLS and yamux over loopback, both ends) and nothing else costs anything: it holds while the nodes share this machine's cores.\n", r.Cores, r.ChannelNsPerByte)
+	}
 	switch {
 	case r.Down > 0 && r.Stopped:
 		fmt.Fprintf(w, "degraded-get stops %d node processes once its values are written and reads through the same front end, so values are rebuilt from parity.\n", r.Down)

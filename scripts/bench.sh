@@ -20,4 +20,4 @@ start_cluster
 STOP="${PIDS[NODES - 1]}"
 for i in $(seq 2 "$M"); do STOP="$STOP,${PIDS[NODES - i]}"; done
 ./dsclient --conf="$WORK/client" bench --suite=standard --duration="${BENCH_DURATION:-10s}" \
-	--baseline-dir="$WORK" --report=bench/results --stop-pids="$STOP" "$@"
+	--baseline-dir="$WORK" --report=bench/results --stop-pids="$STOP" --ceiling "$@"

@@ -210,3 +210,35 @@ func TestOnlyShardAnswersClearTheMark(t *testing.T) {
 		t.Fatal("still slow after an answered shard request")
 	}
 }
+
+// TestTrafficCountsAnsweredFrames: Traffic adds up the request and response
+// frames of answered requests, length prefixes included, and nothing for a
+// request that was not answered.
+func TestTrafficCountsAnsweredFrames(t *testing.T) {
+	var refuse atomic.Bool
+	release := make(chan struct{})
+	close(release)
+	c, id := pair(t, refuse.Load, release)
+	payload := make([]byte, 64<<10)
+	head := wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut})
+	ok := wire.AppendResponse(nil, &wire.Response{Status: wire.StatusOK})
+	for i := 0; i < 3; i++ {
+		if _, err := c.DoBody(context.Background(), id, wire.OpPut, head, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent, received := c.Traffic()
+	if want := 3 * uint64(wire.FrameLen(len(head)+len(payload))); sent != want {
+		t.Fatalf("sent %d bytes, want %d", sent, want)
+	}
+	if want := 3 * uint64(wire.FrameLen(len(ok))); received != want {
+		t.Fatalf("received %d bytes, want %d", received, want)
+	}
+	refuse.Store(true) // the server resets the stream instead of answering
+	if _, err := c.DoBody(context.Background(), id, wire.OpPut, head, payload); err == nil {
+		t.Fatal("a reset stream answered")
+	}
+	if s, r := c.Traffic(); s != sent || r != received {
+		t.Fatalf("an unanswered request counted: %d/%d after %d/%d", s, r, sent, received)
+	}
+}

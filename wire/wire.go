@@ -22,6 +22,10 @@ const Version = 1
 // for the request fields. Larger frames are refused before being read.
 const MaxFrame = 72 << 20
 
+// FrameLen is the bytes a frame with a body of n bytes takes on a stream:
+// the body after its 4-byte length.
+func FrameLen(n int) int { return 4 + n }
+
 // MaxShard bounds the shard a node stores: the largest whose get response
 // (the shard after the response's fixed fields) still fits in a frame.
 const MaxShard = MaxFrame - 64

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -38,6 +39,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
 	reportDir := fs.String("report", "", "also write DIR/latest.md and a chart, DIR/latest.png")
 	cpuProfile := fs.String("cpuprofile", "", "write this client's CPU profile over the whole run to FILE (read it with go tool pprof)")
+	withCeiling := fs.Bool("ceiling", false, "the nodes run on this machine (as in make bench): measure the CPU per byte of the nodes' secure channel here and show the most ops/s it leaves this machine's cores (channel ceiling)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,6 +129,15 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		defer fsds.Close()
 		baseline = fsds
 		rep.Baseline = "go-ds-flatfs (sync) in " + dir
+	}
+	if *withCeiling {
+		// Before any workload, so that nothing else runs in this process.
+		fmt.Fprintln(os.Stderr, "measuring the secure channel's CPU per byte")
+		ns, err := bench.MeasureChannel(ctx, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		rep.ChannelNsPerByte, rep.Cores = ns, runtime.NumCPU()
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
