@@ -415,22 +415,34 @@ func LoadClient(path string) (*Client, error) {
 	return &c, nil
 }
 
-// PriorClient reads the client config already at path without validating
-// it (a template's placeholders do not validate), for a command about to
-// write a new one there that keeps its identity and timeouts: client roles
-// are granted to the identity. It returns nil, nil when there is no file,
-// and an error when the file is not a client config, which is not to be
-// written over.
-func PriorClient(path string) (*Client, error) {
-	var c Client
-	err := load(path, &c)
-	if errors.Is(err, ErrNoConfig) {
-		return nil, nil
+// KeepIdentity prepares cc, a client config about to be written at path:
+// it takes the identity and request timeouts of the client config already
+// there (client roles are granted to the identity, so writing the file
+// again must not lock its user out), and makes a new identity when there
+// is none. The file there is read without validating it (a template's
+// placeholders do not validate); one that is not a client config is an
+// error, as it is not to be written over. kept reports an identity taken
+// from the file.
+func KeepIdentity(path string, cc *Client) (kept bool, err error) {
+	var prior Client
+	err = load(path, &prior)
+	switch {
+	case errors.Is(err, ErrNoConfig):
+	case err != nil:
+		return false, fmt.Errorf("%w; it is not a client config: remove it or name another file", err)
+	default:
+		cc.Identity, cc.HedgeAfter = prior.Identity, prior.HedgeAfter
+		if prior.Timeout != "" {
+			cc.Timeout = prior.Timeout
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w; it is not a client config: remove it or name another file", err)
+	if cc.Identity != "" {
+		return true, nil
 	}
-	return &c, nil
+	if _, cc.Identity, err = NewPrivKey(); err != nil {
+		return false, fmt.Errorf("identity: %w", err)
+	}
+	return false, nil
 }
 
 func load(path string, v any) error {

@@ -258,20 +258,9 @@ func cmdClient(args []string) error {
 	// The identity a client role is granted to (dsclient --conf=FILE id):
 	// a file written before keeps its own, and its request timeouts, so
 	// that regenerating it does not lock its user out of the cluster.
-	kept, err := config.PriorClient(file)
+	kept, err := config.KeepIdentity(file, cc)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
-	}
-	if kept != nil {
-		cc.Identity, cc.HedgeAfter = kept.Identity, kept.HedgeAfter
-		if kept.Timeout != "" {
-			cc.Timeout = kept.Timeout
-		}
-	}
-	if cc.Identity == "" {
-		if _, cc.Identity, err = config.NewPrivKey(); err != nil {
-			return fmt.Errorf("client: identity: %w", err)
-		}
 	}
 	if *from != "" {
 		nc, err := config.LoadNode(filepath.Join(*from, config.FileName))
@@ -290,7 +279,7 @@ func cmdClient(args []string) error {
 	if err := config.Save(file, cc); err != nil {
 		return err
 	}
-	if kept != nil && kept.Identity != "" {
+	if kept {
 		fmt.Fprintf(os.Stderr, "kept the client identity already in %s\n", file)
 	}
 	if *from == "" {

@@ -182,20 +182,8 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 	cc := &config.Client{Version: config.FormatVersion, ClusterID: c.ID, Secret: secret, Timeout: "30s"}
 	// A client keeps its identity across inits, as dscfg client does
 	// (roles are granted to it), and its request timeouts.
-	kept, err := config.PriorClient(path)
-	if err != nil {
+	if _, err := config.KeepIdentity(path, cc); err != nil {
 		return fmt.Errorf("init: %w", err)
-	}
-	if kept != nil {
-		cc.Identity, cc.HedgeAfter = kept.Identity, kept.HedgeAfter
-		if kept.Timeout != "" {
-			cc.Timeout = kept.Timeout
-		}
-	}
-	if cc.Identity == "" {
-		if _, cc.Identity, err = config.NewPrivKey(); err != nil {
-			return fmt.Errorf("init: identity: %w", err)
-		}
 	}
 	for _, n := range c.Map.Nodes {
 		for _, a := range n.Addrs {
