@@ -966,7 +966,8 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 	if err != nil {
 		return wire.StatusUnavailable, err.Error()
 	}
-	return n.putShard(ctx, shard, false)
+	st, msg, _ := n.putShard(ctx, shard, false) // a member's copy: never forwarded
+	return st, msg
 }
 
 func (p peers) Drop(ctx context.Context, a repair.Action) error {

@@ -166,6 +166,9 @@ type Node struct {
 	client *transport.Client // to other nodes: heartbeats, repair, forwarding
 	scrub  scrubber
 
+	fwdMu     sync.Mutex
+	fwdFailed map[peer.ID]time.Time // rebalance target owners by their last failed forward
+
 	leaderReady    atomic.Bool   // leading, and the FSM has applied all committed entries
 	lastDecideWarn time.Time     // control loop only
 	announce       announceState // announceAddrs only
@@ -243,6 +246,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.client = transport.NewClient(n.host, 30*time.Second)
+	n.fwdFailed = make(map[peer.ID]time.Time)
 	if err = n.startCluster(opts); err != nil {
 		return nil, err
 	}
@@ -405,13 +409,17 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 	}
 	switch req.Op {
 	case wire.OpPut:
-		st, msg := n.putShard(ctx, req.Shard, !n.isMember(c, from))
+		st, msg, f := n.putShard(ctx, req.Shard, !n.isMember(c, from))
+		if f != nil {
+			n.sendForwards([]forward{*f})
+		}
 		return &wire.Response{Status: st, Message: msg}
 	case wire.OpBatchPut:
 		// Shards of a batch are written in parallel: concurrent flatfs
 		// writes with fsync go about twice as fast (PERF-LIMITS), and the
 		// index commits them as one group.
 		rs := make([]wire.BatchResult, len(req.Shards))
+		fs := make([]*forward, len(req.Shards))
 		keep := !n.isMember(c, from)
 		sem := make(chan struct{}, batchWorkers)
 		var wg sync.WaitGroup
@@ -420,10 +428,17 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 			wg.Add(1)
 			go func(i int, sh []byte) {
 				defer func() { <-sem; wg.Done() }()
-				rs[i].Status, rs[i].Message = n.putShard(ctx, sh, keep)
+				rs[i].Status, rs[i].Message, fs[i] = n.putShard(ctx, sh, keep)
 			}(i, sh)
 		}
 		wg.Wait()
+		var copies []forward
+		for _, f := range fs {
+			if f != nil {
+				copies = append(copies, *f)
+			}
+		}
+		n.sendForwards(copies)
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
 		if req.Prev {
@@ -561,36 +576,38 @@ func toIndexVersion(v coding.Version) index.Version {
 
 // putShard stores a shard. keep says whether to keep the shard of a value
 // it replaces (keepPrev): for writers, whose write may fail, not for the
-// members' repair copies and forwards, which carry readable versions.
-func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status, string) {
+// members' repair copies and forwards, which carry readable versions. For a
+// writer's shard that this node holds once the put is done, at a position
+// a rebalance moves to another node, it returns the copy to send there
+// (sendForwards) before the request is answered; members' copies are the
+// repair worker's, which plans the new owners' own, so two nodes whose
+// views of the target differ never copy a shard back and forth.
+func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.Status, string, *forward) {
 	if len(raw) > wire.MaxShard {
 		// Stored, it could never be served: its get response would not fit.
-		return wire.StatusTooLarge, fmt.Sprintf("put: shard of %d bytes exceeds the limit of %d", len(raw), wire.MaxShard)
+		return wire.StatusTooLarge, fmt.Sprintf("put: shard of %d bytes exceeds the limit of %d", len(raw), wire.MaxShard), nil
 	}
 	sh, err := coding.ParseShard(raw)
 	if err != nil {
-		return wire.StatusCorrupt, fmt.Sprintf("put: %v", err)
+		return wire.StatusCorrupt, fmt.Sprintf("put: %v", err), nil
 	}
 	h := &sh.Header
 	c := n.cluster.Load()
 	slot := placement.Slot(h.Key)
 	if !c.Owns(n.selfID, slot, int(h.Index)) {
-		return wire.StatusBadRequest, fmt.Sprintf("put %q: shard %d of slot %d does not belong to this node at epoch %d", h.Key, h.Index, slot, c.Map.Epoch)
+		return wire.StatusBadRequest, fmt.Sprintf("put %q: shard %d of slot %d does not belong to this node at epoch %d", h.Key, h.Index, slot, c.Map.Epoch), nil
 	}
-	st, msg := n.putShardLocked(ctx, raw, sh, keep)
-	if st == wire.StatusOK && keep {
-		// A writer's shard (members' copies are the repair worker's,
-		// which plans the new owners' own): out of the key's lock, as
-		// the new owner's answer is a round trip. Two nodes whose views
-		// of the target differ thus never copy a shard back and forth.
-		n.forwardToTarget(ctx, c, slot, int(h.Index), raw)
+	st, msg, holds := n.putShardLocked(ctx, raw, sh, keep)
+	if holds && keep {
+		return st, msg, n.targetCopy(c, slot, int(h.Index), raw)
 	}
-	return st, msg
+	return st, msg, nil
 }
 
 // putShardLocked is putShard's store of the parsed shard sh, under its
-// key's lock.
-func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard, keep bool) (wire.Status, string) {
+// key's lock. holds reports that the node holds sh's version at sh's
+// position once it is done: it stored sh, or held it already (a retry).
+func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard, keep bool) (st wire.Status, msg string, holds bool) {
 	h := &sh.Header
 	mu := n.lock(h.Key)
 	mu.Lock()
@@ -604,29 +621,30 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 	switch {
 	case err == nil:
 		if st, msg, held := heldAnswer(old, h); held {
-			if keep && st == wire.StatusOK && old.Version == toIndexVersion(h.Version) && n.hasPrev(ctx, h.Key) {
+			same := st == wire.StatusOK && old.Version == toIndexVersion(h.Version)
+			if keep && same && n.hasPrev(ctx, h.Key) {
 				// The writer's put again (a retry after a lost answer):
 				// it must still learn that the node kept the replaced
 				// value's shard, to have it dropped once the write is
 				// acknowledged or put back if it fails.
-				return wire.StatusOK, wire.PrevKept
+				return wire.StatusOK, wire.PrevKept, true
 			}
-			return st, msg
+			return st, msg, same
 		}
 		if kept, err = n.keepPrev(ctx, old, h.Tombstone || !keep); err != nil {
-			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
+			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err), false
 		}
 	case errors.Is(err, index.ErrNotFound):
 		// A previous shard is what the current one replaced: one left
 		// without an entry (a purge, a crash mid-remove) must go.
 		if err := n.dropPrevShard(ctx, h.Key); err != nil {
-			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
+			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err), false
 		}
 	default:
-		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err)
+		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err), false
 	}
 	if err := n.storeShard(ctx, raw, entryOf(sh), false); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err)
+		return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err), false
 	}
 	if h.Tombstone {
 		// The index entry is durable; the old value's shard is garbage now.
@@ -635,9 +653,9 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 		}
 	}
 	if kept {
-		return wire.StatusOK, wire.PrevKept
+		return wire.StatusOK, wire.PrevKept, true
 	}
-	return wire.StatusOK, ""
+	return wire.StatusOK, "", true
 }
 
 // entryOf is the index entry of shard sh.

@@ -125,11 +125,7 @@ func keyOwnedAt(c *clustertest.Cluster, pos int) string {
 
 func encodeShard(t *testing.T, key string, size, index int) []byte {
 	t.Helper()
-	shards, err := coding.Encode(key, bytes.Repeat([]byte{7}, size), coding.Erasure(4, 2), coding.Version{HLC: 1 << 20, Writer: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return shards[index].AppendBinary(nil)
+	return encodeShardAt(t, key, size, index, 1<<20)
 }
 
 func TestBadInputKeepsServing(t *testing.T) {
@@ -1704,31 +1700,27 @@ func TestShardTooLargeToServeIsRefused(t *testing.T) {
 }
 
 // TestRebalanceWriteAtNewOwnerOnAck: during a rebalance a node that takes
-// a shard of a moving position has it at the position's new owner before
-// it answers. The copy used to go through a queue after the answer: a
-// rebalance committed from lists taken before the write left it only at
-// old owners, where reads no longer look (a newer value read as an older
-// one until a repair pass copied it).
+// a writer's shard of a moving position has it at the position's new owner
+// before it answers, for single puts and for batches. The copy used to go
+// through a queue after the answer: a rebalance committed from lists taken
+// before the write left it only at old owners, where reads no longer look
+// (a newer value read as an older one until a repair pass copied it). A
+// put the node answers as superseded (it holds a newer version) stores
+// nothing and is not copied either.
 func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{HeartbeatInterval: 100 * time.Millisecond, RepairInterval: time.Hour, FastRaft: true})
 	c.AddNode("")
 	var cur *config.Cluster
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		ready := true
+	eventually(t, 30*time.Second, "a rebalance target on every node after a join", func() error {
 		for i := 0; i < c.Len(); i++ {
 			if c.Node(i).Cluster().Target == nil {
-				ready = false
+				return fmt.Errorf("node %d has no target", i)
 			}
 		}
-		if ready {
-			cur = c.Node(0).Cluster()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no rebalance target on every node after a join")
-		}
-	}
+		cur = c.Node(0).Cluster()
+		return nil
+	})
 	nodeOf := func(m *placement.Map, slot uint16, pos int) int {
 		id := m.Nodes[m.Owners(slot)[pos]].ID
 		for i := 0; i < c.Len(); i++ {
@@ -1739,26 +1731,87 @@ func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
 		t.Fatalf("node %s is not in the test cluster", id)
 		return -1
 	}
-	client := newHost(t, c.Secret).ID()
-	moved := 0
-	for k := 0; moved < 20; k++ {
+	type move struct {
+		key           string
+		pos, from, to int
+	}
+	var moves []move
+	for k := 0; len(moves) < 60; k++ {
 		key := fmt.Sprintf("/moving/%d", k)
 		slot := placement.Slot(key)
 		for pos := 0; pos < 6; pos++ {
-			from, to := nodeOf(cur.Map, slot, pos), nodeOf(cur.Target, slot, pos)
-			if from == to {
-				continue
+			if from, to := nodeOf(cur.Map, slot, pos), nodeOf(cur.Target, slot, pos); from != to {
+				moves = append(moves, move{key, pos, from, to})
 			}
-			raw := encodeShard(t, key, 64<<10, pos)
-			resp := c.Node(from).Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: raw, Epoch: cur.Map.Epoch}))
-			if resp.Status != wire.StatusOK {
-				t.Fatalf("put shard %d of %s on node %d: %s %s", pos, key, from, resp.Status, resp.Message)
-			}
-			got, err := c.Node(to).CurrentShard(key)
-			if err != nil || !bytes.Equal(got, raw) {
-				t.Fatalf("shard %d of %s acknowledged by node %d, not at its new owner %d: %v", pos, key, from, to, err)
-			}
-			moved++
 		}
 	}
+	client := newHost(t, c.Secret).ID()
+	atNewOwner := func(m move, raw []byte) {
+		t.Helper()
+		got, err := c.Node(m.to).CurrentShard(m.key)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("shard %d of %s acknowledged by node %d, not at its new owner %d: %v", m.pos, m.key, m.from, m.to, err)
+		}
+	}
+
+	for _, m := range moves[:20] {
+		raw := encodeShard(t, m.key, 64<<10, m.pos)
+		resp := c.Node(m.from).Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: raw, Epoch: cur.Map.Epoch}))
+		if resp.Status != wire.StatusOK {
+			t.Fatalf("put shard %d of %s on node %d: %s %s", m.pos, m.key, m.from, resp.Status, resp.Message)
+		}
+		atNewOwner(m, raw)
+	}
+
+	// The next moves, as one batch per old owner (a key once per batch).
+	batches := map[int][]move{}
+	for _, m := range moves[20:59] {
+		if !slices.ContainsFunc(batches[m.from], func(o move) bool { return o.key == m.key }) {
+			batches[m.from] = append(batches[m.from], m)
+		}
+	}
+	for from, ms := range batches {
+		req := &wire.Request{Op: wire.OpBatchPut, Epoch: cur.Map.Epoch}
+		for _, m := range ms {
+			req.Shards = append(req.Shards, encodeShard(t, m.key, 64<<10, m.pos))
+		}
+		resp := c.Node(from).Serve(ctx, client, wire.AppendRequest(nil, req))
+		rs, err := wire.DecodeBatchPayload(resp.Payload)
+		if resp.Status != wire.StatusOK || err != nil || len(rs) != len(ms) {
+			t.Fatalf("batch of %d on node %d: %s %s, %d results, %v", len(ms), from, resp.Status, resp.Message, len(rs), err)
+		}
+		for i, m := range ms {
+			if rs[i].Status != wire.StatusOK {
+				t.Fatalf("batch shard %d of %s on node %d: %s %s", m.pos, m.key, from, rs[i].Status, rs[i].Message)
+			}
+			atNewOwner(m, req.Shards[i])
+		}
+	}
+
+	// A member's copy of a newer version (never forwarded), then a
+	// writer's put of an older one: answered as superseded, not copied.
+	m := moves[59]
+	member := c.Node((m.from + 1) % c.Len()).ID()
+	newer := encodeShardAt(t, m.key, 64<<10, m.pos, 2<<20)
+	if resp := c.Node(m.from).Serve(ctx, member, wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: newer, Epoch: cur.Map.Epoch})); resp.Status != wire.StatusOK {
+		t.Fatalf("member put: %s %s", resp.Status, resp.Message)
+	}
+	older := encodeShardAt(t, m.key, 64<<10, m.pos, 1<<20)
+	resp := c.Node(m.from).Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: older, Epoch: cur.Map.Epoch}))
+	if resp.Status != wire.StatusOK || resp.Message == "" {
+		t.Fatalf("older put: %s %q, want OK with the newer version held", resp.Status, resp.Message)
+	}
+	if got, err := c.Node(m.to).CurrentShard(m.key); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("new owner %d holds %d bytes of %s after a superseded put (%v); want nothing", m.to, len(got), m.key, err)
+	}
+}
+
+// encodeShardAt is encodeShard at write version hlc.
+func encodeShardAt(t *testing.T, key string, size, index int, hlc uint64) []byte {
+	t.Helper()
+	shards, err := coding.Encode(key, bytes.Repeat([]byte{7}, size), coding.Erasure(4, 2), coding.Version{HLC: hlc, Writer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return shards[index].AppendBinary(nil)
 }

@@ -399,43 +399,141 @@ func (n *Node) scrubRemove(ctx context.Context, e index.Entry) bool {
 	return true
 }
 
-// forwardToTarget sends a copy of a shard this node just stored to the
-// owner of its position in the rebalance target, when that is another
-// node, and waits for its answer: a write made during a rebalance is at
-// the new owner before this node acknowledges it, so a rebalance that
-// commits right after (from lists taken before the write) does not leave
-// the write only at old owners, where reads no longer look and repair may
-// not reach (their nodes down). A delete's tombstone is at the new owner
-// before an old copy could be. It is called without the key's lock held.
-// A failed copy does not fail the write; it is logged, and the repair
-// worker copies the shard later, from this node.
-func (n *Node) forwardToTarget(ctx context.Context, c *config.Cluster, slot uint16, pos int, raw []byte) {
+// forward is a writer's shard this node stored for a position that a
+// rebalance moves to another node: the copy to send there.
+type forward struct {
+	to    peer.ID
+	shard []byte // aliases the request frame: sent before the answer
+}
+
+// targetCopy returns the copy of shard raw, at position pos of slot, to
+// send to the position's owner in the rebalance target, or nil when no
+// rebalance moves the position to another node.
+func (n *Node) targetCopy(c *config.Cluster, slot uint16, pos int, raw []byte) *forward {
 	if c.Target == nil {
-		return
+		return nil
 	}
 	owners := c.Target.Owners(slot)
 	if pos >= len(owners) || int(owners[pos]) >= len(c.Target.Nodes) {
-		return
+		return nil
 	}
 	to := c.Target.Nodes[owners[pos]].ID
 	if to == n.selfID {
-		return
+		return nil
 	}
 	id, err := peer.Decode(to)
 	if err != nil {
+		return nil
+	}
+	return &forward{to: id, shard: raw}
+}
+
+// sendForwards sends the copies fs to the new owners of their positions
+// and waits for the answers, before the request that stored them is
+// answered: a write made during a rebalance is at the new owner when this
+// node acknowledges it, so a rebalance that commits right after (from
+// lists taken before the write) does not leave the write only at old
+// owners, where reads no longer look and repair may not reach (their nodes
+// down). A delete's tombstone is at the new owner before an old copy could
+// be. Copies to one owner go in batch requests, the owners in parallel,
+// all under one deadline (forwardTimeout). A copy that fails does not fail
+// the write: the repair worker copies the shard later, from this node. An
+// owner that failed a copy within forwardBackoff is not tried again
+// meanwhile, so a new owner that is down does not hold every write.
+func (n *Node) sendForwards(fs []forward) {
+	if len(fs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, forwardTimeout)
-	defer cancel()
-	resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpPut, Shard: raw})
-	if err == nil && resp.Status != wire.StatusOK {
-		err = fmt.Errorf("%s: %s", resp.Status, resp.Message)
+	byPeer := map[peer.ID][][]byte{}
+	for _, f := range fs {
+		if !n.forwardBackingOff(f.to) {
+			byPeer[f.to] = append(byPeer[f.to], f.shard)
+		}
 	}
-	if err != nil {
-		log.Warnw("forward a shard to the rebalance target owner; repair will copy it", "to", to, "err", err)
+	ctx, cancel := context.WithTimeout(n.bgCtx, forwardTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for to, shards := range byPeer {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.forwardTo(ctx, to, shards); err != nil {
+				n.forwardFailed(to, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// forwardTo sends shards to node to, in as few batch requests as fit, and
+// stops at the first that fails.
+func (n *Node) forwardTo(ctx context.Context, to peer.ID, shards [][]byte) error {
+	for len(shards) > 0 {
+		size, i := 0, 0
+		for ; i < len(shards) && i < wire.MaxBatch; i++ {
+			if size += len(shards[i]); i > 0 && size > forwardBatchBytes {
+				break
+			}
+		}
+		req := &wire.Request{Op: wire.OpBatchPut, Shards: shards[:i]}
+		if i == 1 {
+			req = &wire.Request{Op: wire.OpPut, Shard: shards[0]}
+		}
+		resp, err := n.client.Do(ctx, to, req)
+		if err != nil {
+			return err
+		}
+		if resp.Status != wire.StatusOK {
+			return fmt.Errorf("%s: %s", resp.Status, resp.Message)
+		}
+		if req.Op == wire.OpBatchPut {
+			rs, err := wire.DecodeBatchPayload(resp.Payload)
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				if r.Status != wire.StatusOK {
+					return fmt.Errorf("%s: %s", r.Status, r.Message)
+				}
+			}
+		}
+		shards = shards[i:]
+	}
+	return nil
+}
+
+// forwardBackingOff reports whether node to failed a forward less than
+// forwardBackoff ago.
+func (n *Node) forwardBackingOff(to peer.ID) bool {
+	n.fwdMu.Lock()
+	defer n.fwdMu.Unlock()
+	at, ok := n.fwdFailed[to]
+	return ok && time.Since(at) < forwardBackoff
+}
+
+// forwardFailed marks node to as failing forwards, and logs it once a
+// backoff period.
+func (n *Node) forwardFailed(to peer.ID, err error) {
+	n.fwdMu.Lock()
+	at, ok := n.fwdFailed[to]
+	fresh := !ok || time.Since(at) >= forwardBackoff
+	if fresh {
+		n.fwdFailed[to] = time.Now()
+	}
+	n.fwdMu.Unlock()
+	if fresh {
+		log.Warnw("forward shards to the rebalance target owner; repair will copy them", "to", to.String(), "retry_after", forwardBackoff, "err", err)
 	}
 }
 
-// forwardTimeout bounds the wait for a rebalance target owner's answer
-// (forwardToTarget), well under a writer's request timeout.
-const forwardTimeout = 5 * time.Second
+const (
+	// forwardTimeout bounds the wait for the new owners' answers to one
+	// request's forwards (sendForwards), well under a writer's request
+	// timeout.
+	forwardTimeout = 5 * time.Second
+	// forwardBackoff is how long a new owner that failed a forward is left
+	// to the repair worker.
+	forwardBackoff = 10 * time.Second
+	// forwardBatchBytes bounds the shards of one forwarding request.
+	forwardBatchBytes = 8 << 20
+)
