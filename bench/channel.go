@@ -28,7 +28,7 @@ const channelChunk = 64 << 10
 // the same), one writing 64 KiB at a time to the other for about d. With
 // the nodes on this machine (make bench), a cluster operation that moves B
 // bytes to and from them costs the machine at least B times this, before
-// any storage work: Report.Ceiling turns it into the most operations per
+// any storage work: Row.Ceiling turns it into the most operations per
 // second this machine's cores allow.
 func MeasureChannel(ctx context.Context, d time.Duration) (float64, error) {
 	psk := make(pnet.PSK, 32)

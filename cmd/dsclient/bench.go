@@ -131,7 +131,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		rep.Baseline = "go-ds-flatfs (sync) in " + dir
 	}
 	if *withCeiling {
-		// Before any workload, so that nothing else runs in this process.
+		// Before any workload, while the front ends are idle.
 		fmt.Fprintln(os.Stderr, "measuring the secure channel's CPU per byte")
 		ns, err := bench.MeasureChannel(ctx, 2*time.Second)
 		if err != nil {
