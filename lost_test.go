@@ -398,26 +398,33 @@ func TestFailedOverwritesAreUndone(t *testing.T) {
 // shards remain on the others. Delete took the same two answers as proof
 // that there was nothing to delete and wrote no tombstone: a reader that
 // could not reach positions 0 and 1 still read the value, and repair would
-// have rebuilt it for everyone. Delete now writes the tombstone unless no
-// position that answers holds an entry of the key; nodes that are down do
-// not make deleting a missing key an error.
+// have rebuilt it for everyone. Delete now writes the tombstone unless
+// every position answers that it holds no entry of the key or was not
+// reached at all: nodes that are down do not make deleting a missing key an
+// error, and positions that take the request but do not answer in time
+// (they may hold the value) do not make an unwritten delete succeed.
 func TestDeleteOfValueWithLostShards(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	d := c.Client(nil)
-	k := ds.NewKey("/lost/delete-after-rot")
-	o := c.Owners(k.String())
-	if err := d.Put(ctx, k, bytes.Repeat([]byte("v"), 300<<10)); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range o[:2] {
-		if err := c.CorruptShard(n, k.String()); err != nil {
+	// rot puts a value under key and has positions 0 and 1 lose their
+	// shards to bit rot, scrubbed and not repaired.
+	rot := func(key ds.Key) {
+		if err := d.Put(ctx, key, bytes.Repeat([]byte("v"), 300<<10)); err != nil {
 			t.Fatal(err)
 		}
-		if st, err := c.Node(n).Scrub(ctx); err != nil || st.Corrupt != 1 {
-			t.Fatalf("scrub node %d: %+v, %v; want 1 corrupt shard", n, st, err)
+		for _, n := range c.Owners(key.String())[:2] {
+			if err := c.CorruptShard(n, key.String()); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := c.Node(n).Scrub(ctx); err != nil || st.Corrupt != 1 {
+				t.Fatalf("scrub node %d: %+v, %v; want 1 corrupt shard", n, st, err)
+			}
 		}
 	}
+	k := ds.NewKey("/lost/delete-after-rot")
+	o := c.Owners(k.String())
+	rot(k)
 	if err := d.Delete(ctx, k); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
@@ -448,6 +455,34 @@ func TestDeleteOfValueWithLostShards(t *testing.T) {
 	// make its quorum with two of them down).
 	if err := c.Client(&dscluster.Options{Down: c.Owners(missing.String())[4:]}).Delete(ctx, missing); err != nil {
 		t.Fatalf("delete of a missing key with positions 4 and 5 down: %v", err)
+	}
+	// Nor do nodes that are stopped, whose dials fail.
+	for _, n := range c.Owners(missing.String())[4:] {
+		c.Stop(n)
+	}
+	if err := c.Client(nil).Delete(ctx, missing); err != nil {
+		t.Fatalf("delete of a missing key with the nodes of positions 4 and 5 stopped: %v", err)
+	}
+	for _, n := range c.Owners(missing.String())[4:] {
+		c.Restart(n)
+	}
+
+	// Positions 2 to 5 hold the value and take requests without answering
+	// (a loaded or hung node): the delete cannot tell the key is missing
+	// and must not report success without its tombstone, which it used to.
+	k2 := ds.NewKey("/lost/delete-after-rot-unanswered")
+	rot(k2)
+	release := make(chan struct{})
+	defer close(release)
+	for _, n := range c.Owners(k2.String())[2:] {
+		c.Node(n).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
+			<-release
+			_ = s.Reset()
+		})
+	}
+	hung := c.Client(&dscluster.Options{Timeout: 2 * time.Second, HedgeAfter: 100 * time.Millisecond})
+	if err := hung.Delete(ctx, k2); err == nil {
+		t.Fatal("delete with the positions that hold the value unanswering: acknowledged, with no tombstone written")
 	}
 }
 

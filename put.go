@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -75,14 +76,17 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 	}
 }
 
-// absentEverywhere reports whether no position of key's slot that answers
-// within HedgeAfter holds an entry of key. Get takes a key for absent once
-// two positions say so (no acknowledged write can miss both), but they may
-// have lost their shards (bit rot scrubbed, not yet repaired) while the
-// others hold the value: a delete that wrote nothing then would see it
-// come back once repaired. Positions that are down, marked slow or do not
-// answer in time are not waited for, as Get's proof does not wait for
-// them: deleting a missing key stays no error while nodes are down.
+// absentEverywhere reports whether every position of key's slot either
+// answers within HedgeAfter that it holds no entry of key or was certainly
+// not reached (marked down in this front end, or its dial failed). Get
+// takes a key for absent once two positions say so (no acknowledged write
+// can miss both), but they may have lost their shards (bit rot scrubbed,
+// not yet repaired) while the others hold the value: a delete that wrote
+// nothing then would see it come back once repaired. A position that
+// answers with an entry, or that was reached but did not answer in time
+// (or is marked slow, and is not asked), may hold the value: the delete
+// writes its tombstone. Nodes that are down thus keep deleting a missing
+// key no error, and slow ones cost a tombstone, never a value come back.
 func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 	v := d.view.Load()
 	owners := v.owners(key)
@@ -90,12 +94,13 @@ func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 	defer cancel()
 	ans := askAll(v.c.Policy.Width(), func(pos int) headerAnswer {
 		if d.client.Slow(v.peers[owners[pos]]) {
-			return headerAnswer{state: fetchFailed}
+			return headerAnswer{state: fetchFailed, err: errSlow}
 		}
-		return d.askHeaderOf(ctx, v, key, owners, pos, false)
+		return d.askHeaderOf(transport.SkipUnreachable(ctx), v, key, owners, pos, false)
 	})
 	for _, a := range ans {
-		if a.state == fetchOK {
+		notReached := errors.Is(a.err, errDown) || errors.Is(a.err, transport.ErrUnreachable) || errors.Is(a.err, transport.ErrDialFailed)
+		if a.state != fetchNotFound && !(a.state == fetchFailed && notReached) {
 			return false
 		}
 	}

@@ -31,6 +31,19 @@ const RedialAfter = time.Second
 // less than RedialAfter ago; nothing was sent.
 var ErrUnreachable = errors.New("unreachable: the last dial failed")
 
+// ErrDialFailed is what the error of a request whose peer could not be
+// dialled matches (errors.Is): the dial failed on its own (refused, no
+// route, a failed handshake), not for the request's deadline or cancel,
+// and the request was never sent.
+var ErrDialFailed = errors.New("dial failed")
+
+// dialError is a failed dial's error, as libp2p words it, that also
+// matches ErrDialFailed.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string   { return e.err.Error() }
+func (e *dialError) Unwrap() []error { return []error{ErrDialFailed, e.err} }
+
 type skipKey struct{}
 
 // SkipUnreachable marks ctx's requests as ones with alternatives (a read
@@ -206,6 +219,9 @@ func (c *Client) getStream(ctx context.Context, p peer.ID) (network.Stream, bool
 	// outlasts short deadlines: only the caller's cancel is no failure.
 	if err != nil && !errors.Is(ctx.Err(), context.Canceled) && c.onDialFail != nil {
 		c.onDialFail(p)
+	}
+	if failed {
+		err = &dialError{err}
 	}
 	return s, false, err
 }
