@@ -82,17 +82,6 @@ func (n *Node) startCluster(opts Options) error {
 			}
 			return 0
 		},
-		// Down and out members are not listed but may hold shards of a
-		// write made to an earlier map's owners: repair counts them.
-		Absent: func() int {
-			c, absent := n.raft.Cluster(), 0
-			for i := 0; c != nil && i < len(c.Members); i++ {
-				if s := c.Members[i].State; s == membership.Down || s == membership.Out {
-					absent++
-				}
-			}
-			return absent
-		},
 		GarbageGrace: opts.GarbageGrace,
 	})
 	if err != nil {
@@ -557,14 +546,22 @@ func (n *Node) RepairPass(ctx context.Context) error {
 		}
 	}()
 	n.passEpoch.Store(c.Map.Epoch)
+	// Members that are not listed (down, out) may hold shards of a write
+	// made to an earlier map's owners: repair counts them, from the same
+	// description as the nodes it lists, so that a member coming back
+	// meanwhile is counted once, as one or the other.
 	var nodes []string
+	absent := 0
 	for _, m := range c.Members {
 		switch m.State {
 		case membership.Up, membership.Joining, membership.Draining:
 			nodes = append(nodes, m.ID)
+		case membership.Removed:
+		default:
+			absent++
 		}
 	}
-	plan, err := n.driver.Pass(ctx, c.Map, c.Target, nodes)
+	plan, err := n.driver.Pass(ctx, c.Map, c.Target, nodes, absent)
 	if err != nil {
 		return err
 	}

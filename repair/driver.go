@@ -58,9 +58,6 @@ type DriverConfig struct {
 	// without both no lost key is rolled back.
 	Quorum   func(coding.Policy) int
 	MapSince func() int64
-	// Absent counts the members outside a pass's nodes that may still
-	// hold shards (down or out): View.Unlisted.
-	Absent func() int
 }
 
 // DefaultGarbageGrace is DriverConfig.GarbageGrace's default.
@@ -208,8 +205,11 @@ func (d *Driver) Stats() Stats {
 // left, then lists every node (those that fail to answer are unreachable),
 // plans, records the plan as the new backlog and carries it out. It
 // returns the plan it made. Action failures are counted and logged, not
-// returned: the next pass plans them again.
-func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []string) (*Plan, error) {
+// returned: the next pass plans them again. absent counts the members
+// outside nodes that may still hold shards (down or out), taken from the
+// same cluster description as nodes: View.Unlisted counts them with the
+// nodes that do not answer.
+func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []string, absent int) (*Plan, error) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
 	started := time.Now()
@@ -246,9 +246,7 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 			view.Unlisted++
 		}
 	}
-	if d.cfg.Absent != nil {
-		view.Unlisted += d.cfg.Absent()
-	}
+	view.Unlisted += absent
 	plan := Make(view)
 	plan.Keys += settledKeys
 	if err := d.saveBacklog(plan.Actions); err != nil {

@@ -141,7 +141,7 @@ func TestDriverRebuildsLostShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	plan, err := d.Pass(context.Background(), m, nil, ids)
+	plan, err := d.Pass(context.Background(), m, nil, ids, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestDriverRebuildsLostShards(t *testing.T) {
 	if st.Done != int64(lost) || st.Backlog != 0 || st.Degraded != lost {
 		t.Fatalf("stats %+v: want %d done, backlog 0", st, lost)
 	}
-	plan, err = d.Pass(context.Background(), m, nil, ids)
+	plan, err = d.Pass(context.Background(), m, nil, ids, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestDriverDelegatesRepairs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := d.Pass(context.Background(), m, nil, ids)
+		plan, err := d.Pass(context.Background(), m, nil, ids, 0)
 		d.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -299,7 +299,7 @@ func TestDriverResumesBacklog(t *testing.T) {
 	}
 	// The resumed backlog is done before the node is even listed: list
 	// nobody, and the shards still come back.
-	if _, err := d.Pass(context.Background(), m, nil, nil); err != nil {
+	if _, err := d.Pass(context.Background(), m, nil, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(p.nodes[victim]); got != lost {
@@ -323,7 +323,7 @@ func TestDriverRateLimit(t *testing.T) {
 	}
 	defer d.Close()
 	start := time.Now()
-	if _, err := d.Pass(context.Background(), m, nil, ids); err != nil {
+	if _, err := d.Pass(context.Background(), m, nil, ids, 0); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
@@ -401,9 +401,17 @@ func driverRestores(t *testing.T, mem *memPeers, a Action, holder, key string) {
 
 // TestCommitRaceWriteSurvivesOldOwnersDown: v2 raced a rebalance commit:
 // acked by 5 of 6 old owners (all but an unmoved position), forwards lost.
-// Two old owners of moved positions are down past the grace: v2 is not
-// garbage, and once they are back it is what the new owners hold.
+// Two old owners of moved positions are down past the grace, either listed
+// and unreachable or members outside the pass's nodes (down or out in the
+// cluster description, counted as absent): v2 is not garbage, and once they
+// are back it is what the new owners hold.
 func TestCommitRaceWriteSurvivesOldOwnersDown(t *testing.T) {
+	for _, unlisted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unlisted=%v", unlisted), func(t *testing.T) { commitRaceWriteSurvives(t, unlisted) })
+	}
+}
+
+func commitRaceWriteSurvives(t *testing.T, unlisted bool) {
 	var nodes []placement.Node
 	var ids []string
 	for i := 0; i < 10; i++ {
@@ -440,7 +448,14 @@ func TestCommitRaceWriteSurvivesOldOwnersDown(t *testing.T) {
 			mem.nodes[own(old, key, pos)][key] = v2[pos].AppendBinary(nil)
 		}
 	}
-	mem.down[own(old, key, moved[0])], mem.down[own(old, key, moved[1])] = true, true
+	away := []string{own(old, key, moved[0]), own(old, key, moved[1])}
+	listed, absent := ids, 0
+	if unlisted {
+		listed = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return slices.Contains(away, id) })
+		absent = len(away)
+	} else {
+		mem.down[away[0]], mem.down[away[1]] = true, true
+	}
 	d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true,
 		GarbageGrace: time.Minute, MapSince: func() int64 { return time.Now().Add(-30 * time.Minute).UnixNano() }})
 	if err != nil {
@@ -450,8 +465,9 @@ func TestCommitRaceWriteSurvivesOldOwnersDown(t *testing.T) {
 	for i := range 7 { // the map is tgt; the old owners come back after 3 passes
 		if i == 3 {
 			mem.down = map[string]bool{}
+			listed, absent = ids, 0
 		}
-		if _, err := d.Pass(context.Background(), tgt, nil, ids); err != nil {
+		if _, err := d.Pass(context.Background(), tgt, nil, listed, absent); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -103,7 +103,7 @@ func TestPassListsOnlyUnsettledSlots(t *testing.T) {
 	defer d.Close()
 	ctx := context.Background()
 
-	plan, err := d.Pass(ctx, m, nil, ids)
+	plan, err := d.Pass(ctx, m, nil, ids, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestPassListsOnlyUnsettledSlots(t *testing.T) {
 	key := "/k/7"
 	victim := m.Nodes[m.Owners(placement.Slot(key))[2]].ID
 	delete(mp.nodes[victim], key)
-	plan, err = d.Pass(ctx, m, nil, ids)
+	plan, err = d.Pass(ctx, m, nil, ids, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,14 +130,14 @@ func TestPassListsOnlyUnsettledSlots(t *testing.T) {
 	if _, ok := mp.nodes[victim][key]; !ok {
 		t.Fatalf("the lost shard of %s is not back on %s", key, victim)
 	}
-	if _, err := d.Pass(ctx, m, nil, ids); err != nil || d.Stats().SlotsListed != 0 {
+	if _, err := d.Pass(ctx, m, nil, ids, 0); err != nil || d.Stats().SlotsListed != 0 {
 		t.Fatalf("after the rebuild: %v, %d slots listed; want 0", err, d.Stats().SlotsListed)
 	}
 
 	// A node that cannot give its sums is listed whole, with the others,
 	// and stays reachable.
 	p.noSums = "n6"
-	if _, err := d.Pass(ctx, m, nil, ids); err != nil {
+	if _, err := d.Pass(ctx, m, nil, ids, 0); err != nil {
 		t.Fatal(err)
 	}
 	if st := d.Stats(); st.SlotsListed != placement.NumSlots || p.wholeLists != len(ids) || st.Nodes != len(ids) {
@@ -147,7 +147,7 @@ func TestPassListsOnlyUnsettledSlots(t *testing.T) {
 	p.noSums, p.wholeLists = "", 0
 
 	mp.down["n3"] = true
-	if _, err := d.Pass(ctx, m, nil, ids); err != nil {
+	if _, err := d.Pass(ctx, m, nil, ids, 0); err != nil {
 		t.Fatal(err)
 	}
 	if st := d.Stats(); st.SlotsListed != placement.NumSlots || p.wholeLists != len(ids) || st.Keys != len(vals) {
@@ -297,7 +297,7 @@ func BenchmarkPassSettled(b *testing.B) {
 			}
 			defer d.Close()
 			for b.Loop() {
-				plan, err := d.Pass(context.Background(), m, nil, ids)
+				plan, err := d.Pass(context.Background(), m, nil, ids, 0)
 				if err != nil || len(plan.Actions) != 0 || d.Stats().Keys != 200_000 {
 					b.Fatalf("pass: %v, %d actions, %d keys", err, len(plan.Actions), d.Stats().Keys)
 				}
