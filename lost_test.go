@@ -562,6 +562,29 @@ func TestOverwriteOfOtherWidthNotServedStale(t *testing.T) {
 	}
 }
 
+// TestFailedLargeOverwriteOfSmallValue: a small value v1 is replicated on
+// positions 0-2; a large overwrite failed after reaching positions 1 and 2
+// only (not undone: its writer died). Positions 3-5 hold nothing, as they
+// never held the small value; they used to count as possible holders of
+// the failed write, which then looked acknowledged, and the key was
+// unavailable, every node up, until repair dropped the failed write. No
+// more of an acknowledged write's positions than its parity shards can
+// have lost it, so the read serves v1.
+func TestFailedLargeOverwriteOfSmallValue(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/large-over-small")
+	v1 := bytes.Repeat([]byte("1"), 1000)
+	failedOverwrite(t, c, d, k, v1, 300<<10, 0, 3, 4, 5)
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
+		t.Fatalf("get with every node up: %d bytes, %v; want v1", len(got), err)
+	}
+	if has, err := d.Has(ctx, k); err != nil || !has {
+		t.Fatalf("has: %v, %v", has, err)
+	}
+}
+
 // TestKeysOnlyQueryFollowsGet: a keys-only Query (kubo's AllKeysChan) lists
 // what Get would serve, with the size it would serve, not the newest entry
 // any node holds.

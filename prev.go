@@ -93,11 +93,19 @@ func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding
 // fewer than the quorum. A position never held g when its current version
 // is older, or when its current version is newer and the one that version
 // replaced (its previous shard) is older: a node keeps the version each
-// write replaced. A position past the policy's width never holds it.
+// write replaced. A position past the policy's width never holds it. A
+// position that holds nothing may have lost g's shard, but no more of an
+// acknowledged write's positions than its parity shards lose it within
+// the guarantee: those past that many never held g. A small value's
+// positions past its copies hold nothing, so a large write that failed
+// over it is told from one that was acknowledged.
 func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Policy) bool {
 	width := min(cur.n(), p.Width())
-	without := 0
+	without, empty := 0, 0
 	for pos := 0; pos < width; pos++ {
+		if cur.state(pos) == fetchNotFound {
+			empty++
+		}
 		if cur.state(pos) != fetchOK {
 			continue
 		}
@@ -111,6 +119,7 @@ func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Po
 			}
 		}
 	}
+	without += max(0, empty-p.ParityShards)
 	return width-without < v.c.Quorum(p)
 }
 
