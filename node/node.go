@@ -736,10 +736,25 @@ func (n *Node) legacyPrev(ctx context.Context, key string) ([]byte, bool) {
 }
 
 // dropLegacyPrev deletes key's previous shard kept at legacyPrevName, and
-// nothing else that may be there.
+// nothing else that may be there. The caller holds key's lock.
 func (n *Node) dropLegacyPrev(ctx context.Context, key string) error {
 	if _, ok := n.legacyPrev(ctx, key); !ok {
 		return nil
+	}
+	// That name is also the shard of the user key legacyPrevKey(key),
+	// written under its own lock: between the check and the delete, a put
+	// of that key would lose its shard. Hold that lock too, or, when
+	// another holds it, leave the old previous shard for a later write
+	// (it is served only while it holds key's shard). TryLock, as two
+	// stripes taken in any order could deadlock.
+	if other := n.lock(legacyPrevKey(key)); other != n.lock(key) {
+		if !other.TryLock() {
+			return nil
+		}
+		defer other.Unlock()
+		if _, ok := n.legacyPrev(ctx, key); !ok {
+			return nil
+		}
 	}
 	if err := n.store.Delete(ctx, legacyPrevName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return fmt.Errorf("delete the previous shard: %w", err)

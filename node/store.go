@@ -31,7 +31,10 @@ func prevShardName(key string) ds.Key {
 // prevShardName: the shard name of the user key key+"\x00prev", so that
 // key's own shard may sit there too. Whatever is there counts as key's
 // previous shard only when its header names key (legacyPrev).
-func legacyPrevName(key string) ds.Key { return ShardKey(key + "\x00prev") }
+func legacyPrevName(key string) ds.Key { return ShardKey(legacyPrevKey(key)) }
+
+// legacyPrevKey is the user key whose shard name is legacyPrevName(key).
+func legacyPrevKey(key string) string { return key + "\x00prev" }
 
 // ShardKey maps a user key to the shard store key: flatfs accepts only a
 // small alphabet and file names are bounded, so the key is hashed. The shard
