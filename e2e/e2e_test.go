@@ -434,8 +434,12 @@ func TestSeedGettingStarted(t *testing.T) {
 			t.Fatalf("dsclient get %s: %d bytes differ from the %d bytes added", root, len(got), len(want))
 		}
 		// The file gets the mode any new file gets (it used to be 0600).
-		if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o666&^umask {
-			t.Fatalf("dsclient get wrote %s with mode %v, %v; want %v", out, st.Mode().Perm(), err, os.FileMode(0o666&^umask))
+		st, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o666&^umask {
+			t.Fatalf("dsclient get wrote %s with mode %v; want %v", out, st.Mode().Perm(), os.FileMode(0o666&^umask))
 		}
 	}
 	getEqual("all-up.bin")

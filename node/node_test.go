@@ -1829,3 +1829,36 @@ func encodeShardAt(t *testing.T, key string, size, index int, hlc uint64) []byte
 	}
 	return shards[index].AppendBinary(nil)
 }
+
+// TestSupersedeOfNoPositionsIsRefused: OpSupersede names an acknowledged
+// version and its width; a width of 0 would have every older shard of the
+// key dropped at every position with no tombstone in its place. The node
+// refuses it and keeps its shard.
+func TestSupersedeOfNoPositionsIsRefused(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	key := "/supersede/none"
+	if err := c.Client(nil).Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("v"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	n := c.Owners(key)[3]
+	before, err := c.Node(n).CurrentShard(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := coding.Version{HLC: uint64(time.Now().Add(time.Hour).UnixMilli()) << 16, Writer: 1}
+	for _, pos := range []uint8{0, 4} { // 4: the node's position, 3, is covered
+		resp := c.Node(n).Serve(ctx, newHost(t, c.Secret).ID(), wire.AppendRequest(nil, &wire.Request{Op: wire.OpSupersede,
+			Drop: []wire.ShardRef{{Key: key, Pos: pos, HLC: newer.HLC, Writer: newer.Writer}}}))
+		rs, err := wire.DecodeBatchPayload(resp.Payload)
+		if resp.Status != wire.StatusOK || err != nil || len(rs) != 1 {
+			t.Fatalf("supersede of width %d: %s %s, %v", pos, resp.Status, resp.Message, err)
+		}
+		if want := map[uint8]wire.Status{0: wire.StatusBadRequest, 4: wire.StatusOK}[pos]; rs[0].Status != want {
+			t.Fatalf("supersede of width %d: %s %q; want %s", pos, rs[0].Status, rs[0].Message, want)
+		}
+		if after, err := c.Node(n).CurrentShard(key); err != nil || !bytes.Equal(after, before) {
+			t.Fatalf("shard after a supersede of width %d: %v", pos, err)
+		}
+	}
+}

@@ -164,6 +164,11 @@ func (n *Node) undo(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 // such shards (a 4+2 value overwritten by 3 replicas), so the node drops
 // it, and its previous shard, now rather than at repair's next pass.
 func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
+	if sr.Pos == 0 {
+		// A width of no positions would have every older shard of the key
+		// dropped, at every position, with no tombstone in its place.
+		return wire.StatusBadRequest, fmt.Sprintf("supersede %q: a version of no positions", sr.Key)
+	}
 	ver := index.Version{HLC: sr.HLC, Writer: sr.Writer}
 	keep := func(e index.Entry) string {
 		switch {
