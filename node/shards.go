@@ -483,23 +483,20 @@ func (n *Node) forwardTo(ctx context.Context, to peer.ID, shards [][]byte) error
 				break
 			}
 		}
-		req := &wire.Request{Op: wire.OpBatchPut, Shards: shards[:i]}
-		resp, err := n.client.Do(ctx, to, req)
+		resp, err := n.client.Do(ctx, to, &wire.Request{Op: wire.OpBatchPut, Shards: shards[:i]})
 		if err != nil {
 			return err
 		}
 		if resp.Status != wire.StatusOK {
 			return fmt.Errorf("%s: %s", resp.Status, resp.Message)
 		}
-		if req.Op == wire.OpBatchPut {
-			rs, err := wire.DecodeBatchPayload(resp.Payload)
-			if err != nil {
-				return err
-			}
-			for _, r := range rs {
-				if r.Status != wire.StatusOK {
-					log.Debugw("forwarded shard refused; repair will copy it", "to", to.String(), "status", r.Status.String(), "msg", r.Message)
-				}
+		rs, err := wire.DecodeBatchPayload(resp.Payload)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.Status != wire.StatusOK {
+				log.Debugw("forwarded shard refused; repair will copy it", "to", to.String(), "status", r.Status.String(), "msg", r.Message)
 			}
 		}
 		shards = shards[i:]
