@@ -85,8 +85,9 @@ func (d *Datastore) writeOrdered(ctx context.Context, v *view, op, key string, s
 // nothing then would see it come back once repaired. A position that
 // answers with an entry, or that was reached but did not answer in time
 // (or is marked slow, and is not asked), may hold the value: the delete
-// writes its tombstone. Nodes that are down thus keep deleting a missing
-// key no error, and slow ones cost a tombstone, never a value come back.
+// writes its tombstone. Deleting a missing key thus stays no error while
+// nodes are down, and a slow node costs a tombstone, never a value that
+// comes back.
 func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 	v := d.view.Load()
 	owners := v.owners(key)
