@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -212,6 +213,11 @@ func TestStreamLayerRefusesPeers(t *testing.T) {
 		l := NewStreamLayer(from.host, g.addrsOf, nil)
 		defer l.Close()
 		conn, err := l.Dial(raft.ServerAddress(b.id.String()), 5*time.Second)
+		if err != nil && from == a && errors.Is(err, network.ErrReset) {
+			// b reset the stream before a's protocol negotiation read
+			// its answer: the refusal, seen at the dial.
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
