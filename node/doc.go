@@ -28,11 +28,11 @@
 // DIR/cluster.json. A node accepts a shard for a position it owns in the
 // map or in the rebalance target, and copies a shard written during a
 // rebalance to the position's target owner before it answers the write.
-// The raft leader runs three
-// loops: heartbeats (membership.Decide turns missed pings into down and
-// out, and membership changes into rebalances), raft voter upkeep, and
-// repair passes (package repair, over the inventory, get, put and drop
-// ops; only members may list or drop shards). Every node scrubs its own
+// The raft leader runs three loops: heartbeats (membership.Decide turns
+// missed pings into down and out, and membership changes into
+// rebalances), raft voter upkeep, and repair passes (package repair, over
+// the inventory, get, put and drop ops; only members may list or drop
+// shards). Every node scrubs its own
 // shards and removes the bad ones, which the next pass rebuilds.
 //
 // Background loops stop before the stores close; Close waits for them.

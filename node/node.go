@@ -410,9 +410,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 	switch req.Op {
 	case wire.OpPut:
 		st, msg, f := n.putShard(ctx, req.Shard, !n.isMember(c, from))
-		if f != nil {
-			n.sendForwards([]forward{*f})
-		}
+		n.sendForwards(f)
 		return &wire.Response{Status: st, Message: msg}
 	case wire.OpBatchPut:
 		// Shards of a batch are written in parallel: concurrent flatfs
@@ -432,13 +430,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 			}(i, sh)
 		}
 		wg.Wait()
-		var copies []forward
-		for _, f := range fs {
-			if f != nil {
-				copies = append(copies, *f)
-			}
-		}
-		n.sendForwards(copies)
+		n.sendForwards(fs...)
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
 		if req.Prev {

@@ -444,16 +444,17 @@ func (n *Node) targetCopy(c *config.Cluster, slot uint16, pos int, raw []byte) *
 // all under one deadline (forwardTimeout). A copy that fails does not fail
 // the write: the repair worker copies the shard later, from this node. An
 // owner that failed a copy within forwardBackoff is not tried again
-// meanwhile, so a new owner that is down does not hold every write.
-func (n *Node) sendForwards(fs []forward) {
-	if len(fs) == 0 {
-		return
-	}
+// meanwhile, so a new owner that is down does not hold every write. Nil
+// copies (shards no rebalance moves) are passed over.
+func (n *Node) sendForwards(fs ...*forward) {
 	byPeer := map[peer.ID][][]byte{}
 	for _, f := range fs {
-		if !n.forwardBackingOff(f.to) {
+		if f != nil && !n.forwardBackingOff(f.to) {
 			byPeer[f.to] = append(byPeer[f.to], f.shard)
 		}
+	}
+	if len(byPeer) == 0 {
+		return
 	}
 	ctx, cancel := context.WithTimeout(n.bgCtx, forwardTimeout)
 	defer cancel()
