@@ -134,10 +134,13 @@ type Datastore struct {
 	// A failed dial looks the cluster description up again in the
 	// background (lookupAddrs), at most once per addrLookupEvery.
 	lastLookup atomic.Int64 // unix nanoseconds
-	bgMu       sync.Mutex   // orders bg.Add after Close's cancel
-	bgCtx      context.Context
-	bgCancel   context.CancelFunc
-	bg         sync.WaitGroup
+	// Reads that meet unfilled owners look the description up again
+	// (lookUpFilled), at most once per fillLookupEvery.
+	lastFillLookup atomic.Int64 // unix nanoseconds
+	bgMu           sync.Mutex   // orders bg.Add after Close's cancel
+	bgCtx          context.Context
+	bgCancel       context.CancelFunc
+	bg             sync.WaitGroup
 }
 
 // addrLookupEvery bounds how often failed dials make a front end fetch the

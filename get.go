@@ -1,15 +1,18 @@
 package dscluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -63,7 +66,7 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
-	return readAgain(d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
+	return readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
 }
 
 // readAgain runs read by the current map, skipping nodes whose last dial
@@ -72,9 +75,13 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 //     during the read: the answers of old owners (which may have dropped
 //     their copies) do not count; read again by the new map;
 //   - nodes were skipped and the others were not enough: they may be back
-//     (a restart); dial them this time.
-func readAgain[T any](d *Datastore, read func(v *view, skip bool) (T, error)) (T, error) {
-	skip, moved := true, false
+//     (a restart); dial them this time;
+//   - new owners that repair had not filled yet by this front end's
+//     description left too few positions: repair may have filled them
+//     since (which changes the description, not its epoch); look it up
+//     again, at most once per fillLookupEvery.
+func readAgain[T any](ctx context.Context, d *Datastore, read func(v *view, skip bool) (T, error)) (T, error) {
+	skip, moved, looked := true, false, false
 	for {
 		v := d.view.Load()
 		out, err := read(v, skip)
@@ -86,19 +93,45 @@ func readAgain[T any](d *Datastore, read func(v *view, skip bool) (T, error)) (T
 			skip = false
 			continue
 		}
+		if !looked && failedWith(err, errUnfilled) && d.lookUpFilled(ctx, v) {
+			looked = true
+			continue
+		}
 		return out, err
 	}
 }
 
+// fillLookupEvery bounds how often reads that met unfilled owners make a
+// front end fetch the cluster description again.
+const fillLookupEvery = time.Second
+
+// lookUpFilled fetches the cluster description again, unless another read
+// did within fillLookupEvery, and reports whether it fills owners that v
+// did not.
+func (d *Datastore) lookUpFilled(ctx context.Context, v *view) bool {
+	now := time.Now().UnixNano()
+	last := d.lastFillLookup.Load()
+	if now-last >= int64(fillLookupEvery) && d.lastFillLookup.CompareAndSwap(last, now) {
+		if err := d.refreshAny(ctx); err != nil {
+			log.Debugw("look up the cluster description again", "err", err)
+		}
+	}
+	return v.c.Unfilled != nil && !bytes.Equal(d.view.Load().c.Unfilled, v.c.Unfilled)
+}
+
 // skippedUnreachable reports an UnavailableError to which a node skipped
 // as unreachable (transport.ErrUnreachable) contributed.
-func skippedUnreachable(err error) bool {
+func skippedUnreachable(err error) bool { return failedWith(err, transport.ErrUnreachable) }
+
+// failedWith reports an UnavailableError to which a position that failed
+// with target contributed.
+func failedWith(err, target error) bool {
 	var ue *UnavailableError
 	if !errors.As(err, &ue) {
 		return false
 	}
 	for _, f := range ue.Failed {
-		if errors.Is(f.Err, transport.ErrUnreachable) {
+		if errors.Is(f.Err, target) {
 			return true
 		}
 	}
@@ -156,18 +189,26 @@ func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
 // the node's previous shard of key (see prev.go).
 func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, prev bool) fetched {
 	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, Prev: prev}, getFrame())
-	f := d.fetchFrom(resp, err, key, pos)
+	f := d.fetchFrom(v, resp, err, key, pos)
 	f.frame = frame
 	return f
 }
 
-func (d *Datastore) fetchFrom(resp *wire.Response, err error, key string, pos int) fetched {
+// errUnfilled is the failure of a position whose owner holds nothing of a
+// key but may not have been given it: it took the position over from
+// another node and repair has not filled it yet (config.Cluster.Vouches).
+var errUnfilled = errors.New("holds nothing of the key, but took its position over since repair last filled every owner")
+
+func (d *Datastore) fetchFrom(v *view, resp *wire.Response, err error, key string, pos int) fetched {
 	if err != nil {
 		return fetched{state: fetchFailed, err: err}
 	}
 	switch resp.Status {
 	case wire.StatusOK:
 	case wire.StatusNotFound:
+		if !v.c.Vouches(placement.Slot(key), pos) {
+			return fetched{state: fetchFailed, err: errUnfilled}
+		}
 		return fetched{state: fetchNotFound}
 	default:
 		return fetched{state: fetchFailed, err: statusError(resp)}
@@ -284,7 +325,10 @@ func groupVersions(a answers) []*versionGroup {
 // every set of positions an acknowledged write can be on (view.sees), a
 // version complete there is the newest acknowledged one.
 func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final bool, use func(g *versionGroup) error) (*versionGroup, error, bool) {
-	if !final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK }) {
+	slot := placement.Slot(key)
+	// Only an owner that holds every write it should shows which versions
+	// reached its position (config.Cluster.Vouches).
+	if !final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) }) {
 		// A newer version may hide behind a position not asked, failed or
 		// without the key: "not found" may be a shard lost (scrubbed, or
 		// on a new owner not yet repaired), so it shows no version. Done
@@ -314,7 +358,7 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 			passed = append(passed, g)
 			continue
 		}
-		if !mayServeOlder(v, a, passed) {
+		if !mayServeOlder(v, slot, a, passed) {
 			break
 		}
 		if g.tomb {
@@ -361,9 +405,9 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 // of another width leaves the positions it does not cover as they were: a
 // replicated value acknowledged on positions 0 and 1 over an erasure-coded
 // one, or the reverse.
-func mayServeOlder(v *view, a answers, passed []*versionGroup) bool {
+func mayServeOlder(v *view, slot uint16, a answers, passed []*versionGroup) bool {
 	for _, g := range passed {
-		if g.tomb || !neverAcknowledged(v, a, headerAnswers(nil), g.ver, g.policy) {
+		if g.tomb || !neverAcknowledged(v, slot, a, headerAnswers(nil), g.ver, g.policy) {
 			return false
 		}
 	}
@@ -430,9 +474,10 @@ func (v *view) sees(answered func(pos int) bool) bool {
 // positions that did not say "not found" (absent lists those that did): an
 // erasure write is on at least its quorum of positions, a replicated one on
 // at least its quorum of the first m+1 positions. It takes "not found" at
-// its word: a key whose shards those positions lost (scrubbed, or on a new
-// owner before repair) reads as absent until repair restores them. Which
-// version is newest is never judged from "not found" (see evaluate).
+// its word, so a position counts as absent only when its owner vouches
+// for it (config.Cluster.Vouches): a new owner that repair has not filled
+// yet is a failed position. Which version is newest is never judged from
+// "not found" (see evaluate).
 func (d *Datastore) mayExist(v *view, absent []int) bool {
 	p := v.c.Policy
 	r := coding.Replicas(p.ParityShards + 1)
@@ -455,7 +500,7 @@ func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, f
 		le    wire.ListEntry
 		found bool
 	}
-	r, err := readAgain(d, func(v *view, skip bool) (probed, error) {
+	r, err := readAgain(ctx, d, func(v *view, skip bool) (probed, error) {
 		le, found, err := d.probeView(ctx, v, key, skip)
 		return probed{le, found}, err
 	})
@@ -506,6 +551,9 @@ func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners
 	switch {
 	case err != nil:
 	case resp.Status == wire.StatusNotFound:
+		if !v.c.Vouches(placement.Slot(key), pos) {
+			return headerAnswer{state: fetchFailed, err: errUnfilled}
+		}
 		return headerAnswer{state: fetchNotFound}
 	case resp.Status != wire.StatusOK:
 		err = statusError(resp)

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -33,7 +34,7 @@ import (
 // never held it, or held it only for a write that failed, and the others
 // must be fewer than its quorum. An acknowledged newer version that
 // lost shards therefore gives UnavailableError, never the older value.
-func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding.Policy, fromPrev []bool, ok bool) {
+func olderVersion(v *view, slot uint16, cur, prev answers) (ver coding.Version, policy coding.Policy, fromPrev []bool, ok bool) {
 	type cand struct {
 		ver    coding.Version
 		policy coding.Policy
@@ -63,7 +64,7 @@ func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding
 	for i, c := range cands {
 		// Every version newer than c must be a failed write.
 		for _, g := range cands[:i] {
-			if g.tomb || !neverAcknowledged(v, cur, prev, g.ver, g.policy) {
+			if g.tomb || !neverAcknowledged(v, slot, cur, prev, g.ver, g.policy) {
 				return coding.Version{}, coding.Policy{}, nil, false
 			}
 		}
@@ -96,13 +97,17 @@ func olderVersion(v *view, cur, prev answers) (ver coding.Version, policy coding
 // write replaced. A position past the policy's width never holds it. A
 // position that holds nothing may have lost g's shard, but no more of an
 // acknowledged write's positions than its parity shards lose it within
-// the guarantee: those past that many never held g. A small value's
+// the guarantee: those past that many never held g. An owner that repair
+// has not filled since it took its position over proves nothing. A small value's
 // positions past its copies hold nothing, so a large write that failed
 // over it is told from one that was acknowledged.
-func neverAcknowledged(v *view, cur, prev answers, g coding.Version, p coding.Policy) bool {
+func neverAcknowledged(v *view, slot uint16, cur, prev answers, g coding.Version, p coding.Policy) bool {
 	width := min(cur.n(), p.Width())
 	without, empty := 0, 0
 	for pos := 0; pos < width; pos++ {
+		if !v.c.Vouches(slot, pos) {
+			continue // a new owner repair has not filled may lack g
+		}
 		if cur.state(pos) == fetchNotFound {
 			empty++
 		}
@@ -144,7 +149,7 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 func (d *Datastore) valueFromPrev(ctx context.Context, v *view, key string, owners []uint16, res []fetched) ([]byte, bool) {
 	prev := askAll(len(res), func(pos int) fetched { return d.fetchShard(ctx, v, key, int(owners[pos]), pos, true) })
 	defer putFrames(prev)
-	ver, policy, fromPrev, ok := olderVersion(v, fetchedAnswers(res), fetchedAnswers(prev))
+	ver, policy, fromPrev, ok := olderVersion(v, placement.Slot(key), fetchedAnswers(res), fetchedAnswers(prev))
 	if !ok {
 		return nil, false
 	}
@@ -171,7 +176,7 @@ func (d *Datastore) valueFromPrev(ctx context.Context, v *view, key string, owne
 // UnavailableError, as valueFromPrev is Get's.
 func (d *Datastore) entryFromPrev(ctx context.Context, v *view, key string, owners []uint16, ans headerAnswers) (wire.ListEntry, bool) {
 	prev := headerAnswers(askAll(len(ans), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos, true) }))
-	ver, _, fromPrev, ok := olderVersion(v, ans, prev)
+	ver, _, fromPrev, ok := olderVersion(v, placement.Slot(key), ans, prev)
 	if !ok {
 		return wire.ListEntry{}, false
 	}

@@ -59,7 +59,7 @@ func TestOlderVersion(t *testing.T) {
 		{"v1 has too few shards left", at(2, 2, 2, 1, 1, 0), at(1, 0, 0, 0, 0, 0), 0},
 		{"unknown positions may hold v2", at(2, 2, 2, 1, 0, 0), at(1, 1, 1, 0, 0, 0), 0},
 	} {
-		got, _, from, ok := olderVersion(v, tc.cur, tc.prev)
+		got, _, from, ok := olderVersion(v, 0, tc.cur, tc.prev)
 		switch {
 		case tc.want == 0 && ok:
 			t.Errorf("%s: chose %s, want none", tc.name, got)
@@ -74,7 +74,7 @@ func TestOlderVersion(t *testing.T) {
 	for i := range 3 {
 		cur[i].tomb = true
 	}
-	if got, _, _, ok := olderVersion(v, cur, prev); ok {
+	if got, _, _, ok := olderVersion(v, 0, cur, prev); ok {
 		t.Errorf("a tombstone newer than v1: chose %s", got)
 	}
 }

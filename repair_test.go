@@ -19,6 +19,7 @@ import (
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
@@ -749,5 +750,74 @@ func TestRepairRollsBackFailedOverwrite(t *testing.T) {
 	c.Stop(o[4])
 	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v1) {
 		t.Fatalf("get with positions 3 and 4 stopped after the roll-back: %d bytes, %v; want v1", len(got), err)
+	}
+}
+
+// TestNewOwnerNotFilledIsNotAbsent: a node that took a position over when
+// its owner went out holds nothing until repair fills it, so its "not
+// found" must not count as the key's absence. A small value acknowledged on
+// positions 0 and 2 (position 1 missed it) whose position 0 went out, read
+// while position 2 is down, is unavailable, not ds.ErrNotFound; once repair
+// has filled the new owner it reads back.
+func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 7, HeartbeatInterval: 100 * time.Millisecond, OutAfter: time.Second,
+		RepairInterval: time.Hour, FastRaft: true})
+	ctx := context.Background()
+	waitFor(t, 10*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "none" })
+	leader := c.Leader()
+	var key ds.Key
+	var owners []int
+	for i := 0; ; i++ {
+		key = ds.NewKey(fmt.Sprintf("/unfilled/%d", i))
+		owners = c.Owners(key.String())
+		if !slices.Contains(owners[:3], leader) {
+			break
+		}
+	}
+	victim, missed, held := owners[0], owners[1], owners[2]
+	val := []byte("a small value, replicated on positions 0 to 2")
+	writer := c.Client(&dscluster.Options{Down: []int{missed}})
+	if err := writer.Put(ctx, key, val); err != nil {
+		t.Fatalf("put with position 1 down: %v", err)
+	}
+
+	victimID, heldID := c.Node(victim).ID().String(), c.Node(held).ID().String()
+	epoch := c.Current().Map.Epoch
+	c.Stop(victim)
+	waitFor(t, 30*time.Second, "position 0's owner out and the map moved on", func() (bool, string) {
+		cur := c.Current()
+		m, _ := cur.Member(victimID)
+		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
+	})
+	cur := c.Current()
+	if cur.Vouches(placement.Slot(key.String()), 0) {
+		t.Fatal("position 0 changed owner without repair, but the description vouches for it")
+	}
+	now := cur.Map.Owners(placement.Slot(key.String()))
+	if cur.Map.Nodes[now[2]].ID != heldID {
+		t.Fatalf("position 2 moved to %s; the test needs it where the value is", cur.Map.Nodes[now[2]].ID)
+	}
+	reader := c.Client(&dscluster.Options{Down: []int{int(now[2])}})
+	_, err := reader.Get(ctx, key)
+	if !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("get with position 0 not filled, position 1 without the write and position 2 down: %v; want ErrUnavailable, never ErrNotFound", err)
+	}
+	if _, err := reader.Has(ctx, key); !errors.Is(err, dscluster.ErrUnavailable) {
+		t.Fatalf("has: %v; want ErrUnavailable", err)
+	}
+
+	// Repair fills the new owner, then a pass finds every key at full
+	// redundancy and the description vouches for every owner again.
+	waitFor(t, 30*time.Second, "repair fills the new owners", func() (bool, string) {
+		l := c.Leader()
+		if l < 0 {
+			return false, "no leader"
+		}
+		err := c.Node(l).RepairPass(ctx)
+		return c.Current().Unfilled == nil, fmt.Sprintf("pass: %v", err)
+	})
+	got, err := reader.Get(ctx, key)
+	if err != nil || !bytes.Equal(got, val) {
+		t.Fatalf("get once repair filled position 0: %q, %v; want %q", got, err, val)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +70,13 @@ type Cluster struct {
 	// (package membership). Empty in a config written by dscfg: the nodes of
 	// the map are then all members and up.
 	Members []Member `json:"members,omitempty"`
+	// Unfilled marks, one bit per slot position (slot*Width+pos), the
+	// positions whose owner changed since a repair pass last found every
+	// key at full redundancy (membership.OpFilled). Such an owner may lack
+	// writes acknowledged before it took the position over: what it says
+	// it holds, or does not, proves nothing about newer versions
+	// (Vouches). Nil: every owner holds what it should.
+	Unfilled []byte `json:"unfilled,omitempty"`
 	// Target is the map a rebalance is moving to: its new owners already
 	// accept shards, and it replaces Map once they hold them. Nil when no
 	// rebalance is under way.
@@ -149,6 +157,7 @@ func (c *Cluster) Clone() *Cluster {
 	d := *c
 	d.Map = c.Map.Clone()
 	d.Target = c.Target.Clone()
+	d.Unfilled = slices.Clone(c.Unfilled)
 	d.Members = make([]Member, len(c.Members))
 	for i, m := range c.Members {
 		d.Members[i] = m
@@ -164,6 +173,38 @@ func (c *Cluster) Clone() *Cluster {
 		d.Admitted = append([]string(nil), c.Admitted...)
 	}
 	return &d
+}
+
+// Vouches reports whether the owner of position pos of slot in the map
+// holds every write it should: it owned the position when each write was
+// made, or repair has filled it since (Unfilled). Only such an owner's
+// answer shows which versions of a key reached that position.
+func (c *Cluster) Vouches(slot uint16, pos int) bool {
+	if c.Unfilled == nil {
+		return true
+	}
+	bit := int(slot)*c.Map.Width + pos
+	return bit/8 >= len(c.Unfilled) || c.Unfilled[bit/8]&(1<<(bit%8)) == 0
+}
+
+// MarkUnfilled marks the positions whose owner differs between maps
+// before and after (Unfilled), keeping those marked already.
+func (c *Cluster) MarkUnfilled(before, after *placement.Map) {
+	if before.Width != after.Width {
+		return // never: a map's width is the widest policy's
+	}
+	if c.Unfilled == nil {
+		c.Unfilled = make([]byte, (placement.NumSlots*after.Width+7)/8)
+	}
+	for slot := range uint16(placement.NumSlots) {
+		was, now := before.Owners(slot), after.Owners(slot)
+		for pos := range now {
+			if pos >= len(was) || before.Nodes[was[pos]].ID != after.Nodes[now[pos]].ID {
+				bit := int(slot)*after.Width + pos
+				c.Unfilled[bit/8] |= 1 << (bit % 8)
+			}
+		}
+	}
 }
 
 // Owns reports whether node id holds position pos of slot in the map or in

@@ -35,6 +35,7 @@ const (
 	OpGrant     = "grant"     // ID, Role: give a client peer a role (config.Cluster.Clients)
 	OpRevoke    = "revoke"    // ID: take a client peer's role away
 	OpAdmit     = "admit"     // ID: let a new node join while client roles are enforced
+	OpFilled    = "filled"    // Epoch: repair found the map of that epoch at full redundancy
 )
 
 // ErrRejected wraps every error of Apply: the command was not applied and
@@ -207,16 +208,24 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		case want == nil:
 			d.Target = nil
 		case direct:
+			d.MarkUnfilled(d.Map, want)
 			d.Map, d.Target, d.MapSince = want, nil, cmd.At
 			promote(d)
 		default:
 			d.Target = want
 		}
 		return d, nil
+	case OpFilled:
+		if d.Map.Epoch != cmd.Epoch {
+			return reject("the map is of epoch %d, not %d", d.Map.Epoch, cmd.Epoch)
+		}
+		d.Unfilled = nil
+		return d, nil
 	case OpCommit:
 		if d.Target == nil || d.Target.Epoch != cmd.Epoch {
 			return reject("no rebalance target of epoch %d", cmd.Epoch)
 		}
+		d.MarkUnfilled(d.Map, d.Target)
 		d.Map, d.Target, d.MapSince = d.Target, nil, cmd.At
 		promote(d)
 		return d, nil

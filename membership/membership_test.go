@@ -1409,3 +1409,67 @@ func TestRolesJudgeTheRequester(t *testing.T) {
 	c = must(t, c, membership.Command{Op: membership.OpRevoke, ID: admin, By: reader})
 	refuse(t, c, membership.Command{Op: membership.OpGrant, ID: stranger, Role: config.RoleReadOnly, By: admin})
 }
+
+// TestUnfilledFollowsRepair: a map that replaces another at once (an out
+// node's slots move) marks the positions that changed owner unfilled, so
+// that what their new owners hold is not taken as proof of what writes
+// reached them (config.Cluster.Vouches); a second change adds its own;
+// OpFilled of the current epoch, proposed when a repair pass found every
+// key at full redundancy, clears them.
+func TestUnfilledFollowsRepair(t *testing.T) {
+	c := newCluster(t, testNodes(8))
+	if c.Unfilled != nil {
+		t.Fatal("a new cluster has unfilled positions: its first owners get every write")
+	}
+	first := c.Map.Clone()
+	now := t0
+	var silent []string // the nodes gone out stay silent
+	goOut := func(c *config.Cluster, id string) *config.Cluster {
+		t.Helper()
+		silent = append(silent, id)
+		now = now.Add(time.Second)
+		c = must(t, c, wantOne(t, decide(t, c, answering(c, silent...), now, outAfter), membership.OpState, id, membership.Down))
+		now = now.Add(outAfter)
+		c = must(t, c, wantOne(t, decide(t, c, answering(c, silent...), now, outAfter), membership.OpState, id, membership.Out))
+		now = now.Add(time.Second)
+		return must(t, c, wantOne(t, decide(t, c, answering(c, silent...), now, outAfter), membership.OpRebalance, "", ""))
+	}
+	// wantVouched checks every position: vouched exactly when its owner
+	// is the one it had in the first map.
+	wantVouched := func(c *config.Cluster) {
+		t.Helper()
+		vouched, not := 0, 0
+		for slot := range uint16(placement.NumSlots) {
+			for pos := range width {
+				same := first.Nodes[first.Owners(slot)[pos]].ID == c.Map.Nodes[c.Map.Owners(slot)[pos]].ID
+				if got := c.Vouches(slot, pos); got != same {
+					t.Fatalf("slot %d position %d (owner unchanged %v): Vouches = %v", slot, pos, same, got)
+				} else if got {
+					vouched++
+				} else {
+					not++
+				}
+			}
+		}
+		if vouched == 0 || not == 0 {
+			t.Fatalf("%d positions vouched and %d not, want both", vouched, not)
+		}
+	}
+	c = goOut(c, "n3")
+	wantVouched(c)
+	c = goOut(c, "n5")
+	wantVouched(c)
+
+	refuse(t, c, membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch - 1})
+	c = must(t, c, membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch})
+	if c.Unfilled != nil {
+		t.Fatal("OpFilled of the current epoch left unfilled positions")
+	}
+	for slot := range uint16(placement.NumSlots) {
+		for pos := range width {
+			if !c.Vouches(slot, pos) {
+				t.Fatalf("slot %d position %d not vouched once the map is filled", slot, pos)
+			}
+		}
+	}
+}

@@ -565,6 +565,14 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Unfilled != nil && plan.Degraded == 0 && len(plan.Actions) == 0 {
+		// Every key is at full redundancy on the map's owners: new owners
+		// hold all they should, and their "not found" is true again.
+		if err := n.propose(membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch}); err != nil {
+			return fmt.Errorf("mark the map of epoch %d filled: %w", c.Map.Epoch, err)
+		}
+		log.Infow("every owner of the map is filled", "epoch", c.Map.Epoch)
+	}
 	if c.Target != nil && plan.TargetReady {
 		cmd := membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch, At: time.Now().UnixNano()}
 		if err := n.propose(cmd); err != nil {
