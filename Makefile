@@ -6,7 +6,7 @@ export GOFLAGS
 
 BINARIES := dscfg dscluster dsclient
 
-.PHONY: all build $(BINARIES) ipfs test test-ipfs demo bench fuzz vet clean
+.PHONY: all build $(BINARIES) dschaos ipfs test test-ipfs demo bench chaos fuzz vet clean
 
 all: build
 
@@ -46,6 +46,23 @@ demo: build
 bench: build
 	bash scripts/bench.sh
 
+# A fault run on real dscluster processes (chaos/, cmd/dschaos): a seeded
+# workload while a nemesis kills and pauses nodes, every read checked
+# against a model; then heal, settle, read all, kill m nodes, read all.
+# SEED, DURATION, NODES and FAULTS (kill,pause,out,leader,join,drain) are
+# variables;
+# CHAOS_FLAGS passes more (see ./dschaos -h).
+SEED ?= 1
+DURATION ?= 90s
+NODES ?= 7
+FAULTS ?= kill,pause,out,leader,join,drain
+CHAOS_FLAGS ?=
+dschaos:
+	$(GO) build -o $@ ./cmd/dschaos
+
+chaos: build dschaos
+	./dschaos --bin=. --seed=$(SEED) --duration=$(DURATION) --nodes=$(NODES) --faults=$(FAULTS) $(CHAOS_FLAGS)
+
 # Run each fuzzer for a while (CI only replays the checked-in corpus).
 FUZZTIME ?= 30s
 fuzz:
@@ -56,4 +73,4 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeSumsPayload -fuzztime=$(FUZZTIME) ./wire/
 
 clean:
-	rm -f $(BINARIES) ipfs
+	rm -f $(BINARIES) dschaos ipfs

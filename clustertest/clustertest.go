@@ -13,12 +13,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/coding"
@@ -74,6 +79,7 @@ type Cluster struct {
 	configs []*config.Node
 	keys    []crypto.PrivKey
 	nodes   []*node.Node
+	gates   []*gate
 }
 
 // Start starts a cluster and registers its shutdown with t.Cleanup.
@@ -110,7 +116,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+		c.gates = append(c.gates, &gate{})
+		h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Gater: c.gates[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,17 +183,29 @@ func (c *Cluster) nodeOptions(i int, h host.Host) node.Options {
 // does, and returns its index. zone is its failure domain label.
 func (c *Cluster) AddNode(zone string) int {
 	c.t.Helper()
-	psk, err := config.ParseSecret(c.Secret)
+	i, err := c.Join(zone)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	return i
+}
+
+// Join is AddNode returning its error, for callers off the test's
+// goroutine (a fault run's nemesis). A node that started but failed to
+// join keeps its index, stopped.
+func (c *Cluster) Join(zone string) (int, error) {
+	psk, err := config.ParseSecret(c.Secret)
+	if err != nil {
+		return -1, err
 	}
 	key, enc, err := config.NewPrivKey()
 	if err != nil {
-		c.t.Fatal(err)
+		return -1, err
 	}
-	h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+	g := &gate{}
+	h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Gater: g})
 	if err != nil {
-		c.t.Fatal(err)
+		return -1, err
 	}
 	var addrs []string
 	for _, a := range h.Addrs() {
@@ -195,6 +214,7 @@ func (c *Cluster) AddNode(zone string) int {
 	via := c.running()
 	cur := c.Current()
 	i := len(c.nodes)
+	c.gates = append(c.gates, g)
 	c.Dirs = append(c.Dirs, filepath.Join(filepath.Dir(c.Dirs[0]), fmt.Sprintf("node%d", i)))
 	c.keys = append(c.keys, key)
 	c.configs = append(c.configs, &config.Node{
@@ -203,16 +223,19 @@ func (c *Cluster) AddNode(zone string) int {
 	})
 	n, err := node.Start(context.Background(), c.nodeOptions(i, h))
 	if err != nil {
-		c.t.Fatal(err)
+		_ = h.Close()
+		c.nodes = append(c.nodes, nil)
+		return i, fmt.Errorf("start node %d: %w", i, err)
 	}
 	c.nodes = append(c.nodes, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	boot := c.configs[via].Listen[0] + "/p2p/" + c.nodes[via].ID().String()
 	if err := node.Join(ctx, boot, n); err != nil {
-		c.t.Fatalf("node %d joins through node %d: %v", i, via, err)
+		c.Stop(i)
+		return i, fmt.Errorf("node %d joins through node %d: %w", i, via, err)
 	}
-	return i
+	return i, nil
 }
 
 // running returns the index of a running node.
@@ -285,11 +308,48 @@ func (c *Cluster) Restart(i int) {
 	if c.nodes[i] != nil {
 		return
 	}
-	n, err := node.Start(context.Background(), c.nodeOptions(i, nil))
+	psk, err := config.ParseSecret(c.Secret)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: c.configs[i].Listen, PSK: psk, Gater: c.gates[i]})
 	if err != nil {
 		c.t.Fatalf("restart node %d: %v", i, err)
 	}
+	n, err := node.Start(context.Background(), c.nodeOptions(i, h))
+	if err != nil {
+		_ = h.Close()
+		c.t.Fatalf("restart node %d: %v", i, err)
+	}
 	c.nodes[i] = n
+}
+
+// Isolate cuts node i off, as a network partition would: it refuses every
+// connection, in and out, and drops those it has. Its process runs on.
+func (c *Cluster) Isolate(i int) {
+	c.gates[i].closed.Store(true)
+	if n := c.nodes[i]; n != nil {
+		for _, conn := range n.Host().Network().Conns() {
+			_ = conn.Close()
+		}
+	}
+}
+
+// Rejoin ends Isolate: node i takes connections again.
+func (c *Cluster) Rejoin(i int) { c.gates[i].closed.Store(false) }
+
+// gate is a node's connection gater: while closed, it refuses every
+// connection (Isolate).
+type gate struct{ closed atomic.Bool }
+
+func (g *gate) InterceptPeerDial(peer.ID) bool               { return !g.closed.Load() }
+func (g *gate) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return !g.closed.Load() }
+func (g *gate) InterceptAccept(network.ConnMultiaddrs) bool  { return !g.closed.Load() }
+func (g *gate) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return !g.closed.Load(), 0
+}
+func (g *gate) InterceptSecured(_ network.Direction, _ peer.ID, _ network.ConnMultiaddrs) bool {
+	return !g.closed.Load()
 }
 
 // Move starts a stopped node i again on its data and identity at a new
@@ -304,7 +364,7 @@ func (c *Cluster) Move(i int) []string {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Gater: c.gates[i]})
 	if err != nil {
 		c.t.Fatal(err)
 	}

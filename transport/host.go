@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -27,6 +28,8 @@ type HostConfig struct {
 	Listen []string
 	// PSK is the cluster secret. Required.
 	PSK pnet.PSK
+	// Gater, when set, may refuse connections (fault injection in tests).
+	Gater connmgr.ConnectionGater
 }
 
 // NewHost starts a libp2p host as the package doc describes.
@@ -49,6 +52,9 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	}
 	if cfg.Key != nil {
 		opts = append(opts, libp2p.Identity(cfg.Key))
+	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}
 	if len(cfg.Listen) > 0 {
 		opts = append(opts, libp2p.ListenAddrStrings(cfg.Listen...))

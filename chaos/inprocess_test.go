@@ -1,0 +1,104 @@
+package chaos_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/chaos"
+	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+)
+
+// inProcess is a chaos.Target over an in-process cluster. A node cannot
+// be frozen in-process: Pause is unsupported; Isolate cuts it off.
+type inProcess struct {
+	c *clustertest.Cluster
+	d *dscluster.Datastore // for drains
+}
+
+func (p inProcess) Len() int            { return p.c.Len() }
+func (p inProcess) Kill(i int) error    { p.c.Stop(i); return nil }
+func (p inProcess) Start(i int) error   { p.c.Restart(i); return nil }
+func (p inProcess) Pause(int) error     { return chaos.ErrUnsupported }
+func (p inProcess) Resume(int) error    { return chaos.ErrUnsupported }
+func (p inProcess) Isolate(i int) error { p.c.Isolate(i); return nil }
+func (p inProcess) Rejoin(i int) error  { p.c.Rejoin(i); return nil }
+func (p inProcess) Leader() int         { return p.c.Leader() }
+func (p inProcess) Join() (int, error)  { return p.c.Join("") }
+func (p inProcess) Drain(i int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: p.c.Node(i).ID().String()})
+}
+
+// TestFaultRun runs seeded fault runs on a 7-node 4+2 cluster in this
+// process: a workload of put, get, delete, batch and query while a nemesis
+// kills nodes (some past the out grace, the raft leader among them), cuts
+// them off, adds nodes and drains them; then it heals, waits for the cluster to settle, reads
+// every key, kills 2 nodes and reads every key again. CHAOS_SEED and
+// CHAOS_DURATION replace the fixed seeds and the duration.
+func TestFaultRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for a minute; skipped with -short")
+	}
+	runs := []struct {
+		seed  uint64
+		store string
+		multi bool
+	}{
+		{1, "volume", false},
+		{2, "flatfs", false},
+		{3, "volume", true},
+	}
+	dur := 20 * time.Second
+	if s := os.Getenv("CHAOS_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("CHAOS_DURATION: %v", err)
+		}
+		dur = d
+	}
+	if s := os.Getenv("CHAOS_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("CHAOS_SEED: %v", err)
+		}
+		runs = runs[:1]
+		runs[0].seed = seed
+	}
+	for _, r := range runs {
+		name := "seed=" + strconv.FormatUint(r.seed, 10) + "/" + r.store
+		if r.multi {
+			name += "/multi-writer"
+		}
+		t.Run(name, func(t *testing.T) {
+			c := clustertest.Start(t, clustertest.Options{Nodes: 7, Store: r.store, FastRaft: true,
+				HeartbeatInterval: 200 * time.Millisecond, OutAfter: 3 * time.Second, RepairInterval: time.Second,
+				GarbageGrace: 5 * time.Second})
+			d := c.Client(&dscluster.Options{Timeout: 5 * time.Second})
+			cfg := chaos.Config{
+				Seed: r.seed, Duration: dur, Parity: 2, SettleTimeout: 90 * time.Second,
+				Workload: chaos.Workload{Workers: 6, MultiWriter: r.multi, MaxValue: 512 << 10, OpTimeout: 20 * time.Second},
+				Nemesis: chaos.Nemesis{Faults: []chaos.Fault{chaos.FaultKill, chaos.FaultOut, chaos.FaultLeader, chaos.FaultIsolate,
+					chaos.FaultJoin, chaos.FaultDrain},
+					Every: chaos.Span{Min: time.Second, Max: 3 * time.Second}, Out: chaos.Span{Min: 4 * time.Second, Max: 6 * time.Second}},
+				Logf: t.Logf,
+			}
+			res, err := chaos.Run(context.Background(), cfg, inProcess{c, d}, d, c.ClientConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.Summary())
+			if !res.Passed() {
+				t.Fatalf("%s\n%s", res.Summary(), res.Report())
+			}
+			if res.Acked == 0 {
+				t.Fatalf("no write was acknowledged: %s", res.Summary())
+			}
+		})
+	}
+}
