@@ -34,14 +34,22 @@ type Procs struct {
 	Store                           string
 	// Flags are passed to every dscluster (--heartbeat, --out-after, ...).
 	Flags []string
+	// Net, when set, runs each node in a network namespace of its own
+	// (Isolate cuts its link); nil runs every node on 127.0.0.1.
+	Net *Netns
 
 	secret string
 	boot   string
 	mu     sync.Mutex
 	procs  []*exec.Cmd
 	done   []chan struct{}
-	listen map[int]string // a joined node's listen address
+	listen  map[int]string // a joined node's listen address
+	drained map[int]bool   // drained nodes: not a way in
 }
+
+// netnsPort is the port of every node in its own namespace (dscfg adds
+// the node's number to it).
+const netnsPort = 7100
 
 func (p *Procs) nodeDir(i int) string { return filepath.Join(p.Dir, fmt.Sprintf("srv%02d", i)) }
 
@@ -59,9 +67,22 @@ func (p *Procs) Launch(ctx context.Context) error {
 	if p.Store == "" {
 		p.Store = "volume"
 	}
-	out, err := p.run(ctx, "dscfg", "cluster", fmt.Sprintf("--cluster-node-number=%d", p.Nodes),
+	where := []string{"--base-port=0", "--host=127.0.0.1"}
+	if p.Net != nil {
+		// Each node has an address of its own: the ports need not differ.
+		ips := make([]string, p.Nodes)
+		for i := range ips {
+			if err := p.Net.Add(i); err != nil {
+				return err
+			}
+			ips[i] = p.Net.IP(i)
+		}
+		where = []string{fmt.Sprintf("--base-port=%d", netnsPort), "--hosts=" + strings.Join(ips, ",")}
+	}
+	args := append([]string{"cluster", fmt.Sprintf("--cluster-node-number=%d", p.Nodes),
 		fmt.Sprintf("--data-shards=%d", p.DataShards), fmt.Sprintf("--parity-shards=%d", p.ParityShards),
-		"--store="+p.Store, "--base-port=0", "--host=127.0.0.1", p.nodeDir(0))
+		"--store=" + p.Store}, where...)
+	out, err := p.run(ctx, "dscfg", append(args, p.nodeDir(0))...)
 	if err != nil {
 		return err
 	}
@@ -128,23 +149,49 @@ func (p *Procs) Len() int {
 	return len(p.procs)
 }
 
+// joinVia is the address of a first node that runs and was not drained
+// (a drained node leaves the raft group), or the bootstrapper's; p.mu is
+// held.
+func (p *Procs) joinVia() string {
+	cc, err := p.ClientConfig()
+	if err != nil {
+		return p.boot
+	}
+	for i, a := range cc.Nodes {
+		if i < len(p.procs) && p.procs[i] != nil && !p.drained[i] {
+			return a
+		}
+	}
+	return p.boot
+}
+
 // Join starts a new node that joins the running cluster through the
 // bootstrapper on a free loopback port, and waits until it is ready.
 func (p *Procs) Join() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return -1, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	p.mu.Lock()
 	i := len(p.procs)
 	p.procs = append(p.procs, nil)
 	p.done = append(p.done, nil)
+	p.mu.Unlock()
+	addr := ""
+	if p.Net != nil {
+		if err := p.Net.Add(i); err != nil {
+			return i, err
+		}
+		addr = fmt.Sprintf("/ip4/%s/tcp/%d", p.Net.IP(i), netnsPort)
+	} else {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return i, err
+		}
+		addr = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+	}
+	p.mu.Lock()
 	if p.listen == nil {
 		p.listen = map[int]string{}
 	}
-	p.listen[i] = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+	p.listen[i] = addr
 	p.mu.Unlock()
 	if err := p.Start(i); err != nil {
 		return i, err
@@ -177,7 +224,16 @@ func (p *Procs) Drain(i int) error {
 		return err
 	}
 	defer d.Close()
-	return d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: id.String()})
+	if err := d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: id.String()}); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drained == nil {
+		p.drained = map[int]bool{}
+	}
+	p.drained[i] = true
+	return nil
 }
 
 // Start starts node i: the first time from the bootstrapper, later on its
@@ -193,7 +249,7 @@ func (p *Procs) Start(i int) error {
 		if i < p.Nodes {
 			args = append(args, "--bootstrapper="+p.boot, fmt.Sprintf("--identity=%d", i))
 		} else {
-			args = append(args, "--bootstrapper="+p.boot, "--listen="+p.listen[i])
+			args = append(args, "--bootstrapper="+p.joinVia(), "--listen="+p.listen[i])
 		}
 	}
 	args = append(args, p.Flags...)
@@ -202,6 +258,9 @@ func (p *Procs) Start(i int) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(p.Bin, "dscluster"), args...)
+	if p.Net != nil {
+		cmd = p.Net.Command(i, filepath.Join(p.Bin, "dscluster"), args...)
+	}
 	// Each node gets its share of the cores, as scripts/cluster.sh does.
 	cmd.Env = append(os.Environ(), "DSCLUSTER_SECRET="+p.secret, "GOMAXPROCS=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -255,7 +314,12 @@ func (p *Procs) Kill(i int) error {
 	if cmd == nil {
 		return nil
 	}
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	select {
+	case <-done:
+		return nil // it exited on its own (a join that failed)
+	default:
+	}
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("chaos: kill node %d (pid %d): %w", i, cmd.Process.Pid, err)
 	}
 	<-done
@@ -266,9 +330,21 @@ func (p *Procs) Kill(i int) error {
 func (p *Procs) Pause(i int) error  { return p.signal(i, syscall.SIGSTOP) }
 func (p *Procs) Resume(i int) error { return p.signal(i, syscall.SIGCONT) }
 
-// Isolate is not supported on loopback processes.
-func (p *Procs) Isolate(int) error { return ErrUnsupported }
-func (p *Procs) Rejoin(int) error  { return ErrUnsupported }
+// Isolate cuts node i's link (with Net; unsupported on loopback).
+func (p *Procs) Isolate(i int) error {
+	if p.Net == nil {
+		return ErrUnsupported
+	}
+	return p.Net.Cut(i)
+}
+
+// Rejoin mends node i's link.
+func (p *Procs) Rejoin(i int) error {
+	if p.Net == nil {
+		return ErrUnsupported
+	}
+	return p.Net.Mend(i)
+}
 
 // Leader asks the nodes which one is raft leader.
 func (p *Procs) Leader() int {
@@ -292,11 +368,16 @@ func (p *Procs) Leader() int {
 	return -1
 }
 
-// Close stops every running node (SIGCONT first, for a paused one).
+// Close stops every running node (SIGCONT first, for a paused one) and
+// removes the network namespaces.
 func (p *Procs) Close() {
 	for i := range p.Len() {
 		_ = p.signal(i, syscall.SIGCONT)
 		_ = p.Kill(i)
+	}
+	if p.Net != nil {
+		p.Net.Close()
+		p.Net = nil
 	}
 }
 

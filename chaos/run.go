@@ -160,7 +160,11 @@ func Run(ctx context.Context, cfg Config, t Target, d *dscluster.Datastore, cc *
 	res.NotSettled = WaitSettled(ctx, cc, healed, cfg.SettleTimeout)
 	res.Settled = res.NotSettled == ""
 	res.Settle = time.Since(healed)
-	logf("settled=%v after %s", res.Settled, res.Settle.Round(100*time.Millisecond))
+	if res.Settled {
+		logf("settled after %s", res.Settle.Round(100*time.Millisecond))
+	} else {
+		logf("not settled after %s: %s", res.Settle.Round(100*time.Millisecond), res.NotSettled)
+	}
 
 	reader := cfg.Workload.withDefaults().Workers // a worker number of its own
 	keys := cfg.Workload.AllKeys()

@@ -211,8 +211,13 @@ func (c *Cluster) Join(zone string) (int, error) {
 	for _, a := range h.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	via := c.running()
-	cur := c.Current()
+	// Through the raft leader when there is one: the first running node
+	// may have been drained and removed.
+	via := c.Leader()
+	if via < 0 {
+		via = c.running()
+	}
+	cur := c.Node(via).Cluster()
 	i := len(c.nodes)
 	c.gates = append(c.gates, g)
 	c.Dirs = append(c.Dirs, filepath.Join(filepath.Dir(c.Dirs[0]), fmt.Sprintf("node%d", i)))

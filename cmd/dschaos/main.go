@@ -42,7 +42,7 @@ func run() (int, error) {
 	k := flag.Int("data-shards", 4, "erasure data shards k")
 	m := flag.Int("parity-shards", 2, "erasure parity shards m: the nemesis impairs at most m nodes at once, and m are killed at the end")
 	store := flag.String("store", "volume", "shard store: volume or flatfs")
-	faults := flag.String("faults", "kill,pause,out,leader,join,drain", "the nemesis mix, comma-separated: kill, pause, out, leader, join, drain")
+	faults := flag.String("faults", "kill,pause,out,leader,join,drain", "the nemesis mix, comma-separated: kill, pause, out, leader, join, drain, isolate (with --netns; added to the default mix there)")
 	workers := flag.Int("workers", 8, "concurrent clients")
 	keys := flag.Int("keys", 0, "keys per worker (shared keys with --multi-writer; 0: 16, or 8 shared)")
 	multi := flag.Bool("multi-writer", false, "workers share keys; check linearizability (porcupine)")
@@ -51,11 +51,16 @@ func run() (int, error) {
 	outAfter := flag.Duration("out-after", 5*time.Second, "dscluster --out-after")
 	repairEvery := flag.Duration("repair-interval", time.Second, "dscluster --repair-interval")
 	settle := flag.Duration("settle-timeout", 3*time.Minute, "how long to wait for the cluster to settle after the nemesis")
+	netns := flag.Bool("netns", false, "run each node in a network namespace of its own, so that the isolate fault can cut it off (needs root and ip)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		return 0, fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
-	fs, err := chaos.ParseFaults(*faults)
+	mix := *faults
+	if *netns && !flagSet("faults") {
+		mix += ",isolate"
+	}
+	fs, err := chaos.ParseFaults(mix)
 	if err != nil {
 		return 0, err
 	}
@@ -77,6 +82,11 @@ func run() (int, error) {
 	p := &chaos.Procs{Bin: binDir, Dir: work, Nodes: *nodes, DataShards: *k, ParityShards: *m, Store: *store,
 		Flags: []string{"--heartbeat=" + heartbeat.String(), "--out-after=" + outAfter.String(),
 			"--repair-interval=" + repairEvery.String()}}
+	if *netns {
+		if p.Net, err = chaos.NewNetns(); err != nil {
+			return 0, err
+		}
+	}
 	defer p.Close()
 	logf := func(format string, args ...any) {
 		fmt.Printf("%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
@@ -116,4 +126,11 @@ func run() (int, error) {
 	}
 	fmt.Println(res.Summary())
 	return 0, nil
+}
+
+// flagSet reports whether the named flag was given.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
