@@ -38,11 +38,11 @@ type Procs struct {
 	// (Isolate cuts its link); nil runs every node on 127.0.0.1.
 	Net *Netns
 
-	secret string
-	boot   string
-	mu     sync.Mutex
-	procs  []*exec.Cmd
-	done   []chan struct{}
+	secret  string
+	boot    string
+	mu      sync.Mutex
+	procs   []*exec.Cmd
+	done    []chan struct{}
 	listen  map[int]string // a joined node's listen address
 	drained map[int]bool   // drained nodes: not a way in
 }
