@@ -8,14 +8,9 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/placement"
 )
 
-// TestUnfilledPositionProvesNothing: a position whose owner changed since
-// repair last filled every owner may hold an older version of a key than
-// the writes it missed. A small value v2 acknowledged on positions 0 (its
-// owner then) and 2, over v1 that positions 0 (its new owner) and 1 still
-// hold: the answers of positions 0 and 1 would show every set of positions
-// a write can be on, and v1 served as the newest, were position 0 taken at
-// its word. The read must wait for position 2, and serve v2.
-func TestUnfilledPositionProvesNothing(t *testing.T) {
+// sevenNodeMap is a map of 7 nodes, width 6.
+func sevenNodeMap(t *testing.T) *placement.Map {
+	t.Helper()
 	var nodes []placement.Node
 	for i := range 7 {
 		nodes = append(nodes, placement.Node{ID: string(rune('a' + i))})
@@ -24,6 +19,18 @@ func TestUnfilledPositionProvesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+// TestUnfilledPositionProvesNothing: a position whose owner changed since
+// repair last filled every owner may hold an older version of a key than
+// the writes it missed. A small value v2 acknowledged on positions 0 (its
+// owner then) and 2, over v1 that positions 0 (its new owner) and 1 still
+// hold: the answers of positions 0 and 1 would show every set of positions
+// a write can be on, and v1 served as the newest, were position 0 taken at
+// its word. The read must wait for position 2, and serve v2.
+func TestUnfilledPositionProvesNothing(t *testing.T) {
+	m := sevenNodeMap(t)
 	const key = "/unfilled/small"
 	slot := placement.Slot(key)
 	c := &config.Cluster{Policy: coding.Erasure(4, 2), Map: m}
@@ -62,14 +69,7 @@ func TestUnfilledPositionProvesNothing(t *testing.T) {
 // filled, v2 may have been acknowledged on their old owners, and v1 must
 // not be served.
 func TestUnfilledPositionsDoNotProveAFailedWrite(t *testing.T) {
-	var nodes []placement.Node
-	for i := range 7 {
-		nodes = append(nodes, placement.Node{ID: string(rune('a' + i))})
-	}
-	m, err := placement.Assign(nil, nodes, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := sevenNodeMap(t)
 	p := coding.Erasure(4, 2)
 	c := &config.Cluster{Policy: p, Map: m}
 	ver := func(n uint64) coding.Version { return coding.Version{HLC: n << 16, Writer: 1} }
