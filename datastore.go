@@ -216,6 +216,14 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 			errs = append(errs, err)
 			continue
 		}
+		if _, inMap := c.Map.NodeIndex(ai.ID.String()); !inMap {
+			// A node that owns no slots may have been drained and removed,
+			// and still serve the description it had then: take the one
+			// of a node of its map.
+			if err := d.refreshAny(ctx); err != nil {
+				log.Debugw("look the description up at a member", "err", err)
+			}
+		}
 		return d, nil
 	}
 	_ = h.Close()

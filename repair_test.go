@@ -821,3 +821,53 @@ func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
 		t.Fatalf("get once repair filled position 0: %q, %v; want %q", got, err, val)
 	}
 }
+
+// TestOpenAfterDrainReadsTheCurrentDescription: a drained node removed from
+// the cluster and left running serves the description it had then. A front
+// end whose config lists it first must not keep that one: there, a node
+// drained after it is still draining, and `dsclient status --wait` would
+// wait for it forever.
+func TestOpenAfterDrainReadsTheCurrentDescription(t *testing.T) {
+	c := clustertest.Start(t, lifeOptions(8))
+	d := c.Client(nil)
+	ctx := context.Background()
+	waitFor(t, 10*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "none" })
+	leaderState := func(i int) string {
+		m, ok := c.Node(c.Leader()).Cluster().Member(c.Node(i).ID().String())
+		if !ok {
+			return "not a member"
+		}
+		return m.State
+	}
+	var drained []int
+	for i := 0; i < c.Len() && len(drained) < 2; i++ {
+		if i == c.Leader() {
+			continue
+		}
+		if err := d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: c.Node(i).ID().String()}); err != nil {
+			t.Fatalf("drain node %d: %v", i, err)
+		}
+		waitFor(t, 60*time.Second, fmt.Sprintf("node %d drained and removed", i), func() (bool, string) {
+			s := leaderState(i)
+			return s == membership.Removed, "state " + s
+		})
+		drained = append(drained, i)
+	}
+	first, second := drained[0], drained[1]
+	secondID := c.Node(second).ID().String()
+	if m, _ := c.Node(first).Cluster().Member(secondID); m.State == membership.Removed {
+		t.Fatalf("node %d, removed first, learnt that node %d was removed after it: the test needs its stale description", first, second)
+	}
+
+	cc := c.ClientConfig()
+	firstAddr := c.Info.Map.Nodes[first].Addrs[0] + "/p2p/" + c.Node(first).ID().String()
+	cc.Nodes = append([]string{firstAddr}, cc.Nodes...)
+	d2, err := dscluster.Open(ctx, cc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if m, ok := d2.Cluster().Member(secondID); ok && m.State != membership.Removed {
+		t.Fatalf("a front end opened through removed node %d sees node %d %s; want removed", first, second, m.State)
+	}
+}
