@@ -112,6 +112,9 @@ func (d *Datastore) lookUpFilled(ctx context.Context, v *view) bool {
 	now := time.Now().UnixNano()
 	last := d.lastFillLookup.Load()
 	if now-last >= int64(fillLookupEvery) && d.lastFillLookup.CompareAndSwap(last, now) {
+		// A node that hangs must not hold the read up for long.
+		ctx, cancel := context.WithTimeout(ctx, fillLookupEvery)
+		defer cancel()
 		if err := d.refreshAny(ctx); err != nil {
 			log.Debugw("look up the cluster description again", "err", err)
 		}
@@ -347,7 +350,25 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 	best, bestNeed := 0, need(v.c.Policy, false)
 	var useErrs []NodeError
 	var passed []*versionGroup // newer versions the final pass went past
+	// With every position asked, the newest version seen is served even
+	// when too few positions answered to show that it is the newest
+	// acknowledged one (the last copy of a value whose others are down),
+	// but not when only unfilled positions make them enough: those may
+	// lack the newest write while looking complete.
+	unfilledOnly := final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) }) &&
+		v.sees(func(pos int) bool { return a.state(pos) == fetchOK })
+	var unfilled []NodeError
+	if unfilledOnly {
+		for pos := 0; pos < a.n(); pos++ {
+			if a.state(pos) == fetchOK && !v.c.Vouches(slot, pos) {
+				unfilled = append(unfilled, NodeError{Node: v.nodeName(int(owners[pos])), Err: errUnfilled})
+			}
+		}
+	}
 	for _, g := range groups {
+		if unfilledOnly {
+			break
+		}
 		if len(g.pos) < need(g.policy, g.tomb) {
 			if len(g.pos) > best {
 				best, bestNeed = len(g.pos), need(g.policy, g.tomb)
@@ -392,7 +413,8 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 		}
 	}
 	failed = append(failed, useErrs...)
-	if best == 0 && len(useErrs) == 0 && !d.mayExist(v, absent) {
+	failed = append(failed, unfilled...)
+	if best == 0 && len(useErrs) == 0 && !unfilledOnly && !d.mayExist(v, absent) {
 		return nil, ds.ErrNotFound, true
 	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true

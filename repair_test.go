@@ -816,10 +816,11 @@ func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
 		err := c.Node(l).RepairPass(ctx)
 		return c.Current().Unfilled == nil, fmt.Sprintf("pass: %v", err)
 	})
-	got, err := reader.Get(ctx, key)
-	if err != nil || !bytes.Equal(got, val) {
-		t.Fatalf("get once repair filled position 0: %q, %v; want %q", got, err, val)
-	}
+	// The reader looks the description up again at most once a second.
+	waitFor(t, 10*time.Second, "the value read back once repair filled position 0", func() (bool, string) {
+		got, err := reader.Get(ctx, key)
+		return err == nil && bytes.Equal(got, val), fmt.Sprintf("%q, %v", got, err)
+	})
 }
 
 // TestOpenAfterDrainReadsTheCurrentDescription: a drained node removed from

@@ -184,22 +184,27 @@ func (c *Cluster) Vouches(slot uint16, pos int) bool {
 		return true
 	}
 	bit := int(slot)*c.Map.Width + pos
-	return bit/8 >= len(c.Unfilled) || c.Unfilled[bit/8]&(1<<(bit%8)) == 0
+	return bit/8 < len(c.Unfilled) && c.Unfilled[bit/8]&(1<<(bit%8)) == 0
 }
 
 // MarkUnfilled marks the positions whose owner differs between maps
 // before and after (Unfilled), keeping those marked already.
 func (c *Cluster) MarkUnfilled(before, after *placement.Map) {
-	if before.Width != after.Width {
-		return // never: a map's width is the widest policy's
-	}
-	if c.Unfilled == nil {
-		c.Unfilled = make([]byte, (placement.NumSlots*after.Width+7)/8)
+	if n := (placement.NumSlots*after.Width + 7) / 8; len(c.Unfilled) != n {
+		// A first mark, or (never: a map's width is the widest policy's)
+		// another width: what was marked cannot be told apart.
+		all := c.Unfilled != nil
+		c.Unfilled = make([]byte, n)
+		if all {
+			for i := range c.Unfilled {
+				c.Unfilled[i] = 0xff
+			}
+		}
 	}
 	for slot := range uint16(placement.NumSlots) {
 		was, now := before.Owners(slot), after.Owners(slot)
 		for pos := range now {
-			if pos >= len(was) || before.Nodes[was[pos]].ID != after.Nodes[now[pos]].ID {
+			if before.Width != after.Width || pos >= len(was) || before.Nodes[was[pos]].ID != after.Nodes[now[pos]].ID {
 				bit := int(slot)*after.Width + pos
 				c.Unfilled[bit/8] |= 1 << (bit % 8)
 			}
@@ -260,6 +265,9 @@ func (c *Cluster) Validate() error {
 		if c.Target.Width != c.Map.Width {
 			return fmt.Errorf("target map width %d differs from the map's %d", c.Target.Width, c.Map.Width)
 		}
+	}
+	if n := (placement.NumSlots*c.Map.Width + 7) / 8; c.Unfilled != nil && len(c.Unfilled) != n {
+		return fmt.Errorf("unfilled positions: %d bytes, want %d for map width %d", len(c.Unfilled), n, c.Map.Width)
 	}
 	seen := make(map[string]bool, len(c.Members))
 	for _, m := range c.Members {

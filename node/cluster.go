@@ -21,6 +21,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/node/raftmap"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -565,13 +566,15 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Unfilled != nil && plan.Degraded == 0 && len(plan.Actions) == 0 {
-		// Every key is at full redundancy on the map's owners: new owners
-		// hold all they should, and their "not found" is true again.
+	if c.Unfilled != nil && plan.Degraded == 0 && len(plan.Actions) == 0 && listedAll(plan, c) {
+		// Every key is at full redundancy on the map's owners, every one
+		// of which answered: new owners hold all they should, and their
+		// answers show what reached them again.
 		if err := n.propose(membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch}); err != nil {
-			return fmt.Errorf("mark the map of epoch %d filled: %w", c.Map.Epoch, err)
+			log.Warnw("mark the map filled", "epoch", c.Map.Epoch, "err", err)
+		} else {
+			log.Infow("every owner of the map is filled", "epoch", c.Map.Epoch)
 		}
-		log.Infow("every owner of the map is filled", "epoch", c.Map.Epoch)
 	}
 	if c.Target != nil && plan.TargetReady {
 		cmd := membership.Command{Op: membership.OpCommit, Epoch: c.Target.Epoch, At: time.Now().UnixNano()}
@@ -593,6 +596,23 @@ func (n *Node) RepairPass(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// listedAll reports whether every node of c's map (and rebalance target)
+// answered the pass that made plan: a key whose only copies are on a node
+// that did not is invisible to it.
+func listedAll(plan *repair.Plan, c *config.Cluster) bool {
+	for _, m := range []*placement.Map{c.Map, c.Target} {
+		if m == nil {
+			continue
+		}
+		for _, nd := range m.Nodes {
+			if _, ok := plan.Held[nd.ID]; !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // member serves OpMember: a join, drain, remove, grant, revoke or admit,
