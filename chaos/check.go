@@ -148,8 +148,9 @@ var registerModel = porcupine.Model{
 // a failed read is left out. It returns one violation per key whose
 // history is not linearizable: the first operation (by return) that no
 // order of the operations before it explains. A check that runs out of
-// time counts as passed and is reported in unknown.
+// time is reported in unknown; timeout bounds the whole check.
 func CheckLinearizable(ops []*Op, timeout time.Duration) (bad []Violation, unknown bool) {
+	deadline := time.Now().Add(timeout)
 	var hist []porcupine.Operation
 	for _, o := range ops {
 		if o.Kind == KindQuery || o.Kind == KindList || (!o.Kind.write() && o.Outcome == Failed) {
@@ -176,8 +177,15 @@ func CheckLinearizable(ops []*Op, timeout time.Duration) (bad []Violation, unkno
 		}
 		hist = append(hist, po)
 	}
-	for _, part := range registerModel.Partition(hist) {
-		res, info := porcupine.CheckOperationsVerbose(registerModel, part, timeout)
+	parts := registerModel.Partition(hist)
+	for i, part := range parts {
+		// Each key gets an even share of the time left.
+		share := time.Until(deadline) / time.Duration(len(parts)-i)
+		if share <= 0 {
+			unknown = true
+			break
+		}
+		res, info := porcupine.CheckOperationsVerbose(registerModel, part, share)
 		switch res {
 		case porcupine.Illegal:
 			bad = append(bad, stuckAt(part, info))

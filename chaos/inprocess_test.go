@@ -2,8 +2,10 @@ package chaos_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +16,74 @@ import (
 )
 
 // inProcess is a chaos.Target over an in-process cluster. A node cannot
-// be frozen in-process: Pause is unsupported; Isolate cuts it off.
+// be frozen in-process: Pause is unsupported; Isolate cuts it off. The
+// cluster is not safe for concurrent use: mu orders the nemesis's calls.
 type inProcess struct {
-	c *clustertest.Cluster
-	d *dscluster.Datastore // for drains
+	mu sync.Mutex
+	c  *clustertest.Cluster
+	d  *dscluster.Datastore // for drains
 }
 
-func (p inProcess) Len() int            { return p.c.Len() }
-func (p inProcess) Kill(i int) error    { p.c.Stop(i); return nil }
-func (p inProcess) Start(i int) error   { p.c.Restart(i); return nil }
-func (p inProcess) Pause(int) error     { return chaos.ErrUnsupported }
-func (p inProcess) Resume(int) error    { return chaos.ErrUnsupported }
-func (p inProcess) Isolate(i int) error { p.c.Isolate(i); return nil }
-func (p inProcess) Rejoin(i int) error  { p.c.Rejoin(i); return nil }
-func (p inProcess) Leader() int         { return p.c.Leader() }
-func (p inProcess) Join() (int, error)  { return p.c.Join("") }
-func (p inProcess) Drain(i int) error {
+func (p *inProcess) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.c.Len()
+}
+
+func (p *inProcess) Kill(i int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.c.Stop(i)
+	return nil
+}
+
+func (p *inProcess) Start(i int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.c.Restart(i)
+	return nil
+}
+
+func (p *inProcess) Pause(int) error  { return chaos.ErrUnsupported }
+func (p *inProcess) Resume(int) error { return chaos.ErrUnsupported }
+
+func (p *inProcess) Isolate(i int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.c.Isolate(i)
+	return nil
+}
+
+func (p *inProcess) Rejoin(i int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.c.Rejoin(i)
+	return nil
+}
+
+func (p *inProcess) Leader() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.c.Leader()
+}
+
+func (p *inProcess) Join() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.c.Join("")
+}
+
+func (p *inProcess) Drain(i int) error {
+	p.mu.Lock()
+	n := p.c.Node(i)
+	p.mu.Unlock()
+	if n == nil {
+		return fmt.Errorf("drain node %d: it is stopped", i)
+	}
+	id := n.ID().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return p.d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: p.c.Node(i).ID().String()})
+	return p.d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: id})
 }
 
 // TestFaultRun runs seeded fault runs on a 7-node 4+2 cluster in this
@@ -85,10 +136,11 @@ func TestFaultRun(t *testing.T) {
 				Workload: chaos.Workload{Workers: 6, MultiWriter: r.multi, MaxValue: 512 << 10, OpTimeout: 20 * time.Second},
 				Nemesis: chaos.Nemesis{Faults: []chaos.Fault{chaos.FaultKill, chaos.FaultOut, chaos.FaultLeader, chaos.FaultIsolate,
 					chaos.FaultJoin, chaos.FaultDrain},
-					Every: chaos.Span{Min: time.Second, Max: 3 * time.Second}, Out: chaos.Span{Min: 4 * time.Second, Max: 6 * time.Second}},
+					Every: chaos.Span{Min: time.Second, Max: 3 * time.Second}, Down: chaos.Span{Min: time.Second, Max: 2500 * time.Millisecond},
+					Out: chaos.Span{Min: 4 * time.Second, Max: 6 * time.Second}},
 				Logf: t.Logf,
 			}
-			res, err := chaos.Run(context.Background(), cfg, inProcess{c, d}, d, c.ClientConfig())
+			res, err := chaos.Run(context.Background(), cfg, &inProcess{c: c, d: d}, d, c.ClientConfig())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -197,9 +197,17 @@ func (r *nemesisRun) record(node int, what string, err error) {
 
 // act injects one fault, if fewer than MaxImpaired nodes are impaired.
 func (r *nemesisRun) act(rnd *rand.Rand) {
+	f := r.n.Faults[rnd.IntN(len(r.n.Faults))]
+	pick := rnd.IntN(1 << 30)
+	// Asking for the leader, joining and draining take seconds: not under
+	// r.mu, which the timers that end faults need.
+	leader := -1
+	if f == FaultLeader {
+		leader = r.t.Leader()
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if len(r.impaired) >= r.n.MaxImpaired {
+		r.mu.Unlock()
 		return
 	}
 	var healthy []int
@@ -209,14 +217,16 @@ func (r *nemesisRun) act(rnd *rand.Rand) {
 		}
 	}
 	if len(healthy) == 0 {
+		r.mu.Unlock()
 		return
 	}
-	f := r.n.Faults[rnd.IntN(len(r.n.Faults))]
-	node := healthy[rnd.IntN(len(healthy))]
+	node := healthy[pick%len(healthy)]
 	if f == FaultJoin || f == FaultDrain {
+		r.mu.Unlock()
 		r.grow(f, node)
 		return
 	}
+	defer r.mu.Unlock()
 	var (
 		err   error
 		after time.Duration
@@ -225,11 +235,10 @@ func (r *nemesisRun) act(rnd *rand.Rand) {
 	)
 	switch f {
 	case FaultLeader:
-		l := r.t.Leader()
-		if l < 0 || !slices.Contains(healthy, l) {
+		if leader < 0 || !slices.Contains(healthy, leader) {
 			return
 		}
-		node = l
+		node = leader
 		err, after, end, how = r.t.Kill(node), r.n.Down.draw(rnd), func() error { return r.t.Start(node) }, "start"
 	case FaultKill:
 		err, after, end, how = r.t.Kill(node), r.n.Down.draw(rnd), func() error { return r.t.Start(node) }, "start"
@@ -261,23 +270,29 @@ func (r *nemesisRun) act(rnd *rand.Rand) {
 }
 
 // grow joins a node, or drains node, when the target is a Grower and the
-// node count allows it; r.mu is held.
+// node count allows it. It takes r.mu only to read and record.
 func (r *nemesisRun) grow(f Fault, node int) {
 	g, ok := r.t.(Grower)
 	if !ok {
 		return
 	}
+	r.mu.Lock()
 	members := r.t.Len() - len(r.drained)
+	r.mu.Unlock()
 	switch {
 	case f == FaultJoin && members < r.n.MaxNodes:
 		i, err := g.Join()
+		r.mu.Lock()
 		r.record(i, "join", err)
+		r.mu.Unlock()
 	case f == FaultDrain && members > r.minNodes:
 		err := g.Drain(node)
+		r.mu.Lock()
 		if err == nil {
 			r.drained[node] = true
 		}
 		r.record(node, "drain", err)
+		r.mu.Unlock()
 	}
 }
 
