@@ -350,25 +350,7 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 	best, bestNeed := 0, need(v.c.Policy, false)
 	var useErrs []NodeError
 	var passed []*versionGroup // newer versions the final pass went past
-	// With every position asked, the newest version seen is served even
-	// when too few positions answered to show that it is the newest
-	// acknowledged one (the last copy of a value whose others are down),
-	// but not when only unfilled positions make them enough: those may
-	// lack the newest write while looking complete.
-	unfilledOnly := final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) }) &&
-		v.sees(func(pos int) bool { return a.state(pos) == fetchOK })
-	var unfilled []NodeError
-	if unfilledOnly {
-		for pos := 0; pos < a.n(); pos++ {
-			if a.state(pos) == fetchOK && !v.c.Vouches(slot, pos) {
-				unfilled = append(unfilled, NodeError{Node: v.nodeName(int(owners[pos])), Err: errUnfilled})
-			}
-		}
-	}
 	for _, g := range groups {
-		if unfilledOnly {
-			break
-		}
 		if len(g.pos) < need(g.policy, g.tomb) {
 			if len(g.pos) > best {
 				best, bestNeed = len(g.pos), need(g.policy, g.tomb)
@@ -413,8 +395,7 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 		}
 	}
 	failed = append(failed, useErrs...)
-	failed = append(failed, unfilled...)
-	if best == 0 && len(useErrs) == 0 && !unfilledOnly && !d.mayExist(v, absent) {
+	if best == 0 && len(useErrs) == 0 && !d.mayExist(v, absent) {
 		return nil, ds.ErrNotFound, true
 	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true

@@ -212,6 +212,32 @@ func (c *Cluster) MarkUnfilled(before, after *placement.Map) {
 	}
 }
 
+// MarkFilled clears the unfilled marks of the slots in the bitset slots
+// (nil: of every slot), and drops Unfilled once none is left.
+func (c *Cluster) MarkFilled(slots []byte) {
+	if c.Unfilled == nil {
+		return
+	}
+	if slots != nil {
+		for slot := range placement.NumSlots {
+			if slot/8 >= len(slots) || slots[slot/8]&(1<<(slot%8)) == 0 {
+				continue
+			}
+			for pos := range c.Map.Width {
+				if bit := slot*c.Map.Width + pos; bit/8 < len(c.Unfilled) {
+					c.Unfilled[bit/8] &^= 1 << (bit % 8)
+				}
+			}
+		}
+		for _, b := range c.Unfilled {
+			if b != 0 {
+				return
+			}
+		}
+	}
+	c.Unfilled = nil
+}
+
 // Owns reports whether node id holds position pos of slot in the map or in
 // the rebalance target: such a node accepts and serves that shard.
 func (c *Cluster) Owns(id string, slot uint16, pos int) bool {

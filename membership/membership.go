@@ -35,7 +35,7 @@ const (
 	OpGrant     = "grant"     // ID, Role: give a client peer a role (config.Cluster.Clients)
 	OpRevoke    = "revoke"    // ID: take a client peer's role away
 	OpAdmit     = "admit"     // ID: let a new node join while client roles are enforced
-	OpFilled    = "filled"    // Epoch: repair found the map of that epoch at full redundancy
+	OpFilled    = "filled"    // Epoch, Slots: repair found those slots of the map of that epoch at full redundancy
 )
 
 // ErrRejected wraps every error of Apply: the command was not applied and
@@ -52,6 +52,8 @@ type Command struct {
 	At      int64           `json:"at,omitempty"` // Unix nanoseconds
 	Epoch   uint64          `json:"epoch,omitempty"`
 	Role    string          `json:"role,omitempty"`
+	// Slots is a bitset of slots (OpFilled; nil: every slot).
+	Slots []byte `json:"slots,omitempty"`
 	// By is the peer that asked for the command, set by the node that
 	// took it from that peer (a member forwarding it keeps it); empty only
 	// for the raft leader's own proposals. Once client roles are enforced,
@@ -219,7 +221,7 @@ func Apply(c *config.Cluster, cmd Command) (*config.Cluster, error) {
 		if d.Map.Epoch != cmd.Epoch {
 			return reject("the map is of epoch %d, not %d", d.Map.Epoch, cmd.Epoch)
 		}
-		d.Unfilled = nil
+		d.MarkFilled(cmd.Slots)
 		return d, nil
 	case OpCommit:
 		if d.Target == nil || d.Target.Epoch != cmd.Epoch {

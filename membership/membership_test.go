@@ -1410,6 +1410,16 @@ func TestRolesJudgeTheRequester(t *testing.T) {
 	refuse(t, c, membership.Command{Op: membership.OpGrant, ID: stranger, Role: config.RoleReadOnly, By: admin})
 }
 
+// allVouched reports whether c vouches for every position of slot.
+func allVouched(c *config.Cluster, slot uint16) bool {
+	for pos := range width {
+		if !c.Vouches(slot, pos) {
+			return false
+		}
+	}
+	return true
+}
+
 // TestUnfilledFollowsRepair: a map that replaces another at once (an out
 // node's slots move) marks the positions that changed owner unfilled, so
 // that what their new owners hold is not taken as proof of what writes
@@ -1461,6 +1471,27 @@ func TestUnfilledFollowsRepair(t *testing.T) {
 	wantVouched(c)
 
 	refuse(t, c, membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch - 1})
+
+	// One slot filled: its positions are vouched for, the others as before.
+	var one uint16
+	for allVouched(c, one) {
+		one++
+	}
+	slots := make([]byte, placement.NumSlots/8)
+	slots[one/8] |= 1 << (one % 8)
+	before := c
+	c = must(t, c, membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch, Slots: slots})
+	if !allVouched(c, one) || c.Unfilled == nil {
+		t.Fatalf("slot %d filled: every position vouched %v, unfilled left %v; want true, true", one, allVouched(c, one), c.Unfilled != nil)
+	}
+	for slot := range uint16(placement.NumSlots) {
+		for pos := range width {
+			if slot != one && c.Vouches(slot, pos) != before.Vouches(slot, pos) {
+				t.Fatalf("filling slot %d changed slot %d position %d", one, slot, pos)
+			}
+		}
+	}
+
 	c = must(t, c, membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch})
 	if c.Unfilled != nil {
 		t.Fatal("OpFilled of the current epoch left unfilled positions")

@@ -566,14 +566,12 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Unfilled != nil && plan.Degraded == 0 && len(plan.Actions) == 0 && listedAll(plan, c) {
-		// Every key is at full redundancy on the map's owners, every one
-		// of which answered: new owners hold all they should, and their
-		// answers show what reached them again.
-		if err := n.propose(membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch}); err != nil {
-			log.Warnw("mark the map filled", "epoch", c.Map.Epoch, "err", err)
-		} else {
-			log.Infow("every owner of the map is filled", "epoch", c.Map.Epoch)
+	if slots := filledSlots(plan, c); slots != nil {
+		// Those slots are at full redundancy on the map's owners, every one
+		// of which answered: their new owners hold all they should, and
+		// their answers show what reached them again.
+		if err := n.propose(membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch, Slots: slots}); err != nil {
+			log.Warnw("mark slots filled", "epoch", c.Map.Epoch, "err", err)
 		}
 	}
 	if c.Target != nil && plan.TargetReady {
@@ -598,21 +596,28 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	return nil
 }
 
-// listedAll reports whether every node of c's map (and rebalance target)
-// answered the pass that made plan: a key whose only copies are on a node
-// that did not is invisible to it.
-func listedAll(plan *repair.Plan, c *config.Cluster) bool {
-	for _, m := range []*placement.Map{c.Map, c.Target} {
-		if m == nil {
+// filledSlots returns the slots (a bitset) that have unfilled positions in
+// c and that plan found settled, or nil when there are none.
+func filledSlots(plan *repair.Plan, c *config.Cluster) []byte {
+	if c.Unfilled == nil || plan.Unsettled == nil {
+		return nil
+	}
+	var slots []byte
+	for slot := range uint16(placement.NumSlots) {
+		if plan.Unsettled[slot] {
 			continue
 		}
-		for _, nd := range m.Nodes {
-			if _, ok := plan.Held[nd.ID]; !ok {
-				return false
+		for pos := range c.Map.Width {
+			if !c.Vouches(slot, pos) {
+				if slots == nil {
+					slots = make([]byte, placement.NumSlots/8)
+				}
+				slots[slot/8] |= 1 << (slot % 8)
+				break
 			}
 		}
 	}
-	return true
+	return slots
 }
 
 // member serves OpMember: a join, drain, remove, grant, revoke or admit,

@@ -38,8 +38,25 @@ func Make(v *View) *Plan {
 		cur:  newOwnerTable(v.Map, v.Reachable),
 		tgt:  newOwnerTable(v.Target, v.Reachable),
 	}
+	p.Unsettled = make([]bool, placement.NumSlots)
 	for g, key := range keys {
+		n := len(p.Actions)
+		degraded := p.Degraded
 		s.planKey(key, idx[bounds[g]:bounds[g+1]])
+		if len(p.Actions) > n || p.Degraded > degraded {
+			p.Unsettled[placement.Slot(key)] = true
+		}
+	}
+	if v.Map != nil {
+		// A key whose only copies are on an owner that did not answer is
+		// invisible to this pass.
+		for slot := range uint16(placement.NumSlots) {
+			for _, o := range v.Map.Owners(slot) {
+				if !v.Reachable[v.Map.Nodes[o].ID] {
+					p.Unsettled[slot] = true
+				}
+			}
+		}
 	}
 	p.TargetReady = v.Target != nil && v.Map != nil && s.tgt.allReachable() && !s.targetPending
 	return p

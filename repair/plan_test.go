@@ -542,9 +542,26 @@ func TestKillNodeThenOut(t *testing.T) {
 		t.Fatalf("healthy cluster: keys %d degraded %d actions %d, want 300, 0, 0", p.Keys, p.Degraded, len(p.Actions))
 	}
 
+	if p := s.plan(); countTrue(p.Unsettled) != 0 {
+		t.Fatalf("healthy cluster: %d slots unsettled, want 0", countTrue(p.Unsettled))
+	}
 	s.down["n3"] = true
 	on3 := s.keysOn("n3")
 	p := s.plan()
+	ownedBy3 := 0
+	for slot := range uint16(placement.NumSlots) {
+		for _, o := range s.c.Map.Owners(slot) {
+			if s.c.Map.Nodes[o].ID == "n3" {
+				ownedBy3++
+				if !p.Unsettled[slot] {
+					t.Fatalf("n3 unreachable: slot %d, which it owns, is not unsettled", slot)
+				}
+			}
+		}
+	}
+	if got := countTrue(p.Unsettled); got != ownedBy3 {
+		t.Errorf("n3 unreachable: %d slots unsettled, want the %d it owns", got, ownedBy3)
+	}
 	if p.Degraded != on3 {
 		t.Errorf("n3 unreachable: degraded %d, want %d (keys with a shard on n3)", p.Degraded, on3)
 	}
@@ -578,10 +595,20 @@ func TestKillNodeThenOut(t *testing.T) {
 	if n[Rebuild] != on3 {
 		t.Errorf("converge: %d rebuilds, want %d", n[Rebuild], on3)
 	}
-	if p := s.plan(); p.Degraded != 0 || p.Lost != 0 {
-		t.Errorf("after repair: degraded %d lost %d, want 0", p.Degraded, p.Lost)
+	if p := s.plan(); p.Degraded != 0 || p.Lost != 0 || countTrue(p.Unsettled) != 0 {
+		t.Errorf("after repair: degraded %d lost %d, %d slots unsettled; want 0", p.Degraded, p.Lost, countTrue(p.Unsettled))
 	}
 	s.checkClean()
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // An eighth node joins: the target map moves 1/8 of the positions to it.
@@ -723,9 +750,13 @@ func TestMissedWrite(t *testing.T) {
 	if !reflect.DeepEqual(p.Actions, want) {
 		t.Errorf("plan:\n got %+v\nwant %+v", p.Actions, want)
 	}
+	if !p.Unsettled[placement.Slot("/a")] || !p.Unsettled[placement.Slot("/b")] || countTrue(p.Unsettled) != 2 {
+		t.Errorf("%d slots unsettled (/a's %v, /b's %v); want those two only", countTrue(p.Unsettled),
+			p.Unsettled[placement.Slot("/a")], p.Unsettled[placement.Slot("/b")])
+	}
 	s.apply(p, nil)
-	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 {
-		t.Errorf("after the rebuilds: %d actions, degraded %d; want none", len(p.Actions), p.Degraded)
+	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 || countTrue(p.Unsettled) != 0 {
+		t.Errorf("after the rebuilds: %d actions, degraded %d, %d slots unsettled; want none", len(p.Actions), p.Degraded, countTrue(p.Unsettled))
 	}
 	s.checkClean()
 }

@@ -139,4 +139,8 @@ type Plan struct {
 	// Held counts the holdings of each reachable node (drain completion:
 	// a draining node is removed once it holds nothing).
 	Held map[string]int
+	// Unsettled marks, by slot, the slots with a key degraded or an action
+	// planned, or an owner in View.Map that is not reachable: the others
+	// are at full redundancy on their owners (nil for a nil View).
+	Unsettled []bool
 }
