@@ -218,16 +218,34 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 		}
 		if _, inMap := c.Map.NodeIndex(ai.ID.String()); !inMap {
 			// A node that owns no slots may have been drained and removed,
-			// and still serve the description it had then: take the one
-			// of a node of its map.
-			if err := d.refreshAny(ctx); err != nil {
-				log.Debugw("look the description up at a member", "err", err)
-			}
+			// and still serve the description it had then.
+			d.adoptFromMapNode(ctx)
 		}
 		return d, nil
 	}
 	_ = h.Close()
 	return nil, fmt.Errorf("dscluster: cannot reach any node of the cluster: %w", errors.Join(errs...))
+}
+
+// adoptFromMapNode asks the nodes of the current map in turn for the
+// cluster description, and adopts the first that a node of the map it
+// describes serves: a node drained and removed, still running, serves the
+// description it had then, whose map had already moved away from it.
+func (d *Datastore) adoptFromMapNode(ctx context.Context) {
+	v := d.view.Load()
+	for _, p := range v.peers {
+		c, err := d.fetchCluster(ctx, p)
+		if err != nil || c.Map.Epoch < v.c.Map.Epoch {
+			continue
+		}
+		if _, inMap := c.Map.NodeIndex(p.String()); !inMap {
+			continue
+		}
+		if err := d.setCluster(c); err != nil {
+			log.Debugw("adopt a member's description", "err", err)
+		}
+		return
+	}
 }
 
 // New returns a front end that uses an existing host (which it does not
