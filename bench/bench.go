@@ -73,7 +73,7 @@ func (c *Config) Validate() error {
 }
 
 // Result is one workload's figures against one target. JSON field names
-// are part of `dsclient bench --json` and documented in the README.
+// are part of `dsclient bench --json` and documented in docs/benchmarks.md.
 type Result struct {
 	Target      string  `json:"target"`
 	Workload    string  `json:"workload"`
