@@ -68,6 +68,15 @@ func settled(c *clustertest.Cluster) (bool, string) {
 func stopUntilOut(t *testing.T, c *clustertest.Cluster) (int, string) {
 	t.Helper()
 	victim := (c.Leader() + 1) % c.Len()
+	id := stopUntilMapMoves(t, c, victim)
+	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
+	return victim, id
+}
+
+// stopUntilMapMoves stops node victim and waits until it is out and the
+// map has moved on without it. It returns the node's peer ID.
+func stopUntilMapMoves(t *testing.T, c *clustertest.Cluster, victim int) string {
+	t.Helper()
 	id := c.Node(victim).ID().String()
 	epoch := c.Current().Map.Epoch
 	c.Stop(victim)
@@ -76,8 +85,7 @@ func stopUntilOut(t *testing.T, c *clustertest.Cluster) (int, string) {
 		m, _ := cur.Member(id)
 		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
 	})
-	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
-	return victim, id
+	return id
 }
 
 // stopTwoMore stops two running nodes other than except and the raft
@@ -781,14 +789,8 @@ func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
 		t.Fatalf("put with position 1 down: %v", err)
 	}
 
-	victimID, heldID := c.Node(victim).ID().String(), c.Node(held).ID().String()
-	epoch := c.Current().Map.Epoch
-	c.Stop(victim)
-	waitFor(t, 30*time.Second, "position 0's owner out and the map moved on", func() (bool, string) {
-		cur := c.Current()
-		m, _ := cur.Member(victimID)
-		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
-	})
+	heldID := c.Node(held).ID().String()
+	stopUntilMapMoves(t, c, victim)
 	cur := c.Current()
 	if cur.Vouches(placement.Slot(key.String()), 0) {
 		t.Fatal("position 0 changed owner without repair, but the description vouches for it")

@@ -19,18 +19,11 @@ const (
 	KindQuery                  // one entry a query returned
 )
 
+var kindNames = [...]string{KindPut: "put", KindDelete: "delete", KindGet: "get", KindList: "list", KindQuery: "query entry"}
+
 func (k Kind) String() string {
-	switch k {
-	case KindPut:
-		return "put"
-	case KindDelete:
-		return "delete"
-	case KindGet:
-		return "get"
-	case KindList:
-		return "list"
-	case KindQuery:
-		return "query entry"
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -51,14 +44,11 @@ const (
 	Failed
 )
 
+var outcomeNames = [...]string{OK: "ok", NotFound: "not found", Failed: "failed"}
+
 func (o Outcome) String() string {
-	switch o {
-	case OK:
-		return "ok"
-	case NotFound:
-		return "not found"
-	case Failed:
-		return "failed"
+	if int(o) < len(outcomeNames) && outcomeNames[o] != "" {
+		return outcomeNames[o]
 	}
 	return fmt.Sprintf("outcome(%d)", uint8(o))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/chaos"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/node"
 )
 
 // inProcess is a chaos.Target over an in-process cluster. A node cannot
@@ -24,59 +25,32 @@ type inProcess struct {
 	d  *dscluster.Datastore // for drains
 }
 
-func (p *inProcess) Len() int {
+// locked runs f with the cluster to itself.
+func (p *inProcess) locked(f func()) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.c.Len()
-}
-
-func (p *inProcess) Kill(i int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.c.Stop(i)
+	f()
 	return nil
 }
 
-func (p *inProcess) Start(i int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.c.Restart(i)
-	return nil
-}
-
-func (p *inProcess) Pause(int) error  { return chaos.ErrUnsupported }
-func (p *inProcess) Resume(int) error { return chaos.ErrUnsupported }
-
+func (p *inProcess) Len() (n int)      { p.locked(func() { n = p.c.Len() }); return n }
+func (p *inProcess) Kill(i int) error  { return p.locked(func() { p.c.Stop(i) }) }
+func (p *inProcess) Start(i int) error { return p.locked(func() { p.c.Restart(i) }) }
+func (p *inProcess) Pause(int) error   { return chaos.ErrUnsupported }
+func (p *inProcess) Resume(int) error  { return chaos.ErrUnsupported }
 func (p *inProcess) Isolate(i int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.c.Isolate(i)
-	return nil
+	return p.locked(func() { p.c.Isolate(i) })
 }
-
-func (p *inProcess) Rejoin(i int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.c.Rejoin(i)
-	return nil
-}
-
-func (p *inProcess) Leader() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.c.Leader()
-}
-
-func (p *inProcess) Join() (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.c.Join("")
+func (p *inProcess) Rejoin(i int) error { return p.locked(func() { p.c.Rejoin(i) }) }
+func (p *inProcess) Leader() (l int)    { p.locked(func() { l = p.c.Leader() }); return l }
+func (p *inProcess) Join() (i int, err error) {
+	p.locked(func() { i, err = p.c.Join("") })
+	return i, err
 }
 
 func (p *inProcess) Drain(i int) error {
-	p.mu.Lock()
-	n := p.c.Node(i)
-	p.mu.Unlock()
+	var n *node.Node
+	p.locked(func() { n = p.c.Node(i) })
 	if n == nil {
 		return fmt.Errorf("drain node %d: it is stopped", i)
 	}

@@ -191,20 +191,12 @@ func (c *Cluster) Vouches(slot uint16, pos int) bool {
 // before and after (Unfilled), keeping those marked already.
 func (c *Cluster) MarkUnfilled(before, after *placement.Map) {
 	if n := (placement.NumSlots*after.Width + 7) / 8; len(c.Unfilled) != n {
-		// A first mark, or (never: a map's width is the widest policy's)
-		// another width: what was marked cannot be told apart.
-		all := c.Unfilled != nil
-		c.Unfilled = make([]byte, n)
-		if all {
-			for i := range c.Unfilled {
-				c.Unfilled[i] = 0xff
-			}
-		}
+		c.Unfilled = make([]byte, n) // a map's width never changes
 	}
 	for slot := range uint16(placement.NumSlots) {
 		was, now := before.Owners(slot), after.Owners(slot)
 		for pos := range now {
-			if before.Width != after.Width || pos >= len(was) || before.Nodes[was[pos]].ID != after.Nodes[now[pos]].ID {
+			if pos >= len(was) || before.Nodes[was[pos]].ID != after.Nodes[now[pos]].ID {
 				bit := int(slot)*after.Width + pos
 				c.Unfilled[bit/8] |= 1 << (bit % 8)
 			}

@@ -851,8 +851,8 @@ var errNewerHeld = errors.New("the index holds a newer version")
 // delete costs no file create. With replace the entry replaces whatever
 // version the index holds (a roll-back puts an older value back); on
 // flatfs a crash between the two steps then leaves an entry that does not
-// match its shard, which reads and scrub report corrupt (see the README's
-// known limits).
+// match its shard, which reads and scrub report corrupt (see docs/limits.md,
+// the flatfs store).
 func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, replace bool) error {
 	indexTx := func(tx *bolt.Tx) error {
 		if replace {
