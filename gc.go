@@ -7,7 +7,6 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 
-	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -37,7 +36,7 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		return fmt.Errorf("collect garbage: %w", err)
 	}
 	v := d.view.Load()
-	if hold := gcHold(v.c); hold != "" {
+	if hold := membership.GCHold(v.c); hold != "" {
 		log.Infow("collect garbage: tombstones are kept", "because", hold)
 		return nil
 	}
@@ -120,32 +119,4 @@ func purgeable(top wire.ListEntry, es []wire.ListEntry, from []int, owners []uin
 // cluster description this front end holds ("" when nothing in it holds
 // garbage collection back; a node that does not answer the listing also
 // does, which only a run finds out). dsclient status prints it.
-func (d *Datastore) GCHold() string { return gcHold(d.view.Load().c) }
-
-func gcHold(c *config.Cluster) string {
-	if c.Target != nil {
-		return fmt.Sprintf("a rebalance to map epoch %d is under way", c.Target.Epoch)
-	}
-	if m, ok := memberOutsideMap(c); ok {
-		s := fmt.Sprintf("member %s is %s, outside the map, and may hold old shards", m.ID, m.State)
-		if m.State == membership.Out {
-			s += " (dsclient node remove it if it is gone for good)"
-		}
-		return s
-	}
-	return ""
-}
-
-// memberOutsideMap returns a member that is not removed and not in c's
-// map: it may hold shards that no listing of the map's nodes shows.
-func memberOutsideMap(c *config.Cluster) (config.Member, bool) {
-	for _, m := range c.Members {
-		if m.State == membership.Removed {
-			continue
-		}
-		if _, in := c.Map.NodeIndex(m.ID); !in {
-			return m, true
-		}
-	}
-	return config.Member{}, false
-}
+func (d *Datastore) GCHold() string { return membership.GCHold(d.view.Load().c) }

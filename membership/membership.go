@@ -618,3 +618,39 @@ func Voters(c *config.Cluster, current []string) []string {
 	}
 	return out
 }
+
+// GCHold says why tombstones must be kept now, from description c, or ""
+// when nothing in it holds garbage collection back. While a rebalance is
+// under way the new owners of a slot may hold an older copy that only the
+// tombstone hides; a member outside the map (out, joining or draining) may
+// hold old shards no listing of the map's nodes shows. Front ends check it
+// before they collect garbage, and nodes before they purge, so a front end
+// whose description lags the cluster's purges nothing where a node knows
+// better.
+func GCHold(c *config.Cluster) string {
+	if c.Target != nil {
+		return fmt.Sprintf("a rebalance to map epoch %d is under way", c.Target.Epoch)
+	}
+	if m, ok := memberOutsideMap(c); ok {
+		s := fmt.Sprintf("member %s is %s, outside the map, and may hold old shards", m.ID, m.State)
+		if m.State == Out {
+			s += " (dsclient node remove it if it is gone for good)"
+		}
+		return s
+	}
+	return ""
+}
+
+// memberOutsideMap returns a member that is not removed and not in c's
+// map: it may hold shards that no listing of the map's nodes shows.
+func memberOutsideMap(c *config.Cluster) (config.Member, bool) {
+	for _, m := range c.Members {
+		if m.State == Removed {
+			continue
+		}
+		if _, in := c.Map.NodeIndex(m.ID); !in {
+			return m, true
+		}
+	}
+	return config.Member{}, false
+}

@@ -443,7 +443,13 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		return n.status(ctx)
 	case wire.OpPurge:
 		rs := make([]wire.BatchResult, len(req.Purge))
+		hold := membership.GCHold(c)
 		for i, le := range req.Purge {
+			if hold != "" {
+				// The front end's description lags this node's.
+				rs[i].Status, rs[i].Message = wire.StatusUnavailable, "tombstone kept: "+hold
+				continue
+			}
 			rs[i].Status, rs[i].Message = n.purge(ctx, le)
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
