@@ -18,6 +18,7 @@ import (
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
+	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
@@ -447,9 +448,12 @@ func TestGCWaitsForRebalance(t *testing.T) {
 		t.Fatalf("during the rebalance: %d tombstones after a purge from a lagging front end, %d before; want none purged", got, before)
 	}
 	waitFor(t, 60*time.Second, "the rebalance committed and settled", func() (bool, string) {
-		_, in := c.Current().Map.NodeIndex(c.Node(n8).ID().String())
+		in, where := onEveryNode(c, func(cur *config.Cluster) bool {
+			_, in := cur.Map.NodeIndex(c.Node(n8).ID().String())
+			return in && cur.Target == nil
+		})
 		ok, desc := settled(c)
-		return in && ok, desc
+		return in && ok, where + desc
 	})
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
@@ -568,7 +572,10 @@ func TestGCWaitsForOutMember(t *testing.T) {
 
 	c.Restart(victim)
 	waitFor(t, 60*time.Second, "victim back in the map and repair settled", func() (bool, string) {
-		_, in := c.Current().Map.NodeIndex(id)
+		in, _ := onEveryNode(c, func(cur *config.Cluster) bool {
+			_, in := cur.Map.NodeIndex(id)
+			return in && cur.Target == nil
+		})
 		ok, desc := settled(c)
 		return in && ok, fmt.Sprintf("victim %s in map %v; %s", memberState(c, victim), in, desc)
 	})
@@ -618,8 +625,10 @@ func TestRemoveOutMember(t *testing.T) {
 		t.Fatalf("remove the out member: %v", err)
 	}
 	waitFor(t, 10*time.Second, "victim removed", func() (bool, string) {
-		m, _ := c.Current().Member(id)
-		return m.State == membership.Removed, m.State
+		return onEveryNode(c, func(cur *config.Cluster) bool {
+			m, _ := cur.Member(id)
+			return m.State == membership.Removed
+		})
 	})
 	if err := d.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
@@ -639,7 +648,20 @@ func deleteAll(t *testing.T, d *dscluster.Datastore, keys []ds.Key) {
 	}
 }
 
-// clusterTombstones sums the tombstones the running nodes hold.
+// onEveryNode reports whether cond holds for the description of every
+// running node, and if not, which node it fails on. Garbage collection
+// purges only where the node's own description holds nothing back
+// (membership.GCHold), so tests wait for every node, not only the one a
+// front end asks.
+func onEveryNode(c *clustertest.Cluster, cond func(*config.Cluster) bool) (bool, string) {
+	for i := range c.Len() {
+		if n := c.Node(i); n != nil && !cond(n.Cluster()) {
+			return false, fmt.Sprintf("not yet on node %d; ", i)
+		}
+	}
+	return true, ""
+}
+
 // purgeAsStale sends, from the last node added (it owns nothing before
 // the rebalance commits), every owner of key a purge of the tombstone it lists
 // for key, as a front end that does not know of a rebalance would, and
@@ -672,6 +694,7 @@ func purgeAsStale(t *testing.T, c *clustertest.Cluster, key string) int {
 	return asked
 }
 
+// clusterTombstones sums the tombstones the running nodes hold.
 func clusterTombstones(t *testing.T, c *clustertest.Cluster) int {
 	t.Helper()
 	n := 0
