@@ -14,7 +14,7 @@ var (
 	ErrUnavailable = errors.New("dscluster: value unavailable")
 	// ErrQuorum is wrapped by *QuorumError: a write did not reach its
 	// quorum. It is also wrapped when other writers kept writing newer
-	// versions of the key through every attempt (writeOrdered).
+	// versions of the key through every attempt (writeAll).
 	ErrQuorum = errors.New("dscluster: write quorum not reached")
 	// ErrValueTooLarge is returned by Put for values over MaxValueSize.
 	ErrValueTooLarge = errors.New("dscluster: value too large")

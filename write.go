@@ -1,0 +1,476 @@
+package dscluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// Sizing of a write round: each node gets its shards in requests of at
+// most batchRequestBytes (and wire.MaxBatch shards), so memory stays
+// bounded whatever a batch holds; a batch commit writes values of up to
+// batchGroupBytes at a time.
+const (
+	batchGroupBytes   = 32 << 20
+	batchRequestBytes = 8 << 20
+)
+
+// maxOrdered bounds the attempts of a write: rounds in which a node held
+// a newer version, or the map moved under it.
+const maxOrdered = 8
+
+// A write is one value (or tombstone) on its way to the positions of its
+// key. Put and Delete write one, a batch commit many; all go through
+// writeAll.
+type write struct {
+	op, key string
+	// encode makes the shards of an attempt of version ver by v's policy.
+	encode func(v *view, ver coding.Version) ([]*coding.Shard, error)
+	err    error // the outcome once writeAll returns
+}
+
+// attempt is one round's shards of a write and their answers. Answers
+// that arrive after the round ended still land in its tally (under the
+// round's lock), for the previous shards they report kept.
+type attempt struct {
+	w      *write
+	shards []*coding.Shard
+	t      tally
+}
+
+type nodeShard struct {
+	a     *attempt
+	shard *coding.Shard
+}
+
+// writeAll writes ws and sets each one's err. A round sends every write's
+// shards, every node its own in batch requests, all nodes in parallel;
+// the writes a node answered with a newer version, or that failed while
+// the map moved, go again in the next round with a new version, after a
+// random pause of up to a millisecond per round (writers racing on a key
+// take turns), at most maxOrdered rounds.
+func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
+	for round := 1; len(ws) > 0; round++ {
+		v := d.view.Load()
+		atts := make([]*attempt, 0, len(ws))
+		for _, w := range ws {
+			shards, err := w.encode(v, d.clock.Next())
+			if err != nil {
+				w.err = fmt.Errorf("%s %s: %w", w.op, w.key, err)
+				continue
+			}
+			quorum := v.c.Quorum(shards[0].Header.Policy)
+			atts = append(atts, &attempt{w: w, shards: shards, t: newTally(&shards[0].Header, len(shards), quorum)})
+		}
+		again := d.writeRound(ctx, v, atts)
+		if len(again) == 0 || round == maxOrdered {
+			return
+		}
+		if round > 1 {
+			t := time.NewTimer(rand.N(time.Duration(round) * time.Millisecond))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				for _, w := range again {
+					w.err = fmt.Errorf("%s %s: %w", w.op, w.key, ctx.Err())
+				}
+				return
+			case <-t.C:
+			}
+		}
+		ws = again
+	}
+}
+
+// writeRound sends the shards of atts and waits for every answer (each
+// bounded by the request timeout), or, once every write has its quorum,
+// for HedgeAfter more, or not at all when the nodes still to answer are
+// marked slow: a node that hangs does not hold the writes, its shards
+// are still sent, and repair restores them if they never land. It sets
+// each write's err, takes back what failed (undo), tells the nodes that
+// kept previous shards of acknowledged writes to drop them, and returns
+// the writes to write again. The shards are released once every request
+// is done with them.
+func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (again []*write) {
+	perNode := make(map[int][]nodeShard)
+	for _, a := range atts {
+		owners := v.owners(a.w.key)
+		for i, sh := range a.shards {
+			n := int(owners[i])
+			perNode[n] = append(perNode[n], nodeShard{a: a, shard: sh})
+		}
+	}
+	sendCtx, keep, sent := outliving(ctx)
+	defer keep()
+	var (
+		mu      sync.Mutex // guards the tallies
+		wg      sync.WaitGroup
+		done    = make(chan int, len(perNode)) // a node whose requests all ended
+		pending = map[int]bool{}
+	)
+	send := func(n int, items []nodeShard) {
+		pending[n] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for len(items) > 0 {
+				chunk := takeChunk(items)
+				items = items[len(chunk):]
+				res, err := d.batchPut(sendCtx, v, n, chunk)
+				mu.Lock()
+				for i, it := range chunk {
+					ne := NodeError{Node: v.nodeName(n), Err: err}
+					var held coding.Version
+					if err == nil {
+						if res[i].Status != wire.StatusOK {
+							ne.Err = statusErr(res[i].Status, res[i].Message)
+						} else if hlc, w, ok := wire.ParseSuperseded(res[i].Message); ok {
+							held = coding.Version{HLC: hlc, Writer: w}
+						}
+					}
+					it.a.t.answer(ne, v.peers[n], held, ne.Err == nil && res[i].Message == wire.PrevKept)
+				}
+				mu.Unlock()
+			}
+			done <- n
+		}()
+	}
+	// A slow node with a full backlog is not sent its shards while every
+	// write can make its quorum on the others: when most nodes are slow (an
+	// overloaded cluster) writes go everywhere, and when other nodes fail,
+	// the shards held back are sent after all.
+	unsent := d.slowBacklogged(v, perNode)
+	for n, items := range perNode {
+		if unsent[n] {
+			for _, it := range items {
+				it.a.t.heldBack++
+			}
+			continue
+		}
+		send(n, items)
+	}
+	every := func(f func(t *tally) bool) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range atts {
+			if !f(&a.t) {
+				return false
+			}
+		}
+		return true
+	}
+	onlySlowLeft := func() bool {
+		for n := range pending {
+			if !d.client.Slow(v.peers[n]) {
+				return false
+			}
+		}
+		return true
+	}
+	var hedge <-chan time.Time
+wait:
+	for len(pending) > 0 {
+		select {
+		case n := <-done:
+			delete(pending, n)
+		case <-hedge:
+			break wait
+		}
+		switch {
+		case len(unsent) > 0 && !every(func(t *tally) bool { return !t.needsHeldBack() }):
+			for n := range unsent {
+				for _, it := range perNode[n] {
+					it.a.t.heldBack--
+				}
+				send(n, perNode[n])
+			}
+			clear(unsent)
+		case len(pending) > 0 && every((*tally).quorate):
+			if onlySlowLeft() {
+				break wait
+			}
+			if hedge == nil {
+				t := time.NewTimer(d.opts.HedgeAfter)
+				defer t.Stop()
+				hedge = t.C
+			}
+		}
+	}
+	sending := map[*attempt]int{} // shards still on their way, by write
+	for n := range pending {
+		for _, it := range perNode[n] {
+			sending[it.a]++
+		}
+	}
+	mu.Lock()
+	for n := range unsent {
+		for _, it := range perNode[n] {
+			it.a.t.answer(NodeError{Node: v.nodeName(n), Err: errSlow}, "", coding.Version{}, false)
+		}
+	}
+	moved := d.view.Load() != v
+	undo := undos{}
+	dropped := map[*attempt]int{} // acknowledged writes: how many of kept were told
+	for _, a := range atts {
+		t, w := &a.t, a.w
+		if !t.newer.IsZero() {
+			d.clock.Observe(t.newer)
+		}
+		vd := t.verdict(moved)
+		if t.undo(vd) {
+			// Before its error returns, and before a next attempt: that
+			// one keeps this version's shard as the previous one.
+			undo.add(w.key, t.ver, t.kept)
+		}
+		quorumErr := &QuorumError{Op: w.op, Key: w.key, Stored: t.stored, Quorum: t.quorum, Failed: slices.Clone(t.failed)}
+		switch {
+		case vd == failed:
+			w.err = quorumErr
+		case vd == writeAgain && t.quorate():
+			again = append(again, w)
+			w.err = fmt.Errorf("%s %s: %w: a node held a newer version after each of %d attempts (other writers keep writing the key); retry",
+				w.op, w.key, ErrQuorum, maxOrdered)
+		case vd == writeAgain:
+			again = append(again, w)
+			w.err = quorumErr
+		default:
+			w.err = nil
+			if len(t.failed) > 0 || sending[a] > 0 {
+				d.degraded.report(w.op, w.key, t.stored, t.width, sending[a], t.failed)
+			}
+			d.dropPrevs(w.key, t.ver, t.kept)
+			d.supersede(v, w.key, t.ver, t.width, t.kept)
+			dropped[a] = len(t.kept)
+		}
+	}
+	mu.Unlock()
+	d.undo(ctx, undo)
+	release := func() {
+		for _, a := range atts {
+			coding.Release(a.shards)
+		}
+	}
+	if len(pending) == 0 {
+		sent()
+		release()
+		return again
+	}
+	// Answers still on their way may say a node kept a previous shard:
+	// for acknowledged writes it goes once they arrive.
+	go func() {
+		wg.Wait()
+		sent()
+		release()
+		mu.Lock()
+		defer mu.Unlock()
+		for a, n := range dropped {
+			d.dropPrevs(a.w.key, a.t.ver, a.t.kept[n:])
+		}
+	}()
+	return again
+}
+
+// maxSlowInFlight bounds the writes left waiting on a node marked slow:
+// past it, writes do not send it their shard (repair restores those), so a
+// hung node holds at most this many writes' buffers until they time out. A
+// write skips such nodes only when the others can make its quorum.
+const maxSlowInFlight = 64
+
+// backlogged reports whether p is marked slow with maxSlowInFlight
+// requests unanswered: writes hold its shards back when they can.
+func (d *Datastore) backlogged(p peer.ID) bool {
+	return d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight
+}
+
+// errSlow is the error of a shard not sent to a node marked slow that
+// already has maxSlowInFlight requests unanswered.
+var errSlow = errors.New("not sent: the node has left requests unanswered past the hedge and has too many in flight")
+
+// slowBacklogged returns the nodes of perNode that are marked slow with
+// maxSlowInFlight requests in flight, when every write of the round can
+// make its quorum without them (else none).
+func (d *Datastore) slowBacklogged(v *view, perNode map[int][]nodeShard) map[int]bool {
+	out := map[int]bool{}
+	for n := range perNode {
+		if d.backlogged(v.peers[n]) {
+			out[n] = true
+		}
+	}
+	if len(out) == 0 {
+		return out
+	}
+	lost := map[*attempt]int{}
+	for n := range out {
+		for _, it := range perNode[n] {
+			lost[it.a]++
+		}
+	}
+	for a, l := range lost {
+		if a.t.width-l < a.t.quorum {
+			return map[int]bool{}
+		}
+	}
+	return out
+}
+
+// takeChunk returns the leading items that fit one batch request.
+func takeChunk(items []nodeShard) []nodeShard {
+	size := 0
+	for i, it := range items {
+		size += it.shard.Size()
+		if i > 0 && (size > batchRequestBytes || i >= wire.MaxBatch) {
+			return items[:i]
+		}
+	}
+	return items
+}
+
+// batchPut sends shards to node n in one request and returns one result per
+// shard. The shards are encoded into the request frame, but for the last
+// one's data, which goes out from where the encoder put it: a lone write's
+// shard is not copied.
+func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeShard) ([]wire.BatchResult, error) {
+	if v.down[n] {
+		return nil, errDown
+	}
+	size := 16
+	for _, it := range items {
+		size += 4 + it.shard.Size()
+	}
+	last := items[len(items)-1].shard
+	body := wire.NewBody(make([]byte, 0, size-len(last.Data)), wire.OpBatchPut).U64(v.c.Map.Epoch).U32(uint32(len(items))).Bytes()
+	for _, it := range items {
+		body = binary.BigEndian.AppendUint32(body, uint32(it.shard.Size()))
+		if it.shard == last {
+			body = last.Header.AppendBinary(body)
+		} else {
+			body = it.shard.AppendBinary(body)
+		}
+	}
+	resp, err := d.client.DoBody(ctx, v.peers[n], wire.OpBatchPut, body, last.Data)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status == wire.StatusStaleEpoch {
+		// These shards fail here; writeRound writes those that miss their
+		// quorum again by the new map.
+		if err := d.refreshFrom(ctx, v.peers[n]); err != nil {
+			return nil, err
+		}
+	}
+	if resp.Status != wire.StatusOK {
+		return nil, statusError(resp)
+	}
+	res, err := wire.DecodeBatchPayload(resp.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != len(items) {
+		return nil, fmt.Errorf("batch put: %d results for %d shards", len(res), len(items))
+	}
+	return res, nil
+}
+
+// supersede tells the nodes past the positions of an acknowledged version
+// of width positions (the replicas of a small value) to drop older shards
+// of key (OpSupersede): a small value written over a large one leaves the
+// large one's shards there, whole enough to read while the replicas are
+// out of reach. Only overwrites need it, which the nodes that kept a
+// previous shard show; in the background, as dropPrevs. A node that misses
+// it keeps those shards until repair drops them.
+func (d *Datastore) supersede(v *view, key string, ver coding.Version, width int, kept []peer.ID) {
+	owners := v.owners(key)
+	if len(kept) == 0 || width >= len(owners) {
+		return
+	}
+	req := &wire.Request{Op: wire.OpSupersede, Drop: []wire.ShardRef{{Key: key, Pos: uint8(width), HLC: ver.HLC, Writer: ver.Writer}}}
+	for _, n := range owners[width:] {
+		if v.down[n] {
+			continue
+		}
+		p := v.peers[n]
+		d.background(func(ctx context.Context) {
+			if _, err := d.client.Do(ctx, p, req); err != nil {
+				log.Debugw("drop older shards past a narrower version", "key", key, "node", p.String(), "err", err)
+			}
+		})
+	}
+}
+
+// dropPrevs tells the nodes that kept the previous value's shard of key
+// while storing version ver that ver is acknowledged, so they drop it (in
+// the background: the write has returned). A node that misses it keeps the
+// shard until the key's next write or delete.
+func (d *Datastore) dropPrevs(key string, ver coding.Version, nodes []peer.ID) {
+	if len(nodes) == 0 {
+		return
+	}
+	req := &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
+	for _, p := range nodes {
+		d.background(func(ctx context.Context) {
+			if _, err := d.client.Do(ctx, p, req); err != nil {
+				log.Debugw("drop a previous shard", "key", key, "node", p.String(), "err", err)
+			}
+		})
+	}
+}
+
+// undoChunk bounds the keys of one undo request: a node restores them one
+// at a time, each a durable write, within one request timeout.
+const undoChunk = 256
+
+// undos lists, per node, the failed writes (key and version) for which it
+// kept the shard of the value the write replaced.
+type undos map[peer.ID][]wire.ShardRef
+
+func (u undos) add(key string, ver coding.Version, nodes []peer.ID) {
+	for _, p := range nodes {
+		u[p] = append(u[p], wire.ShardRef{Key: key, HLC: ver.HLC, Writer: ver.Writer})
+	}
+}
+
+// undo takes back the attempts tally.undo names: each node that kept the
+// shard such a write replaced puts it back as its current one (OpUndo),
+// so the key is as it was before. A failed overwrite left alone holds the
+// older value only in previous shards, one write deep: a second failed
+// overwrite of the same positions (a client retrying while nodes are
+// down) used to lose it. Undo is best effort: a node that misses it keeps
+// the failed version, which readers skip while it is too scarce to read
+// and repair rolls back. Each request waits at most a request timeout
+// (not the caller's context, which may be what failed the write), and
+// carries at most undoChunk keys. Nodes that stored the write without
+// keeping a shard have nothing to put back and are not asked.
+func (d *Datastore) undo(ctx context.Context, u undos) {
+	if d.opts.KeepFailedWrites || len(u) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for p, refs := range u {
+		wg.Go(func() {
+			for len(refs) > 0 {
+				chunk := refs[:min(len(refs), undoChunk)]
+				refs = refs[len(chunk):]
+				resp, err := d.client.Do(ctx, p, &wire.Request{Op: wire.OpUndo, Drop: chunk})
+				if err == nil && resp.Status != wire.StatusOK {
+					err = statusError(resp)
+				}
+				if err != nil {
+					log.Infow("undo a failed write: the node keeps it for repair", "node", p.String(), "keys", len(chunk), "first", chunk[0].Key, "err", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
