@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -399,17 +401,20 @@ func (c *Cluster) Close() {
 	}
 }
 
-// ShardFile returns the path of key's shard file on node i (flatfs store).
+// ShardFile returns the path of the file of key's newest shard on node i
+// (flatfs store): each version has a file of its own, named after it, so
+// the newest sorts last.
 func (c *Cluster) ShardFile(i int, key string) (string, error) {
-	name := node.ShardKey(key).String()[1:] + ".data"
-	matches, err := filepath.Glob(filepath.Join(c.Dirs[i], "shards", "*", name))
+	matches, err := filepath.Glob(filepath.Join(c.Dirs[i], "shards", "*", node.ShardNamePrefix(key)+"*.data"))
 	if err != nil {
 		return "", err
 	}
-	if len(matches) != 1 {
+	if len(matches) == 0 {
 		return "", fmt.Errorf("node %d: shard file of %q: %w", i, key, os.ErrNotExist)
 	}
-	return matches[0], nil
+	// flatfs puts the versions in directories of their own: by file name.
+	slices.SortFunc(matches, func(a, b string) int { return strings.Compare(filepath.Base(a), filepath.Base(b)) })
+	return matches[len(matches)-1], nil
 }
 
 // CorruptShard flips the last byte of the shard file of key on node i (a

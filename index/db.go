@@ -30,7 +30,9 @@ var (
 )
 
 const (
-	schemaVersion = 1
+	// schemaVersion 2: entries of format 2 (Entry.Prev, shards named by
+	// version). An index of schema 1 is refused with ErrOldFormat.
+	schemaVersion = 2
 
 	defaultMaxBatchSize  = 64
 	defaultMaxBatchDelay = 2 * time.Millisecond
@@ -138,6 +140,8 @@ func (db *DB) init(o Options) error {
 			if err := meta.Put(metaSchema, []byte{schemaVersion}); err != nil {
 				return err
 			}
+		case len(v) == 1 && v[0] == 1:
+			return ErrOldFormat
 		case len(v) != 1 || v[0] != schemaVersion:
 			return fmt.Errorf("unknown index schema %x", v)
 		}
@@ -221,6 +225,16 @@ func (db *DB) PutMany(es []Entry) error {
 	})
 	if err != nil {
 		return db.wrap("put", err)
+	}
+	return nil
+}
+
+// Update runs fn in a durable write transaction of the index's database,
+// group-committed like Put: for a change of several entries (PutTx,
+// ReplaceTx, DeleteTx) that must land together. fn may run more than once.
+func (db *DB) Update(fn func(*bolt.Tx) error) error {
+	if err := db.update(fn); err != nil {
+		return db.wrap("update", err)
 	}
 	return nil
 }
@@ -378,62 +392,79 @@ func (db *DB) delete(key string, onlyCorrupt bool) (bool, error) {
 	if len(key) == 0 || len(key) > MaxKeyLen {
 		return false, nil // Put never stores such a key
 	}
-	k := []byte(key)
 	deleted := false
 	err := db.update(func(tx *bolt.Tx) error {
-		deleted = false // update may run this more than once
-		entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
-		old := entries.Get(k)
-		if old == nil {
-			return nil
-		}
-		prev, err := decodeEntry(key, old)
-		if err == nil && onlyCorrupt {
-			return nil
-		}
-		st, serr := db.readStats(tx)
-		if serr != nil {
-			return serr
-		}
-		if err != nil {
-			// The slot is unknown: look in every slot. This is slow
-			// (65536 lookups) but only happens when repairing corruption.
-			for s := 0; s <= math.MaxUint16; s++ {
-				sk := bySlotKey(uint16(s), k)
-				if bySlot.Get(sk) != nil {
-					if err := bySlot.Delete(sk); err != nil {
-						return err
-					}
-				}
-			}
-			if st.Keys > 0 {
-				st.Keys--
-			}
-			// Its group is unknown too: count every entry again.
-			tx.OnCommit(func() {
-				if err := db.loadSums(); err != nil {
-					db.sums.mu.Lock()
-					db.sums.err = err // Sums fails until the next load
-					db.sums.mu.Unlock()
-				}
-			})
-		} else {
-			if err := bySlot.Delete(bySlotKey(prev.Slot, k)); err != nil {
-				return err
-			}
-			st.remove(prev)
-			db.sums.change(tx, &prev, nil)
-		}
-		if err := entries.Delete(k); err != nil {
-			return err
-		}
-		deleted = true
-		return db.writeStats(tx, st)
+		var err error
+		deleted, err = db.deleteTx(tx, key, onlyCorrupt) // update may run this more than once
+		return err
 	})
 	if err != nil {
 		return false, db.wrap("delete", err)
 	}
 	return deleted, nil
+}
+
+// DeleteTx is Delete inside tx, a write transaction on the database the
+// index was opened in with OpenIn: the entry is gone when tx commits.
+func (db *DB) DeleteTx(tx *bolt.Tx, key string) error {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return nil // Put never stores such a key
+	}
+	if _, err := db.deleteTx(tx, key, false); err != nil {
+		return db.wrap("delete", err)
+	}
+	return nil
+}
+
+// deleteTx is delete inside tx.
+func (db *DB) deleteTx(tx *bolt.Tx, key string, onlyCorrupt bool) (bool, error) {
+	k := []byte(key)
+	entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
+	old := entries.Get(k)
+	if old == nil {
+		return false, nil
+	}
+	prev, err := decodeEntry(key, old)
+	if err == nil && onlyCorrupt {
+		return false, nil
+	}
+	st, serr := db.readStats(tx)
+	if serr != nil {
+		return false, serr
+	}
+	if err != nil {
+		// The slot is unknown: look in every slot. This is slow
+		// (65536 lookups) but only happens when repairing corruption.
+		for s := 0; s <= math.MaxUint16; s++ {
+			sk := bySlotKey(uint16(s), k)
+			if bySlot.Get(sk) != nil {
+				if err := bySlot.Delete(sk); err != nil {
+					return false, err
+				}
+			}
+		}
+		if st.Keys > 0 {
+			st.Keys--
+		}
+		// Its group is unknown too: count every entry again.
+		tx.OnCommit(func() {
+			if err := db.loadSums(); err != nil {
+				db.sums.mu.Lock()
+				db.sums.err = err // Sums fails until the next load
+				db.sums.mu.Unlock()
+			}
+		})
+	} else {
+		if err := bySlot.Delete(bySlotKey(prev.Slot, k)); err != nil {
+			return false, err
+		}
+		st.remove(prev)
+		db.sums.change(tx, &prev, nil)
+	}
+	if err := entries.Delete(k); err != nil {
+		return false, err
+	}
+	return true, db.writeStats(tx, st)
 }
 
 // ListPrefix returns up to limit entries (all if limit <= 0) whose keys

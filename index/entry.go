@@ -21,6 +21,11 @@ var (
 	// ErrInvalidKey is returned by Put for an empty key or one longer than
 	// MaxKeyLen. Nothing was written; retrying the same call cannot succeed.
 	ErrInvalidKey = errors.New("index: invalid key")
+	// ErrOldFormat is returned by Open for an index an older version of
+	// go-ds-cluster wrote (schema 1: one shard per key, the previous one
+	// under a name of its own). Its shards are not where this version
+	// looks for them; nothing is converted.
+	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1); this version keeps shards by version (schema 2) and does not convert: move the node's folder aside and let repair refill the node")
 )
 
 // CorruptError reports a stored entry value that does not decode.
@@ -47,6 +52,9 @@ type Version struct {
 	Writer uint64 // id of the writer, breaks HLC ties
 }
 
+// IsZero reports whether v is the zero version: no version.
+func (v Version) IsZero() bool { return v == Version{} }
+
 // Less reports whether v is older than o.
 func (v Version) Less(o Version) bool {
 	if v.HLC != o.HLC {
@@ -68,11 +76,18 @@ type Entry struct {
 	ShardLen  uint32 // bytes of shard data on disk
 	ShardSum  uint64
 	Version   Version
+	// Prev is the older version of Key whose shard the node keeps beside
+	// this one (zero: none): the value an overwrite replaced, kept until
+	// the overwrite is acknowledged, so a failed one can be undone. Each
+	// version's shard has a name of its own (the node's shardName), so
+	// keeping, restoring or dropping it moves no bytes. A tombstone keeps
+	// none.
+	Prev Version
 }
 
-// Entry value format, version 1 (all fixed-width integers big-endian):
+// Entry value format, version 2 (all fixed-width integers big-endian):
 //
-//	[0]      format version (1)
+//	[0]      format version (2)
 //	[1]      flags: bit 0 tombstone; other bits must be zero
 //	[2:4]    slot
 //	[4]      shard index
@@ -84,15 +99,22 @@ type Entry struct {
 //	[8]      shard checksum
 //	[8]      version HLC
 //	[8]      version writer
+//	[8]      previous version HLC (0: none)
+//	[8]      previous version writer
 //	[4]      crc32c of the key followed by all preceding bytes of the value
 //
 // The key is not repeated in the value (it is the bbolt key) but is covered
 // by the checksum, so a value found under the wrong key does not decode.
+//
+// Version 1 had no previous version: nodes kept the previous shard under
+// a name of its own, and every shard under its key's name alone. Such an
+// entry does not decode (ErrOldFormat).
 const (
-	formatV1      = 1
+	formatV2      = 2
 	flagTombstone = 1 << 0
-	minEncodedLen = 8 + 1 + 1 + 8 + 8 + 8 + 4
-	maxEncodedLen = 8 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + 8 + 8 + 8 + 4
+	fixedTail     = 8 + 8 + 8 + 8 + 8 + 4 // shard sum, version, previous version, checksum
+	minEncodedLen = 8 + 1 + 1 + fixedTail
+	maxEncodedLen = 8 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + fixedTail
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -102,11 +124,11 @@ func entryChecksum(key string, body []byte) uint32 {
 	return crc32.Update(c, castagnoli, body)
 }
 
-// encodeEntry returns the format-1 value of e. e.Key is covered by the
+// encodeEntry returns the format-2 value of e. e.Key is covered by the
 // checksum but not stored.
 func encodeEntry(e Entry) []byte {
 	b := make([]byte, 8, maxEncodedLen)
-	b[0] = formatV1
+	b[0] = formatV2
 	if e.Tombstone {
 		b[1] = flagTombstone
 	}
@@ -117,6 +139,8 @@ func encodeEntry(e Entry) []byte {
 	b = binary.BigEndian.AppendUint64(b, e.ShardSum)
 	b = binary.BigEndian.AppendUint64(b, e.Version.HLC)
 	b = binary.BigEndian.AppendUint64(b, e.Version.Writer)
+	b = binary.BigEndian.AppendUint64(b, e.Prev.HLC)
+	b = binary.BigEndian.AppendUint64(b, e.Prev.Writer)
 	return binary.BigEndian.AppendUint32(b, entryChecksum(e.Key, b))
 }
 
@@ -130,7 +154,7 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 	if len(b) == 0 {
 		return bad("empty value")
 	}
-	if b[0] != formatV1 {
+	if b[0] != formatV2 {
 		return bad("unknown format version %d", b[0])
 	}
 	if len(b) < minEncodedLen {
@@ -162,15 +186,17 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 		return bad("shard length %d overflows uint32", shardLen)
 	}
 	p += n
-	if len(b)-p != 8+8+8+4 {
-		return bad("value is %d bytes, want %d", len(b), p+8+8+8+4)
+	if len(b)-p != fixedTail {
+		return bad("value is %d bytes, want %d", len(b), p+fixedTail)
 	}
 	e.ValueLen = valueLen
 	e.ShardLen = uint32(shardLen)
 	e.ShardSum = binary.BigEndian.Uint64(b[p:])
 	e.Version.HLC = binary.BigEndian.Uint64(b[p+8:])
 	e.Version.Writer = binary.BigEndian.Uint64(b[p+16:])
-	p += 24
+	e.Prev.HLC = binary.BigEndian.Uint64(b[p+24:])
+	e.Prev.Writer = binary.BigEndian.Uint64(b[p+32:])
+	p += 40
 	if got, want := binary.BigEndian.Uint32(b[p:]), entryChecksum(key, b[:p]); got != want {
 		return bad("checksum %#08x, want %#08x", got, want)
 	}

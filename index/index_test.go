@@ -733,13 +733,15 @@ func TestCorruptEntry(t *testing.T) {
 	checkConsistent(t, db)
 }
 
-// TestEncodingGolden pins format 1: changing it needs a new format version.
+// TestEncodingGolden pins format 2: changing it needs a new format version.
 func TestEncodingGolden(t *testing.T) {
 	e := Entry{Key: "/k", Slot: 0x0102, Index: 3, Kind: 1, K: 4, M: 2, Tombstone: true,
 		ValueLen: 300, ShardLen: 75, ShardSum: 0x1112131415161718,
-		Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738}}
+		Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738},
+		Prev:    Version{HLC: 0x4142434445464748, Writer: 0x5152535455565758}}
 	got := fmt.Sprintf("%x", encodeEntry(e))
-	const want = "0101010203010402ac024b" + "1112131415161718" + "2122232425262728" + "3132333435363738" + "43e64a72" // crc32c("/k" + preceding bytes)
+	const want = "0201010203010402ac024b" + "1112131415161718" + "2122232425262728" + "3132333435363738" +
+		"4142434445464748" + "5152535455565758" + "ae078476" // crc32c("/k" + preceding bytes)
 	if got != want {
 		t.Fatalf("encodeEntry = %s\nwant           %s", got, want)
 	}
@@ -840,5 +842,36 @@ func TestStalePurgeKeepsGoodEntry(t *testing.T) {
 	}
 	if e, err := db.Get(good.Key); err != nil || e.Version.HLC != 2 {
 		t.Fatalf("get after the stale purge: %+v, %v; want version 2", e, err)
+	}
+}
+
+// TestOldFormatRefused: an index an older version wrote (schema 1, entries
+// of format 1) is refused when it opens, with an error that says so, and
+// an entry of format 1 does not decode.
+func TestOldFormatRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	db := openTest(t, path, nil)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(ownBuckets.meta).Put(metaSchema, []byte{1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, nil); !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), "older go-ds-cluster") {
+		t.Fatalf("open a schema 1 index: %v, want ErrOldFormat", err)
+	}
+	v1 := encodeEntry(Entry{Key: "/k", Version: Version{HLC: 1}})
+	v1[0] = 1
+	if _, err := decodeEntry("/k", v1); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format version 1") {
+		t.Fatalf("decode a format 1 entry: %v, want it refused by its format", err)
 	}
 }

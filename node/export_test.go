@@ -2,10 +2,16 @@ package node
 
 import (
 	"context"
+	"errors"
+
+	ds "github.com/ipfs/go-datastore"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
 
+	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -20,39 +26,42 @@ func (n *Node) Vouch(p peer.ID) bool {
 // MayRaft is mayRaft.
 func (n *Node) MayRaft(p peer.ID) bool { return n.mayRaft(p) }
 
-// PrevShard is the previous shard the node keeps of key (keepPrev).
+// PrevShard is the previous shard the node keeps of key (index.Entry.Prev).
 func (n *Node) PrevShard(key string) ([]byte, error) {
-	return n.store.Get(context.Background(), prevShardName(key))
+	raw, _, err := n.readPrev(context.Background(), key)
+	return raw, err
 }
 
 // CurrentShard is the shard the node holds of key now.
 func (n *Node) CurrentShard(key string) ([]byte, error) {
-	return n.store.Get(context.Background(), shardName(key))
+	e, err := n.idx.Get(key)
+	if errors.Is(err, index.ErrNotFound) {
+		return nil, ds.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Version), nil)
+	return raw, err
 }
 
-// SetPrevShard stores raw as key's previous shard, as a writer that died
-// before dropping it would leave it.
+// SetPrevShard stores raw, an older shard of key, as key's previous shard,
+// as a writer that died before dropping it would leave it.
 func (n *Node) SetPrevShard(key string, raw []byte) error {
-	return n.store.Put(context.Background(), prevShardName(key), raw)
-}
-
-// AgePrevShard moves key's previous shard to where nodes kept previous
-// shards before prevShardName (legacyPrevName), as an upgraded node finds it.
-func (n *Node) AgePrevShard(key string) error {
 	ctx := context.Background()
-	raw, err := n.store.Get(ctx, prevShardName(key))
+	sh, err := coding.ParseShard(raw)
 	if err != nil {
 		return err
 	}
-	if err := n.store.Put(ctx, legacyPrevName(key), raw); err != nil {
+	mu := n.lock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	e, err := n.idx.Get(key)
+	if err != nil {
 		return err
 	}
-	return n.store.Delete(ctx, prevShardName(key))
-}
-
-// LegacyPrevShard is what the node holds at key's legacyPrevName.
-func (n *Node) LegacyPrevShard(key string) ([]byte, error) {
-	return n.store.Get(context.Background(), legacyPrevName(key))
+	e.Prev = toIndexVersion(sh.Header.Version)
+	return n.commit(ctx, key, shardName(key, e.Prev), raw, nil, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) })
 }
 
 // DelegateRepair sends a as a repair order to a.To, as the repair leader does.

@@ -27,7 +27,6 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/repair"
 	"github.com/filedrive-team/go-ds-cluster/transport"
-	"github.com/filedrive-team/go-ds-cluster/volume"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -143,7 +142,7 @@ type Node struct {
 	host  host.Host
 	store ds.Datastore
 	idx   *index.DB
-	vol   *volume.Store // the store, when idx lives in its database and commits with it
+	shards shardStore   // store and idx, committed together
 
 	cluster atomic.Pointer[config.Cluster]
 	initial *config.Cluster // the config's cluster with its members: raft's first entry
@@ -218,7 +217,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 			return nil, err
 		}
 	}
-	if n.idx, n.vol, err = openIndex(opts.Dir, n.store, opts.NoSync); err != nil {
+	if n.idx, n.shards, err = openIndex(opts.Dir, n.store, opts.NoSync); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.host = opts.Host
@@ -615,12 +614,13 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 		n.purgeCorrupt()
 		old, err = n.idx.Get(h.Key)
 	}
-	kept := false
+	e := entryOf(sh)
+	var drop []index.Version // shards that go with this change
 	switch {
 	case err == nil:
 		if st, msg, held := heldAnswer(old, h); held {
-			same := st == wire.StatusOK && old.Version == toIndexVersion(h.Version)
-			if keep && same && n.hasPrev(ctx, h.Key) {
+			same := st == wire.StatusOK && old.Version == e.Version
+			if keep && same && !old.Prev.IsZero() {
 				// The writer's put again (a retry after a lost answer):
 				// it must still learn that the node kept the replaced
 				// value's shard, to have it dropped once the write is
@@ -629,28 +629,20 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 			}
 			return st, msg, same
 		}
-		if kept, err = n.keepPrev(ctx, old, h.Tombstone || !keep); err != nil {
-			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err), false
+		drop = append(drop, old.Prev) // one previous version is kept, no more
+		if keep && !old.Tombstone && !h.Tombstone {
+			e.Prev = old.Version
+		} else if !old.Tombstone {
+			drop = append(drop, old.Version)
 		}
 	case errors.Is(err, index.ErrNotFound):
-		// A previous shard is what the current one replaced: one left
-		// without an entry (a purge, a crash mid-remove) must go.
-		if err := n.dropPrevShard(ctx, h.Key); err != nil {
-			return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err), false
-		}
 	default:
 		return wire.StatusInternal, fmt.Sprintf("put %q: index: %v", h.Key, err), false
 	}
-	if err := n.storeShard(ctx, raw, entryOf(sh), false); err != nil {
+	if err := n.storeShard(ctx, raw, e, drop); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("put %q: %v", h.Key, err), false
 	}
-	if h.Tombstone {
-		// The index entry is durable; the old value's shard is garbage now.
-		if err := n.store.Delete(ctx, shardName(h.Key)); err != nil {
-			log.Warnw("delete shard under tombstone", "key", h.Key, "err", err)
-		}
-	}
-	if kept {
+	if !e.Prev.IsZero() {
 		return wire.StatusOK, wire.PrevKept, true
 	}
 	return wire.StatusOK, "", true
@@ -674,92 +666,6 @@ func entryOf(sh *coding.Shard) index.Entry {
 	}
 }
 
-// keepPrev keeps the shard of old, a value that a newer version is about
-// to replace, as the key's previous shard (prevShardName), called under
-// the key's lock. A node holds one current shard per key, so an overwrite
-// that fails after reaching more than m positions would otherwise leave
-// fewer than k shards of either version; with the previous shards a read
-// rebuilds the older value when the newer one provably never reached its
-// quorum (see the front end's olderVersion). A tombstone, new or old,
-// leaves no previous shard: a value older than a delete must never come
-// back, and with none set (a tombstone, or a member's copy) the old one is
-// deleted, or the put fails. Keeping is best effort: a failure to keep is
-// logged and the put goes on without one. It reports whether it kept one;
-// the writer has it dropped once its write is acknowledged (dropPrev), so
-// only failed overwrites leave one.
-func (n *Node) keepPrev(ctx context.Context, old index.Entry, none bool) (bool, error) {
-	if !old.Tombstone && !none {
-		raw, err := n.store.Get(ctx, shardName(old.Key))
-		if err == nil {
-			if err = n.store.Put(ctx, prevShardName(old.Key), raw); err == nil {
-				// A previous shard kept where older nodes kept it is older still.
-				if err := n.dropLegacyPrev(ctx, old.Key); err != nil {
-					log.Warnw("drop an older previous shard", "key", old.Key, "err", err)
-				}
-				return true, nil
-			}
-		}
-		log.Warnw("keep the previous shard of an overwritten key", "key", old.Key, "err", err)
-	}
-	return false, n.dropPrevShard(ctx, old.Key)
-}
-
-// hasPrev reports whether the node keeps a previous shard of key.
-func (n *Node) hasPrev(ctx context.Context, key string) bool {
-	if has, err := n.store.Has(ctx, prevShardName(key)); err == nil && has {
-		return true
-	}
-	_, ok := n.legacyPrev(ctx, key)
-	return ok
-}
-
-// dropPrevShard deletes key's previous shard, if there is one.
-func (n *Node) dropPrevShard(ctx context.Context, key string) error {
-	if err := n.store.Delete(ctx, prevShardName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
-		return fmt.Errorf("delete the previous shard: %w", err)
-	}
-	return n.dropLegacyPrev(ctx, key)
-}
-
-// legacyPrev reads key's previous shard where nodes kept it before
-// prevShardName (legacyPrevName), if what is there is a shard of key and
-// not the shard of the user key that name also belongs to.
-func (n *Node) legacyPrev(ctx context.Context, key string) ([]byte, bool) {
-	raw, err := n.store.Get(ctx, legacyPrevName(key))
-	if err != nil {
-		return nil, false
-	}
-	sh, err := coding.ParseShard(raw)
-	return raw, err == nil && sh.Header.Key == key
-}
-
-// dropLegacyPrev deletes key's previous shard kept at legacyPrevName, and
-// nothing else that may be there. The caller holds key's lock.
-func (n *Node) dropLegacyPrev(ctx context.Context, key string) error {
-	if _, ok := n.legacyPrev(ctx, key); !ok {
-		return nil
-	}
-	// That name is also the shard of the user key legacyPrevKey(key),
-	// written under its own lock: between the check and the delete, a put
-	// of that key would lose its shard. Hold that lock too, or, when
-	// another holds it, leave the old previous shard for a later write
-	// (it is served only while it holds key's shard). TryLock, as two
-	// stripes taken in any order could deadlock.
-	if other := n.lock(legacyPrevKey(key)); other != n.lock(key) {
-		if !other.TryLock() {
-			return nil
-		}
-		defer other.Unlock()
-		if _, ok := n.legacyPrev(ctx, key); !ok {
-			return nil
-		}
-	}
-	if err := n.store.Delete(ctx, legacyPrevName(key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
-		return fmt.Errorf("delete the previous shard: %w", err)
-	}
-	return nil
-}
-
 // dropPrev drops key's previous shard once the version that replaced it
 // (sr's) was acknowledged, if the node still holds that version.
 func (n *Node) dropPrev(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
@@ -770,32 +676,43 @@ func (n *Node) dropPrev(ctx context.Context, sr wire.ShardRef) (wire.Status, str
 	if err != nil || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
 		return wire.StatusOK, "kept: not that version"
 	}
-	if err := n.dropPrevShard(ctx, sr.Key); err != nil {
+	if e.Prev.IsZero() {
+		return wire.StatusOK, ""
+	}
+	prev := e.Prev
+	e.Prev = index.Version{}
+	if err := n.change(ctx, e.Key, []index.Version{prev}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("drop-prev %q: %v", sr.Key, err)
 	}
 	return wire.StatusOK, ""
 }
 
 // errBadPrev marks a previous shard that does not parse or holds another
-// key.
+// key or version than its entry names.
 var errBadPrev = errors.New("bad previous shard")
 
-// readPrev reads and parses key's previous shard: ds.ErrNotFound when the
-// node keeps none, an error wrapping errBadPrev when it is not a shard of
-// key, any other error from the store.
+// readPrev reads and parses key's previous shard (index.Entry.Prev):
+// ds.ErrNotFound when the node keeps none, an error wrapping errBadPrev
+// when it is not that shard, any other error from the index or the store.
 func (n *Node) readPrev(ctx context.Context, key string) ([]byte, *coding.Shard, error) {
-	raw, err := n.store.Get(ctx, prevShardName(key))
-	if errors.Is(err, ds.ErrNotFound) {
-		if legacy, ok := n.legacyPrev(ctx, key); ok {
-			raw, err = legacy, nil
-		}
+	e, err := n.idx.Get(key)
+	switch {
+	case errors.Is(err, index.ErrNotFound) || (err == nil && e.Prev.IsZero()):
+		return nil, nil, ds.ErrNotFound
+	case err != nil:
+		return nil, nil, err
 	}
+	raw, _, err := n.shards.get(ctx, shardName(key, e.Prev), nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	sh, err := coding.ParseShard(raw)
-	if err == nil && sh.Header.Key != key {
+	switch {
+	case err != nil:
+	case sh.Header.Key != key:
 		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
+	case toIndexVersion(sh.Header.Version) != e.Prev:
+		err = fmt.Errorf("shard of version %s, the index names %d.%d", sh.Header.Version, e.Prev.HLC, e.Prev.Writer)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", errBadPrev, err)
@@ -850,20 +767,12 @@ func heldAnswer(old index.Entry, h *coding.Header) (st wire.Status, msg string, 
 // stored because the index holds a newer or equal version.
 var errNewerHeld = errors.New("the index holds a newer version")
 
-// storeShard makes shard raw and its index entry e durable, the shard
-// first: an entry must never point at a shard that is not there. With the
-// index in the volume store both go in one group commit. A tombstone lives
-// in the index alone (its shard is rebuilt from the entry on read), so a
-// delete costs no file create. With replace the entry replaces whatever
-// version the index holds (a roll-back puts an older value back); on
-// flatfs a crash between the two steps then leaves an entry that does not
-// match its shard, which reads and scrub report corrupt (see docs/limits.md,
-// the flatfs store).
-func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, replace bool) error {
+// storeShard makes shard raw and its index entry e durable, and drops the
+// shards of the versions in drop, as one change (see change). A tombstone
+// lives in the index alone (its shard is rebuilt from the entry on read),
+// so a delete stores no shard.
+func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, drop []index.Version) error {
 	indexTx := func(tx *bolt.Tx) error {
-		if replace {
-			return n.idx.ReplaceTx(tx, e)
-		}
 		stored, err := n.idx.PutTx(tx, e)
 		if err == nil && !stored {
 			// The key's lock makes this impossible today; should it
@@ -872,34 +781,31 @@ func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, replac
 		}
 		return err
 	}
-	switch {
-	case e.Tombstone:
-	case n.vol != nil:
-		if err := n.vol.PutWith(ctx, shardName(e.Key), raw, indexTx); err != nil {
-			return fmt.Errorf("shard store: %w", err)
-		}
-		return nil
-	default:
-		if err := n.store.Put(ctx, shardName(e.Key), raw); err != nil {
-			return fmt.Errorf("shard store: %w", err)
-		}
+	if e.Tombstone {
+		raw = nil
 	}
-	var err error
-	if replace {
-		err = n.idx.Replace(e)
-	} else {
-		_, err = n.idx.Put(e)
-	}
-	if err != nil {
-		return fmt.Errorf("index: %w", err)
-	}
-	return nil
+	return n.commit(ctx, e.Key, shardName(e.Key, e.Version), raw, drop, indexTx)
 }
 
-// intoReader is a shard store that reads into a caller's buffer (the
-// volume store).
-type intoReader interface {
-	GetInto(ctx context.Context, key ds.Key, buf []byte) (value, grown []byte, err error)
+// change is commit with no shard to store: index entries change and the
+// shards of the versions in drop go.
+func (n *Node) change(ctx context.Context, key string, drop []index.Version, indexTx func(*bolt.Tx) error) error {
+	return n.commit(ctx, key, ds.Key{}, nil, drop, indexTx)
+}
+
+// commit is the shard store's commit of raw under name, with the shards
+// of key's versions in drop (zero versions are skipped).
+func (n *Node) commit(ctx context.Context, key string, name ds.Key, raw []byte, drop []index.Version, indexTx func(*bolt.Tx) error) error {
+	var names []ds.Key
+	for _, v := range drop {
+		if !v.IsZero() {
+			names = append(names, shardName(key, v))
+		}
+	}
+	if err := n.shards.commit(ctx, name, raw, names, indexTx); err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
+	return nil
 }
 
 // maxScratch keeps the buffers of huge shards from staying with a stream.
@@ -939,15 +845,13 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scrat
 	if e.Tombstone {
 		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(e)}
 	}
-	var raw []byte
-	if ir, ok := n.store.(intoReader); ok && scratch != nil {
-		var grown []byte
-		raw, grown, err = ir.GetInto(ctx, shardName(key), *scratch)
-		if cap(grown) <= maxScratch {
-			*scratch = grown[:0]
-		}
-	} else {
-		raw, err = n.store.Get(ctx, shardName(key))
+	var buf []byte
+	if scratch != nil {
+		buf = *scratch
+	}
+	raw, grown, err := n.shards.get(ctx, shardName(key, e.Version), buf)
+	if scratch != nil && cap(grown) <= maxScratch {
+		*scratch = grown[:0]
 	}
 	if errors.Is(err, ds.ErrNotFound) {
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: shard file missing", key)}

@@ -605,10 +605,12 @@ func (s *failingDeletes) Delete(ctx context.Context, k ds.Key) error {
 	return s.Batching.Delete(ctx, k)
 }
 
-// TestScrubReclaimsShardUnderTombstone: a delete whose store delete fails
-// leaves the value's shard file behind its tombstone (the tombstone is
-// what counts). Scrub deletes it, and only it.
-func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
+// TestFailedShardDeleteLosesNothing: on flatfs a delete commits its
+// tombstone, then deletes the value's shard file. When the file delete
+// fails (a bad directory, a full journal) the tombstone stands: the key
+// reads as deleted, the file stays as dead space that no entry names, and
+// other keys are untouched.
+func TestFailedShardDeleteLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	var st0 atomic.Pointer[failingDeletes]
 	c := clustertest.Start(t, clustertest.Options{OpenStore: wrapNode0(func(fs ds.Batching) ds.Datastore {
@@ -628,16 +630,11 @@ func TestScrubReclaimsShardUnderTombstone(t *testing.T) {
 		t.Fatal(err)
 	}
 	st0.Load().fail.Store(false)
-	path, err := c.ShardFile(0, ds.NewKey(gone).String())
-	if err != nil {
-		t.Fatalf("the shard under the tombstone is not left behind: %v", err)
+	if _, err := c.ShardFile(0, ds.NewKey(gone).String()); err != nil {
+		t.Fatalf("the shard file the failed delete left: %v", err)
 	}
-	st, err := c.Node(0).Scrub(ctx)
-	if err != nil || st.Reclaimed != 1 || st.Corrupt != 0 {
-		t.Fatalf("scrub: %+v, %v; want 1 shard reclaimed, none corrupt", st, err)
-	}
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Fatalf("the shard file under the tombstone is still there: %v", err)
+	if st, err := c.Node(0).Scrub(ctx); err != nil || st.Corrupt != 0 {
+		t.Fatalf("scrub: %+v, %v; want nothing corrupt", st, err)
 	}
 	if got, err := d.Get(ctx, ds.NewKey(kept)); err != nil || len(got) != 300<<10 {
 		t.Fatalf("the other key: %d bytes, %v", len(got), err)
@@ -744,10 +741,11 @@ func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
 
 // TestPrevShardsDoNotBringBackOlderValue: v2 was acknowledged on positions
 // 0-4 but its writer died before dropping the previous shards (v1's), and
-// positions 2 and 3 then lost their v2 shards to scrub, which keeps the
-// previous ones. v1 has shards on all 6 positions (1 current, 5 previous),
-// v2 only 3: the read must say unavailable, never serve v1, because v2 may
-// have reached its quorum (only position 5 provably never held it).
+// positions 2 and 3 then lost their v2 shards to scrub (and their previous
+// ones with them: put back, they would claim those positions never held
+// v2). v1 has 4 shards left (1 current, 3 previous), v2 only 3: the read
+// must say unavailable, never serve v1, because v2 may have reached its
+// quorum (only position 5 provably never held it).
 func TestPrevShardsDoNotBringBackOlderValue(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{})
@@ -780,9 +778,6 @@ func TestPrevShardsDoNotBringBackOlderValue(t *testing.T) {
 		}
 		if st, err := c.Node(o[pos]).Scrub(ctx); err != nil || st.Corrupt != 1 {
 			t.Fatalf("scrub of position %d: %+v, %v", pos, st, err)
-		}
-		if _, err := c.Node(o[pos]).PrevShard(key); err != nil {
-			t.Fatalf("position %d: scrub removed the previous shard with the bad current one: %v", pos, err)
 		}
 	}
 	if got, err := d.Get(ctx, ds.NewKey(key)); !errors.Is(err, dscluster.ErrUnavailable) {
@@ -1594,77 +1589,6 @@ func memberRetrying(ctx context.Context, d *dscluster.Datastore, cmd membership.
 		err = d.Member(ctx, cmd)
 	}
 	return err
-}
-
-// TestPrevShardsApartFromUserKeys: a node kept key K's previous shard
-// under the shard name of the user key K+"\x00prev", so overwriting K
-// replaced that key's shard with K's old one and the drop that follows an
-// acknowledged overwrite deleted it, on every node. Previous shards now
-// have names no user key maps to; those kept where older nodes kept them
-// are still read and dropped, but only when their header names K.
-func TestPrevShardsApartFromUserKeys(t *testing.T) {
-	ctx := context.Background()
-	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
-	d := c.Client(nil)
-	value := func(b byte) []byte { return bytes.Repeat([]byte{b}, 300<<10) }
-
-	k, other := ds.NewKey("/collide"), ds.NewKey("/collide\x00prev")
-	if k.String()+"\x00prev" != other.String() {
-		t.Fatalf("key %q", other.String())
-	}
-	if err := d.Put(ctx, k, value('1')); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Put(ctx, other, value('w')); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Put(ctx, k, value('2')); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range c.Owners(k.String()) {
-		waitPrevGone(t, c.Node(n), k.String(), "after the acknowledged overwrite")
-	}
-	if got, err := d.Get(ctx, other); err != nil || !bytes.Equal(got, value('w')) {
-		t.Fatalf("get %q after overwriting %q: %d bytes, %v; want its own value", other.String(), k.String(), len(got), err)
-	}
-	if err := d.Delete(ctx, k); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := d.Get(ctx, other); err != nil || !bytes.Equal(got, value('w')) {
-		t.Fatalf("get %q after deleting %q: %d bytes, %v; want its own value", other.String(), k.String(), len(got), err)
-	}
-
-	// Previous shards kept where older nodes kept them: a failed overwrite
-	// on positions 0-2 (fewer than k), read back through them, then dropped
-	// by a delete.
-	key := "/legacy/prev"
-	o := c.Owners(key)
-	if err := d.Put(ctx, ds.NewKey(key), value('1')); err != nil {
-		t.Fatal(err)
-	}
-	part := c.Client(&dscluster.Options{Down: o[3:], KeepFailedWrites: true})
-	if err := part.Put(ctx, ds.NewKey(key), value('2')); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("overwrite reaching positions 0-2: %v, want a quorum error", err)
-	}
-	for _, n := range o[:3] {
-		if err := c.Node(n).AgePrevShard(key); err != nil {
-			t.Fatalf("node %d: %v", n, err)
-		}
-	}
-	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, value('1')) {
-		t.Fatalf("get through previous shards kept the old way: %d bytes, %v; want v1", len(got), err)
-	}
-	if err := d.Delete(ctx, ds.NewKey(key)); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range o[:3] {
-		eventually(t, 10*time.Second, "previous shard kept the old way after a delete", func() error {
-			if _, err := c.Node(n).LegacyPrevShard(key); !errors.Is(err, ds.ErrNotFound) {
-				return fmt.Errorf("node %d: %v, want not found", n, err)
-			}
-			return nil
-		})
-	}
 }
 
 // TestShardTooLargeToServeIsRefused: a put whose frame fits in

@@ -9,6 +9,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/peer"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -179,7 +180,7 @@ func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 		}
 		return ""
 	}
-	return n.unlessKept("supersede", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e, true) })
+	return n.unlessKept("supersede", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e) })
 }
 
 // restoreLocked is restorePrev for the entry e it removes, under the key's
@@ -187,12 +188,12 @@ func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 // shard to put back; without, it is removed all the same.
 func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (wire.Status, string) {
 	key := e.Key
-	raw, prev, err := n.readPrev(ctx, key)
+	_, prev, err := n.readPrev(ctx, key)
 	switch {
 	case errors.Is(err, ds.ErrNotFound) && orKeep:
 		return wire.StatusOK, "kept: no previous shard"
 	case errors.Is(err, ds.ErrNotFound):
-		return n.removeLocked(ctx, e, true) // nothing to put back
+		return n.removeLocked(ctx, e) // nothing to put back
 	case err != nil && !errors.Is(err, errBadPrev):
 		return wire.StatusInternal, fmt.Sprintf("restore %q: shard store: %v", key, err) // the next pass asks again
 	case err == nil && (prev.Header.Tombstone || !toIndexVersion(prev.Header.Version).Less(e.Version)):
@@ -203,13 +204,12 @@ func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (w
 	}
 	if err != nil {
 		log.Warnw("restore a previous shard that cannot be: dropping both", "key", key, "err", err)
-		return n.removeLocked(ctx, e, true)
+		return n.removeLocked(ctx, e)
 	}
-	if err := n.storeShard(ctx, raw, entryOf(prev), true); err != nil {
+	// The previous shard is where it was: only the index changes.
+	back := entryOf(prev)
+	if err := n.change(ctx, key, []index.Version{versionOfShard(e)}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
-	}
-	if err := n.dropPrevShard(ctx, key); err != nil {
-		log.Warnw("delete a restored previous shard", "key", key, "err", err)
 	}
 	return wire.StatusOK, "restored"
 }
@@ -218,7 +218,7 @@ func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (w
 // key's lock with the current entry, gives a reason to keep them (then the
 // answer is OK with "kept: reason"). A missing key answers not found.
 func (n *Node) removeIf(ctx context.Context, op, key string, keep func(index.Entry) string) (wire.Status, string) {
-	return n.unlessKept(op, key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e, true) })
+	return n.unlessKept(op, key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e) })
 }
 
 // unlessKept runs act with key's entry under the key's lock, unless keep
@@ -241,26 +241,22 @@ func (n *Node) unlessKept(op, key string, keep func(index.Entry) string, act fun
 	return act(e)
 }
 
-// removeLocked deletes e's index entry, then its shard, and with prev the
-// key's previous shard; the caller holds the key's lock. The index goes
-// first: a shard without an entry is invisible garbage, an entry without a
-// shard would be reported corrupt (and a previous shard left without an
-// entry goes at the key's next put here).
-func (n *Node) removeLocked(ctx context.Context, e index.Entry, prev bool) (wire.Status, string) {
-	if err := n.idx.Delete(e.Key); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("remove %q: index: %v", e.Key, err)
-	}
-	if prev {
-		if err := n.dropPrevShard(ctx, e.Key); err != nil {
-			log.Warnw("remove shard", "key", e.Key, "err", err)
-		}
-	}
-	if !e.Tombstone {
-		if err := n.store.Delete(ctx, shardName(e.Key)); err != nil && !errors.Is(err, ds.ErrNotFound) {
-			log.Warnw("remove shard", "key", e.Key, "err", err)
-		}
+// removeLocked deletes e's index entry, its shard and its previous one;
+// the caller holds the key's lock.
+func (n *Node) removeLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
+	if err := n.change(ctx, e.Key, []index.Version{versionOfShard(e), e.Prev}, func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("remove %q: %v", e.Key, err)
 	}
 	return wire.StatusOK, ""
+}
+
+// versionOfShard is the version whose shard e names in the shard store:
+// e's own, or zero for a tombstone, which has none.
+func versionOfShard(e index.Entry) index.Version {
+	if e.Tombstone {
+		return index.Version{}
+	}
+	return e.Version
 }
 
 // ScrubStats describes the scrubber's last complete pass.
@@ -269,10 +265,6 @@ type ScrubStats struct {
 	Scanned  int       `json:"scanned"`
 	Corrupt  int       `json:"corrupt"` // shards found bad and removed for repair
 	Total    int       `json:"corrupt_total"`
-	// Reclaimed counts shards found under a tombstone and deleted: the
-	// delete that wrote the tombstone could not remove them (a store
-	// error, or a crash between the two steps).
-	Reclaimed int `json:"reclaimed"`
 }
 
 type scrubber struct {
@@ -311,9 +303,6 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 			}
 			st.Scanned++
 			if e.Tombstone {
-				if n.reclaimUnder(ctx, e) {
-					st.Reclaimed++
-				}
 				continue
 			}
 			if n.checkShard(ctx, e) {
@@ -336,15 +325,12 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 	if st.Corrupt > 0 {
 		log.Warnw("scrub removed bad shards for repair", "corrupt", st.Corrupt, "scanned", st.Scanned)
 	}
-	if st.Reclaimed > 0 {
-		log.Infow("scrub deleted shards left under tombstones", "reclaimed", st.Reclaimed)
-	}
 	return st, nil
 }
 
 // checkShard reports whether e's shard reads back valid and matching.
 func (n *Node) checkShard(ctx context.Context, e index.Entry) bool {
-	raw, err := n.store.Get(ctx, shardName(e.Key))
+	raw, _, err := n.shards.get(ctx, shardName(e.Key, e.Version), nil)
 	switch {
 	case errors.Is(err, ds.ErrNotFound), errors.Is(err, volume.ErrCorrupt):
 		return false
@@ -356,28 +342,6 @@ func (n *Node) checkShard(ctx context.Context, e index.Entry) bool {
 	sh, err := coding.ParseShard(raw)
 	return err == nil && sh.Header.Key == e.Key && int(sh.Header.Index) == int(e.Index) &&
 		sh.Header.Version == (coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer})
-}
-
-// reclaimUnder deletes a shard left in the store under tombstone e, if the
-// node still holds e then (a write may have replaced it since the listing).
-func (n *Node) reclaimUnder(ctx context.Context, e index.Entry) bool {
-	name := shardName(e.Key)
-	if has, err := n.store.Has(ctx, name); err != nil || !has {
-		return false
-	}
-	mu := n.lock(e.Key)
-	mu.Lock()
-	defer mu.Unlock()
-	cur, err := n.idx.Get(e.Key)
-	if err != nil || cur.Version != e.Version || !cur.Tombstone {
-		return false
-	}
-	if err := n.store.Delete(ctx, name); err != nil {
-		log.Warnw("scrub: delete shard under tombstone", "key", e.Key, "err", err)
-		return false
-	}
-	log.Infow("scrub: deleted a shard left under a tombstone", "key", e.Key)
-	return true
 }
 
 // scrubRemove removes e if the node still holds exactly e and its shard is
@@ -394,9 +358,11 @@ func (n *Node) scrubRemove(ctx context.Context, e index.Entry) bool {
 		return false
 	}
 	log.Warnw("scrub: bad shard removed, repair will rebuild it", "key", e.Key, "pos", e.Index)
-	// The previous shard stays: it may be what rebuilds the older value of
-	// a failed overwrite whose shard this was.
-	st, msg := n.removeLocked(ctx, cur, false)
+	// The previous shard goes too: put back, it would say this position
+	// never held the newer version (readers take an older version for
+	// proof of that), and it cannot stay without its entry. It is
+	// redundancy for a failed overwrite, kept on a best-effort basis.
+	st, msg := n.removeLocked(ctx, cur)
 	if st != wire.StatusOK {
 		log.Warnw("scrub: remove bad shard", "key", e.Key, "err", msg)
 		return false

@@ -1,14 +1,13 @@
 package node
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
@@ -18,30 +17,81 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
-func shardName(key string) ds.Key { return ShardKey(key) }
-
-// prevShardName is where the node keeps the shard of key's previous value
-// when a newer version replaced it (keepPrev). No shard name can be a
-// previous shard's name: ShardKey never yields a '-'.
-func prevShardName(key string) ds.Key {
-	return ds.RawKey("/PREV-" + ShardKey(key).String()[1:])
+// shardName is where the shard of key at version v lives in the shard
+// store. flatfs accepts only a small alphabet and file names are bounded,
+// so the key is hashed; the version follows, so that each version has a
+// name of its own: a node keeps the previous version's shard beside the
+// newest (index.Entry.Prev), and keeping, restoring or dropping it moves
+// no bytes. The shard header holds the full key and version, which reads
+// check.
+func shardName(key string, v index.Version) ds.Key {
+	return ds.RawKey(fmt.Sprintf("/%s%016X%016X", ShardNamePrefix(key), v.HLC, v.Writer))
 }
 
-// legacyPrevName is where nodes kept key's previous shard before
-// prevShardName: the shard name of the user key key+"\x00prev", so that
-// key's own shard may sit there too. Whatever is there counts as key's
-// previous shard only when its header names key (legacyPrev).
-func legacyPrevName(key string) ds.Key { return ShardKey(legacyPrevKey(key)) }
-
-// legacyPrevKey is the user key whose shard name is legacyPrevName(key).
-func legacyPrevKey(key string) string { return key + "\x00prev" }
-
-// ShardKey maps a user key to the shard store key: flatfs accepts only a
-// small alphabet and file names are bounded, so the key is hashed. The shard
-// header holds the full key, which Get checks.
-func ShardKey(key string) ds.Key {
+// ShardNamePrefix is what the shard store names of every version of key
+// begin with (after the leading slash): the hashed key and a '-'.
+func ShardNamePrefix(key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return ds.RawKey("/" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]) + "-"
+}
+
+// A shardStore keeps a node's shard bytes, by shardName, and commits them
+// with the node's index. Reads of a shard check its header against the
+// index entry that named it.
+type shardStore interface {
+	// commit makes one change durable: raw stored under name (nothing
+	// stored when raw is nil), the shards named in drop deleted, and
+	// indexTx run in a write transaction of the index's database. No
+	// entry ever points at a shard that is not there.
+	commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error
+	// get reads the shard under name, into buf when the store can.
+	get(ctx context.Context, name ds.Key, buf []byte) (raw, grown []byte, err error)
+}
+
+// volumeShards is the volume store: the index lives in its database, and
+// a change (records, drops, index entries) is one group commit.
+type volumeShards struct{ v *volume.Store }
+
+func (s volumeShards) commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error {
+	if raw == nil {
+		name = ds.Key{}
+	}
+	return s.v.CommitWith(ctx, name, raw, drop, indexTx)
+}
+
+func (s volumeShards) get(ctx context.Context, name ds.Key, buf []byte) ([]byte, []byte, error) {
+	return s.v.GetInto(ctx, name, buf)
+}
+
+// datastoreShards is any other go-datastore (flatfs, the seed's store), with
+// the index in a file of its own: a change stores the shard, commits the
+// index, then deletes what it drops. A crash or a failed delete between
+// the steps leaves a shard file no entry names: dead space, never served.
+type datastoreShards struct {
+	d   ds.Datastore
+	idx *index.DB
+}
+
+func (s datastoreShards) commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error {
+	if raw != nil {
+		if err := s.d.Put(ctx, name, raw); err != nil {
+			return fmt.Errorf("shard store: %w", err)
+		}
+	}
+	if err := s.idx.Update(indexTx); err != nil {
+		return err
+	}
+	for _, k := range drop {
+		if err := s.d.Delete(ctx, k); err != nil && !errors.Is(err, ds.ErrNotFound) {
+			log.Warnw("delete a shard no entry names any more: its file stays, unused", "name", k.String(), "err", err)
+		}
+	}
+	return nil
+}
+
+func (s datastoreShards) get(ctx context.Context, name ds.Key, buf []byte) ([]byte, []byte, error) {
+	raw, err := s.d.Get(ctx, name)
+	return raw, buf, err
 }
 
 // openStore opens the shard store the config names, under dir.
@@ -70,111 +120,26 @@ func openFlatfs(dir string, sync bool) (ds.Batching, error) {
 	return fs, nil
 }
 
-// openIndex opens the node's index. With a volume shard store it lives in
-// the store's database and commits with the shards (one group commit and
-// its fsyncs per write instead of two), and vol is that store; an index a
-// node kept in DIR/index.db before is moved in first. With any other store
-// it is DIR/index.db.
-func openIndex(dir string, store ds.Datastore, noSync bool) (idx *index.DB, vol *volume.Store, err error) {
+// openIndex opens the node's index and the shardStore over store. With a
+// volume shard store the index lives in the store's database and commits
+// with the shards. With any other store it is DIR/index.db.
+func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardStore, error) {
 	own := filepath.Join(dir, "index.db")
 	vol, ok := store.(*volume.Store)
 	if !ok {
-		idx, err = index.Open(own, &index.Options{NoSync: noSync})
-		return idx, nil, err
+		idx, err := index.Open(own, &index.Options{NoSync: noSync})
+		if err != nil {
+			return nil, nil, err
+		}
+		return idx, datastoreShards{d: store, idx: idx}, nil
 	}
-	if idx, err = index.OpenIn(vol.DB(), nil); err != nil {
+	if _, err := os.Stat(own); err == nil {
+		// Older versions kept it there before they moved it in.
+		return nil, nil, fmt.Errorf("%s beside a volume shard store: %w", own, index.ErrOldFormat)
+	}
+	idx, err := index.OpenIn(vol.DB(), nil)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := adoptIndex(own, idx, vol.DB()); err != nil {
-		return nil, nil, err
-	}
-	return idx, vol, nil
-}
-
-// Where adoptIndex notes, in the volume store's database, that the old
-// index file's entries are in: a file that comes back after a crash (its
-// rename not yet on disk) must not bring back entries deleted since.
-var (
-	bucketNode   = []byte("node")
-	keyIndexMove = []byte("index.db moved in")
-)
-
-// adoptIndex copies the entries of the index file at path, if there is
-// one, into idx, notes that durably in db, and renames the file to
-// path.moved. A crash before the note leaves the file to copy again
-// (copying is idempotent: an entry is stored once per version); after it,
-// the file is only renamed.
-func adoptIndex(path string, idx *index.DB, db *bolt.DB) error {
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("index: %w", err)
-	}
-	var done bool
-	if err := db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNode)
-		done = b != nil && b.Get(keyIndexMove) != nil
-		return nil
-	}); err != nil {
-		return fmt.Errorf("move %s into the volume store: %w", path, err)
-	}
-	moved := 0
-	if !done {
-		n, err := copyIndex(path, idx)
-		if err == nil {
-			err = db.Update(func(tx *bolt.Tx) error {
-				b, err := tx.CreateBucketIfNotExists(bucketNode)
-				if err != nil {
-					return err
-				}
-				return b.Put(keyIndexMove, []byte(time.Now().UTC().Format(time.RFC3339)))
-			})
-		}
-		if err != nil {
-			return fmt.Errorf("move %s into the volume store: %w", path, err)
-		}
-		moved = n
-	}
-	if err := os.Rename(path, path+".moved"); err != nil {
-		return fmt.Errorf("move %s into the volume store: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("move %s into the volume store: %w", path, err)
-	}
-	log.Infow("moved the node index into the volume store", "entries", moved, "old file", path+".moved")
-	return nil
-}
-
-// copyIndex puts every entry of the index file at path into idx.
-func copyIndex(path string, idx *index.DB) (int, error) {
-	old, err := index.Open(path, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer old.Close()
-	moved := 0
-	for after := ""; ; {
-		es, err := old.ListPrefix("", after, listLimit)
-		if err == nil && len(es) > 0 {
-			err = idx.PutMany(es)
-		}
-		if err != nil {
-			return moved, err
-		}
-		if len(es) == 0 {
-			return moved, nil
-		}
-		moved += len(es)
-		after = es[len(es)-1].Key
-	}
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return idx, volumeShards{v: vol}, nil
 }

@@ -24,16 +24,16 @@ type op struct {
 	rec  []byte // encoded record, for opPut and opMove
 	at   loc    // where rec was appended; set by apply
 	old  loc    // opMove: the location being replaced
-	// also runs in the index transaction that makes an opPut visible
-	// (PutWith). If it fails, its submission fails alone.
-	also func(*bolt.Tx) error
 }
 
 // submission is one caller's run of ops; it commits atomically in one group.
 type submission struct {
-	ops      []op
+	ops []op
+	// also runs in the index transaction that applies ops, after them
+	// (CommitWith). If it fails, its submission fails alone.
+	also     func(*bolt.Tx) error
 	done     chan error
-	rejected error // an op's also failed: the records are dead, the answer is this
+	rejected error // also failed: the records are dead, the answer is this
 }
 
 // alsoError carries the failure of an op's also out of the transaction.
@@ -46,8 +46,8 @@ func (e *alsoError) Error() string { return e.err.Error() }
 
 // apply appends the records of ops to the active volume under one hold of
 // appendMu, queues them for the committer and waits for the group commit.
-func (s *Store) apply(ops []op) error {
-	sub := &submission{ops: ops, done: make(chan error, 1)}
+func (s *Store) apply(ops []op, also func(*bolt.Tx) error) error {
+	sub := &submission{ops: ops, also: also, done: make(chan error, 1)}
 	if err := s.appendAll(sub); err != nil {
 		return err
 	}
@@ -330,11 +330,6 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 				if err := keys.Put(kb, o.at.encode()); err != nil {
 					return err
 				}
-				if o.also != nil {
-					if err := o.also(tx); err != nil {
-						return &alsoError{sub: sub, err: err}
-					}
-				}
 			case opDelete:
 				if cur != nil {
 					kill(o.key, cur)
@@ -351,6 +346,11 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 				} else {
 					dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
 				}
+			}
+		}
+		if sub.rejected == nil && sub.also != nil {
+			if err := sub.also(tx); err != nil {
+				return &alsoError{sub: sub, err: err}
 			}
 		}
 	}

@@ -38,7 +38,7 @@ func (s *Store) Compact(ctx context.Context, minGarbage float64) (int64, error) 
 	// volume would go with its record. An empty submission queued now
 	// commits after every earlier one, so once it returns every record in
 	// a volume below active is in the index.
-	if err := s.apply(nil); err != nil {
+	if err := s.apply(nil, nil); err != nil {
 		return 0, fmt.Errorf("volume: compact: %w", err)
 	}
 	var stats []volStat
@@ -95,7 +95,7 @@ func (s *Store) compactVolume(ctx context.Context, vol uint32) (int64, error) {
 		if len(ops) == 0 {
 			return nil
 		}
-		err := s.apply(ops)
+		err := s.apply(ops, nil)
 		ops, size = nil, 0
 		return err
 	}

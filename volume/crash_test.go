@@ -57,7 +57,7 @@ func TestHelperWriter(t *testing.T) {
 					err = s.Put(context.Background(), ds.NewKey(k), v)
 				} else {
 					// As a node does: an index entry commits with the record.
-					err = s.PutWith(context.Background(), ds.NewKey(k), v, func(tx *bolt.Tx) error {
+					err = s.CommitWith(context.Background(), ds.NewKey(k), v, nil, func(tx *bolt.Tx) error {
 						return tx.Bucket(sideBucket).Put([]byte(k), []byte(strconv.Itoa(len(v))))
 					})
 				}
@@ -136,7 +136,7 @@ func TestCrash(t *testing.T) {
 		if err := s.Check(ctx); err != nil {
 			t.Fatalf("run %d: Check: %v", run, err)
 		}
-		// Entries written with PutWith and their records committed together:
+		// Entries written with CommitWith and their records committed together:
 		// every entry has its record, and every acknowledged one is there.
 		entries := 0
 		err = s.DB().View(func(tx *bolt.Tx) error {
@@ -165,7 +165,7 @@ func TestCrash(t *testing.T) {
 			}
 		}
 		if entries == 0 {
-			t.Fatalf("run %d: no PutWith entries at all", run)
+			t.Fatalf("run %d: no CommitWith entries at all", run)
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)

@@ -41,7 +41,8 @@
 // it is a volume's fsync that meets it, the writes queued with records in
 // that volume fail too, and the next write starts a new volume.
 //
-// PutWith lets a caller commit its own bbolt buckets with a record: its
+// CommitWith lets a caller commit its own bbolt buckets with a record, and
+// with deletes of other keys, as one change: its
 // function runs in the index transaction of the record's group (a node's
 // shard index rides along this way, for no fsync of its own).
 //

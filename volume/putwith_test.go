@@ -12,11 +12,11 @@ import (
 
 var sideBucket = []byte("side")
 
-// PutWith's also runs in the transaction that makes the record visible, so
-// the caller's own bucket and the record commit together. When one also of
-// a group fails, that write alone fails: its record is dead space and the
-// rest of the group commits.
-func TestPutWithCommitsWithTheGroup(t *testing.T) {
+// CommitWith's also runs in the transaction that makes the record visible,
+// so the caller's own bucket and the record commit together. When one also
+// of a group fails, that write alone fails: its record is dead space, the
+// keys it drops stay, and the rest of the group commits.
+func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openT(t, dir, &Options{NoSync: true})
@@ -40,7 +40,7 @@ func TestPutWithCommitsWithTheGroup(t *testing.T) {
 		if k == "/c" {
 			also = func(*bolt.Tx) error { return boom }
 		}
-		subs[i] = &submission{ops: []op{{kind: opPut, key: k, rec: encodeRecord(k, valueFor(k, 1, 4096)), also: also}}, done: make(chan error, 1)}
+		subs[i] = &submission{ops: []op{{kind: opPut, key: k, rec: encodeRecord(k, valueFor(k, 1, 4096))}}, also: also, done: make(chan error, 1)}
 		if err := s.appendAll(subs[i]); err != nil {
 			t.Fatal(err)
 		}
@@ -98,11 +98,29 @@ func TestPutWithCommitsWithTheGroup(t *testing.T) {
 	}
 	check(s)
 	// Through the public call too, and after a restart.
-	if err := s.PutWith(ctx, ds.NewKey("/e"), []byte("e"), func(*bolt.Tx) error { return fmt.Errorf("no: %w", boom) }); !errors.Is(err, boom) {
-		t.Fatalf("PutWith with a failing also: %v", err)
+	if err := s.CommitWith(ctx, ds.NewKey("/e"), []byte("e"), []ds.Key{ds.NewKey("/a")}, func(*bolt.Tx) error { return fmt.Errorf("no: %w", boom) }); !errors.Is(err, boom) {
+		t.Fatalf("CommitWith with a failing also: %v", err)
 	}
 	deadC += uint64(recordLen(len("/e"), 1))
 	mustMissing(t, s, "/e")
+	mustEqual(t, s, "/a", valueFor("/a", 1, 4096)) // the failed commit dropped nothing
+	// A change with no record: a drop and the caller's bucket, together.
+	if err := s.Put(ctx, ds.NewKey("/g"), []byte("g")); err != nil {
+		t.Fatal(err)
+	}
+	deadC += uint64(recordLen(len("/g"), 1))
+	if err := s.CommitWith(ctx, ds.Key{}, nil, []ds.Key{ds.NewKey("/g")}, side("/g")); err != nil {
+		t.Fatalf("CommitWith of a drop alone: %v", err)
+	}
+	mustMissing(t, s, "/g")
+	if err := s.DB().View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(sideBucket).Get([]byte("/g")); string(v) != "with /g" {
+			return fmt.Errorf("side bucket for /g: %q", v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -169,5 +169,5 @@ func (b *batch) Commit(ctx context.Context) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	return b.s.apply(ops)
+	return b.s.apply(ops, nil)
 }

@@ -482,28 +482,40 @@ func (s *Store) GetSize(ctx context.Context, key ds.Key) (int, error) {
 // Put stores value under key. It returns once the record is fsynced and
 // its index entry committed. The store does not keep value.
 func (s *Store) Put(ctx context.Context, key ds.Key, value []byte) error {
-	return s.PutWith(ctx, key, value, nil)
+	if err := checkSizes(key.String(), len(value)); err != nil {
+		return err // the zero key too, which CommitWith takes for no record
+	}
+	return s.CommitWith(ctx, key, value, nil, nil)
 }
 
-// PutWith is Put that also runs also in the write transaction of the
-// store's database (DB) that makes the record visible, so a caller's own
-// index commits with the record, in the same group commit and fsyncs. If
-// also fails, that transaction is rolled back, PutWith returns its error,
-// the record is dead space, and the other writes of the group commit
-// without it. also may run more than once, each time in a new transaction.
-func (s *Store) PutWith(ctx context.Context, key ds.Key, value []byte, also func(*bolt.Tx) error) error {
+// CommitWith stores value under key (when key is not the empty key),
+// deletes the keys in drop (missing ones are no error), and runs also in
+// the write transaction of the store's database (DB) that makes it all
+// visible, as one atomic change in one group commit: a caller's own index
+// commits with the records and costs no fsync of its own. If also fails,
+// nothing of the change is applied, CommitWith returns its error, the
+// record is dead space, and the other writes of the group commit without
+// it. also may run more than once, each time in a new transaction.
+func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop []ds.Key, also func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	k := key.String()
-	if err := checkSizes(k, len(value)); err != nil {
-		return err
+	ops := make([]op, 0, 1+len(drop))
+	if key != (ds.Key{}) {
+		k := key.String()
+		if err := checkSizes(k, len(value)); err != nil {
+			return err
+		}
+		ops = append(ops, op{kind: opPut, key: k, rec: encodeRecord(k, value)})
 	}
-	return s.apply([]op{{kind: opPut, key: k, rec: encodeRecord(k, value), also: also}})
+	for _, d := range drop {
+		ops = append(ops, op{kind: opDelete, key: d.String()})
+	}
+	return s.apply(ops, also)
 }
 
 // DB is the store's bbolt database, for an index that commits with the
-// records (PutWith). It keeps its own buckets; the store closes the DB.
+// records (CommitWith). It keeps its own buckets; the store closes the DB.
 func (s *Store) DB() *bolt.DB { return s.db }
 
 func checkSizes(k string, n int) error {
@@ -531,7 +543,7 @@ func (s *Store) Delete(ctx context.Context, key ds.Key) error {
 	if _, ok, err := s.lookup(k); err != nil || !ok {
 		return err
 	}
-	return s.apply([]op{{kind: opDelete, key: k}})
+	return s.apply([]op{{kind: opDelete, key: k}}, nil)
 }
 
 // Sync is a no-op: every write is durable when it returns.

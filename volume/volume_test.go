@@ -445,7 +445,7 @@ func TestQueryTakesIndexKeysAsTheyAre(t *testing.T) {
 	ctx := context.Background()
 	s := openT(t, t.TempDir(), &Options{NoSync: true})
 	defer s.Close()
-	if err := s.apply([]op{{kind: opPut, key: "bad", rec: encodeRecord("bad", []byte("v"))}}); err != nil {
+	if err := s.apply([]op{{kind: opPut, key: "bad", rec: encodeRecord("bad", []byte("v"))}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.Query(ctx, dsq.Query{})
