@@ -130,15 +130,13 @@ func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (a
 				mu.Lock()
 				for i, it := range chunk {
 					ne := NodeError{Node: v.nodeName(n), Err: err}
-					var held coding.Version
+					var r wire.BatchResult
 					if err == nil {
-						if res[i].Status != wire.StatusOK {
-							ne.Err = statusErr(res[i].Status, res[i].Message)
-						} else if hlc, w, ok := wire.ParseSuperseded(res[i].Message); ok {
-							held = coding.Version{HLC: hlc, Writer: w}
+						if r = res[i]; r.Status != wire.StatusOK {
+							ne.Err = statusErr(r.Status, r.Message)
 						}
 					}
-					it.a.t.answer(ne, v.peers[n], held, ne.Err == nil && res[i].Message == wire.PrevKept)
+					it.a.t.answer(ne, v.peers[n], coding.Version{HLC: r.HeldHLC, Writer: r.HeldWriter}, r.Kept)
 				}
 				mu.Unlock()
 			}

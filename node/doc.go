@@ -1,18 +1,29 @@
 // Package node is the dscluster server: a libp2p host that stores the shards
 // this node owns and answers the wire protocol.
 //
-// A node keeps each shard as one value in a go-datastore shard store (the
-// volume store under DIR/volume, or go-ds-flatfs under DIR/shards) named by
-// the SHA-256 of its key, and indexes it in a bbolt key table. With the
-// volume store the table lives in the store's own database and a shard and
-// its entry commit together, in the group commit that fsyncs the shard; with
-// flatfs it is DIR/index.db, and Put writes the shard with fsync first, then
-// the entry with fsync. The response is sent only after both are durable,
-// so an acknowledged shard survives a crash. A
-// node keeps only the newest version of a key: an older or equal version is
-// acknowledged without being written, which makes shard writes idempotent.
-// A tombstone (a delete) is kept in the index alone and removes the shard
-// file; its shard is rebuilt from the index entry when read.
+// A node keeps each shard as one value in a shard store (the volume store
+// under DIR/volume, or go-ds-flatfs under DIR/shards), named by the SHA-256
+// of its key and its version, and indexes it in a bbolt key table whose
+// entry names the newest version and the previous one kept beside it
+// (index.Entry.Prev). Both sit behind shardStore (store.go): with the volume
+// store the table lives in the store's own database and a change (the new
+// shard, the shards it drops, the entries) is one group commit, one fsync of
+// the volume and one bbolt commit; with flatfs the table is DIR/index.db,
+// and a change stores the shard, commits the entry, then deletes. The
+// response is sent only once the change is durable, so an acknowledged
+// shard survives a crash. An older or equal version is acknowledged
+// without being written, which makes shard writes idempotent. A tombstone
+// (a delete) is kept in the index alone, and drops the shards it replaces;
+// its shard is rebuilt from the index entry when read.
+//
+// Files: node.go starts and stops a node; serve.go reads requests, checks
+// roles and dispatches them; write.go and read.go store and serve shards;
+// shards.go answers the repair and writer ops (inventory, sums, drop, undo,
+// supersede); scrub.go and forward.go are the scrubber and the rebalance
+// forwards; status.go the status ops; cluster.go keeps the cluster
+// description; control.go runs the leader's loops (heartbeats, repair
+// passes); member.go serves membership commands; peers.go is the repair
+// worker's view of the other nodes.
 //
 // Every shard read is verified against its checksum; a corrupt shard is
 // answered with StatusCorrupt, never served.

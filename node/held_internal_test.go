@@ -29,14 +29,12 @@ func TestHeldAnswer(t *testing.T) {
 		{"older version", coding.Header{Key: "/k", Index: 1, Version: coding.Version{HLC: 4 << 16, Writer: 9}}, true, wire.StatusOK},
 		{"same clock, lower writer", coding.Header{Key: "/k", Index: 3, Version: coding.Version{HLC: 5 << 16, Writer: 1}}, true, wire.StatusOK},
 	} {
-		st, msg, isHeld := heldAnswer(held, &tc.in)
-		if isHeld != tc.held || (isHeld && st != tc.status) {
-			t.Errorf("%s: %v %q (held %v), want held %v status %v", tc.name, st, msg, isHeld, tc.held, tc.status)
+		r, isHeld := heldAnswer(held, &tc.in)
+		if isHeld != tc.held || (isHeld && r.Status != tc.status) {
+			t.Errorf("%s: %+v (held %v), want held %v status %v", tc.name, r, isHeld, tc.held, tc.status)
 		}
-		if st == wire.StatusOK && isHeld {
-			if hlc, w, ok := wire.ParseSuperseded(msg); !ok || hlc != v.HLC || w != v.Writer {
-				t.Errorf("%s: message %q does not name the version held", tc.name, msg)
-			}
+		if r.Status == wire.StatusOK && isHeld && (r.HeldHLC != v.HLC || r.HeldWriter != v.Writer) {
+			t.Errorf("%s: %+v does not name the version held", tc.name, r)
 		}
 	}
 }

@@ -1391,27 +1391,33 @@ func TestRetriedPutReportsPrevKept(t *testing.T) {
 	cl := transport.NewClient(newHost(t, c.Secret), 20*time.Second)
 	n0 := c.Node(0)
 	cl.Host().Peerstore().AddAddrs(n0.ID(), n0.Addrs(), time.Hour)
-	put := func(v coding.Version) string {
+	put := func(v coding.Version) wire.BatchResult {
 		t.Helper()
 		sh, err := coding.Encode(key, bytes.Repeat([]byte{byte(v.HLC)}, 64<<10), coding.Erasure(4, 2), v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpPut, Shard: sh[0].AppendBinary(nil)})
+		r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpBatchPut, Shards: [][]byte{sh[0].AppendBinary(nil)}})
 		if err != nil || r.Status != wire.StatusOK {
 			t.Fatalf("put version %v: %+v, %v", v, r, err)
 		}
-		return r.Message
+		rs, err := wire.DecodeBatchPayload(r.Payload)
+		if err != nil || len(rs) != 1 || rs[0].Status != wire.StatusOK {
+			t.Fatalf("put version %v: %+v, %v", v, rs, err)
+		}
+		return rs[0]
 	}
 	v1, v2 := coding.Version{HLC: 1 << 20, Writer: 1}, coding.Version{HLC: 2 << 20, Writer: 1}
-	if msg := put(v1); msg != "" {
-		t.Fatalf("first put: %q", msg)
+	stored, kept := wire.BatchResult{}, wire.BatchResult{Kept: true}
+	heldV2 := wire.BatchResult{HeldHLC: v2.HLC, HeldWriter: v2.Writer}
+	if r := put(v1); r != stored {
+		t.Fatalf("first put: %+v, want %+v", r, stored)
 	}
-	if msg := put(v2); msg != wire.PrevKept {
-		t.Fatalf("overwrite: %q, want %q", msg, wire.PrevKept)
+	if r := put(v2); r != kept {
+		t.Fatalf("overwrite: %+v, want %+v", r, kept)
 	}
-	if msg := put(v2); msg != wire.PrevKept {
-		t.Fatalf("the overwrite again: %q, want %q", msg, wire.PrevKept)
+	if r := put(v2); r != (wire.BatchResult{Kept: true, HeldHLC: v2.HLC, HeldWriter: v2.Writer}) {
+		t.Fatalf("the overwrite again: %+v, want it held and kept", r)
 	}
 	if r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: v2.HLC, Writer: v2.Writer}}}); err != nil || r.Status != wire.StatusOK {
 		t.Fatalf("drop the previous shard: %+v, %v", r, err)
@@ -1419,11 +1425,11 @@ func TestRetriedPutReportsPrevKept(t *testing.T) {
 	if _, err := n0.PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("previous shard after the drop: %v, want none", err)
 	}
-	if msg := put(v2); msg != wire.Superseded(v2.HLC, v2.Writer) {
-		t.Fatalf("the overwrite again once its previous shard is dropped: %q, want %q", msg, wire.Superseded(v2.HLC, v2.Writer))
+	if r := put(v2); r != heldV2 {
+		t.Fatalf("the overwrite again once its previous shard is dropped: %+v, want %+v", r, heldV2)
 	}
-	if msg := put(v1); msg != wire.Superseded(v2.HLC, v2.Writer) {
-		t.Fatalf("an older version: %q, want %q", msg, wire.Superseded(v2.HLC, v2.Writer))
+	if r := put(v1); r != heldV2 {
+		t.Fatalf("an older version: %+v, want %+v", r, heldV2)
 	}
 }
 
@@ -1431,12 +1437,12 @@ func TestRetriedPutReportsPrevKept(t *testing.T) {
 // batch of that one shard) with answer(nth, version), nth counting from 1,
 // and serve everything else, or a nil answer, itself. restore puts the
 // node's own handler back.
-func interceptPuts(c *clustertest.Cluster, x int, key string, answer func(nth int, v coding.Version) *wire.Response) (restore func()) {
+func interceptPuts(c *clustertest.Cluster, x int, key string, answer func(nth int, v coding.Version) *wire.BatchResult) (restore func()) {
 	ctx := context.Background()
 	xn := c.Node(x)
 	var mu sync.Mutex
 	nth := 0
-	reply := func(raw []byte) *wire.Response {
+	reply := func(raw []byte) *wire.BatchResult {
 		sh, err := coding.ParseShard(raw)
 		if err != nil || sh.Header.Key != key {
 			return nil
@@ -1459,10 +1465,12 @@ func interceptPuts(c *clustertest.Cluster, x int, key string, answer func(nth in
 		switch {
 		case err != nil:
 		case req.Op == wire.OpPut:
-			r = reply(req.Shard)
+			if a := reply(req.Shard); a != nil {
+				r = &wire.Response{Status: a.Status, Message: a.Message}
+			}
 		case req.Op == wire.OpBatchPut && len(req.Shards) == 1:
-			if r = reply(req.Shards[0]); r != nil {
-				r = &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, []wire.BatchResult{{Status: r.Status, Message: r.Message}})}
+			if a := reply(req.Shards[0]); a != nil {
+				r = &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, []wire.BatchResult{*a})}
 			}
 		}
 		if r == nil {
@@ -1477,8 +1485,8 @@ func interceptPuts(c *clustertest.Cluster, x int, key string, answer func(nth in
 
 // supersededAnswer answers a put of version v as a node holding a newer
 // version does.
-func supersededAnswer(v coding.Version) *wire.Response {
-	return &wire.Response{Status: wire.StatusOK, Message: wire.Superseded(v.HLC+1, v.Writer)}
+func supersededAnswer(v coding.Version) *wire.BatchResult {
+	return &wire.BatchResult{Status: wire.StatusOK, HeldHLC: v.HLC + 1, HeldWriter: v.Writer}
 }
 
 // TestOrderedWriteOwnsItsQuorum: a writer whose put met a newer version
@@ -1497,7 +1505,7 @@ func TestOrderedWriteOwnsItsQuorum(t *testing.T) {
 	var limit atomic.Int64
 	limit.Store(2)
 	for _, x := range o[4:] {
-		interceptPuts(c, x, key, func(nth int, v coding.Version) *wire.Response {
+		interceptPuts(c, x, key, func(nth int, v coding.Version) *wire.BatchResult {
 			if int64(nth) > limit.Load() {
 				return nil
 			}
@@ -1543,16 +1551,16 @@ func TestSupersededAttemptIsUndone(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	d := c.Client(nil)
 	v1 := bytes.Repeat([]byte("1"), 300<<10)
-	fail := &wire.Response{Status: wire.StatusInternal, Message: "disk full"}
+	fail := &wire.BatchResult{Status: wire.StatusInternal, Message: "disk full"}
 	for _, batch := range []bool{false, true} {
 		key := fmt.Sprintf("/ordered/undone-%v", batch)
 		o := c.Owners(key)
 		if err := d.Put(ctx, ds.NewKey(key), v1); err != nil {
 			t.Fatal(err)
 		}
-		restore := []func(){interceptPuts(c, o[3], key, func(int, coding.Version) *wire.Response { return fail })}
+		restore := []func(){interceptPuts(c, o[3], key, func(int, coding.Version) *wire.BatchResult { return fail })}
 		for _, x := range o[4:] {
-			restore = append(restore, interceptPuts(c, x, key, func(nth int, v coding.Version) *wire.Response {
+			restore = append(restore, interceptPuts(c, x, key, func(nth int, v coding.Version) *wire.BatchResult {
 				if nth == 1 {
 					return supersededAnswer(v)
 				}
@@ -1735,9 +1743,9 @@ func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
 		t.Fatalf("member put: %s %s", resp.Status, resp.Message)
 	}
 	older := encodeShardAt(t, m.key, 64<<10, m.pos, 1<<20)
-	resp := c.Node(m.from).Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpPut, Shard: older, Epoch: cur.Map.Epoch}))
-	if resp.Status != wire.StatusOK || resp.Message == "" {
-		t.Fatalf("older put: %s %q, want OK with the newer version held", resp.Status, resp.Message)
+	resp := c.Node(m.from).Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpBatchPut, Shards: [][]byte{older}, Epoch: cur.Map.Epoch}))
+	if rs, err := wire.DecodeBatchPayload(resp.Payload); err != nil || len(rs) != 1 || rs[0].Status != wire.StatusOK || rs[0].HeldHLC != 2<<20 {
+		t.Fatalf("older put: %+v (%v), want OK with the newer version held", rs, err)
 	}
 	if got, err := c.Node(m.to).CurrentShard(m.key); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("new owner %d holds %d bytes of %s after a superseded put (%v); want nothing", m.to, len(got), m.key, err)

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 )
 
 // MaxBatch bounds the number of shards in one batch put.
@@ -336,11 +334,26 @@ func DecodeHeaderPayload(p []byte) (h HeaderEntry, err error) {
 	return h, nil
 }
 
-// BatchResult is the outcome of one shard of a batch put.
+// BatchResult is the outcome of one item of a batch request: for a put
+// (OpBatchPut), the shard's.
 type BatchResult struct {
 	Status  Status
 	Message string
+	// Kept (a put): the node stored the shard over an older value and
+	// keeps that value's shard as the key's previous one; once the write
+	// is acknowledged the writer has it dropped (OpDropPrev).
+	Kept bool
+	// Held (a put, with StatusOK), when not zero: the node did not store
+	// the shard, because it holds the key at this version, newer than or
+	// equal to the shard's; a writer orders its next write after it.
+	HeldHLC, HeldWriter uint64
 }
+
+// Flags of an encoded BatchResult.
+const (
+	resultKept = 1 << 0
+	resultHeld = 1 << 1
+)
 
 // AppendBatchPayload encodes batch results in request order.
 func AppendBatchPayload(buf []byte, rs []BatchResult) []byte {
@@ -348,6 +361,18 @@ func AppendBatchPayload(buf []byte, rs []BatchResult) []byte {
 	e.U32(uint32(len(rs)))
 	for _, r := range rs {
 		e.U8(uint8(r.Status)).Str(r.Message)
+		var flags uint8
+		if r.Kept {
+			flags |= resultKept
+		}
+		held := r.HeldHLC != 0 || r.HeldWriter != 0
+		if held {
+			flags |= resultHeld
+		}
+		e.U8(flags)
+		if held {
+			e.U64(r.HeldHLC).U64(r.HeldWriter)
+		}
 	}
 	return e.Bytes()
 }
@@ -364,42 +389,23 @@ func DecodeBatchPayload(p []byte) ([]BatchResult, error) {
 		var r BatchResult
 		r.Status = Status(d.U8("status"))
 		r.Message = d.Str("message")
+		flags := d.U8("result flags")
+		if flags&^(resultKept|resultHeld) != 0 {
+			return nil, fmt.Errorf("%w: unknown batch result flags %#x", ErrMalformed, flags)
+		}
+		r.Kept = flags&resultKept != 0
+		if flags&resultHeld != 0 {
+			r.HeldHLC, r.HeldWriter = d.U64("held HLC"), d.U64("held writer")
+			if r.HeldHLC == 0 && r.HeldWriter == 0 && d.Err() == nil {
+				return nil, fmt.Errorf("%w: a held version of zero", ErrMalformed)
+			}
+		}
 		rs = append(rs, r)
 	}
 	if err := d.Done(); err != nil {
 		return nil, fmt.Errorf("decode batch results: %w", err)
 	}
 	return rs, nil
-}
-
-// PrevKept is the message of a put that replaced an older value and kept
-// its shard as the key's previous one: once the write is acknowledged, the
-// writer tells the node to drop it (OpDropPrev).
-const PrevKept = "previous shard kept"
-
-// supersededPrefix starts the message of a put that a node acknowledged
-// without storing, because it holds that key at a newer or equal version.
-const supersededPrefix = "superseded by "
-
-// Superseded is the message of such a put: it names the version the node
-// holds, so the writer can order its next write after it.
-func Superseded(hlc, writer uint64) string {
-	return fmt.Sprintf("%s%d.%d", supersededPrefix, hlc, writer)
-}
-
-// ParseSuperseded reads a Superseded message; ok is false for any other.
-func ParseSuperseded(msg string) (hlc, writer uint64, ok bool) {
-	rest, found := strings.CutPrefix(msg, supersededPrefix)
-	if !found {
-		return 0, 0, false
-	}
-	h, w, found := strings.Cut(rest, ".")
-	if !found {
-		return 0, 0, false
-	}
-	hlc, err1 := strconv.ParseUint(h, 10, 64)
-	writer, err2 := strconv.ParseUint(w, 10, 64)
-	return hlc, writer, err1 == nil && err2 == nil
 }
 
 // ShardRef names one shard: a key's shard at a position and version.

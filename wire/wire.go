@@ -15,8 +15,10 @@ const (
 	ShardProtocol = "/dscluster/shard/1.0.0"
 )
 
-// Version is the wire format version carried in every frame.
-const Version = 1
+// Version is the wire format version carried in every frame. 2: batch
+// results carry typed fields (BatchResult.Kept, Held) where version 1 put
+// them in messages.
+const Version = 2
 
 // MaxFrame bounds a frame body: the largest shard a node accepts plus room
 // for the request fields. Larger frames are refused before being read.

@@ -143,7 +143,8 @@ func TestListAndBatchPayloadRoundTrip(t *testing.T) {
 		t.Errorf("empty list: %v, %v, %v", es, more, err)
 	}
 
-	rs := []BatchResult{{Status: StatusOK}, {Status: StatusCorrupt, Message: "bad shard"}, {Status: StatusBadRequest, Message: "not mine"}}
+	rs := []BatchResult{{Status: StatusOK}, {Status: StatusCorrupt, Message: "bad shard"}, {Status: StatusBadRequest, Message: "not mine"},
+		{Status: StatusOK, Kept: true}, {Status: StatusOK, HeldHLC: 7 << 16, HeldWriter: 3}, {Status: StatusOK, Kept: true, HeldWriter: 1}}
 	p := AppendBatchPayload(nil, rs)
 	got, err := DecodeBatchPayload(p)
 	if err != nil || !reflect.DeepEqual(got, rs) {
@@ -152,6 +153,15 @@ func TestListAndBatchPayloadRoundTrip(t *testing.T) {
 	for n := range len(p) {
 		if _, err := DecodeBatchPayload(p[:n]); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("batch payload truncated to %d of %d bytes: %v; want ErrMalformed", n, len(p), err)
+		}
+	}
+	// Flags this version does not know, and a held version of zero.
+	for bad, why := range map[string]string{
+		string([]byte{0, 0, 0, 1, 0, 0, 0, 1 << 2}):                                  "flags", // count, status, message length, flags
+		string(append([]byte{0, 0, 0, 1, 0, 0, 0, resultHeld}, make([]byte, 16)...)): "zero",
+	} {
+		if _, err := DecodeBatchPayload([]byte(bad)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), why) {
+			t.Errorf("batch result %x: %v; want ErrMalformed for its %s", bad, err, why)
 		}
 	}
 	huge := binary.BigEndian.AppendUint32(nil, MaxBatch+1)

@@ -1,0 +1,252 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+func (n *Node) handleStream(s network.Stream) {
+	n.streamMu.Lock()
+	if n.streamsClosed {
+		n.streamMu.Unlock()
+		_ = s.Reset() // a stream dispatched as the node closed
+		return
+	}
+	n.wg.Add(1)
+	n.streamMu.Unlock()
+	defer n.wg.Done()
+	defer s.Close()
+	var buf []byte
+	var scratch []byte // shard reads; a response is written before the next read
+	out := make([]byte, 0, 256)
+	for {
+		select {
+		case <-n.closed:
+			_ = s.Reset()
+			return
+		default:
+		}
+		_ = s.SetReadDeadline(time.Now().Add(idleTimeout))
+		frame, err := wire.ReadFrame(s, buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, network.ErrReset) {
+				log.Debugw("bad frame", "peer", s.Conn().RemotePeer().String(), "err", err)
+				if errors.Is(err, wire.ErrMalformed) {
+					// Tell the peer why, then close the stream (framing is
+					// lost); a close, unlike a reset, lets the answer arrive.
+					resp := &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
+					_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+					if _, err := wire.WriteResponse(s, out, resp); err == nil {
+						_ = s.CloseWrite()
+						return
+					}
+				}
+			}
+			_ = s.Reset()
+			return
+		}
+		buf = frame[:0]
+		resp := n.serve(context.Background(), s.Conn().RemotePeer(), frame, &scratch)
+		_ = s.SetWriteDeadline(time.Now().Add(time.Minute))
+		if out, err = wire.WriteResponse(s, out, resp); err != nil {
+			_ = s.Reset()
+			return
+		}
+		// Large request frames are not kept around between requests.
+		if cap(buf) > 8<<20 {
+			buf = nil
+		}
+	}
+}
+
+// serve answers one request frame. It never panics on any input.
+// scratch, when not nil, is a buffer a shard read may use for the response
+// payload; the caller writes the response before it reuses the buffer.
+func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[]byte) (resp *wire.Response) {
+	c := n.cluster.Load()
+	req, err := wire.DecodeRequest(frame)
+	if err != nil {
+		op := wire.Op(0)
+		if len(frame) > 1 {
+			op = wire.Op(frame[1])
+		}
+		return &wire.Response{Op: op, Status: wire.StatusBadRequest, Message: err.Error(), Epoch: c.Map.Epoch}
+	}
+	defer func() {
+		resp.Op = req.Op
+		resp.Epoch = c.Map.Epoch
+	}()
+	if resp := n.authorize(c, from, req.Op); resp != nil {
+		return resp
+	}
+	if req.Epoch != 0 && req.Epoch < c.Map.Epoch {
+		return &wire.Response{Status: wire.StatusStaleEpoch,
+			Message: fmt.Sprintf("request made with cluster map epoch %d, this node is at epoch %d: refresh the map", req.Epoch, c.Map.Epoch)}
+	}
+	switch req.Op {
+	case wire.OpPut:
+		r, f := n.putShard(ctx, req.Shard, !n.isMember(c, from))
+		n.sendForwards(f)
+		return &wire.Response{Status: r.Status, Message: r.Message}
+	case wire.OpBatchPut:
+		// Shards of a batch are written in parallel: concurrent flatfs
+		// writes with fsync go about twice as fast (PERF-LIMITS), and the
+		// index commits them as one group.
+		rs := make([]wire.BatchResult, len(req.Shards))
+		fs := make([]*forward, len(req.Shards))
+		keep := !n.isMember(c, from)
+		sem := make(chan struct{}, batchWorkers)
+		var wg sync.WaitGroup
+		for i, sh := range req.Shards {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(i int, sh []byte) {
+				defer func() { <-sem; wg.Done() }()
+				rs[i], fs[i] = n.putShard(ctx, sh, keep)
+			}(i, sh)
+		}
+		wg.Wait()
+		n.sendForwards(fs...)
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpGet:
+		if req.Prev {
+			return n.getPrev(ctx, req.Key, req.HeaderOnly)
+		}
+		return n.getShard(ctx, req.Key, req.HeaderOnly, scratch)
+	case wire.OpList:
+		return n.list(req)
+	case wire.OpStatus:
+		return n.status(ctx)
+	case wire.OpPurge:
+		rs := make([]wire.BatchResult, len(req.Purge))
+		hold := membership.GCHold(c)
+		for i, le := range req.Purge {
+			if hold != "" {
+				// The front end's description lags this node's.
+				rs[i].Status, rs[i].Message = wire.StatusUnavailable, "tombstone kept: "+hold
+				continue
+			}
+			rs[i].Status, rs[i].Message = n.purge(ctx, le)
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpClusterInfo:
+		return n.clusterInfo(ctx, from, req.Identity)
+	case wire.OpInventory, wire.OpSlotInventory:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
+		return n.inventory(req)
+	case wire.OpSums:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
+		return n.sums()
+	case wire.OpDrop:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
+		if req.Epoch != 0 && req.Epoch != c.Map.Epoch {
+			return &wire.Response{Status: wire.StatusStaleEpoch,
+				Message: fmt.Sprintf("drop planned at map epoch %d, this node is at epoch %d", req.Epoch, c.Map.Epoch)}
+		}
+		rs := make([]wire.BatchResult, len(req.Drop))
+		for i, sr := range req.Drop {
+			rs[i].Status, rs[i].Message = n.drop(ctx, sr)
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpRepair:
+		if !n.isMember(c, from) {
+			return unauthorized(req.Op, from)
+		}
+		st, msg := n.repairOrder(ctx, req.Repair)
+		return &wire.Response{Status: st, Message: msg}
+	case wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
+		act := n.dropPrev
+		switch req.Op {
+		case wire.OpUndo:
+			act = n.undo
+		case wire.OpSupersede:
+			act = n.supersede
+		}
+		rs := make([]wire.BatchResult, len(req.Drop))
+		for i, sr := range req.Drop {
+			rs[i].Status, rs[i].Message = act(ctx, sr)
+		}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
+	case wire.OpPing:
+		// A node whose shard store failed (an fsync error: the disk is not
+		// trusted) stops answering heartbeats, so the cluster marks it
+		// down, then out, and rebuilds its shards elsewhere.
+		if err := n.storeErr(); err != nil {
+			return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("shard store failed, this node takes no writes: %v", err)}
+		}
+		return &wire.Response{Status: wire.StatusOK}
+	case wire.OpMember:
+		return n.member(ctx, from, req.Body)
+	}
+	return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("unsupported op %s", req.Op)}
+}
+
+// isMember reports whether peer p is a member of the cluster (a server
+// node): only members may list a node's shards or drop them.
+func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
+	if p == n.host.ID() {
+		return true
+	}
+	m, ok := c.Member(p.String())
+	return ok && m.State != membership.Removed
+}
+
+// authorize applies the client roles (DESIGN §6, config.Cluster.Clients)
+// to a request of op: nil when from may make it. Reads need a role, writes
+// a read-write one (checkRole). Other ops are open to every peer with the
+// cluster secret (the cluster description, which dsclient init needs, and
+// ping) or checked where they are served (members-only ops, membership
+// and role commands).
+func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Response {
+	var write bool
+	switch op {
+	case wire.OpGet, wire.OpList, wire.OpStatus:
+	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
+		write = true
+	default:
+		return nil
+	}
+	return n.checkRole(c, from, op.String(), write)
+}
+
+// checkRole returns nil when from may do what (a write when write is set):
+// members may do anything; while no client has a role, so may anyone with
+// the cluster secret; once one has, a read-only client may only read, and
+// a peer without a role nothing.
+func (n *Node) checkRole(c *config.Cluster, from peer.ID, what string, write bool) *wire.Response {
+	if len(c.Clients) == 0 || n.isMember(c, from) {
+		return nil
+	}
+	id := from.String()
+	role, ok := c.ClientRole(id)
+	switch {
+	case !ok:
+		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf(
+			"%s: peer %s has no role in cluster %s; a read-write client grants one with `dsclient client grant %s --role=read-only|read-write`",
+			what, id, c.ID, id)}
+	case write && role != config.RoleReadWrite:
+		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is a %s client", what, id, role)}
+	}
+	return nil
+}
+
+func unauthorized(op wire.Op, p peer.ID) *wire.Response {
+	return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is not a member of the cluster", op, p)}
+}
