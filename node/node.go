@@ -324,17 +324,12 @@ func (n *Node) closeResources() error {
 
 // Features this version has, as Status reports them: a leader checks
 // them before it proposes a command that a replica of an older version
-// would apply differently, and a repair leader before it sends repair
-// orders or roll-backs (featuresOf).
+// would apply differently (featuresOf). Nodes that speak an older wire
+// version cannot serve or repair shards with this one at all, so shard
+// ops need no feature.
 const (
 	// FeatureRoles: the node applies client role commands (grant, revoke,
 	// admit). A node without it rejects them as unknown, so its replica of
 	// the cluster description would part from the others'.
 	FeatureRoles = "client-roles"
-	// FeatureRepairOrders: the node takes wire.OpRepair.
-	FeatureRepairOrders = "repair-orders"
-	// FeatureRestoreDrops: on a drop with Restore the node puts its
-	// previous shard back. A node without it deletes both, so repair
-	// sends it no roll-back.
-	FeatureRestoreDrops = "restore-drops"
 )

@@ -822,10 +822,8 @@ func TestRepairCopyKeepsNoPrevShard(t *testing.T) {
 
 // TestRepairOrder: a node told to rebuild one of its shards (OpRepair, as
 // the repair leader sends it) reads the other shards itself and stores the
-// right bytes, so that repair data does not go through the leader. A node
-// of an older version, which does not know the op, makes the leader do the
-// action itself (repair.ErrNotDelegated). (TestMemberOnlyOps: only members
-// may send one.)
+// right bytes, so that repair data does not go through the leader.
+// (TestMemberOnlyOps: only members may send one.)
 func TestRepairOrder(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
@@ -869,28 +867,6 @@ func TestRepairOrder(t *testing.T) {
 	got, err := c.Node(0).CurrentShard(key)
 	if err != nil || !bytes.Equal(got, want[pos].AppendBinary(nil)) {
 		t.Fatalf("node 0's shard after the order: %d bytes, %v; want the %d bytes of shard %d", len(got), err, len(want[pos].AppendBinary(nil)), pos)
-	}
-
-	// A node that does not know the op answers as DecodeRequest does for
-	// any op it does not know.
-	_, unknown := wire.DecodeRequest(wire.AppendRequest(nil, &wire.Request{Op: 99}))
-	if unknown == nil {
-		t.Fatal("op 99 decoded")
-	}
-	old := newHost(t, c.Secret)
-	old.SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
-		defer s.Close()
-		if f, err := wire.ReadFrame(s, nil); err == nil {
-			_, _ = wire.WriteResponse(s, nil, &wire.Response{Op: wire.Op(f[1]), Status: wire.StatusBadRequest, Message: unknown.Error()})
-		}
-	})
-	// It dials the sender (it has no listening address).
-	if err := old.Connect(ctx, peer.AddrInfo{ID: c.Node(sender).ID(), Addrs: c.Node(sender).Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	a.To = old.ID().String()
-	if err := c.Node(sender).DelegateRepair(ctx, a); !errors.Is(err, repair.ErrNotDelegated) {
-		t.Fatalf("order to a node of an older version: %v, want repair.ErrNotDelegated", err)
 	}
 }
 

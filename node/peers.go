@@ -3,8 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -107,30 +105,16 @@ func (p peers) PutShard(ctx context.Context, node string, shard []byte) error {
 	return err
 }
 
-// Restores reports whether node restores its previous shard on a drop
-// with Restore (repair.Restorer).
-func (p peers) Restores(ctx context.Context, node string) bool {
-	fs, err := p.n.featuresOf(ctx, node, featureMaxAge)
-	return err == nil && slices.Contains(fs, FeatureRestoreDrops)
-}
-
 // Delegate sends a Copy or Rebuild to the node that stores its shard
 // (OpRepair), which reads what it needs from the others itself.
 func (p peers) Delegate(ctx context.Context, a repair.Action) error {
-	if fs, err := p.n.featuresOf(ctx, a.To, featureMaxAge); err == nil && !slices.Contains(fs, FeatureRepairOrders) {
-		return fmt.Errorf("%s: %w", a.To, repair.ErrNotDelegated)
-	}
 	o := &wire.RepairOrder{Rebuild: a.Kind == repair.Rebuild, Tombstone: a.Tombstone, Key: a.Key, Pos: uint8(a.Pos),
 		Kind: uint8(a.Policy.Kind), K: uint8(a.Policy.DataShards), M: uint8(a.Policy.ParityShards),
 		HLC: a.Version.HLC, Writer: a.Version.Writer, From: a.From}
 	for _, src := range a.Sources {
 		o.Sources = append(o.Sources, wire.RepairSource{Node: src.Node, Pos: uint8(src.Pos)})
 	}
-	resp, err := p.do(ctx, a.To, &wire.Request{Op: wire.OpRepair, Repair: o})
-	if resp != nil && resp.Status == wire.StatusBadRequest && strings.Contains(resp.Message, "unknown op") {
-		// A node of an older version: the driver does the action itself.
-		return fmt.Errorf("%s: %w", resp.Message, repair.ErrNotDelegated)
-	}
+	_, err := p.do(ctx, a.To, &wire.Request{Op: wire.OpRepair, Repair: o})
 	return err
 }
 

@@ -44,7 +44,7 @@ type Status struct {
 	Features []string `json:"features"`
 }
 
-var features = []string{FeatureRoles, FeatureRepairOrders, FeatureRestoreDrops}
+var features = []string{FeatureRoles}
 
 // Stat gathers the node's Status.
 func (n *Node) Stat(ctx context.Context) (*Status, error) {

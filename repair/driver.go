@@ -411,23 +411,9 @@ func (d *Driver) finish(seq uint64, a Action, err error) {
 // which would make one node's links and cores the limit of every repair.
 type Delegator interface {
 	// Delegate has a.To make shard a.Pos of a Copy or Rebuild (MakeShard)
-	// and store it. It returns ErrNotDelegated when a.To cannot take the
-	// order (a node of an older version), and the driver then does the
-	// action itself.
+	// and store it.
 	Delegate(ctx context.Context, a Action) error
 }
-
-// Restorer is Peers that can tell whether a node restores its previous
-// shard on a Restore drop (a roll-back, or a failed write's garbage).
-// Without it no such drop is sent: a node of an older version would
-// delete the previous shard with the dropped one.
-type Restorer interface {
-	Restores(ctx context.Context, node string) bool
-}
-
-// ErrNotDelegated is Delegate's answer when the node cannot carry out the
-// action itself.
-var ErrNotDelegated = errors.New("repair: the node does not take repair orders")
 
 // do carries out one action.
 func (d *Driver) do(ctx context.Context, a Action) error {
@@ -438,17 +424,10 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	}
 	switch a.Kind {
 	case Drop:
-		if a.Restore {
-			if r, ok := d.cfg.Peers.(Restorer); !ok || !r.Restores(ctx, a.To) {
-				return fmt.Errorf("drop %q on %s, restoring the previous shard: the node does not restore previous shards", a.Key, a.To)
-			}
-		}
 		return d.cfg.Peers.Drop(ctx, a)
 	case Copy, Rebuild:
 		if dp, ok := d.cfg.Peers.(Delegator); ok {
-			if err := dp.Delegate(ctx, a); !errors.Is(err, ErrNotDelegated) {
-				return err
-			}
+			return dp.Delegate(ctx, a)
 		}
 		shard, err := MakeShard(ctx, d.cfg.Peers.GetShard, a)
 		if err != nil {

@@ -199,15 +199,11 @@ func checkDecodesWith(t *testing.T, m *placement.Map, p *memPeers, vals map[stri
 // shard reads and writes the driver makes itself.
 type delegPeers struct {
 	*memPeers
-	old     bool // the nodes are of a version without repair orders
 	orders  atomic.Int64
 	relayed atomic.Int64
 }
 
 func (p *delegPeers) Delegate(ctx context.Context, a Action) error {
-	if p.old {
-		return ErrNotDelegated
-	}
 	p.orders.Add(1)
 	shard, err := MakeShard(ctx, p.memPeers.GetShard, a) // on node a.To
 	if err != nil {
@@ -228,14 +224,18 @@ func (p *delegPeers) PutShard(ctx context.Context, node string, shard []byte) er
 
 // TestDriverDelegatesRepairs: with nodes that take repair orders, the
 // driver hands each rebuild to the node that stores the shard and moves no
-// shard itself; with nodes of an older version it rebuilds them itself.
+// shard itself; with peers that are no Delegator it rebuilds them itself.
 // The shards come back right either way.
 func TestDriverDelegatesRepairs(t *testing.T) {
 	for _, old := range []bool{false, true} {
 		m, ids, mem, vals := testCluster(t, 30)
 		lost := len(mem.nodes["n3"])
 		mem.nodes["n3"] = map[string][]byte{}
-		p := &delegPeers{memPeers: mem, old: old}
+		dp := &delegPeers{memPeers: mem}
+		var p Peers = dp
+		if old {
+			p = relaying{dp}
+		}
 		d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true})
 		if err != nil {
 			t.Fatal(err)
@@ -246,19 +246,24 @@ func TestDriverDelegatesRepairs(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(plan.Actions) != lost || len(mem.nodes["n3"]) != lost {
-			t.Fatalf("old nodes %v: %d actions, n3 holds %d shards; want %d of each", old, len(plan.Actions), len(mem.nodes["n3"]), lost)
+			t.Fatalf("without Delegator %v: %d actions, n3 holds %d shards; want %d of each", old, len(plan.Actions), len(mem.nodes["n3"]), lost)
 		}
 		checkDecodesWith(t, m, mem, vals, "n3")
-		orders, relayed := p.orders.Load(), p.relayed.Load()
+		orders, relayed := dp.orders.Load(), dp.relayed.Load()
 		switch {
 		case !old && (orders != int64(lost) || relayed != 0):
 			t.Fatalf("%d orders and %d shard reads or writes by the driver; want %d orders and none", orders, relayed, lost)
 		case old && (orders != 0 || relayed < int64(lost)*5):
 			// Each rebuild reads 4 shards and writes one.
-			t.Fatalf("old nodes: %d orders and %d shard reads or writes by the driver; want none and at least %d", orders, relayed, lost*5)
+			t.Fatalf("without Delegator: %d orders and %d shard reads or writes by the driver; want none and at least %d", orders, relayed, lost*5)
 		}
 	}
 }
+
+// relaying hides delegPeers' Delegate: the driver relays every shard.
+type relaying struct{ *delegPeers }
+
+func (r relaying) Delegate() {} // not a Delegator: another signature
 
 // TestDriverResumesBacklog: a backlog left by a crash is there when the
 // state file is opened again, and the next pass carries it out first.
@@ -336,69 +341,6 @@ func TestDriverRateLimit(t *testing.T) {
 	}
 }
 
-// restoringPeers is memPeers whose nodes say whether they restore.
-type restoringPeers struct {
-	*memPeers
-	restores map[string]bool
-}
-
-func (p restoringPeers) Restores(_ context.Context, node string) bool { return p.restores[node] }
-
-// TestDriverSendsRollBacksOnlyToRestorers: a roll-back drop, or any drop
-// that restores (a failed write's garbage), goes only to a node that
-// restores its previous shard: a node of an older version would delete
-// that too, and with it the only shards of the older value.
-func TestDriverSendsRollBacksOnlyToRestorers(t *testing.T) {
-	_, ids, mem, _ := testCluster(t, 1)
-	var holder, key string
-	for _, id := range ids {
-		for k := range mem.nodes[id] {
-			holder, key = id, k
-		}
-		if holder != "" {
-			break
-		}
-	}
-	sh, err := coding.ParseShard(mem.nodes[holder][key])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, rollBack := range []bool{true, false} {
-		a := Action{Kind: Drop, Key: key, Pos: int(sh.Header.Index), Policy: sh.Header.Policy, Version: sh.Header.Version,
-			To: holder, Stale: true, Restore: true, RollBack: rollBack}
-		driverRestores(t, mem, a, holder, key)
-	}
-}
-
-// driverRestores has a driver do the restoring drop a with peers that
-// cannot tell, a node that does not restore and one that does (which
-// drops holder's shard of key, put back after).
-func driverRestores(t *testing.T, mem *memPeers, a Action, holder, key string) {
-	t.Helper()
-	kept := mem.nodes[holder][key]
-	for _, tc := range []struct {
-		name  string
-		peers Peers
-		drops bool
-	}{
-		{"peers that cannot tell", mem, false},
-		{"a node that does not restore", restoringPeers{mem, map[string]bool{}}, false},
-		{"a node that restores", restoringPeers{mem, map[string]bool{holder: true}}, true},
-	} {
-		d, err := OpenDriver(DriverConfig{Peers: tc.peers, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = d.do(context.Background(), a)
-		d.Close()
-		_, held := mem.nodes[holder][key]
-		if held == tc.drops || (err == nil) != tc.drops {
-			t.Fatalf("%s: restoring drop (roll-back %v): %v, shard still held %v", tc.name, a.RollBack, err, held)
-		}
-	}
-	mem.nodes[holder][key] = kept
-}
-
 // TestCommitRaceWriteSurvivesOldOwnersDown: v2 raced a rebalance commit:
 // acked by 5 of 6 old owners (all but an unmoved position), forwards lost.
 // Two old owners of moved positions are down past the grace, either listed
@@ -433,10 +375,7 @@ func commitRaceWriteSurvives(t *testing.T, unlisted bool) {
 		}
 	}
 	mem := newMemPeers(ids)
-	p := restoringPeers{mem, map[string]bool{}}
-	for _, id := range ids {
-		p.restores[id] = true
-	}
+	p := mem
 	hlc := uint64(time.Now().Add(-time.Hour).UnixMilli()) << 16
 	val := bytes.Repeat([]byte("2"), 64<<10)
 	v1, _ := coding.Encode(key, bytes.Repeat([]byte("1"), 64<<10), coding.Erasure(4, 2), coding.Version{HLC: hlc, Writer: 1})

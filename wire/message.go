@@ -419,8 +419,7 @@ type ShardRef struct {
 	// owner drops it.
 	Stale bool
 	// Restore (OpDrop): the shard is a failed write's; the node puts back
-	// its previous shard of the key, if it kept one. (Nodes of older
-	// versions ignore it and drop both.)
+	// its previous shard of the key, if it kept one.
 	Restore bool
 }
 
