@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -239,8 +240,8 @@ func cmdClient(ctx context.Context, conf string, args []string) error {
 	case args[0] == "grant" && len(args) >= 2:
 		fs := flag.NewFlagSet("client grant", flag.ContinueOnError)
 		role := fs.String("role", "", "read-write or read-only")
-		if err := fs.Parse(args[2:]); err != nil {
-			return err
+		if extra, err := parseArgs(fs, args[2:]); err != nil || len(extra) > 0 {
+			return cmp.Or(err, fmt.Errorf("client grant: unexpected arguments %q", extra))
 		}
 		if err := config.CheckRole(*role); err != nil {
 			return fmt.Errorf("client grant: --role: %w", err)
@@ -287,12 +288,14 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	var onlyHash bool
 	fs.BoolVar(&onlyHash, "only-hash", false, "compute the CID without storing anything")
 	fs.BoolVar(&onlyHash, "n", false, "short for --only-hash")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("add: want exactly one FILE")
+	if len(pos) != 1 {
+		return fmt.Errorf("add: want exactly one FILE, got %d (%q)", len(pos), pos)
 	}
+	file := pos[0]
 	opts := dagfile.AddOptions{CidVersion: *cidVersion, Chunker: *chunk}
 	switch *rawLeaves {
 	case "":
@@ -302,17 +305,17 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	default:
 		return fmt.Errorf("add: --raw-leaves=%q: want true or false", *rawLeaves)
 	}
-	st, err := os.Lstat(fs.Arg(0))
+	st, err := os.Lstat(file)
 	if err != nil {
 		return fmt.Errorf("add: %w", err)
 	}
 	link := st.Mode()&os.ModeSymlink != 0
 	if !link && !st.IsDir() && !st.Mode().IsRegular() {
 		// A FIFO would be read forever; kubo refuses these too.
-		return fmt.Errorf("add: unrecognized file type for %s: %s", fs.Arg(0), st.Mode().Type())
+		return fmt.Errorf("add: unrecognized file type for %s: %s", file, st.Mode().Type())
 	}
 	if st.IsDir() && !recursive {
-		return fmt.Errorf("add: %s is a directory (use -r)", fs.Arg(0))
+		return fmt.Errorf("add: %s is a directory (use -r)", file)
 	}
 	var store ds.Batching
 	if onlyHash {
@@ -329,17 +332,17 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	var c cid.Cid
 	switch {
 	case link:
-		c, err = dagfile.AddSymlink(ctx, store, fs.Arg(0), opts) // as ipfs add: the link, not its target
+		c, err = dagfile.AddSymlink(ctx, store, file, opts) // as ipfs add: the link, not its target
 	case st.IsDir():
-		c, err = dagfile.AddDir(ctx, store, fs.Arg(0), opts)
+		c, err = dagfile.AddDir(ctx, store, file, opts)
 	default:
-		c, err = addFile(ctx, store, fs.Arg(0), opts)
+		c, err = addFile(ctx, store, file, opts)
 	}
 	if err != nil {
-		return fmt.Errorf("add %s: %w", fs.Arg(0), err)
+		return fmt.Errorf("add %s: %w", file, err)
 	}
 	if !quiet {
-		fmt.Fprintf(os.Stderr, "added %s in %s\n", fs.Arg(0), time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "added %s in %s\n", file, time.Since(start).Round(time.Millisecond))
 	}
 	fmt.Println(c)
 	return nil
@@ -579,11 +582,24 @@ func printStatus(out *statusOut, asJSON bool) error {
 		fmt.Printf("client roles: enforced, %d clients have one (dsclient client list)\n", len(out.Clients))
 	}
 	if r := out.Repair; r != nil {
-		fmt.Printf("repair: %d keys, %d degraded, %d lost; backlog %d shards (%s)", r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
+		// The figures are those of the leader's last complete pass: say
+		// when it ran, so that "0 degraded" just after a node died is not
+		// read as "nothing to repair".
+		when := "no pass has finished yet"
+		if !r.Finished.IsZero() {
+			when = fmt.Sprintf("last pass %s ago, for map epoch %d", time.Since(r.Finished).Round(time.Second), r.Epoch)
+		}
+		if r.Started.After(r.Finished) {
+			when += "; a pass is running"
+		}
+		fmt.Printf("repair (%s): %d keys, %d degraded, %d lost; backlog %d shards (%s)", when, r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
 		if r.Backlog > 0 && r.Rate > 0 {
 			fmt.Printf(" at %s/s, eta %s", humanBytes(int64(r.Rate)), (time.Duration(r.ETA) * time.Second).String())
 		}
 		fmt.Printf("; repaired %d shards, %s moved in total\n", r.Done, humanBytes(r.BytesMoved))
+		if out.SlotsRedundant < out.Slots && r.Degraded == 0 && r.Backlog == 0 {
+			fmt.Printf("repair: %d slots are below full redundancy since that pass (a node is down or new); the next pass counts their keys\n", out.Slots-out.SlotsRedundant)
+		}
 	} else {
 		fmt.Println("repair: no raft leader answered")
 	}
@@ -636,8 +652,8 @@ func cmdNode(ctx context.Context, conf string, args []string) error {
 	fs := flag.NewFlagSet("node drain", flag.ContinueOnError)
 	noWait := fs.Bool("no-wait", false, "return once the drain is recorded, without waiting for the data to move")
 	id := args[1]
-	if err := fs.Parse(args[2:]); err != nil {
-		return err
+	if extra, err := parseArgs(fs, args[2:]); err != nil || len(extra) > 0 {
+		return cmp.Or(err, fmt.Errorf("node drain: unexpected arguments %q", extra))
 	}
 	d, err := open(ctx, conf)
 	if err != nil {
