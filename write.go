@@ -57,7 +57,7 @@ type nodeShard struct {
 // shards, every node its own in batch requests, all nodes in parallel;
 // the writes a node answered with a newer version, or that failed while
 // the map moved, go again in the next round with a new version, after a
-// random pause of up to a millisecond per round (writers racing on a key
+// random pause of up to 2^round milliseconds (writers racing on a key
 // take turns), at most maxOrdered rounds.
 func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
 	for round := 1; len(ws) > 0; round++ {
@@ -77,7 +77,8 @@ func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
 			return
 		}
 		if round > 1 {
-			t := time.NewTimer(rand.N(time.Duration(round) * time.Millisecond))
+			// Exponential: writers that keep meeting each other spread out.
+			t := time.NewTimer(rand.N(time.Duration(1<<round) * time.Millisecond))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -230,17 +231,19 @@ wait:
 			// one keeps this version's shard as the previous one.
 			undo.add(w.key, t.ver, t.kept)
 		}
-		quorumErr := &QuorumError{Op: w.op, Key: w.key, Stored: t.stored, Quorum: t.quorum, Failed: slices.Clone(t.failed)}
+		quorumErr := func() error {
+			return &QuorumError{Op: w.op, Key: w.key, Stored: t.stored, Quorum: t.quorum, Failed: slices.Clone(t.failed)}
+		}
 		switch {
 		case vd == failed:
-			w.err = quorumErr
+			w.err = quorumErr()
 		case vd == writeAgain && t.quorate():
 			again = append(again, w)
 			w.err = fmt.Errorf("%s %s: %w: a node held a newer version after each of %d attempts (other writers keep writing the key); retry",
 				w.op, w.key, ErrQuorum, maxOrdered)
 		case vd == writeAgain:
 			again = append(again, w)
-			w.err = quorumErr
+			w.err = quorumErr()
 		default:
 			w.err = nil
 			if len(t.failed) > 0 || sending[a] > 0 {
