@@ -170,7 +170,7 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 		o.HedgeAfter, _ = cfg.Hedge()
 	}
 	o = o.withDefaults()
-	hc := transport.HostConfig{PSK: psk}
+	hc := transport.HostConfig{Secret: psk}
 	if cfg.Identity != "" {
 		// Validate checked that it decodes.
 		if hc.Key, err = config.DecodePrivKey(cfg.Identity); err != nil {

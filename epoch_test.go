@@ -25,7 +25,7 @@ func TestStaleEpochRefreshes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	h, err := transport.NewHost(transport.HostConfig{Secret: psk})
 	if err != nil {
 		t.Fatal(err)
 	}

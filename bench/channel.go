@@ -9,7 +9,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/pnet"
 
 	"github.com/filedrive-team/go-ds-cluster/transport"
 )
@@ -24,23 +23,23 @@ const channelChunk = 64 << 10
 // MeasureChannel returns the CPU, in ns per byte, that moving bytes through
 // the nodes' secure channel costs this process, both ends counted: two
 // libp2p hosts on loopback, set up as every node and front end is (the
-// cluster secret's pnet cipher, TLS, yamux; a throwaway secret, which costs
-// the same), one writing 64 KiB at a time to the other for about d. With
+// TLS with the cluster secret's gate, yamux; a throwaway secret, which
+// costs the same), one writing 64 KiB at a time to the other for about d. With
 // the nodes on this machine (make bench), a cluster operation that moves B
 // bytes to and from them costs the machine at least B times this, before
 // any storage work: Row.Ceiling turns it into the most operations per
 // second this machine's cores allow.
 func MeasureChannel(ctx context.Context, d time.Duration) (float64, error) {
-	psk := make(pnet.PSK, 32)
+	psk := make([]byte, 32)
 	if _, err := rand.Read(psk); err != nil {
 		return 0, err
 	}
-	server, err := transport.NewHost(transport.HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	server, err := transport.NewHost(transport.HostConfig{Secret: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if err != nil {
 		return 0, fmt.Errorf("bench: channel: %w", err)
 	}
 	defer server.Close()
-	client, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	client, err := transport.NewHost(transport.HostConfig{Secret: psk})
 	if err != nil {
 		return 0, fmt.Errorf("bench: channel: %w", err)
 	}

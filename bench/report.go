@@ -196,7 +196,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "\nCPU s/GB is the benchmarking process's CPU: for the cluster, the client's share only (the nodes run in their own processes).\n")
 	fmt.Fprintf(w, "disk/byte, for put, is the growth of the target's reported disk usage over the bytes written.\n")
 	if r.ChannelNsPerByte > 0 {
-		fmt.Fprintf(w, "channel ceiling is the most ops/s this machine's %d cores allow the cluster (in parentheses, over the baseline) when every byte an operation moves to or from the nodes costs the %.2f ns of CPU measured for the nodes' secure channel (the cluster secret's pnet cipher, TLS and yamux over loopback, both ends) and nothing else costs anything: it holds while the nodes share this machine's cores.\n", r.Cores, r.ChannelNsPerByte)
+		fmt.Fprintf(w, "channel ceiling is the most ops/s this machine's %d cores allow the cluster (in parentheses, over the baseline) when every byte an operation moves to or from the nodes costs the %.2f ns of CPU measured for the nodes' secure channel (TLS with the cluster secret's gate, and yamux, over loopback, both ends) and nothing else costs anything: it holds while the nodes share this machine's cores.\n", r.Cores, r.ChannelNsPerByte)
 	}
 	switch {
 	case r.Down > 0 && r.Stopped:

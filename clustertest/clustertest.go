@@ -119,7 +119,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 		c.gates = append(c.gates, &gate{})
-		h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Gater: c.gates[i]})
+		h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: psk, Gater: c.gates[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func (c *Cluster) Join(zone string) (int, error) {
 		return -1, err
 	}
 	g := &gate{}
-	h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Gater: g})
+	h, err := transport.NewHost(transport.HostConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: psk, Gater: g})
 	if err != nil {
 		return -1, err
 	}
@@ -319,7 +319,7 @@ func (c *Cluster) Restart(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: c.configs[i].Listen, PSK: psk, Gater: c.gates[i]})
+	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: c.configs[i].Listen, Secret: psk, Gater: c.gates[i]})
 	if err != nil {
 		c.t.Fatalf("restart node %d: %v", i, err)
 	}
@@ -371,7 +371,7 @@ func (c *Cluster) Move(i int) []string {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Gater: c.gates[i]})
+	h, err := transport.NewHost(transport.HostConfig{Key: c.keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: psk, Gater: c.gates[i]})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func fetchInfo(ctx context.Context, addr string, identity int32, secret string, 
 	if err != nil {
 		return err
 	}
-	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	h, err := transport.NewHost(transport.HostConfig{Secret: psk})
 	if err != nil {
 		return err
 	}

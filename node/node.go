@@ -226,7 +226,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 			err = fmt.Errorf("node: %w", perr)
 			return nil, err
 		}
-		if n.host, err = transport.NewHost(transport.HostConfig{Key: key, Listen: cfg.Listen, PSK: psk}); err != nil {
+		if n.host, err = transport.NewHost(transport.HostConfig{Key: key, Listen: cfg.Listen, Secret: psk}); err != nil {
 			return nil, err
 		}
 	}

@@ -45,7 +45,7 @@ func newHost(t *testing.T, secret string) host.Host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := transport.NewHost(transport.HostConfig{PSK: psk})
+	h, err := transport.NewHost(transport.HostConfig{Secret: psk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1261,7 +1261,7 @@ func TestJoinNeedsRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := transport.NewHost(transport.HostConfig{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+	old, err := transport.NewHost(transport.HostConfig{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: psk})
 	if err != nil {
 		t.Fatal(err)
 	}

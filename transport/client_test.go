@@ -51,12 +51,12 @@ func testHosts(t *testing.T) (srv, cl host.Host, psk []byte) {
 	if _, err := rand.Read(psk); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewHost(HostConfig{PSK: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	srv, err := NewHost(HostConfig{Secret: psk, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	cl, err = NewHost(HostConfig{PSK: psk})
+	cl, err = NewHost(HostConfig{Secret: psk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
-	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -26,23 +24,27 @@ type HostConfig struct {
 	Key crypto.PrivKey
 	// Listen lists multiaddrs to listen on; empty for a client that only dials.
 	Listen []string
-	// PSK is the cluster secret. Required.
-	PSK pnet.PSK
+	// Secret is the cluster secret (32 bytes). Required: a peer that does
+	// not prove it holds the same one is disconnected (gate.go).
+	Secret []byte
 	// Gater, when set, may refuse connections (fault injection in tests).
 	Gater connmgr.ConnectionGater
 }
 
 // NewHost starts a libp2p host as the package doc describes.
 func NewHost(cfg HostConfig) (host.Host, error) {
-	if len(cfg.PSK) != 32 {
-		return nil, fmt.Errorf("transport: the cluster secret is required (got %d bytes, want 32)", len(cfg.PSK))
+	if len(cfg.Secret) != 32 {
+		return nil, fmt.Errorf("transport: the cluster secret is required (got %d bytes, want 32)", len(cfg.Secret))
+	}
+	gate, err := gatedTLS(cfg.Secret)
+	if err != nil {
+		return nil, err
 	}
 	opts := []libp2p.Option{
-		libp2p.PrivateNetwork(cfg.PSK),
 		// No SO_REUSEPORT: a second process on a node's port must fail to
 		// start, not share the port and half its connections.
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Security(libp2ptls.ID, newGatheredTLS),
+		libp2p.Security(string(GateID), gate),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(&network.NullResourceManager{}),
 		libp2p.DisableRelay(),

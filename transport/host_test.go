@@ -60,7 +60,7 @@ func TestMoveAddrs(t *testing.T) {
 func TestListenPortNotShared(t *testing.T) {
 	first, _, psk := testHosts(t)
 	addr := first.Addrs()[0].String()
-	second, err := NewHost(HostConfig{PSK: psk, Listen: []string{addr}})
+	second, err := NewHost(HostConfig{Secret: psk, Listen: []string{addr}})
 	if err == nil {
 		second.Close()
 		t.Fatalf("a second host listens on %s beside the first", addr)

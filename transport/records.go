@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 
@@ -17,43 +19,68 @@ import (
 // gathered into one write to the connection below.
 //
 // TLS cuts what it is given into records of at most 16 KiB and writes each
-// to the connection below it on its own: here the pnet cipher, then TCP. A
-// 64 KiB yamux frame (one shard) so became five pnet calls and five write
-// syscalls. gatheredTLS holds the records of one Write of the secured
-// connection and passes them down together when it returns. The bytes on
-// the wire are the same, so peers running plain libp2p TLS are unaffected;
-// the protocol ID is TLS's.
+// to the connection below it on its own. A 64 KiB yamux frame (one shard)
+// so became five write syscalls. gatheredTLS holds the records of one
+// Write of the secured connection and passes them down together when it
+// returns; the bytes on the wire are the same. Once the TLS handshake is
+// done it runs the cluster secret's gate (gate.go).
 type gatheredTLS struct {
-	inner *libp2ptls.Transport
+	inner   *libp2ptls.Transport
+	key     []byte // the gate's HMAC key, from the cluster secret
+	sources *sources
 }
 
 var _ sec.SecureTransport = (*gatheredTLS)(nil)
 
-// newGatheredTLS has the signature libp2p.Security injects.
-func newGatheredTLS(id protocol.ID, key ic.PrivKey, muxers []tptu.StreamMuxer) (*gatheredTLS, error) {
-	inner, err := libp2ptls.New(id, key, muxers)
+// gatedTLS returns the constructor libp2p.Security injects: libp2p's TLS
+// with gathered writes and the cluster secret's gate (gate.go), under
+// GateID.
+func gatedTLS(secret []byte) (func(id protocol.ID, key ic.PrivKey, muxers []tptu.StreamMuxer) (*gatheredTLS, error), error) {
+	gk, err := gateKey(secret)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("transport: derive the gate key: %w", err)
 	}
-	return &gatheredTLS{inner: inner}, nil
+	return func(id protocol.ID, key ic.PrivKey, muxers []tptu.StreamMuxer) (*gatheredTLS, error) {
+		inner, err := libp2ptls.New(id, key, muxers)
+		if err != nil {
+			return nil, err
+		}
+		return &gatheredTLS{inner: inner, key: gk, sources: newSources()}, nil
+	}, nil
 }
 
 func (t *gatheredTLS) ID() protocol.ID { return t.inner.ID() }
 
 func (t *gatheredTLS) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
-	return gather(ctx, insecure, p, t.inner.SecureInbound)
+	leave, ok := t.sources.enter(insecure.RemoteAddr())
+	if !ok {
+		err := fmt.Errorf("%w: too many handshakes under way from %s", ErrNotInCluster, hostOf(insecure.RemoteAddr()))
+		t.sources.refused(insecure.RemoteAddr(), err)
+		return nil, err
+	}
+	defer leave()
+	c, err := t.gather(ctx, insecure, p, t.inner.SecureInbound)
+	if errors.Is(err, ErrNotInCluster) {
+		t.sources.refused(insecure.RemoteAddr(), err)
+	}
+	return c, err
 }
 
 func (t *gatheredTLS) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
-	return gather(ctx, insecure, p, t.inner.SecureOutbound)
+	return t.gather(ctx, insecure, p, t.inner.SecureOutbound)
 }
 
-// gather runs the TLS handshake secure over a recordConn on insecure.
-func gather(ctx context.Context, insecure net.Conn, p peer.ID,
+// gather runs the TLS handshake secure over a recordConn on insecure, then
+// the gate's proof of the cluster secret.
+func (t *gatheredTLS) gather(ctx context.Context, insecure net.Conn, p peer.ID,
 	secure func(context.Context, net.Conn, peer.ID) (sec.SecureConn, error)) (sec.SecureConn, error) {
 	below := &recordConn{Conn: insecure}
 	c, err := secure(ctx, below, p)
 	if err != nil {
+		return nil, err
+	}
+	if err := prove(c, insecure, t.key, handshakeDeadline(ctx)); err != nil {
+		_ = c.Close()
 		return nil, err
 	}
 	return &gatheredConn{SecureConn: c, below: below}, nil

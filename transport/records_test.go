@@ -14,7 +14,6 @@ import (
 	ic "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/sec"
-	"github.com/libp2p/go-libp2p/p2p/net/pnet"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 )
 
@@ -29,30 +28,11 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// securePair connects a client and a server over loopback TCP, each side
-// behind the cluster secret's pnet cipher as libp2p puts it, and secures
+// securePair connects a client and a server over loopback TCP and secures
 // the connection with the given transports. It returns both secured ends
 // and the client's insecure connection (to count the writes TLS makes).
 func securePair(t testing.TB, client, server func(ic.PrivKey) (sec.SecureTransport, error)) (sec.SecureConn, sec.SecureConn, *countingConn) {
 	t.Helper()
-	psk := make([]byte, 32)
-	if _, err := rand.Read(psk); err != nil {
-		t.Fatal(err)
-	}
-	return connectPair(t, psk, client, server)
-}
-
-// connectPair is securePair with the cluster secret given: nil leaves the
-// pnet cipher out, as a cluster without a secret would run (benchmarks
-// only: every host we start has one).
-func connectPair(t testing.TB, psk []byte, client, server func(ic.PrivKey) (sec.SecureTransport, error)) (sec.SecureConn, sec.SecureConn, *countingConn) {
-	t.Helper()
-	protect := func(c net.Conn) (net.Conn, error) {
-		if psk == nil {
-			return c, nil
-		}
-		return pnet.NewProtectedConn(psk, c)
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -81,12 +61,7 @@ func connectPair(t testing.TB, psk []byte, client, server func(ic.PrivKey) (sec.
 			srv <- result{nil, err}
 			return
 		}
-		prot, err := protect(raw)
-		if err != nil {
-			srv <- result{nil, err}
-			return
-		}
-		c, err := st.SecureInbound(context.Background(), prot, "")
+		c, err := st.SecureInbound(context.Background(), raw, "")
 		srv <- result{c, err}
 	}()
 	raw, err := net.Dial("tcp", l.Addr().String())
@@ -94,11 +69,7 @@ func connectPair(t testing.TB, psk []byte, client, server func(ic.PrivKey) (sec.
 		t.Fatal(err)
 	}
 	counted := &countingConn{Conn: raw}
-	prot, err := protect(counted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := ct.SecureOutbound(context.Background(), prot, sid)
+	cc, err := ct.SecureOutbound(context.Background(), counted, sid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,8 +88,20 @@ func plainTLS(key ic.PrivKey) (sec.SecureTransport, error) {
 	return libp2ptls.New(libp2ptls.ID, key, nil)
 }
 
-func gathered(key ic.PrivKey) (sec.SecureTransport, error) {
-	return newGatheredTLS(libp2ptls.ID, key, nil)
+// testSecret is the cluster secret of the gated ends in these tests.
+var testSecret = bytes.Repeat([]byte{7}, 32)
+
+func gathered(key ic.PrivKey) (sec.SecureTransport, error) { return gatedWith(testSecret)(key) }
+
+// gatedWith makes gated transports (gatedTLS) with secret.
+func gatedWith(secret []byte) func(ic.PrivKey) (sec.SecureTransport, error) {
+	return func(key ic.PrivKey) (sec.SecureTransport, error) {
+		ctor, err := gatedTLS(secret)
+		if err != nil {
+			return nil, err
+		}
+		return ctor(GateID, key, nil)
+	}
 }
 
 // TestGatheredTLSWritesOnce: a 64 KiB write, four full TLS records and a
@@ -138,7 +121,7 @@ func TestGatheredTLSWritesOnce(t *testing.T) {
 		{"gathered", gathered, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, s, below := securePair(t, tc.client, plainTLS)
+			c, s, below := securePair(t, tc.client, tc.client)
 			// Warm up past crypto/tls's small first records (it grows
 			// them to 16 KiB over the first 128 KiB sent).
 			warm := make([]byte, 256<<10)
@@ -176,17 +159,15 @@ func TestGatheredTLSWritesOnce(t *testing.T) {
 	}
 }
 
-// TestGatheredTLSTalksToPlainTLS: a gathered end and a plain libp2p TLS end
-// exchange many writes of mixed sizes both ways at once, from several
-// writers, and each side reads exactly what the other wrote.
-func TestGatheredTLSTalksToPlainTLS(t *testing.T) {
+// TestGatedEndsTalk: two gated ends exchange many writes of mixed sizes
+// both ways at once, from several writers, and each side reads exactly
+// what the other wrote.
+func TestGatedEndsTalk(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		client, server func(ic.PrivKey) (sec.SecureTransport, error)
 	}{
-		{"gathered client", gathered, plainTLS},
-		{"gathered server", plainTLS, gathered},
-		{"both gathered", gathered, gathered},
+		{"both gated", gathered, gathered},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, s, _ := securePair(t, tc.client, tc.server)
@@ -244,9 +225,9 @@ func TestGatheredTLSTalksToPlainTLS(t *testing.T) {
 	}
 }
 
-// BenchmarkSecureWrite_64K: one side writes 64 KiB frames through pnet and
-// TLS over loopback TCP and the other reads them, with plain libp2p TLS and
-// with gathered records, in the same run.
+// BenchmarkSecureWrite_64K: one side writes 64 KiB frames through TLS over
+// loopback TCP and the other reads them, with plain libp2p TLS and with
+// gathered records (and the gate), in the same run.
 func BenchmarkSecureWrite_64K(b *testing.B) {
 	for _, tc := range []struct {
 		name      string
@@ -261,27 +242,23 @@ func BenchmarkSecureWrite_64K(b *testing.B) {
 
 // BenchmarkChannelCPU_64K: the CPU that moving bytes between two hosts
 // costs this process (both ends, user and system time, from getrusage),
-// per byte: over plain loopback TCP, under TLS alone, and under the
-// cluster secret's pnet cipher and TLS as every host runs. cpu-ms/put256K
-// and cpu-ms/get256K are that cost for the bytes one 4+2 put (six 64 KiB
-// shards) and one get (four) move: a floor under the whole machine's CPU
-// per operation, before any storage work.
+// per byte: over plain loopback TCP, under libp2p's TLS alone, and under
+// the gated TLS every host runs (the cluster secret checked once, in the
+// handshake). cpu-ms/put256K and cpu-ms/get256K are that cost for the
+// bytes one 4+2 put (six 64 KiB shards) and one get (four) move: a floor
+// under the whole machine's CPU per operation, before any storage work.
 func BenchmarkChannelCPU_64K(b *testing.B) {
-	psk := make([]byte, 32)
-	if _, err := rand.Read(psk); err != nil {
-		b.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name string
 		pair func(b *testing.B) (io.Writer, io.Reader)
 	}{
 		{"tcp", plainPair},
 		{"tls", func(b *testing.B) (io.Writer, io.Reader) {
-			c, s, _ := connectPair(b, nil, gathered, gathered)
+			c, s, _ := securePair(b, plainTLS, plainTLS)
 			return c, s
 		}},
-		{"pnet+tls", func(b *testing.B) (io.Writer, io.Reader) {
-			c, s, _ := connectPair(b, psk, gathered, gathered)
+		{"gated", func(b *testing.B) (io.Writer, io.Reader) {
+			c, s, _ := securePair(b, gathered, gathered)
 			return c, s
 		}},
 	} {

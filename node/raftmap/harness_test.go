@@ -111,7 +111,7 @@ func (g *group) add() int {
 func (g *group) startHost(i int) {
 	g.t.Helper()
 	m := g.members[i]
-	h, err := transport.NewHost(transport.HostConfig{Key: m.key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: g.psk})
+	h, err := transport.NewHost(transport.HostConfig{Key: m.key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: g.psk})
 	if err != nil {
 		g.t.Fatal(err)
 	}
