@@ -326,7 +326,8 @@ type Node struct {
 	// PrivKey is the node's libp2p private key (base64 of its protobuf).
 	PrivKey string   `json:"private_key"`
 	Listen  []string `json:"listen"`
-	// Secret is the cluster's private network key, 64 hex characters.
+	// Secret is the cluster secret, 64 hex characters (transport checks it
+	// in every connection's handshake).
 	Secret string `json:"secret"`
 	// Store names the shard store backend: "flatfs" (one file per shard,
 	// go-ds-flatfs) or "volume" (append-only volume files, group commit).
@@ -374,7 +375,8 @@ func (n *Node) Validate() error {
 type Client struct {
 	Version   int    `json:"version"`
 	ClusterID string `json:"cluster_id"`
-	// Secret is the cluster's private network key, 64 hex characters.
+	// Secret is the cluster secret, 64 hex characters (transport checks it
+	// in every connection's handshake).
 	Secret string `json:"secret"`
 	// Nodes lists server multiaddrs ending in /p2p/<peer id>. The client asks
 	// any of them for the current cluster map at open.
