@@ -52,7 +52,8 @@ func (b *batch) Delete(ctx context.Context, key ds.Key) error {
 
 // Commit applies every operation and returns the errors of those that
 // failed, joined. Operations that succeeded stay applied.
-func (b *batch) Commit(ctx context.Context) error {
+func (b *batch) Commit(ctx context.Context) (err error) {
+	defer b.d.track("batch")(&err)
 	b.mu.Lock()
 	ops, order := b.ops, b.order
 	b.ops, b.order = make(map[ds.Key]batchOp), nil

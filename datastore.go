@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -57,6 +58,11 @@ type Options struct {
 	// contacts them. Benchmarks and tests use it to measure the degraded
 	// read path without stopping nodes.
 	Down []int
+	// Metrics, when set, is where the front end registers its Prometheus
+	// metrics (operations by result and their latency, hedged and degraded
+	// reads, bytes sent and received). A second front end registered with
+	// the same registry keeps its metrics unexported.
+	Metrics prometheus.Registerer
 	// KeepFailedWrites leaves the shards of a write that failed its quorum
 	// where they landed, as a writer that crashed would, instead of having
 	// the nodes that kept the value it replaced put it back (undo). Tests
@@ -130,6 +136,7 @@ type Datastore struct {
 
 	refreshMu sync.Mutex
 	degraded  degradedLog
+	metrics   *clientMetrics
 
 	// A failed dial looks the cluster description up again in the
 	// background (lookupAddrs), at most once per addrLookupEvery.
@@ -181,7 +188,11 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
 	}
-	d := newDatastore(h, o)
+	d, err := newDatastore(h, o)
+	if err != nil {
+		_ = h.Close()
+		return nil, err
+	}
 	d.ownHost = true
 	var errs []error
 	for _, a := range cfg.Nodes {
@@ -252,7 +263,10 @@ func (d *Datastore) adoptFromMapNode(ctx context.Context) {
 // close) and a known cluster description; tests and embedding programs use
 // it.
 func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
-	d := newDatastore(h, opts.withDefaults())
+	d, err := newDatastore(h, opts.withDefaults())
+	if err != nil {
+		return nil, err
+	}
 	if err := d.setCluster(c); err != nil {
 		return nil, err
 	}
@@ -263,12 +277,16 @@ func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
 // client marks a node that leaves a request unanswered for HedgeAfter
 // slow, so that reads ask it last and writes stop piling up on it; a dial
 // that fails makes the front end look up the node's addresses again.
-func newDatastore(h host.Host, o Options) *Datastore {
+func newDatastore(h host.Host, o Options) (*Datastore, error) {
 	d := &Datastore{id: h.ID(), opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
+	var err error
+	if d.metrics, err = newClientMetrics(d, o.Metrics); err != nil {
+		return nil, err
+	}
 	d.client.SetSlowAfter(o.HedgeAfter)
 	d.client.SetOnDialFailure(d.lookupAddrs)
 	d.bgCtx, d.bgCancel = context.WithCancel(context.Background())
-	return d
+	return d, nil
 }
 
 // ID is the peer ID this front end talks as: the one a client role is

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,7 +62,8 @@ func putFrames(res []fetched) {
 
 // Get returns the newest value of key that can be rebuilt; see the package
 // doc for the read path and its errors.
-func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
+	defer d.track("get")(&err)
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
@@ -161,7 +163,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 			val, err, done = d.evaluate(v, k, owners, res, final)
 			return done
 		},
-		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
+		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
 	if unavailableWithShards(err) {
 		if older, ok := d.valueFromPrev(ctx, v, k, owners, res); ok {
 			return older, nil
@@ -266,7 +268,9 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 			shards[pos] = res[pos].shard
 		}
 		var err error
-		val, err = coding.Decode(shards)
+		if val, err = coding.Decode(shards); err == nil && slices.Contains(shards[:g.policy.DataShards], nil) {
+			d.metrics.degraded.Inc()
+		}
 		return err
 	})
 	return val, err, done
@@ -604,7 +608,8 @@ func versionLess(a, b wire.ListEntry) bool {
 // Has reports whether Get would return a value for key, from the nodes'
 // indexes: the newest version with enough shards, not an entry of a write
 // that failed (kubo does not put a block its datastore says it has).
-func (d *Datastore) Has(ctx context.Context, key ds.Key) (bool, error) {
+func (d *Datastore) Has(ctx context.Context, key ds.Key) (_ bool, err error) {
+	defer d.track("has")(&err)
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
 		return false, nil
@@ -618,7 +623,8 @@ func (d *Datastore) Has(ctx context.Context, key ds.Key) (bool, error) {
 
 // GetSize returns the size of the value Get would return, from the nodes'
 // indexes.
-func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (int, error) {
+func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (_ int, err error) {
+	defer d.track("get-size")(&err)
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
 		return -1, ds.ErrNotFound

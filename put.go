@@ -13,7 +13,8 @@ import (
 
 // Put stores value under key. It returns once the write quorum of shards is
 // durable; see the package doc.
-func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
+func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) (err error) {
+	defer d.track("put")(&err)
 	w, err := d.putWrite(key.String(), value)
 	if err != nil {
 		return err
@@ -73,7 +74,8 @@ func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 // of a delete that failed its quorum, and this one must be durable once
 // acknowledged. A key Get would find absent gets a tombstone all the same
 // when a position that answers holds an entry of it (absentEverywhere).
-func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
+func (d *Datastore) Delete(ctx context.Context, key ds.Key) (err error) {
+	defer d.track("delete")(&err)
 	k := key.String()
 	if len(k) > coding.MaxKeyLen {
 		return nil // such a key cannot have been stored

@@ -83,7 +83,8 @@ func (d *Datastore) resolve(ctx context.Context, ms []merged, keysOnly bool) []d
 // of the key-ordered stream. Values, when asked for, are read with Get.
 // It fails when more nodes are unreachable than the policy tolerates,
 // since keys could then be missing from the answer.
-func (d *Datastore) Query(ctx context.Context, q dsq.Query) (dsq.Results, error) {
+func (d *Datastore) Query(ctx context.Context, q dsq.Query) (_ dsq.Results, err error) {
+	defer d.track("query")(&err)
 	v := d.view.Load()
 	// The node prefix is a plain string prefix; NaiveQueryApply narrows it to
 	// go-datastore's path semantics ("/a" matches "/a/b", not "/ab").

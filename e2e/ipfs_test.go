@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // The kubo tests build kubo v0.43.1 with the clusterds plugin (the
@@ -253,6 +258,10 @@ func TestIPFSDaemonOnCluster(t *testing.T) {
 	if r := ipfsCmd("repo", "verify"); r.code != 0 {
 		t.Fatalf("ipfs repo verify: %s", r)
 	}
+	// The plugin's front end registers its metrics with kubo's registry.
+	if body := kuboMetrics(t, repo); !strings.Contains(body, `dscluster_client_operations_total{op="put",result="ok"}`) {
+		t.Fatalf("kubo's /debug/metrics/prometheus lacks the front end's put count:\n%.2000s", body)
+	}
 	r = ipfsCmd("repo", "stat", "--size-only")
 	if r.code != 0 {
 		t.Fatalf("ipfs repo stat: %s", r)
@@ -398,4 +407,32 @@ func repoSize(t *testing.T, out string) int64 {
 	}
 	t.Fatalf("no RepoSize in ipfs repo stat output:\n%s", out)
 	return 0
+}
+
+// kuboMetrics fetches /debug/metrics/prometheus from the API of the daemon
+// that runs on repo (its address is in the repo's api file).
+func kuboMetrics(t *testing.T, repo string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repo, "api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ma.NewMultiaddr(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, hostport, err := manet.DialArgs(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + hostport + "/debug/metrics/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /debug/metrics/prometheus: %s, %v", resp.Status, err)
+	}
+	return string(body)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/ipfs/kubo/plugin"
 	"github.com/ipfs/kubo/repo"
 	"github.com/ipfs/kubo/repo/fsrepo"
+	"github.com/prometheus/client_golang/prometheus"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -90,7 +91,8 @@ func (c *datastoreConfig) Create(repoPath string) (repo.Datastore, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), OpenTimeout)
 	defer cancel()
-	d, err := dscluster.Open(ctx, cc, nil)
+	// kubo serves the default registry at /debug/metrics/prometheus.
+	d, err := dscluster.Open(ctx, cc, &dscluster.Options{Metrics: prometheus.DefaultRegisterer})
 	if err != nil {
 		return nil, fmt.Errorf("clusterds: %s: %w", p, err)
 	}

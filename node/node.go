@@ -154,10 +154,11 @@ type Node struct {
 	vouchClosed bool
 	vouchWG     sync.WaitGroup
 
-	raft   *raftmap.Raft
-	driver *repair.Driver
-	client *transport.Client // to other nodes: heartbeats, repair, forwarding
-	scrub  scrubber
+	raft    *raftmap.Raft
+	driver  *repair.Driver
+	client  *transport.Client // to other nodes: heartbeats, repair, forwarding
+	scrub   scrubber
+	metrics *metrics
 
 	fwdMu     sync.Mutex
 	fwdFailed map[peer.ID]time.Time // rebalance target owners by their last failed forward
@@ -245,6 +246,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	}
 	// Requests are served once raft and the repair driver exist: status
 	// and membership requests use them.
+	n.metrics = newMetrics(n)
 	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
 	if c, ok := n.store.(compactor); ok && opts.CompactEvery > 0 {
 		n.bgWG.Add(1)

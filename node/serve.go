@@ -57,12 +57,14 @@ func (n *Node) handleStream(s network.Stream) {
 			return
 		}
 		buf = frame[:0]
+		start := time.Now()
 		resp := n.serve(context.Background(), s.Conn().RemotePeer(), frame, &scratch)
 		_ = s.SetWriteDeadline(time.Now().Add(time.Minute))
 		if out, err = wire.WriteResponse(s, out, resp); err != nil {
 			_ = s.Reset()
 			return
 		}
+		n.metrics.served(resp, len(frame), time.Since(start))
 		// Large request frames are not kept around between requests.
 		if cap(buf) > 8<<20 {
 			buf = nil

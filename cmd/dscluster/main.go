@@ -20,6 +20,7 @@ import (
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/node"
@@ -51,6 +52,7 @@ func run() error {
 	repairEvery := flag.Duration("repair-interval", node.DefaultRepairInterval, "how often the raft leader runs a repair pass")
 	scrubEvery := flag.Duration("scrub-interval", node.DefaultScrubInterval, "how often the node reads and verifies every shard it holds (0: never)")
 	pprofAddr := flag.String("pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this host:port, e.g. 127.0.0.1:6060 (default: off)")
+	metricsAddr := flag.String("metrics", "", "serve Prometheus metrics (/metrics) on this host:port, e.g. 127.0.0.1:9464 (default: off)")
 	flag.Usage = func() {
 		fmt.Fprintln(flag.CommandLine.Output(), "Usage: dscluster --conf=DIR [--bootstrapper=MULTIADDR (--identity=I | --listen=MULTIADDR)]")
 		flag.PrintDefaults()
@@ -69,7 +71,18 @@ func run() error {
 	_ = logging.SetLogLevel("flatfs", "fatal")
 
 	if *pprofAddr != "" {
-		if err := servePprof(*pprofAddr); err != nil {
+		l, err := listenHTTP("--pprof", *pprofAddr)
+		if err != nil {
+			return err
+		}
+		log.Infow("serving profiles", "url", "http://"+l.Addr().String()+"/debug/pprof/")
+		serveHTTP("pprof", l, http.DefaultServeMux)
+	}
+	var metricsL net.Listener
+	if *metricsAddr != "" {
+		// Listen before the node starts: a taken port fails at once.
+		var err error
+		if metricsL, err = listenHTTP("--metrics", *metricsAddr); err != nil {
 			return err
 		}
 	}
@@ -110,6 +123,12 @@ func run() error {
 	})
 	if err != nil {
 		return err
+	}
+	if metricsL != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(n.Metrics(), promhttp.HandlerOpts{}))
+		log.Infow("serving metrics", "url", "http://"+metricsL.Addr().String()+"/metrics")
+		serveHTTP("metrics", metricsL, mux)
 	}
 	switch {
 	case joining:
@@ -207,18 +226,21 @@ func joinConfig(ctx context.Context, dir, boot, path, listen, zone string, weigh
 	return cfg, nil
 }
 
-// servePprof serves /debug/pprof/ on addr for the life of the process.
-func servePprof(addr string) error {
+// listen opens the listener of an HTTP flag's address.
+func listenHTTP(flagName, addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--pprof: %w", err)
+		return nil, fmt.Errorf("%s: %w", flagName, err)
 	}
-	log.Infow("serving profiles", "url", "http://"+l.Addr().String()+"/debug/pprof/")
+	return l, nil
+}
+
+// serveHTTP serves h on l for the life of the process.
+func serveHTTP(what string, l net.Listener, h http.Handler) {
 	go func() {
-		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		if err := srv.Serve(l); err != nil {
-			log.Warnw("pprof server stopped", "err", err)
+			log.Warnw(what+" server stopped", "err", err)
 		}
 	}()
-	return nil
 }
