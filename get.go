@@ -68,7 +68,14 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
-	return readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
+	val, err := readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
+	if err == nil && d.opts.VerifyCIDs {
+		err = checkCID(key, val)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return val, nil
 }
 
 // readAgain runs read by the current map, skipping nodes whose last dial

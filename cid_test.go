@@ -1,0 +1,56 @@
+package dscluster_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ipfs/boxo/datastore/dshelp"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/multiformats/go-multihash"
+
+	dscluster "github.com/filedrive-team/go-ds-cluster"
+	"github.com/filedrive-team/go-ds-cluster/clustertest"
+)
+
+// TestVerifyCIDs: a read-write client stores bytes under another block's
+// key (as kubo's blockstore names blocks). A front end that verifies CIDs
+// refuses them with ErrCIDMismatch; the true block reads back; keys that
+// name no multihash are not checked. Without the option the bytes come
+// back: the writer's checksums alone cannot tell.
+func TestVerifyCIDs(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	block := func(b []byte) ds.Key {
+		h, err := multihash.Sum(b, multihash.SHA2_256, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dshelp.MultihashToDsKey(h)
+	}
+	good := bytes.Repeat([]byte("block"), 10_000)
+	goodKey := block(good)
+	forged := block([]byte("the block whose key is stolen"))
+	plainKey := ds.NewKey("/not/a/block")
+	w := c.Client(nil)
+	for k, v := range map[ds.Key][]byte{goodKey: good, forged: []byte("other bytes"), plainKey: []byte("anything")} {
+		if err := w.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := c.Client(&dscluster.Options{VerifyCIDs: true})
+	if got, err := d.Get(ctx, goodKey); err != nil || !bytes.Equal(got, good) {
+		t.Fatalf("get of a true block: %d bytes, %v", len(got), err)
+	}
+	if got, err := d.Get(ctx, forged); !errors.Is(err, dscluster.ErrCIDMismatch) || got != nil {
+		t.Fatalf("get of other bytes under a block's key: %q, %v; want ErrCIDMismatch", got, err)
+	}
+	if got, err := d.Get(ctx, plainKey); err != nil || string(got) != "anything" {
+		t.Fatalf("get of a key that names no multihash: %q, %v", got, err)
+	}
+	if got, err := w.Get(ctx, forged); err != nil || string(got) != "other bytes" {
+		t.Fatalf("without VerifyCIDs: %q, %v; want the bytes stored", got, err)
+	}
+}
