@@ -10,7 +10,7 @@ import (
 	"github.com/multiformats/go-multihash"
 )
 
-// ErrCIDMismatch is returned by Get, with Options.VerifyCIDs, for a value
+// ErrCIDMismatch is returned by Get (unless Options.SkipCIDCheck) for a value
 // that does not hash to the multihash its key names: bytes a faulty or
 // hostile writer stored under a block's key. They are never served.
 var ErrCIDMismatch = errors.New("dscluster: the value does not hash to the multihash its key names")

@@ -15,12 +15,12 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 )
 
-// TestVerifyCIDs: a read-write client stores bytes under another block's
-// key (as kubo's blockstore names blocks). A front end that verifies CIDs
-// refuses them with ErrCIDMismatch; the true block reads back; keys that
-// name no multihash are not checked. Without the option the bytes come
-// back: the writer's checksums alone cannot tell.
-func TestVerifyCIDs(t *testing.T) {
+// TestCIDCheck: a read-write client stores bytes under another block's key
+// (as kubo's blockstore names blocks). A front end refuses them with
+// ErrCIDMismatch; the true block reads back; keys that name no multihash
+// are not checked. With SkipCIDCheck the bytes come back: the writer's
+// checksums alone cannot tell.
+func TestCIDCheck(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	block := func(b []byte) ds.Key {
@@ -34,13 +34,13 @@ func TestVerifyCIDs(t *testing.T) {
 	goodKey := block(good)
 	forged := block([]byte("the block whose key is stolen"))
 	plainKey := ds.NewKey("/not/a/block")
-	w := c.Client(nil)
+	w := c.Client(&dscluster.Options{SkipCIDCheck: true})
 	for k, v := range map[ds.Key][]byte{goodKey: good, forged: []byte("other bytes"), plainKey: []byte("anything")} {
 		if err := w.Put(ctx, k, v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d := c.Client(&dscluster.Options{VerifyCIDs: true})
+	d := c.Client(nil)
 	if got, err := d.Get(ctx, goodKey); err != nil || !bytes.Equal(got, good) {
 		t.Fatalf("get of a true block: %d bytes, %v", len(got), err)
 	}
@@ -51,6 +51,24 @@ func TestVerifyCIDs(t *testing.T) {
 		t.Fatalf("get of a key that names no multihash: %q, %v", got, err)
 	}
 	if got, err := w.Get(ctx, forged); err != nil || string(got) != "other bytes" {
-		t.Fatalf("without VerifyCIDs: %q, %v; want the bytes stored", got, err)
+		t.Fatalf("with SkipCIDCheck: %q, %v; want the bytes stored", got, err)
+	}
+}
+
+// BenchmarkCIDCheck_256K: what the CID check adds to a Get of a 256 KiB
+// block (CIDv0: SHA-256), beside the whole in-process get of
+// BenchmarkClusterGetVolume_4x2x256K.
+func BenchmarkCIDCheck_256K(b *testing.B) {
+	val := bytes.Repeat([]byte("cid"), 256<<10/3)
+	h, err := multihash.Sum(val, multihash.SHA2_256, -1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := dshelp.MultihashToDsKey(h)
+	b.SetBytes(int64(len(val)))
+	for b.Loop() {
+		if err := dscluster.CheckCID(key, val); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

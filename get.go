@@ -69,7 +69,7 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 		return nil, ds.ErrNotFound
 	}
 	val, err := readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
-	if err == nil && d.opts.VerifyCIDs {
+	if err == nil && !d.opts.SkipCIDCheck {
 		err = checkCID(key, val)
 	}
 	if err != nil {

@@ -92,9 +92,7 @@ func (c *datastoreConfig) Create(repoPath string) (repo.Datastore, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), OpenTimeout)
 	defer cancel()
 	// kubo serves the default registry at /debug/metrics/prometheus.
-	// Blocks are checked against their CIDs: a client with write access
-	// cannot pass other bytes off as a block.
-	d, err := dscluster.Open(ctx, cc, &dscluster.Options{Metrics: prometheus.DefaultRegisterer, VerifyCIDs: true})
+	d, err := dscluster.Open(ctx, cc, &dscluster.Options{Metrics: prometheus.DefaultRegisterer})
 	if err != nil {
 		return nil, fmt.Errorf("clusterds: %s: %w", p, err)
 	}

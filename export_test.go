@@ -1,0 +1,4 @@
+package dscluster
+
+// CheckCID is checkCID, for the external tests' benchmark.
+var CheckCID = checkCID
