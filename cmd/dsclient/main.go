@@ -20,10 +20,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -537,14 +539,23 @@ func printStatus(out *statusOut, asJSON bool) error {
 		}
 		return out.readableErr
 	}
-	fmt.Printf("cluster %s  policy %s  epoch %d", out.Cluster, out.Policy, out.Epoch)
+	writeStatus(os.Stdout, out, time.Now())
+	return out.readableErr
+}
+
+// writeStatus writes the text form of out as of now: members that are
+// down or out first, and repair figures that say when they were taken.
+func writeStatus(w io.Writer, out *statusOut, now time.Time) {
+	fmt.Fprintf(w, "cluster %s  policy %s  epoch %d", out.Cluster, out.Policy, out.Epoch)
 	if out.Rebalancing {
-		fmt.Print("  (rebalancing)")
+		fmt.Fprint(w, "  (rebalancing)")
 	}
-	fmt.Println()
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPEER\tADDRESS\tSTATE\tREACHABLE\tRAFT\tKEYS\tSHARD BYTES")
-	for _, n := range out.Nodes {
+	nodes := slices.Clone(out.Nodes)
+	slices.SortStableFunc(nodes, func(a, b nodeOut) int { return cmp.Compare(stateRank(a.State), stateRank(b.State)) })
+	for _, n := range nodes {
 		reach, keys, bytes := "yes", "-", "-"
 		if !n.Reachable {
 			reach = "no"
@@ -569,17 +580,17 @@ func printStatus(out *statusOut, asJSON bool) error {
 	tw.Flush()
 	for _, n := range out.Nodes {
 		if n.Status != nil && n.Status.StoreError != "" {
-			fmt.Printf("node %s: shard store failed, it takes no writes and answers no heartbeat: %s\n", n.Peer, n.Status.StoreError)
+			fmt.Fprintf(w, "node %s: shard store failed, it takes no writes and answers no heartbeat: %s\n", n.Peer, n.Status.StoreError)
 		}
 	}
-	fmt.Printf("slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
+	fmt.Fprintf(w, "slots readable: %d/%d  fully redundant: %d/%d\n", out.SlotsReadable, out.Slots, out.SlotsRedundant, out.Slots)
 	if out.GCHeldBy != "" {
-		fmt.Printf("garbage collection keeps tombstones: %s\n", out.GCHeldBy)
+		fmt.Fprintf(w, "garbage collection keeps tombstones: %s\n", out.GCHeldBy)
 	}
 	if len(out.Clients) == 0 {
-		fmt.Println("client roles: not enforced (anyone with the cluster secret reads and writes)")
+		fmt.Fprintln(w, "client roles: not enforced (anyone with the cluster secret reads and writes)")
 	} else {
-		fmt.Printf("client roles: enforced, %d clients have one (dsclient client list)\n", len(out.Clients))
+		fmt.Fprintf(w, "client roles: enforced, %d clients have one (dsclient client list)\n", len(out.Clients))
 	}
 	if r := out.Repair; r != nil {
 		// The figures are those of the leader's last complete pass: say
@@ -587,23 +598,36 @@ func printStatus(out *statusOut, asJSON bool) error {
 		// read as "nothing to repair".
 		when := "no pass has finished yet"
 		if !r.Finished.IsZero() {
-			when = fmt.Sprintf("last pass %s ago, for map epoch %d", time.Since(r.Finished).Round(time.Second), r.Epoch)
+			when = fmt.Sprintf("last pass %s ago, for map epoch %d", now.Sub(r.Finished).Round(time.Second), r.Epoch)
 		}
 		if r.Started.After(r.Finished) {
 			when += "; a pass is running"
 		}
-		fmt.Printf("repair (%s): %d keys, %d degraded, %d lost; backlog %d shards (%s)", when, r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
-		if r.Backlog > 0 && r.Rate > 0 {
-			fmt.Printf(" at %s/s, eta %s", humanBytes(int64(r.Rate)), (time.Duration(r.ETA) * time.Second).String())
+		if !r.Finished.IsZero() && r.Epoch != out.Epoch {
+			fmt.Fprintf(w, "repair: no pass since the map changed (the last one planned for epoch %d, the map is at %d)\n", r.Epoch, out.Epoch)
 		}
-		fmt.Printf("; repaired %d shards, %s moved in total\n", r.Done, humanBytes(r.BytesMoved))
+		fmt.Fprintf(w, "repair (%s): %d keys, %d degraded, %d lost; backlog %d shards (%s)", when, r.Keys, r.Degraded, r.Lost, r.Backlog, humanBytes(r.BacklogBytes))
+		if r.Backlog > 0 && r.Rate > 0 {
+			fmt.Fprintf(w, " at %s/s, eta %s", humanBytes(int64(r.Rate)), (time.Duration(r.ETA) * time.Second).String())
+		}
+		fmt.Fprintf(w, "; repaired %d shards, %s moved in total\n", r.Done, humanBytes(r.BytesMoved))
 		if out.SlotsRedundant < out.Slots && r.Degraded == 0 && r.Backlog == 0 {
-			fmt.Printf("repair: %d slots are below full redundancy since that pass (a node is down or new); the next pass counts their keys\n", out.Slots-out.SlotsRedundant)
+			fmt.Fprintf(w, "repair: %d slots are below full redundancy since that pass (a node is down or new); the next pass counts their keys\n", out.Slots-out.SlotsRedundant)
 		}
 	} else {
-		fmt.Println("repair: no raft leader answered")
+		fmt.Fprintln(w, "repair: no raft leader answered")
 	}
-	return out.readableErr
+}
+
+// stateRank orders members for status: those that need a look first.
+func stateRank(state string) int {
+	switch state {
+	case membership.Down, membership.Out:
+		return 0
+	case membership.Draining, membership.Joining:
+		return 1
+	}
+	return 2
 }
 
 // memberCommand opens the cluster, sends cmd and, once it is applied,
