@@ -12,14 +12,20 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 )
 
+// TestConformance runs go-datastore's own suite against a real cluster,
+// on each shard store.
 func TestConformance(t *testing.T) {
 	// The suite's smallest sanctioned element count (it uses 20 itself under
 	// the race detector): its query combinations write and delete 4×ElemCount
 	// keys over 1152 queries, every one a network round trip here.
 	dstest.ElemCount = 20
-	c := clustertest.Start(t, clustertest.Options{})
-	d := c.Client(nil)
-	dstest.SubtestAll(t, d)
+	for _, store := range []string{"volume", "flatfs"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel() // flatfs takes about three times as long
+			c := clustertest.Start(t, clustertest.Options{Store: store})
+			dstest.SubtestAll(t, c.Client(nil))
+		})
+	}
 }
 
 func TestPutGetDelete(t *testing.T) {
