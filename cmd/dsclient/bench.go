@@ -17,6 +17,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+	"github.com/schollz/progressbar/v3"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/bench"
@@ -212,30 +213,24 @@ func label(c bench.Case) string {
 	return fmt.Sprintf("%s %s c%d", c.Workload, bench.FormatSize(c.Size), c.Concurrency)
 }
 
-// progressBar draws a progress line on stderr when it is a terminal.
+// progressBar shows a workload's progress: a bar on a terminal, one line
+// when it starts elsewhere.
 func progressBar(tty bool, what string) bench.Progress {
 	if !tty {
 		fmt.Fprintf(os.Stderr, "running %s\n", what)
 		return nil
 	}
-	start := time.Now()
+	var bar *progressbar.ProgressBar
 	return func(done, total int) {
-		if total > 0 {
-			const width = 30
-			filled := width * done / total
-			fmt.Fprintf(os.Stderr, "\r%-36s [%s%s] %d/%d", what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, total)
-		} else {
-			fmt.Fprintf(os.Stderr, "\r%-36s %d ops, %s", what, done, time.Since(start).Round(time.Second))
+		if bar == nil {
+			max := int64(total)
+			if total <= 0 {
+				max = -1 // a timed run: ops so far
+			}
+			bar = newBar(max, what, false)
 		}
-		if total > 0 && done >= total {
-			fmt.Fprintln(os.Stderr)
-		}
+		_ = bar.Set(done)
 	}
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func parsePIDs(s string) ([]int, error) {

@@ -36,6 +36,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/schollz/progressbar/v3"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -86,6 +87,7 @@ func run(args []string) error {
 	conf := fs.String("conf", ".dsclient", "client config directory (or a client config file)")
 	logLevel := fs.String("log-level", "error", "log level: debug, info, warn, error")
 	timeout := fs.Duration("timeout", 0, "overall time limit (0: none)")
+	fs.BoolVar(&quiet, "q", false, "draw no progress bars")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -281,9 +283,9 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 	cidVersion := fs.Int("cid-version", 0, "CID version (0 or 1), as ipfs add")
 	rawLeaves := fs.String("raw-leaves", "", "use raw blocks for leaves: true or false (default: false for CIDv0, true for CIDv1)")
 	chunk := fs.String("chunker", "size-262144", "chunking algorithm, as ipfs add")
-	var quiet bool
-	fs.BoolVar(&quiet, "quiet", false, "print only the CID")
-	fs.BoolVar(&quiet, "Q", false, "short for --quiet")
+	// -Q prints only the CID, and draws no progress bar (as the global -q).
+	fs.BoolVar(&quiet, "quiet", quiet, "print only the CID")
+	fs.BoolVar(&quiet, "Q", quiet, "short for --quiet")
 	var recursive bool
 	fs.BoolVar(&recursive, "recursive", false, "add a folder and everything in it")
 	fs.BoolVar(&recursive, "r", false, "short for --recursive")
@@ -356,7 +358,16 @@ func addFile(ctx context.Context, store ds.Batching, path string, opts dagfile.A
 		return cid.Undef, err
 	}
 	defer f.Close()
-	return dagfile.Add(ctx, store, f, opts)
+	var size int64 = -1
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
+	bar := newBar(size, "adding", true)
+	c, err := dagfile.Add(ctx, store, io.TeeReader(f, bar), opts)
+	if err == nil {
+		_ = bar.Finish()
+	}
+	return c, err
 }
 
 func cmdGet(ctx context.Context, conf string, args []string) error {
@@ -383,7 +394,9 @@ func cmdGet(ctx context.Context, conf string, args []string) error {
 	}
 	defer os.Remove(tmp.Name())
 	start := time.Now()
-	n, err := dagfile.Cat(ctx, d, c, tmp)
+	bar := newBar(-1, "getting", true)
+	n, err := dagfile.Cat(ctx, d, c, io.MultiWriter(tmp, bar))
+	_ = bar.Finish()
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -417,22 +430,28 @@ func cmdStatus(ctx context.Context, conf string, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tty := isTerminal(os.Stderr)
+	var bar *progressbar.ProgressBar // with --wait: the repair backlog's
 	for {
 		out, err := clusterStatus(ctx, conf)
 		if err != nil {
 			return err
 		}
 		if !*wait || out.settled() {
-			if tty && *wait {
-				fmt.Fprintln(os.Stderr)
+			if bar != nil {
+				_ = bar.Finish()
 			}
 			return printStatus(out, *asJSON)
 		}
-		if tty && out.Repair != nil {
+		if out.Repair != nil {
 			r := out.Repair
-			fmt.Fprintf(os.Stderr, "\rrepair: %d degraded keys, backlog %d shards (%s), %s/s, eta %s   ",
-				r.Degraded, r.Backlog, humanBytes(r.BacklogBytes), humanBytes(int64(r.Rate)), (time.Duration(r.ETA) * time.Second).String())
+			if bar == nil {
+				bar = newBar(int64(max(r.Backlog, 1)), "repair backlog", false)
+			}
+			bar.Describe(fmt.Sprintf("repair: %d degraded keys, backlog %d shards (%s), %s/s", r.Degraded, r.Backlog, humanBytes(r.BacklogBytes), humanBytes(int64(r.Rate))))
+			if int64(r.Backlog) > bar.GetMax64() {
+				bar.ChangeMax64(int64(r.Backlog))
+			}
+			_ = bar.Set64(bar.GetMax64() - int64(r.Backlog))
 		}
 		select {
 		case <-ctx.Done():
@@ -692,8 +711,8 @@ func cmdNode(ctx context.Context, conf string, args []string) error {
 	if *noWait {
 		return nil
 	}
-	tty := isTerminal(os.Stderr)
 	start := time.Now()
+	bar := newBar(-1, "draining", false)
 	for {
 		out, err := clusterStatus(ctx, conf)
 		if err != nil {
@@ -706,19 +725,16 @@ func cmdNode(ctx context.Context, conf string, args []string) error {
 			}
 		}
 		if state == "removed" {
-			if tty {
-				fmt.Fprintln(os.Stderr)
-			}
+			_ = bar.Finish()
 			fmt.Fprintf(os.Stderr, "%s drained and removed in %s; it can be stopped\n", id, time.Since(start).Round(time.Second))
 			return nil
 		}
-		if tty {
-			backlog := 0
-			if out.Repair != nil {
-				backlog = out.Repair.Backlog
-			}
-			fmt.Fprintf(os.Stderr, "\r%s: %s, rebalancing %v, repair backlog %d shards, %s   ", id, state, out.Rebalancing, backlog, time.Since(start).Round(time.Second))
+		backlog := 0
+		if out.Repair != nil {
+			backlog = out.Repair.Backlog
 		}
+		bar.Describe(fmt.Sprintf("%s: %s, rebalancing %v, repair backlog %d shards", id, state, out.Rebalancing, backlog))
+		_ = bar.Add(1) // a spinner: seconds waited
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
