@@ -451,7 +451,9 @@ func cmdStatus(ctx context.Context, conf string, args []string) error {
 			if int64(r.Backlog) > bar.GetMax64() {
 				bar.ChangeMax64(int64(r.Backlog))
 			}
-			_ = bar.Set64(bar.GetMax64() - int64(r.Backlog))
+			// Short of the end until the cluster settles: a bar that
+			// reaches its max finishes, and draws no more.
+			_ = bar.Set64(min(bar.GetMax64()-int64(r.Backlog), bar.GetMax64()-1))
 		}
 		select {
 		case <-ctx.Done():
