@@ -87,3 +87,6 @@ func (n *Node) Serve(ctx context.Context, from peer.ID, frame []byte) *wire.Resp
 func (n *Node) FeaturesOf(ctx context.Context, node string) ([]string, error) {
 	return n.featuresOf(ctx, node, 0)
 }
+
+// IndexEntries is every entry of the node's index, in key order.
+func (n *Node) IndexEntries() ([]index.Entry, error) { return n.idx.ListPrefix("", "", 1<<30) }

@@ -203,7 +203,7 @@ func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (w
 	}
 	// The previous shard is where it was: only the index changes.
 	back := entryOf(prev)
-	if err := n.change(ctx, key, []index.Version{versionOfShard(e)}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
+	if err := n.change(ctx, key, []index.Version{e.Version}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
 	}
 	return wire.StatusOK, "restored"
@@ -239,19 +239,10 @@ func (n *Node) unlessKept(op, key string, keep func(index.Entry) string, act fun
 // removeLocked deletes e's index entry, its shard and its previous one;
 // the caller holds the key's lock.
 func (n *Node) removeLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
-	if err := n.change(ctx, e.Key, []index.Version{versionOfShard(e), e.Prev}, func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }); err != nil {
+	if err := n.change(ctx, e.Key, []index.Version{e.Version, e.Prev}, func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("remove %q: %v", e.Key, err)
 	}
 	return wire.StatusOK, ""
-}
-
-// versionOfShard is the version whose shard e names in the shard store:
-// e's own, or zero for a tombstone, which has none.
-func versionOfShard(e index.Entry) index.Version {
-	if e.Tombstone {
-		return index.Version{}
-	}
-	return e.Version
 }
 
 const (

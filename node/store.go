@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
@@ -141,5 +143,90 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 	if err != nil {
 		return nil, nil, err
 	}
+	if vol.NeedsReindex() {
+		if err := reindex(context.Background(), vol, idx); err != nil {
+			return nil, nil, fmt.Errorf("rebuild the index from the shards: %w", err)
+		}
+	}
 	return idx, volumeShards{v: vol}, nil
+}
+
+// reindex rebuilds the index from the shards in vol, after vol rebuilt its
+// own from the volume files (an operating system crash, a lost index): a
+// key's entry is its newest shard, and the one before it is its Prev when
+// neither is a tombstone; the node's writes keep no other (putShardLocked),
+// so any other shard, or one that does not parse, is dropped. Shard names
+// sort by key hash, then version, so each key's shards come together.
+func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
+	res, err := vol.Query(ctx, query.Query{})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	var (
+		group   []*coding.Shard // the shards of one key, oldest first
+		names   []ds.Key        // and their names
+		entries []index.Entry
+		drop    []ds.Key
+		keys    int
+	)
+	flush := func(force bool) error {
+		if !force && len(entries)+len(drop) < 1000 {
+			return nil
+		}
+		err := vol.CommitWith(ctx, ds.Key{}, nil, drop, func(tx *bolt.Tx) error {
+			for _, e := range entries {
+				if err := idx.ReplaceTx(tx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		entries, drop = entries[:0], drop[:0]
+		return err
+	}
+	endGroup := func() {
+		n := len(group)
+		if n == 0 {
+			return
+		}
+		newest := group[n-1]
+		e := entryOf(newest)
+		keep := n - 1
+		if n > 1 && !newest.Header.Tombstone && !group[n-2].Header.Tombstone {
+			e.Prev = toIndexVersion(group[n-2].Header.Version)
+			keep--
+		}
+		drop = append(drop, names[:keep]...)
+		entries = append(entries, e)
+		group, names = group[:0], names[:0]
+		keys++
+	}
+	prefix := ""
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		name := ds.RawKey(r.Key)
+		sh, err := coding.ParseShard(r.Value)
+		if err != nil || shardName(sh.Header.Key, toIndexVersion(sh.Header.Version)) != name {
+			log.Warnw("reindex: a shard that does not parse or is misnamed: dropped", "name", r.Key, "err", err)
+			drop = append(drop, name)
+			continue
+		}
+		if p := ShardNamePrefix(sh.Header.Key); p != prefix {
+			endGroup()
+			prefix = p
+		}
+		group, names = append(group, sh), append(names, name)
+		if err := flush(false); err != nil {
+			return err
+		}
+	}
+	endGroup()
+	if err := flush(true); err != nil {
+		return err
+	}
+	log.Infow("index rebuilt from the shards", "keys", keys)
+	return vol.ReindexDone()
 }

@@ -87,7 +87,7 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 		drop = append(drop, old.Prev) // one previous version is kept, no more
 		if keep && !old.Tombstone && !h.Tombstone {
 			e.Prev = old.Version
-		} else if !old.Tombstone {
+		} else {
 			drop = append(drop, old.Version)
 		}
 	case errors.Is(err, index.ErrNotFound):
@@ -166,8 +166,7 @@ var errNewerHeld = errors.New("the index holds a newer version")
 
 // storeShard makes shard raw and its index entry e durable, and drops the
 // shards of the versions in drop, as one change (see change). A tombstone
-// lives in the index alone (its shard is rebuilt from the entry on read),
-// so a delete stores no shard.
+// is stored too: a node's index is what its stored shards say (reindex).
 func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, drop []index.Version) error {
 	indexTx := func(tx *bolt.Tx) error {
 		stored, err := n.idx.PutTx(tx, e)
@@ -177,9 +176,6 @@ func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, drop [
 			err = errNewerHeld
 		}
 		return err
-	}
-	if e.Tombstone {
-		raw = nil
 	}
 	return n.commit(ctx, e.Key, shardName(e.Key, e.Version), raw, drop, indexTx)
 }

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"syscall"
@@ -16,14 +17,28 @@ const (
 	opPut    opKind = iota
 	opDelete        // remove the index entry
 	opMove          // compaction: repoint key only if it still points at old
+	opCarry         // compaction: a delete record copied forward, no index change
 )
 
+// An op appends one record: a put or delete record of its own, or a
+// compaction's verbatim copy (opMove, opCarry), which keeps its sequence
+// number.
 type op struct {
 	kind opKind
 	key  string
-	rec  []byte // encoded record, for opPut and opMove
-	at   loc    // where rec was appended; set by apply
+	rec  []byte // encoded record, until appended
+	seq  uint64 // rec's sequence number; set by appendAll
+	at   loc    // where rec was appended; set by appendAll
 	old  loc    // opMove: the location being replaced
+}
+
+// newOp is an op of kind on key with a record of its own.
+func newOp(kind opKind, key string, value []byte) op {
+	rk := kindPut
+	if kind == opDelete {
+		rk = kindDelete
+	}
+	return op{kind: kind, key: key, rec: encodeRecord(rk, key, value)}
 }
 
 // submission is one caller's run of ops; it commits atomically in one group.
@@ -80,11 +95,15 @@ func (s *Store) appendAll(sub *submission) error {
 		}
 		s.mustRoll = false
 	}
-	back := s.activeOff
+	back, seq := s.activeOff, s.seq
 	for i := range sub.ops {
 		o := &sub.ops[i]
-		if o.rec == nil {
-			continue
+		if o.kind == opMove || o.kind == opCarry {
+			o.seq = binary.LittleEndian.Uint64(o.rec[5:])
+		} else {
+			seq++
+			o.seq = seq
+			stampRecord(o.rec, seq)
 		}
 		n := int64(len(o.rec))
 		if s.activeOff > 0 && s.activeOff+n > s.opts.MaxVolumeSize {
@@ -106,6 +125,7 @@ func (s *Store) appendAll(sub *submission) error {
 		releaseRecord(o.rec) // the bytes are in the page cache
 		o.rec = nil
 	}
+	s.seq = seq
 	s.pending = append(s.pending, sub)
 	return nil
 }
@@ -233,7 +253,7 @@ func (s *Store) fence(err error) {
 // touches reports whether sub appended a record to volume vol.
 func (sub *submission) touches(vol uint32) bool {
 	for _, o := range sub.ops {
-		if o.kind != opDelete && o.at.vol == vol {
+		if o.at.vol == vol {
 			return true
 		}
 	}
@@ -258,14 +278,16 @@ func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
+// commitGroup makes group durable with one fsync of each volume it
+// appended to (the write-ahead log), then visible with one index
+// transaction, which bbolt writes without fsyncs of its own: a process
+// crash leaves it whole in the page cache, and after an operating system
+// crash Open rebuilds the index from the volumes (see rebuild.go).
 func (s *Store) commitGroup(group []*submission) error {
-	// 1. Make the records durable.
 	touched := map[uint32]bool{}
 	for _, sub := range group {
 		for _, o := range sub.ops {
-			if o.kind != opDelete {
-				touched[o.at.vol] = true
-			}
+			touched[o.at.vol] = true
 		}
 	}
 	for vol := range touched {
@@ -275,11 +297,14 @@ func (s *Store) commitGroup(group []*submission) error {
 		if f == nil {
 			return fmt.Errorf("volume: volume %d vanished before commit", vol)
 		}
+		start := time.Now()
 		if err := s.fsync(f); err != nil {
 			return &syncError{vol: vol, err: err}
 		}
+		s.stats.syncs.Add(1)
+		s.stats.syncNanos.Add(uint64(time.Since(start)))
 	}
-	// 2. Make them visible, in submission order, in one transaction. A
+	// Make them visible, in submission order, in one transaction. A
 	// submission whose also fails is left out and the rest committed again
 	// (at worst all are left out, and the last round counts them dead).
 	for {
@@ -289,6 +314,9 @@ func (s *Store) commitGroup(group []*submission) error {
 			if err != nil {
 				return fmt.Errorf("volume: index commit: %w", err)
 			}
+			s.stats.groups.Add(1)
+			s.stats.writes.Add(uint64(len(group)))
+			s.stats.indexCommits.Add(1)
 			return nil
 		}
 		ae.sub.rejected = ae.err
@@ -296,12 +324,15 @@ func (s *Store) commitGroup(group []*submission) error {
 }
 
 // indexGroup points the keys of group's ops at their records, runs their
-// also, and keeps each volume's end and dead bytes. The records of a
-// rejected submission are dead.
+// also, and keeps each volume's end, dead bytes and lowest sequence number,
+// and the highest sequence number appended. The records of a rejected
+// submission, delete records and compaction's carried deletes are dead.
 func indexGroup(tx *bolt.Tx, group []*submission) error {
 	keys, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketMeta)
 	dead := map[uint32]uint64{}
 	ends := map[uint32]int64{}
+	low := map[uint32]uint64{}
+	var high uint64
 	kill := func(k string, v []byte) {
 		if l, err := decodeLoc(v); err == nil {
 			dead[l.vol] += uint64(recordLen(len(k), int(l.valLen)))
@@ -310,15 +341,16 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 	for _, sub := range group {
 		for _, o := range sub.ops {
 			kb := []byte(o.key)
-			if o.kind != opDelete {
-				if e := o.at.off + recordLen(len(o.key), int(o.at.valLen)); e > ends[o.at.vol] {
-					ends[o.at.vol] = e
-				}
+			size := recordLen(len(o.key), int(o.at.valLen))
+			ends[o.at.vol] = max(ends[o.at.vol], o.at.off+size)
+			if l, ok := low[o.at.vol]; !ok || o.seq < l {
+				low[o.at.vol] = o.seq
+			}
+			high = max(high, o.seq)
+			if sub.rejected != nil || o.kind == opDelete || o.kind == opCarry {
+				dead[o.at.vol] += uint64(size)
 			}
 			if sub.rejected != nil {
-				if o.kind != opDelete {
-					dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
-				}
 				continue
 			}
 			cur := keys.Get(kb)
@@ -344,7 +376,7 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 						return err
 					}
 				} else {
-					dead[o.at.vol] += uint64(recordLen(len(o.key), int(o.at.valLen)))
+					dead[o.at.vol] += uint64(size)
 				}
 			}
 		}
@@ -354,6 +386,13 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 			}
 		}
 	}
+	return writeVolumeMeta(meta, ends, dead, low, high)
+}
+
+// writeVolumeMeta raises the volumes' ends to ends, adds dead to their dead
+// bytes, lowers their lowest sequence numbers to low and raises the
+// store's highest to high.
+func writeVolumeMeta(meta *bolt.Bucket, ends map[uint32]int64, dead, low map[uint32]uint64, high uint64) error {
 	for vol, e := range ends {
 		k := metaKey('e', vol)
 		if uint64(e) > getU64(meta, k) {
@@ -367,6 +406,17 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 		if err := putU64(meta, k, getU64(meta, k)+d); err != nil {
 			return err
 		}
+	}
+	for vol, l := range low {
+		k := metaKey('m', vol)
+		if meta.Get(k) == nil || l < getU64(meta, k) {
+			if err := putU64(meta, k, l); err != nil {
+				return err
+			}
+		}
+	}
+	if high > getU64(meta, metaSeq) {
+		return putU64(meta, metaSeq, high)
 	}
 	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -14,16 +16,20 @@ import (
 const compactChunk = 8 << 20
 
 type volStat struct {
-	id        uint32
-	end, dead uint64
+	id             uint32
+	end, dead, low uint64
 }
 
 // Compact rewrites the live records of every sealed volume (any but the
 // active one) whose dead fraction is at least minGarbage into the active
 // volume, then deletes those volumes. It returns the bytes of volume files
 // removed. Writes and reads continue while it runs; a key overwritten or
-// deleted during the move keeps its newer state. A live record that fails
-// its checksum stops compaction of its volume, which is kept.
+// deleted during the move keeps its newer state. A record that fails its
+// checksum stops compaction of its volume, which is kept.
+//
+// A delete record is copied too while it may still hide an older record of
+// its key from a rebuild: its key has no value now, and another volume
+// holds records older than it.
 func (s *Store) Compact(ctx context.Context, minGarbage float64) (int64, error) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
@@ -47,7 +53,7 @@ func (s *Store) Compact(ctx context.Context, minGarbage float64) (int64, error) 
 		return meta.ForEach(func(k, v []byte) error {
 			if len(k) == 5 && k[0] == 'e' {
 				id := binary.BigEndian.Uint32(k[1:])
-				stats = append(stats, volStat{id: id, end: getU64(meta, k), dead: getU64(meta, metaKey('d', id))})
+				stats = append(stats, volStat{id: id, end: getU64(meta, k), dead: getU64(meta, metaKey('d', id)), low: getU64(meta, metaKey('m', id))})
 			}
 			return nil
 		})
@@ -56,38 +62,36 @@ func (s *Store) Compact(ctx context.Context, minGarbage float64) (int64, error) 
 		return 0, fmt.Errorf("volume: compact: %w", err)
 	}
 	var reclaimed int64
-	for _, st := range stats {
+	for i, st := range stats {
 		if st.id >= active {
 			continue
 		}
 		if st.end > 0 && float64(st.dead)/float64(st.end) < minGarbage {
 			continue
 		}
-		n, err := s.compactVolume(ctx, st.id)
+		older := uint64(math.MaxUint64) // the lowest sequence number elsewhere
+		for j, o := range stats {
+			if j != i && o.end > 0 {
+				older = min(older, o.low)
+			}
+		}
+		n, err := s.compactVolume(ctx, st, older)
 		reclaimed += n
 		if err != nil {
 			return reclaimed, err
 		}
+		stats[i].end = 0 // gone
 	}
 	return reclaimed, nil
 }
 
-func (s *Store) compactVolume(ctx context.Context, vol uint32) (int64, error) {
-	// Collect the entries pointing into vol. Sealed volumes get no new
-	// entries, so one pass finds them all.
-	type entry struct {
-		key string
-		at  loc
-	}
-	var live []entry
-	err := s.scan(ctx, nil, func(k string, l loc) bool {
-		if l.vol == vol {
-			live = append(live, entry{k, l})
-		}
-		return true
-	})
-	if err != nil {
-		return 0, err
+func (s *Store) compactVolume(ctx context.Context, st volStat, older uint64) (int64, error) {
+	vol := st.id
+	s.filesMu.RLock()
+	f := s.files[vol]
+	s.filesMu.RUnlock()
+	if f == nil {
+		return 0, fmt.Errorf("volume: compact: %s is not open", volName(vol))
 	}
 	var ops []op
 	size := 0
@@ -99,50 +103,55 @@ func (s *Store) compactVolume(ctx context.Context, vol uint32) (int64, error) {
 		ops, size = nil, 0
 		return err
 	}
-	for _, e := range live {
+	end, err := scanVolume(f, func(off int64, rec []byte, h header) error {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return err
 		}
-		s.filesMu.RLock()
-		rec, err := s.readRecord(e.key, e.at, nil)
-		s.filesMu.RUnlock()
-		if err == nil {
-			_, err = decodeRecord(rec, e.key)
-		}
+		key := string(recordKey(rec, h))
+		l, live, err := s.lookup(key)
 		if err != nil {
-			// The key may have moved on since the scan; only a record that
-			// is still live blocks compaction.
-			if l, ok, lerr := s.lookup(e.key); lerr == nil && (!ok || l != e.at) {
-				continue
-			}
-			return 0, fmt.Errorf("volume: compact %s: key %s: %w", volName(vol), e.key, err)
+			return err
 		}
-		ops = append(ops, op{kind: opMove, key: e.key, rec: rec, old: e.at})
+		switch {
+		case h.kind == kindPut && live && l.vol == vol && l.off == off:
+			ops = append(ops, op{kind: opMove, key: key, rec: slices.Clone(rec), old: l})
+		case h.kind == kindDelete && !live && older < h.seq:
+			ops = append(ops, op{kind: opCarry, key: key, rec: slices.Clone(rec)})
+		default:
+			return nil
+		}
 		size += len(rec)
 		if size >= compactChunk {
-			if err := flush(); err != nil {
-				return 0, err
-			}
+			return flush()
 		}
+		return nil
+	})
+	if err == nil && uint64(end) < st.end {
+		err = fmt.Errorf("%w: the record at %d does not check out", ErrCorrupt, end)
 	}
-	if err := flush(); err != nil {
-		return 0, err
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("volume: compact %s: %w", volName(vol), err)
 	}
 	// No entry points into vol now. Forget it in the index first, then
 	// remove the file; Open removes a sealed volume the index does not know.
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if err := meta.Delete(metaKey('e', vol)); err != nil {
-			return err
+		for _, kind := range []byte{'e', 'd', 'm'} {
+			if err := meta.Delete(metaKey(kind, vol)); err != nil {
+				return err
+			}
 		}
-		return meta.Delete(metaKey('d', vol))
+		return nil
 	}); err != nil {
 		err = fmt.Errorf("volume: compact: index commit: %w", err)
 		s.fence(err) // a failed index commit stops the store, as in a group's
 		return 0, err
 	}
 	s.filesMu.Lock()
-	f := s.files[vol]
+	f = s.files[vol]
 	delete(s.files, vol)
 	s.filesMu.Unlock()
 	var size64 int64

@@ -9,58 +9,81 @@
 // A store directory holds index.bolt and volume files named 00000001.vol,
 // 00000002.vol, and so on. The highest-numbered volume is the active one; all
 // appends go there, and it is sealed once it would grow past
-// Options.MaxVolumeSize. A record is, integers little endian:
-//
-//	magic  uint32   "VOL1"
-//	keyLen uint32   at most MaxKeySize (32 KiB, bbolt's key limit)
-//	valLen uint32   at most MaxValueSize (1 GiB)
-//	key    keyLen bytes (the datastore key string)
-//	value  valLen bytes
-//	sum    uint64   xxhash64 of every byte before it
+// Options.MaxVolumeSize. Each Put and each Delete appends a record (layout in
+// record.go): its kind (put or delete), a sequence number the store assigns
+// in append order, the key and the value, with checksums. The volumes are
+// thus a log of every change, and the index can always be rebuilt from them.
 //
 // The index bucket "keys" maps a key to (volume, offset, value length). The
-// bucket "meta" holds, per volume, the end offset of its last committed record
-// ("e"+id) and the bytes of its dead records ("d"+id), which Compact reads.
+// bucket "meta" holds the format (2), the highest sequence number, and per
+// volume the end offset of its last committed record ("e"+id), the bytes of
+// its dead records ("d"+id), which Compact reads, and its lowest sequence
+// number ("m"+id).
 //
 // # Durability
 //
-// Put, Delete and Batch.Commit are durable when they return nil: the records
-// are fsynced, then one bbolt transaction (bbolt's own fsyncs on) makes them
-// visible. Until that commit a record is invisible to Get and Query. A single
-// committer goroutine takes every pending submission at once (group commit):
-// one fsync per touched volume plus one index transaction serve all of them.
-// When the previous group held several submissions, the committer waits up to
-// Options.CommitDelay for as many to arrive; a lone writer never waits. Sync
-// is a no-op. If an fsync or an index commit fails, the store refuses further
-// writes (the error is sticky, see Store.Err) until it is reopened, because
-// the disk is then not trusted; writes already queued behind the failed
-// one fail with it, since the kernel reports a failed writeback once per
-// file and a later fsync could succeed without their pages. A full disk
-// (ENOSPC, EDQUOT) is the exception: the writes that meet it fail, their
-// records are never indexed, and writes go on once there is room. When
-// it is a volume's fsync that meets it, the writes queued with records in
-// that volume fail too, and the next write starts a new volume.
+// Put, Delete and Batch.Commit are durable when they return nil. A single
+// committer goroutine takes every pending submission at once (group commit)
+// and pays one fsync per volume they appended to (one, unless the group
+// crossed into a new volume), then one bbolt transaction that makes them
+// visible. bbolt does not fsync that transaction: the volumes are the
+// write-ahead log. Until the commit a record is invisible to Get and Query.
+// When the previous group held several submissions, the committer waits up
+// to Options.CommitDelay for as many to arrive; a lone writer never waits.
+// Stats counts groups, writes, fsyncs and index commits. Sync is a no-op.
+//
+// If an fsync or an index commit fails, the store refuses further writes
+// (the error is sticky, see Store.Err) until it is reopened, because the
+// disk is then not trusted; writes already queued behind the failed one
+// fail with it, since the kernel reports a failed writeback once per file
+// and a later fsync could succeed without their pages. A full disk (ENOSPC,
+// EDQUOT) is the exception: the writes that meet it fail, their records are
+// never indexed, and writes go on once there is room. When it is a volume's
+// fsync that meets it, the writes queued with records in that volume fail
+// too, and the next write starts a new volume.
 //
 // CommitWith lets a caller commit its own bbolt buckets with a record, and
-// with deletes of other keys, as one change: its
-// function runs in the index transaction of the record's group (a node's
-// shard index rides along this way, for no fsync of its own).
+// with deletes of other keys, as one change: its function runs in the index
+// transaction of the record's group (a node's shard index rides along this
+// way). Those buckets are not in the log: after a rebuild NeedsReindex
+// reports that the caller must rebuild them from the values (a node does so
+// from its shards' headers), and ReindexDone that it has.
 //
 // A write whose Put returned an error may or may not be stored; retrying the
-// same Put is always safe. Options.NoSync drops every fsync and is for tests.
+// same Put is always safe. That includes a CommitWith whose function failed:
+// after an operating system crash its records may be replayed.
+// Options.NoSync drops every fsync and is for tests.
 //
 // # Crash recovery
 //
-// Open truncates every volume to the end offset of its last indexed record.
-// Past that point there can only be a torn record, garbage, or complete
-// records whose group never committed; none of them was acknowledged, so
-// dropping them loses nothing a caller was told is stored. Sealed volumes the
-// index does not know (a compaction that crashed after its index commit) are
-// deleted. A volume shorter than its indexed end, or missing, makes Open
-// fail with ErrCorrupt, and so do volumes holding data beside an index
-// that had to be created (index.bolt lost or emptied): Open never deletes
-// data it cannot account for. Only files named as the store names them
-// (00000001.vol) are volumes.
+// The file "running" holds the boot ID of the process that has the store
+// open; Close fsyncs the index and removes it. At Open:
+//
+//   - after a clean Close, or when only the process stopped (the same boot:
+//     the index's unsynced writes are in the page cache), the index is
+//     trusted, and every volume is truncated to the end offset of its last
+//     indexed record. Past that point there can only be a torn record,
+//     garbage, or records whose group never committed; none of them was
+//     acknowledged. Sealed volumes the index does not know (a compaction
+//     that crashed after its index commit) are deleted. A volume shorter
+//     than its indexed end, or missing, makes Open fail with ErrCorrupt;
+//   - after an operating system crash or a power loss (another boot), or
+//     when index.bolt does not open or is new beside volumes that hold data,
+//     the index is rebuilt from the volumes: of each key's records, the one
+//     with the highest sequence number is its state. Each volume is read up
+//     to its first record that does not check out and cut there. The old
+//     index is kept as index.bolt.bad. The distrusted index is never opened:
+//     bbolt may panic on a torn file.
+//
+// Why not checkpoints: an index fsynced now and then does not survive the
+// unsynced commits after it. bbolt reuses the pages those commits free and
+// alternates its two meta pages, so a power loss can leave the checkpoint's
+// pages overwritten and a newer meta page that points at pages never
+// written. A rebuild reads every volume once, sequentially.
+//
+// Only files named as the store names them (00000001.vol) are volumes. A
+// store of format 1 (no kinds, no sequence numbers) is refused with
+// ErrOldFormat.
 //
 // # Reads and corruption
 //
@@ -75,11 +98,14 @@
 // # Compaction
 //
 // Overwrites and deletes leave dead records behind. Compact(ctx, minGarbage)
-// rewrites the live records of every sealed volume whose dead fraction is at
-// least minGarbage into the active volume, through the normal group commit,
-// with a compare-and-swap on the index entry so that a concurrent overwrite
-// or delete wins. It then drops the volume from the index and deletes the
-// file. Reads and writes continue while it runs.
+// reads every sealed volume whose dead fraction is at least minGarbage and
+// rewrites its live records into the active volume, verbatim (sequence
+// numbers included), through the normal group commit, with a
+// compare-and-swap on the index entry so that a concurrent overwrite or
+// delete wins. A delete record is copied too while it may still hide an
+// older record from a rebuild (its key has no value, and another volume
+// holds older records). The volume is then dropped from the index and its
+// file deleted. Reads and writes continue while it runs.
 //
 // # Concurrency
 //

@@ -40,7 +40,7 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 		if k == "/c" {
 			also = func(*bolt.Tx) error { return boom }
 		}
-		subs[i] = &submission{ops: []op{{kind: opPut, key: k, rec: encodeRecord(k, valueFor(k, 1, 4096))}}, also: also, done: make(chan error, 1)}
+		subs[i] = &submission{ops: []op{{kind: opPut, key: k, rec: encodeRecord(kindPut, k, valueFor(k, 1, 4096))}}, also: also, done: make(chan error, 1)}
 		if err := s.appendAll(subs[i]); err != nil {
 			t.Fatal(err)
 		}
@@ -101,14 +101,14 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 	if err := s.CommitWith(ctx, ds.NewKey("/e"), []byte("e"), []ds.Key{ds.NewKey("/a")}, func(*bolt.Tx) error { return fmt.Errorf("no: %w", boom) }); !errors.Is(err, boom) {
 		t.Fatalf("CommitWith with a failing also: %v", err)
 	}
-	deadC += uint64(recordLen(len("/e"), 1))
+	deadC += uint64(recordLen(len("/e"), 1) + recordLen(len("/a"), 0)) // its record and its delete record
 	mustMissing(t, s, "/e")
 	mustEqual(t, s, "/a", valueFor("/a", 1, 4096)) // the failed commit dropped nothing
 	// A change with no record: a drop and the caller's bucket, together.
 	if err := s.Put(ctx, ds.NewKey("/g"), []byte("g")); err != nil {
 		t.Fatal(err)
 	}
-	deadC += uint64(recordLen(len("/g"), 1))
+	deadC += uint64(recordLen(len("/g"), 1) + recordLen(len("/g"), 0)) // the value and the delete record
 	if err := s.CommitWith(ctx, ds.Key{}, nil, []ds.Key{ds.NewKey("/g")}, side("/g")); err != nil {
 		t.Fatalf("CommitWith of a drop alone: %v", err)
 	}

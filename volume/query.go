@@ -149,12 +149,12 @@ func (b *batch) Put(ctx context.Context, key ds.Key, value []byte) error {
 	if err := checkSizes(k, len(value)); err != nil {
 		return err
 	}
-	b.ops = append(b.ops, op{kind: opPut, key: k, rec: encodeRecord(k, value)})
+	b.ops = append(b.ops, newOp(opPut, k, value))
 	return nil
 }
 
 func (b *batch) Delete(ctx context.Context, key ds.Key) error {
-	b.ops = append(b.ops, op{kind: opDelete, key: key.String()})
+	b.ops = append(b.ops, newOp(opDelete, key.String(), nil))
 	return nil
 }
 

@@ -3,6 +3,7 @@ package volume
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -10,20 +11,37 @@ import (
 
 // Record layout, all integers little endian:
 //
-//	magic   uint32  recordMagic
+//	magic   uint32  recordMagic ("VOL2")
+//	kind    uint8   kindPut or kindDelete
+//	seq     uint64  the store's write sequence number; a compaction copy keeps it
 //	keyLen  uint32  <= MaxKeySize
-//	valLen  uint32  <= MaxValueSize
+//	valLen  uint32  <= MaxValueSize (0 for a delete)
+//	hsum    uint32  crc32c of the 21 bytes before it
 //	key     [keyLen]byte
 //	value   [valLen]byte
-//	sum     uint64  xxhash64 of every byte before it
+//	sum     uint64  xxhash64 of key and value
+//
+// The writer hashes key and value; the header, with the sequence number the
+// store assigns as it appends, has a checksum of its own, so that appending
+// never hashes a value under the append lock.
 const (
-	recordMagic  uint32 = 0x314c4f56 // "VOL1"
-	headerSize          = 12
+	recordMagic  uint32 = 0x324c4f56 // "VOL2"
+	oldMagic     uint32 = 0x314c4f56 // "VOL1": format 1, no kinds, no sequence numbers
+	headerSize          = 25
 	sumSize             = 8
 	recordFixed         = headerSize + sumSize
 	MaxKeySize          = 32 << 10 // bbolt's key limit
 	MaxValueSize        = 1 << 30
 )
+
+// Record kinds. A delete record makes the store's deletes durable without
+// an fsync of the index: rebuilding the index from the volumes replays it.
+const (
+	kindPut    uint8 = 0
+	kindDelete uint8 = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func recordLen(keyLen, valLen int) int64 { return int64(recordFixed + keyLen + valLen) }
 
@@ -42,9 +60,10 @@ func releaseRecord(rec []byte) {
 	}
 }
 
-// encodeRecord returns a buffer holding the record for key and value,
-// from the pool when one is large enough (every byte is written).
-func encodeRecord(key string, value []byte) []byte {
+// encodeRecord returns a buffer holding a record of kind for key and value,
+// from the pool when one is large enough (every byte is written). Its
+// sequence number is stamped when it is appended (stampRecord).
+func encodeRecord(kind uint8, key string, value []byte) []byte {
 	n := recordFixed + len(key) + len(value)
 	var buf []byte
 	if bp, ok := recordPool.Get().(*[]byte); ok && cap(*bp) >= n {
@@ -53,50 +72,89 @@ func encodeRecord(key string, value []byte) []byte {
 		buf = make([]byte, n)
 	}
 	binary.LittleEndian.PutUint32(buf[0:], recordMagic)
-	binary.LittleEndian.PutUint32(buf[4:], uint32(len(key)))
-	binary.LittleEndian.PutUint32(buf[8:], uint32(len(value)))
+	buf[4] = kind
+	binary.LittleEndian.PutUint32(buf[13:], uint32(len(key)))
+	binary.LittleEndian.PutUint32(buf[17:], uint32(len(value)))
 	copy(buf[headerSize:], key)
 	copy(buf[headerSize+len(key):], value)
-	binary.LittleEndian.PutUint64(buf[n-sumSize:], xxhash.Sum64(buf[:n-sumSize]))
+	binary.LittleEndian.PutUint64(buf[n-sumSize:], xxhash.Sum64(buf[headerSize:n-sumSize]))
 	return buf
 }
 
-// parseHeader checks the magic and the length bounds. It never trusts the
-// lengths beyond the bounds, so any bytes from disk are safe to pass.
-func parseHeader(h []byte) (keyLen, valLen int, err error) {
-	if len(h) < headerSize {
-		return 0, 0, fmt.Errorf("%w: short header", ErrCorrupt)
-	}
-	if m := binary.LittleEndian.Uint32(h[0:]); m != recordMagic {
-		return 0, 0, fmt.Errorf("%w: bad magic %#x", ErrCorrupt, m)
-	}
-	k := binary.LittleEndian.Uint32(h[4:])
-	v := binary.LittleEndian.Uint32(h[8:])
-	if k > MaxKeySize || v > MaxValueSize {
-		return 0, 0, fmt.Errorf("%w: length out of bounds (key %d, value %d)", ErrCorrupt, k, v)
-	}
-	return int(k), int(v), nil
+// stampRecord sets rec's sequence number and seals its header.
+func stampRecord(rec []byte, seq uint64) {
+	binary.LittleEndian.PutUint64(rec[5:], seq)
+	binary.LittleEndian.PutUint32(rec[21:], crc32.Checksum(rec[:21], castagnoli))
 }
 
-// decodeRecord verifies a whole record against the key the index expects and
-// returns the value, a sub-slice of rec. It never returns bytes that failed
-// the checksum.
+// header is a record's parsed header.
+type header struct {
+	kind           uint8
+	seq            uint64
+	keyLen, valLen int
+}
+
+// parseHeader checks the magic, the header checksum and the length bounds.
+// It never trusts the lengths beyond the bounds, so any bytes from disk are
+// safe to pass.
+func parseHeader(h []byte) (header, error) {
+	if len(h) < headerSize {
+		return header{}, fmt.Errorf("%w: short header", ErrCorrupt)
+	}
+	switch m := binary.LittleEndian.Uint32(h[0:]); m {
+	case recordMagic:
+	case oldMagic:
+		return header{}, ErrOldFormat
+	default:
+		return header{}, fmt.Errorf("%w: bad magic %#x", ErrCorrupt, m)
+	}
+	if got, want := crc32.Checksum(h[:21], castagnoli), binary.LittleEndian.Uint32(h[21:]); got != want {
+		return header{}, fmt.Errorf("%w: header checksum mismatch", ErrCorrupt)
+	}
+	hd := header{kind: h[4], seq: binary.LittleEndian.Uint64(h[5:])}
+	k := binary.LittleEndian.Uint32(h[13:])
+	v := binary.LittleEndian.Uint32(h[17:])
+	if hd.kind > kindDelete || k > MaxKeySize || v > MaxValueSize || (hd.kind == kindDelete && v != 0) {
+		return header{}, fmt.Errorf("%w: header out of bounds (kind %d, key %d, value %d)", ErrCorrupt, hd.kind, k, v)
+	}
+	hd.keyLen, hd.valLen = int(k), int(v)
+	return hd, nil
+}
+
+// checkRecord verifies a whole record: header, length and checksum.
+func checkRecord(rec []byte) (header, error) {
+	h, err := parseHeader(rec)
+	if err != nil {
+		return h, err
+	}
+	if int64(len(rec)) != recordLen(h.keyLen, h.valLen) {
+		return h, fmt.Errorf("%w: record length %d, header says %d", ErrCorrupt, len(rec), recordLen(h.keyLen, h.valLen))
+	}
+	n := len(rec)
+	if got, want := xxhash.Sum64(rec[headerSize:n-sumSize]), binary.LittleEndian.Uint64(rec[n-sumSize:]); got != want {
+		return h, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	return h, nil
+}
+
+// recordKey is the key of a checked record.
+func recordKey(rec []byte, h header) []byte { return rec[headerSize : headerSize+h.keyLen] }
+
+// decodeRecord verifies a whole put record against the key the index
+// expects and returns the value, a sub-slice of rec. It never returns bytes
+// that failed the checksum.
 func decodeRecord(rec []byte, wantKey string) ([]byte, error) {
-	kl, vl, err := parseHeader(rec)
+	h, err := checkRecord(rec)
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(rec)) != recordLen(kl, vl) {
-		return nil, fmt.Errorf("%w: record length %d, header says %d", ErrCorrupt, len(rec), recordLen(kl, vl))
+	if h.kind != kindPut {
+		return nil, fmt.Errorf("%w: a delete record where the index expects a value", ErrCorrupt)
 	}
-	n := len(rec)
-	if got, want := xxhash.Sum64(rec[:n-sumSize]), binary.LittleEndian.Uint64(rec[n-sumSize:]); got != want {
-		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
-	}
-	if string(rec[headerSize:headerSize+kl]) != wantKey {
+	if string(recordKey(rec, h)) != wantKey {
 		return nil, fmt.Errorf("%w: record holds another key", ErrCorrupt)
 	}
-	return rec[headerSize+kl : headerSize+kl+vl], nil
+	return rec[headerSize+h.keyLen : len(rec)-sumSize], nil
 }
 
 // loc is where a record lives; it is the index value.

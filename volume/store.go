@@ -24,6 +24,10 @@ var ErrCorrupt = errors.New("volume: corrupt record")
 // ErrClosed is returned by operations on a closed Store.
 var ErrClosed = errors.New("volume: store closed")
 
+// ErrOldFormat is returned by Open for a store an older version wrote
+// (format 1: records without sequence numbers, deletes not logged).
+var ErrOldFormat = errors.New("volume: written by an older go-ds-cluster (format 1); this version logs every change in the volumes (format 2) and does not convert: move the folder aside")
+
 var (
 	_ ds.Batching            = (*Store)(nil)
 	_ ds.PersistentDatastore = (*Store)(nil)
@@ -102,6 +106,10 @@ type Store struct {
 	committed chan struct{} // closed when the committer exits
 
 	compactMu sync.Mutex
+
+	seq     uint64 // the last sequence number appended; guarded by appendMu
+	reindex bool   // rebuilt: the owner's own buckets must be rebuilt too
+	stats   counters
 }
 
 func volName(id uint32) string { return fmt.Sprintf("%08d%s", id, volSuffix) }
@@ -142,29 +150,21 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, indexFile), 0o600, &bolt.Options{
-		Timeout:        10 * time.Second,
-		NoSync:         o.NoSync,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("volume: open index: %w", err)
-	}
 	s := &Store{
 		dir:       dir,
 		opts:      o,
-		db:        db,
 		files:     map[uint32]*os.File{},
 		kick:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		committed: make(chan struct{}),
 	}
-	if err := s.recover(); err != nil {
+	if err := s.open(); err != nil {
 		for _, f := range s.files {
 			f.Close()
 		}
-		db.Close()
+		if s.db != nil {
+			s.db.Close()
+		}
 		return nil, err
 	}
 	go s.commitLoop()
@@ -192,14 +192,14 @@ func listVolumes(dir string) ([]uint32, error) {
 	return ids, nil
 }
 
-func (s *Store) recover() error {
+// recover opens the volumes of an index that can be trusted (the store was
+// closed, or only its process stopped since) and truncates each volume to
+// the end of its last indexed record.
+func (s *Store) recover(ids []uint32) error {
 	ends := map[uint32]uint64{}
-	fresh := false // the index has no meta bucket: it was just created
 	err := s.db.View(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
-		if fresh = m == nil; fresh {
-			return nil
-		}
+		s.seq = getU64(m, metaSeq)
 		return m.ForEach(func(k, v []byte) error {
 			if len(k) == 5 && k[0] == 'e' && len(v) == 8 {
 				ends[binary.BigEndian.Uint32(k[1:])] = binary.BigEndian.Uint64(v)
@@ -210,25 +210,8 @@ func (s *Store) recover() error {
 	if err != nil {
 		return fmt.Errorf("volume: read index meta: %w", err)
 	}
-	ids, err := listVolumes(s.dir)
-	if err != nil {
-		return fmt.Errorf("volume: %w", err)
-	}
-	if err := s.checkVolumesKnown(ids, ends, fresh); err != nil {
+	if err := s.checkVolumesKnown(ids, ends); err != nil {
 		return err
-	}
-	// Only now may the index take the buckets: created before the check
-	// refused, they would make the next Open take the index for one that
-	// knows no volume, and delete them all.
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucketIfNotExists(bucketMeta)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("volume: create index buckets: %w", err)
 	}
 	dirty := false
 	for i, id := range ids {
@@ -287,20 +270,9 @@ func (s *Store) recover() error {
 	return nil
 }
 
-// checkVolumesKnown refuses to open what recover would otherwise destroy
-// or misread: volumes holding data beside an index that was just created
-// (index.bolt lost or emptied: recover would delete them all as unknown),
-// and a volume the index has committed records in whose file is missing.
-func (s *Store) checkVolumesKnown(ids []uint32, ends map[uint32]uint64, fresh bool) error {
-	if fresh {
-		for _, id := range ids {
-			path := filepath.Join(s.dir, volName(id))
-			if st, err := os.Stat(path); err == nil && st.Size() > 0 {
-				return fmt.Errorf("%w: %s holds data but %s is new (lost or emptied): restore the index, or move the volumes away to start empty",
-					ErrCorrupt, path, filepath.Join(s.dir, indexFile))
-			}
-		}
-	}
+// checkVolumesKnown refuses to open what recover would otherwise misread:
+// a volume the index has committed records in whose file is missing.
+func (s *Store) checkVolumesKnown(ids []uint32, ends map[uint32]uint64) error {
 	present := make(map[uint32]bool, len(ids))
 	for _, id := range ids {
 		present[id] = true
@@ -506,10 +478,10 @@ func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop [
 		if err := checkSizes(k, len(value)); err != nil {
 			return err
 		}
-		ops = append(ops, op{kind: opPut, key: k, rec: encodeRecord(k, value)})
+		ops = append(ops, newOp(opPut, k, value))
 	}
 	for _, d := range drop {
-		ops = append(ops, op{kind: opDelete, key: d.String()})
+		ops = append(ops, newOp(opDelete, d.String(), nil))
 	}
 	return s.apply(ops, also)
 }
@@ -543,7 +515,7 @@ func (s *Store) Delete(ctx context.Context, key ds.Key) error {
 	if _, ok, err := s.lookup(k); err != nil || !ok {
 		return err
 	}
-	return s.apply([]op{{kind: opDelete, key: k}}, nil)
+	return s.apply([]op{newOp(opDelete, k, nil)}, nil)
 }
 
 // Sync is a no-op: every write is durable when it returns.
@@ -601,11 +573,12 @@ func (s *Store) checkHeader(k string, l loc) error {
 	if _, err := f.ReadAt(h, l.off); err != nil {
 		return fmt.Errorf("%w: read header: %v", ErrCorrupt, err)
 	}
-	kl, vl, err := parseHeader(h)
+	hd, err := parseHeader(h)
 	if err != nil {
 		return err
 	}
-	if kl != len(k) || vl != int(l.valLen) || string(h[headerSize:]) != k {
+	kl, vl := hd.keyLen, hd.valLen
+	if hd.kind != kindPut || kl != len(k) || vl != int(l.valLen) || string(h[headerSize:]) != k {
 		return fmt.Errorf("%w: header does not match index", ErrCorrupt)
 	}
 	if st, err := f.Stat(); err != nil || st.Size() < l.off+recordLen(kl, vl) {
@@ -627,9 +600,12 @@ func (s *Store) Close() error {
 	<-s.committed
 	s.compactMu.Lock() // wait for a running Compact
 	defer s.compactMu.Unlock()
+	var errs []error
+	if err := s.setRun(false); err != nil {
+		errs = append(errs, err)
+	}
 	s.filesMu.Lock()
 	s.filesClosed = true
-	var errs []error
 	for id, f := range s.files {
 		if err := f.Close(); err != nil {
 			errs = append(errs, err)
