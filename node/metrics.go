@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/filedrive-team/go-ds-cluster/volume"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
@@ -77,12 +78,20 @@ var (
 	descEpoch      = prometheus.NewDesc("dscluster_map_epoch", "Epoch of the cluster map this node holds.", nil, nil)
 	descLeader     = prometheus.NewDesc("dscluster_raft_leader", "1 when this node is the raft leader.", nil, nil)
 	descMembers    = prometheus.NewDesc("dscluster_members", "Members of the cluster by state, as this node's description has them.", []string{"state"}, nil)
+
+	// The volume store's commits: writes per group and fsync latency are
+	// the ratios of these counters.
+	descGroups       = prometheus.NewDesc("dscluster_store_commit_groups_total", "Commit groups the volume store committed: one fsync of the log and one index commit each.", nil, nil)
+	descGroupWrites  = prometheus.NewDesc("dscluster_store_commit_writes_total", "Writes those groups carried.", nil, nil)
+	descFsyncs       = prometheus.NewDesc("dscluster_store_fsyncs_total", "Fsyncs of volume files by commit groups.", nil, nil)
+	descFsyncSeconds = prometheus.NewDesc("dscluster_store_fsync_seconds_total", "Time spent in those fsyncs.", nil, nil)
+	descIndexCommits = prometheus.NewDesc("dscluster_store_index_commits_total", "Index transactions committed by commit groups (bbolt, without fsyncs).", nil, nil)
 )
 
 func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descKeys, descTombstones, descShardBytes, descDiskUsage, descStoreOK,
 		descDegraded, descLost, descBacklog, descRepaired, descMoved, descRate, descScanned, descBad,
-		descEpoch, descLeader, descMembers} {
+		descEpoch, descLeader, descMembers, descGroups, descGroupWrites, descFsyncs, descFsyncSeconds, descIndexCommits} {
 		ch <- d
 	}
 }
@@ -110,6 +119,14 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		writable = 0
 	}
 	gauge(descStoreOK, writable)
+	if v, ok := c.n.store.(*volume.Store); ok {
+		vs := v.Stats()
+		counter(descGroups, float64(vs.Groups))
+		counter(descGroupWrites, float64(vs.Writes))
+		counter(descFsyncs, float64(vs.Syncs))
+		counter(descFsyncSeconds, vs.SyncTime.Seconds())
+		counter(descIndexCommits, float64(vs.IndexCommits))
+	}
 	if r := st.Repair; r != nil {
 		gauge(descDegraded, float64(r.Degraded))
 		gauge(descLost, float64(r.Lost))

@@ -133,3 +133,50 @@ func TestMetricsMoveWithTheWork(t *testing.T) {
 		t.Fatalf("go_goroutines: %v, want the Go collector's figure", got)
 	}
 }
+
+// TestOneFsyncPerCommitGroup: on the volume store, a node pays one fsync
+// and one index commit for each commit group, and concurrent writes share
+// groups; the node's /metrics shows it.
+func TestOneFsyncPerCommitGroup(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{Store: "volume", Sync: true, RepairInterval: time.Hour})
+	d := c.Client(nil)
+	const writers, each = 16, 8
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				if err := d.Put(ctx, ds.NewKey(fmt.Sprintf("/fsync/%d/%d", w, i)), bytes.Repeat([]byte{byte(i)}, 64<<10)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var groups, writes, fsyncs, commits float64
+	eventually(t, 30*time.Second, "the nodes' commits settle", func() error {
+		var g, w, f, ic float64
+		for i := range c.Len() {
+			fams := scrape(t, c.Node(i))
+			g += value(fams, "dscluster_store_commit_groups_total", nil)
+			w += value(fams, "dscluster_store_commit_writes_total", nil)
+			f += value(fams, "dscluster_store_fsyncs_total", nil)
+			ic += value(fams, "dscluster_store_index_commits_total", nil)
+		}
+		if g != groups || f != g || ic != g {
+			groups, writes, fsyncs, commits = g, w, f, ic
+			return fmt.Errorf("%v groups, %v fsyncs, %v index commits", g, f, ic)
+		}
+		return nil
+	})
+	t.Logf("%v writes in %v groups, %v fsyncs, %v index commits, on %d nodes", writes, groups, fsyncs, commits, c.Len())
+	if writes < float64(writers*each*6) || groups >= writes {
+		t.Fatalf("%v writes in %v groups: want at least %d writes (a shard each), sharing groups", writes, groups, writers*each*6)
+	}
+}
