@@ -78,7 +78,7 @@ func (b *batch) Commit(ctx context.Context) (err error) {
 			dels = append(dels, k)
 			continue
 		}
-		w, err := b.d.putWrite(k.String(), op.value)
+		w, err := b.d.putWrite(b.d.inner(k), op.value)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -71,6 +71,13 @@ type Options struct {
 	// reads, bytes sent and received). A second front end registered with
 	// the same registry keeps its metrics unexported.
 	Metrics prometheus.Registerer
+	// Namespace, when set, keeps this front end's keys apart from those of
+	// front ends with another namespace or none, on the same cluster: a
+	// key K is stored as /ns/NAME/K, and Query and DiskUsage see the
+	// namespace's keys only (see config.Client.Namespace). A front end
+	// without a namespace sees every key, under its stored name. Default:
+	// the client config's namespace with Open.
+	Namespace string
 	// KeepFailedWrites leaves the shards of a write that failed its quorum
 	// where they landed, as a writer that crashed would, instead of having
 	// the nodes that kept the value it replaced put it back (undo). Tests
@@ -137,6 +144,7 @@ func nodeName(i int, id string) string {
 type Datastore struct {
 	id      peer.ID
 	opts    Options
+	ns      string // "/ns/NAME" for Options.Namespace, or ""
 	client  *transport.Client
 	ownHost bool
 	view    atomic.Pointer[view]
@@ -183,6 +191,9 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	}
 	if o.HedgeAfter == 0 {
 		o.HedgeAfter, _ = cfg.Hedge()
+	}
+	if o.Namespace == "" {
+		o.Namespace = cfg.Namespace
 	}
 	o = o.withDefaults()
 	hc := transport.HostConfig{Secret: psk}
@@ -286,7 +297,13 @@ func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
 // slow, so that reads ask it last and writes stop piling up on it; a dial
 // that fails makes the front end look up the node's addresses again.
 func newDatastore(h host.Host, o Options) (*Datastore, error) {
+	if err := config.CheckNamespace(o.Namespace); err != nil {
+		return nil, fmt.Errorf("dscluster: %w", err)
+	}
 	d := &Datastore{id: h.ID(), opts: o, client: transport.NewClient(h, o.Timeout), clock: newClock()}
+	if o.Namespace != "" {
+		d.ns = "/ns/" + o.Namespace
+	}
 	var err error
 	if d.metrics, err = newClientMetrics(d, o.Metrics); err != nil {
 		return nil, err
@@ -651,8 +668,13 @@ func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
 // memberRetry bounds how long Member waits for a raft leader.
 const memberRetry = 15 * time.Second
 
-// DiskUsage sums the shard store usage that the reachable nodes report.
+// DiskUsage sums the shard store usage that the reachable nodes report. A
+// front end with a namespace reports what the namespace takes instead
+// (namespaceUsage).
 func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
+	if d.ns != "" {
+		return d.namespaceUsage(ctx)
+	}
 	var total uint64
 	var errs []error
 	ok := 0
@@ -680,6 +702,47 @@ func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("disk usage: no node answered: %w", errors.Join(errs...))
 	}
 	return total, nil
+}
+
+// namespaceUsage is what the live keys of the front end's namespace take on
+// the nodes: for each, the shards the cluster's policy gives a value of
+// its size (garbage, tombstones and index space not counted). It lists
+// every key of the namespace.
+func (d *Datastore) namespaceUsage(ctx context.Context) (uint64, error) {
+	v := d.view.Load()
+	m, err := d.openMerger(ctx, v, d.nsPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("disk usage of namespace %s: %w", d.ns, err)
+	}
+	var total uint64
+	for {
+		ms, err := m.nextChunk(ctx, queryPage)
+		if err != nil {
+			return 0, fmt.Errorf("disk usage of namespace %s: %w", d.ns, err)
+		}
+		if len(ms) == 0 {
+			return total, nil
+		}
+		for _, e := range ms {
+			if !e.le.Tombstone {
+				p := v.policyFor(int(e.le.ValueLen))
+				total += uint64(p.Width()) * uint64(coding.ShardLen(p, e.le.ValueLen))
+			}
+		}
+	}
+}
+
+// inner is the key the cluster stores key under: key itself, or in the
+// front end's namespace.
+func (d *Datastore) inner(key ds.Key) string { return d.ns + key.String() }
+
+// nsPrefix is what the keys of the front end's namespace begin with ("":
+// every key).
+func (d *Datastore) nsPrefix() string {
+	if d.ns == "" {
+		return ""
+	}
+	return d.ns + "/"
 }
 
 // Check reports an error when more nodes are unreachable than the policy

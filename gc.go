@@ -31,6 +31,8 @@ const DefaultTombstoneGrace = 10 * time.Minute
 // its disk: its old copy of a small value would then be the only one left,
 // and repair would spread it again), joining or draining. A tombstone is
 // purged only when no node lists anything else for its key.
+//
+// A front end with a namespace purges the tombstones of its namespace only.
 func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	if err := d.refreshAny(ctx); err != nil {
 		return fmt.Errorf("collect garbage: %w", err)
@@ -40,7 +42,7 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		log.Infow("collect garbage: tombstones are kept", "because", hold)
 		return nil
 	}
-	m, err := d.openMerger(ctx, v, "")
+	m, err := d.openMerger(ctx, v, d.nsPrefix())
 	if err != nil {
 		return fmt.Errorf("collect garbage: %w", err)
 	}

@@ -64,7 +64,7 @@ func putFrames(res []fetched) {
 // doc for the read path and its errors.
 func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 	defer d.track("get")(&err)
-	k := key.String()
+	k := d.inner(key)
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
@@ -617,7 +617,7 @@ func versionLess(a, b wire.ListEntry) bool {
 // that failed (kubo does not put a block its datastore says it has).
 func (d *Datastore) Has(ctx context.Context, key ds.Key) (_ bool, err error) {
 	defer d.track("has")(&err)
-	k := key.String()
+	k := d.inner(key)
 	if len(k) > coding.MaxKeyLen {
 		return false, nil
 	}
@@ -632,7 +632,7 @@ func (d *Datastore) Has(ctx context.Context, key ds.Key) (_ bool, err error) {
 // indexes.
 func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (_ int, err error) {
 	defer d.track("get-size")(&err)
-	k := key.String()
+	k := d.inner(key)
 	if len(k) > coding.MaxKeyLen {
 		return -1, ds.ErrNotFound
 	}

@@ -15,7 +15,7 @@ import (
 // durable; see the package doc.
 func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) (err error) {
 	defer d.track("put")(&err)
-	w, err := d.putWrite(key.String(), value)
+	w, err := d.putWrite(d.inner(key), value)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 // when a position that answers holds an entry of it (absentEverywhere).
 func (d *Datastore) Delete(ctx context.Context, key ds.Key) (err error) {
 	defer d.track("delete")(&err)
-	k := key.String()
+	k := d.inner(key)
 	if len(k) > coding.MaxKeyLen {
 		return nil // such a key cannot have been stored
 	}

@@ -77,7 +77,8 @@ func (d *Datastore) resolve(ctx context.Context, ms []merged, keysOnly bool) []d
 	return kept
 }
 
-// Query lists keys from every node's index, merged by key with the newest
+// Query lists keys from every node's index (of the front end's namespace
+// only, with the namespace taken off), merged by key with the newest
 // version of each key deciding whether it is live. Filters, orders, offset
 // and limit are applied by go-datastore's reference implementation on top
 // of the key-ordered stream. Values, when asked for, are read with Get.
@@ -89,6 +90,9 @@ func (d *Datastore) Query(ctx context.Context, q dsq.Query) (_ dsq.Results, err 
 	// The node prefix is a plain string prefix; NaiveQueryApply narrows it to
 	// go-datastore's path semantics ("/a" matches "/a/b", not "/ab").
 	prefix := nodePrefix(q.Prefix)
+	if d.ns != "" {
+		prefix = d.nsPrefix() + strings.TrimPrefix(prefix, "/")
+	}
 	m, err := d.openMerger(ctx, v, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
@@ -108,6 +112,7 @@ func (d *Datastore) Query(ctx context.Context, q dsq.Query) (_ dsq.Results, err 
 			}
 			r := pending[0]
 			pending = pending[1:]
+			r.Key = strings.TrimPrefix(r.Key, d.ns)
 			return r, true
 		},
 	}

@@ -391,6 +391,28 @@ type Client struct {
 	// the peer ID a role is granted to (dsclient id prints it). Empty: a
 	// new identity each run, which only a cluster without roles accepts.
 	Identity string `json:"identity,omitempty"`
+	// Namespace keeps the keys of this client apart from those of clients
+	// with another namespace (or none) on the same cluster, so that
+	// several kubo nodes can share it: they do not see, list or collect
+	// each other's blocks. 1 to 64 characters of A-Z, a-z, 0-9, '.', '_'
+	// and '-'. Empty: no namespace.
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// CheckNamespace reports a namespace name Client.Namespace does not allow.
+func CheckNamespace(name string) error {
+	if len(name) > 64 {
+		return fmt.Errorf("namespace %.64q…: longer than 64 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("namespace %q: %q is not allowed (use A-Z, a-z, 0-9, '.', '_' and '-')", name, r)
+		}
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("namespace %q is not allowed", name)
+	}
+	return nil
 }
 
 // Validate checks a client config.
@@ -408,6 +430,9 @@ func (c *Client) Validate() error {
 		return err
 	}
 	if _, err := c.Hedge(); err != nil {
+		return err
+	}
+	if err := CheckNamespace(c.Namespace); err != nil {
 		return err
 	}
 	if c.Identity != "" {
@@ -485,7 +510,7 @@ func LoadClient(path string) (*Client, error) {
 }
 
 // KeepIdentity prepares cc, a client config about to be written at path:
-// it takes the identity and request timeouts of the client config already
+// it takes the identity, request timeouts and namespace of the client config already
 // there (client roles are granted to the identity, so writing the file
 // again must not lock its user out), and makes a new identity when there
 // is none. The file there is read without validating it (a template's
@@ -500,7 +525,7 @@ func KeepIdentity(path string, cc *Client) (kept bool, err error) {
 	case err != nil:
 		return false, fmt.Errorf("%w; it is not a client config: remove it or name another file", err)
 	default:
-		cc.Identity, cc.HedgeAfter = prior.Identity, prior.HedgeAfter
+		cc.Identity, cc.HedgeAfter, cc.Namespace = prior.Identity, prior.HedgeAfter, prior.Namespace
 		if prior.Timeout != "" {
 			cc.Timeout = prior.Timeout
 		}

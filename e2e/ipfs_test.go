@@ -208,31 +208,10 @@ func TestIPFSAddCIDs(t *testing.T) {
 
 // TestIPFSDaemonOnCluster runs a kubo daemon whose /blocks is the cluster.
 func TestIPFSDaemonOnCluster(t *testing.T) {
-	ipfs := ipfsBin(t)
 	c := startCluster(t)
 	tmp := t.TempDir()
 	repo := filepath.Join(tmp, "ipfs")
-	env := append([]string{"IPFS_PATH=" + repo, "IPFS_TELEMETRY=off"}, c.env...)
-	ipfsCmd := func(args ...string) result { return run(t, env, ipfs, args...) }
-
-	// The profile's spec names $IPFS_PATH/clusterds.json, written first.
-	if r := run(t, nil, bin(t, "dscfg"), "client", "--cluster="+c.dir0, filepath.Join(repo, "clusterds.json")); r.code != 0 {
-		t.Fatalf("dscfg client: %s", r)
-	}
-	if r := ipfsCmd("init", "--profile=clusterds,test"); r.code != 0 {
-		t.Fatalf("ipfs init --profile=clusterds,test: %s", r)
-	}
-	startDaemon := func() *proc {
-		p := startProc(t, "ipfs daemon", env, ipfs, "daemon", "--offline")
-		select {
-		case <-waitLine(p, "Daemon is ready"):
-		case <-p.done:
-			t.Fatalf("ipfs daemon exited: %v\n%s", p.err, p.describe())
-		case <-time.After(60 * time.Second):
-			t.Fatalf("ipfs daemon not ready\n%s", p.describe())
-		}
-		return p
-	}
+	ipfsCmd, startDaemon := kuboOn(t, c, repo)
 	daemon := startDaemon()
 
 	big := filepath.Join(tmp, "big.bin")
@@ -330,6 +309,104 @@ func TestIPFSDaemonOnCluster(t *testing.T) {
 	}
 	if err := daemon.signalAndWait(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("ipfs daemon exit: %v", err)
+	}
+}
+
+// kuboOn makes a kubo repo whose /blocks is cluster c, with the client
+// config's extra dscfg client flags (a namespace), and returns how to run
+// ipfs commands on it and start its daemon.
+func kuboOn(t *testing.T, c *cluster, repo string, dscfgFlags ...string) (ipfsCmd func(args ...string) result, startDaemon func() *proc) {
+	t.Helper()
+	ipfs := ipfsBin(t)
+	env := append([]string{"IPFS_PATH=" + repo, "IPFS_TELEMETRY=off"}, c.env...)
+	ipfsCmd = func(args ...string) result { return run(t, env, ipfs, args...) }
+	// The profile's spec names $IPFS_PATH/clusterds.json, written first.
+	args := append([]string{"client", "--cluster=" + c.dir0}, dscfgFlags...)
+	if r := run(t, nil, bin(t, "dscfg"), append(args, filepath.Join(repo, "clusterds.json"))...); r.code != 0 {
+		t.Fatalf("dscfg client: %s", r)
+	}
+	if r := ipfsCmd("init", "--profile=clusterds,test"); r.code != 0 {
+		t.Fatalf("ipfs init --profile=clusterds,test: %s", r)
+	}
+	startDaemon = func() *proc {
+		p := startProc(t, "ipfs daemon "+filepath.Base(repo), env, ipfs, "daemon", "--offline")
+		select {
+		case <-waitLine(p, "Daemon is ready"):
+		case <-p.done:
+			t.Fatalf("ipfs daemon exited: %v\n%s", p.err, p.describe())
+		case <-time.After(60 * time.Second):
+			t.Fatalf("ipfs daemon not ready\n%s", p.describe())
+		}
+		return p
+	}
+	return ipfsCmd, startDaemon
+}
+
+// TestIPFSNamespaces runs two kubo daemons on one cluster, each in a
+// namespace of its own: neither sees the other's blocks, repo gc on one
+// leaves every block of the other readable, and repo stat counts the
+// namespace's own blocks.
+func TestIPFSNamespaces(t *testing.T) {
+	c := startCluster(t)
+	tmp := t.TempDir()
+	type kubo struct {
+		ipfs   func(args ...string) result
+		daemon *proc
+		cid    string
+		want   []byte
+	}
+	var ks [2]*kubo
+	for i, name := range []string{"alice", "bob"} {
+		ipfsCmd, start := kuboOn(t, c, filepath.Join(tmp, name), "--namespace="+name)
+		k := &kubo{ipfs: ipfsCmd, daemon: start()}
+		k.want = writeRandom(t, filepath.Join(tmp, name+".bin"), 5<<20)
+		r := k.ipfs("add", "-Q", filepath.Join(tmp, name+".bin"))
+		if r.code != 0 {
+			t.Fatalf("%s: ipfs add: %s", name, r)
+		}
+		k.cid = lastLine(r.stdout)
+		ks[i] = k
+	}
+	alice, bob := ks[0], ks[1]
+	// Neither sees the other's blocks.
+	if r := alice.ipfs("block", "stat", "--offline", bob.cid); r.code == 0 {
+		t.Fatalf("alice sees bob's root block: %s", r)
+	}
+	// Alice adds a file she does not pin, and collects her garbage.
+	junk := filepath.Join(tmp, "junk.bin")
+	writeRandom(t, junk, 2<<20)
+	r := alice.ipfs("add", "-Q", "--pin=false", junk)
+	if r.code != 0 {
+		t.Fatalf("alice: ipfs add --pin=false: %s", r)
+	}
+	junkCID := lastLine(r.stdout)
+	if r := alice.ipfs("repo", "gc"); r.code != 0 {
+		t.Fatalf("alice: ipfs repo gc: %s", r)
+	}
+	if r := alice.ipfs("block", "stat", "--offline", junkCID); r.code == 0 {
+		t.Fatalf("alice: ipfs repo gc kept her unpinned %s", junkCID)
+	}
+	// Bob's blocks are all there, and so are alice's pinned ones.
+	for _, k := range ks {
+		if r := k.ipfs("repo", "verify"); r.code != 0 {
+			t.Fatalf("ipfs repo verify after alice's gc: %s", r)
+		}
+		if got := k.ipfs("cat", k.cid); got.code != 0 || got.stdout != string(k.want) {
+			t.Fatalf("ipfs cat %s after alice's gc: %d bytes, %s", k.cid, len(got.stdout), got.stderr)
+		}
+	}
+	// repo stat counts the namespace: 5 MiB of blocks, stored 4+2.
+	r = bob.ipfs("repo", "stat", "--size-only")
+	if r.code != 0 {
+		t.Fatalf("bob: ipfs repo stat: %s", r)
+	}
+	if size := repoSize(t, r.stdout); size < 5<<20*3/2 || size > 5<<20*3/2+8<<20 {
+		t.Fatalf("bob: ipfs repo stat: RepoSize %d, want about 1.5 x his 5 MiB", size)
+	}
+	for _, k := range ks {
+		if err := k.daemon.signalAndWait(t, syscall.SIGTERM); err != nil {
+			t.Fatalf("ipfs daemon exit: %v", err)
+		}
 	}
 }
 

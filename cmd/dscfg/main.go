@@ -242,8 +242,9 @@ func nodePorts(base, n int) ([]int, error) {
 func cmdClient(args []string) error {
 	fs := flag.NewFlagSet("dscfg client", flag.ContinueOnError)
 	from := fs.String("cluster", "", "bootstrap config DIR (written by dscfg cluster) to take the nodes and secret from")
+	ns := fs.String("namespace", "", "keep this client's keys apart from other namespaces' on the same cluster, e.g. one per kubo node (default: none, or the namespace FILE already has)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: dscfg client [--cluster=DIR] FILE")
+		fmt.Fprintln(fs.Output(), "Usage: dscfg client [--cluster=DIR] [--namespace=NAME] FILE")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -261,6 +262,12 @@ func cmdClient(args []string) error {
 	kept, err := config.KeepIdentity(file, cc)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
+	}
+	if *ns != "" {
+		if err := config.CheckNamespace(*ns); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		cc.Namespace = *ns
 	}
 	if *from != "" {
 		nc, err := config.LoadNode(filepath.Join(*from, config.FileName))
