@@ -77,6 +77,8 @@ var (
 	descBad        = prometheus.NewDesc("dscluster_scrub_bad_shards_total", "Bad shards scrub found and removed, since the node started.", nil, nil)
 	descEpoch      = prometheus.NewDesc("dscluster_map_epoch", "Epoch of the cluster map this node holds.", nil, nil)
 	descLeader     = prometheus.NewDesc("dscluster_raft_leader", "1 when this node is the raft leader.", nil, nil)
+	descRaftTerm   = prometheus.NewDesc("dscluster_raft_term", "The raft term this node is in: it grows with every election.", nil, nil)
+	descRaftRole   = prometheus.NewDesc("dscluster_raft_role", "1 for this node's raft role (Leader, Follower, Candidate, Shutdown).", []string{"role"}, nil)
 	descMembers    = prometheus.NewDesc("dscluster_members", "Members of the cluster by state, as this node's description has them.", []string{"state"}, nil)
 
 	// The volume store's commits: writes per group and fsync latency are
@@ -91,7 +93,7 @@ var (
 func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descKeys, descTombstones, descShardBytes, descDiskUsage, descStoreOK,
 		descDegraded, descLost, descBacklog, descRepaired, descMoved, descRate, descScanned, descBad,
-		descEpoch, descLeader, descMembers, descGroups, descGroupWrites, descFsyncs, descFsyncSeconds, descIndexCommits} {
+		descEpoch, descLeader, descRaftTerm, descRaftRole, descMembers, descGroups, descGroupWrites, descFsyncs, descFsyncSeconds, descIndexCommits} {
 		ch <- d
 	}
 }
@@ -143,6 +145,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		leader = 1
 	}
 	gauge(descLeader, leader)
+	gauge(descRaftTerm, float64(c.n.raft.Term()))
+	gauge(descRaftRole, 1, c.n.raft.Role())
 	states := map[string]int{}
 	for _, m := range c.n.cluster.Load().Members {
 		states[m.State]++

@@ -127,8 +127,14 @@ func TestMetricsMoveWithTheWork(t *testing.T) {
 		if got := sum("dscluster_raft_leader", nil); got != 1 {
 			return fmt.Errorf("%v raft leaders over all nodes, want 1", got)
 		}
+		if got := sum("dscluster_raft_role", map[string]string{"role": "Follower"}); got != float64(c.Len()-1) {
+			return fmt.Errorf("%v raft followers over all nodes, want %d", got, c.Len()-1)
+		}
 		return nil
 	})
+	if got := value(fams, "dscluster_raft_term", nil); got < 1 {
+		t.Fatalf("raft term on node 0: %v, want at least the first election's", got)
+	}
 	if got := value(fams, "go_goroutines", nil); got <= 0 {
 		t.Fatalf("go_goroutines: %v, want the Go collector's figure", got)
 	}

@@ -296,6 +296,12 @@ func (r *Raft) Cluster() *config.Cluster { return r.fsm.cluster.Load() }
 // IsLeader reports whether this server is the raft leader now.
 func (r *Raft) IsLeader() bool { return r.raft.State() == raft.Leader }
 
+// Term is the raft term this server is in.
+func (r *Raft) Term() uint64 { return r.raft.CurrentTerm() }
+
+// Role is this server's raft state: Leader, Follower, Candidate or Shutdown.
+func (r *Raft) Role() string { return r.raft.State().String() }
+
 // Leader returns the leader this server knows of.
 func (r *Raft) Leader() (peer.ID, bool) {
 	_, id := r.raft.LeaderWithID()
