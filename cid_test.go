@@ -53,6 +53,17 @@ func TestCIDCheck(t *testing.T) {
 	if got, err := w.Get(ctx, forged); err != nil || string(got) != "other bytes" {
 		t.Fatalf("with SkipCIDCheck: %q, %v; want the bytes stored", got, err)
 	}
+	// The kubo plugin's switch: skip_cid_check in the client config.
+	cfg := c.ClientConfig()
+	cfg.SkipCIDCheck = true
+	p, err := dscluster.Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if got, err := p.Get(ctx, forged); err != nil || string(got) != "other bytes" {
+		t.Fatalf("with skip_cid_check in the client config: %q, %v; want the bytes stored", got, err)
+	}
 }
 
 // BenchmarkCIDCheck_256K: what the CID check adds to a Get of a 256 KiB

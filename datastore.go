@@ -64,7 +64,8 @@ type Options struct {
 	// ErrCIDMismatch rather than serve other bytes. A 256 KiB SHA-256
 	// block costs about a hash of its bytes (BenchmarkCIDCheck). The
 	// writer's own checksums (every shard's, and the value's) are checked
-	// whatever it says.
+	// whatever it says. Open also turns it off for a client config's
+	// skip_cid_check.
 	SkipCIDCheck bool
 	// Metrics, when set, is where the front end registers its Prometheus
 	// metrics (operations by result and their latency, hedged and degraded
@@ -195,6 +196,7 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if o.Namespace == "" {
 		o.Namespace = cfg.Namespace
 	}
+	o.SkipCIDCheck = o.SkipCIDCheck || cfg.SkipCIDCheck
 	o = o.withDefaults()
 	hc := transport.HostConfig{Secret: psk}
 	if cfg.Identity != "" {

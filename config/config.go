@@ -397,6 +397,10 @@ type Client struct {
 	// each other's blocks. 1 to 64 characters of A-Z, a-z, 0-9, '.', '_'
 	// and '-'. Empty: no namespace.
 	Namespace string `json:"namespace,omitempty"`
+	// SkipCIDCheck turns off the check of blocks read against their CIDs
+	// (dscluster.Options.SkipCIDCheck), for a kubo whose blockstore checks
+	// them already (Datastore.HashOnRead). Default false: checked.
+	SkipCIDCheck bool `json:"skip_cid_check,omitempty"`
 }
 
 // CheckNamespace reports a namespace name Client.Namespace does not allow.
