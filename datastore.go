@@ -259,24 +259,29 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	return nil, fmt.Errorf("dscluster: cannot reach any node of the cluster: %w", errors.Join(errs...))
 }
 
-// adoptFromMapNode asks the nodes of the current map in turn for the
-// cluster description, and adopts the first that a node of the map it
-// describes serves: a node drained and removed, still running, serves the
-// description it had then, whose map had already moved away from it.
+// adoptFromMapNode asks every node of the current map for the cluster
+// description, and adopts the newest (by map epoch) that a node of the map
+// it describes serves: a node drained and removed, still running, serves
+// the description it had then, whose map had already moved away from it;
+// and a node being drained may lag behind its own removal (raft stops
+// sending it entries), so the first answer is not enough.
 func (d *Datastore) adoptFromMapNode(ctx context.Context) {
 	v := d.view.Load()
+	var best *config.Cluster
 	for _, p := range v.peers {
 		c, err := d.fetchCluster(ctx, p)
-		if err != nil || c.Map.Epoch < v.c.Map.Epoch {
+		if err != nil || c.Map.Epoch < v.c.Map.Epoch || (best != nil && c.Map.Epoch <= best.Map.Epoch) {
 			continue
 		}
-		if _, inMap := c.Map.NodeIndex(p.String()); !inMap {
-			continue
+		if _, inMap := c.Map.NodeIndex(p.String()); inMap {
+			best = c
 		}
-		if err := d.setCluster(c); err != nil {
-			log.Debugw("adopt a member's description", "err", err)
-		}
+	}
+	if best == nil {
 		return
+	}
+	if err := d.setCluster(best); err != nil {
+		log.Debugw("adopt a member's description", "err", err)
 	}
 }
 
