@@ -6,7 +6,7 @@ export GOFLAGS
 
 BINARIES := dscfg dscluster dsclient
 
-.PHONY: all build $(BINARIES) dschaos ipfs test test-ipfs demo bench chaos fuzz vet clean
+.PHONY: all build $(BINARIES) dschaos ipfs test test-ipfs demo bench vs-seaweedfs chaos fuzz vet clean
 
 all: build
 
@@ -45,6 +45,12 @@ demo: build
 # BENCH_STORE=flatfs runs the nodes on go-ds-flatfs instead of the volume store.
 bench: build
 	bash scripts/bench.sh
+
+# SeaweedFS (1 master, 6 volume servers, 3 copies) beside our 6-node 4+2
+# cluster on this machine, put and get of 256 KiB; builds SeaweedFS from the
+# module proxy the first time (about 10 minutes). COUNT values (3000).
+vs-seaweedfs: build
+	bash scripts/vs-seaweedfs.sh
 
 # A fault run on real dscluster processes (chaos/, cmd/dschaos): a seeded
 # workload while a nemesis kills and pauses nodes, every read checked
