@@ -460,11 +460,9 @@ func (d *Datastore) fetchCluster(ctx context.Context, p peer.ID) (*config.Cluste
 	return &c, nil
 }
 
-// refresh fetches the cluster map from any node and adopts it if newer.
-func (d *Datastore) refresh(ctx context.Context) error { return d.fetchAndSet(ctx, false, "") }
-
-// refreshFrom is refresh asking node p first: a node that answered "stale
-// epoch" has the newer map, while another may not have applied it yet.
+// refreshFrom fetches the cluster map, asking node p first, and adopts it
+// if newer: a node that answered "stale epoch" has the newer map, while
+// another may not have applied it yet.
 func (d *Datastore) refreshFrom(ctx context.Context, p peer.ID) error {
 	return d.fetchAndSet(ctx, false, p)
 }
