@@ -103,7 +103,7 @@ func (s *Store) compactVolume(ctx context.Context, st volStat, older uint64) (in
 		ops, size = nil, 0
 		return err
 	}
-	end, err := scanVolume(f, func(off int64, rec []byte, h header) error {
+	end, err := scanVolume(f, 0, func(off int64, rec []byte, h header) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -70,8 +70,11 @@
 //   - after an operating system crash or a power loss (another boot), or
 //     when index.bolt does not open or is new beside volumes that hold data,
 //     the index is rebuilt from the volumes: of each key's records, the one
-//     with the highest sequence number is its state. Each volume is read up
-//     to its first record that does not check out and cut there. The old
+//     with the highest sequence number is its state. The active volume is
+//     read up to its first record that does not check out (a torn tail) and
+//     cut there; in a sealed volume the rebuild goes on from the next record
+//     that checks out (bit rot loses the record it hits, not those after
+//     it), and the bytes between are dead. The old
 //     index is kept as index.bolt.bad. The distrusted index is never opened:
 //     bbolt may panic on a torn file.
 //

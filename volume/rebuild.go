@@ -2,6 +2,8 @@ package volume
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -225,9 +227,9 @@ type rebuilt struct {
 // rebuild makes a new index from the volumes, in a file of its own that
 // then replaces index.bolt (kept as index.bolt.bad): of each key's records,
 // the one with the highest sequence number holds its state (a delete
-// record: none). A volume is read up to its first record that does not
-// check out, and cut there: past it lies a torn tail, or, in a sealed
-// volume, records lost to corruption that the cluster's repair restores.
+// record: none). The active volume is read up to its first record that
+// does not check out and cut there (a torn tail); a sealed volume is read
+// past such bytes, from the next record that checks out (nextRecord).
 func (s *Store) rebuild(ids []uint32, why string) error {
 	log.Warnw("rebuilding the index from the volumes", "dir", s.dir, "why", why, "volumes", len(ids))
 	start := time.Now()
@@ -249,7 +251,8 @@ func (s *Store) rebuild(ids []uint32, why string) error {
 			return fmt.Errorf("volume: %w", err)
 		}
 		s.files[id] = f
-		end, err := scanVolume(f, func(off int64, rec []byte, h header) error {
+		sealed := id != ids[len(ids)-1]
+		scan := func(off int64, rec []byte, h header) error {
 			size := uint64(len(rec))
 			if l, ok := low[id]; !ok || h.seq < l {
 				low[id] = h.seq
@@ -267,7 +270,20 @@ func (s *Store) rebuild(ids []uint32, why string) error {
 			}
 			best[key] = rebuilt{seq: h.seq, at: at, kind: h.kind}
 			return nil
-		})
+		}
+		end, err := scanVolume(f, 0, scan)
+		// In a sealed volume, records may follow bytes that do not check
+		// out (bit rot): go on from the next one. The active volume's
+		// first bad record is its torn tail.
+		for err == nil && sealed {
+			next, ok := nextRecord(f, end+1)
+			if !ok {
+				break
+			}
+			log.Warnw("rebuild: skipped bytes that do not check out in a sealed volume", "file", p, "at", end, "bytes", next-end)
+			dead[id] += uint64(next - end)
+			end, err = scanVolume(f, next, scan)
+		}
 		if err != nil {
 			return fmt.Errorf("volume: rebuild from %s: %w", p, err)
 		}
@@ -374,13 +390,13 @@ func cutAt(f *os.File, end int64) error {
 	return f.Sync()
 }
 
-// scanVolume reads f's records in order from the start and calls fn with
+// scanVolume reads f's records in order from offset from and calls fn with
 // each whole one (rec is reused after fn returns). It returns the end of
 // the last: the scan stops at the first record that is short or does not
 // check out. A record of format 1 is ErrOldFormat.
-func scanVolume(f *os.File, fn func(off int64, rec []byte, h header) error) (int64, error) {
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, math.MaxInt64), 1<<20)
-	var off int64
+func scanVolume(f *os.File, from int64, fn func(off int64, rec []byte, h header) error) (int64, error) {
+	r := bufio.NewReaderSize(io.NewSectionReader(f, from, math.MaxInt64-from), 1<<20)
+	off := from
 	buf := make([]byte, 64<<10)
 	for {
 		if _, err := io.ReadFull(r, buf[:headerSize]); err != nil {
@@ -409,6 +425,54 @@ func scanVolume(f *os.File, fn func(off int64, rec []byte, h header) error) (int
 		}
 		off += n
 	}
+}
+
+// nextRecord finds the first offset at or after from where a whole record
+// checks out, past bytes that do not (bit rot in a sealed volume): records
+// begin with a magic and a header checksum, then end with a checksum of
+// their key and value, so a false start is not taken for one.
+func nextRecord(f *os.File, from int64) (int64, bool) {
+	magic := binary.LittleEndian.AppendUint32(nil, recordMagic)
+	chunk := make([]byte, 1<<20)
+	for {
+		n, err := f.ReadAt(chunk, from)
+		if n < headerSize {
+			return 0, false
+		}
+		for i := 0; ; {
+			j := bytes.Index(chunk[i:n], magic)
+			if j < 0 {
+				break
+			}
+			off := from + int64(i+j)
+			if recordAt(f, off) {
+				return off, true
+			}
+			i += j + 1
+		}
+		if err != nil {
+			return 0, false
+		}
+		from += int64(n - len(magic) + 1)
+	}
+}
+
+// recordAt reports whether a whole record that checks out starts at off.
+func recordAt(f *os.File, off int64) bool {
+	hb := make([]byte, headerSize)
+	if _, err := f.ReadAt(hb, off); err != nil {
+		return false
+	}
+	h, err := parseHeader(hb)
+	if err != nil {
+		return false
+	}
+	rec := make([]byte, recordLen(h.keyLen, h.valLen))
+	if _, err := f.ReadAt(rec, off); err != nil {
+		return false
+	}
+	_, err = checkRecord(rec)
+	return err == nil
 }
 
 // counters are the store's Stats, counted as it goes.

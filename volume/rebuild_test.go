@@ -445,3 +445,47 @@ func TestOldFormatRefused(t *testing.T) {
 		t.Fatalf("the refused Open changed %s: %d bytes, was %d", p, got, len(b))
 	}
 }
+
+// A rebuild goes on past bytes that do not check out in a sealed volume
+// (bit rot): only the record they hit is lost, not the records after it.
+func TestRebuildSkipsRotInASealedVolume(t *testing.T) {
+	dir := t.TempDir()
+	opts := fillVolumes(t, dir, 40)
+	ids, _ := listVolumes(dir)
+	first := filepath.Join(dir, volName(ids[0]))
+	b, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second record's value: past the first record (its key is /k/000).
+	hit := recordLen(len("/k/000"), len(valueFor("/k/000", 1, 8<<10))) + headerSize + 20
+	b[hit] ^= 0xff
+	if err := os.WriteFile(first, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, indexFile)); err != nil {
+		t.Fatal(err)
+	}
+	s := openT(t, dir, opts)
+	defer s.Close()
+	lost := 0
+	for i := 0; i < 40; i++ {
+		k := fmt.Sprintf("/k/%03d", i)
+		got, err := s.Get(context.Background(), ds.NewKey(k))
+		switch {
+		case errors.Is(err, ds.ErrNotFound):
+			lost++
+			if k != "/k/001" {
+				t.Fatalf("%s lost; only /k/001, whose record the rot hit, should be", k)
+			}
+		case err != nil || string(got) != string(valueFor(k, 1, 8<<10)):
+			t.Fatalf("%s: %d bytes, %v", k, len(got), err)
+		}
+	}
+	if lost != 1 {
+		t.Fatalf("%d keys lost, want the one the rot hit", lost)
+	}
+	if got := fileSize(t, first); got != int64(len(b)) {
+		t.Fatalf("the sealed volume was cut from %d to %d bytes", len(b), got)
+	}
+}
