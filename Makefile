@@ -61,7 +61,7 @@ vs-seaweedfs: build
 SEED ?= 1
 DURATION ?= 90s
 NODES ?= 7
-FAULTS ?= kill,pause,out,leader,join,drain
+FAULTS ?= kill,pause,out,leader,join,drain,reboot
 CHAOS_FLAGS ?=
 dschaos:
 	$(GO) build -o $@ ./cmd/dschaos

@@ -54,10 +54,18 @@ const (
 	FaultIsolate Fault = "isolate" // cut a node off, rejoin after Paused
 	FaultJoin    Fault = "join"    // a new node joins (a Grower)
 	FaultDrain   Fault = "drain"   // a node is drained, then removed (a Grower)
+	FaultReboot  Fault = "reboot"  // SIGKILL as an OS crash would leave the node (a Rebooter), restart after Down
 )
 
+// Rebooter is a Target that can crash a node as an operating system crash
+// would leave it: at its restart the node does not trust its index and
+// rebuilds it from its shard log.
+type Rebooter interface {
+	Reboot(i int) error
+}
+
 // AllFaults are the faults a Target may support.
-var AllFaults = []Fault{FaultKill, FaultPause, FaultOut, FaultLeader, FaultIsolate, FaultJoin, FaultDrain}
+var AllFaults = []Fault{FaultKill, FaultPause, FaultOut, FaultLeader, FaultIsolate, FaultJoin, FaultDrain, FaultReboot}
 
 // ParseFaults parses a comma-separated fault list ("kill,pause").
 func ParseFaults(s string) ([]Fault, error) {
@@ -242,6 +250,12 @@ func (r *nemesisRun) act(rnd *rand.Rand) {
 		err, after, end, how = r.t.Kill(node), r.n.Down.draw(rnd), func() error { return r.t.Start(node) }, "start"
 	case FaultKill:
 		err, after, end, how = r.t.Kill(node), r.n.Down.draw(rnd), func() error { return r.t.Start(node) }, "start"
+	case FaultReboot:
+		rb, ok := r.t.(Rebooter)
+		if !ok {
+			return
+		}
+		err, after, end, how = rb.Reboot(node), r.n.Down.draw(rnd), func() error { return r.t.Start(node) }, "start"
 	case FaultOut:
 		err, after, end, how = r.t.Kill(node), r.n.Out.draw(rnd), func() error { return r.t.Start(node) }, "start"
 	case FaultPause:

@@ -18,6 +18,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/node"
+	"github.com/filedrive-team/go-ds-cluster/volume"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -323,6 +324,24 @@ func (p *Procs) Kill(i int) error {
 		return fmt.Errorf("chaos: kill node %d (pid %d): %w", i, cmd.Process.Pid, err)
 	}
 	<-done
+	return nil
+}
+
+// Reboot kills node i (SIGKILL) and marks its volume store as left open by
+// an earlier boot, as an operating system crash would leave it: at its
+// next start it rebuilds its index from its volumes. On other stores it is
+// a kill.
+func (p *Procs) Reboot(i int) error {
+	if err := p.Kill(i); err != nil {
+		return err
+	}
+	if p.Store != "volume" {
+		return nil
+	}
+	path := filepath.Join(p.nodeDir(i), "volume", volume.RunFile)
+	if err := os.WriteFile(path, []byte("an earlier boot"), 0o644); err != nil {
+		return fmt.Errorf("chaos: reboot node %d: %w", i, err)
+	}
 	return nil
 }
 

@@ -109,7 +109,7 @@ func TestIndexRebuiltFromShards(t *testing.T) {
 		t.Fatalf("node 0 holds %d entries, %d tombstones, %d with a previous version: want some of each", len(before), tombstones, prevs)
 	}
 	// As an operating system crash leaves it: open, by an earlier boot.
-	if err := os.WriteFile(filepath.Join(vol, "running"), []byte("an earlier boot"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(vol, volume.RunFile), []byte("an earlier boot"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c.Restart(0)

@@ -29,11 +29,13 @@ var (
 	metaReindex = []byte("reindex") // rebuilt: the owner's buckets are not yet
 )
 
-// runFile holds the boot ID of the process that has the store open; Close
-// removes it once the index is fsynced. It lives outside the index, which
+// RunFile, in a store's directory, holds the boot ID of the process that
+// has the store open; Close removes it once the index is fsynced. A store
+// whose RunFile names another boot is rebuilt at Open: a fault injector
+// may write one to stage an operating system crash. It lives outside the index, which
 // must not even be opened when it may be torn: bbolt can panic on a torn
 // file in a goroutine of its own.
-const runFile = "running"
+const RunFile = "running"
 
 // formatVersion 2: records carry a kind and a sequence number, and deletes
 // are logged, so that the volumes alone rebuild the index.
@@ -61,7 +63,7 @@ func (s *Store) open() error {
 		return fmt.Errorf("volume: %w", err)
 	}
 	var why string
-	if run, err := os.ReadFile(filepath.Join(s.dir, runFile)); err == nil && (len(run) == 0 || string(run) != bootID()) {
+	if run, err := os.ReadFile(filepath.Join(s.dir, RunFile)); err == nil && (len(run) == 0 || string(run) != bootID()) {
 		why = "the store was not closed and the machine restarted since, so index writes may be lost"
 	} else if err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("volume: %w", err)
@@ -153,11 +155,11 @@ func createBuckets(tx *bolt.Tx) error {
 	return meta.Put(metaFormat, []byte{formatVersion})
 }
 
-// setRun records that this boot has the store open (runFile), or (open
+// setRun records that this boot has the store open (RunFile), or (open
 // false) fsyncs the index and removes the record: after a clean close
 // nothing is rebuilt.
 func (s *Store) setRun(open bool) error {
-	path := filepath.Join(s.dir, runFile)
+	path := filepath.Join(s.dir, RunFile)
 	var err error
 	if open {
 		err = writeSynced(path, []byte(bootID()), !s.opts.NoSync)

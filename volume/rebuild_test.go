@@ -74,7 +74,7 @@ func powerLoss(t *testing.T, dir string, synced map[string]int64, how string) {
 		}
 	}
 	idx := filepath.Join(dir, indexFile)
-	if err := os.WriteFile(filepath.Join(dir, runFile), []byte("an earlier boot"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, RunFile), []byte("an earlier boot"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	switch how {

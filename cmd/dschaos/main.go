@@ -42,7 +42,7 @@ func run() (int, error) {
 	k := flag.Int("data-shards", 4, "erasure data shards k")
 	m := flag.Int("parity-shards", 2, "erasure parity shards m: the nemesis impairs at most m nodes at once, and m are killed at the end")
 	store := flag.String("store", "volume", "shard store: volume or flatfs")
-	faults := flag.String("faults", "kill,pause,out,leader,join,drain", "the nemesis mix, comma-separated: kill, pause, out, leader, join, drain, isolate (with --netns; added to the default mix there)")
+	faults := flag.String("faults", "kill,pause,out,leader,join,drain,reboot", "the nemesis mix, comma-separated: kill, pause, out, leader, join, drain, reboot (a kill after which the node rebuilds its index, as after an OS crash), isolate (with --netns; added to the default mix there)")
 	workers := flag.Int("workers", 8, "concurrent clients")
 	keys := flag.Int("keys", 0, "keys per worker (shared keys with --multi-writer; 0: 16, or 8 shared)")
 	multi := flag.Bool("multi-writer", false, "workers share keys; check linearizability (porcupine)")
