@@ -264,7 +264,9 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 // it describes serves: a node drained and removed, still running, serves
 // the description it had then, whose map had already moved away from it;
 // and a node being drained may lag behind its own removal (raft stops
-// sending it entries), so the first answer is not enough.
+// sending it entries), so the first answer is not enough. Descriptions of
+// one map epoch are not ordered (a member applies a state change a little
+// after the leader): the first of them is taken.
 func (d *Datastore) adoptFromMapNode(ctx context.Context) {
 	v := d.view.Load()
 	var best *config.Cluster

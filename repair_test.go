@@ -936,6 +936,19 @@ func TestOpenAfterDrainReadsTheCurrentDescription(t *testing.T) {
 		t.Fatalf("node %d, removed first, learnt that node %d was removed after it: the test needs its stale description", first, second)
 	}
 
+	// Every member applies the removal a little after the leader: the
+	// front end may ask any of them.
+	waitFor(t, 30*time.Second, fmt.Sprintf("every member knows node %d removed", second), func() (bool, string) {
+		for i := 0; i < c.Len(); i++ {
+			if slices.Contains(drained, i) || c.Node(i) == nil {
+				continue
+			}
+			if m, _ := c.Node(i).Cluster().Member(secondID); m.State != membership.Removed {
+				return false, fmt.Sprintf("node %d: %s", i, m.State)
+			}
+		}
+		return true, ""
+	})
 	cc := c.ClientConfig()
 	firstAddr := c.Info.Map.Nodes[first].Addrs[0] + "/p2p/" + c.Node(first).ID().String()
 	cc.Nodes = append([]string{firstAddr}, cc.Nodes...)
