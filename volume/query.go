@@ -153,8 +153,13 @@ func (b *batch) Put(ctx context.Context, key ds.Key, value []byte) error {
 	return nil
 }
 
+// Delete records the delete. A key no Put could have stored (empty, or
+// longer than MaxKeySize) is left out: its delete record would not check
+// out, and a rebuild would take it for a torn tail.
 func (b *batch) Delete(ctx context.Context, key ds.Key) error {
-	b.ops = append(b.ops, newOp(opDelete, key.String(), nil))
+	if k := key.String(); checkSizes(k, 0) == nil {
+		b.ops = append(b.ops, newOp(opDelete, k, nil))
+	}
 	return nil
 }
 

@@ -489,3 +489,30 @@ func TestRebuildSkipsRotInASealedVolume(t *testing.T) {
 		t.Fatalf("the sealed volume was cut from %d to %d bytes", len(b), got)
 	}
 }
+
+// A batch's delete of a key no Put could store writes no record: its
+// record would not check out, and a rebuild would cut the volume there.
+func TestBatchDeleteOfAnImpossibleKeyWritesNoRecord(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openT(t, dir, &Options{NoSync: true})
+	b, _ := s.Batch(ctx)
+	if err := b.Delete(ctx, ds.RawKey("/"+strings.Repeat("k", MaxKeySize))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, ds.NewKey("/after"), []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, indexFile)); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, &Options{NoSync: true})
+	defer s.Close()
+	mustEqual(t, s, "/after", []byte("kept"))
+}
