@@ -88,12 +88,13 @@ var (
 	descFsyncs       = prometheus.NewDesc("dscluster_store_fsyncs_total", "Fsyncs of volume files by commit groups.", nil, nil)
 	descFsyncSeconds = prometheus.NewDesc("dscluster_store_fsync_seconds_total", "Time spent in those fsyncs.", nil, nil)
 	descIndexCommits = prometheus.NewDesc("dscluster_store_index_commits_total", "Index transactions committed by commit groups (bbolt, without fsyncs).", nil, nil)
+	descGarbage      = prometheus.NewDesc("dscluster_store_garbage_bytes", "Bytes of dead records in the volume store (overwritten, deleted, failed), which compaction gives back.", nil, nil)
 )
 
 func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descKeys, descTombstones, descShardBytes, descDiskUsage, descStoreOK,
 		descDegraded, descLost, descBacklog, descRepaired, descMoved, descRate, descScanned, descBad,
-		descEpoch, descLeader, descRaftTerm, descRaftRole, descMembers, descGroups, descGroupWrites, descFsyncs, descFsyncSeconds, descIndexCommits} {
+		descEpoch, descLeader, descRaftTerm, descRaftRole, descMembers, descGroups, descGroupWrites, descFsyncs, descFsyncSeconds, descIndexCommits, descGarbage} {
 		ch <- d
 	}
 }
@@ -128,6 +129,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFsyncs, float64(vs.Syncs))
 		counter(descFsyncSeconds, vs.SyncTime.Seconds())
 		counter(descIndexCommits, float64(vs.IndexCommits))
+		if g, err := v.Garbage(); err == nil {
+			gauge(descGarbage, float64(g))
+		}
 	}
 	if r := st.Repair; r != nil {
 		gauge(descDegraded, float64(r.Degraded))

@@ -182,6 +182,21 @@ func TestOneFsyncPerCommitGroup(t *testing.T) {
 		return nil
 	})
 	t.Logf("%v writes in %v groups, %v fsyncs, %v index commits, on %d nodes", writes, groups, fsyncs, commits, c.Len())
+	garbage := func() float64 {
+		g := 0.0
+		for i := range c.Len() {
+			g += value(scrape(t, c.Node(i)), "dscluster_store_garbage_bytes", nil)
+		}
+		return g
+	}
+	before := garbage()
+	// A delete drops the value's shards: their records are garbage.
+	if err := d.Delete(ctx, ds.NewKey("/fsync/0/0")); err != nil {
+		t.Fatal(err)
+	}
+	if got := garbage() - before; got < 64<<10*6/4 {
+		t.Fatalf("garbage grew by %v bytes after a delete of 64 KiB stored 4+2, want at least its %d bytes of shards", got, 64<<10*6/4)
+	}
 	if writes < float64(writers*each*6) || groups >= writes {
 		t.Fatalf("%v writes in %v groups: want at least %d writes (a shard each), sharing groups", writes, groups, writers*each*6)
 	}

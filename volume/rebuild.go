@@ -493,6 +493,25 @@ type Stats struct {
 	IndexSyncs   uint64        // fsyncs of the index file (open, close, ReindexDone)
 }
 
+// Garbage is the bytes of dead records in the volumes (overwritten or
+// deleted values, delete records, failed writes): what compaction can give
+// back.
+func (s *Store) Garbage() (uint64, error) {
+	var dead uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
+			if len(k) == 5 && k[0] == 'd' && len(v) == 8 {
+				dead += binary.BigEndian.Uint64(v)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("volume: %w", err)
+	}
+	return dead, nil
+}
+
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	c := &s.stats
