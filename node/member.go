@@ -82,8 +82,8 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
 			}
 		}
-		if cmd.Op == membership.OpJoin && len(c.Clients) > 0 && cmd.Member != nil && mayJoin(c, cmd.Member.ID) {
-			if resp := n.joinerHasRoles(ctx, cmd.Member); resp != nil {
+		if cmd.Op == membership.OpJoin && cmd.Member != nil {
+			if resp := n.checkJoiner(ctx, cmd.Member); resp != nil {
 				return resp
 			}
 		}
@@ -163,6 +163,27 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 func mayJoin(c *config.Cluster, id string) bool {
 	m, ok := c.Member(id)
 	return slices.Contains(c.Admitted, id) || ok && m.State != membership.Removed
+}
+
+// checkJoiner judges a join on the leader before it is proposed, on the
+// whole committed state (a leader of a new term may not have applied the
+// last admit or grant yet): where the cluster enforces roles, the joiner
+// must be admitted and run a version with them. A joiner not admitted is
+// refused here rather than in the raft log, so that an admit committed
+// between this check and the proposal cannot let it in unchecked.
+func (n *Node) checkJoiner(ctx context.Context, m *config.Member) *wire.Response {
+	if err := n.raft.Barrier(5 * time.Second); err != nil {
+		return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("join: %v; retry", err)}
+	}
+	c := n.raft.Cluster()
+	if len(c.Clients) == 0 {
+		return nil
+	}
+	if !mayJoin(c, m.ID) {
+		return &wire.Response{Status: wire.StatusBadRequest,
+			Message: fmt.Sprintf("join: node %s is not admitted: the cluster enforces client roles, so a read-write client first runs `dsclient node admit %s`", m.ID, m.ID)}
+	}
+	return n.joinerHasRoles(ctx, m)
 }
 
 // joinerHasRoles refuses the join of m into a cluster that enforces client

@@ -1311,7 +1311,7 @@ func TestJoinNeedsRoles(t *testing.T) {
 		}
 		return resp
 	}
-	// Not admitted: refused by the raft log, and the leader does not dial
+	// Not admitted: refused by the leader, which does not dial
 	// what a stranger announces.
 	if resp := joinAnswered(); resp.Status != wire.StatusBadRequest || !strings.Contains(resp.Message, "not admitted") {
 		t.Fatalf("join of a node not admitted: %s %q", resp.Status, resp.Message)
