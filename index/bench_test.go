@@ -9,8 +9,7 @@ import (
 
 // benchEntry is a typical entry: a 256 KiB block stored 4+2.
 func benchEntry(i uint64) Entry {
-	return Entry{Key: fmt.Sprintf("/blocks/CIQ%016x", i), Slot: uint16(i), Index: 2, Kind: 1, K: 4, M: 2,
-		ValueLen: 256 << 10, ShardLen: 64 << 10, ShardSum: i, Version: Version{HLC: i, Writer: 1}}
+	return Entry{Key: fmt.Sprintf("/blocks/CIQ%016x", i), Slot: uint16(i), Held: Held{Index: 2, Kind: 1, K: 4, M: 2, ValueLen: 256 << 10, ShardLen: 64 << 10, ShardSum: i, Version: Version{HLC: i, Writer: 1}}}
 }
 
 func benchPut(b *testing.B, opts *Options, writers int) {

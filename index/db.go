@@ -30,9 +30,9 @@ var (
 )
 
 const (
-	// schemaVersion 2: entries of format 2 (Entry.Prev, shards named by
-	// version). An index of schema 1 is refused with ErrOldFormat.
-	schemaVersion = 2
+	// schemaVersion 3: entries of format 3 (Entry.Older, shards named by
+	// version). An index of schema 1 or 2 is refused with ErrOldFormat.
+	schemaVersion = 3
 
 	defaultMaxBatchSize  = 64
 	defaultMaxBatchDelay = 2 * time.Millisecond
@@ -140,7 +140,7 @@ func (db *DB) init(o Options) error {
 			if err := meta.Put(metaSchema, []byte{schemaVersion}); err != nil {
 				return err
 			}
-		case len(v) == 1 && v[0] == 1:
+		case len(v) == 1 && (v[0] == 1 || v[0] == 2):
 			return ErrOldFormat
 		case len(v) != 1 || v[0] != schemaVersion:
 			return fmt.Errorf("unknown index schema %x", v)
@@ -619,7 +619,7 @@ func (st *Stats) add(e Entry) {
 	} else {
 		st.Keys++
 	}
-	st.ShardBytes += uint64(e.ShardLen)
+	st.ShardBytes += e.ShardBytes()
 }
 
 // remove undoes add, clamping at zero so a damaged counter cannot wrap.
@@ -631,8 +631,8 @@ func (st *Stats) remove(e Entry) {
 	} else if st.Keys > 0 {
 		st.Keys--
 	}
-	if st.ShardBytes >= uint64(e.ShardLen) {
-		st.ShardBytes -= uint64(e.ShardLen)
+	if st.ShardBytes >= e.ShardBytes() {
+		st.ShardBytes -= e.ShardBytes()
 	} else {
 		st.ShardBytes = 0
 	}

@@ -23,9 +23,9 @@ var (
 	ErrInvalidKey = errors.New("index: invalid key")
 	// ErrOldFormat is returned by Open for an index an older version of
 	// go-ds-cluster wrote (schema 1: one shard per key, the previous one
-	// under a name of its own). Its shards are not where this version
-	// looks for them; nothing is converted.
-	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1); this version keeps shards by version (schema 2) and does not convert: move the node's folder aside and let repair refill the node")
+	// under a name of its own; schema 2: one previous version, named by
+	// its version alone). Nothing is converted.
+	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1 or 2); this version keeps a list of versions per key (schema 3) and does not convert: move the node's folder aside and let repair refill the node")
 )
 
 // CorruptError reports a stored entry value that does not decode.
@@ -63,58 +63,73 @@ func (v Version) Less(o Version) bool {
 	return v.Writer < o.Writer
 }
 
-// Entry is the metadata of the one shard of Key that this node holds, at
-// the newest version the node has seen.
-type Entry struct {
-	Key       string
-	Slot      uint16
-	Index     uint8 // shard index held by this node
+// Held is one version of a key whose shard the node holds.
+type Held struct {
+	Version   Version
+	Index     uint8 // shard index (position) of this version's shard
 	Kind      uint8 // policy kind (1 erasure, 2 replica); opaque to the index
 	K, M      uint8 // policy data/parity shards; opaque to the index
 	Tombstone bool
 	ValueLen  uint64
 	ShardLen  uint32 // bytes of shard data on disk
 	ShardSum  uint64
-	Version   Version
-	// Prev is the older version of Key whose shard the node keeps beside
-	// this one (zero: none): the value an overwrite replaced, kept until
-	// the overwrite is acknowledged, so a failed one can be undone. Each
-	// version's shard has a name of its own (the node's shardName), so
-	// keeping, restoring or dropping it moves no bytes. A tombstone keeps
-	// none.
-	Prev Version
 }
 
-// Entry value format, version 2 (all fixed-width integers big-endian):
+// Entry is what the node holds of Key: the shard of the newest version it
+// has seen (the embedded Held) and, newest first, the older versions whose
+// shards it keeps beside it (Older). Each version's shard has a name of its
+// own (the node's shardName), so keeping, restoring or dropping one moves
+// no bytes.
+type Entry struct {
+	Key  string
+	Slot uint16
+	Held
+	Older []Held
+}
+
+// MaxOlder is the most older versions an entry holds.
+const MaxOlder = 15
+
+// Versions returns the versions e holds, newest first.
+func (e Entry) Versions() []Held {
+	return append([]Held{e.Held}, e.Older...)
+}
+
+// ShardBytes is what e's shards occupy, every version's.
+func (e Entry) ShardBytes() uint64 {
+	n := uint64(e.ShardLen)
+	for _, h := range e.Older {
+		n += uint64(h.ShardLen)
+	}
+	return n
+}
+
+// Entry value format, version 3 (all fixed-width integers big-endian):
 //
-//	[0]      format version (2)
+//	[2]      format version (3), number of older versions (at most MaxOlder)
+//	[2]      slot
+//	then each version, the newest first:
 //	[1]      flags: bit 0 tombstone; other bits must be zero
-//	[2:4]    slot
-//	[4]      shard index
-//	[5]      policy kind
-//	[6]      policy K
-//	[7]      policy M
+//	[4]      shard index, policy kind, policy K, policy M
 //	uvarint  value length (minimal encoding)
 //	uvarint  shard length (minimal encoding, fits uint32)
 //	[8]      shard checksum
 //	[8]      version HLC
 //	[8]      version writer
-//	[8]      previous version HLC (0: none)
-//	[8]      previous version writer
+//	and last:
 //	[4]      crc32c of the key followed by all preceding bytes of the value
 //
 // The key is not repeated in the value (it is the bbolt key) but is covered
 // by the checksum, so a value found under the wrong key does not decode.
 //
-// Version 1 had no previous version: nodes kept the previous shard under
-// a name of its own, and every shard under its key's name alone. Such an
-// entry does not decode (ErrOldFormat).
+// Version 2 kept one previous version, by its version alone; version 1
+// none (nodes kept the previous shard under a name of its own). Neither
+// decodes.
 const (
-	formatV2      = 2
+	formatV3      = 3
 	flagTombstone = 1 << 0
-	fixedTail     = 8 + 8 + 8 + 8 + 8 + 4 // shard sum, version, previous version, checksum
-	minEncodedLen = 8 + 1 + 1 + fixedTail
-	maxEncodedLen = 8 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + fixedTail
+	minHeldLen    = 1 + 4 + 1 + 1 + 24
+	maxHeldLen    = 1 + 4 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + 24
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -124,23 +139,24 @@ func entryChecksum(key string, body []byte) uint32 {
 	return crc32.Update(c, castagnoli, body)
 }
 
-// encodeEntry returns the format-2 value of e. e.Key is covered by the
-// checksum but not stored.
+// encodeEntry returns the format-3 value of e. e.Key is covered by the
+// checksum but not stored. e must hold at most MaxOlder older versions.
 func encodeEntry(e Entry) []byte {
-	b := make([]byte, 8, maxEncodedLen)
-	b[0] = formatV2
-	if e.Tombstone {
-		b[1] = flagTombstone
-	}
+	b := make([]byte, 4, 4+(1+len(e.Older))*maxHeldLen+4)
+	b[0], b[1] = formatV3, byte(len(e.Older))
 	binary.BigEndian.PutUint16(b[2:4], e.Slot)
-	b[4], b[5], b[6], b[7] = e.Index, e.Kind, e.K, e.M
-	b = binary.AppendUvarint(b, e.ValueLen)
-	b = binary.AppendUvarint(b, uint64(e.ShardLen))
-	b = binary.BigEndian.AppendUint64(b, e.ShardSum)
-	b = binary.BigEndian.AppendUint64(b, e.Version.HLC)
-	b = binary.BigEndian.AppendUint64(b, e.Version.Writer)
-	b = binary.BigEndian.AppendUint64(b, e.Prev.HLC)
-	b = binary.BigEndian.AppendUint64(b, e.Prev.Writer)
+	for _, h := range e.Versions() {
+		var flags byte
+		if h.Tombstone {
+			flags = flagTombstone
+		}
+		b = append(b, flags, h.Index, h.Kind, h.K, h.M)
+		b = binary.AppendUvarint(b, h.ValueLen)
+		b = binary.AppendUvarint(b, uint64(h.ShardLen))
+		b = binary.BigEndian.AppendUint64(b, h.ShardSum)
+		b = binary.BigEndian.AppendUint64(b, h.Version.HLC)
+		b = binary.BigEndian.AppendUint64(b, h.Version.Writer)
+	}
 	return binary.BigEndian.AppendUint32(b, entryChecksum(e.Key, b))
 }
 
@@ -154,49 +170,60 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 	if len(b) == 0 {
 		return bad("empty value")
 	}
-	if b[0] != formatV2 {
+	if b[0] != formatV3 {
 		return bad("unknown format version %d", b[0])
 	}
-	if len(b) < minEncodedLen {
-		return bad("value is %d bytes, want at least %d", len(b), minEncodedLen)
+	if len(b) < 4+minHeldLen+4 {
+		return bad("value is %d bytes, want at least %d", len(b), 4+minHeldLen+4)
 	}
-	if b[1]&^flagTombstone != 0 {
-		return bad("unknown flags %#x", b[1])
+	older := int(b[1])
+	if older > MaxOlder {
+		return bad("%d older versions, at most %d", older, MaxOlder)
 	}
-	e := Entry{
-		Key:       key,
-		Tombstone: b[1]&flagTombstone != 0,
-		Slot:      binary.BigEndian.Uint16(b[2:4]),
-		Index:     b[4],
-		Kind:      b[5],
-		K:         b[6],
-		M:         b[7],
+	e := Entry{Key: key, Slot: binary.BigEndian.Uint16(b[2:4])}
+	p, end := 4, len(b)-4
+	for i := 0; i <= older; i++ {
+		if end-p < minHeldLen {
+			return bad("value is %d bytes, too short for %d versions", len(b), older+1)
+		}
+		if b[p]&^flagTombstone != 0 {
+			return bad("unknown flags %#x", b[p])
+		}
+		h := Held{Tombstone: b[p]&flagTombstone != 0, Index: b[p+1], Kind: b[p+2], K: b[p+3], M: b[p+4]}
+		p += 5
+		valueLen, n := binary.Uvarint(b[p:end])
+		if n <= 0 || n != uvarintLen(valueLen) {
+			return bad("bad value length varint")
+		}
+		p += n
+		shardLen, n := binary.Uvarint(b[p:end])
+		if n <= 0 || n != uvarintLen(shardLen) {
+			return bad("bad shard length varint")
+		}
+		if shardLen > math.MaxUint32 {
+			return bad("shard length %d overflows uint32", shardLen)
+		}
+		p += n
+		if end-p < 24 {
+			return bad("value is %d bytes, too short for %d versions", len(b), older+1)
+		}
+		h.ValueLen, h.ShardLen = valueLen, uint32(shardLen)
+		h.ShardSum = binary.BigEndian.Uint64(b[p:])
+		h.Version.HLC = binary.BigEndian.Uint64(b[p+8:])
+		h.Version.Writer = binary.BigEndian.Uint64(b[p+16:])
+		p += 24
+		if i == 0 {
+			e.Held = h
+		} else {
+			if !h.Version.Less(e.Versions()[i-1].Version) {
+				return bad("older version %d is not older than the one before it", i)
+			}
+			e.Older = append(e.Older, h)
+		}
 	}
-	p := 8
-	valueLen, n := binary.Uvarint(b[p:])
-	if n <= 0 || n != uvarintLen(valueLen) {
-		return bad("bad value length varint")
+	if p != end {
+		return bad("value is %d bytes, want %d", len(b), p+4)
 	}
-	p += n
-	shardLen, n := binary.Uvarint(b[p:])
-	if n <= 0 || n != uvarintLen(shardLen) {
-		return bad("bad shard length varint")
-	}
-	if shardLen > math.MaxUint32 {
-		return bad("shard length %d overflows uint32", shardLen)
-	}
-	p += n
-	if len(b)-p != fixedTail {
-		return bad("value is %d bytes, want %d", len(b), p+fixedTail)
-	}
-	e.ValueLen = valueLen
-	e.ShardLen = uint32(shardLen)
-	e.ShardSum = binary.BigEndian.Uint64(b[p:])
-	e.Version.HLC = binary.BigEndian.Uint64(b[p+8:])
-	e.Version.Writer = binary.BigEndian.Uint64(b[p+16:])
-	e.Prev.HLC = binary.BigEndian.Uint64(b[p+24:])
-	e.Prev.Writer = binary.BigEndian.Uint64(b[p+32:])
-	p += 40
 	if got, want := binary.BigEndian.Uint32(b[p:]), entryChecksum(key, b[:p]); got != want {
 		return bad("checksum %#08x, want %#08x", got, want)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -16,12 +17,13 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/Fuzz
 // seedEntries are the valid encodings in the checked-in seed corpus; the
 // corpus also holds broken variants of them (see seedValues).
 var seedEntries = []Entry{
-	{Key: "/blocks/CIQA", Slot: 0xbeef, Index: 5, Kind: 1, K: 4, M: 2, ValueLen: 262144, ShardLen: 65536,
+	{Key: "/blocks/CIQA", Slot: 0xbeef, Held: Held{Index: 5, Kind: 1, K: 4, M: 2, ValueLen: 262144, ShardLen: 65536,
 		ShardSum: 0x0123456789abcdef, Version: Version{HLC: 1 << 50, Writer: 3}},
-	{Key: "t", Slot: 1, Tombstone: true, Version: Version{HLC: 1}},
-	{Key: "\xff\x00", Slot: math.MaxUint16, Index: 255, Kind: 255, K: 255, M: 255, Tombstone: true,
+		Older: []Held{{Index: 5, Kind: 1, K: 4, M: 2, ValueLen: 1, ShardLen: 1, Version: Version{HLC: 1 << 49}}}},
+	{Key: "t", Slot: 1, Held: Held{Tombstone: true, Version: Version{HLC: 1}}},
+	{Key: "\xff\x00", Slot: math.MaxUint16, Held: Held{Index: 255, Kind: 255, K: 255, M: 255, Tombstone: true,
 		ValueLen: math.MaxUint64, ShardLen: math.MaxUint32, ShardSum: math.MaxUint64,
-		Version: Version{HLC: math.MaxUint64, Writer: math.MaxUint64}},
+		Version: Version{HLC: math.MaxUint64, Writer: math.MaxUint64}}},
 }
 
 type seedValue struct {
@@ -47,8 +49,9 @@ func seedValues() []seedValue {
 	out = append(out,
 		seedValue{"empty", "k", nil},
 		seedValue{"version-2", "k", append([]byte{2}, make([]byte, 40)...)},
-		seedValue{"long-varint", "k", append([]byte{1, 0, 0, 0, 0, 0, 0, 0}, bytes.Repeat([]byte{0xff}, 40)...)},
-		seedValue{"nonminimal-varint", "k", append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0x00}, make([]byte, 28)...)},
+		seedValue{"long-varint", "k", append([]byte{3, 0, 0, 0, 0, 0, 0, 0, 0}, bytes.Repeat([]byte{0xff}, 40)...)},
+		seedValue{"nonminimal-varint", "k", append([]byte{3, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0x00}, make([]byte, 28)...)},
+		seedValue{"too-many-older", "k", append([]byte{3, MaxOlder + 1}, make([]byte, 60)...)},
 	)
 	return out
 }
@@ -90,7 +93,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
 		e, err := decodeEntry(key, value)
 		if err != nil {
-			if e != (Entry{}) {
+			if !reflect.DeepEqual(e, Entry{}) {
 				t.Fatalf("decodeEntry failed (%v) but returned %+v", err, e)
 			}
 			return

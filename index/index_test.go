@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -57,25 +58,16 @@ func mustGet(t testing.TB, db *DB, key string) Entry {
 func TestPutGetRoundTripsEveryField(t *testing.T) {
 	db := openTest(t, "", noSync)
 	entries := []Entry{
-		{
-			Key: "/blocks/CIQA", Slot: 0xbeef, Index: 5, Kind: 1, K: 4, M: 2,
-			ValueLen: 262144, ShardLen: 65536, ShardSum: 0x0123456789abcdef,
-			Version: Version{HLC: 0xfedcba9876543210, Writer: 0x1122334455667788},
-		},
-		{Key: "t", Slot: 1, Tombstone: true, Version: Version{HLC: 1}},
-		{
-			Key: strings.Repeat("\xff", MaxKeyLen), Slot: math.MaxUint16, Index: math.MaxUint8,
-			Kind: math.MaxUint8, K: math.MaxUint8, M: math.MaxUint8, Tombstone: true,
-			ValueLen: math.MaxUint64, ShardLen: math.MaxUint32, ShardSum: math.MaxUint64,
-			Version: Version{HLC: math.MaxUint64, Writer: math.MaxUint64},
-		},
-		{Key: "\x00", Version: Version{Writer: 1}}, // zero everything else
+		{Key: "/blocks/CIQA", Slot: 0xbeef, Held: Held{Index: 5, Kind: 1, K: 4, M: 2, ValueLen: 262144, ShardLen: 65536, ShardSum: 0x0123456789abcdef, Version: Version{HLC: 0xfedcba9876543210, Writer: 0x1122334455667788}}},
+		{Key: "t", Slot: 1, Held: Held{Tombstone: true, Version: Version{HLC: 1}}},
+		{Key: strings.Repeat("\xff", MaxKeyLen), Slot: math.MaxUint16, Held: Held{Index: math.MaxUint8, Kind: math.MaxUint8, K: math.MaxUint8, M: math.MaxUint8, Tombstone: true, ValueLen: math.MaxUint64, ShardLen: math.MaxUint32, ShardSum: math.MaxUint64, Version: Version{HLC: math.MaxUint64, Writer: math.MaxUint64}}},
+		{Key: "\x00", Held: Held{Version: Version{Writer: 1}}}, // zero everything else
 	}
 	for _, e := range entries {
 		mustPut(t, db, e)
 	}
 	for _, want := range entries {
-		if got := mustGet(t, db, want.Key); got != want {
+		if got := mustGet(t, db, want.Key); !reflect.DeepEqual(got, want) {
 			t.Errorf("Get(%.20q) =\n %+v\nwant\n %+v", want.Key, got, want)
 		}
 	}
@@ -86,7 +78,7 @@ func TestPutGetRoundTripsEveryField(t *testing.T) {
 
 func TestPutKeepsNewestVersion(t *testing.T) {
 	db := openTest(t, "", noSync)
-	cur := Entry{Key: "k", Slot: 3, Index: 1, ShardLen: 10, Version: Version{HLC: 10, Writer: 5}}
+	cur := Entry{Key: "k", Slot: 3, Held: Held{Index: 1, ShardLen: 10, Version: Version{HLC: 10, Writer: 5}}}
 	mustPut(t, db, cur)
 	steps := []struct {
 		v      Version
@@ -101,7 +93,7 @@ func TestPutKeepsNewestVersion(t *testing.T) {
 		{Version{10, 99}, false},
 	}
 	for i, s := range steps {
-		e := Entry{Key: "k", Slot: uint16(100 + i), Index: uint8(i), ShardLen: uint32(1000 + i), Version: s.v}
+		e := Entry{Key: "k", Slot: uint16(100 + i), Held: Held{Index: uint8(i), ShardLen: uint32(1000 + i), Version: s.v}}
 		stored, err := db.Put(e)
 		if err != nil {
 			t.Fatalf("step %d: Put: %v", i, err)
@@ -112,7 +104,7 @@ func TestPutKeepsNewestVersion(t *testing.T) {
 		if stored {
 			cur = e
 		}
-		if got := mustGet(t, db, "k"); got != cur {
+		if got := mustGet(t, db, "k"); !reflect.DeepEqual(got, cur) {
 			t.Fatalf("step %d: stored entry = %+v, want %+v", i, got, cur)
 		}
 		checkConsistent(t, db)
@@ -124,8 +116,8 @@ func TestPutKeepsNewestVersion(t *testing.T) {
 // the slot rows, stats and sums consistent.
 func TestReplacePutsBackAnOlderVersion(t *testing.T) {
 	db := openTest(t, "", noSync)
-	older := Entry{Key: "k", Slot: 3, Index: 1, ShardLen: 10, ValueLen: 40, Version: Version{HLC: 10, Writer: 5}}
-	newer := Entry{Key: "k", Slot: 3, Index: 1, ShardLen: 20, ValueLen: 80, Version: Version{HLC: 11, Writer: 5}}
+	older := Entry{Key: "k", Slot: 3, Held: Held{Index: 1, ShardLen: 10, ValueLen: 40, Version: Version{HLC: 10, Writer: 5}}}
+	newer := Entry{Key: "k", Slot: 3, Held: Held{Index: 1, ShardLen: 20, ValueLen: 80, Version: Version{HLC: 11, Writer: 5}}}
 	mustPut(t, db, newer)
 	if stored, err := db.Put(older); err != nil || stored {
 		t.Fatalf("Put of an older version: stored %v, %v; want refused", stored, err)
@@ -133,7 +125,7 @@ func TestReplacePutsBackAnOlderVersion(t *testing.T) {
 	if err := db.Replace(older); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, db, "k"); got != older {
+	if got := mustGet(t, db, "k"); !reflect.DeepEqual(got, older) {
 		t.Fatalf("after Replace: %+v, want %+v", got, older)
 	}
 	checkConsistent(t, db)
@@ -161,7 +153,7 @@ func TestVersionLess(t *testing.T) {
 func TestInvalidKeys(t *testing.T) {
 	db := openTest(t, "", noSync)
 	for _, k := range []string{"", strings.Repeat("a", MaxKeyLen+1)} {
-		stored, err := db.Put(Entry{Key: k, Version: Version{HLC: 1}})
+		stored, err := db.Put(Entry{Key: k, Held: Held{Version: Version{HLC: 1}}})
 		if !errors.Is(err, ErrInvalidKey) || stored {
 			t.Errorf("Put(key of %d bytes) = %v, %v; want false, ErrInvalidKey", len(k), stored, err)
 		}
@@ -187,7 +179,7 @@ func TestListPrefix(t *testing.T) {
 		"/b", "/b/1", "\x00", "\xff\xff", "a", "z",
 	}
 	for i, k := range rand.New(rand.NewPCG(1, 2)).Perm(len(keys)) {
-		mustPut(t, db, Entry{Key: keys[k], Slot: uint16(i % 3), Tombstone: i%4 == 0, Version: Version{HLC: 1}})
+		mustPut(t, db, Entry{Key: keys[k], Slot: uint16(i % 3), Held: Held{Tombstone: i%4 == 0, Version: Version{HLC: 1}}})
 	}
 	sorted := slices.Clone(keys)
 	sort.Strings(sorted)
@@ -338,7 +330,7 @@ func TestListSlot(t *testing.T) {
 		k := fmt.Sprintf("/k/%x", rng.Uint32())
 		s := slots[rng.IntN(len(slots))]
 		model[k] = s
-		mustPut(t, db, Entry{Key: k, Slot: s, Version: Version{HLC: 1}})
+		mustPut(t, db, Entry{Key: k, Slot: s, Held: Held{Version: Version{HLC: 1}}})
 	}
 	check := func(stage string) {
 		t.Helper()
@@ -370,10 +362,10 @@ func TestListSlot(t *testing.T) {
 			if s == model[k] {
 				s = 2
 			}
-			mustPut(t, db, Entry{Key: k, Slot: s, Version: Version{HLC: 2}})
+			mustPut(t, db, Entry{Key: k, Slot: s, Held: Held{Version: Version{HLC: 2}}})
 			model[k] = s
 		case 1:
-			if stored, err := db.Put(Entry{Key: k, Slot: 2, Version: Version{HLC: 0}}); err != nil || stored {
+			if stored, err := db.Put(Entry{Key: k, Slot: 2, Held: Held{Version: Version{HLC: 0}}}); err != nil || stored {
 				t.Fatalf("stale Put(%q) = %v, %v; want false, nil", k, stored, err)
 			}
 		}
@@ -434,20 +426,20 @@ func TestStats(t *testing.T) {
 		}
 	}
 	check("empty")
-	put(Entry{Key: "a", ShardLen: 100, Version: Version{HLC: 1}})
-	put(Entry{Key: "b", ShardLen: 200, Version: Version{HLC: 1}})
-	put(Entry{Key: "c", ShardLen: 300, Version: Version{HLC: 1}})
+	put(Entry{Key: "a", Held: Held{ShardLen: 100, Version: Version{HLC: 1}}})
+	put(Entry{Key: "b", Held: Held{ShardLen: 200, Version: Version{HLC: 1}}})
+	put(Entry{Key: "c", Held: Held{ShardLen: 300, Version: Version{HLC: 1}}})
 	check("three puts")
-	put(Entry{Key: "a", ShardLen: 150, Version: Version{HLC: 2}})
+	put(Entry{Key: "a", Held: Held{ShardLen: 150, Version: Version{HLC: 2}}})
 	check("overwrite")
-	if stored, _ := db.Put(Entry{Key: "a", ShardLen: 9999, Version: Version{HLC: 1}}); stored {
+	if stored, _ := db.Put(Entry{Key: "a", Held: Held{ShardLen: 9999, Version: Version{HLC: 1}}}); stored {
 		t.Fatal("stale Put stored")
 	}
 	check("refused put")
-	put(Entry{Key: "b", Tombstone: true, Version: Version{HLC: 2}})
-	put(Entry{Key: "d", Tombstone: true, ShardLen: 7, Version: Version{HLC: 2}})
+	put(Entry{Key: "b", Held: Held{Tombstone: true, Version: Version{HLC: 2}}})
+	put(Entry{Key: "d", Held: Held{Tombstone: true, ShardLen: 7, Version: Version{HLC: 2}}})
 	check("tombstones")
-	put(Entry{Key: "b", ShardLen: 40, Version: Version{HLC: 3}})
+	put(Entry{Key: "b", Held: Held{ShardLen: 40, Version: Version{HLC: 3}}})
 	check("tombstone overwritten by a value")
 	if err := db.Delete("c"); err != nil {
 		t.Fatal(err)
@@ -461,7 +453,7 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("deletes")
-	put(Entry{Key: "e", Tombstone: true, Version: Version{HLC: 5}})
+	put(Entry{Key: "e", Held: Held{Tombstone: true, Version: Version{HLC: 5}}})
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -480,9 +472,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 	}
 	var want []Entry
 	for i := 0; i < 50; i++ {
-		e := Entry{Key: fmt.Sprintf("key-%03d", i), Slot: uint16(i), Index: uint8(i % 6), Kind: 1, K: 4, M: 2,
-			Tombstone: i%10 == 0, ValueLen: uint64(i) << 20, ShardLen: uint32(i) << 18, ShardSum: uint64(i) * 0x9e3779b97f4a7c15,
-			Version: Version{HLC: uint64(i) + 1000, Writer: 7}}
+		e := Entry{Key: fmt.Sprintf("key-%03d", i), Slot: uint16(i), Held: Held{Index: uint8(i % 6), Kind: 1, K: 4, M: 2, Tombstone: i%10 == 0, ValueLen: uint64(i) << 20, ShardLen: uint32(i) << 18, ShardSum: uint64(i) * 0x9e3779b97f4a7c15, Version: Version{HLC: uint64(i) + 1000, Writer: 7}}}
 		mustPut(t, db, e)
 		want = append(want, e)
 	}
@@ -498,7 +488,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got, want) {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("after reopen: %d entries\n%+v\nwant %d\n%+v", len(got), got, len(want), want)
 	}
 	checkConsistent(t, db)
@@ -514,8 +504,7 @@ func TestConcurrentPuts(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < perWriter; i++ {
-				e := Entry{Key: fmt.Sprintf("w%02d/%04d", w, i), Slot: uint16(i % 16), ShardLen: 1,
-					Version: Version{HLC: uint64(i), Writer: uint64(w)}}
+				e := Entry{Key: fmt.Sprintf("w%02d/%04d", w, i), Slot: uint16(i % 16), Held: Held{ShardLen: 1, Version: Version{HLC: uint64(i), Writer: uint64(w)}}}
 				if stored, err := db.Put(e); err != nil || !stored {
 					errs <- fmt.Errorf("Put(%q) = %v, %v", e.Key, stored, err)
 					return
@@ -564,9 +553,7 @@ func TestRandomOpsMatchModel(t *testing.T) {
 			delete(model, k)
 			continue
 		}
-		e := Entry{Key: k, Slot: uint16(rng.IntN(4)), Index: uint8(rng.IntN(3)), K: uint8(1 + rng.IntN(2)), M: 2,
-			Tombstone: rng.IntN(4) == 0, ShardLen: rng.Uint32N(1000),
-			Version: Version{HLC: uint64(rng.IntN(50)), Writer: uint64(rng.IntN(3))}}
+		e := Entry{Key: k, Slot: uint16(rng.IntN(4)), Held: Held{Index: uint8(rng.IntN(3)), K: uint8(1 + rng.IntN(2)), M: 2, Tombstone: rng.IntN(4) == 0, ShardLen: rng.Uint32N(1000), Version: Version{HLC: uint64(rng.IntN(50)), Writer: uint64(rng.IntN(3))}}}
 		old, had := model[k]
 		stored, err := db.Put(e)
 		if err != nil {
@@ -588,7 +575,7 @@ func TestRandomOpsMatchModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got, want) {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("ListPrefix all = %v\nwant %v", got, want)
 	}
 	for s := uint16(0); s < 5; s++ {
@@ -691,8 +678,8 @@ func corruptEntry(t *testing.T, db *DB, key string) {
 
 func TestCorruptEntry(t *testing.T) {
 	db := openTest(t, "", noSync)
-	mustPut(t, db, Entry{Key: "/a/good", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
-	mustPut(t, db, Entry{Key: "/a/bad", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
+	mustPut(t, db, Entry{Key: "/a/good", Slot: 9, Held: Held{ShardLen: 5, Version: Version{HLC: 1}}})
+	mustPut(t, db, Entry{Key: "/a/bad", Slot: 9, Held: Held{ShardLen: 5, Version: Version{HLC: 1}}})
 	corruptEntry(t, db, "/a/bad")
 	var err error
 	isCorrupt := func(op string, err error) {
@@ -708,7 +695,7 @@ func TestCorruptEntry(t *testing.T) {
 	isCorrupt("ListPrefix", err)
 	_, err = db.ListSlot(9, "", 0)
 	isCorrupt("ListSlot", err)
-	_, err = db.Put(Entry{Key: "/a/bad", Slot: 9, Version: Version{HLC: 2}})
+	_, err = db.Put(Entry{Key: "/a/bad", Slot: 9, Held: Held{Version: Version{HLC: 2}}})
 	isCorrupt("Put", err)
 	// Opened again, the index cannot sum the slot of an entry it cannot
 	// read (loadSums is what Open runs).
@@ -729,23 +716,26 @@ func TestCorruptEntry(t *testing.T) {
 	if got := walkSlot(t, db, 9, 0); !slices.Equal(got, []string{"/a/good"}) {
 		t.Fatalf("slot 9 after purge = %q", got)
 	}
-	mustPut(t, db, Entry{Key: "/a/bad", Slot: 10, Version: Version{HLC: 2}})
+	mustPut(t, db, Entry{Key: "/a/bad", Slot: 10, Held: Held{Version: Version{HLC: 2}}})
 	checkConsistent(t, db)
 }
 
-// TestEncodingGolden pins format 2: changing it needs a new format version.
+// TestEncodingGolden pins format 3: changing it needs a new format version.
 func TestEncodingGolden(t *testing.T) {
-	e := Entry{Key: "/k", Slot: 0x0102, Index: 3, Kind: 1, K: 4, M: 2, Tombstone: true,
-		ValueLen: 300, ShardLen: 75, ShardSum: 0x1112131415161718,
-		Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738},
-		Prev:    Version{HLC: 0x4142434445464748, Writer: 0x5152535455565758}}
+	e := Entry{Key: "/k", Slot: 0x0102,
+		Held: Held{Index: 3, Kind: 1, K: 4, M: 2, ValueLen: 300, ShardLen: 75, ShardSum: 0x1112131415161718,
+			Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738}},
+		Older: []Held{{Index: 5, Kind: 2, K: 1, M: 2, Tombstone: true, ValueLen: 1, ShardLen: 2, ShardSum: 0x0102030405060708,
+			Version: Version{HLC: 0x1122232425262728, Writer: 0x4142434445464748}}}}
 	got := fmt.Sprintf("%x", encodeEntry(e))
-	const want = "0201010203010402ac024b" + "1112131415161718" + "2122232425262728" + "3132333435363738" +
-		"4142434445464748" + "5152535455565758" + "ae078476" // crc32c("/k" + preceding bytes)
+	const want = "03010102" + // format, one older version, slot
+		"0003010402" + "ac02" + "4b" + "1112131415161718" + "2122232425262728" + "3132333435363738" +
+		"0105020102" + "01" + "02" + "0102030405060708" + "1122232425262728" + "4142434445464748" +
+		"a8795c04" // crc32c("/k" + preceding bytes)
 	if got != want {
 		t.Fatalf("encodeEntry = %s\nwant           %s", got, want)
 	}
-	if d, err := decodeEntry(e.Key, encodeEntry(e)); err != nil || d != e {
+	if d, err := decodeEntry(e.Key, encodeEntry(e)); err != nil || !reflect.DeepEqual(d, e) {
 		t.Fatalf("decode(encode(e)) = %+v, %v", d, err)
 	}
 }
@@ -763,8 +753,7 @@ func TestSumsUnderConcurrentOverwrites(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < perWriter; i++ {
-				e := Entry{Key: fmt.Sprintf("/k/%d", i%7), Slot: uint16(i % 3), ShardLen: 1,
-					Version: Version{HLC: uint64(i), Writer: uint64(w)}}
+				e := Entry{Key: fmt.Sprintf("/k/%d", i%7), Slot: uint16(i % 3), Held: Held{ShardLen: 1, Version: Version{HLC: uint64(i), Writer: uint64(w)}}}
 				if _, err := db.Put(e); err != nil {
 					t.Error(err)
 					return
@@ -779,7 +768,7 @@ func TestSumsUnderConcurrentOverwrites(t *testing.T) {
 		}()
 	}
 	// Meanwhile a corrupt entry is purged, which recounts every sum.
-	mustPut(t, db, Entry{Key: "/bad", Slot: 1, Version: Version{HLC: 1}})
+	mustPut(t, db, Entry{Key: "/bad", Slot: 1, Held: Held{Version: Version{HLC: 1}}})
 	corruptEntry(t, db, "/bad")
 	if err := db.Delete("/bad"); err != nil {
 		t.Fatal(err)
@@ -793,7 +782,7 @@ func TestSumsUnderConcurrentOverwrites(t *testing.T) {
 func TestPurgeCorrupt(t *testing.T) {
 	db := openTest(t, "", noSync)
 	for _, k := range []string{"/a/1", "/a/2", "/a/3"} {
-		mustPut(t, db, Entry{Key: k, Slot: 9, ShardLen: 5, Version: Version{HLC: 1}})
+		mustPut(t, db, Entry{Key: k, Slot: 9, Held: Held{ShardLen: 5, Version: Version{HLC: 1}}})
 	}
 	corruptEntry(t, db, "/a/2")
 	if _, err := db.ListSlot(9, "", 0); !errors.Is(err, ErrCorrupt) {
@@ -828,7 +817,7 @@ func TestPurgeCorrupt(t *testing.T) {
 // delete it by key, losing a shard the writer had been told was stored.
 func TestStalePurgeKeepsGoodEntry(t *testing.T) {
 	db := openTest(t, "", noSync)
-	good := Entry{Key: "/a/1", Slot: 9, ShardLen: 5, Version: Version{HLC: 1}}
+	good := Entry{Key: "/a/1", Slot: 9, Held: Held{ShardLen: 5, Version: Version{HLC: 1}}}
 	mustPut(t, db, good)
 	corruptEntry(t, db, good.Key)
 	if bad, err := db.PurgeCorrupt(); err != nil || len(bad) != 1 {
@@ -854,22 +843,24 @@ func TestOldFormatRefused(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	bdb, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, schema := range []byte{1, 2} {
+		bdb, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bdb.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(ownBuckets.meta).Put(metaSchema, []byte{schema})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bdb.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(path, nil); !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), "older go-ds-cluster") {
+			t.Fatalf("open a schema %d index: %v, want ErrOldFormat", schema, err)
+		}
 	}
-	if err := bdb.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(ownBuckets.meta).Put(metaSchema, []byte{1})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := bdb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Open(path, nil); !errors.Is(err, ErrOldFormat) || !strings.Contains(err.Error(), "older go-ds-cluster") {
-		t.Fatalf("open a schema 1 index: %v, want ErrOldFormat", err)
-	}
-	v1 := encodeEntry(Entry{Key: "/k", Version: Version{HLC: 1}})
+	v1 := encodeEntry(Entry{Key: "/k", Held: Held{Version: Version{HLC: 1}}})
 	v1[0] = 1
 	if _, err := decodeEntry("/k", v1); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "format version 1") {
 		t.Fatalf("decode a format 1 entry: %v, want it refused by its format", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,7 +38,7 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 		t.Fatalf("OpenIn: %v", err)
 	}
 
-	e := Entry{Key: "/a", Slot: 7, Index: 2, ShardLen: 100, Version: Version{HLC: 5, Writer: 1}}
+	e := Entry{Key: "/a", Slot: 7, Held: Held{Index: 2, ShardLen: 100, Version: Version{HLC: 5, Writer: 1}}}
 	err = bdb.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.Bucket([]byte("meta")).CreateBucketIfNotExists([]byte("owner-sub")); err != nil {
 			return err
@@ -51,14 +52,14 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, db, "/a"); got != e {
+	if got := mustGet(t, db, "/a"); !reflect.DeepEqual(got, e) {
 		t.Fatalf("Get after PutTx: %+v, want %+v", got, e)
 	}
 
 	// A transaction that fails takes the entry with it.
 	boom := errors.New("owner failed")
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		if _, err := db.PutTx(tx, Entry{Key: "/b", Slot: 7, ShardLen: 50, Version: Version{HLC: 6}}); err != nil {
+		if _, err := db.PutTx(tx, Entry{Key: "/b", Slot: 7, Held: Held{ShardLen: 50, Version: Version{HLC: 6}}}); err != nil {
 			return err
 		}
 		return boom
@@ -83,7 +84,7 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 	}
 	// PutTx checks keys as Put does.
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		_, err := db.PutTx(tx, Entry{Version: Version{HLC: 1}})
+		_, err := db.PutTx(tx, Entry{Held: Held{Version: Version{HLC: 1}}})
 		return err
 	})
 	if !errors.Is(err, ErrInvalidKey) {
@@ -106,7 +107,7 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, db, "/a"); got != e {
+	if got := mustGet(t, db, "/a"); !reflect.DeepEqual(got, e) {
 		t.Fatalf("Get after reopen: %+v, want %+v", got, e)
 	}
 }
@@ -115,10 +116,10 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 // each key like Put, and is idempotent.
 func TestPutMany(t *testing.T) {
 	db := openTest(t, "", noSync)
-	mustPut(t, db, Entry{Key: "/k001", Slot: 1, ShardLen: 10, Version: Version{HLC: 100}})
+	mustPut(t, db, Entry{Key: "/k001", Slot: 1, Held: Held{ShardLen: 10, Version: Version{HLC: 100}}})
 	var es []Entry
 	for i := 0; i < 50; i++ {
-		es = append(es, Entry{Key: fmt.Sprintf("/k%03d", i), Slot: uint16(i), ShardLen: 10, Version: Version{HLC: 5}})
+		es = append(es, Entry{Key: fmt.Sprintf("/k%03d", i), Slot: uint16(i), Held: Held{ShardLen: 10, Version: Version{HLC: 5}}})
 	}
 	for round := 0; round < 2; round++ {
 		if err := db.PutMany(es); err != nil {
@@ -132,7 +133,7 @@ func TestPutMany(t *testing.T) {
 	if got := mustGet(t, db, "/k001"); got.Version.HLC != 100 {
 		t.Fatalf("/k001 at HLC %d, want the newer 100 kept", got.Version.HLC)
 	}
-	if err := db.PutMany([]Entry{{Key: "/ok", Version: Version{HLC: 1}}, {Key: ""}}); !errors.Is(err, ErrInvalidKey) {
+	if err := db.PutMany([]Entry{{Key: "/ok", Held: Held{Version: Version{HLC: 1}}}, {Key: ""}}); !errors.Is(err, ErrInvalidKey) {
 		t.Fatalf("PutMany with an empty key: %v, want ErrInvalidKey", err)
 	}
 	if _, err := db.Get("/ok"); !errors.Is(err, ErrNotFound) {

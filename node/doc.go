@@ -4,17 +4,18 @@
 // A node keeps each shard as one value in a shard store (the volume store
 // under DIR/volume, or go-ds-flatfs under DIR/shards), named by the SHA-256
 // of its key and its version, and indexes it in a bbolt key table whose
-// entry names the newest version and the previous one kept beside it
-// (index.Entry.Prev). Both sit behind shardStore (store.go): with the volume
-// store the table lives in the store's own database and a change (the new
-// shard, the shards it drops, the entries) is one group commit, one fsync of
-// the volume and one bbolt commit; with flatfs the table is DIR/index.db,
-// and a change stores the shard, commits the entry, then deletes. The
-// response is sent only once the change is durable, so an acknowledged
-// shard survives a crash. An older or equal version is acknowledged
-// without being written, which makes shard writes idempotent. A tombstone
-// (a delete) is kept in the index alone, and drops the shards it replaces;
-// its shard is rebuilt from the index entry when read.
+// entry lists the versions it holds: the newest, and the older ones a
+// writer's overwrite keeps until it is acknowledged (index.Entry.Older).
+// Both sit behind shardStore (store.go): with the volume store the table
+// lives in the store's own database and a change (the new shard, the
+// shards it drops, the entries) is one group commit, one fsync of the
+// volume and one bbolt commit; with flatfs the table is DIR/index.db, and
+// a change stores the shard, commits the entry, then deletes. The response
+// is sent only once the change is durable, so an acknowledged shard
+// survives a crash. An older or equal version is acknowledged without
+// being written, which makes shard writes idempotent. A tombstone (a
+// delete) is stored as a shard too and drops the versions it replaces, so
+// that the stored shards say everything the index holds (reindex).
 //
 // Files: node.go starts and stops a node; serve.go reads requests, checks
 // roles and dispatches them; write.go and read.go store and serve shards;

@@ -60,8 +60,8 @@ func (n *Node) SetPrevShard(key string, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	e.Prev = toIndexVersion(sh.Header.Version)
-	return n.commit(ctx, key, shardName(key, e.Prev), raw, nil, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) })
+	e.Older = append([]index.Held{heldOf(sh)}, e.Older...)
+	return n.commit(ctx, key, shardName(key, e.Older[0].Version), raw, nil, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) })
 }
 
 // DelegateRepair sends a as a repair order to a.To, as the repair leader does.

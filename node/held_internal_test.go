@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
@@ -16,7 +17,7 @@ import (
 // count a position nobody holds toward its quorum.
 func TestHeldAnswer(t *testing.T) {
 	v := coding.Version{HLC: 5 << 16, Writer: 2}
-	held := index.Entry{Key: "/k", Index: 3, Version: toIndexVersion(v)}
+	held := index.Entry{Key: "/k", Held: index.Held{Index: 3, Version: toIndexVersion(v)}}
 	for _, tc := range []struct {
 		name   string
 		in     coding.Header
@@ -35,6 +36,43 @@ func TestHeldAnswer(t *testing.T) {
 		}
 		if r.Status == wire.StatusOK && isHeld && (r.HeldHLC != v.HLC || r.HeldWriter != v.Writer) {
 			t.Errorf("%s: %+v does not name the version held", tc.name, r)
+		}
+	}
+}
+
+// keepOlder: a writer's overwrite keeps the versions it replaces, newest
+// first, up to maxOlder, but never a tombstone nor anything behind one; a
+// delete, a repair copy or a forward keeps none.
+func TestKeepOlder(t *testing.T) {
+	held := func(hlc uint64, tomb bool) index.Held {
+		return index.Held{Version: index.Version{HLC: hlc}, Tombstone: tomb}
+	}
+	versions := func(hs []index.Held) []uint64 {
+		var out []uint64
+		for _, h := range hs {
+			out = append(out, h.Version.HLC)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name       string
+		old        index.Entry
+		keep       bool
+		kept, drop []uint64
+	}{
+		{"one value", index.Entry{Held: held(5, false)}, true, []uint64{5}, nil},
+		{"a value and its older ones", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false), held(3, false)}}, true, []uint64{5, 4, 3}, nil},
+		{"at the bound", index.Entry{Held: held(9, false), Older: []index.Held{held(8, false), held(7, false), held(6, false), held(5, false)}}, true, []uint64{9, 8, 7, 6}, []uint64{5}},
+		{"a tombstone", index.Entry{Held: held(5, true)}, true, nil, []uint64{5}},
+		{"not kept", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false)}}, false, nil, []uint64{5, 4}},
+	} {
+		older, drop := keepOlder(tc.old, tc.keep)
+		var dropped []uint64
+		for _, v := range drop {
+			dropped = append(dropped, v.HLC)
+		}
+		if !slices.Equal(versions(older), tc.kept) || !slices.Equal(dropped, tc.drop) {
+			t.Errorf("%s: kept %v, dropped %v; want %v, %v", tc.name, versions(older), dropped, tc.kept, tc.drop)
 		}
 	}
 }

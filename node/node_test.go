@@ -1211,6 +1211,23 @@ func TestUndoPutsBackPrevShard(t *testing.T) {
 		t.Fatalf("second undo: %s %q", r.Status, r.Message)
 	}
 
+	// Two failed overwrites in a row: the node keeps both beside v1, and
+	// undoing them, newest first, brings v1 back.
+	_, v3 := failAt(key, bytes.Repeat([]byte("3"), 100<<10))
+	failed3 := current(n, key)
+	_, v4 := failAt(key, bytes.Repeat([]byte("4"), 50<<10))
+	for _, u := range []struct {
+		v    coding.Version
+		then []byte
+	}{{v4, failed3}, {v3, v1}} {
+		if r := undo(n, key, u.v); r.Status != wire.StatusOK || r.Message != "restored" {
+			t.Fatalf("undo of %s: %s %q", u.v, r.Status, r.Message)
+		}
+		if !bytes.Equal(current(n, key), u.then) {
+			t.Fatalf("after the undo of %s the current shard is not the one before it", u.v)
+		}
+	}
+
 	// A fresh key's failed write has no older shard to put back: it stays,
 	// for readers to skip and repair to remove.
 	fresh := "/undo/fresh"

@@ -16,18 +16,19 @@ import (
 // key or version than its entry names.
 var errBadPrev = errors.New("bad previous shard")
 
-// readPrev reads and parses key's previous shard (index.Entry.Prev):
-// ds.ErrNotFound when the node keeps none, an error wrapping errBadPrev
+// readPrev reads and parses key's previous shard (the newest of
+// index.Entry.Older): ds.ErrNotFound when the node keeps none, an error wrapping errBadPrev
 // when it is not that shard, any other error from the index or the store.
 func (n *Node) readPrev(ctx context.Context, key string) ([]byte, *coding.Shard, error) {
 	e, err := n.idx.Get(key)
 	switch {
-	case errors.Is(err, index.ErrNotFound) || (err == nil && e.Prev.IsZero()):
+	case errors.Is(err, index.ErrNotFound) || (err == nil && len(e.Older) == 0):
 		return nil, nil, ds.ErrNotFound
 	case err != nil:
 		return nil, nil, err
 	}
-	raw, _, err := n.shards.get(ctx, shardName(key, e.Prev), nil)
+	prev := e.Older[0].Version
+	raw, _, err := n.shards.get(ctx, shardName(key, prev), nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -36,8 +37,8 @@ func (n *Node) readPrev(ctx context.Context, key string) ([]byte, *coding.Shard,
 	case err != nil:
 	case sh.Header.Key != key:
 		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
-	case toIndexVersion(sh.Header.Version) != e.Prev:
-		err = fmt.Errorf("shard of version %s, the index names %d.%d", sh.Header.Version, e.Prev.HLC, e.Prev.Writer)
+	case toIndexVersion(sh.Header.Version) != prev:
+		err = fmt.Errorf("shard of version %s, the index names %d.%d", sh.Header.Version, prev.HLC, prev.Writer)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", errBadPrev, err)

@@ -72,8 +72,9 @@ func TestIndexRebuiltFromShards(t *testing.T) {
 		}
 		want[k] = v
 	}
-	// One key whose node keeps the value an overwrite replaced: a key
-	// written once, so that no drop of a previous shard is on its way.
+	// One key whose node keeps two older versions, as two overwrites
+	// leave it: a key written once, so that no drop of older versions is
+	// on its way.
 	n0 := c.Node(0)
 	var withPrev string
 	for i := 1; i < 60 && withPrev == ""; i++ {
@@ -84,8 +85,10 @@ func TestIndexRebuiltFromShards(t *testing.T) {
 	if withPrev == "" {
 		t.Fatal("no key with a shard at node 0")
 	}
-	if err := n0.SetPrevShard(withPrev, encodeShardAt(t, withPrev, 3000, 0, 1)); err != nil {
-		t.Fatal(err)
+	for hlc := uint64(1); hlc <= 2; hlc++ {
+		if err := n0.SetPrevShard(withPrev, encodeShardAt(t, withPrev, 3000, 0, hlc)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The front end drops and supersedes older shards in the background:
 	// close it first, and read node 0's index from its files once it is
@@ -101,12 +104,12 @@ func TestIndexRebuiltFromShards(t *testing.T) {
 		if e.Tombstone {
 			tombstones++
 		}
-		if !e.Prev.IsZero() {
+		if len(e.Older) == 2 {
 			prevs++
 		}
 	}
 	if len(before) == 0 || tombstones == 0 || prevs == 0 {
-		t.Fatalf("node 0 holds %d entries, %d tombstones, %d with a previous version: want some of each", len(before), tombstones, prevs)
+		t.Fatalf("node 0 holds %d entries, %d tombstones, %d with two older versions: want some of each", len(before), tombstones, prevs)
 	}
 	// As an operating system crash leaves it: open, by an earlier boot.
 	if err := os.WriteFile(filepath.Join(vol, volume.RunFile), []byte("an earlier boot"), 0o644); err != nil {

@@ -174,7 +174,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		st, msg := n.repairOrder(ctx, req.Repair)
 		return &wire.Response{Status: st, Message: msg}
 	case wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
-		act := n.dropPrev
+		act := n.dropOlder
 		switch req.Op {
 		case wire.OpUndo:
 			act = n.undo

@@ -202,7 +202,7 @@ func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (w
 		return n.removeLocked(ctx, e)
 	}
 	// The previous shard is where it was: only the index changes.
-	back := entryOf(prev)
+	back := index.Entry{Key: key, Slot: e.Slot, Held: e.Older[0], Older: e.Older[1:]}
 	if err := n.change(ctx, key, []index.Version{e.Version}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
 	}
@@ -236,10 +236,14 @@ func (n *Node) unlessKept(op, key string, keep func(index.Entry) string, act fun
 	return act(e)
 }
 
-// removeLocked deletes e's index entry, its shard and its previous one;
-// the caller holds the key's lock.
+// removeLocked deletes e's index entry and the shards of every version it
+// holds; the caller holds the key's lock.
 func (n *Node) removeLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
-	if err := n.change(ctx, e.Key, []index.Version{e.Version, e.Prev}, func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }); err != nil {
+	var drop []index.Version
+	for _, h := range e.Versions() {
+		drop = append(drop, h.Version)
+	}
+	if err := n.change(ctx, e.Key, drop, func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("remove %q: %v", e.Key, err)
 	}
 	return wire.StatusOK, ""

@@ -22,9 +22,9 @@ import (
 // shardName is where the shard of key at version v lives in the shard
 // store. flatfs accepts only a small alphabet and file names are bounded,
 // so the key is hashed; the version follows, so that each version has a
-// name of its own: a node keeps the previous version's shard beside the
-// newest (index.Entry.Prev), and keeping, restoring or dropping it moves
-// no bytes. The shard header holds the full key and version, which reads
+// name of its own: a node keeps older versions' shards beside the newest
+// (index.Entry.Older), and keeping, restoring or dropping one moves no
+// bytes. The shard header holds the full key and version, which reads
 // check.
 func shardName(key string, v index.Version) ds.Key {
 	return ds.RawKey(fmt.Sprintf("/%s%016X%016X", ShardNamePrefix(key), v.HLC, v.Writer))
@@ -153,9 +153,10 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its
 // own from the volume files (an operating system crash, a lost index): a
-// key's entry is its newest shard, and the one before it is its Prev when
-// neither is a tombstone; the node's writes keep no other (putShardLocked),
-// so any other shard, or one that does not parse, is dropped. Shard names
+// key's entry is its newest shard, and the ones before it are its Older
+// versions, as the node's writes keep them (keepOlder): none beside a
+// tombstone, none from a tombstone back, at most maxOlder. Any other
+// shard, or one that does not parse, is dropped. Shard names
 // sort by key hash, then version, so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 	res, err := vol.Query(ctx, query.Query{})
@@ -192,12 +193,13 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		}
 		newest := group[n-1]
 		e := entryOf(newest)
-		keep := n - 1
-		if n > 1 && !newest.Header.Tombstone && !group[n-2].Header.Tombstone {
-			e.Prev = toIndexVersion(group[n-2].Header.Version)
-			keep--
+		for i := n - 2; i >= 0; i-- {
+			if newest.Header.Tombstone || group[i].Header.Tombstone || len(e.Older) == maxOlder {
+				drop = append(drop, names[:i+1]...)
+				break
+			}
+			e.Older = append(e.Older, heldOf(group[i]))
 		}
-		drop = append(drop, names[:keep]...)
 		entries = append(entries, e)
 		group, names = group[:0], names[:0]
 		keys++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	ds "github.com/ipfs/go-datastore"
@@ -23,8 +24,8 @@ func toIndexVersion(v coding.Version) index.Version {
 	return index.Version{HLC: v.HLC, Writer: v.Writer}
 }
 
-// putShard stores a shard. keep says whether to keep the shard of a value
-// it replaces (keepPrev): for writers, whose write may fail, not for the
+// putShard stores a shard. keep says whether to keep the shards of the
+// versions it replaces (keepOlder): for writers, whose write may fail, not for the
 // members' repair copies and forwards, which carry readable versions. For a
 // writer's shard that this node holds once the put is done, at a position
 // a rebalance moves to another node, it returns the copy to send there
@@ -78,18 +79,12 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 		if r, held := heldAnswer(old, h); held {
 			same := r.Status == wire.StatusOK && old.Version == e.Version
 			// The writer's put again (a retry after a lost answer) must
-			// still learn that the node kept the replaced value's shard,
-			// to have it dropped once the write is acknowledged or put
-			// back if it fails.
-			r.Kept = keep && same && !old.Prev.IsZero()
+			// still learn that the node kept older versions, to have them
+			// dropped once the write is acknowledged.
+			r.Kept = keep && same && len(old.Older) > 0
 			return r, same
 		}
-		drop = append(drop, old.Prev) // one previous version is kept, no more
-		if keep && !old.Tombstone && !h.Tombstone {
-			e.Prev = old.Version
-		} else {
-			drop = append(drop, old.Version)
-		}
+		e.Older, drop = keepOlder(old, keep && !h.Tombstone)
 	case errors.Is(err, index.ErrNotFound):
 	default:
 		return failed(wire.StatusInternal, "put %q: index: %v", h.Key, err), false
@@ -97,15 +92,42 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 	if err := n.storeShard(ctx, raw, e, drop); err != nil {
 		return failed(wire.StatusInternal, "put %q: %v", h.Key, err), false
 	}
-	return wire.BatchResult{Status: wire.StatusOK, Kept: !e.Prev.IsZero()}, true
+	return wire.BatchResult{Status: wire.StatusOK, Kept: len(e.Older) > 0}, true
+}
+
+// maxOlder bounds the older versions a node keeps of a key beside its
+// newest. A writer has them dropped once its version is acknowledged
+// (dropOlder), so more pile up only under writes that fail one after
+// another; past the bound the oldest goes, as it would have without it.
+const maxOlder = 4
+
+// keepOlder returns the older versions a key keeps once a newer version
+// replaces old as its newest, and the versions whose shards go. With keep
+// (a writer's put, which may fail) old's versions are kept, newest first,
+// up to maxOlder, but for tombstones: a failed write over a delete leaves
+// nothing to restore, and a delete keeps nothing (it cannot fail into an
+// older value: a retried delete expects the key gone).
+func keepOlder(old index.Entry, keep bool) (older []index.Held, drop []index.Version) {
+	for _, h := range old.Versions() {
+		if keep && !h.Tombstone && len(older) < maxOlder {
+			older = append(older, h)
+		} else {
+			drop = append(drop, h.Version)
+		}
+	}
+	return older, drop
 }
 
 // entryOf is the index entry of shard sh.
 func entryOf(sh *coding.Shard) index.Entry {
 	h := &sh.Header
-	return index.Entry{
-		Key:       h.Key,
-		Slot:      placement.Slot(h.Key),
+	return index.Entry{Key: h.Key, Slot: placement.Slot(h.Key), Held: heldOf(sh)}
+}
+
+// heldOf is what the index keeps of shard sh.
+func heldOf(sh *coding.Shard) index.Held {
+	h := &sh.Header
+	return index.Held{
 		Index:     h.Index,
 		Kind:      uint8(h.Policy.Kind),
 		K:         uint8(h.Policy.DataShards),
@@ -118,23 +140,31 @@ func entryOf(sh *coding.Shard) index.Entry {
 	}
 }
 
-// dropPrev drops key's previous shard once the version that replaced it
-// (sr's) was acknowledged, if the node still holds that version.
-func (n *Node) dropPrev(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
+// dropOlder drops the shards of key's versions older than sr's once sr's
+// version was acknowledged: no reader needs a version older than an
+// acknowledged one. The node's newest version stays, whatever it is.
+func (n *Node) dropOlder(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	mu := n.lock(sr.Key)
 	mu.Lock()
 	defer mu.Unlock()
 	e, err := n.idx.Get(sr.Key)
-	if err != nil || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
-		return wire.StatusOK, "kept: not that version"
+	if err != nil {
+		return wire.StatusOK, "kept: no entry"
 	}
-	if e.Prev.IsZero() {
+	acked := index.Version{HLC: sr.HLC, Writer: sr.Writer}
+	var drop []index.Version
+	e.Older = slices.DeleteFunc(e.Older, func(h index.Held) bool {
+		if h.Version.Less(acked) {
+			drop = append(drop, h.Version)
+			return true
+		}
+		return false
+	})
+	if len(drop) == 0 {
 		return wire.StatusOK, ""
 	}
-	prev := e.Prev
-	e.Prev = index.Version{}
-	if err := n.change(ctx, e.Key, []index.Version{prev}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("drop-prev %q: %v", sr.Key, err)
+	if err := n.change(ctx, e.Key, drop, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("drop older versions of %q: %v", sr.Key, err)
 	}
 	return wire.StatusOK, ""
 }
