@@ -163,7 +163,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 		err error
 	)
 	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
-		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos, false) },
+		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos, coding.Version{}) },
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
 			var done bool
@@ -172,7 +172,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
 	if unavailableWithShards(err) {
-		if older, ok := d.valueFromPrev(ctx, v, k, owners, res); ok {
+		if older, ok := d.valueFromOlder(ctx, v, k, owners); ok {
 			return older, nil
 		}
 	}
@@ -197,10 +197,10 @@ func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
 	return append(order, slow...)
 }
 
-// fetchShard reads key's shard at position pos from node n, or with prev
-// the node's previous shard of key (see prev.go).
-func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, prev bool) fetched {
-	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, Prev: prev}, getFrame())
+// fetchShard reads key's shard at position pos from node n: of the newest
+// version it holds, or of version at unless that is zero (see older.go).
+func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, at coding.Version) fetched {
+	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, HLC: at.HLC, Writer: at.Writer}, getFrame())
 	f := d.fetchFrom(v, resp, err, key, pos)
 	f.frame = frame
 	return f
@@ -290,6 +290,10 @@ type answers interface {
 	failure(pos int) error // of a fetchFailed position
 	// version is the header of a fetchOK position's shard.
 	version(pos int) (ver coding.Version, p coding.Policy, tomb bool)
+	// held lists the versions a fetchOK position holds, newest first: the
+	// one version gives, then the older ones its answer names (a header
+	// answer names them, a shard does not).
+	held(pos int) []held
 }
 
 // versionGroup is one version among a read's answers.
@@ -421,7 +425,7 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 // one, or the reverse.
 func mayServeOlder(v *view, slot uint16, a answers, passed []*versionGroup) bool {
 	for _, g := range passed {
-		if g.tomb || !neverAcknowledged(v, slot, a, headerAnswers(nil), g.ver, g.policy) {
+		if g.tomb || !neverAcknowledged(v, slot, a, g.ver, g.policy) {
 			return false
 		}
 	}
@@ -437,6 +441,10 @@ func (f fetchedAnswers) failure(pos int) error    { return f[pos].err }
 func (f fetchedAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
 	h := &f[pos].shard.Header
 	return h.Version, h.Policy, h.Tombstone
+}
+func (f fetchedAnswers) held(pos int) []held {
+	h := &f[pos].shard.Header
+	return []held{{ver: h.Version, policy: h.Policy, tomb: h.Tombstone, valueLen: h.ValueLen}}
 }
 
 // readWaves is where a read's waves end: first the positions every
@@ -530,7 +538,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 	ans := make(headerAnswers, p.Width())
 	var g *versionGroup
 	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
-		func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos, false) },
+		func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) },
 		func(pos int, a headerAnswer) { ans[pos] = a },
 		func(final bool) bool {
 			var done bool
@@ -544,7 +552,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 	case errors.Is(err, ds.ErrNotFound):
 		return le, false, nil
 	case unavailableWithShards(err):
-		if older, ok := d.entryFromPrev(ctx, v, key, owners, ans); ok {
+		if older, ok := entryFromOlder(v, key, ans); ok {
 			return older, true, nil
 		}
 	}
@@ -558,10 +566,10 @@ type headerAnswer struct {
 	err   error
 }
 
-// askHeaderOf asks the node at position pos for its index entry of key,
-// or with prev for the header of the key's previous shard.
-func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners []uint16, pos int, prev bool) (a headerAnswer) {
-	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true, Prev: prev})
+// askHeaderOf asks the node at position pos for its index entry of key:
+// the versions it holds.
+func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners []uint16, pos int) (a headerAnswer) {
+	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
 	switch {
 	case err != nil:
 	case resp.Status == wire.StatusNotFound:
@@ -576,10 +584,13 @@ func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners
 		if err == nil && (a.h.Key != key || int(a.h.Index) != pos) {
 			err = fmt.Errorf("%w: node holds shard %d of %q for shard %d of %q", coding.ErrCorrupt, a.h.Index, a.h.Key, pos, key)
 		}
-		if p := a.entryPolicy(); err == nil && (p.Validate() != nil || pos >= p.Width()) {
-			// A shard's header is checked as it is parsed, an index entry
-			// only here: a policy of no shards would make a version of none.
-			err = fmt.Errorf("%w: node's entry of %q for shard %d names policy %d+%d of kind %d", coding.ErrCorrupt, key, pos, p.DataShards, p.ParityShards, p.Kind)
+		for _, h := range append([]wire.HeaderEntry{a.h}, a.h.Older...) {
+			if p := entryPolicy(h); err == nil && (p.Validate() != nil || int(h.Index) >= p.Width()) {
+				// A shard's header is checked as it is parsed, an index
+				// entry only here: a policy of no shards would make a
+				// version of none.
+				err = fmt.Errorf("%w: node's entry of %q for shard %d names policy %d+%d of kind %d", coding.ErrCorrupt, key, h.Index, p.DataShards, p.ParityShards, p.Kind)
+			}
 		}
 	}
 	if err != nil {
@@ -600,9 +611,26 @@ func (h headerAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
 	return coding.Version{HLC: e.HLC, Writer: e.Writer}, h[pos].entryPolicy(), e.Tombstone
 }
 
+func (h headerAnswers) held(pos int) []held {
+	a := &h[pos]
+	out := []held{{ver: coding.Version{HLC: a.h.HLC, Writer: a.h.Writer}, policy: a.entryPolicy(), tomb: a.h.Tombstone, valueLen: a.h.ValueLen}}
+	for _, o := range a.h.Older {
+		if int(o.Index) != pos {
+			// Held at another position (before a rebalance): what the
+			// node held here before it is not known.
+			break
+		}
+		out = append(out, held{ver: coding.Version{HLC: o.HLC, Writer: o.Writer}, policy: entryPolicy(o), tomb: o.Tombstone, valueLen: o.ValueLen})
+	}
+	return out
+}
+
 // entryPolicy is the policy the answer's entry names.
-func (a *headerAnswer) entryPolicy() coding.Policy {
-	return coding.Policy{Kind: coding.Kind(a.h.Kind), DataShards: int(a.h.K), ParityShards: int(a.h.M)}
+func (a *headerAnswer) entryPolicy() coding.Policy { return entryPolicy(a.h) }
+
+// entryPolicy is the policy a node's header entry names.
+func entryPolicy(h wire.HeaderEntry) coding.Policy {
+	return coding.Policy{Kind: coding.Kind(h.Kind), DataShards: int(h.K), ParityShards: int(h.M)}
 }
 
 func versionLess(a, b wire.ListEntry) bool {

@@ -275,6 +275,22 @@ func TestFailedOverwriteKeepsOlderValue(t *testing.T) {
 	if has, err := d.Has(ctx, k); !has || err != nil {
 		t.Fatalf("has after the failed overwrite: %v, %v", has, err)
 	}
+
+	// Two failed overwrites in a row, neither undone: the nodes keep both
+	// older versions, and reads rebuild v1 from the older shards.
+	twice := ds.NewKey("/lost/overwrite-failed-twice")
+	failedOverwrite(t, c, d, twice, v1, 280<<10, 3, 4, 5)
+	ot := c.Owners(twice.String())
+	if err := c.Client(&dscluster.Options{Down: []int{ot[3], ot[4], ot[5]}, KeepFailedWrites: true}).Put(ctx, twice, bytes.Repeat([]byte("4"), 260<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("second overwrite with positions 3-5 down: %v, want a quorum error", err)
+	}
+	if got, err := d.Get(ctx, twice); err != nil || !bytes.Equal(got, v1) {
+		t.Fatalf("get after two failed overwrites: %d bytes, %v; want v1", len(got), err)
+	}
+	if n, err := d.GetSize(ctx, twice); err != nil || n != len(v1) {
+		t.Fatalf("getsize after two failed overwrites: %d, %v; want %d", n, err, len(v1))
+	}
+
 	// The next overwrite that reaches its quorum wins as usual.
 	v3 := bytes.Repeat([]byte("3"), 100<<10)
 	if err := d.Put(ctx, k, v3); err != nil {

@@ -57,7 +57,7 @@ func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 		if d.client.Slow(v.peers[owners[pos]]) {
 			return headerAnswer{state: fetchFailed, err: errSlow}
 		}
-		return d.askHeaderOf(transport.SkipUnreachable(ctx), v, key, owners, pos, false)
+		return d.askHeaderOf(transport.SkipUnreachable(ctx), v, key, owners, pos)
 	})
 	for _, a := range ans {
 		notReached := errors.Is(a.err, errDown) || errors.Is(a.err, transport.ErrUnreachable) || errors.Is(a.err, transport.ErrDialFailed)

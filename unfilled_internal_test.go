@@ -37,7 +37,7 @@ func TestUnfilledPositionProvesNothing(t *testing.T) {
 	d := &Datastore{clock: newClock()}
 	small := coding.Replicas(3)
 	v1, v2 := coding.Version{HLC: 1 << 16, Writer: 1}, coding.Version{HLC: 2 << 16, Writer: 1}
-	answers := heldAnswers{{ok: true, ver: v1, policy: small}, {ok: true, ver: v1, policy: small}, {}, {}, {}, {}}
+	answers := heldAnswers{{{ver: v1, policy: small}}, {{ver: v1, policy: small}}, nil, nil, nil, nil}
 
 	// Every owner vouched for: two answers show every set of positions a
 	// write can be on, so v1 is the newest acknowledged version.
@@ -56,7 +56,7 @@ func TestUnfilledPositionProvesNothing(t *testing.T) {
 	if g, err, done := d.pick(&view{c: c}, key, m.Owners(slot), answers, false, nil); done {
 		t.Fatalf("with position 0 not filled: pick = %v, %v, done; want it to wait for more positions", g, err)
 	}
-	answers[2] = held{ok: true, ver: v2, policy: small}
+	answers[2] = posHeld{{ver: v2, policy: small}}
 	g, err, done = d.pick(&view{c: c}, key, m.Owners(slot), answers, false, nil)
 	if !done || err != nil || g == nil || g.ver != v2 {
 		t.Fatalf("with position 2's answer: pick = %v, %v, done %v; want v2, done", g, err, done)
@@ -73,24 +73,24 @@ func TestUnfilledPositionsDoNotProveAFailedWrite(t *testing.T) {
 	p := coding.Erasure(4, 2)
 	c := &config.Cluster{Policy: p, Map: m}
 	ver := func(n uint64) coding.Version { return coding.Version{HLC: n << 16, Writer: 1} }
-	cur, prev := make(heldAnswers, 6), make(heldAnswers, 6)
-	for pos := range cur {
+	a := make(heldAnswers, 6)
+	for pos := range a {
 		if pos < 3 {
-			cur[pos], prev[pos] = held{ok: true, ver: ver(2), policy: p}, held{ok: true, ver: ver(1), policy: p}
+			a[pos] = posHeld{{ver: ver(2), policy: p}, {ver: ver(1), policy: p}}
 		} else {
-			cur[pos] = held{ok: true, ver: ver(1), policy: p}
+			a[pos] = posHeld{{ver: ver(1), policy: p}}
 		}
 	}
 	const slot = 7
-	if got, _, _, ok := olderVersion(&view{c: c}, slot, cur, prev); !ok || got != ver(1) {
-		t.Fatalf("every owner filled: olderVersion = %v, %v; want v1", got, ok)
+	if got, _, ok := olderVersion(&view{c: c}, slot, a); !ok || got.ver != ver(1) {
+		t.Fatalf("every owner filled: olderVersion = %v, %v; want v1", got.ver, ok)
 	}
 	c.Unfilled = make([]byte, (placement.NumSlots*m.Width+7)/8)
 	for _, pos := range []int{3, 4} {
 		bit := slot*m.Width + pos
 		c.Unfilled[bit/8] |= 1 << (bit % 8)
 	}
-	if got, _, _, ok := olderVersion(&view{c: c}, slot, cur, prev); ok {
-		t.Fatalf("positions 3 and 4 not filled: olderVersion = %v; want none", got)
+	if got, _, ok := olderVersion(&view{c: c}, slot, a); ok {
+		t.Fatalf("positions 3 and 4 not filled: olderVersion = %v; want none", got.ver)
 	}
 }

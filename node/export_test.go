@@ -26,9 +26,17 @@ func (n *Node) Vouch(p peer.ID) bool {
 // MayRaft is mayRaft.
 func (n *Node) MayRaft(p peer.ID) bool { return n.mayRaft(p) }
 
-// PrevShard is the previous shard the node keeps of key (index.Entry.Prev).
+// PrevShard is the newest of the older shards the node keeps of key
+// (index.Entry.Older): ds.ErrNotFound when it keeps none.
 func (n *Node) PrevShard(key string) ([]byte, error) {
-	raw, _, err := n.readPrev(context.Background(), key)
+	e, err := n.idx.Get(key)
+	if errors.Is(err, index.ErrNotFound) || err == nil && len(e.Older) == 0 {
+		return nil, ds.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Older[0].Version), nil)
 	return raw, err
 }
 

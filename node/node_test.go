@@ -1233,7 +1233,7 @@ func TestUndoPutsBackPrevShard(t *testing.T) {
 	fresh := "/undo/fresh"
 	n, v := failAt(fresh, bytes.Repeat([]byte("f"), 300<<10))
 	failed = current(n, fresh)
-	if r := undo(n, fresh, v); r.Status != wire.StatusOK || r.Message != "kept: no previous shard" {
+	if r := undo(n, fresh, v); r.Status != wire.StatusOK || r.Message != "kept: no older version" {
 		t.Fatalf("undo of a fresh key's write: %s %q", r.Status, r.Message)
 	}
 	if !bytes.Equal(current(n, fresh), failed) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -12,67 +13,13 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// errBadPrev marks a previous shard that does not parse or holds another
-// key or version than its entry names.
-var errBadPrev = errors.New("bad previous shard")
-
-// readPrev reads and parses key's previous shard (the newest of
-// index.Entry.Older): ds.ErrNotFound when the node keeps none, an error wrapping errBadPrev
-// when it is not that shard, any other error from the index or the store.
-func (n *Node) readPrev(ctx context.Context, key string) ([]byte, *coding.Shard, error) {
-	e, err := n.idx.Get(key)
-	switch {
-	case errors.Is(err, index.ErrNotFound) || (err == nil && len(e.Older) == 0):
-		return nil, nil, ds.ErrNotFound
-	case err != nil:
-		return nil, nil, err
-	}
-	prev := e.Older[0].Version
-	raw, _, err := n.shards.get(ctx, shardName(key, prev), nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	sh, err := coding.ParseShard(raw)
-	switch {
-	case err != nil:
-	case sh.Header.Key != key:
-		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
-	case toIndexVersion(sh.Header.Version) != prev:
-		err = fmt.Errorf("shard of version %s, the index names %d.%d", sh.Header.Version, prev.HLC, prev.Writer)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errBadPrev, err)
-	}
-	return raw, sh, nil
-}
-
-// getPrev answers a read of key's previous shard (keepPrev).
-func (n *Node) getPrev(ctx context.Context, key string, headerOnly bool) *wire.Response {
-	raw, sh, err := n.readPrev(ctx, key)
-	switch {
-	case errors.Is(err, ds.ErrNotFound):
-		return &wire.Response{Status: wire.StatusNotFound}
-	case errors.Is(err, errBadPrev):
-		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get previous %q: %v", key, err)}
-	case err != nil:
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get previous %q: shard store: %v", key, err)}
-	}
-	if !headerOnly {
-		return &wire.Response{Status: wire.StatusOK, Payload: raw}
-	}
-	h := &sh.Header
-	he := wire.HeaderEntry{
-		ListEntry: wire.ListEntry{Key: key, HLC: h.Version.HLC, Writer: h.Version.Writer, ValueLen: h.ValueLen},
-		Index:     h.Index, Kind: uint8(h.Policy.Kind), K: uint8(h.Policy.DataShards), M: uint8(h.Policy.ParityShards),
-	}
-	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, he)}
-}
-
 // maxScratch keeps the buffers of huge shards from staying with a stream.
 const maxScratch = 4 << 20
 
-func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratch *[]byte) *wire.Response {
-	resp := n.readShard(ctx, key, headerOnly, scratch)
+// getShard answers a read of key's shard: of its newest version, or of
+// version at when it is not zero (one the node keeps beside the newest).
+func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
+	resp := n.readShard(ctx, key, headerOnly, at, scratch)
 	if resp.Status != wire.StatusCorrupt {
 		return resp
 	}
@@ -82,15 +29,15 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, scratc
 	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
-	if resp = n.readShard(ctx, key, headerOnly, scratch); resp.Status == wire.StatusCorrupt {
+	if resp = n.readShard(ctx, key, headerOnly, at, scratch); resp.Status == wire.StatusCorrupt {
 		log.Warnw("corrupt shard", "key", key, "err", resp.Message)
 	}
 	return resp
 }
 
-// readShard reads key's index entry, then its shard, and checks that they
-// agree.
-func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scratch *[]byte) *wire.Response {
+// readShard reads key's index entry, then the shard of the version asked
+// for, and checks that they agree.
+func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
 	e, err := n.idx.Get(key)
 	if errors.Is(err, index.ErrNotFound) {
 		return &wire.Response{Status: wire.StatusNotFound}
@@ -99,17 +46,24 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scrat
 		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: index: %v", key, err)}
 	}
 	if headerOnly {
-		h := wire.HeaderEntry{ListEntry: listEntry(e), Index: e.Index, Kind: e.Kind, K: e.K, M: e.M}
-		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, h)}
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, headerEntry(e))}
 	}
-	if e.Tombstone {
-		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(e)}
+	h := e.Held
+	if !at.IsZero() {
+		i := slices.IndexFunc(e.Versions(), func(h index.Held) bool { return h.Version == at })
+		if i < 0 {
+			return &wire.Response{Status: wire.StatusNotFound}
+		}
+		h = e.Versions()[i]
+	}
+	if h.Tombstone {
+		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(key, h)}
 	}
 	var buf []byte
 	if scratch != nil {
 		buf = *scratch
 	}
-	raw, grown, err := n.shards.get(ctx, shardName(key, e.Version), buf)
+	raw, grown, err := n.shards.get(ctx, shardName(key, h.Version), buf)
 	if scratch != nil && cap(grown) <= maxScratch {
 		*scratch = grown[:0]
 	}
@@ -123,7 +77,7 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scrat
 	if err == nil && sh.Header.Key != key {
 		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
 	}
-	if err == nil && sh.Header.Version != (coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer}) {
+	if err == nil && toIndexVersion(sh.Header.Version) != h.Version {
 		err = fmt.Errorf("shard version %s does not match the index", sh.Header.Version)
 	}
 	if err != nil {
@@ -132,20 +86,34 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, scrat
 	return &wire.Response{Status: wire.StatusOK, Payload: raw}
 }
 
+// headerEntry is a header-only get's answer for e: its newest version,
+// and the older ones it keeps.
+func headerEntry(e index.Entry) wire.HeaderEntry {
+	h := wire.HeaderEntry{ListEntry: listEntry(e), Index: e.Index, Kind: e.Kind, K: e.K, M: e.M}
+	for _, o := range e.Older {
+		h.Older = append(h.Older, wire.HeaderEntry{
+			ListEntry: wire.ListEntry{Key: e.Key, HLC: o.Version.HLC, Writer: o.Version.Writer, Tombstone: o.Tombstone, ValueLen: o.ValueLen},
+			Index:     o.Index, Kind: o.Kind, K: o.K, M: o.M,
+		})
+	}
+	return h
+}
+
 // policyOf is the policy an index entry or a wire message gives as bytes.
 func policyOf(kind, k, m uint8) coding.Policy {
 	return coding.Policy{Kind: coding.Kind(kind), DataShards: int(k), ParityShards: int(m)}
 }
 
-// tombstoneShard rebuilds the shard of a tombstone from its index entry.
-func tombstoneShard(e index.Entry) []byte {
-	p := policyOf(e.Kind, e.K, e.M)
-	v := coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer}
-	shards := coding.Tombstone(e.Key, p, v)
-	if int(e.Index) >= len(shards) {
+// tombstoneShard rebuilds the shard of key's tombstone h from its index
+// entry.
+func tombstoneShard(key string, h index.Held) []byte {
+	p := policyOf(h.Kind, h.K, h.M)
+	v := coding.Version{HLC: h.Version.HLC, Writer: h.Version.Writer}
+	shards := coding.Tombstone(key, p, v)
+	if int(h.Index) >= len(shards) {
 		return nil
 	}
-	return shards[e.Index].AppendBinary(nil)
+	return shards[h.Index].AppendBinary(nil)
 }
 
 func listEntry(e index.Entry) wire.ListEntry {

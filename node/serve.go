@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
@@ -122,10 +123,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		n.sendForwards(fs...)
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
-		if req.Prev {
-			return n.getPrev(ctx, req.Key, req.HeaderOnly)
-		}
-		return n.getShard(ctx, req.Key, req.HeaderOnly, scratch)
+		return n.getShard(ctx, req.Key, req.HeaderOnly, index.Version{HLC: req.HLC, Writer: req.Writer}, scratch)
 	case wire.OpList:
 		return n.list(req)
 	case wire.OpStatus:

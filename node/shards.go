@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	ds "github.com/ipfs/go-datastore"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/index"
@@ -179,29 +178,18 @@ func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 }
 
 // restoreLocked is restorePrev for the entry e it removes, under the key's
-// lock. With orKeep, e stays as it is whenever there is no good previous
-// shard to put back; without, it is removed all the same.
+// lock: the newest of the older versions e keeps becomes the key's newest.
+// With orKeep, e stays as it is when it keeps none; without, it is removed
+// all the same.
 func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (wire.Status, string) {
 	key := e.Key
-	_, prev, err := n.readPrev(ctx, key)
 	switch {
-	case errors.Is(err, ds.ErrNotFound) && orKeep:
-		return wire.StatusOK, "kept: no previous shard"
-	case errors.Is(err, ds.ErrNotFound):
+	case len(e.Older) == 0 && orKeep:
+		return wire.StatusOK, "kept: no older version"
+	case len(e.Older) == 0:
 		return n.removeLocked(ctx, e) // nothing to put back
-	case err != nil && !errors.Is(err, errBadPrev):
-		return wire.StatusInternal, fmt.Sprintf("restore %q: shard store: %v", key, err) // the next pass asks again
-	case err == nil && (prev.Header.Tombstone || !toIndexVersion(prev.Header.Version).Less(e.Version)):
-		err = fmt.Errorf("previous shard of version %v, position %d", prev.Header.Version, prev.Header.Index)
 	}
-	if err != nil && orKeep {
-		return wire.StatusOK, fmt.Sprintf("kept: %v", err)
-	}
-	if err != nil {
-		log.Warnw("restore a previous shard that cannot be: dropping both", "key", key, "err", err)
-		return n.removeLocked(ctx, e)
-	}
-	// The previous shard is where it was: only the index changes.
+	// The older shard is where it was: only the index changes.
 	back := index.Entry{Key: key, Slot: e.Slot, Held: e.Older[0], Older: e.Older[1:]}
 	if err := n.change(ctx, key, []index.Version{e.Version}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)

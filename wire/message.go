@@ -18,10 +18,11 @@ type Request struct {
 
 	Key        string // OpGet
 	HeaderOnly bool   // OpGet: return the shard's index entry (a HeaderEntry), no data
-	// Prev (OpGet) asks for the shard the node kept of the key's previous
-	// value when a newer version replaced it (see node: a failed overwrite
-	// must not cost the value it overwrote).
-	Prev bool
+	// HLC and Writer (OpGet), unless both zero, ask for the shard of that
+	// version of the key, which the node may keep beside a newer one
+	// (HeaderEntry.Older): a failed overwrite must not cost the value it
+	// overwrote.
+	HLC, Writer uint64
 
 	Shard  []byte   // OpPut: an encoded shard (header + data)
 	Shards [][]byte // OpBatchPut
@@ -54,10 +55,13 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		if r.HeaderOnly {
 			f |= 1
 		}
-		if r.Prev {
+		if r.HLC != 0 || r.Writer != 0 {
 			f |= 2
 		}
 		e.U8(f).Str(r.Key)
+		if f&2 != 0 {
+			e.U64(r.HLC).U64(r.Writer)
+		}
 	case OpPut:
 		e.Raw(r.Shard)
 	case OpBatchPut:
@@ -123,8 +127,11 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Identity = int32(d.U32("identity"))
 	case OpGet:
 		f := d.U8("flags")
-		r.HeaderOnly, r.Prev = f&1 != 0, f&2 != 0
+		r.HeaderOnly = f&1 != 0
 		r.Key = d.Str("key")
+		if f&2 != 0 {
+			r.HLC, r.Writer = d.U64("version HLC"), d.U64("version writer")
+		}
 	case OpPut:
 		r.Shard = d.Rest()
 		if err := d.Err(); err != nil {
@@ -304,19 +311,36 @@ func decodeListEntry(d *Decoder) (le ListEntry) {
 
 // HeaderEntry is a node's answer to a header-only get: its index entry for
 // the key and which shard, of which policy, it holds. A reader needs the
-// last two to tell whether a version has enough shards to be read.
+// last two to tell whether a version has enough shards to be read. Older
+// lists, newest first, the older versions of the key the node keeps
+// beside it (a writer's overwrite keeps them until it is acknowledged);
+// each may be read by its version (Request.HLC, Writer).
 type HeaderEntry struct {
 	ListEntry
 	Index uint8 // the shard's position
 	Kind  uint8 // the policy's kind (coding.Kind)
 	K, M  uint8 // the policy's data and parity shards
+	Older []HeaderEntry
 }
 
-// AppendHeaderPayload encodes a header-only get's answer.
+// MaxOlder bounds HeaderEntry.Older.
+const MaxOlder = 255
+
+// AppendHeaderPayload encodes a header-only get's answer. The older
+// versions' keys are h's, not repeated.
 func AppendHeaderPayload(buf []byte, h HeaderEntry) []byte {
 	e := &Encoder{b: buf}
 	appendListEntry(e, h.ListEntry)
 	e.U8(h.Index).U8(h.Kind).U8(h.K).U8(h.M)
+	older := h.Older[:min(len(h.Older), MaxOlder)]
+	e.U8(uint8(len(older)))
+	for _, o := range older {
+		var tomb uint8
+		if o.Tombstone {
+			tomb = 1
+		}
+		e.U64(o.HLC).U64(o.Writer).U8(tomb).U64(o.ValueLen).U8(o.Index).U8(o.Kind).U8(o.K).U8(o.M)
+	}
 	return e.Bytes()
 }
 
@@ -328,6 +352,15 @@ func DecodeHeaderPayload(p []byte) (h HeaderEntry, err error) {
 	h.Kind = d.U8("policy kind")
 	h.K = d.U8("data shards")
 	h.M = d.U8("parity shards")
+	n := int(d.U8("older versions"))
+	for i := 0; i < n && d.Err() == nil; i++ {
+		o := HeaderEntry{ListEntry: ListEntry{Key: h.Key}}
+		o.HLC, o.Writer = d.U64("version HLC"), d.U64("version writer")
+		o.Tombstone = d.U8("tombstone") == 1
+		o.ValueLen = d.U64("value length")
+		o.Index, o.Kind, o.K, o.M = d.U8("shard index"), d.U8("policy kind"), d.U8("data shards"), d.U8("parity shards")
+		h.Older = append(h.Older, o)
+	}
 	if err := d.Done(); err != nil {
 		return HeaderEntry{}, fmt.Errorf("decode header entry: %w", err)
 	}

@@ -17,8 +17,9 @@ const (
 
 // Version is the wire format version carried in every frame. 2: batch
 // results carry typed fields (BatchResult.Kept, Held) where version 1 put
-// them in messages.
-const Version = 2
+// them in messages. 3: a header-only get lists the older versions a node
+// keeps (HeaderEntry.Older), and a get may name the version it reads.
+const Version = 3
 
 // MaxFrame bounds a frame body: the largest shard a node accepts plus room
 // for the request fields. Larger frames are refused before being read.

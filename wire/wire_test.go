@@ -18,8 +18,8 @@ func sampleRequests() []*Request {
 		{Op: OpClusterInfo, Epoch: 3, Identity: -1},
 		{Op: OpClusterInfo, Epoch: 0, Identity: 5},
 		{Op: OpGet, Epoch: 7, Key: "/blocks/CIQA", HeaderOnly: true},
-		{Op: OpGet, Epoch: 7, Key: "/blocks/CIQA", HeaderOnly: true, Prev: true},
-		{Op: OpGet, Key: "/k", Prev: true},
+		{Op: OpGet, Key: "/k", HLC: 1 << 50, Writer: 3},
+		{Op: OpGet, Key: "/k", Writer: 1},
 		{Op: OpGet, Epoch: 1 << 40, Key: ""},
 		{Op: OpPut, Epoch: 2, Shard: []byte("DSCS shard bytes")},
 		{Op: OpBatchPut, Epoch: 9, Shards: [][]byte{[]byte("a"), {}, bytes.Repeat([]byte{1}, 300)}},
@@ -55,7 +55,7 @@ func sampleResponses() []*Response {
 // reqEqual compares requests treating nil and empty slices as equal.
 func reqEqual(a, b *Request) bool {
 	if a.Op != b.Op || a.Epoch != b.Epoch || a.Identity != b.Identity || a.Key != b.Key ||
-		a.HeaderOnly != b.HeaderOnly || a.Prev != b.Prev || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
+		a.HeaderOnly != b.HeaderOnly || a.HLC != b.HLC || a.Writer != b.Writer || !bytes.Equal(a.Shard, b.Shard) || a.Prefix != b.Prefix ||
 		a.After != b.After || a.Limit != b.Limit || a.Slot != b.Slot || len(a.Shards) != len(b.Shards) ||
 		!bytes.Equal(a.Body, b.Body) || len(a.Drop) != len(b.Drop) || (a.Repair == nil) != (b.Repair == nil) {
 		return false
@@ -175,12 +175,17 @@ func TestListAndBatchPayloadRoundTrip(t *testing.T) {
 }
 
 // TestHeaderPayloadRoundTrip: a header-only get's answer carries the entry,
-// the shard's position and its policy; a cut or padded one is malformed.
+// the shard's position and its policy, and the older versions the node
+// keeps; a cut or padded one is malformed.
 func TestHeaderPayloadRoundTrip(t *testing.T) {
-	h := HeaderEntry{ListEntry: ListEntry{Key: "/k", HLC: 7, Writer: 9, Tombstone: true}, Index: 5, Kind: 1, K: 4, M: 2}
+	h := HeaderEntry{ListEntry: ListEntry{Key: "/k", HLC: 7, Writer: 9, ValueLen: 300}, Index: 5, Kind: 1, K: 4, M: 2,
+		Older: []HeaderEntry{
+			{ListEntry: ListEntry{Key: "/k", HLC: 6, Writer: 1, ValueLen: 200}, Index: 5, Kind: 1, K: 4, M: 2},
+			{ListEntry: ListEntry{Key: "/k", HLC: 5, Writer: 2, Tombstone: true}, Index: 1, Kind: 2, K: 1, M: 2},
+		}}
 	p := AppendHeaderPayload(nil, h)
 	got, err := DecodeHeaderPayload(p)
-	if err != nil || got != h {
+	if err != nil || !reflect.DeepEqual(got, h) {
 		t.Fatalf("round trip: %+v, %v; want %+v", got, err, h)
 	}
 	for n := 0; n < len(p); n++ {
