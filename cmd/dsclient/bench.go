@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,54 +17,77 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/bench"
 	"github.com/filedrive-team/go-ds-cluster/coding"
 )
 
-func cmdBench(ctx context.Context, conf string, args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	workloads := fs.String("workload", "put,get", "comma-separated workloads: put, get, mixed, degraded-get")
-	suite := fs.String("suite", "", `"standard": the make bench suite (256KiB and 4KiB put/get at concurrency 16, degraded get); overrides --workload, --size, --concurrency`)
-	sizeFlag := fs.String("size", "256KiB", "value size (4KiB, 256KiB, 1MiB)")
-	count := fs.Int("count", 0, "operations per workload and target (0: use --duration)")
-	duration := fs.Duration("duration", 10*time.Second, "time per workload and target, when --count is 0")
-	conc := fs.Int("concurrency", 16, "operations in flight")
-	policy := fs.String("policy", "", "erasure policy for this run, such as 4+2 or 2+1 (default: the cluster's)")
-	down := fs.Int("degraded", -1, "nodes treated as down by degraded-get (default: the policy's parity shards)")
-	stopPIDs := fs.String("stop-pids", "", "comma-separated PIDs of node processes on this machine that degraded-get stops (SIGTERM) once its values are written, reading through the same front end; without it degraded-get's front end treats --degraded nodes as down")
-	baseDir := fs.String("baseline-dir", "", "folder for the raw flatfs baseline (default: a temporary folder, removed afterwards)")
-	noBaseline := fs.Bool("no-baseline", false, "skip the raw flatfs baseline")
-	asJSON := fs.Bool("json", false, "print the report as one JSON object")
-	reportDir := fs.String("report", "", "also write DIR/latest.md and a chart, DIR/latest.png")
-	cpuProfile := fs.String("cpuprofile", "", "write this client's CPU profile over the whole run to FILE (read it with go tool pprof)")
-	withCeiling := fs.Bool("ceiling", false, "the nodes run on this machine (as in make bench): measure the CPU per byte of the nodes' secure channel here and show the most ops/s it leaves this machine's cores (channel ceiling)")
-	if err := fs.Parse(args); err != nil {
-		return err
+// benchFlags are the flags of bench.
+type benchFlags struct {
+	workloads, suite, size       string
+	count, concurrency, degraded int
+	duration                     time.Duration
+	policy, stopPIDs             string
+	baselineDir                  string
+	noBaseline, asJSON           bool
+	reportDir, cpuProfile        string
+	ceiling                      bool
+}
+
+func newBenchCmd(g *globals) *cobra.Command {
+	var f benchFlags
+	cmd := &cobra.Command{
+		Use:   "bench [flags]",
+		Short: "throughput against the cluster and a raw flatfs, same run",
+		Args:  noArgs("bench"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmdBench(cmd.Context(), g.conf, f)
+		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.workloads, "workload", "put,get", "comma-separated workloads: put, get, mixed, degraded-get")
+	fs.StringVar(&f.suite, "suite", "", `"standard": the make bench suite (256KiB and 4KiB put/get at concurrency 16, degraded get); overrides --workload, --size, --concurrency`)
+	fs.StringVar(&f.size, "size", "256KiB", "value size (4KiB, 256KiB, 1MiB)")
+	fs.IntVar(&f.count, "count", 0, "operations per workload and target (0: use --duration)")
+	fs.DurationVar(&f.duration, "duration", 10*time.Second, "time per workload and target, when --count is 0")
+	fs.IntVar(&f.concurrency, "concurrency", 16, "operations in flight")
+	fs.StringVar(&f.policy, "policy", "", "erasure policy for this run, such as 4+2 or 2+1 (default: the cluster's)")
+	fs.IntVar(&f.degraded, "degraded", -1, "nodes treated as down by degraded-get (default: the policy's parity shards)")
+	fs.StringVar(&f.stopPIDs, "stop-pids", "", "comma-separated PIDs of node processes on this machine that degraded-get stops (SIGTERM) once its values are written, reading through the same front end; without it degraded-get's front end treats --degraded nodes as down")
+	fs.StringVar(&f.baselineDir, "baseline-dir", "", "folder for the raw flatfs baseline (default: a temporary folder, removed afterwards)")
+	fs.BoolVar(&f.noBaseline, "no-baseline", false, "skip the raw flatfs baseline")
+	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON object")
+	fs.StringVar(&f.reportDir, "report", "", "also write DIR/latest.md and a chart, DIR/latest.png")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write this client's CPU profile over the whole run to FILE (read it with go tool pprof)")
+	fs.BoolVar(&f.ceiling, "ceiling", false, "the nodes run on this machine (as in make bench): measure the CPU per byte of the nodes' secure channel here and show the most ops/s it leaves this machine's cores (channel ceiling)")
+	return cmd
+}
+
+func cmdBench(ctx context.Context, conf string, f benchFlags) error {
 	var cases []bench.Case
-	if *suite != "" {
-		if *suite != "standard" {
-			return fmt.Errorf("bench: unknown suite %q (want standard)", *suite)
+	if f.suite != "" {
+		if f.suite != "standard" {
+			return fmt.Errorf("bench: unknown suite %q (want standard)", f.suite)
 		}
 		cases = bench.StandardSuite
 	} else {
-		size, err := bench.ParseSize(*sizeFlag)
+		size, err := bench.ParseSize(f.size)
 		if err != nil {
 			return err
 		}
-		for _, w := range strings.Split(*workloads, ",") {
+		for _, w := range strings.Split(f.workloads, ",") {
 			wl, err := bench.ParseWorkload(strings.TrimSpace(w))
 			if err != nil {
 				return err
 			}
-			cases = append(cases, bench.Case{Workload: wl, Size: size, Concurrency: *conc})
+			cases = append(cases, bench.Case{Workload: wl, Size: size, Concurrency: f.concurrency})
 		}
 	}
 	var opts dscluster.Options
-	if *policy != "" {
-		p, err := coding.ParsePolicy(*policy)
+	if f.policy != "" {
+		p, err := coding.ParsePolicy(f.policy)
 		if err != nil {
 			return fmt.Errorf("bench: --policy: %w", err)
 		}
@@ -77,12 +99,12 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	}
 	defer d.Close()
 	c := d.Cluster()
-	n := *down
+	n := f.degraded
 	if n < 0 {
 		n = c.Policy.ParityShards
 	}
 	rep := &bench.Report{Started: time.Now(), Cluster: c.ID, Policy: c.Policy.String(), Nodes: len(c.Map.Nodes), Baseline: "none"}
-	pids, err := parsePIDs(*stopPIDs)
+	pids, err := parsePIDs(f.stopPIDs)
 	if err != nil {
 		return err
 	}
@@ -114,8 +136,8 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		}
 	}
 	var baseline ds.Batching
-	if !*noBaseline {
-		dir := *baseDir
+	if !f.noBaseline {
+		dir := f.baselineDir
 		if dir == "" {
 			if dir, err = os.MkdirTemp("", "dsclient-bench-flatfs-"); err != nil {
 				return err
@@ -131,7 +153,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		baseline = fsds
 		rep.Baseline = "go-ds-flatfs (sync) in " + dir
 	}
-	if *withCeiling {
+	if f.ceiling {
 		// Before any workload, while the front ends are idle.
 		fmt.Fprintln(os.Stderr, "measuring the secure channel's CPU per byte")
 		ns, err := bench.MeasureChannel(ctx, 2*time.Second)
@@ -140,13 +162,13 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		}
 		rep.ChannelNsPerByte, rep.Cores = ns, runtime.NumCPU()
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	if f.cpuProfile != "" {
+		prof, err := os.Create(f.cpuProfile)
 		if err != nil {
 			return fmt.Errorf("bench: --cpuprofile: %w", err)
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
+		defer prof.Close()
+		if err := pprof.StartCPUProfile(prof); err != nil {
 			return fmt.Errorf("bench: --cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
@@ -154,7 +176,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	tty := isTerminal(os.Stderr)
 	prefix := "/BENCH" + strings.ToUpper(strconv.FormatInt(time.Now().UnixNano(), 36))
 	for _, cs := range cases {
-		cfg := bench.Config{Workload: cs.Workload, Size: cs.Size, Count: *count, Duration: *duration, Concurrency: cs.Concurrency, Prefix: prefix}
+		cfg := bench.Config{Workload: cs.Workload, Size: cs.Size, Count: f.count, Duration: f.duration, Concurrency: cs.Concurrency, Prefix: prefix}
 		var base *bench.Result
 		if baseline != nil {
 			bcfg := cfg
@@ -178,7 +200,7 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 		}
 		rep.Add(res, base)
 	}
-	if *asJSON {
+	if f.asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
@@ -187,20 +209,20 @@ func cmdBench(ctx context.Context, conf string, args []string) error {
 	} else {
 		rep.WriteTable(os.Stdout)
 	}
-	if *reportDir != "" {
-		if err := os.MkdirAll(*reportDir, 0o755); err != nil {
+	if f.reportDir != "" {
+		if err := os.MkdirAll(f.reportDir, 0o755); err != nil {
 			return err
 		}
-		path := filepath.Join(*reportDir, "latest.md")
-		f, err := os.Create(path)
+		path := filepath.Join(f.reportDir, "latest.md")
+		md, err := os.Create(path)
 		if err != nil {
 			return err
 		}
-		rep.WriteMarkdown(f, "dsclient "+strings.Join(os.Args[1:], " "))
-		if err := f.Close(); err != nil {
+		rep.WriteMarkdown(md, "dsclient "+strings.Join(os.Args[1:], " "))
+		if err := md.Close(); err != nil {
 			return err
 		}
-		png := filepath.Join(*reportDir, "latest.png")
+		png := filepath.Join(f.reportDir, "latest.png")
 		if err := rep.WriteChart(png); err != nil {
 			return err
 		}

@@ -18,7 +18,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -37,6 +36,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/config"
@@ -47,34 +47,13 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/repair"
 )
 
-const usage = `dsclient talks to a go-ds-cluster.
-
-Usage: dsclient [--conf=DIR] [--log-level=LEVEL] COMMAND [args]
-
-Commands:
-  init --bootstrapper=MULTIADDR   fetch the cluster info and write DIR/config.json
-  add [flags] FILE|-r DIR         store a file (or folder) as a UnixFS DAG, as ipfs add; print its CID last
-  get CID OUTFILE                 write the file with root CID to OUTFILE ("-" for stdout)
-  status [--json] [--wait]        members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)
-  node drain PEER-ID [--no-wait]  move a node's data to the others, then remove it from the cluster
-  node remove PEER-ID             give up on an out node (its machine is gone); its data was rebuilt
-  node admit PEER-ID              let a new node join a cluster that enforces client roles
-  id                              print this client's peer ID, the one a role is granted to
-  client grant PEER-ID --role=R   give a client the role read-write or read-only (the first grant
-                                  starts enforcing roles: peers without one are refused)
-  client revoke PEER-ID           take a client's role away (the last read-write one stays)
-  client list                     the clients with a role
-  bench [flags]                   throughput against the cluster and a raw flatfs, same run
-
---conf may also name a client config file (such as clusterds.json).
-The cluster secret for init comes from $DSCLUSTER_SECRET or DIR/swarm.key.
-`
-
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return // the usage was printed
-		}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var g globals
+	err := newRoot(&g).ExecuteContext(ctx)
+	g.stop()
+	stop()
+	if err != nil {
 		// One line: errors from several nodes are joined with newlines.
 		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 		fmt.Fprintln(os.Stderr, "dsclient:", msg)
@@ -82,51 +61,87 @@ func main() {
 	}
 }
 
-func run(args []string) error {
-	fs := flag.NewFlagSet("dsclient", flag.ContinueOnError)
-	conf := fs.String("conf", ".dsclient", "client config directory (or a client config file)")
-	logLevel := fs.String("log-level", "error", "log level: debug, info, warn, error")
-	timeout := fs.Duration("timeout", 0, "overall time limit (0: none)")
-	fs.BoolVar(&quiet, "q", false, "draw no progress bars")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := logging.SetLogLevel("*", *logLevel); err != nil {
+// globals are the flags every command takes, before or after its name.
+type globals struct {
+	conf     string
+	logLevel string
+	timeout  time.Duration
+	cancel   context.CancelFunc // of the --timeout context
+}
+
+// setup applies the global flags once they are parsed, before a command
+// runs.
+func (g *globals) setup(cmd *cobra.Command, _ []string) error {
+	// The command line parsed: from here on an error is not a usage
+	// mistake, and prints no usage.
+	cmd.SilenceUsage = true
+	if err := logging.SetLogLevel("*", g.logLevel); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("missing command")
+	if g.timeout > 0 {
+		ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+		cmd.SetContext(ctx)
+		g.cancel = cancel
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
+	return nil
+}
+
+func (g *globals) stop() {
+	if g.cancel != nil {
+		g.cancel()
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	switch cmd {
-	case "init":
-		return cmdInit(ctx, *conf, rest)
-	case "add":
-		return cmdAdd(ctx, *conf, rest)
-	case "get":
-		return cmdGet(ctx, *conf, rest)
-	case "status":
-		return cmdStatus(ctx, *conf, rest)
-	case "node":
-		return cmdNode(ctx, *conf, rest)
-	case "id":
-		return cmdID(*conf)
-	case "client":
-		return cmdClient(ctx, *conf, rest)
-	case "bench":
-		return cmdBench(ctx, *conf, rest)
+}
+
+// newRoot returns the dsclient command, its global flags kept in g.
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "dsclient",
+		Short: "dsclient talks to a go-ds-cluster",
+		Long: `dsclient talks to a go-ds-cluster.
+
+--conf may also name a client config file (such as clusterds.json).
+The cluster secret for init comes from $DSCLUSTER_SECRET or DIR/swarm.key.`,
+		Args:              unknownCommand,
+		PersistentPreRunE: g.setup,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Usage()
+			return errors.New("missing command")
+		},
+		SilenceErrors: true, // main prints them, on one line
 	}
-	fs.Usage()
-	return fmt.Errorf("unknown command %q", cmd)
+	fs := root.PersistentFlags()
+	fs.StringVar(&g.conf, "conf", ".dsclient", "client config directory (or a client config file)")
+	fs.StringVar(&g.logLevel, "log-level", "error", "log level: debug, info, warn, error")
+	fs.DurationVar(&g.timeout, "timeout", 0, "overall time limit (0: none)")
+	// Named q as well as -q: the flag package took --q too.
+	fs.BoolVarP(&quiet, "q", "q", false, "draw no progress bars")
+	root.AddCommand(
+		newInitCmd(g), newAddCmd(g), newGetCmd(g), newStatusCmd(g),
+		newNodeCmd(g), newIDCmd(g), newClientCmd(g), newBenchCmd(g),
+	)
+	return root
+}
+
+// unknownCommand refuses an argument that names no command (cobra's own
+// error for it spans several lines).
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		return fmt.Errorf("unknown command %q (did you mean %s?)", args[0], strings.Join(s, " or "))
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// noArgs refuses positional arguments to the command name.
+func noArgs(name string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("%s: unexpected arguments %q", name, args)
+		}
+		return nil
+	}
 }
 
 func configPath(conf string) string {
@@ -159,13 +174,22 @@ func loadClient(conf string) (*config.Client, error) {
 	return cfg, err
 }
 
-func cmdInit(ctx context.Context, conf string, args []string) error {
-	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	boot := fs.String("bootstrapper", "", "multiaddr of any cluster node, ending in /p2p/<peer id>")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newInitCmd(g *globals) *cobra.Command {
+	var boot string
+	cmd := &cobra.Command{
+		Use:   "init --bootstrapper=MULTIADDR",
+		Short: "fetch the cluster info and write DIR/config.json",
+		Args:  noArgs("init"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmdInit(cmd.Context(), g.conf, boot)
+		},
 	}
-	if *boot == "" {
+	cmd.Flags().StringVar(&boot, "bootstrapper", "", "multiaddr of any cluster node, ending in /p2p/<peer id>")
+	return cmd
+}
+
+func cmdInit(ctx context.Context, conf, boot string) error {
+	if boot == "" {
 		return errors.New("init: --bootstrapper is required")
 	}
 	// --conf may name the config file itself (clusterds.json), as for the
@@ -180,7 +204,7 @@ func cmdInit(ctx context.Context, conf string, args []string) error {
 	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := node.FetchCluster(fctx, *boot, secret)
+	c, err := node.FetchCluster(fctx, boot, secret)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
@@ -218,6 +242,15 @@ func clientID(cc *config.Client) (peer.ID, error) {
 	return peer.IDFromPrivateKey(key)
 }
 
+func newIDCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "id",
+		Short: "print this client's peer ID, the one a role is granted to",
+		Args:  noArgs("id"),
+		RunE:  func(*cobra.Command, []string) error { return cmdID(g.conf) },
+	}
+}
+
 func cmdID(conf string) error {
 	cc, err := loadClient(conf)
 	if err != nil {
@@ -231,35 +264,70 @@ func cmdID(conf string) error {
 	return nil
 }
 
-func cmdClient(ctx context.Context, conf string, args []string) error {
-	const use = "usage: dsclient client grant PEER-ID --role=read-write|read-only | dsclient client revoke PEER-ID | dsclient client list"
-	if len(args) == 0 {
-		return errors.New(use)
+const clientUse = "usage: dsclient client grant PEER-ID --role=read-write|read-only | dsclient client revoke PEER-ID | dsclient client list"
+
+func newClientCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "grant, revoke and list client roles",
+		// Without a known subcommand: the usage, as an error.
+		RunE: func(*cobra.Command, []string) error { return errors.New(clientUse) },
 	}
-	var cmd membership.Command
-	switch {
-	case args[0] == "list" && len(args) == 1:
-	case args[0] == "revoke" && len(args) == 2:
-		cmd = membership.Command{Op: membership.OpRevoke, ID: args[1]}
-	case args[0] == "grant" && len(args) >= 2:
-		fs := flag.NewFlagSet("client grant", flag.ContinueOnError)
-		role := fs.String("role", "", "read-write or read-only")
-		if extra, err := parseArgs(fs, args[2:]); err != nil || len(extra) > 0 {
-			return cmp.Or(err, fmt.Errorf("client grant: unexpected arguments %q", extra))
+	var role string
+	grant := &cobra.Command{
+		Use: "grant PEER-ID --role=read-write|read-only",
+		Short: "give a client the role read-write or read-only (the first grant " +
+			"starts enforcing roles: peers without one are refused)",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New(clientUse)
+			}
+			if len(args) > 1 {
+				return fmt.Errorf("client grant: unexpected arguments %q", args[1:])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := config.CheckRole(role); err != nil {
+				return fmt.Errorf("client grant: --role: %w", err)
+			}
+			return memberCommand(cmd.Context(), g.conf, membership.Command{Op: membership.OpGrant, ID: args[0], Role: role},
+				fmt.Sprintf("granted %s the role %s; peers without a role are refused", args[0], role))
+		},
+	}
+	grant.Flags().StringVar(&role, "role", "", "read-write or read-only")
+	revoke := &cobra.Command{
+		Use:   "revoke PEER-ID",
+		Short: "take a client's role away (the last read-write one stays)",
+		Args:  argCount(1, clientUse),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return memberCommand(cmd.Context(), g.conf, membership.Command{Op: membership.OpRevoke, ID: args[0]},
+				fmt.Sprintf("revoked the role of %s", args[0]))
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "the clients with a role",
+		Args:  argCount(0, clientUse),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmdClientList(cmd.Context(), g.conf)
+		},
+	}
+	cmd.AddCommand(grant, revoke, list)
+	return cmd
+}
+
+// argCount wants n positional arguments; else the error is msg.
+func argCount(n int, msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return errors.New(msg)
 		}
-		if err := config.CheckRole(*role); err != nil {
-			return fmt.Errorf("client grant: --role: %w", err)
-		}
-		cmd = membership.Command{Op: membership.OpGrant, ID: args[1], Role: *role}
-	default:
-		return errors.New(use)
+		return nil
 	}
-	switch cmd.Op {
-	case membership.OpGrant:
-		return memberCommand(ctx, conf, cmd, fmt.Sprintf("granted %s the role %s; peers without a role are refused", cmd.ID, cmd.Role))
-	case membership.OpRevoke:
-		return memberCommand(ctx, conf, cmd, fmt.Sprintf("revoked the role of %s", cmd.ID))
-	}
+}
+
+func cmdClientList(ctx context.Context, conf string) error {
 	d, err := open(ctx, conf)
 	if err != nil {
 		return err
@@ -278,36 +346,50 @@ func cmdClient(ctx context.Context, conf string, args []string) error {
 	return tw.Flush()
 }
 
-func cmdAdd(ctx context.Context, conf string, args []string) error {
-	fs := flag.NewFlagSet("add", flag.ContinueOnError)
-	cidVersion := fs.Int("cid-version", 0, "CID version (0 or 1), as ipfs add")
-	rawLeaves := fs.String("raw-leaves", "", "use raw blocks for leaves: true or false (default: false for CIDv0, true for CIDv1)")
-	chunk := fs.String("chunker", "size-262144", "chunking algorithm, as ipfs add")
+// addFlags are the flags of add, those of ipfs add.
+type addFlags struct {
+	cidVersion int
+	rawLeaves  string
+	chunker    string
+	recursive  bool
+	onlyHash   bool
+}
+
+func newAddCmd(g *globals) *cobra.Command {
+	var f addFlags
+	cmd := &cobra.Command{
+		Use:   "add [flags] FILE|-r DIR",
+		Short: "store a file (or folder) as a UnixFS DAG, as ipfs add; print its CID last",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("add: want exactly one FILE, got %d (%q)", len(args), args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdAdd(cmd.Context(), g.conf, args[0], f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&f.cidVersion, "cid-version", 0, "CID version (0 or 1), as ipfs add")
+	fs.StringVar(&f.rawLeaves, "raw-leaves", "", "use raw blocks for leaves: true or false (default: false for CIDv0, true for CIDv1)")
+	fs.StringVar(&f.chunker, "chunker", "size-262144", "chunking algorithm, as ipfs add")
 	// -Q prints only the CID, and draws no progress bar (as the global -q).
-	fs.BoolVar(&quiet, "quiet", quiet, "print only the CID")
-	fs.BoolVar(&quiet, "Q", quiet, "short for --quiet")
-	var recursive bool
-	fs.BoolVar(&recursive, "recursive", false, "add a folder and everything in it")
-	fs.BoolVar(&recursive, "r", false, "short for --recursive")
-	var onlyHash bool
-	fs.BoolVar(&onlyHash, "only-hash", false, "compute the CID without storing anything")
-	fs.BoolVar(&onlyHash, "n", false, "short for --only-hash")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("add: want exactly one FILE, got %d (%q)", len(pos), pos)
-	}
-	file := pos[0]
-	opts := dagfile.AddOptions{CidVersion: *cidVersion, Chunker: *chunk}
-	switch *rawLeaves {
+	fs.BoolVarP(&quiet, "quiet", "Q", false, "print only the CID")
+	fs.BoolVarP(&f.recursive, "recursive", "r", false, "add a folder and everything in it")
+	fs.BoolVarP(&f.onlyHash, "only-hash", "n", false, "compute the CID without storing anything")
+	return cmd
+}
+
+func cmdAdd(ctx context.Context, conf, file string, f addFlags) error {
+	opts := dagfile.AddOptions{CidVersion: f.cidVersion, Chunker: f.chunker}
+	switch f.rawLeaves {
 	case "":
 	case "true", "false":
-		b := *rawLeaves == "true"
+		b := f.rawLeaves == "true"
 		opts.RawLeaves = &b
 	default:
-		return fmt.Errorf("add: --raw-leaves=%q: want true or false", *rawLeaves)
+		return fmt.Errorf("add: --raw-leaves=%q: want true or false", f.rawLeaves)
 	}
 	st, err := os.Lstat(file)
 	if err != nil {
@@ -318,11 +400,11 @@ func cmdAdd(ctx context.Context, conf string, args []string) error {
 		// A FIFO would be read forever; kubo refuses these too.
 		return fmt.Errorf("add: unrecognized file type for %s: %s", file, st.Mode().Type())
 	}
-	if st.IsDir() && !recursive {
+	if st.IsDir() && !f.recursive {
 		return fmt.Errorf("add: %s is a directory (use -r)", file)
 	}
 	var store ds.Batching
-	if onlyHash {
+	if f.onlyHash {
 		store = dssync.MutexWrap(ds.NewMapDatastore())
 	} else {
 		d, err := open(ctx, conf)
@@ -370,10 +452,18 @@ func addFile(ctx context.Context, store ds.Batching, path string, opts dagfile.A
 	return c, err
 }
 
-func cmdGet(ctx context.Context, conf string, args []string) error {
-	if len(args) != 2 {
-		return errors.New("get: want CID OUTFILE")
+func newGetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get CID OUTFILE",
+		Short: `write the file with root CID to OUTFILE ("-" for stdout)`,
+		Args:  argCount(2, "get: want CID OUTFILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdGet(cmd.Context(), g.conf, args)
+		},
 	}
+}
+
+func cmdGet(ctx context.Context, conf string, args []string) error {
 	c, err := cid.Decode(args[0])
 	if err != nil {
 		return fmt.Errorf("get: %q is not a CID: %w", args[0], err)
@@ -423,24 +513,33 @@ func createTemp(dir, prefix string) (*os.File, error) {
 	}
 }
 
-func cmdStatus(ctx context.Context, conf string, args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print JSON")
-	wait := fs.Bool("wait", false, "repeat every second until no key is degraded and the repair backlog is empty")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON, wait bool
+	cmd := &cobra.Command{
+		Use:   "status [--json] [--wait]",
+		Short: "members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)",
+		Args:  noArgs("status"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmdStatus(cmd.Context(), g.conf, asJSON, wait)
+		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&wait, "wait", false, "repeat every second until no key is degraded and the repair backlog is empty")
+	return cmd
+}
+
+func cmdStatus(ctx context.Context, conf string, asJSON, wait bool) error {
 	var bar *progressbar.ProgressBar // with --wait: the repair backlog's
 	for {
 		out, err := clusterStatus(ctx, conf)
 		if err != nil {
 			return err
 		}
-		if !*wait || out.settled() {
+		if !wait || out.settled() {
 			if bar != nil {
 				_ = bar.Finish()
 			}
-			return printStatus(out, *asJSON)
+			return printStatus(out, asJSON)
 		}
 		if out.Repair != nil {
 			r := out.Repair
@@ -679,27 +778,58 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func cmdNode(ctx context.Context, conf string, args []string) error {
-	const use = "usage: dsclient node drain PEER-ID [--no-wait] | dsclient node remove PEER-ID | dsclient node admit PEER-ID"
-	if len(args) == 2 && args[0] == "remove" {
-		// The cluster stops waiting for an out member to come back
-		// (garbage collection keeps tombstones while a member is out).
-		return memberCommand(ctx, conf, membership.Command{Op: membership.OpRemove, ID: args[1]},
-			fmt.Sprintf("removed %s: it may not join again under this identity; a wiped machine joins as a new node", args[1]))
+const nodeUse = "usage: dsclient node drain PEER-ID [--no-wait] | dsclient node remove PEER-ID | dsclient node admit PEER-ID"
+
+func newNodeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "drain, remove or admit a node",
+		// Without a known subcommand: the usage, as an error.
+		RunE: func(*cobra.Command, []string) error { return errors.New(nodeUse) },
 	}
-	if len(args) == 2 && args[0] == "admit" {
-		return memberCommand(ctx, conf, membership.Command{Op: membership.OpAdmit, ID: args[1]},
-			fmt.Sprintf("admitted %s: it may now join (start it again with --bootstrapper)", args[1]))
+	var noWait bool
+	drain := &cobra.Command{
+		Use:   "drain PEER-ID [--no-wait]",
+		Short: "move a node's data to the others, then remove it from the cluster",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New(nodeUse)
+			}
+			if len(args) > 1 {
+				return fmt.Errorf("node drain: unexpected arguments %q", args[1:])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdDrain(cmd.Context(), g.conf, args[0], noWait)
+		},
 	}
-	if len(args) < 2 || args[0] != "drain" {
-		return errors.New(use)
+	drain.Flags().BoolVar(&noWait, "no-wait", false, "return once the drain is recorded, without waiting for the data to move")
+	remove := &cobra.Command{
+		Use:   "remove PEER-ID",
+		Short: "give up on an out node (its machine is gone); its data was rebuilt",
+		Args:  argCount(1, nodeUse),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// The cluster stops waiting for an out member to come back
+			// (garbage collection keeps tombstones while a member is out).
+			return memberCommand(cmd.Context(), g.conf, membership.Command{Op: membership.OpRemove, ID: args[0]},
+				fmt.Sprintf("removed %s: it may not join again under this identity; a wiped machine joins as a new node", args[0]))
+		},
 	}
-	fs := flag.NewFlagSet("node drain", flag.ContinueOnError)
-	noWait := fs.Bool("no-wait", false, "return once the drain is recorded, without waiting for the data to move")
-	id := args[1]
-	if extra, err := parseArgs(fs, args[2:]); err != nil || len(extra) > 0 {
-		return cmp.Or(err, fmt.Errorf("node drain: unexpected arguments %q", extra))
+	admit := &cobra.Command{
+		Use:   "admit PEER-ID",
+		Short: "let a new node join a cluster that enforces client roles",
+		Args:  argCount(1, nodeUse),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return memberCommand(cmd.Context(), g.conf, membership.Command{Op: membership.OpAdmit, ID: args[0]},
+				fmt.Sprintf("admitted %s: it may now join (start it again with --bootstrapper)", args[0]))
+		},
 	}
+	cmd.AddCommand(drain, remove, admit)
+	return cmd
+}
+
+func cmdDrain(ctx context.Context, conf, id string, noWait bool) error {
 	d, err := open(ctx, conf)
 	if err != nil {
 		return err
@@ -710,7 +840,7 @@ func cmdNode(ctx context.Context, conf string, args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "draining %s: its slots move to the other nodes, then it is removed\n", id)
-	if *noWait {
+	if noWait {
 		return nil
 	}
 	start := time.Now()
