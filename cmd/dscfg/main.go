@@ -7,7 +7,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -15,110 +14,124 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 )
 
-const usage = `dscfg generates go-ds-cluster configuration.
-
-Usage:
-  dscfg cluster --cluster-node-number=N [flags] DIR
-      Write DIR/config.json (the bootstrapper's config, holding the identities
-      of all N nodes) and DIR/swarm.key (the cluster secret), and print the
-      bootstrapper's multiaddr as the last line. Node i listens on base-port+i.
-  dscfg client [--cluster=DIR] FILE
-      Write a client config (for dsclient or the clusterds kubo plugin). With
-      --cluster, the nodes and the secret are taken from that bootstrap config.
-
-Run "dscfg cluster -h" or "dscfg client -h" for the flags.
-`
-
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return // the usage was printed
-		}
+	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "dscfg:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
-	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
-		return errors.New("missing subcommand")
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "dscfg",
+		Short: "dscfg generates go-ds-cluster configuration",
+		Long: `dscfg generates go-ds-cluster configuration: the bootstrap config of a
+cluster's first nodes, and client configs.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown subcommand %q", args[0])
+			}
+			return nil
+		},
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			// The command line parsed: from here on an error is not a
+			// usage mistake, and prints no usage.
+			cmd.SilenceUsage = true
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Usage()
+			return errors.New("missing subcommand")
+		},
+		SilenceErrors: true, // main prints them
 	}
-	switch args[0] {
-	case "cluster":
-		return cmdCluster(args[1:])
-	case "client":
-		return cmdClient(args[1:])
-	case "-h", "--help", "help":
-		fmt.Print(usage)
-		return nil
-	}
-	fmt.Fprint(os.Stderr, usage)
-	return fmt.Errorf("unknown subcommand %q", args[0])
+	root.AddCommand(newClusterCmd(), newClientCmd())
+	return root
 }
 
-func cmdCluster(args []string) error {
-	fs := flag.NewFlagSet("dscfg cluster", flag.ContinueOnError)
-	n := fs.Int("cluster-node-number", 0, "number of nodes in the initial cluster (at least data+parity shards)")
-	k := fs.Int("data-shards", config.DefaultDataShards, "erasure data shards k")
-	m := fs.Int("parity-shards", config.DefaultParityShards, "erasure parity shards m (nodes that may be lost)")
-	basePort := fs.Int("base-port", config.DefaultBasePort, "TCP port of node 0; node i listens on base-port+i (0: pick free ports now)")
-	host := fs.String("host", "0.0.0.0", "IPv4 address every node listens on")
-	hosts := fs.String("hosts", "", "comma-separated IPv4 address per node, for nodes on different machines (overrides --host)")
-	zones := fs.String("zones", "", "comma-separated failure-domain label per node (optional)")
-	small := fs.Int("small-threshold", config.DefaultSmallThreshold, "values smaller than this many bytes are replicated parity+1 times instead of erasure coded")
-	quorum := fs.Int("write-quorum", 0, "shards that must be stored before a put is acknowledged, data+1 to data+parity (0: data+1)")
-	store := fs.String("store", config.DefaultStore, "shard store of every node: flatfs (one file per shard) or volume (append-only volume files)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: dscfg cluster --cluster-node-number=N [flags] DIR")
-		fs.PrintDefaults()
+// exactlyOne wants one positional argument; else the error is msg.
+func exactlyOne(msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return errors.New(msg)
+		}
+		return nil
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
+}
+
+// clusterFlags are the flags of dscfg cluster.
+type clusterFlags struct {
+	n, k, m, basePort, small, quorum int
+	host, hosts, zones, store        string
+}
+
+func newClusterCmd() *cobra.Command {
+	var f clusterFlags
+	cmd := &cobra.Command{
+		Use:   "cluster --cluster-node-number=N [flags] DIR",
+		Short: "write a cluster's bootstrap config and secret into DIR",
+		Long: `Write DIR/config.json (the bootstrapper's config, holding the identities
+of all N nodes) and DIR/swarm.key (the cluster secret), and print the
+bootstrapper's multiaddr as the last line. Node i listens on base-port+i.`,
+		Args: exactlyOne("cluster: want exactly one DIR argument"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdCluster(f, cmd.Flags().Changed, args[0])
+		},
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("cluster: want exactly one DIR argument")
-	}
-	dir := fs.Arg(0)
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if !set["data-shards"] && !set["parity-shards"] && *n >= 1 && *n < *k+*m {
+	fs := cmd.Flags()
+	fs.IntVar(&f.n, "cluster-node-number", 0, "number of nodes in the initial cluster (at least data+parity shards)")
+	fs.IntVar(&f.k, "data-shards", config.DefaultDataShards, "erasure data shards k")
+	fs.IntVar(&f.m, "parity-shards", config.DefaultParityShards, "erasure parity shards m (nodes that may be lost)")
+	fs.IntVar(&f.basePort, "base-port", config.DefaultBasePort, "TCP port of node 0; node i listens on base-port+i (0: pick free ports now)")
+	fs.StringVar(&f.host, "host", "0.0.0.0", "IPv4 address every node listens on")
+	fs.StringVar(&f.hosts, "hosts", "", "comma-separated IPv4 address per node, for nodes on different machines (overrides --host)")
+	fs.StringVar(&f.zones, "zones", "", "comma-separated failure-domain label per node (optional)")
+	fs.IntVar(&f.small, "small-threshold", config.DefaultSmallThreshold, "values smaller than this many bytes are replicated parity+1 times instead of erasure coded")
+	fs.IntVar(&f.quorum, "write-quorum", 0, "shards that must be stored before a put is acknowledged, data+1 to data+parity (0: data+1)")
+	fs.StringVar(&f.store, "store", config.DefaultStore, "shard store of every node: flatfs (one file per shard) or volume (append-only volume files)")
+	return cmd
+}
+
+// cmdCluster writes the bootstrap config into dir; set tells which flags
+// were given.
+func cmdCluster(f clusterFlags, set func(string) bool, dir string) error {
+	n, k, m := f.n, f.k, f.m
+	if !set("data-shards") && !set("parity-shards") && n >= 1 && n < k+m {
 		// The seed's `dscfg cluster --cluster-node-number=3`: the widest
 		// policy that fits, keeping 2 parity shards while there are nodes
 		// for one data shard beside them (3 nodes: 1+2, three copies).
-		*m = min(config.DefaultParityShards, *n-1)
-		*k = *n - *m
+		m = min(config.DefaultParityShards, n-1)
+		k = n - m
 		fmt.Fprintf(os.Stderr, "dscfg: %d nodes cannot hold the default policy %d+%d: using %d+%d (--data-shards and --parity-shards choose another)\n",
-			*n, config.DefaultDataShards, config.DefaultParityShards, *k, *m)
+			n, config.DefaultDataShards, config.DefaultParityShards, k, m)
 	}
-	p := coding.Erasure(*k, *m)
+	p := coding.Erasure(k, m)
 	if err := p.Validate(); err != nil {
-		return fmt.Errorf("cluster: policy %d+%d: %w", *k, *m, err)
+		return fmt.Errorf("cluster: policy %d+%d: %w", k, m, err)
 	}
-	if *m <= 1 && *quorum == 0 {
+	if m <= 1 && f.quorum == 0 {
 		// The write quorum is k+1: with one parity shard, every node of a
 		// value's positions.
-		fmt.Fprintf(os.Stderr, "dscfg: with %d parity shard(s) a write needs all %d positions: while a node is down, values cannot be written (reads go on); 2 parity shards keep writes going\n", *m, p.Width())
+		fmt.Fprintf(os.Stderr, "dscfg: with %d parity shard(s) a write needs all %d positions: while a node is down, values cannot be written (reads go on); 2 parity shards keep writes going\n", m, p.Width())
 	}
-	if *n < p.Width() {
-		return fmt.Errorf("cluster: --cluster-node-number=%d is too small: policy %s puts each value on %d distinct nodes, so the cluster needs at least %d (for a small cluster choose a narrower policy, e.g. --data-shards=1 --parity-shards=2 for 3 nodes, or leave both flags out)", *n, p, p.Width(), p.Width())
+	if n < p.Width() {
+		return fmt.Errorf("cluster: --cluster-node-number=%d is too small: policy %s puts each value on %d distinct nodes, so the cluster needs at least %d (for a small cluster choose a narrower policy, e.g. --data-shards=1 --parity-shards=2 for 3 nodes, or leave both flags out)", n, p, p.Width(), p.Width())
 	}
-	ips, err := nodeHosts(*host, *hosts, *n)
+	ips, err := nodeHosts(f.host, f.hosts, n)
 	if err != nil {
 		return err
 	}
-	zs, err := splitList(*zones, *n, "--zones")
+	zs, err := splitList(f.zones, n, "--zones")
 	if err != nil {
 		return err
 	}
-	ports, err := nodePorts(*basePort, *n)
+	ports, err := nodePorts(f.basePort, n)
 	if err != nil {
 		return err
 	}
@@ -129,7 +142,7 @@ func cmdCluster(args []string) error {
 	secret := config.NewSecret()
 	var nodes []placement.Node
 	var keys []string
-	for i := 0; i < *n; i++ {
+	for i := 0; i < n; i++ {
 		sk, enc, err := config.NewPrivKey()
 		if err != nil {
 			return err
@@ -156,13 +169,13 @@ func cmdCluster(args []string) error {
 		PrivKey:    keys[0],
 		Listen:     nodes[0].Addrs,
 		Secret:     secret,
-		Store:      *store,
+		Store:      f.store,
 		Identities: keys,
 		Cluster: config.Cluster{
 			ID:             "dsc-" + clusterID,
 			Policy:         p,
-			SmallThreshold: *small,
-			WriteQuorum:    *quorum,
+			SmallThreshold: f.small,
+			WriteQuorum:    f.quorum,
 			Map:            mp,
 		},
 	}
@@ -175,7 +188,7 @@ func cmdCluster(args []string) error {
 	if err := config.WritePrivate(filepath.Join(dir, config.SwarmKeyFile), config.SwarmKey(secret)); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote %s and %s: %d nodes, policy %s, cluster %s\n", path, filepath.Join(dir, config.SwarmKeyFile), *n, p, cfg.Cluster.ID)
+	fmt.Fprintf(os.Stderr, "wrote %s and %s: %d nodes, policy %s, cluster %s\n", path, filepath.Join(dir, config.SwarmKeyFile), n, p, cfg.Cluster.ID)
 	fmt.Fprintf(os.Stderr, "other nodes and clients need the cluster secret: copy %s into their --conf dir, or export %s=%s\n", config.SwarmKeyFile, config.SecretEnv, secret)
 	fmt.Printf("%s/p2p/%s\n", nodes[0].Addrs[0], nodes[0].ID)
 	return nil
@@ -239,22 +252,26 @@ func nodePorts(base, n int) ([]int, error) {
 	return out, nil
 }
 
-func cmdClient(args []string) error {
-	fs := flag.NewFlagSet("dscfg client", flag.ContinueOnError)
-	from := fs.String("cluster", "", "bootstrap config DIR (written by dscfg cluster) to take the nodes and secret from")
-	ns := fs.String("namespace", "", "keep this client's keys apart from other namespaces' on the same cluster, e.g. one per kubo node (default: none, or the namespace FILE already has)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: dscfg client [--cluster=DIR] [--namespace=NAME] FILE")
-		fs.PrintDefaults()
+func newClientCmd() *cobra.Command {
+	var from, ns string
+	cmd := &cobra.Command{
+		Use: "client [--cluster=DIR] [--namespace=NAME] FILE",
+		// The use line names the flags.
+		DisableFlagsInUseLine: true,
+		Short:                 "write a client config (for dsclient or the clusterds kubo plugin)",
+		Long: `Write a client config (for dsclient or the clusterds kubo plugin). With
+--cluster, the nodes and the secret are taken from that bootstrap config.`,
+		Args: exactlyOne("client: want exactly one FILE argument"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return cmdClient(from, ns, args[0])
+		},
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("client: want exactly one FILE argument")
-	}
-	file := fs.Arg(0)
+	cmd.Flags().StringVar(&from, "cluster", "", "bootstrap config DIR (written by dscfg cluster) to take the nodes and secret from")
+	cmd.Flags().StringVar(&ns, "namespace", "", "keep this client's keys apart from other namespaces' on the same cluster, e.g. one per kubo node (default: none, or the namespace FILE already has)")
+	return cmd
+}
+
+func cmdClient(from, ns, file string) error {
 	cc := &config.Client{Version: config.FormatVersion, Timeout: "30s"}
 	// The identity a client role is granted to (dsclient --conf=FILE id):
 	// a file written before keeps its own, and its request timeouts, so
@@ -263,14 +280,14 @@ func cmdClient(args []string) error {
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	if *ns != "" {
-		if err := config.CheckNamespace(*ns); err != nil {
+	if ns != "" {
+		if err := config.CheckNamespace(ns); err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
-		cc.Namespace = *ns
+		cc.Namespace = ns
 	}
-	if *from != "" {
-		nc, err := config.LoadNode(filepath.Join(*from, config.FileName))
+	if from != "" {
+		nc, err := config.LoadNode(filepath.Join(from, config.FileName))
 		if err != nil {
 			return err
 		}
@@ -289,7 +306,7 @@ func cmdClient(args []string) error {
 	if kept {
 		fmt.Fprintf(os.Stderr, "kept the client identity already in %s\n", file)
 	}
-	if *from == "" {
+	if from == "" {
 		fmt.Fprintf(os.Stderr, "wrote %s: replace \"nodes\" with your server multiaddrs and \"secret\" with the cluster secret (the last line of the bootstrapper's swarm.key), or run: dscfg client --cluster=BOOTSTRAP-DIR %s\n", file, file)
 	} else {
 		fmt.Fprintf(os.Stderr, "wrote %s for cluster %s (%d nodes)\n", file, cc.ClusterID, len(cc.Nodes))
