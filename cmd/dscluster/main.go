@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/node"
@@ -30,48 +30,79 @@ import (
 var log = logging.Logger("dscluster")
 
 func main() {
-	if err := run(); err != nil {
+	if err := newRoot(run).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "dscluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	conf := flag.String("conf", ".dscluster", "config and data directory of this node")
-	boot := flag.String("bootstrapper", "", "multiaddr of the bootstrapper node; used to fetch this node's config when DIR has none")
-	identity := flag.Int("identity", -1, "which of the bootstrap config's node identities this node takes (with --bootstrapper)")
-	data := flag.String("data", "", "data directory for shards and index (default: DIR)")
-	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
-	listen := flag.String("listen", "/ip4/0.0.0.0/tcp/6735", "listen multiaddr of a node that joins a running cluster (--bootstrapper without --identity)")
-	zone := flag.String("zone", "", "failure domain label of a joining node")
-	weight := flag.Int("weight", 0, "capacity weight of a joining node (0: 1)")
-	store := flag.String("store", config.DefaultStore, "shard store of a joining node: volume or flatfs")
-	heartbeat := flag.Duration("heartbeat", node.DefaultHeartbeatInterval, "how often the raft leader pings every member; one missed ping marks a member down")
-	outAfter := flag.Duration("out-after", node.DefaultOutAfter, "how long a member stays down before it is out and its shards are rebuilt elsewhere")
-	repairRate := flag.Float64("repair-rate", 0, "repair bandwidth limit in MB/s (0: unlimited)")
-	repairEvery := flag.Duration("repair-interval", node.DefaultRepairInterval, "how often the raft leader runs a repair pass")
-	scrubEvery := flag.Duration("scrub-interval", node.DefaultScrubInterval, "how often the node reads and verifies every shard it holds (0: never)")
-	pprofAddr := flag.String("pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this host:port, e.g. 127.0.0.1:6060 (default: off)")
-	metricsAddr := flag.String("metrics", "", "serve Prometheus metrics (/metrics) on this host:port, e.g. 127.0.0.1:9464 (default: off)")
-	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "Usage: dscluster --conf=DIR [--bootstrapper=MULTIADDR (--identity=I | --listen=MULTIADDR)]")
-		flag.PrintDefaults()
+// options are dscluster's flags.
+type options struct {
+	conf, boot, data, logLevel string
+	identity                   int
+	listen, zone, store        string
+	weight                     int
+	heartbeat, outAfter        time.Duration
+	repairRate                 float64
+	repairEvery, scrubEvery    time.Duration
+	pprofAddr, metricsAddr     string
+}
+
+// newRoot returns the dscluster command, which calls run with the flags.
+func newRoot(run func(options) error) *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "dscluster --conf=DIR [--bootstrapper=MULTIADDR (--identity=I | --listen=MULTIADDR)]",
+		Short: "dscluster runs a go-ds-cluster storage node",
+		Long: `dscluster runs a go-ds-cluster storage node, with its config in DIR; with
+--bootstrapper and --identity it fetches that config first, with
+--bootstrapper alone it joins a running cluster as a new node.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return fmt.Errorf("unexpected arguments %q", args)
+			}
+			return nil
+		},
+		PreRun: func(cmd *cobra.Command, _ []string) {
+			// The command line parsed: from here on an error is not a
+			// usage mistake, and prints no usage.
+			cmd.SilenceUsage = true
+		},
+		RunE:          func(*cobra.Command, []string) error { return run(o) },
+		SilenceErrors: true, // main prints them
 	}
-	flag.Parse()
-	if flag.NArg() != 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	fs := cmd.Flags()
+	fs.StringVar(&o.conf, "conf", ".dscluster", "config and data directory of this node")
+	fs.StringVar(&o.boot, "bootstrapper", "", "multiaddr of the bootstrapper node; used to fetch this node's config when DIR has none")
+	fs.IntVar(&o.identity, "identity", -1, "which of the bootstrap config's node identities this node takes (with --bootstrapper)")
+	fs.StringVar(&o.data, "data", "", "data directory for shards and index (default: DIR)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.listen, "listen", "/ip4/0.0.0.0/tcp/6735", "listen multiaddr of a node that joins a running cluster (--bootstrapper without --identity)")
+	fs.StringVar(&o.zone, "zone", "", "failure domain label of a joining node")
+	fs.IntVar(&o.weight, "weight", 0, "capacity weight of a joining node (0: 1)")
+	fs.StringVar(&o.store, "store", config.DefaultStore, "shard store of a joining node: volume or flatfs")
+	fs.DurationVar(&o.heartbeat, "heartbeat", node.DefaultHeartbeatInterval, "how often the raft leader pings every member; one missed ping marks a member down")
+	fs.DurationVar(&o.outAfter, "out-after", node.DefaultOutAfter, "how long a member stays down before it is out and its shards are rebuilt elsewhere")
+	fs.Float64Var(&o.repairRate, "repair-rate", 0, "repair bandwidth limit in MB/s (0: unlimited)")
+	fs.DurationVar(&o.repairEvery, "repair-interval", node.DefaultRepairInterval, "how often the raft leader runs a repair pass")
+	fs.DurationVar(&o.scrubEvery, "scrub-interval", node.DefaultScrubInterval, "how often the node reads and verifies every shard it holds (0: never)")
+	fs.StringVar(&o.pprofAddr, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this host:port, e.g. 127.0.0.1:6060 (default: off)")
+	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics (/metrics) on this host:port, e.g. 127.0.0.1:9464 (default: off)")
+	return cmd
+}
+
+func run(o options) error {
+	if o.weight < 0 || o.weight > placement.MaxWeight {
+		return fmt.Errorf("--weight %d is outside 0..%d", o.weight, placement.MaxWeight)
 	}
-	if *weight < 0 || *weight > placement.MaxWeight {
-		return fmt.Errorf("--weight %d is outside 0..%d", *weight, placement.MaxWeight)
-	}
-	if err := logging.SetLogLevel("*", *logLevel); err != nil {
+	if err := logging.SetLogLevel("*", o.logLevel); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	// flatfs logs a harmless error at close when its usage file is late.
 	_ = logging.SetLogLevel("flatfs", "fatal")
 
-	if *pprofAddr != "" {
-		l, err := listenHTTP("--pprof", *pprofAddr)
+	if o.pprofAddr != "" {
+		l, err := listenHTTP("--pprof", o.pprofAddr)
 		if err != nil {
 			return err
 		}
@@ -79,10 +110,10 @@ func run() error {
 		serveHTTP("pprof", l, http.DefaultServeMux)
 	}
 	var metricsL net.Listener
-	if *metricsAddr != "" {
+	if o.metricsAddr != "" {
 		// Listen before the node starts: a taken port fails at once.
 		var err error
-		if metricsL, err = listenHTTP("--metrics", *metricsAddr); err != nil {
+		if metricsL, err = listenHTTP("--metrics", o.metricsAddr); err != nil {
 			return err
 		}
 	}
@@ -90,14 +121,14 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	path := filepath.Join(*conf, config.FileName)
+	path := filepath.Join(o.conf, config.FileName)
 	cfg, err := config.LoadNode(path)
 	joining := false
 	switch {
-	case errors.Is(err, config.ErrNoConfig) && *boot != "" && *identity >= 0:
-		cfg, err = fetchConfig(ctx, *conf, *boot, *identity, path)
-	case errors.Is(err, config.ErrNoConfig) && *boot != "":
-		cfg, err = joinConfig(ctx, *conf, *boot, path, *listen, *zone, *weight, *store)
+	case errors.Is(err, config.ErrNoConfig) && o.boot != "" && o.identity >= 0:
+		cfg, err = fetchConfig(ctx, o.conf, o.boot, o.identity, path)
+	case errors.Is(err, config.ErrNoConfig) && o.boot != "":
+		cfg, err = joinConfig(ctx, o.conf, o.boot, path, o.listen, o.zone, o.weight, o.store)
 		joining = true
 	case errors.Is(err, config.ErrNoConfig):
 		return fmt.Errorf("%w; generate one with `dscfg cluster`, pass --bootstrapper and --identity to fetch one, or --bootstrapper alone to join a running cluster", err)
@@ -105,21 +136,21 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if *repairRate < 0 {
-		return fmt.Errorf("--repair-rate %v is negative", *repairRate)
+	if o.repairRate < 0 {
+		return fmt.Errorf("--repair-rate %v is negative", o.repairRate)
 	}
-	scrub := *scrubEvery
+	scrub := o.scrubEvery
 	if scrub == 0 {
 		scrub = -1
 	}
-	dataDir := *data
+	dataDir := o.data
 	if dataDir == "" {
-		dataDir = *conf
+		dataDir = o.conf
 	}
 	n, err := node.Start(ctx, node.Options{
 		Dir: dataDir, Config: cfg,
-		HeartbeatInterval: *heartbeat, OutAfter: *outAfter,
-		RepairRate: *repairRate * 1e6, RepairInterval: *repairEvery, ScrubInterval: scrub,
+		HeartbeatInterval: o.heartbeat, OutAfter: o.outAfter,
+		RepairRate: o.repairRate * 1e6, RepairInterval: o.repairEvery, ScrubInterval: scrub,
 	})
 	if err != nil {
 		return err
@@ -134,22 +165,22 @@ func run() error {
 	case joining:
 		// A new member must be accepted before it reports ready.
 		jctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := node.Join(jctx, *boot, n)
+		err := node.Join(jctx, o.boot, n)
 		cancel()
 		if err != nil {
 			n.Close()
-			return fmt.Errorf("join the cluster through %s: %w", *boot, err)
+			return fmt.Errorf("join the cluster through %s: %w", o.boot, err)
 		}
 		log.Infow("joined the cluster; the leader moves slots here once the copies are made", "peer", n.ID().String())
-	case *boot != "" && *identity < 0:
+	case o.boot != "" && o.identity < 0:
 		// A member restarted with --bootstrapper: it is a member already
 		// (raft knows it), so asking again only refreshes its addresses,
 		// and must not keep it from serving while that node is away.
 		go func() {
 			jctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			if err := node.Join(jctx, *boot, n); err != nil && ctx.Err() == nil {
-				log.Warnw("could not refresh membership through the bootstrapper; serving anyway", "bootstrapper", *boot, "err", err)
+			if err := node.Join(jctx, o.boot, n); err != nil && ctx.Err() == nil {
+				log.Warnw("could not refresh membership through the bootstrapper; serving anyway", "bootstrapper", o.boot, "err", err)
 			}
 		}()
 	}
