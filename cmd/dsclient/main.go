@@ -516,9 +516,11 @@ func createTemp(dir, prefix string) (*os.File, error) {
 func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON, wait bool
 	cmd := &cobra.Command{
-		Use:   "status [--json] [--wait]",
-		Short: "members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)",
-		Args:  noArgs("status"),
+		Use: "status [--json] [--wait]",
+		// The use line names the flags.
+		DisableFlagsInUseLine: true,
+		Short:                 "members and their states, slot coverage, repair (degraded keys, backlog, rate, ETA)",
+		Args:                  noArgs("status"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cmdStatus(cmd.Context(), g.conf, asJSON, wait)
 		},
@@ -789,8 +791,10 @@ func newNodeCmd(g *globals) *cobra.Command {
 	}
 	var noWait bool
 	drain := &cobra.Command{
-		Use:   "drain PEER-ID [--no-wait]",
-		Short: "move a node's data to the others, then remove it from the cluster",
+		Use: "drain PEER-ID [--no-wait]",
+		// The use line names the flags.
+		DisableFlagsInUseLine: true,
+		Short:                 "move a node's data to the others, then remove it from the cluster",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return errors.New(nodeUse)
