@@ -79,11 +79,6 @@ type Options struct {
 	// without a namespace sees every key, under its stored name. Default:
 	// the client config's namespace with Open.
 	Namespace string
-	// KeepFailedWrites leaves the shards of a write that failed its quorum
-	// where they landed, as a writer that crashed would, instead of having
-	// the nodes that kept the value it replaced put it back (undo). Tests
-	// use it to stage what readers and repair must recover from.
-	KeepFailedWrites bool
 	// HedgeAfter is how long a read waits for a node before it asks the
 	// next positions as well, and how long a write that has its quorum
 	// waits for the remaining nodes before it returns (their shards are

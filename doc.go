@@ -30,12 +30,11 @@
 // positions for index entries (with each shard's position and policy) and
 // judge versions as Get does, so they answer for the value Get would
 // return, not for a failed write's entry. When no version has enough
-// current shards, a read asks for the shards nodes kept of the values
-// overwrites replaced, and rebuilds the older value if every newer version
-// provably never reached its write quorum (prev.go). A write (not a
-// delete) that fails its quorum on fewer than k positions is undone before
-// its error returns: the nodes that kept the shard it replaced put it back
-// (Datastore.undo). A missing key gives exactly ds.ErrNotFound; a key
+// newest shards, a read asks which older versions the nodes keep (each
+// writer's overwrite keeps what it replaced until it is acknowledged) and
+// rebuilds the newest older value whose newer versions all provably never
+// reached their write quorum (older.go). So a failed write needs no undo:
+// it is a version too scarce to read until repair drops it. A missing key gives exactly ds.ErrNotFound; a key
 // that may exist but has fewer than k reachable shards gives an
 // *UnavailableError, which says how many shards were found and needed.
 //

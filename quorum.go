@@ -11,25 +11,24 @@ import (
 // clock: writeRound sends the shards and feeds it, and every rule here
 // has a table test (quorum_test.go).
 type tally struct {
-	width, k, quorum int
-	ver              coding.Version // the attempt's version
-	tomb             bool
+	width, quorum int
+	ver           coding.Version // the attempt's version
 
 	stored   int            // answers that the node holds this version or a newer one
 	holding  int            // of them, this version
 	newer    coding.Version // the newest version a node held instead of this one
 	failed   []NodeError
-	kept     []peer.ID // nodes that kept the previous value's shard
+	kept     []peer.ID // nodes that kept older versions beside this one
 	heldBack int       // shards not sent: their node is slow with a full backlog
 }
 
 func newTally(h *coding.Header, width, quorum int) tally {
-	return tally{width: width, k: h.Policy.DataShards, quorum: quorum, ver: h.Version, tomb: h.Tombstone}
+	return tally{width: width, quorum: quorum, ver: h.Version}
 }
 
 // answer records a node's answer to its shard: err, or the version it
 // holds (this one, zero when it says nothing, or a newer one it kept
-// instead) and whether it kept the shard this one replaced.
+// instead) and whether it kept older versions beside it.
 func (t *tally) answer(node NodeError, p peer.ID, held coding.Version, kept bool) {
 	if node.Err != nil {
 		t.failed = append(t.failed, node)
@@ -71,7 +70,7 @@ const (
 // returned must win, whatever the clocks say), unless its own version
 // alone holds a majority quorum (ownsQuorum); answers for the newer
 // version do not count toward that, or an acknowledged write could rest
-// on a newer one that then failed and was undone. It is written again
+// on a newer one that then failed and was rolled back. It is written again
 // too when it failed while the map moved under it (moved): nodes refused
 // its shards for a stale map, and the next round sends them by the new one.
 func (t *tally) verdict(moved bool) verdict {
@@ -85,14 +84,6 @@ func (t *tally) verdict(moved bool) verdict {
 	}
 	return acked
 }
-
-// undo reports whether an attempt that came to v is taken back (OpUndo at
-// the nodes that kept the shard it replaced) before its error returns or
-// its next attempt goes out: one that was not acknowledged and reached
-// fewer than k positions, so no read can have returned it. A failed write
-// on k or more is readable, and newest, so it hides nothing. Tombstones
-// are kept: what they hide stays hidden.
-func (t *tally) undo(v verdict) bool { return v != acked && !t.tomb && t.holding < t.k }
 
 // ownsQuorum reports whether a version that holding of its width positions
 // hold (answers for newer versions not counted) is acknowledged even though

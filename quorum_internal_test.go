@@ -12,7 +12,7 @@ import (
 )
 
 // TestTally runs the write rules over answer sequences. An answer is one
-// letter: s stored this version, k stored it and kept the previous shard,
+// letter: s stored this version, k stored it and kept older versions,
 // n the node holds a newer version, o it holds an older one (it stored
 // this version over it: the same as s), e an error.
 func TestTally(t *testing.T) {
@@ -26,25 +26,24 @@ func TestTally(t *testing.T) {
 		answers string
 		moved   bool
 		want    verdict
-		undo    bool
 		kept    int
 	}{
 		{name: "every node stored it", policy: ec, quorum: 5, answers: "ssssss", want: acked},
 		{name: "the quorum and no more", policy: ec, quorum: 5, answers: "sssssee", want: acked},
 		{name: "one short of the quorum, readable", policy: ec, quorum: 5, answers: "kkkkee", want: failed, kept: 4},
-		{name: "too scarce to read: taken back", policy: ec, quorum: 5, answers: "kkseee", want: failed, undo: true, kept: 2},
-		{name: "a failed delete is never taken back", policy: ec, quorum: 5, tomb: true, answers: "seeeee", want: failed},
-		{name: "nothing stored", policy: ec, quorum: 5, answers: "eeeeee", want: failed, undo: true},
+		{name: "too scarce to read", policy: ec, quorum: 5, answers: "kkseee", want: failed, kept: 2},
+		{name: "a failed delete", policy: ec, quorum: 5, tomb: true, answers: "seeeee", want: failed},
+		{name: "nothing stored", policy: ec, quorum: 5, answers: "eeeeee", want: failed},
 		{name: "a newer version on two: again", policy: ec, quorum: 5, answers: "kkkknn", want: writeAgain, kept: 4},
-		{name: "a newer version on three: again, taken back", policy: ec, quorum: 5, answers: "kkknnn", want: writeAgain, undo: true, kept: 3},
+		{name: "a newer version on three: again", policy: ec, quorum: 5, answers: "kkknnn", want: writeAgain, kept: 3},
 		{name: "own majority quorum wins over a newer version", policy: ec, quorum: 5, answers: "ssssn" + "s", want: acked},
-		{name: "no majority: a quorum of 3 of 6 cannot own", policy: ec, quorum: 3, answers: "sssnnn", want: writeAgain, undo: true},
-		{name: "failed and newer: failed", policy: ec, quorum: 5, answers: "ssnnee", want: failed, undo: true},
+		{name: "no majority: a quorum of 3 of 6 cannot own", policy: ec, quorum: 3, answers: "sssnnn", want: writeAgain},
+		{name: "failed and newer: failed", policy: ec, quorum: 5, answers: "ssnnee", want: failed},
 		{name: "an older version is written over", policy: ec, quorum: 5, answers: "oooooo", want: acked},
-		{name: "failed while the map moved: again", policy: ec, quorum: 5, answers: "sseeee", moved: true, want: writeAgain, undo: true},
+		{name: "failed while the map moved: again", policy: ec, quorum: 5, answers: "sseeee", moved: true, want: writeAgain},
 		{name: "acknowledged while the map moved", policy: ec, quorum: 5, answers: "ssssse", moved: true, want: acked},
 		{name: "replicas: one copy of three is readable", policy: coding.Replicas(3), quorum: 2, answers: "kee", want: failed, kept: 1},
-		{name: "replicas: none stored", policy: coding.Replicas(3), quorum: 2, answers: "eee", want: failed, undo: true},
+		{name: "replicas: none stored", policy: coding.Replicas(3), quorum: 2, answers: "eee", want: failed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &coding.Header{Policy: tc.policy, Version: ours, Tombstone: tc.tomb}
@@ -63,9 +62,9 @@ func TestTally(t *testing.T) {
 				ta.answer(ne, peer.ID(fmt.Sprint(i)), held, a == 'k')
 			}
 			got := ta.verdict(tc.moved)
-			if got != tc.want || ta.undo(got) != tc.undo || len(ta.kept) != tc.kept {
-				t.Fatalf("%s: verdict %d undo %v kept %d, want %d %v %d (stored %d holding %d newer %v)",
-					tc.answers, got, ta.undo(got), len(ta.kept), tc.want, tc.undo, tc.kept, ta.stored, ta.holding, ta.newer)
+			if got != tc.want || len(ta.kept) != tc.kept {
+				t.Fatalf("%s: verdict %d kept %d, want %d %d (stored %d holding %d newer %v)",
+					tc.answers, got, len(ta.kept), tc.want, tc.kept, ta.stored, ta.holding, ta.newer)
 			}
 			if n := strings.Count(tc.answers, "n"); n > 0 && ta.newer != (coding.Version{HLC: ours.HLC + uint64(strings.LastIndexByte(tc.answers, 'n')), Writer: 1}) {
 				t.Fatalf("newer %v, want the newest of %d newer answers", ta.newer, n)

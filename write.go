@@ -98,9 +98,10 @@ func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
 // for HedgeAfter more, or not at all when the nodes still to answer are
 // marked slow: a node that hangs does not hold the writes, its shards
 // are still sent, and repair restores them if they never land. It sets
-// each write's err, takes back what failed (undo), tells the nodes that
-// kept previous shards of acknowledged writes to drop them, and returns
-// the writes to write again. The shards are released once every request
+// each write's err, tells the nodes that kept older versions of
+// acknowledged writes to drop them, and returns the writes to write
+// again. A failed write needs no undo: the nodes keep the versions it
+// replaced, and it is a version too scarce to read until repair drops it. The shards are released once every request
 // is done with them.
 func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (again []*write) {
 	perNode := make(map[int][]nodeShard)
@@ -218,7 +219,6 @@ wait:
 		}
 	}
 	moved := d.view.Load() != v
-	undo := undos{}
 	dropped := map[*attempt]int{} // acknowledged writes: how many of kept were told
 	for _, a := range atts {
 		t, w := &a.t, a.w
@@ -226,11 +226,6 @@ wait:
 			d.clock.Observe(t.newer)
 		}
 		vd := t.verdict(moved)
-		if t.undo(vd) {
-			// Before its error returns, and before a next attempt: that
-			// one keeps this version's shard as the previous one.
-			undo.add(w.key, t.ver, t.kept)
-		}
 		quorumErr := func() error {
 			return &QuorumError{Op: w.op, Key: w.key, Stored: t.stored, Quorum: t.quorum, Failed: slices.Clone(t.failed)}
 		}
@@ -249,13 +244,12 @@ wait:
 			if len(t.failed) > 0 || sending[a] > 0 {
 				d.degraded.report(w.op, w.key, t.stored, t.width, sending[a], t.failed)
 			}
-			d.dropPrevs(w.key, t.ver, t.kept)
+			d.dropOlder(w.key, t.ver, t.kept)
 			d.supersede(v, w.key, t.ver, t.width, t.kept)
 			dropped[a] = len(t.kept)
 		}
 	}
 	mu.Unlock()
-	d.undo(ctx, undo)
 	release := func() {
 		for _, a := range atts {
 			coding.Release(a.shards)
@@ -275,7 +269,7 @@ wait:
 		mu.Lock()
 		defer mu.Unlock()
 		for a, n := range dropped {
-			d.dropPrevs(a.w.key, a.t.ver, a.t.kept[n:])
+			d.dropOlder(a.w.key, a.t.ver, a.t.kept[n:])
 		}
 	}()
 	return again
@@ -408,70 +402,20 @@ func (d *Datastore) supersede(v *view, key string, ver coding.Version, width int
 	}
 }
 
-// dropPrevs tells the nodes that kept the previous value's shard of key
-// while storing version ver that ver is acknowledged, so they drop it (in
-// the background: the write has returned). A node that misses it keeps the
-// shard until the key's next write or delete.
-func (d *Datastore) dropPrevs(key string, ver coding.Version, nodes []peer.ID) {
+// dropOlder tells the nodes that kept older versions of key while storing
+// version ver that ver is acknowledged, so they drop the versions older
+// than it (in the background: the write has returned). A node that misses
+// it keeps them until the key's next acknowledged write or delete.
+func (d *Datastore) dropOlder(key string, ver coding.Version, nodes []peer.ID) {
 	if len(nodes) == 0 {
 		return
 	}
-	req := &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
+	req := &wire.Request{Op: wire.OpDropOlder, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
 	for _, p := range nodes {
 		d.background(func(ctx context.Context) {
 			if _, err := d.client.Do(ctx, p, req); err != nil {
-				log.Debugw("drop a previous shard", "key", key, "node", p.String(), "err", err)
+				log.Debugw("drop older versions", "key", key, "node", p.String(), "err", err)
 			}
 		})
 	}
-}
-
-// undoChunk bounds the keys of one undo request: a node restores them one
-// at a time, each a durable write, within one request timeout.
-const undoChunk = 256
-
-// undos lists, per node, the failed writes (key and version) for which it
-// kept the shard of the value the write replaced.
-type undos map[peer.ID][]wire.ShardRef
-
-func (u undos) add(key string, ver coding.Version, nodes []peer.ID) {
-	for _, p := range nodes {
-		u[p] = append(u[p], wire.ShardRef{Key: key, HLC: ver.HLC, Writer: ver.Writer})
-	}
-}
-
-// undo takes back the attempts tally.undo names: each node that kept the
-// shard such a write replaced puts it back as its current one (OpUndo),
-// so the key is as it was before. A failed overwrite left alone holds the
-// older value only in previous shards, one write deep: a second failed
-// overwrite of the same positions (a client retrying while nodes are
-// down) used to lose it. Undo is best effort: a node that misses it keeps
-// the failed version, which readers skip while it is too scarce to read
-// and repair rolls back. Each request waits at most a request timeout
-// (not the caller's context, which may be what failed the write), and
-// carries at most undoChunk keys. Nodes that stored the write without
-// keeping a shard have nothing to put back and are not asked.
-func (d *Datastore) undo(ctx context.Context, u undos) {
-	if d.opts.KeepFailedWrites || len(u) == 0 {
-		return
-	}
-	ctx = context.WithoutCancel(ctx)
-	var wg sync.WaitGroup
-	for p, refs := range u {
-		wg.Go(func() {
-			for len(refs) > 0 {
-				chunk := refs[:min(len(refs), undoChunk)]
-				refs = refs[len(chunk):]
-				resp, err := d.client.Do(ctx, p, &wire.Request{Op: wire.OpUndo, Drop: chunk})
-				if err == nil && resp.Status != wire.StatusOK {
-					err = statusError(resp)
-				}
-				if err != nil {
-					log.Infow("undo a failed write: the node keeps it for repair", "node", p.String(), "keys", len(chunk), "first", chunk[0].Key, "err", err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
 }

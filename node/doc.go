@@ -19,7 +19,7 @@
 //
 // Files: node.go starts and stops a node; serve.go reads requests, checks
 // roles and dispatches them; write.go and read.go store and serve shards;
-// shards.go answers the repair and writer ops (inventory, sums, drop, undo,
+// shards.go answers the repair and writer ops (inventory, sums, drop,
 // supersede); scrub.go and forward.go are the scrubber and the rebalance
 // forwards; status.go the status ops; cluster.go keeps the cluster
 // description; control.go runs the leader's loops (heartbeats, repair

@@ -721,7 +721,7 @@ func TestPrevShardKeptUntilAcknowledged(t *testing.T) {
 	batchPut(t, d, key, bytes.Repeat([]byte("b"), 200<<10))
 	prevGone("after an acknowledged overwrite in a batch")
 	// Positions 3-5 down: the overwrite reaches 3 positions and fails.
-	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}, KeepFailedWrites: true})
+	part := c.Client(&dscluster.Options{Down: []int{o[3], o[4], o[5]}})
 	if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("w"), 100<<10)); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("overwrite reaching 3 positions: %v, want a quorum error", err)
 	}
@@ -972,7 +972,7 @@ func testDropRestoresPrevShard(t *testing.T, store string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}, KeepFailedWrites: true})
+	part := c.Client(&dscluster.Options{Down: []int{o[1], o[2], o[3], o[4], o[5]}})
 	if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("2"), 200<<10)); !errors.Is(err, dscluster.ErrQuorum) {
 		t.Fatalf("overwrite reaching position 0 only: %v, want a quorum error", err)
 	}
@@ -1127,31 +1127,19 @@ func TestShardInFlightOutlivesCallerCancel(t *testing.T) {
 	}
 }
 
-// TestUndoPutsBackPrevShard: a writer whose overwrite failed its quorum
-// has the nodes that kept the replaced value's shard put it back as their
-// current one (OpUndo). Only that version is undone, only where there is a
-// previous shard to put back, and only at the request of a peer that may
-// write.
-func TestUndoPutsBackPrevShard(t *testing.T) {
+// TestFailedOverwritesKeepOlderVersions: a failed write needs no undo. A
+// node that took a write's shard keeps the versions it replaced, newest
+// first, however many failed writes come in a row, and the next
+// acknowledged write has them all dropped.
+func TestFailedOverwritesKeepOlderVersions(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	d := c.Client(nil)
-	h := newHost(t, c.Secret)
-	cl := transport.NewClient(h, 20*time.Second)
-	for i := range c.Len() {
-		h.Peerstore().AddAddrs(c.Node(i).ID(), c.Node(i).Addrs(), peerstore.PermanentAddrTTL)
-	}
-	// failAt writes value to key through a front end that reaches only
-	// the node at the key's position 0 and leaves the failed write there,
-	// and returns that node and the version it holds.
-	failAt := func(key string, value []byte) (int, coding.Version) {
+	const key = "/failed/overwrites"
+	o := c.Owners(key)
+	n := c.Node(o[0])
+	versionOf := func(raw []byte, err error) coding.Version {
 		t.Helper()
-		o := c.Owners(key)
-		part := c.Client(&dscluster.Options{Down: o[1:], KeepFailedWrites: true})
-		if err := part.Put(ctx, ds.NewKey(key), value); !errors.Is(err, dscluster.ErrQuorum) {
-			t.Fatalf("put %s reaching position 0 only: %v, want a quorum error", key, err)
-		}
-		raw, err := c.Node(o[0]).CurrentShard(key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1159,106 +1147,57 @@ func TestUndoPutsBackPrevShard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return o[0], sh.Header.Version
+		return sh.Header.Version
 	}
-	undo := func(n int, key string, v coding.Version) wire.BatchResult {
-		t.Helper()
-		resp, err := cl.Do(ctx, c.Node(n).ID(), &wire.Request{Op: wire.OpUndo, Drop: []wire.ShardRef{{Key: key, HLC: v.HLC, Writer: v.Writer}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.Status != wire.StatusOK {
-			return wire.BatchResult{Status: resp.Status, Message: resp.Message}
-		}
-		rs, err := wire.DecodeBatchPayload(resp.Payload)
-		if err != nil || len(rs) != 1 {
-			t.Fatalf("undo answer: %d results, %v", len(rs), err)
-		}
-		return rs[0]
-	}
-	current := func(n int, key string) []byte {
-		t.Helper()
-		raw, err := c.Node(n).CurrentShard(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return raw
-	}
-
-	key := "/undo/overwrite"
 	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
 		t.Fatal(err)
 	}
-	v1 := current(c.Owners(key)[0], key)
-	n, v2 := failAt(key, bytes.Repeat([]byte("2"), 200<<10))
-	failed := current(n, key)
-	if r := undo(n, key, coding.Version{HLC: v2.HLC + 1, Writer: v2.Writer}); r.Status != wire.StatusOK || r.Message != "kept: not that version" {
-		t.Fatalf("undo of another version: %s %q", r.Status, r.Message)
-	}
-	if !bytes.Equal(current(n, key), failed) {
-		t.Fatal("undo of another version changed the current shard")
-	}
-	if r := undo(n, key, v2); r.Status != wire.StatusOK || r.Message != "restored" {
-		t.Fatalf("undo of the failed write: %s %q", r.Status, r.Message)
-	}
-	if !bytes.Equal(current(n, key), v1) {
-		t.Fatal("after the undo the current shard is not v1's")
-	}
-	if _, err := c.Node(n).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
-		t.Fatalf("previous shard after the undo: %v, want none", err)
-	}
-	if r := undo(n, key, v2); r.Status != wire.StatusOK || r.Message != "kept: not that version" {
-		t.Fatalf("second undo: %s %q", r.Status, r.Message)
-	}
-
-	// Two failed overwrites in a row: the node keeps both beside v1, and
-	// undoing them, newest first, brings v1 back.
-	_, v3 := failAt(key, bytes.Repeat([]byte("3"), 100<<10))
-	failed3 := current(n, key)
-	_, v4 := failAt(key, bytes.Repeat([]byte("4"), 50<<10))
-	for _, u := range []struct {
-		v    coding.Version
-		then []byte
-	}{{v4, failed3}, {v3, v1}} {
-		if r := undo(n, key, u.v); r.Status != wire.StatusOK || r.Message != "restored" {
-			t.Fatalf("undo of %s: %s %q", u.v, r.Status, r.Message)
+	v1 := versionOf(n.CurrentShard(key))
+	// Writes that reach position 0 only, one after another.
+	part := c.Client(&dscluster.Options{Down: o[1:]})
+	var failed []coding.Version
+	for i, size := range []int{200 << 10, 100 << 10, 50 << 10} {
+		if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte{byte('2' + i)}, size)); !errors.Is(err, dscluster.ErrQuorum) {
+			t.Fatalf("put reaching position 0 only: %v, want a quorum error", err)
 		}
-		if !bytes.Equal(current(n, key), u.then) {
-			t.Fatalf("after the undo of %s the current shard is not the one before it", u.v)
+		failed = append(failed, versionOf(n.CurrentShard(key)))
+		// The version the write replaced is the newest older one.
+		want := v1
+		if i > 0 {
+			want = failed[i-1]
+		}
+		if got := versionOf(n.PrevShard(key)); got != want {
+			t.Fatalf("after failed write %d: the newest older version is %s, want %s", i+1, got, want)
 		}
 	}
-
-	// A fresh key's failed write has no older shard to put back: it stays,
-	// for readers to skip and repair to remove.
-	fresh := "/undo/fresh"
-	n, v := failAt(fresh, bytes.Repeat([]byte("f"), 300<<10))
-	failed = current(n, fresh)
-	if r := undo(n, fresh, v); r.Status != wire.StatusOK || r.Message != "kept: no older version" {
-		t.Fatalf("undo of a fresh key's write: %s %q", r.Status, r.Message)
+	entries, err := n.IndexEntries()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !bytes.Equal(current(n, fresh), failed) {
-		t.Fatal("undo of a fresh key's write changed its shard")
-	}
-
-	// Undo is a write: a read-only client may not.
-	// (The writer first: a cluster with roles keeps a read-write client.)
-	for _, g := range [][2]string{{d.ID().String(), config.RoleReadWrite}, {h.ID().String(), config.RoleReadOnly}} {
-		if err := memberRetrying(ctx, d, membership.Command{Op: membership.OpGrant, ID: g[0], Role: g[1]}); err != nil {
-			t.Fatal(err)
+	var older int
+	for _, e := range entries {
+		if e.Key == key {
+			older = len(e.Older)
 		}
 	}
-	eventually(t, 5*time.Second, "the grant", func() error {
-		if _, ok := c.Node(n).Cluster().ClientRole(h.ID().String()); !ok {
-			return errors.New("it did not reach the node")
+	if older != 3 {
+		t.Fatalf("the node keeps %d older versions, want 3 (two failed writes and v1)", older)
+	}
+	// Every position answers: the failed writes are too scarce to read,
+	// and v1 is served.
+	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, bytes.Repeat([]byte("1"), 300<<10)) {
+		t.Fatalf("get after three failed overwrites: %d bytes, %v; want v1", len(got), err)
+	}
+	// An acknowledged write has every older version dropped.
+	if err := d.Put(ctx, ds.NewKey(key), []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the older versions dropped", func() error {
+		if _, err := n.PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+			return fmt.Errorf("older shard: %v, want none", err)
 		}
 		return nil
 	})
-	if r := undo(n, fresh, v); r.Status != wire.StatusUnauthorized {
-		t.Fatalf("undo by a read-only client: %s %q, want unauthorized", r.Status, r.Message)
-	}
-	if !bytes.Equal(current(n, fresh), failed) {
-		t.Fatal("a refused undo changed the shard")
-	}
 }
 
 // TestJoinNeedsRoles: once a cluster enforces client roles, a node of a
@@ -1412,7 +1351,7 @@ func TestRetriedPutReportsPrevKept(t *testing.T) {
 	if r := put(v2); r != (wire.BatchResult{Kept: true, HeldHLC: v2.HLC, HeldWriter: v2.Writer}) {
 		t.Fatalf("the overwrite again: %+v, want it held and kept", r)
 	}
-	if r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpDropPrev, Drop: []wire.ShardRef{{Key: key, HLC: v2.HLC, Writer: v2.Writer}}}); err != nil || r.Status != wire.StatusOK {
+	if r, err := cl.Do(ctx, n0.ID(), &wire.Request{Op: wire.OpDropOlder, Drop: []wire.ShardRef{{Key: key, HLC: v2.HLC, Writer: v2.Writer}}}); err != nil || r.Status != wire.StatusOK {
 		t.Fatalf("drop the previous shard: %+v, %v", r, err)
 	}
 	if _, err := n0.PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
@@ -1530,16 +1469,15 @@ func TestOrderedWriteOwnsItsQuorum(t *testing.T) {
 	}
 }
 
-// TestSupersededAttemptIsUndone: an overwrite's first attempt reaches
-// positions 0-2, fails at 3, and meets a newer version at 4 and 5, so it
-// is written again; that attempt fails at 3-5. The first attempt, held by
-// 3 positions, was neither acknowledged nor undone, so the second one kept
-// its shards as the previous ones there, and undoing the second put them
-// back: v1, acknowledged, was left on 3 positions and lost with every node
-// up. An attempt about to be written again is now undone first, while too
-// scarce to have been read. Likewise for a batch, which writes such values
-// again with Put.
-func TestSupersededAttemptIsUndone(t *testing.T) {
+// TestSupersededAttemptKeepsOlderValue: an overwrite's first attempt
+// reaches positions 0-2, fails at 3, and meets a newer version at 4 and 5,
+// so it is written again; that attempt fails at 3-5. The first attempt,
+// held by 3 positions, was neither acknowledged nor undone, and when nodes
+// kept one previous shard the second attempt replaced v1's there: v1,
+// acknowledged, was left on 3 positions and lost with every node up. The
+// nodes now keep both attempts' versions beside v1. Likewise for a batch,
+// which writes such values again with Put.
+func TestSupersededAttemptKeepsOlderValue(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
 	d := c.Client(nil)

@@ -171,12 +171,9 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		st, msg := n.repairOrder(ctx, req.Repair)
 		return &wire.Response{Status: st, Message: msg}
-	case wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
+	case wire.OpDropOlder, wire.OpSupersede:
 		act := n.dropOlder
-		switch req.Op {
-		case wire.OpUndo:
-			act = n.undo
-		case wire.OpSupersede:
+		if req.Op == wire.OpSupersede {
 			act = n.supersede
 		}
 		rs := make([]wire.BatchResult, len(req.Drop))
@@ -218,7 +215,7 @@ func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Resp
 	var write bool
 	switch op {
 	case wire.OpGet, wire.OpList, wire.OpStatus:
-	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropPrev, wire.OpUndo, wire.OpSupersede:
+	case wire.OpPut, wire.OpBatchPut, wire.OpPurge, wire.OpDropOlder, wire.OpSupersede:
 		write = true
 	default:
 		return nil

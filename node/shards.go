@@ -115,41 +115,29 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 		return ""
 	}
 	if sr.Restore {
-		return n.restorePrev(ctx, sr.Key, keep)
+		return n.restore(ctx, sr.Key, keep)
 	}
 	return n.removeIf(ctx, "drop", sr.Key, keep)
 }
 
-// restorePrev removes key's shard of a failed write, as removeIf does, and
-// puts back the node's previous shard of the key (the value the write
-// replaced here) as its current one, if it kept one that is older. The
-// repair leader asks for it only for a version that provably never
-// reached its write quorum, which readers already skip for the previous
-// shards' value (see the front end's olderVersion).
-func (n *Node) restorePrev(ctx context.Context, key string, keep func(index.Entry) string) (wire.Status, string) {
-	return n.unlessKept("restore", key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e, false) })
-}
-
-// undo answers a writer's OpUndo: the write of sr's version failed its
-// quorum (or is about to be written again after a newer version), and this
-// node kept the shard it replaced, so it puts that shard back as the
-// current one, as restorePrev does. It only ever puts back: with no
-// previous shard to restore (a fresh key, a tombstone replaced, a previous
-// shard lost) it keeps the failed write's shard, and it never undoes a
-// tombstone (a failed delete's tombstone still hides the value, as a
-// retried delete expects). A node that misses the undo keeps the failed
-// version for repair to roll back.
-func (n *Node) undo(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
-	keep := func(e index.Entry) string {
-		switch {
-		case e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}):
-			return "not that version"
-		case e.Tombstone:
-			return "a tombstone"
+// restore removes key's shard of a failed write, as removeIf does, and
+// makes the newest of the older versions the node keeps (the value the
+// write replaced here) the key's newest. The repair leader asks for it
+// only for a version that provably never reached its write quorum, which
+// readers already skip for the older versions' value (see the front end's
+// olderVersion).
+func (n *Node) restore(ctx context.Context, key string, keep func(index.Entry) string) (wire.Status, string) {
+	return n.unlessKept("restore", key, keep, func(e index.Entry) (wire.Status, string) {
+		if len(e.Older) == 0 {
+			return n.removeLocked(ctx, e) // nothing to put back
 		}
-		return ""
-	}
-	return n.unlessKept("undo", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.restoreLocked(ctx, e, true) })
+		// The older shard is where it was: only the index changes.
+		back := index.Entry{Key: key, Slot: e.Slot, Held: e.Older[0], Older: e.Older[1:]}
+		if err := n.change(ctx, key, []index.Version{e.Version}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
+			return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
+		}
+		return wire.StatusOK, "restored"
+	})
 }
 
 // supersede answers a writer's OpSupersede: version sr (HLC, Writer) of the
@@ -175,26 +163,6 @@ func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 		return ""
 	}
 	return n.unlessKept("supersede", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e) })
-}
-
-// restoreLocked is restorePrev for the entry e it removes, under the key's
-// lock: the newest of the older versions e keeps becomes the key's newest.
-// With orKeep, e stays as it is when it keeps none; without, it is removed
-// all the same.
-func (n *Node) restoreLocked(ctx context.Context, e index.Entry, orKeep bool) (wire.Status, string) {
-	key := e.Key
-	switch {
-	case len(e.Older) == 0 && orKeep:
-		return wire.StatusOK, "kept: no older version"
-	case len(e.Older) == 0:
-		return n.removeLocked(ctx, e) // nothing to put back
-	}
-	// The older shard is where it was: only the index changes.
-	back := index.Entry{Key: key, Slot: e.Slot, Held: e.Older[0], Older: e.Older[1:]}
-	if err := n.change(ctx, key, []index.Version{e.Version}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
-	}
-	return wire.StatusOK, "restored"
 }
 
 // removeIf removes key's entry and shard unless keep, called under the

@@ -424,19 +424,19 @@ func (s *planner) dropRestoring(ver coding.Version, rollBack bool) {
 // version's write provably never reached its quorum: an overwrite that
 // failed after reaching more than m positions leaves fewer than k current
 // shards of either value, and readers serve the older one from the
-// previous shards that nodes keep (package dscluster, olderVersion); until
+// older versions that nodes keep (package dscluster, olderVersion); until
 // the failed version's holders put those back, the key cannot be
 // repaired. Provably: it is a failedWrite with every owner of the slot
 // answering; no rebalance is under way and the map has not changed since
 // the version was written (View.MapSince), so the owners now are the ones
 // its writer wrote to; and the positions whose owner holds only older
 // versions leave fewer than its quorum that could have held it. (A node's
-// version only moves forward but for these roll-backs and writers' undos,
-// which undo only versions that were never acknowledged: a position that
-// undid this version counts as never having held it, and the version was
-// not acknowledged all the same.) One version per pass: an older
-// one may be readable once this one is rolled back, and the planner does
-// not see previous shards.
+// version only moves forward but for these roll-backs, which undo only
+// versions that were never acknowledged: a position that rolled this
+// version back counts as never having held it, and the version was not
+// acknowledged all the same.) One version per pass: an older one may be
+// readable once this one is rolled back, and the planner does not see
+// older versions.
 func (s *planner) rollBack() {
 	if len(s.vers) == 0 || s.v.Quorum == nil || s.v.Target != nil || s.v.MapSince == 0 || !s.slotAnswers() {
 		return

@@ -34,8 +34,8 @@ type Request struct {
 	Limit  uint32 // OpList, OpInventory, OpSlotInventory: at most this many entries (0: node default)
 	Slot   uint16 // OpSlotInventory
 
-	// Drop lists shards (key, position, version) to drop or undo (OpDrop,
-	// OpDropPrev, OpUndo); for OpSupersede, a key's acknowledged version and
+	// Drop lists shards (key, position, version) to drop (OpDrop), or
+	// acknowledged versions (OpDropOlder); for OpSupersede, a key's acknowledged version and
 	// its policy's width as Pos.
 	Drop []ShardRef
 
@@ -80,7 +80,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		e.Str(r.After).U32(r.Limit)
 	case OpSlotInventory:
 		e.U16(r.Slot).Str(r.After).U32(r.Limit)
-	case OpDrop, OpDropPrev, OpUndo, OpSupersede:
+	case OpDrop, OpDropOlder, OpSupersede:
 		e.U32(uint32(len(r.Drop)))
 		for _, sr := range r.Drop {
 			var f uint8
@@ -169,7 +169,7 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Slot = d.U16("slot")
 		r.After = d.Str("after")
 		r.Limit = d.U32("limit")
-	case OpDrop, OpDropPrev, OpUndo, OpSupersede:
+	case OpDrop, OpDropOlder, OpSupersede:
 		n := d.U32("drop count")
 		if d.Err() == nil && n > MaxBatch {
 			return nil, fmt.Errorf("%w: drop of %d shards exceeds %d", ErrMalformed, n, MaxBatch)

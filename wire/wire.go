@@ -51,10 +51,11 @@ const (
 	OpMember        Op = 11 // membership command (join, drain), JSON; forwarded to the raft leader
 	OpSums          Op = 12 // per slot, policy and position: how many shards and a hash of them (repair)
 	OpSlotInventory Op = 13 // OpInventory for the shards of one slot (repair)
-	OpDropPrev      Op = 14 // drop a key's previous shard once the version replacing it is acknowledged
+	OpDropOlder     Op = 14 // drop a key's versions older than one acknowledged (the writer)
 	OpRepair        Op = 15 // make one shard (a copy, or a rebuild from others) and store it (repair)
-	OpUndo          Op = 16 // put a key's previous shard back in place of a failed write's (the writer)
-	OpSupersede     Op = 17 // drop an older shard at a position a narrower acknowledged version leaves (the writer)
+	// 16 was OpUndo: a failed write needs no undo now that nodes keep
+	// the versions it replaced.
+	OpSupersede Op = 17 // drop an older shard at a position a narrower acknowledged version leaves (the writer)
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
 )
@@ -87,12 +88,10 @@ func (o Op) String() string {
 		return "sums"
 	case OpSlotInventory:
 		return "slot-inventory"
-	case OpDropPrev:
-		return "drop-prev"
+	case OpDropOlder:
+		return "drop-older"
 	case OpRepair:
 		return "repair"
-	case OpUndo:
-		return "undo"
 	case OpSupersede:
 		return "supersede"
 	}
