@@ -254,6 +254,9 @@ func checkConsistent(t testing.TB, db *DB) {
 			g := sums[sumKey(e)]
 			g.Count++
 			g.XOR ^= entryHash(e)
+			if len(e.Older) > 0 {
+				g.Older++
+			}
 			sums[sumKey(e)] = g
 			return nil
 		})
@@ -754,6 +757,9 @@ func TestSumsUnderConcurrentOverwrites(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < perWriter; i++ {
 				e := Entry{Key: fmt.Sprintf("/k/%d", i%7), Slot: uint16(i % 3), Held: Held{ShardLen: 1, Version: Version{HLC: uint64(i), Writer: uint64(w)}}}
+				if i%2 == 1 { // half keep an older version: Sum.Older counts them
+					e.Older = []Held{{ShardLen: 1, Version: Version{HLC: uint64(i - 1)}}}
+				}
 				if _, err := db.Put(e); err != nil {
 					t.Error(err)
 					return

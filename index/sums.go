@@ -23,9 +23,12 @@ type SumKey struct {
 // groups for a slot and policy have equal sums hold the same keys at the
 // same versions (up to 64-bit hash collisions), whatever positions they
 // hold. The repair worker compares them instead of listing every key.
+// Older counts the entries that keep older versions beside their newest:
+// garbage once the newest is whole, which the repair worker drops.
 type Sum struct {
 	Count uint64
 	XOR   uint64
+	Older uint64
 }
 
 // sums keeps the Sum of every group in memory. They are computed from the
@@ -72,22 +75,32 @@ func (s *sums) change(tx *bolt.Tx, old, e *Entry) {
 			return
 		}
 		if old != nil {
-			s.add(sumKey(*old), ^uint64(0), entryHash(*old))
+			s.add(sumKey(*old), ^uint64(0), entryHash(*old), -olderOf(*old))
 		}
 		if e != nil {
-			s.add(sumKey(*e), 1, entryHash(*e))
+			s.add(sumKey(*e), 1, entryHash(*e), olderOf(*e))
 		}
 	})
 }
 
-// add adds n (modulo 2^64: -1 removes) entries of hash h to group k.
-func (s *sums) add(k SumKey, n, h uint64) {
+// olderOf is 1 for an entry that keeps older versions, else 0.
+func olderOf(e Entry) uint64 {
+	if len(e.Older) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// add adds n (modulo 2^64: -1 removes) entries of hash h to group k, of
+// which older keep older versions.
+func (s *sums) add(k SumKey, n, h, older uint64) {
 	g := s.groups[k]
 	g.Count += n
 	g.XOR ^= h
+	g.Older += older
 	// Handlers run out of order, so a count may pass through 0 with
 	// changes still pending: only an empty XOR means an empty group.
-	if g.Count == 0 && g.XOR == 0 {
+	if g.Count == 0 && g.XOR == 0 && g.Older == 0 {
 		delete(s.groups, k)
 		return
 	}
@@ -113,6 +126,7 @@ func (s *sums) load(tx *bolt.Tx, entries []byte) {
 		g := groups[key]
 		g.Count++
 		g.XOR ^= entryHash(e)
+		g.Older += olderOf(e)
 		groups[key] = g
 		return nil
 	})

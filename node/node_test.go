@@ -788,6 +788,50 @@ func TestPrevShardsDoNotBringBackOlderValue(t *testing.T) {
 	}
 }
 
+// TestRepairDropsOlderVersions: a node that missed the writer's "drop
+// older" (the writer crashed after its write was acknowledged) keeps the
+// value the write replaced beside it; its slot's sums say so, and
+// repair's next pass has the older version dropped, the key being whole.
+func TestRepairDropsOlderVersions(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{FastRaft: true, HeartbeatInterval: 100 * time.Millisecond, RepairInterval: 200 * time.Millisecond})
+	d := c.Client(nil)
+	key := keyOwnedAt(c, 0)
+	o := c.Owners(key)
+	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := c.Node(o[0]).CurrentShard(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := bytes.Repeat([]byte("2"), 300<<10)
+	if err := d.Put(ctx, ds.NewKey(key), v2); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the writer's drop of v1", func() error {
+		if _, err := c.Node(o[0]).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+			return fmt.Errorf("older shard: %v", err)
+		}
+		return nil
+	})
+	if err := c.Node(o[0]).SetPrevShard(key, v1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Node(o[0]).PrevShard(key); err != nil {
+		t.Fatalf("the planted older shard: %v", err)
+	}
+	eventually(t, 10*time.Second, "repair's drop of the older version", func() error {
+		if _, err := c.Node(o[0]).PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
+			return fmt.Errorf("older shard: %v", err)
+		}
+		return nil
+	})
+	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get after the drop: %d bytes, %v; want v2", len(got), err)
+	}
+}
+
 // TestRepairCopyKeepsNoPrevShard: a member's copy (repair, a forward)
 // carries a readable version, so the node keeps no previous shard for it:
 // nobody would drop it.

@@ -55,7 +55,7 @@ func (p peers) Sums(ctx context.Context, node string) ([]repair.SlotSum, error) 
 	}
 	out := make([]repair.SlotSum, len(ss))
 	for i, s := range ss {
-		out[i] = repair.SlotSum{Slot: s.Slot, Pos: int(s.Pos), Count: s.Count, XOR: s.XOR,
+		out[i] = repair.SlotSum{Slot: s.Slot, Pos: int(s.Pos), Count: s.Count, XOR: s.XOR, Older: s.Older,
 			Policy: policyOf(s.Kind, s.K, s.M)}
 	}
 	return out, nil
@@ -80,7 +80,7 @@ func (p peers) inventory(ctx context.Context, node string, op wire.Op, slot uint
 				Node: node, Key: e.Key, Pos: int(e.Pos),
 				Policy:    policyOf(e.Kind, e.K, e.M),
 				Version:   coding.Version{HLC: e.HLC, Writer: e.Writer},
-				Tombstone: e.Tombstone, ValueLen: e.ValueLen, ShardLen: e.ShardLen,
+				Tombstone: e.Tombstone, ValueLen: e.ValueLen, ShardLen: e.ShardLen, Older: int(e.Older),
 			})
 		}
 		if !more || len(es) == 0 {
@@ -170,6 +170,9 @@ func (p peers) Drop(ctx context.Context, a repair.Action) error {
 	// map refuses it (see Node.drop).
 	req := &wire.Request{Op: wire.OpDrop, Epoch: p.n.passEpoch.Load(), Drop: []wire.ShardRef{{
 		Key: key, Pos: uint8(a.Pos), HLC: a.Version.HLC, Writer: a.Version.Writer, Stale: a.Stale, Restore: a.Restore}}}
+	if a.Older {
+		req.Op = wire.OpDropOlder
+	}
 	resp, err := p.do(ctx, node, req)
 	if err != nil {
 		return err

@@ -44,7 +44,7 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 		out[i] = wire.InventoryEntry{
 			Key: e.Key, Pos: e.Index, Kind: e.Kind, K: e.K, M: e.M,
 			HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone,
-			ValueLen: e.ValueLen, ShardLen: e.ShardLen,
+			ValueLen: e.ValueLen, ShardLen: e.ShardLen, Older: uint8(min(len(e.Older), 255)),
 		}
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendInventoryPayload(nil, out, more)}
@@ -93,7 +93,7 @@ func (n *Node) sums() *wire.Response {
 	}
 	out := make([]wire.SlotSum, 0, len(groups))
 	for k, g := range groups {
-		out = append(out, wire.SlotSum{Slot: k.Slot, Kind: k.Kind, K: k.K, M: k.M, Pos: k.Pos, Count: g.Count, XOR: g.XOR})
+		out = append(out, wire.SlotSum{Slot: k.Slot, Kind: k.Kind, K: k.K, M: k.M, Pos: k.Pos, Count: g.Count, XOR: g.XOR, Older: g.Older})
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendSumsPayload(nil, out)}
 }

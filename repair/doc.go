@@ -103,6 +103,11 @@
 //     or a newer version, V at most; and drop holdings of superseded versions at
 //     positions >= w (left over when a key is overwritten by a narrower
 //     policy, 4+2 by r3) once the key is not degraded.
+//   - Drop older: a node that keeps older versions of a key beside its
+//     shard of V (it missed the writer's "drop older") is told to drop
+//     them (a Drop with Older) once the key is not degraded: every read
+//     returns V before any of them. Slot sums count such shards, so a
+//     slot with one is not settled.
 //   - Rings: when owners hold each other's positions (A holds B's, B holds
 //     A's), nothing above applies. Then one such shard of V is dropped per
 //     plan, if the key keeps max(k+1, w-1) distinct positions of V

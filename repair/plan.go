@@ -304,6 +304,9 @@ func (s *planner) planKey(key string, idx []int) {
 	s.dropMisplaced(degraded)
 	s.breakCycle()
 	s.repairOwners()
+	if !degraded {
+		s.dropOlder()
+	}
 
 	slices.SortFunc(s.acts, func(a, b Action) int {
 		if c := cmp.Compare(a.Pos, b.Pos); c != 0 {
@@ -677,6 +680,20 @@ func (s *planner) keptByOwner(h *hold) bool {
 		return true
 	}
 	return false
+}
+
+// dropOlder has the holders of the repaired version that keep older
+// versions of the key beside it drop them, once the key is whole at that
+// version (not degraded): every read returns it before any older one. The
+// writer has them dropped once its write is acknowledged; this is for the
+// nodes that missed that (the writer crashed, the node was unreachable).
+func (s *planner) dropOlder() {
+	for i := range s.hs {
+		if h := &s.hs[i]; h.reach && h.Version == s.newest && h.Older > 0 && !h.drop {
+			s.acts = append(s.acts, Action{Kind: Drop, Older: true, Key: s.key, Pos: h.Pos, Policy: h.Policy,
+				Version: h.Version, Tombstone: h.Tombstone, To: h.Node})
+		}
+	}
 }
 
 func (s *planner) drop(h *hold) {

@@ -38,6 +38,7 @@ type simShard struct {
 	Version   coding.Version
 	Tombstone bool
 	ValueLen  uint64
+	Older     int // older versions the node keeps beside this one
 }
 
 type simCluster struct {
@@ -229,7 +230,7 @@ func (s *simCluster) view() *View {
 			}
 			v.Holdings = append(v.Holdings, Holding{
 				Node: id, Key: k, Pos: sh.Pos, Policy: sh.Policy, Version: sh.Version,
-				Tombstone: sh.Tombstone, ValueLen: sh.ValueLen, ShardLen: uint32(n),
+				Tombstone: sh.Tombstone, ValueLen: sh.ValueLen, ShardLen: uint32(n), Older: sh.Older,
 			})
 		}
 	}
@@ -389,6 +390,18 @@ func (s *simCluster) apply(p *Plan, order []int) (n [4]int) {
 			}
 			s.receive(a, sh)
 		case Drop:
+			if a.Older {
+				// The node drops what it keeps beside its shard of the
+				// version, which must be the version read.
+				if rd, _ := s.readable(a.Key); rd.Version != a.Version {
+					s.t.Fatalf("drop of versions older than %s of %s at %s, which reads %s", a.Version, a.Key, a.To, rd.Version)
+				}
+				if sh := s.data[a.To][a.Key]; sh.Version == a.Version {
+					sh.Older = 0
+					s.data[a.To][a.Key] = sh
+				}
+				break
+			}
 			if s.owns(a.To, a.Key, a.Pos) {
 				// A node refuses to drop a position it owns unless the
 				// drop is stale: a superseded leftover beyond the width
@@ -757,6 +770,46 @@ func TestMissedWrite(t *testing.T) {
 	s.apply(p, nil)
 	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 || countTrue(p.Unsettled) != 0 {
 		t.Errorf("after the rebuilds: %d actions, degraded %d, %d slots unsettled; want none", len(p.Actions), p.Degraded, countTrue(p.Unsettled))
+	}
+	s.checkClean()
+}
+
+// A node that keeps older versions beside a key's newest (it missed the
+// writer's "drop older") is told to drop them once the key is whole at
+// that version, and not before: while the key is degraded they stay.
+func TestOlderVersionsDroppedOnceWhole(t *testing.T) {
+	s := newSimCluster(t, 7, false)
+	v := s.writeAt("/a", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	w := s.writeAt("/b", simEC, 1000, false, 0, 1, 2, 3, 4)
+	a1, b1 := simOwner(s.c.Map, "/a", 1), simOwner(s.c.Map, "/b", 1)
+	for _, k := range []struct {
+		node, key string
+	}{{a1, "/a"}, {b1, "/b"}} {
+		sh := s.data[k.node][k.key]
+		sh.Older = 2
+		s.data[k.node][k.key] = sh
+	}
+	p := s.plan()
+	var older []Action
+	for _, a := range p.Actions {
+		if a.Older {
+			older = append(older, a)
+		}
+	}
+	want := []Action{{Kind: Drop, Older: true, Key: "/a", Pos: 1, Policy: simEC, Version: v, To: a1}}
+	if !reflect.DeepEqual(older, want) {
+		t.Fatalf("drops of older versions:\n got %+v\nwant %+v (none for /b, degraded)", older, want)
+	}
+	s.apply(p, nil)
+	// /b is whole now: its older versions go in the next plan.
+	p = s.plan()
+	want = []Action{{Kind: Drop, Older: true, Key: "/b", Pos: 1, Policy: simEC, Version: w, To: b1}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("second plan:\n got %+v\nwant %+v", p.Actions, want)
+	}
+	s.apply(p, nil)
+	if p := s.plan(); len(p.Actions) != 0 {
+		t.Fatalf("third plan: %+v, want nothing", p.Actions)
 	}
 	s.checkClean()
 }

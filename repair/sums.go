@@ -18,6 +18,7 @@ type SlotSum struct {
 	Pos    int
 	Count  uint64
 	XOR    uint64
+	Older  uint64 // of the Count shards, those whose node keeps older versions beside them
 }
 
 // SlotPeers are Peers that can also summarise and list one slot. With
@@ -39,7 +40,9 @@ const maxSlotListing = placement.NumSlots / 8
 // under way, every owner of the slot answered, each holds only its own
 // position, and for each policy found in the slot the owners of its
 // positions (those below its width) report the same count and hash while
-// the others hold none of it; no other node holds any of the slot. It
+// the others hold none of it, and no owner keeps older versions of a key
+// beside its newest (garbage, which a plan drops); no other node holds
+// any of the slot. It
 // returns the other slots, in order, and the number of keys in the
 // settled ones. sums holds the answers of the nodes that answered.
 //
@@ -116,7 +119,7 @@ func settledKeys(m *placement.Map, slot uint16, hs []heldSum, answered map[strin
 		}
 		for p, ni := range owners {
 			s, has := at[m.Nodes[ni].ID]
-			if has != (p < w) || (has && (s.Count != ref.Count || s.XOR != ref.XOR)) {
+			if has != (p < w) || (has && (s.Count != ref.Count || s.XOR != ref.XOR || s.Older > 0)) {
 				return 0, false
 			}
 		}

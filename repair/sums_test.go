@@ -193,6 +193,7 @@ func TestSettledSlots(t *testing.T) {
 		{"an owner did not answer", func(s map[string][]SlotSum) { delete(s, id(4)) }},
 		{"an owner misses a value", func(s map[string][]SlotSum) { s[id(5)][0].Count, s[id(5)][0].XOR = 4, 0xab }},
 		{"an owner holds another version", func(s map[string][]SlotSum) { s[id(1)][0].XOR ^= 1 }},
+		{"an owner keeps older versions", func(s map[string][]SlotSum) { s[id(3)][0].Older = 1 }},
 		{"an owner holds the wrong position", func(s map[string][]SlotSum) { s[id(2)][0].Pos = 3 }},
 		{"an outsider holds a copy", func(s map[string][]SlotSum) {
 			s[outsider] = []SlotSum{{Slot: slot, Policy: ec, Pos: 0, Count: 1, XOR: 0x1}}

@@ -16,6 +16,7 @@ type Holding struct {
 	Tombstone bool
 	ValueLen  uint64
 	ShardLen  uint32
+	Older     int // older versions of the key the node keeps beside this one
 }
 
 // View is what the planner plans from: the maps, which nodes could be
@@ -114,6 +115,10 @@ type Action struct {
 	// it goes only to nodes that restore (a node of an older version would
 	// delete its previous shard with the dropped one; see Restorer).
 	RollBack bool `json:"roll_back,omitempty"`
+	// Older marks a Drop of the versions older than Version that To keeps
+	// of the key beside its shard of Version: the key is whole at
+	// Version, which every read returns before any older one.
+	Older bool `json:"older,omitempty"`
 	// Bytes is the shard length moved by the action (0 for Drop and
 	// tombstones), for rate limits and ETAs.
 	Bytes int64 `json:"bytes"`

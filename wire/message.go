@@ -493,6 +493,7 @@ type InventoryEntry struct {
 	Tombstone bool
 	ValueLen  uint64
 	ShardLen  uint32
+	Older     uint8 // how many older versions the node keeps beside this one
 }
 
 // AppendInventoryPayload encodes inventory entries; more says whether the
@@ -509,7 +510,7 @@ func AppendInventoryPayload(buf []byte, entries []InventoryEntry, more bool) []b
 		if ie.Tombstone {
 			t = 1
 		}
-		e.Str(ie.Key).U8(ie.Pos).U8(ie.Kind).U8(ie.K).U8(ie.M).U64(ie.HLC).U64(ie.Writer).U8(t).U64(ie.ValueLen).U32(ie.ShardLen)
+		e.Str(ie.Key).U8(ie.Pos).U8(ie.Kind).U8(ie.K).U8(ie.M).U64(ie.HLC).U64(ie.Writer).U8(t).U64(ie.ValueLen).U32(ie.ShardLen).U8(ie.Older)
 	}
 	return e.Bytes()
 }
@@ -531,6 +532,7 @@ func DecodeInventoryPayload(p []byte) (entries []InventoryEntry, more bool, err 
 		ie.Tombstone = d.U8("tombstone") == 1
 		ie.ValueLen = d.U64("value length")
 		ie.ShardLen = d.U32("shard length")
+		ie.Older = d.U8("older versions")
 		entries = append(entries, ie)
 	}
 	if err := d.Done(); err != nil {
@@ -550,17 +552,18 @@ type SlotSum struct {
 	Pos        uint8
 	Count      uint64
 	XOR        uint64
+	Older      uint64 // of the Count entries, those that keep older versions
 }
 
 // slotSumLen is the encoded size of a SlotSum.
-const slotSumLen = 2 + 4 + 8 + 8
+const slotSumLen = 2 + 4 + 8 + 8 + 8
 
 // AppendSumsPayload encodes an OpSums answer.
 func AppendSumsPayload(buf []byte, sums []SlotSum) []byte {
 	e := &Encoder{b: buf}
 	e.U32(uint32(len(sums)))
 	for _, s := range sums {
-		e.U16(s.Slot).U8(s.Kind).U8(s.K).U8(s.M).U8(s.Pos).U64(s.Count).U64(s.XOR)
+		e.U16(s.Slot).U8(s.Kind).U8(s.K).U8(s.M).U8(s.Pos).U64(s.Count).U64(s.XOR).U64(s.Older)
 	}
 	return e.Bytes()
 }
@@ -575,7 +578,7 @@ func DecodeSumsPayload(p []byte) ([]SlotSum, error) {
 	sums := make([]SlotSum, 0, n)
 	for i := uint32(0); i < n && d.Err() == nil; i++ {
 		sums = append(sums, SlotSum{Slot: d.U16("slot"), Kind: d.U8("kind"), K: d.U8("k"), M: d.U8("m"),
-			Pos: d.U8("position"), Count: d.U64("count"), XOR: d.U64("xor")})
+			Pos: d.U8("position"), Count: d.U64("count"), XOR: d.U64("xor"), Older: d.U64("older")})
 	}
 	if err := d.Done(); err != nil {
 		return nil, fmt.Errorf("decode sums: %w", err)
