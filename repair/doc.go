@@ -64,10 +64,9 @@
 //     it. A node keeps one shard per key and refuses an older version, so
 //     an owner that holds such a newer shard cannot take V: it gets
 //     nothing until the shard is gone. The shard is dropped (Stale, since
-//     its holder may own the position; Restore, so that the holder puts
-//     back the shard the write replaced there, if it kept it; the driver
-//     sends it only to nodes that restore, see Restorer) only when it
-//     is provably garbage:
+//     its holder may own the position; Restore, so that the holder's
+//     newest older version, if it kept one, becomes its newest) only when
+//     it is provably garbage:
 //     every owner of the key's slot, in the map and the target, is
 //     reachable, the version has fewer than k positions among all the
 //     holdings listed, reachable or not, and it is older than
@@ -79,8 +78,8 @@
 //     k positions even with one more on each member that did not answer
 //     or is down or out (View.Unlisted). Only the newest such version goes in one pass: a
 //     version below a failed one may be scarce only because the failed
-//     write's holders keep its shards as previous ones, which the planner
-//     does not see. Otherwise (an owner that does not
+//     write's holders keep its shards as older versions, which the
+//     planner does not see. Otherwise (an owner that does not
 //     answer might hold more of it: an acknowledged write) it is left
 //     alone, at owners and elsewhere, and V is repaired everywhere else. A
 //     later plan gives V to the owner whose shard was dropped.
@@ -122,10 +121,9 @@
 //     owners now are those its writer wrote to), it has fewer than k
 //     positions among all holdings listed, and the positions whose map
 //     owner holds only older versions leave fewer than the quorum that
-//     could have held it. Its holders drop it with Restore and RollBack
-//     (they put back the shard it replaced: a failed overwrite leaves the
-//     older value readable only that way), one version per pass; the
-//     driver sends such drops only to nodes that restore (Restorer).
+//     could have held it. Its holders drop it with Restore (their newest
+//     older version becomes their newest: a failed overwrite leaves the
+//     older value readable only that way), one version per pass.
 //     The map-age test compares clocks (a version's HLC with the time the
 //     raft command that set the map was proposed): it assumes writers'
 //     clocks, and the time nodes take to apply a new map, stay within

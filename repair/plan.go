@@ -369,18 +369,18 @@ func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
 // versions newer than the one repaired (newer, newest first) when it is
 // provably garbage (failedWrite). The drops are Stale: the holder may own
 // the position, and until its shard is gone it refuses the older version
-// repaired (a later plan sends it); and Restore: the holder puts back the
-// shard the failed write replaced there, if it kept it. One version per
-// pass, as rollBack: the planner does not see previous shards, so a
-// version below a failed one may look scarce only because the failed
-// write's holders keep its shards as previous ones; an acknowledged write
-// under a failed overwrite would otherwise go with it.
+// repaired (a later plan sends it); and Restore: the holder's newest older
+// version, if it kept one, becomes its newest. One version per pass, as
+// rollBack: the planner does not see older versions, so a version below a
+// failed one may look scarce only because the failed write's holders keep
+// its shards as older versions; an acknowledged write under a failed
+// overwrite would otherwise go with it.
 func (s *planner) dropGarbage(newer []verInfo) {
 	if len(newer) == 0 || !s.slotAnswers() {
 		return
 	}
 	if s.failedWrite(&newer[0]) {
-		s.dropRestoring(newer[0].ver, false)
+		s.dropRestoring(newer[0].ver)
 	}
 }
 
@@ -412,13 +412,13 @@ func (s *planner) failedWrite(vi *verInfo) bool {
 }
 
 // dropRestoring drops every reachable shard of version ver, Stale and
-// Restore; rollBack marks them RollBack.
-func (s *planner) dropRestoring(ver coding.Version, rollBack bool) {
+// Restore.
+func (s *planner) dropRestoring(ver coding.Version) {
 	for i := range s.hs {
 		if h := &s.hs[i]; h.reach && h.Version == ver && !h.drop {
 			s.drop(h)
 			a := &s.acts[len(s.acts)-1]
-			a.Stale, a.Restore, a.RollBack = true, true, rollBack
+			a.Stale, a.Restore = true, true
 		}
 	}
 }
@@ -461,7 +461,7 @@ func (s *planner) rollBack() {
 	if p.Width()-never >= s.v.Quorum(p) {
 		return // it may have been acknowledged, then lost shards
 	}
-	s.dropRestoring(vi.ver, true)
+	s.dropRestoring(vi.ver)
 }
 
 // onlyOlder reports whether node holds shards of the key and all of them

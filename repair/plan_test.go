@@ -845,7 +845,7 @@ func TestLostKey(t *testing.T) {
 // never reached its write quorum (the positions whose owners hold only
 // older versions leave fewer than the quorum that could have held it) is
 // rolled back: that version's holders drop it and put back their previous
-// shard (Stale, Restore, RollBack), one version per pass. A version that
+// shard (Stale, Restore), one version per pass. A version that
 // may have been acknowledged and then lost shards, one still landing, one
 // written too soon after the map changed (its writer may have used the
 // owners of the map before), one during a rebalance, or one whose
@@ -856,7 +856,7 @@ func TestRollBackFailedOverwrite(t *testing.T) {
 		var out []Action
 		for _, pos := range positions {
 			out = append(out, Action{Kind: Drop, Key: key, Pos: pos, Policy: simEC, Version: v,
-				To: simOwner(c.Map, key, pos), Stale: true, Restore: true, RollBack: true})
+				To: simOwner(c.Map, key, pos), Stale: true, Restore: true})
 		}
 		return out
 	}

@@ -106,15 +106,10 @@ type Action struct {
 	// version that is provably unreadable (a failed write: fewer than k
 	// shards exist, and every owner of the slot was listed).
 	Stale bool `json:"stale,omitempty"`
-	// Restore marks a Drop of a failed write's shard: its holder puts back
-	// the shard of the value the write replaced there (the node's previous
-	// shard), if it kept one, instead of leaving the position empty.
+	// Restore marks a Drop of a failed write's shard: the newest of the
+	// older versions its holder keeps, if any, becomes its newest, instead
+	// of leaving the position empty.
 	Restore bool `json:"restore,omitempty"`
-	// RollBack marks a Restore drop of a lost key's newest version: the
-	// older value is readable only from the holders' previous shards, so
-	// it goes only to nodes that restore (a node of an older version would
-	// delete its previous shard with the dropped one; see Restorer).
-	RollBack bool `json:"roll_back,omitempty"`
 	// Older marks a Drop of the versions older than Version that To keeps
 	// of the key beside its shard of Version: the key is whole at
 	// Version, which every read returns before any older one.
