@@ -15,6 +15,22 @@ import (
 // hostile writer stored under a block's key. They are never served.
 var ErrCIDMismatch = errors.New("dscluster: the value does not hash to the multihash its key names")
 
+// cidMismatch returns the CID mismatch err holds, when a read found no
+// value it could serve but one that did not hash to its key's multihash:
+// that says more than the count of shards found. Other errors are
+// returned as they are.
+func cidMismatch(err error) error {
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		for _, f := range ue.Failed {
+			if errors.Is(f.Err, ErrCIDMismatch) {
+				return f.Err
+			}
+		}
+	}
+	return err
+}
+
 // checkCID verifies val against the multihash that key names, when key is
 // a block key (as kubo's blockstore writes them: the base32 of a
 // multihash) of a hash function this build knows. Other keys pass.

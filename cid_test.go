@@ -19,7 +19,8 @@ import (
 // (as kubo's blockstore names blocks). A front end refuses them with
 // ErrCIDMismatch; the true block reads back; keys that name no multihash
 // are not checked. With SkipCIDCheck the bytes come back: the writer's
-// checksums alone cannot tell.
+// checksums alone cannot tell. Forged bytes that a failed write left over a
+// true block count as a corrupt value: the block is read instead.
 func TestCIDCheck(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
@@ -52,6 +53,20 @@ func TestCIDCheck(t *testing.T) {
 	}
 	if got, err := w.Get(ctx, forged); err != nil || string(got) != "other bytes" {
 		t.Fatalf("with SkipCIDCheck: %q, %v; want the bytes stored", got, err)
+	}
+	// Other bytes written over a true block by a write that failed its
+	// quorum (it reached 4 positions of 6, enough to decode): those are
+	// refused, and the block the nodes keep beside them is served.
+	o := c.Owners(goodKey.String())
+	hostile := c.Client(&dscluster.Options{SkipCIDCheck: true, Down: []int{o[4], o[5]}})
+	if err := hostile.Put(ctx, goodKey, bytes.Repeat([]byte("forged"), 10_000)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("forged overwrite reaching 4 positions: %v, want a quorum error", err)
+	}
+	if got, err := w.Get(ctx, goodKey); err != nil || !bytes.HasPrefix(got, []byte("forged")) {
+		t.Fatalf("without the check the forged bytes are the newest readable: %.12q, %v", got, err)
+	}
+	if got, err := d.Get(ctx, goodKey); err != nil || !bytes.Equal(got, good) {
+		t.Fatalf("get of a true block under a failed forged overwrite: %.12q, %v; want the block", got, err)
 	}
 	// The kubo plugin's switch: skip_cid_check in the client config.
 	cfg := c.ClientConfig()

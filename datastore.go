@@ -61,7 +61,10 @@ type Options struct {
 	// SkipCIDCheck turns off what Get does by default: check a value read
 	// under a block key (the base32 of a multihash, as kubo's blockstore
 	// and dsclient write them) against that multihash, and fail with
-	// ErrCIDMismatch rather than serve other bytes. A 256 KiB SHA-256
+	// ErrCIDMismatch rather than serve other bytes. Such bytes count as a
+	// corrupt value: when they are a version that provably never reached
+	// its write quorum, the older version the nodes keep is read instead
+	// (and checked likewise). A 256 KiB SHA-256
 	// block costs about a hash of its bytes (BenchmarkCIDCheck). The
 	// writer's own checksums (every shard's, and the value's) are checked
 	// whatever it says. Open also turns it off for a client config's

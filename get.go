@@ -68,12 +68,13 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil, ds.ErrNotFound
 	}
-	val, err := readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip) })
-	if err == nil && !d.opts.SkipCIDCheck {
-		err = checkCID(key, val)
+	verify := func([]byte) error { return nil }
+	if !d.opts.SkipCIDCheck {
+		verify = func(val []byte) error { return checkCID(key, val) }
 	}
+	val, err := readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip, verify) })
 	if err != nil {
-		return nil, err
+		return nil, cidMismatch(err)
 	}
 	return val, nil
 }
@@ -150,7 +151,11 @@ func failedWith(err, target error) bool {
 	return false
 }
 
-func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]byte, error) {
+// get reads key k by v. verify judges a value decoded: one it refuses
+// (bytes that do not hash to the CID the key names) counts as a corrupt
+// value, never served, and an older version may be read instead, as for a
+// value that does not decode.
+func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verify func([]byte) error) ([]byte, error) {
 	if skip {
 		ctx = transport.SkipUnreachable(ctx) // other positions can answer
 	}
@@ -167,12 +172,12 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool) ([]by
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
 			var done bool
-			val, err, done = d.evaluate(v, k, owners, res, final)
+			val, err, done = d.evaluate(v, k, owners, res, final, verify)
 			return done
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
 	if unavailableWithShards(err) {
-		if older, ok := d.valueFromOlder(ctx, v, k, owners); ok {
+		if older, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
 			return older, nil
 		}
 	}
@@ -268,7 +273,7 @@ func (d *Datastore) provesAbsent(v *view, n int, state func(pos int) fetchState)
 
 // evaluate picks the newest version with enough valid shards and decodes
 // it (see pick for when it is done).
-func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool) (val []byte, err error, done bool) {
+func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool, verify func([]byte) error) (val []byte, err error, done bool) {
 	_, err, done = d.pick(v, key, owners, fetchedAnswers(res), final, func(g *versionGroup) error {
 		shards := make([]*coding.Shard, g.policy.Width())
 		for _, pos := range g.pos {
@@ -277,6 +282,9 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 		var err error
 		if val, err = coding.Decode(shards); err == nil && slices.Contains(shards[:g.policy.DataShards], nil) {
 			d.metrics.degraded.Inc()
+		}
+		if err == nil {
+			err = verify(val)
 		}
 		return err
 	})

@@ -30,11 +30,12 @@ type held struct {
 // olderVersion chooses the newest version that the positions' newest and
 // older shards (a's answers, already checked to be of their position)
 // together make readable, when no version was readable from the newest
-// alone. It returns the positions that hold the chosen version. A newer
-// version forbids the choice unless it provably never reached its quorum
+// alone, but for those tried already (read, and refused). It returns the
+// positions that hold the chosen version. A newer version, tried or not,
+// forbids the choice unless it provably never reached its quorum
 // (neverAcknowledged), so an acknowledged newer version that lost shards
 // gives UnavailableError, never the older value.
-func olderVersion(v *view, slot uint16, a answers) (c held, holders []int, ok bool) {
+func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool) (c held, holders []int, ok bool) {
 	seen := map[coding.Version]held{}
 	for pos := 0; pos < a.n(); pos++ {
 		if a.state(pos) != fetchOK {
@@ -58,6 +59,9 @@ func olderVersion(v *view, slot uint16, a answers) (c held, holders []int, ok bo
 		}
 		if c.tomb || c.policy.Width() > a.n() {
 			return held{}, nil, false
+		}
+		if tried[c.ver] {
+			continue
 		}
 		holders = holders[:0]
 		for pos := 0; pos < c.policy.Width(); pos++ {
@@ -143,13 +147,32 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 
 // valueFromOlder is Get's last resort after an UnavailableError: it asks
 // every position which versions it holds and rebuilds the older value
-// olderVersion allows, from the shards of that version.
-func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16) ([]byte, bool) {
+// olderVersion allows, from the shards of that version; when that value
+// does not decode or verify refuses it, the next one olderVersion allows.
+func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) ([]byte, bool) {
 	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) }))
-	c, holders, ok := olderVersion(v, placement.Slot(key), ans)
-	if !ok {
-		return nil, false
+	tried := map[coding.Version]bool{}
+	for {
+		c, holders, ok := olderVersion(v, placement.Slot(key), ans, tried)
+		if !ok {
+			return nil, false
+		}
+		val, err := d.readVersion(ctx, v, key, owners, c, holders)
+		if err == nil {
+			err = verify(val)
+		}
+		if err == nil {
+			log.Debugw("served the value a failed overwrite replaced, from older shards", "key", key, "version", c.ver.String())
+			return val, true
+		}
+		log.Warnw("an older version is not served", "key", key, "version", c.ver.String(), "err", err)
+		tried[c.ver] = true
 	}
+}
+
+// readVersion reads version c of key from the positions that hold it and
+// decodes the value.
+func (d *Datastore) readVersion(ctx context.Context, v *view, key string, owners []uint16, c held, holders []int) ([]byte, error) {
 	got := askAll(len(holders), func(i int) fetched {
 		return d.fetchShard(ctx, v, key, int(owners[holders[i]]), holders[i], c.ver)
 	})
@@ -160,20 +183,14 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 			shards[pos] = f.shard
 		}
 	}
-	val, err := coding.Decode(shards)
-	if err != nil {
-		log.Warnw("older shards do not rebuild the older value", "key", key, "version", c.ver.String(), "err", err)
-		return nil, false
-	}
-	log.Debugw("served the value a failed overwrite replaced, from older shards", "key", key, "version", c.ver.String())
-	return val, true
+	return coding.Decode(shards)
 }
 
 // entryFromOlder is the probe's (Has, GetSize) last resort after an
 // UnavailableError, as valueFromOlder is Get's: the header answers list
 // the versions each position holds already.
 func entryFromOlder(v *view, key string, ans headerAnswers) (wire.ListEntry, bool) {
-	c, _, ok := olderVersion(v, placement.Slot(key), ans)
+	c, _, ok := olderVersion(v, placement.Slot(key), ans, nil)
 	if !ok {
 		return wire.ListEntry{}, false
 	}

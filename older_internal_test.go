@@ -64,7 +64,7 @@ func TestOlderVersion(t *testing.T) {
 		// A node that kept nothing older (a repair copy) proves nothing.
 		{"positions without older versions prove nothing", at("3", "3", "3", "1", "1", "1"), 0},
 	} {
-		got, holders, ok := olderVersion(v, 0, tc.a)
+		got, holders, ok := olderVersion(v, 0, tc.a, nil)
 		switch {
 		case tc.want == 0 && ok:
 			t.Errorf("%s: chose %s, want none", tc.name, got.ver)
@@ -74,12 +74,22 @@ func TestOlderVersion(t *testing.T) {
 			t.Errorf("%s: %d positions hold it, fewer than %d", tc.name, len(holders), p.DataShards)
 		}
 	}
+	// A version tried already (it decoded to bytes that were refused) is
+	// passed over when it provably never reached its quorum, and forbids
+	// the older ones when it may have.
+	tried := map[coding.Version]bool{ver(2): true}
+	if got, _, ok := olderVersion(v, 0, at("21", "21", "21", "21", "1", "1"), tried); !ok || got.ver != ver(1) {
+		t.Errorf("v2 on 4 positions, refused: chose %s (%v), want v1", got.ver, ok)
+	}
+	if got, _, ok := olderVersion(v, 0, at("21", "21", "21", "21", "21", "1"), tried); ok {
+		t.Errorf("v2 on 5 positions (its quorum), refused: chose %s, want none", got.ver)
+	}
 	// A tombstone newer than the value forbids it.
 	a := at("21", "21", "21", "1", "1", "1")
 	for i := range 3 {
 		a[i][0].tomb = true
 	}
-	if got, _, ok := olderVersion(v, 0, a); ok {
+	if got, _, ok := olderVersion(v, 0, a, nil); ok {
 		t.Errorf("a tombstone newer than v1: chose %s", got.ver)
 	}
 }

@@ -82,7 +82,7 @@ func TestUnfilledPositionsDoNotProveAFailedWrite(t *testing.T) {
 		}
 	}
 	const slot = 7
-	if got, _, ok := olderVersion(&view{c: c}, slot, a); !ok || got.ver != ver(1) {
+	if got, _, ok := olderVersion(&view{c: c}, slot, a, nil); !ok || got.ver != ver(1) {
 		t.Fatalf("every owner filled: olderVersion = %v, %v; want v1", got.ver, ok)
 	}
 	c.Unfilled = make([]byte, (placement.NumSlots*m.Width+7)/8)
@@ -90,7 +90,7 @@ func TestUnfilledPositionsDoNotProveAFailedWrite(t *testing.T) {
 		bit := slot*m.Width + pos
 		c.Unfilled[bit/8] |= 1 << (bit % 8)
 	}
-	if got, _, ok := olderVersion(&view{c: c}, slot, a); ok {
+	if got, _, ok := olderVersion(&view{c: c}, slot, a, nil); ok {
 		t.Fatalf("positions 3 and 4 not filled: olderVersion = %v; want none", got.ver)
 	}
 }
