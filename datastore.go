@@ -151,6 +151,7 @@ type Datastore struct {
 
 	refreshMu sync.Mutex
 	degraded  degradedLog
+	notices   notices // the writer's batched notices (notices.go)
 	metrics   *clientMetrics
 
 	// A failed dial looks the cluster description up again in the
@@ -547,6 +548,7 @@ func (d *Datastore) Sync(ctx context.Context, prefix ds.Key) error { return nil 
 
 // Close releases the front end's streams (and its host, if Open made it).
 func (d *Datastore) Close() error {
+	d.flushNotices()
 	d.bgMu.Lock()
 	d.bgCancel()
 	d.bgMu.Unlock()

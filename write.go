@@ -380,42 +380,27 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 // of width positions (the replicas of a small value) to drop older shards
 // of key (OpSupersede): a small value written over a large one leaves the
 // large one's shards there, whole enough to read while the replicas are
-// out of reach. Only overwrites need it, which the nodes that kept a
-// previous shard show; in the background, as dropPrevs. A node that misses
-// it keeps those shards until repair drops them.
+// out of reach. Only overwrites need it, which the nodes that kept older
+// versions show; batched in the background (notify), as dropOlder. A node
+// that misses it keeps those shards until repair drops them.
 func (d *Datastore) supersede(v *view, key string, ver coding.Version, width int, kept []peer.ID) {
 	owners := v.owners(key)
 	if len(kept) == 0 || width >= len(owners) {
 		return
 	}
-	req := &wire.Request{Op: wire.OpSupersede, Drop: []wire.ShardRef{{Key: key, Pos: uint8(width), HLC: ver.HLC, Writer: ver.Writer}}}
 	for _, n := range owners[width:] {
-		if v.down[n] {
-			continue
+		if !v.down[n] {
+			d.notify(v.peers[n], wire.OpSupersede, wire.ShardRef{Key: key, Pos: uint8(width), HLC: ver.HLC, Writer: ver.Writer})
 		}
-		p := v.peers[n]
-		d.background(func(ctx context.Context) {
-			if _, err := d.client.Do(ctx, p, req); err != nil {
-				log.Debugw("drop older shards past a narrower version", "key", key, "node", p.String(), "err", err)
-			}
-		})
 	}
 }
 
 // dropOlder tells the nodes that kept older versions of key while storing
 // version ver that ver is acknowledged, so they drop the versions older
-// than it (in the background: the write has returned). A node that misses
-// it keeps them until the key's next acknowledged write or delete.
+// than it (notify: batched, in the background, as the write has returned).
+// A node that misses it keeps them until repair's next pass.
 func (d *Datastore) dropOlder(key string, ver coding.Version, nodes []peer.ID) {
-	if len(nodes) == 0 {
-		return
-	}
-	req := &wire.Request{Op: wire.OpDropOlder, Drop: []wire.ShardRef{{Key: key, HLC: ver.HLC, Writer: ver.Writer}}}
 	for _, p := range nodes {
-		d.background(func(ctx context.Context) {
-			if _, err := d.client.Do(ctx, p, req); err != nil {
-				log.Debugw("drop older versions", "key", key, "node", p.String(), "err", err)
-			}
-		})
+		d.notify(p, wire.OpDropOlder, wire.ShardRef{Key: key, HLC: ver.HLC, Writer: ver.Writer})
 	}
 }

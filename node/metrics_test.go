@@ -201,3 +201,54 @@ func TestOneFsyncPerCommitGroup(t *testing.T) {
 		t.Fatalf("%v writes in %v groups: want at least %d writes (a shard each), sharing groups", writes, groups, writers*each*6)
 	}
 }
+
+// TestWriterNoticesAreBatched: once a batch of overwrites is acknowledged,
+// the writer has each node drop the older versions it kept, all keys in
+// one request per node rather than one per key.
+func TestWriterNoticesAreBatched(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	const keys = 64
+	for round := range 2 {
+		b, err := d.Batch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range keys {
+			if err := b.Put(ctx, ds.NewKey(fmt.Sprintf("/notices/%d", i)), bytes.Repeat([]byte{byte(round)}, 100<<10)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	older := func() (n int) {
+		for i := range c.Len() {
+			es, err := c.Node(i).IndexEntries()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range es {
+				n += len(e.Older)
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for older() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := older(); n > 0 {
+		t.Fatalf("%d older versions kept 5 s after the overwrites were acknowledged", n)
+	}
+	requests := 0.0
+	for i := range c.Len() {
+		requests += value(scrape(t, c.Node(i)), "dscluster_requests_total", map[string]string{"op": "drop-older", "status": "ok"})
+	}
+	// 64 keys at 6 positions each: 384 notices.
+	if requests < 1 || requests > 4*float64(c.Len()) {
+		t.Fatalf("%v drop-older requests for %d overwritten keys on %d nodes; want a few per node", requests, keys, c.Len())
+	}
+}

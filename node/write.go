@@ -148,8 +148,11 @@ func (n *Node) dropOlder(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 	mu.Lock()
 	defer mu.Unlock()
 	e, err := n.idx.Get(sr.Key)
-	if err != nil {
-		return wire.StatusOK, "kept: no entry"
+	switch {
+	case errors.Is(err, index.ErrNotFound):
+		return wire.StatusOK, ""
+	case err != nil:
+		return wire.StatusInternal, fmt.Sprintf("drop older versions of %q: index: %v", sr.Key, err)
 	}
 	acked := index.Version{HLC: sr.HLC, Writer: sr.Writer}
 	var drop []index.Version

@@ -1,0 +1,75 @@
+package dscluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/filedrive-team/go-ds-cluster/wire"
+)
+
+// A writer tells nodes, once a write is acknowledged, what they may drop:
+// the older versions of its key (wire.OpDropOlder), the older shards past
+// a narrower version (wire.OpSupersede). Nobody waits for these notices,
+// so they are batched: per node and op, the keys queued within
+// noticeDelay go in one request (at most noticeBatch keys), in the
+// background. A node that misses one keeps the shards until repair drops
+// them.
+const (
+	noticeDelay = 20 * time.Millisecond
+	noticeBatch = 256
+)
+
+// noticeTo is where a batch of notices goes.
+type noticeTo struct {
+	p  peer.ID
+	op wire.Op
+}
+
+// notices are the notices queued and not sent yet.
+type notices struct {
+	mu      sync.Mutex
+	pending map[noticeTo][]wire.ShardRef
+	armed   bool // a flush is due within noticeDelay
+}
+
+// notify queues a notice of op about ref for node p.
+func (d *Datastore) notify(p peer.ID, op wire.Op, ref wire.ShardRef) {
+	n := &d.notices
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.pending == nil {
+		n.pending = map[noticeTo][]wire.ShardRef{}
+	}
+	to := noticeTo{p, op}
+	n.pending[to] = append(n.pending[to], ref)
+	if !n.armed {
+		n.armed = true
+		time.AfterFunc(noticeDelay, d.flushNotices)
+	}
+}
+
+// flushNotices sends every notice queued, a request per node and op and
+// noticeBatch keys.
+func (d *Datastore) flushNotices() {
+	n := &d.notices
+	n.mu.Lock()
+	pending := n.pending
+	n.pending, n.armed = nil, false
+	n.mu.Unlock()
+	for to, refs := range pending {
+		d.background(func(ctx context.Context) {
+			for len(refs) > 0 {
+				chunk := refs[:min(len(refs), noticeBatch)]
+				refs = refs[len(chunk):]
+				if _, err := d.client.Do(ctx, to.p, &wire.Request{Op: to.op, Drop: chunk}); err != nil {
+					log.Debugw("a writer's notice: the node keeps the shards for repair to drop", "op", to.op.String(),
+						"node", to.p.String(), "keys", len(chunk), "first", chunk[0].Key, "err", err)
+					return
+				}
+			}
+		})
+	}
+}
