@@ -367,12 +367,12 @@ func outliving(ctx context.Context) (sendCtx context.Context, keep, done func())
 
 // background runs f in a goroutine that Close waits for, with a context
 // bounded by the request timeout and cancelled by Close; nothing runs once
-// the front end is closed.
-func (d *Datastore) background(f func(ctx context.Context)) {
+// the front end is closed (started is false then).
+func (d *Datastore) background(f func(ctx context.Context)) (started bool) {
 	d.bgMu.Lock()
 	defer d.bgMu.Unlock()
 	if d.bgCtx.Err() != nil {
-		return // closed
+		return false // closed
 	}
 	d.bg.Add(1)
 	go func() {
@@ -381,6 +381,7 @@ func (d *Datastore) background(f func(ctx context.Context)) {
 		defer cancel()
 		f(ctx)
 	}()
+	return true
 }
 
 func newClock() *coding.Clock {
@@ -548,7 +549,7 @@ func (d *Datastore) Sync(ctx context.Context, prefix ds.Key) error { return nil 
 
 // Close releases the front end's streams (and its host, if Open made it).
 func (d *Datastore) Close() error {
-	d.flushNotices()
+	d.closeNotices()
 	d.bgMu.Lock()
 	d.bgCancel()
 	d.bgMu.Unlock()

@@ -592,7 +592,14 @@ func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners
 		if err == nil && (a.h.Key != key || int(a.h.Index) != pos) {
 			err = fmt.Errorf("%w: node holds shard %d of %q for shard %d of %q", coding.ErrCorrupt, a.h.Index, a.h.Key, pos, key)
 		}
-		for _, h := range append([]wire.HeaderEntry{a.h}, a.h.Older...) {
+		newer := a.h.ListEntry
+		for i, h := range append([]wire.HeaderEntry{a.h}, a.h.Older...) {
+			if i > 0 && err == nil && !versionLess(h.ListEntry, newer) {
+				// keptWithout reads the list as the node's versions,
+				// newest first: one out of order would prove too much.
+				err = fmt.Errorf("%w: node's entry of %q lists older versions out of order", coding.ErrCorrupt, key)
+			}
+			newer = h.ListEntry
 			if p := entryPolicy(h); err == nil && (p.Validate() != nil || int(h.Index) >= p.Width()) {
 				// A shard's header is checked as it is parsed, an index
 				// entry only here: a policy of no shards would make a

@@ -3,6 +3,7 @@ package dscluster
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,8 +19,10 @@ import (
 // background. A node that misses one keeps the shards until repair drops
 // them.
 const (
-	noticeDelay = 20 * time.Millisecond
+	noticeDelay = 5 * time.Millisecond
 	noticeBatch = 256
+	// noticeGrace is how long Close waits for the notices it sends.
+	noticeGrace = time.Second
 )
 
 // noticeTo is where a batch of notices goes.
@@ -32,7 +35,8 @@ type noticeTo struct {
 type notices struct {
 	mu      sync.Mutex
 	pending map[noticeTo][]wire.ShardRef
-	armed   bool // a flush is due within noticeDelay
+	armed   bool         // a flush is due within noticeDelay
+	sending atomic.Int32 // requests on their way
 }
 
 // notify queues a notice of op about ref for node p.
@@ -60,7 +64,9 @@ func (d *Datastore) flushNotices() {
 	n.pending, n.armed = nil, false
 	n.mu.Unlock()
 	for to, refs := range pending {
-		d.background(func(ctx context.Context) {
+		n.sending.Add(1)
+		started := d.background(func(ctx context.Context) {
+			defer n.sending.Add(-1)
 			for len(refs) > 0 {
 				chunk := refs[:min(len(refs), noticeBatch)]
 				refs = refs[len(chunk):]
@@ -71,5 +77,18 @@ func (d *Datastore) flushNotices() {
 				}
 			}
 		})
+		if !started {
+			n.sending.Add(-1) // closed: nothing goes
+		}
+	}
+}
+
+// closeNotices sends the notices queued and waits for those on their way,
+// at most noticeGrace: a short-lived writer (dsclient add) would otherwise
+// cancel them as it closes.
+func (d *Datastore) closeNotices() {
+	d.flushNotices()
+	for end := time.Now().Add(noticeGrace); d.notices.sending.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
 	}
 }

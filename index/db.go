@@ -285,6 +285,9 @@ func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) { return db.storeTx(tx, 
 // storeTx stores e unless the entry it replaces is as new or newer and
 // not force.
 func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (bool, error) {
+	if err := e.checkOlder(); err != nil {
+		return false, err
+	}
 	key := []byte(e.Key)
 	entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
 	st, err := db.readStats(tx)

@@ -88,7 +88,27 @@ type Entry struct {
 }
 
 // MaxOlder is the most older versions an entry holds.
-const MaxOlder = 15
+const MaxOlder = 32
+
+// ErrInvalidEntry is returned by Put and Replace for an entry whose older
+// versions are more than MaxOlder, or not each older than the one before:
+// it would not decode. Nothing was written.
+var ErrInvalidEntry = errors.New("index: invalid entry")
+
+// checkOlder checks what decodeEntry checks of e.Older.
+func (e Entry) checkOlder() error {
+	if len(e.Older) > MaxOlder {
+		return fmt.Errorf("%w: %d older versions, at most %d", ErrInvalidEntry, len(e.Older), MaxOlder)
+	}
+	newer := e.Version
+	for i, h := range e.Older {
+		if !h.Version.Less(newer) {
+			return fmt.Errorf("%w: older version %d is not older than the one before it", ErrInvalidEntry, i+1)
+		}
+		newer = h.Version
+	}
+	return nil
+}
 
 // Versions returns the versions e holds, newest first.
 func (e Entry) Versions() []Held {

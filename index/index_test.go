@@ -872,3 +872,31 @@ func TestOldFormatRefused(t *testing.T) {
 		t.Fatalf("decode a format 1 entry: %v, want it refused by its format", err)
 	}
 }
+
+// TestInvalidOlderRefused: an entry whose older versions would not decode
+// (too many, or out of order) is refused when stored, and nothing is
+// written.
+func TestInvalidOlderRefused(t *testing.T) {
+	db := openTest(t, "", noSync)
+	v := func(hlc uint64) Held { return Held{Version: Version{HLC: hlc}} }
+	many := make([]Held, MaxOlder+1)
+	for i := range many {
+		many[i] = v(uint64(100 - i))
+	}
+	for name, e := range map[string]Entry{
+		"too many":     {Key: "/k", Held: v(200), Older: many},
+		"not older":    {Key: "/k", Held: v(5), Older: []Held{v(5)}},
+		"out of order": {Key: "/k", Held: v(9), Older: []Held{v(3), v(4)}},
+	} {
+		if _, err := db.Put(e); !errors.Is(err, ErrInvalidEntry) {
+			t.Errorf("%s: Put = %v, want ErrInvalidEntry", name, err)
+		}
+		if err := db.Replace(e); !errors.Is(err, ErrInvalidEntry) {
+			t.Errorf("%s: Replace = %v, want ErrInvalidEntry", name, err)
+		}
+	}
+	if _, err := db.Get("/k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after refused puts: %v, want ErrNotFound", err)
+	}
+	checkConsistent(t, db)
+}

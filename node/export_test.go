@@ -26,6 +26,9 @@ func (n *Node) Vouch(p peer.ID) bool {
 // MayRaft is mayRaft.
 func (n *Node) MayRaft(p peer.ID) bool { return n.mayRaft(p) }
 
+// MaxOlder is maxOlder: the older versions a node keeps of a key.
+const MaxOlder = maxOlder
+
 // PrevShard is the newest of the older shards the node keeps of key
 // (index.Entry.Older): ds.ErrNotFound when it keeps none.
 func (n *Node) PrevShard(key string) ([]byte, error) {

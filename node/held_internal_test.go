@@ -41,11 +41,28 @@ func TestHeldAnswer(t *testing.T) {
 }
 
 // keepOlder: a writer's overwrite keeps the versions it replaces, newest
-// first, up to maxOlder, but never a tombstone nor anything behind one; a
-// delete, a repair copy or a forward keeps none.
+// first, but never a tombstone nor anything behind one; a delete, a repair
+// copy or a forward keeps none. Past maxOlder the put is refused (full)
+// rather than dropping the oldest, which may be the acknowledged value.
 func TestKeepOlder(t *testing.T) {
 	held := func(hlc uint64, tomb bool) index.Held {
 		return index.Held{Version: index.Version{HLC: hlc}, Tombstone: tomb}
+	}
+	// chain(n) is an entry of n versions, 100 the newest; down(n) their
+	// clocks, newest first.
+	chain := func(n int) index.Entry {
+		e := index.Entry{Held: held(100, false)}
+		for i := 1; i < n; i++ {
+			e.Older = append(e.Older, held(uint64(100-i), false))
+		}
+		return e
+	}
+	down := func(n int) []uint64 {
+		var out []uint64
+		for i := range n {
+			out = append(out, uint64(100-i))
+		}
+		return out
 	}
 	versions := func(hs []index.Held) []uint64 {
 		var out []uint64
@@ -59,20 +76,23 @@ func TestKeepOlder(t *testing.T) {
 		old        index.Entry
 		keep       bool
 		kept, drop []uint64
+		full       bool
 	}{
-		{"one value", index.Entry{Held: held(5, false)}, true, []uint64{5}, nil},
-		{"a value and its older ones", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false), held(3, false)}}, true, []uint64{5, 4, 3}, nil},
-		{"at the bound", index.Entry{Held: held(9, false), Older: []index.Held{held(8, false), held(7, false), held(6, false), held(5, false)}}, true, []uint64{9, 8, 7, 6}, []uint64{5}},
-		{"a tombstone", index.Entry{Held: held(5, true)}, true, nil, []uint64{5}},
-		{"not kept", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false)}}, false, nil, []uint64{5, 4}},
+		{"one value", index.Entry{Held: held(5, false)}, true, []uint64{5}, nil, false},
+		{"a value and its older ones", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false), held(3, false)}}, true, []uint64{5, 4, 3}, nil, false},
+		{"at the bound", chain(maxOlder), true, down(maxOlder), nil, false},
+		{"past the bound", chain(maxOlder + 1), true, down(maxOlder + 1), nil, true},
+		{"past the bound, not kept", chain(maxOlder + 1), false, nil, down(maxOlder + 1), false},
+		{"a tombstone", index.Entry{Held: held(5, true)}, true, nil, []uint64{5}, false},
+		{"not kept", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false)}}, false, nil, []uint64{5, 4}, false},
 	} {
-		older, drop := keepOlder(tc.old, tc.keep)
+		older, drop, full := keepOlder(tc.old, tc.keep)
 		var dropped []uint64
 		for _, v := range drop {
 			dropped = append(dropped, v.HLC)
 		}
-		if !slices.Equal(versions(older), tc.kept) || !slices.Equal(dropped, tc.drop) {
-			t.Errorf("%s: kept %v, dropped %v; want %v, %v", tc.name, versions(older), dropped, tc.kept, tc.drop)
+		if !slices.Equal(versions(older), tc.kept) || !slices.Equal(dropped, tc.drop) || full != tc.full {
+			t.Errorf("%s: kept %v, dropped %v, full %v; want %v, %v, %v", tc.name, versions(older), dropped, full, tc.kept, tc.drop, tc.full)
 		}
 	}
 }

@@ -1173,8 +1173,10 @@ func TestShardInFlightOutlivesCallerCancel(t *testing.T) {
 
 // TestFailedOverwritesKeepOlderVersions: a failed write needs no undo. A
 // node that took a write's shard keeps the versions it replaced, newest
-// first, however many failed writes come in a row, and the next
-// acknowledged write has them all dropped.
+// first, and the next acknowledged write has them all dropped. Past its
+// bound (node.MaxOlder) it refuses the key's next writer's put instead of dropping the
+// acknowledged value (repair's copy of the newest readable version, a
+// member's put, clears it).
 func TestFailedOverwritesKeepOlderVersions(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
@@ -1193,55 +1195,71 @@ func TestFailedOverwritesKeepOlderVersions(t *testing.T) {
 		}
 		return sh.Header.Version
 	}
-	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
-		t.Fatal(err)
+	olderKept := func() int {
+		t.Helper()
+		entries, err := n.IndexEntries()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Key == key {
+				return len(e.Older)
+			}
+		}
+		return 0
 	}
-	v1 := versionOf(n.CurrentShard(key))
-	// Writes that reach position 0 only, one after another.
+	// Writes that reach position 0 only, one after another, over acked.
 	part := c.Client(&dscluster.Options{Down: o[1:]})
-	var failed []coding.Version
-	for i, size := range []int{200 << 10, 100 << 10, 50 << 10} {
-		if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte{byte('2' + i)}, size)); !errors.Is(err, dscluster.ErrQuorum) {
-			t.Fatalf("put reaching position 0 only: %v, want a quorum error", err)
+	failInARow := func(acked []byte, writes int) (failed []coding.Version) {
+		t.Helper()
+		if err := d.Put(ctx, ds.NewKey(key), acked); err != nil {
+			t.Fatal(err)
 		}
-		failed = append(failed, versionOf(n.CurrentShard(key)))
-		// The version the write replaced is the newest older one.
-		want := v1
-		if i > 0 {
-			want = failed[i-1]
+		eventually(t, 5*time.Second, "the acknowledged write's drops", func() error {
+			if got := olderKept(); got != 0 {
+				return fmt.Errorf("%d older versions kept", got)
+			}
+			return nil
+		})
+		v := versionOf(n.CurrentShard(key))
+		for i := range writes {
+			if err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte{byte('a' + i)}, (200-5*i)<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+				t.Fatalf("put reaching position 0 only: %v, want a quorum error", err)
+			}
+			// The version the write replaced is the newest older one.
+			if got := versionOf(n.PrevShard(key)); got != v {
+				t.Fatalf("after failed write %d: the newest older version is %s, want %s", i+1, got, v)
+			}
+			v = versionOf(n.CurrentShard(key))
+			failed = append(failed, v)
 		}
-		if got := versionOf(n.PrevShard(key)); got != want {
-			t.Fatalf("after failed write %d: the newest older version is %s, want %s", i+1, got, want)
+		if got := olderKept(); got != writes {
+			t.Fatalf("the node keeps %d older versions, want %d (the failed writes but the last, and the acknowledged value)", got, writes)
 		}
-	}
-	entries, err := n.IndexEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var older int
-	for _, e := range entries {
-		if e.Key == key {
-			older = len(e.Older)
+		// Every position answers: the failed writes are too scarce to
+		// read, and the acknowledged value is served.
+		if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, acked) {
+			t.Fatalf("get after %d failed overwrites: %d bytes, %v; want the acknowledged value", writes, len(got), err)
 		}
+		return failed
 	}
-	if older != 3 {
-		t.Fatalf("the node keeps %d older versions, want 3 (two failed writes and v1)", older)
+	// Two failed writes; the next acknowledged one has them dropped (at
+	// the start of the next round).
+	failInARow(bytes.Repeat([]byte("1"), 300<<10), 2)
+	// As many as the node keeps: it is at its bound, and refuses the key's
+	// next writer's put rather than drop the one acknowledged value.
+	v2 := bytes.Repeat([]byte("2"), 300<<10)
+	failed := failInARow(v2, node.MaxOlder)
+	err := part.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("x"), 30<<10))
+	if !errors.Is(err, dscluster.ErrQuorum) || !strings.Contains(err.Error(), "older versions of the key") {
+		t.Fatalf("a fifth failed overwrite: %v, want a quorum error naming the node's refusal", err)
 	}
-	// Every position answers: the failed writes are too scarce to read,
-	// and v1 is served.
-	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, bytes.Repeat([]byte("1"), 300<<10)) {
-		t.Fatalf("get after three failed overwrites: %d bytes, %v; want v1", len(got), err)
+	if got := versionOf(n.CurrentShard(key)); got != failed[len(failed)-1] || olderKept() != node.MaxOlder {
+		t.Fatalf("after the refused put: newest %s, %d older; want %s and %d", got, olderKept(), failed[len(failed)-1], node.MaxOlder)
 	}
-	// An acknowledged write has every older version dropped.
-	if err := d.Put(ctx, ds.NewKey(key), []byte("5")); err != nil {
-		t.Fatal(err)
+	if got, err := d.Get(ctx, ds.NewKey(key)); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get after the refused put: %d bytes, %v; want v2", len(got), err)
 	}
-	eventually(t, 5*time.Second, "the older versions dropped", func() error {
-		if _, err := n.PrevShard(key); !errors.Is(err, ds.ErrNotFound) {
-			return fmt.Errorf("older shard: %v, want none", err)
-		}
-		return nil
-	})
 }
 
 // TestJoinNeedsRoles: once a cluster enforces client roles, a node of a

@@ -155,7 +155,8 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 // own from the volume files (an operating system crash, a lost index): a
 // key's entry is its newest shard, and the ones before it are its Older
 // versions, as the node's writes keep them (keepOlder): none beside a
-// tombstone, none from a tombstone back, at most maxOlder. Any other
+// tombstone, none from a tombstone back (writes never keep more than
+// maxOlder; index.MaxOlder bounds what an entry can hold). Any other
 // shard, or one that does not parse, is dropped. Shard names
 // sort by key hash, then version, so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
@@ -194,7 +195,7 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		newest := group[n-1]
 		e := entryOf(newest)
 		for i := n - 2; i >= 0; i-- {
-			if newest.Header.Tombstone || group[i].Header.Tombstone || len(e.Older) == maxOlder {
+			if newest.Header.Tombstone || group[i].Header.Tombstone || len(e.Older) == index.MaxOlder {
 				drop = append(drop, names[:i+1]...)
 				break
 			}

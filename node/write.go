@@ -84,7 +84,10 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 			r.Kept = keep && same && len(old.Older) > 0
 			return r, same
 		}
-		e.Older, drop = keepOlder(old, keep && !h.Tombstone)
+		var full bool
+		if e.Older, drop, full = keepOlder(old, keep && !h.Tombstone); full {
+			return failed(wire.StatusUnavailable, "put %q: this node keeps %d older versions of the key beside its newest, none confirmed by an acknowledged write since; it takes no more until a write is acknowledged or repair drops them", h.Key, maxOlder), false
+		}
 	case errors.Is(err, index.ErrNotFound):
 	default:
 		return failed(wire.StatusInternal, "put %q: index: %v", h.Key, err), false
@@ -97,25 +100,28 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 
 // maxOlder bounds the older versions a node keeps of a key beside its
 // newest. A writer has them dropped once its version is acknowledged
-// (dropOlder), so more pile up only under writes that fail one after
-// another; past the bound the oldest goes, as it would have without it.
-const maxOlder = 4
+// (dropOlder), and repair once the key is whole, so more pile up only
+// under writes that fail one after another. At the bound the node refuses
+// a writer's put of the key (keepOlder): dropping the oldest could drop
+// the one acknowledged value under the failed ones.
+const maxOlder = 16
 
 // keepOlder returns the older versions a key keeps once a newer version
 // replaces old as its newest, and the versions whose shards go. With keep
 // (a writer's put, which may fail) old's versions are kept, newest first,
-// up to maxOlder, but for tombstones: a failed write over a delete leaves
-// nothing to restore, and a delete keeps nothing (it cannot fail into an
-// older value: a retried delete expects the key gone).
-func keepOlder(old index.Entry, keep bool) (older []index.Held, drop []index.Version) {
+// but for tombstones: a failed write over a delete leaves nothing to
+// restore, and a delete keeps nothing (it cannot fail into an older value:
+// a retried delete expects the key gone). full reports that keeping them
+// would pass maxOlder: the put must be refused.
+func keepOlder(old index.Entry, keep bool) (older []index.Held, drop []index.Version, full bool) {
 	for _, h := range old.Versions() {
-		if keep && !h.Tombstone && len(older) < maxOlder {
+		if keep && !h.Tombstone {
 			older = append(older, h)
 		} else {
 			drop = append(drop, h.Version)
 		}
 	}
-	return older, drop
+	return older, drop, len(older) > maxOlder
 }
 
 // entryOf is the index entry of shard sh.
