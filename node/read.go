@@ -50,11 +50,12 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, at in
 	}
 	h := e.Held
 	if !at.IsZero() {
-		i := slices.IndexFunc(e.Versions(), func(h index.Held) bool { return h.Version == at })
+		vs := e.Versions()
+		i := slices.IndexFunc(vs, func(h index.Held) bool { return h.Version == at })
 		if i < 0 {
 			return &wire.Response{Status: wire.StatusNotFound}
 		}
-		h = e.Versions()[i]
+		h = vs[i]
 	}
 	if h.Tombstone {
 		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(key, h)}

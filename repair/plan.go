@@ -690,23 +690,21 @@ func (s *planner) keptByOwner(h *hold) bool {
 func (s *planner) dropOlder() {
 	for i := range s.hs {
 		if h := &s.hs[i]; h.reach && h.Version == s.newest && h.Older > 0 && !h.drop {
-			s.acts = append(s.acts, Action{Kind: Drop, Older: true, Key: s.key, Pos: h.Pos, Policy: h.Policy,
-				Version: h.Version, Tombstone: h.Tombstone, To: h.Node})
+			a := s.dropOf(h)
+			a.Older = true
+			s.acts = append(s.acts, a)
 		}
 	}
 }
 
 func (s *planner) drop(h *hold) {
 	h.drop = true
-	s.acts = append(s.acts, Action{
-		Kind:      Drop,
-		Key:       s.key,
-		Pos:       h.Pos,
-		Policy:    h.Policy,
-		Version:   h.Version,
-		Tombstone: h.Tombstone,
-		To:        h.Node,
-	})
+	s.acts = append(s.acts, s.dropOf(h))
+}
+
+// dropOf is the Drop of holding h.
+func (s *planner) dropOf(h *hold) Action {
+	return Action{Kind: Drop, Key: s.key, Pos: h.Pos, Policy: h.Policy, Version: h.Version, Tombstone: h.Tombstone, To: h.Node}
 }
 
 // breakCycle resolves owners that wait on each other: A holds B's position
