@@ -205,7 +205,7 @@ func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
 // fetchShard reads key's shard at position pos from node n: of the newest
 // version it holds, or of version at unless that is zero (see older.go).
 func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, at coding.Version) fetched {
-	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, HLC: at.HLC, Writer: at.Writer}, getFrame())
+	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, Pos: uint8(pos), HLC: at.HLC, Writer: at.Writer}, getFrame())
 	f := d.fetchFrom(v, resp, err, key, pos)
 	f.frame = frame
 	return f
@@ -577,7 +577,7 @@ type headerAnswer struct {
 // askHeaderOf asks the node at position pos for its index entry of key:
 // the versions it holds.
 func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners []uint16, pos int) (a headerAnswer) {
-	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, HeaderOnly: true})
+	resp, err := d.do(ctx, v, int(owners[pos]), &wire.Request{Op: wire.OpGet, Key: key, Pos: uint8(pos), HeaderOnly: true})
 	switch {
 	case err != nil:
 	case resp.Status == wire.StatusNotFound:

@@ -30,9 +30,10 @@ var (
 )
 
 const (
-	// schemaVersion 3: entries of format 3 (Entry.Older, shards named by
-	// version). An index of schema 1 or 2 is refused with ErrOldFormat.
-	schemaVersion = 3
+	// schemaVersion 4: entries of format 4 (Entry.Also and Older, shards
+	// named by version and position). An index of schema 1 to 3 is refused
+	// with ErrOldFormat.
+	schemaVersion = 4
 
 	defaultMaxBatchSize  = 64
 	defaultMaxBatchDelay = 2 * time.Millisecond
@@ -140,7 +141,7 @@ func (db *DB) init(o Options) error {
 			if err := meta.Put(metaSchema, []byte{schemaVersion}); err != nil {
 				return err
 			}
-		case len(v) == 1 && (v[0] == 1 || v[0] == 2):
+		case len(v) == 1 && v[0] >= 1 && v[0] < schemaVersion:
 			return ErrOldFormat
 		case len(v) != 1 || v[0] != schemaVersion:
 			return fmt.Errorf("unknown index schema %x", v)
@@ -285,7 +286,7 @@ func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) { return db.storeTx(tx, 
 // storeTx stores e unless the entry it replaces is as new or newer and
 // not force.
 func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (bool, error) {
-	if err := e.checkOlder(); err != nil {
+	if err := e.check(); err != nil {
 		return false, err
 	}
 	key := []byte(e.Key)

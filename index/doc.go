@@ -1,7 +1,7 @@
 // Package index is a storage node's key table: for every key the node holds
-// a shard of, the metadata of that shard at the newest version the node has
-// seen, and the older version it keeps beside it, if any (an Entry). It
-// lives in one bbolt file.
+// a shard of, the metadata of its shards (an Entry): those of the newest
+// version the node has seen, at each position it holds, and those of the
+// older versions it keeps beside them. It lives in one bbolt file.
 //
 // The datastore front end lists it by key prefix (Query) and the repair and
 // rebalance workers list it by slot. Both listings are served from B+trees:
@@ -45,7 +45,7 @@
 // # Format
 //
 // Entry values are a compact binary encoding whose first byte is the format
-// version (2), ending in a crc32c over the key and the value; see entry.go.
-// The schema (2) is recorded in the meta bucket; an index of schema 1, which
-// an older version wrote, is refused with ErrOldFormat.
+// version (4), ending in a crc32c over the key and the value; see entry.go.
+// The schema (4) is recorded in the meta bucket; an index of an older
+// schema, which an older version wrote, is refused with ErrOldFormat.
 package index

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 )
 
 // MaxKeyLen is the longest key the index accepts, in bytes.
@@ -24,8 +25,9 @@ var (
 	// ErrOldFormat is returned by Open for an index an older version of
 	// go-ds-cluster wrote (schema 1: one shard per key, the previous one
 	// under a name of its own; schema 2: one previous version, named by
-	// its version alone). Nothing is converted.
-	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1 or 2); this version keeps a list of versions per key (schema 3) and does not convert: move the node's folder aside and let repair refill the node")
+	// its version alone; schema 3: one position per version, shards named
+	// without it). Nothing is converted.
+	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1 to 3); this version keeps a list of shards per key, by version and position (schema 4), and does not convert: move the node's folder aside and let repair refill the node")
 )
 
 // CorruptError reports a stored entry value that does not decode.
@@ -75,60 +77,124 @@ type Held struct {
 	ShardSum  uint64
 }
 
-// Entry is what the node holds of Key: the shard of the newest version it
-// has seen (the embedded Held) and, newest first, the older versions whose
-// shards it keeps beside it (Older). Each version's shard has a name of its
-// own (the node's shardName), so keeping, restoring or dropping one moves
-// no bytes.
+// Entry is what the node holds of Key: the shards of the newest version
+// it has seen (the embedded Held, at the lowest position it holds, and
+// Also, at the others: during a rebalance a node may own one position of
+// a slot in the map and another in the target) and, newest first, the
+// shards of older versions it keeps beside them (Older; a version's
+// positions in ascending order). Each shard has a name of its own (the
+// node's shardName), so keeping, restoring or dropping one moves no bytes.
 type Entry struct {
 	Key  string
 	Slot uint16
 	Held
+	Also  []Held
 	Older []Held
 }
 
-// MaxOlder is the most older versions an entry holds.
+// MaxOlder is the most shards an entry holds in Also, and in Older.
 const MaxOlder = 32
 
-// ErrInvalidEntry is returned by Put and Replace for an entry whose older
-// versions are more than MaxOlder, or not each older than the one before:
-// it would not decode. Nothing was written.
+// ErrInvalidEntry is returned by Put and Replace for an entry whose shards
+// are more than MaxOlder in Also or Older, or out of order: it would not
+// decode. Nothing was written.
 var ErrInvalidEntry = errors.New("index: invalid entry")
 
-// checkOlder checks what decodeEntry checks of e.Older.
-func (e Entry) checkOlder() error {
-	if len(e.Older) > MaxOlder {
-		return fmt.Errorf("%w: %d older versions, at most %d", ErrInvalidEntry, len(e.Older), MaxOlder)
+// check checks what decodeEntry checks of e.Also and e.Older.
+func (e Entry) check() error {
+	if len(e.Also) > MaxOlder || len(e.Older) > MaxOlder {
+		return fmt.Errorf("%w: %d more positions and %d older shards, at most %d each", ErrInvalidEntry, len(e.Also), len(e.Older), MaxOlder)
 	}
-	newer := e.Version
-	for i, h := range e.Older {
-		if !h.Version.Less(newer) {
-			return fmt.Errorf("%w: older version %d is not older than the one before it", ErrInvalidEntry, i+1)
+	prev := e.Held
+	for i, h := range e.Shards()[1:] {
+		same := i < len(e.Also)
+		if (h.Version == e.Version) != same || !ordered(prev, h) {
+			return fmt.Errorf("%w: shard %d is out of order", ErrInvalidEntry, i+1)
 		}
-		newer = h.Version
+		prev = h
 	}
 	return nil
 }
 
-// Versions returns the versions e holds, newest first.
-func (e Entry) Versions() []Held {
-	return append([]Held{e.Held}, e.Older...)
+// ordered reports whether shard b comes after shard a: an older version,
+// or a higher position of the same one.
+func ordered(a, b Held) bool {
+	if a.Version == b.Version {
+		return a.Index < b.Index
+	}
+	return b.Version.Less(a.Version)
+}
+
+// NewEntry is the entry of key holding shards, in any order (the same
+// shard twice counts once); ok is false when there are none.
+func NewEntry(key string, slot uint16, shards []Held) (e Entry, ok bool) {
+	if len(shards) == 0 {
+		return Entry{}, false
+	}
+	hs := slices.Clone(shards)
+	slices.SortFunc(hs, func(a, b Held) int {
+		switch {
+		case ordered(a, b):
+			return -1
+		case ordered(b, a):
+			return 1
+		}
+		return 0
+	})
+	hs = slices.CompactFunc(hs, func(a, b Held) bool { return a.Version == b.Version && a.Index == b.Index })
+	e = Entry{Key: key, Slot: slot, Held: hs[0]}
+	i := 1
+	for i < len(hs) && hs[i].Version == e.Version {
+		i++
+	}
+	e.Also, e.Older = hs[1:i:i], hs[i:]
+	if len(e.Also) == 0 {
+		e.Also = nil
+	}
+	if len(e.Older) == 0 {
+		e.Older = nil
+	}
+	return e, true
+}
+
+// Shards returns the shards e holds: its newest version's, then the
+// older ones, newest first.
+func (e Entry) Shards() []Held {
+	out := make([]Held, 0, 1+len(e.Also)+len(e.Older))
+	return append(append(append(out, e.Held), e.Also...), e.Older...)
+}
+
+// At returns e's shards at position pos, newest first.
+func (e Entry) At(pos uint8) []Held {
+	var out []Held
+	for _, h := range e.Shards() {
+		if h.Index == pos {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Newest returns e's shards of its newest version.
+func (e Entry) Newest() []Held {
+	return append([]Held{e.Held}, e.Also...)
 }
 
 // ShardBytes is what e's shards occupy, every version's.
 func (e Entry) ShardBytes() uint64 {
-	n := uint64(e.ShardLen)
-	for _, h := range e.Older {
+	var n uint64
+	for _, h := range e.Shards() {
 		n += uint64(h.ShardLen)
 	}
 	return n
 }
 
-// Entry value format, version 3 (all fixed-width integers big-endian):
+// Entry value format, version 4 (all fixed-width integers big-endian):
 //
-//	[2]      format version (3), number of older versions (at most MaxOlder)
+//	[3]      format version (4), number of shards in Also, in Older (each
+//	         at most MaxOlder)
 //	[2]      slot
-//	then each version, the newest first:
+//	then each shard, in the order of Shards:
 //	[1]      flags: bit 0 tombstone; other bits must be zero
 //	[4]      shard index, policy kind, policy K, policy M
 //	uvarint  value length (minimal encoding)
@@ -142,11 +208,11 @@ func (e Entry) ShardBytes() uint64 {
 // The key is not repeated in the value (it is the bbolt key) but is covered
 // by the checksum, so a value found under the wrong key does not decode.
 //
-// Version 2 kept one previous version, by its version alone; version 1
-// none (nodes kept the previous shard under a name of its own). Neither
-// decodes.
+// Version 3 had no Also; version 2 kept one previous version, by its
+// version alone; version 1 none (nodes kept the previous shard under a
+// name of its own). None decodes.
 const (
-	formatV3      = 3
+	formatV4      = 4
 	flagTombstone = 1 << 0
 	minHeldLen    = 1 + 4 + 1 + 1 + 24
 	maxHeldLen    = 1 + 4 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + 24
@@ -159,13 +225,14 @@ func entryChecksum(key string, body []byte) uint32 {
 	return crc32.Update(c, castagnoli, body)
 }
 
-// encodeEntry returns the format-3 value of e. e.Key is covered by the
-// checksum but not stored. e must hold at most MaxOlder older versions.
+// encodeEntry returns the format-4 value of e. e.Key is covered by the
+// checksum but not stored. e must pass check.
 func encodeEntry(e Entry) []byte {
-	b := make([]byte, 4, 4+(1+len(e.Older))*maxHeldLen+4)
-	b[0], b[1] = formatV3, byte(len(e.Older))
-	binary.BigEndian.PutUint16(b[2:4], e.Slot)
-	for _, h := range e.Versions() {
+	shards := e.Shards()
+	b := make([]byte, 5, 5+len(shards)*maxHeldLen+4)
+	b[0], b[1], b[2] = formatV4, byte(len(e.Also)), byte(len(e.Older))
+	binary.BigEndian.PutUint16(b[3:5], e.Slot)
+	for _, h := range shards {
 		var flags byte
 		if h.Tombstone {
 			flags = flagTombstone
@@ -190,21 +257,22 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 	if len(b) == 0 {
 		return bad("empty value")
 	}
-	if b[0] != formatV3 {
+	if b[0] != formatV4 {
 		return bad("unknown format version %d", b[0])
 	}
-	if len(b) < 4+minHeldLen+4 {
-		return bad("value is %d bytes, want at least %d", len(b), 4+minHeldLen+4)
+	if len(b) < 5+minHeldLen+4 {
+		return bad("value is %d bytes, want at least %d", len(b), 5+minHeldLen+4)
 	}
-	older := int(b[1])
-	if older > MaxOlder {
-		return bad("%d older versions, at most %d", older, MaxOlder)
+	also, older := int(b[1]), int(b[2])
+	if also > MaxOlder || older > MaxOlder {
+		return bad("%d more positions and %d older shards, at most %d each", also, older, MaxOlder)
 	}
-	e := Entry{Key: key, Slot: binary.BigEndian.Uint16(b[2:4])}
-	p, end := 4, len(b)-4
-	for i := 0; i <= older; i++ {
+	count := 1 + also + older
+	hs := make([]Held, 0, count)
+	p, end := 5, len(b)-4
+	for range count {
 		if end-p < minHeldLen {
-			return bad("value is %d bytes, too short for %d versions", len(b), older+1)
+			return bad("value is %d bytes, too short for %d shards", len(b), count)
 		}
 		if b[p]&^flagTombstone != 0 {
 			return bad("unknown flags %#x", b[p])
@@ -225,21 +293,24 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 		}
 		p += n
 		if end-p < 24 {
-			return bad("value is %d bytes, too short for %d versions", len(b), older+1)
+			return bad("value is %d bytes, too short for %d shards", len(b), count)
 		}
 		h.ValueLen, h.ShardLen = valueLen, uint32(shardLen)
 		h.ShardSum = binary.BigEndian.Uint64(b[p:])
 		h.Version.HLC = binary.BigEndian.Uint64(b[p+8:])
 		h.Version.Writer = binary.BigEndian.Uint64(b[p+16:])
 		p += 24
-		if i == 0 {
-			e.Held = h
-		} else {
-			if !h.Version.Less(e.Versions()[i-1].Version) {
-				return bad("older version %d is not older than the one before it", i)
-			}
-			e.Older = append(e.Older, h)
-		}
+		hs = append(hs, h)
+	}
+	e := Entry{Key: key, Slot: binary.BigEndian.Uint16(b[3:5]), Held: hs[0]}
+	if also > 0 {
+		e.Also = hs[1 : 1+also]
+	}
+	if older > 0 {
+		e.Older = hs[1+also:]
+	}
+	if err := e.check(); err != nil {
+		return bad("%v", err)
 	}
 	if p != end {
 		return bad("value is %d bytes, want %d", len(b), p+4)

@@ -251,13 +251,15 @@ func checkConsistent(t testing.TB, db *DB) {
 				return err
 			}
 			want[string(bySlotKey(e.Slot, k))] = true
-			g := sums[sumKey(e)]
-			g.Count++
-			g.XOR ^= entryHash(e)
-			if len(e.Older) > 0 {
-				g.Older++
+			for _, h := range e.Newest() {
+				g := sums[sumKey(e, h)]
+				g.Count++
+				g.XOR ^= entryHash(e)
+				if len(e.Older) > 0 {
+					g.Older++
+				}
+				sums[sumKey(e, h)] = g
 			}
-			sums[sumKey(e)] = g
 			return nil
 		})
 		if err != nil {
@@ -723,18 +725,21 @@ func TestCorruptEntry(t *testing.T) {
 	checkConsistent(t, db)
 }
 
-// TestEncodingGolden pins format 3: changing it needs a new format version.
+// TestEncodingGolden pins format 4: changing it needs a new format version.
 func TestEncodingGolden(t *testing.T) {
 	e := Entry{Key: "/k", Slot: 0x0102,
 		Held: Held{Index: 3, Kind: 1, K: 4, M: 2, ValueLen: 300, ShardLen: 75, ShardSum: 0x1112131415161718,
 			Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738}},
+		Also: []Held{{Index: 4, Kind: 1, K: 4, M: 2, ValueLen: 300, ShardLen: 75, ShardSum: 0x5152535455565758,
+			Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738}}},
 		Older: []Held{{Index: 5, Kind: 2, K: 1, M: 2, Tombstone: true, ValueLen: 1, ShardLen: 2, ShardSum: 0x0102030405060708,
 			Version: Version{HLC: 0x1122232425262728, Writer: 0x4142434445464748}}}}
 	got := fmt.Sprintf("%x", encodeEntry(e))
-	const want = "03010102" + // format, one older version, slot
+	const want = "0401010102" + // format, one more position, one older shard, slot
 		"0003010402" + "ac02" + "4b" + "1112131415161718" + "2122232425262728" + "3132333435363738" +
+		"0004010402" + "ac02" + "4b" + "5152535455565758" + "2122232425262728" + "3132333435363738" +
 		"0105020102" + "01" + "02" + "0102030405060708" + "1122232425262728" + "4142434445464748" +
-		"a8795c04" // crc32c("/k" + preceding bytes)
+		"534be1e0" // crc32c("/k" + preceding bytes)
 	if got != want {
 		t.Fatalf("encodeEntry = %s\nwant           %s", got, want)
 	}
@@ -884,9 +889,13 @@ func TestInvalidOlderRefused(t *testing.T) {
 		many[i] = v(uint64(100 - i))
 	}
 	for name, e := range map[string]Entry{
-		"too many":     {Key: "/k", Held: v(200), Older: many},
-		"not older":    {Key: "/k", Held: v(5), Older: []Held{v(5)}},
-		"out of order": {Key: "/k", Held: v(9), Older: []Held{v(3), v(4)}},
+		"too many":                          {Key: "/k", Held: v(200), Older: many},
+		"not older":                         {Key: "/k", Held: v(5), Older: []Held{v(5)}},
+		"out of order":                      {Key: "/k", Held: v(9), Older: []Held{v(3), v(4)}},
+		"same position twice":               {Key: "/k", Held: v(9), Older: []Held{v(3), v(3)}},
+		"also of another version":           {Key: "/k", Held: v(9), Also: []Held{{Index: 1, Version: Version{HLC: 8}}}},
+		"also below the newest":             {Key: "/k", Held: Held{Index: 2, Version: Version{HLC: 9}}, Also: []Held{{Index: 1, Version: Version{HLC: 9}}}},
+		"a position of the newest in older": {Key: "/k", Held: v(9), Older: []Held{{Index: 1, Version: Version{HLC: 9}}}},
 	} {
 		if _, err := db.Put(e); !errors.Is(err, ErrInvalidEntry) {
 			t.Errorf("%s: Put = %v, want ErrInvalidEntry", name, err)
@@ -899,4 +908,28 @@ func TestInvalidOlderRefused(t *testing.T) {
 		t.Fatalf("after refused puts: %v, want ErrNotFound", err)
 	}
 	checkConsistent(t, db)
+}
+
+// NewEntry puts shards in the order an entry keeps them: the newest
+// version's positions ascending, then older versions newest first, each
+// version's positions ascending; the same shard twice counts once.
+func TestNewEntry(t *testing.T) {
+	at := func(hlc uint64, pos uint8) Held { return Held{Index: pos, Version: Version{HLC: hlc}} }
+	e, ok := NewEntry("/k", 7, []Held{at(3, 2), at(9, 4), at(3, 0), at(9, 1), at(5, 3), at(9, 4)})
+	want := Entry{Key: "/k", Slot: 7, Held: at(9, 1), Also: []Held{at(9, 4)}, Older: []Held{at(5, 3), at(3, 0), at(3, 2)}}
+	if !ok || !reflect.DeepEqual(e, want) {
+		t.Fatalf("NewEntry = %+v, %v\nwant       %+v", e, ok, want)
+	}
+	if err := e.check(); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if got := e.At(3); !reflect.DeepEqual(got, []Held{at(5, 3)}) {
+		t.Fatalf("At(3) = %+v", got)
+	}
+	if got := e.Newest(); !reflect.DeepEqual(got, []Held{at(9, 1), at(9, 4)}) {
+		t.Fatalf("Newest = %+v", got)
+	}
+	if _, ok := NewEntry("/k", 7, nil); ok {
+		t.Fatal("NewEntry of no shards is ok")
+	}
 }

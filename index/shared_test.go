@@ -79,7 +79,7 @@ func TestOpenInSharesTheOwnersTransactions(t *testing.T) {
 		t.Fatalf("ListSlot(7): %v, %v; want /a alone", es, err)
 	}
 	sums, err := db.Sums()
-	if want := (map[SumKey]Sum{sumKey(e): {Count: 1, XOR: entryHash(e)}}); err != nil || !maps.Equal(sums, want) {
+	if want := (map[SumKey]Sum{sumKey(e, e.Held): {Count: 1, XOR: entryHash(e)}}); err != nil || !maps.Equal(sums, want) {
 		t.Fatalf("Sums: %v, %v; want /a's alone %v", sums, err, want)
 	}
 	// PutTx checks keys as Put does.

@@ -41,8 +41,28 @@ type sums struct {
 	err      error  // set while the sums are not known (an entry that does not decode)
 }
 
-func sumKey(e Entry) SumKey {
-	return SumKey{Slot: e.Slot, Kind: e.Kind, K: e.K, M: e.M, Pos: e.Index}
+func sumKey(e Entry, h Held) SumKey {
+	return SumKey{Slot: e.Slot, Kind: h.Kind, K: h.K, M: h.M, Pos: h.Index}
+}
+
+// addEntry adds to groups (sign 1) or takes from them (sign -1) entry e:
+// each position of its newest version counts in its group.
+func addEntry(groups map[SumKey]Sum, e Entry, sign uint64) {
+	h, older := entryHash(e), olderOf(e)
+	for _, s := range e.Newest() {
+		k := sumKey(e, s)
+		g := groups[k]
+		g.Count += sign
+		g.XOR ^= h
+		g.Older += sign * older
+		// Handlers run out of order, so a count may pass through 0 with
+		// changes still pending: only an empty XOR means an empty group.
+		if g.Count == 0 && g.XOR == 0 && g.Older == 0 {
+			delete(groups, k)
+			continue
+		}
+		groups[k] = g
+	}
 }
 
 // entryHash is what two owners of an entry's key agree on: not the
@@ -75,10 +95,10 @@ func (s *sums) change(tx *bolt.Tx, old, e *Entry) {
 			return
 		}
 		if old != nil {
-			s.add(sumKey(*old), ^uint64(0), entryHash(*old), -olderOf(*old))
+			addEntry(s.groups, *old, ^uint64(0))
 		}
 		if e != nil {
-			s.add(sumKey(*e), 1, entryHash(*e), olderOf(*e))
+			addEntry(s.groups, *e, 1)
 		}
 	})
 }
@@ -89,22 +109,6 @@ func olderOf(e Entry) uint64 {
 		return 1
 	}
 	return 0
-}
-
-// add adds n (modulo 2^64: -1 removes) entries of hash h to group k, of
-// which older keep older versions.
-func (s *sums) add(k SumKey, n, h, older uint64) {
-	g := s.groups[k]
-	g.Count += n
-	g.XOR ^= h
-	g.Older += older
-	// Handlers run out of order, so a count may pass through 0 with
-	// changes still pending: only an empty XOR means an empty group.
-	if g.Count == 0 && g.XOR == 0 && g.Older == 0 {
-		delete(s.groups, k)
-		return
-	}
-	s.groups[k] = g
 }
 
 // load computes every group's sum from the entries bucket, in tx, a write
@@ -122,12 +126,7 @@ func (s *sums) load(tx *bolt.Tx, entries []byte) {
 			bad = err
 			return nil
 		}
-		key := sumKey(e)
-		g := groups[key]
-		g.Count++
-		g.XOR ^= entryHash(e)
-		g.Older += olderOf(e)
-		groups[key] = g
+		addEntry(groups, e, 1)
 		return nil
 	})
 	if err == nil {

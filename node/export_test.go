@@ -8,7 +8,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/index"
@@ -39,11 +38,12 @@ func (n *Node) PrevShard(key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Older[0].Version), nil)
+	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Older[0].Version, e.Older[0].Index), nil)
 	return raw, err
 }
 
-// CurrentShard is the shard the node holds of key now.
+// CurrentShard is the shard the node holds of key now (at the lowest
+// position, if it holds several).
 func (n *Node) CurrentShard(key string) ([]byte, error) {
 	e, err := n.idx.Get(key)
 	if errors.Is(err, index.ErrNotFound) {
@@ -52,12 +52,28 @@ func (n *Node) CurrentShard(key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Version), nil)
+	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Version, e.Index), nil)
 	return raw, err
 }
 
-// SetPrevShard stores raw, an older shard of key, as key's previous shard,
-// as a writer that died before dropping it would leave it.
+// ShardAt is the newest shard the node holds of key at position pos.
+func (n *Node) ShardAt(key string, pos int) ([]byte, error) {
+	e, err := n.idx.Get(key)
+	if err != nil && !errors.Is(err, index.ErrNotFound) {
+		return nil, err
+	}
+	hs := e.At(uint8(pos))
+	if err != nil || len(hs) == 0 {
+		return nil, ds.ErrNotFound
+	}
+	raw, _, err := n.shards.get(context.Background(), shardName(key, hs[0].Version, hs[0].Index), nil)
+	return raw, err
+}
+
+// SetPrevShard stores raw, a shard of key, beside the ones the node holds:
+// an older version, as a writer that died before dropping it would leave
+// it, or another position of one, as a rebalance does. The node need not
+// own its position.
 func (n *Node) SetPrevShard(key string, raw []byte) error {
 	ctx := context.Background()
 	sh, err := coding.ParseShard(raw)
@@ -71,8 +87,9 @@ func (n *Node) SetPrevShard(key string, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	e.Older = append([]index.Held{heldOf(sh)}, e.Older...)
-	return n.commit(ctx, key, shardName(key, e.Older[0].Version), raw, nil, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) })
+	in := heldOf(sh)
+	e, _ = index.NewEntry(key, e.Slot, append(e.Shards(), in))
+	return n.commit(ctx, e, raw, in, nil)
 }
 
 // DelegateRepair sends a as a repair order to a.To, as the repair leader does.

@@ -81,9 +81,8 @@ func (n *Node) sendForwards(fs ...*forward) {
 
 // forwardTo sends shards to node to, in as few batch requests as fit, and
 // stops at the first request that fails. A shard the owner refuses alone
-// (say it holds another position of the key: during a rebalance a node may
-// own one position of a slot in the map and another in the target) is
-// left to repair without counting against the owner.
+// (say it holds a newer version of the key) is left to repair without
+// counting against the owner.
 func (n *Node) forwardTo(ctx context.Context, to peer.ID, shards [][]byte) error {
 	for len(shards) > 0 {
 		size, i := 0, 0

@@ -30,6 +30,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/node"
 	"github.com/filedrive-team/go-ds-cluster/placement"
@@ -1038,7 +1039,7 @@ func testDropRestoresPrevShard(t *testing.T, store string) {
 	if st, msg := drop(coding.Version{HLC: v2.HLC + 1, Writer: v2.Writer}); st != wire.StatusOK || !strings.HasPrefix(msg, "kept") {
 		t.Fatalf("restoring drop of another version: %s %q, want kept", st, msg)
 	}
-	if st, msg := drop(v2); st != wire.StatusOK || msg != "restored" {
+	if st, msg := drop(v2); st != wire.StatusOK || msg != "" {
 		t.Fatalf("restoring drop of the failed write: %s %q", st, msg)
 	}
 	if cur, err := c.Node(0).CurrentShard(key); err != nil || !bytes.Equal(cur, v1) {
@@ -1660,25 +1661,18 @@ func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
 		key           string
 		pos, from, to int
 	}
-	// The moving positions of keys under prefix, n or a few more. A key
-	// whose new owner of one position is the old owner of another is left
-	// out: a node keeps one shard per key, so the test's puts at old
-	// owners would meet its own copies.
+	// The moving positions of keys under prefix, n or a few more. A node
+	// may hold several positions of a key: the new owner of one position
+	// may be the old owner of another, and gets its forward beside it.
 	movesOf := func(prefix string, n int) []move {
 		var moves []move
 		for k := 0; len(moves) < n; k++ {
 			key := fmt.Sprintf("%s/%d", prefix, k)
 			slot := placement.Slot(key)
-			var ms []move
 			for pos := 0; pos < 6; pos++ {
 				if from, to := nodeOf(cur.Map, slot, pos), nodeOf(cur.Target, slot, pos); from != to {
-					ms = append(ms, move{key, pos, from, to})
+					moves = append(moves, move{key, pos, from, to})
 				}
-			}
-			if !slices.ContainsFunc(ms, func(a move) bool {
-				return slices.ContainsFunc(ms, func(b move) bool { return a.to == b.from })
-			}) {
-				moves = append(moves, ms...)
 			}
 		}
 		return moves
@@ -1687,7 +1681,7 @@ func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
 	client := newHost(t, c.Secret).ID()
 	atNewOwner := func(m move, raw []byte) {
 		t.Helper()
-		got, err := c.Node(m.to).CurrentShard(m.key)
+		got, err := c.Node(m.to).ShardAt(m.key, m.pos)
 		if err != nil || !bytes.Equal(got, raw) {
 			t.Fatalf("shard %d of %s acknowledged by node %d, not at its new owner %d: %v", m.pos, m.key, m.from, m.to, err)
 		}
@@ -1740,7 +1734,7 @@ func TestRebalanceWriteAtNewOwnerOnAck(t *testing.T) {
 	if rs, err := wire.DecodeBatchPayload(resp.Payload); err != nil || len(rs) != 1 || rs[0].Status != wire.StatusOK || rs[0].HeldHLC != 2<<20 {
 		t.Fatalf("older put: %+v (%v), want OK with the newer version held", rs, err)
 	}
-	if got, err := c.Node(m.to).CurrentShard(m.key); !errors.Is(err, ds.ErrNotFound) {
+	if got, err := c.Node(m.to).ShardAt(m.key, m.pos); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("new owner %d holds %d bytes of %s after a superseded put (%v); want nothing", m.to, len(got), m.key, err)
 	}
 }
@@ -1785,5 +1779,95 @@ func TestSupersedeOfNoPositionsIsRefused(t *testing.T) {
 		if after, err := c.Node(n).CurrentShard(key); err != nil || !bytes.Equal(after, before) {
 			t.Fatalf("shard after a supersede of width %d: %v", pos, err)
 		}
+	}
+}
+
+// TestSeveralPositionsOfAKey: a node may hold several positions of a key
+// (during a rebalance it owns one position of a slot in the map and
+// another in the target). A get names the position it reads, and the
+// node answers for that position alone; dropping a position it does not
+// own leaves the others; an overwrite keeps both as older shards.
+func TestSeveralPositionsOfAKey(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	key := keyOwnedAt(c, 0)
+	if err := d.Put(ctx, ds.NewKey(key), bytes.Repeat([]byte("1"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	n0, o := c.Node(0), c.Owners(key)
+	own, err := n0.ShardAt(key, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := c.Node(o[3]).ShardAt(key, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n0.SetPrevShard(key, third); err != nil {
+		t.Fatal(err)
+	}
+	client := newHost(t, c.Secret).ID()
+	get := func(pos uint8, headerOnly bool) *wire.Response {
+		t.Helper()
+		return n0.Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpGet, Key: key, Pos: pos, HeaderOnly: headerOnly}))
+	}
+	for pos, want := range map[uint8][]byte{0: own, 3: third} {
+		if r := get(pos, false); r.Status != wire.StatusOK || !bytes.Equal(r.Payload, want) {
+			t.Fatalf("get of position %d: %s %q, %d bytes; want its shard", pos, r.Status, r.Message, len(r.Payload))
+		}
+		r := get(pos, true)
+		h, err := wire.DecodeHeaderPayload(r.Payload)
+		if r.Status != wire.StatusOK || err != nil || h.Index != pos || len(h.Older) != 0 {
+			t.Fatalf("header of position %d: %s, %+v, %v; want position %d, no older shards", pos, r.Status, h, err, pos)
+		}
+	}
+	if r := get(1, false); r.Status != wire.StatusNotFound {
+		t.Fatalf("get of position 1, not held: %s, want not found", r.Status)
+	}
+	es, err := n0.IndexEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(es, func(e index.Entry) bool { return e.Key == key })
+	if i < 0 || es[i].Index != 0 || len(es[i].Also) != 1 || es[i].Also[0].Index != 3 || len(es[i].Older) != 0 {
+		t.Fatalf("index entry of %s: %+v, want positions 0 and 3 of one version", key, es)
+	}
+
+	// A writer's overwrite of position 0 keeps both shards of the older
+	// version.
+	sh, err := coding.ParseShard(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := encodeShardAt(t, key, 64<<10, 0, sh.Header.Version.HLC+1)
+	r := n0.Serve(ctx, client, wire.AppendRequest(nil, &wire.Request{Op: wire.OpBatchPut, Shards: [][]byte{newer}}))
+	if rs, err := wire.DecodeBatchPayload(r.Payload); err != nil || len(rs) != 1 || rs[0].Status != wire.StatusOK || !rs[0].Kept {
+		t.Fatalf("overwrite: %+v, %v; want stored, older kept", rs, err)
+	}
+	if r := get(3, true); r.Status != wire.StatusOK {
+		t.Fatalf("header of position 3 after the overwrite of 0: %s", r.Status)
+	} else if h, err := wire.DecodeHeaderPayload(r.Payload); err != nil || h.HLC != sh.Header.Version.HLC {
+		t.Fatalf("header of position 3 after the overwrite of 0: %+v, %v; want the older version", h, err)
+	}
+	if r := get(0, false); r.Status != wire.StatusOK || !bytes.Equal(r.Payload, newer) {
+		t.Fatalf("get of position 0 after the overwrite: %s, %d bytes; want the new shard", r.Status, len(r.Payload))
+	}
+
+	// Position 3, which node 0 does not own, goes alone.
+	v := sh.Header.Version
+	if st, msg := n0.Drop(ctx, wire.ShardRef{Key: key, Pos: 3, HLC: v.HLC, Writer: v.Writer}); st != wire.StatusOK || msg != "" {
+		t.Fatalf("drop of position 3: %s %q", st, msg)
+	}
+	if r := get(3, false); r.Status != wire.StatusNotFound {
+		t.Fatalf("get of position 3 after its drop: %s, want not found", r.Status)
+	}
+	if r := get(0, true); r.Status != wire.StatusOK {
+		t.Fatalf("header of position 0 after the drop of 3: %s", r.Status)
+	} else if h, err := wire.DecodeHeaderPayload(r.Payload); err != nil || len(h.Older) != 1 || h.Older[0].HLC != v.HLC {
+		t.Fatalf("header of position 0 after the drop of 3: %+v, %v; want the new version over the kept one", h, err)
+	}
+	if st, _ := n0.Drop(ctx, wire.ShardRef{Key: key, Pos: 0, HLC: v.HLC, Writer: v.Writer}); st != wire.StatusBadRequest {
+		t.Fatalf("drop of position 0, which the node owns: %s, want refused", st)
 	}
 }

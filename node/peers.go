@@ -90,8 +90,8 @@ func (p peers) inventory(ctx context.Context, node string, op wire.Op, slot uint
 	}
 }
 
-func (p peers) GetShard(ctx context.Context, node, key string) ([]byte, error) {
-	resp, err := p.do(ctx, node, &wire.Request{Op: wire.OpGet, Key: key})
+func (p peers) GetShard(ctx context.Context, node, key string, pos int) ([]byte, error) {
+	resp, err := p.do(ctx, node, &wire.Request{Op: wire.OpGet, Key: key, Pos: uint8(pos)})
 	if err != nil {
 		return nil, err
 	}
@@ -151,16 +151,16 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 	defer cancel()
 	// Each source gets its own bound, so that one that hangs leaves time
 	// for the others.
-	get := func(ctx context.Context, node, key string) ([]byte, error) {
+	get := func(ctx context.Context, node, key string, pos int) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(ctx, repairSourceTimeout)
 		defer cancel()
-		return peers{n}.GetShard(ctx, node, key)
+		return peers{n}.GetShard(ctx, node, key, pos)
 	}
 	shard, err := repair.MakeShard(ctx, get, a)
 	if err != nil {
 		return wire.StatusUnavailable, err.Error()
 	}
-	r, _ := n.putShard(ctx, shard, false) // a member's copy: never forwarded
+	r, _ := n.putShard(ctx, shard, false, false) // a readable version's copy
 	return r.Status, r.Message
 }
 

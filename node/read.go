@@ -16,10 +16,11 @@ import (
 // maxScratch keeps the buffers of huge shards from staying with a stream.
 const maxScratch = 4 << 20
 
-// getShard answers a read of key's shard: of its newest version, or of
-// version at when it is not zero (one the node keeps beside the newest).
-func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
-	resp := n.readShard(ctx, key, headerOnly, at, scratch)
+// getShard answers a read of key's shard at position pos: of the newest
+// version the node holds there, or of version at when it is not zero (one
+// the node keeps beside the newest).
+func (n *Node) getShard(ctx context.Context, key string, pos uint8, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
+	resp := n.readShard(ctx, key, pos, headerOnly, at, scratch)
 	if resp.Status != wire.StatusCorrupt {
 		return resp
 	}
@@ -29,7 +30,7 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, at ind
 	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
-	if resp = n.readShard(ctx, key, headerOnly, at, scratch); resp.Status == wire.StatusCorrupt {
+	if resp = n.readShard(ctx, key, pos, headerOnly, at, scratch); resp.Status == wire.StatusCorrupt {
 		log.Warnw("corrupt shard", "key", key, "err", resp.Message)
 	}
 	return resp
@@ -37,25 +38,28 @@ func (n *Node) getShard(ctx context.Context, key string, headerOnly bool, at ind
 
 // readShard reads key's index entry, then the shard of the version asked
 // for, and checks that they agree.
-func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
+func (n *Node) readShard(ctx context.Context, key string, pos uint8, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
 	e, err := n.idx.Get(key)
-	if errors.Is(err, index.ErrNotFound) {
-		return &wire.Response{Status: wire.StatusNotFound}
-	}
-	if err != nil {
+	var hs []index.Held
+	switch {
+	case err == nil:
+		hs = e.At(pos)
+	case !errors.Is(err, index.ErrNotFound):
 		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: index: %v", key, err)}
 	}
-	if headerOnly {
-		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, headerEntry(e))}
+	if len(hs) == 0 {
+		return &wire.Response{Status: wire.StatusNotFound}
 	}
-	h := e.Held
+	if headerOnly {
+		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendHeaderPayload(nil, headerEntry(key, hs))}
+	}
+	h := hs[0]
 	if !at.IsZero() {
-		vs := e.Versions()
-		i := slices.IndexFunc(vs, func(h index.Held) bool { return h.Version == at })
+		i := slices.IndexFunc(hs, func(h index.Held) bool { return h.Version == at })
 		if i < 0 {
 			return &wire.Response{Status: wire.StatusNotFound}
 		}
-		h = vs[i]
+		h = hs[i]
 	}
 	if h.Tombstone {
 		return &wire.Response{Status: wire.StatusOK, Payload: tombstoneShard(key, h)}
@@ -64,7 +68,7 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, at in
 	if scratch != nil {
 		buf = *scratch
 	}
-	raw, grown, err := n.shards.get(ctx, shardName(key, h.Version), buf)
+	raw, grown, err := n.shards.get(ctx, shardName(key, h.Version, h.Index), buf)
 	if scratch != nil && cap(grown) <= maxScratch {
 		*scratch = grown[:0]
 	}
@@ -78,8 +82,8 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, at in
 	if err == nil && sh.Header.Key != key {
 		err = fmt.Errorf("shard holds key %q", sh.Header.Key)
 	}
-	if err == nil && toIndexVersion(sh.Header.Version) != h.Version {
-		err = fmt.Errorf("shard version %s does not match the index", sh.Header.Version)
+	if err == nil && (toIndexVersion(sh.Header.Version) != h.Version || sh.Header.Index != h.Index) {
+		err = fmt.Errorf("shard %d of version %s does not match the index", sh.Header.Index, sh.Header.Version)
 	}
 	if err != nil {
 		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: %v", key, err)}
@@ -87,17 +91,22 @@ func (n *Node) readShard(ctx context.Context, key string, headerOnly bool, at in
 	return &wire.Response{Status: wire.StatusOK, Payload: raw}
 }
 
-// headerEntry is a header-only get's answer for e: its newest version,
-// and the older ones it keeps.
-func headerEntry(e index.Entry) wire.HeaderEntry {
-	h := wire.HeaderEntry{ListEntry: listEntry(e), Index: e.Index, Kind: e.Kind, K: e.K, M: e.M}
-	for _, o := range e.Older {
-		h.Older = append(h.Older, wire.HeaderEntry{
-			ListEntry: wire.ListEntry{Key: e.Key, HLC: o.Version.HLC, Writer: o.Version.Writer, Tombstone: o.Tombstone, ValueLen: o.ValueLen},
+// headerEntry is a header-only get's answer for key's shards hs at one
+// position, newest first: the newest, and the older ones the node keeps.
+func headerEntry(key string, hs []index.Held) wire.HeaderEntry {
+	var out wire.HeaderEntry
+	for i, o := range hs {
+		h := wire.HeaderEntry{
+			ListEntry: wire.ListEntry{Key: key, HLC: o.Version.HLC, Writer: o.Version.Writer, Tombstone: o.Tombstone, ValueLen: o.ValueLen},
 			Index:     o.Index, Kind: o.Kind, K: o.K, M: o.M,
-		})
+		}
+		if i == 0 {
+			out = h
+		} else {
+			out.Older = append(out.Older, h)
+		}
 	}
-	return h
+	return out
 }
 
 // policyOf is the policy an index entry or a wire message gives as bytes.

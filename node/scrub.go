@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,10 +38,11 @@ func (n *Node) scrubLoop(every time.Duration) {
 	})
 }
 
-// Scrub reads and verifies every shard this node holds. A shard that is
-// missing, does not verify, or does not match its index entry is removed
-// (entry and file), so the repair worker sees it missing and rebuilds it
-// from the other shards: a bad shard is never served, and never kept.
+// Scrub reads and verifies every shard this node holds, of every version.
+// A shard that is missing, does not verify, or does not match its index
+// entry is removed (entry and file; see scrubRemove), so the repair worker
+// sees it missing and rebuilds it from the other shards: a bad shard is
+// never served, and never kept.
 func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 	var st ScrubStats
 	after := ""
@@ -57,15 +59,14 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 			if err := ctx.Err(); err != nil {
 				return st, err
 			}
-			st.Scanned++
-			if e.Tombstone {
-				continue
-			}
-			if n.checkShard(ctx, e) {
-				continue
-			}
-			if n.scrubRemove(ctx, e) {
-				st.Corrupt++
+			for _, h := range e.Shards() {
+				st.Scanned++
+				if h.Tombstone || n.checkShard(ctx, e.Key, h) {
+					continue
+				}
+				if n.scrubRemove(ctx, e.Key, h) {
+					st.Corrupt++
+				}
 			}
 		}
 		if len(es) < listLimit {
@@ -84,9 +85,9 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 	return st, nil
 }
 
-// checkShard reports whether e's shard reads back valid and matching.
-func (n *Node) checkShard(ctx context.Context, e index.Entry) bool {
-	raw, _, err := n.shards.get(ctx, shardName(e.Key, e.Version), nil)
+// checkShard reports whether key's shard h reads back valid and matching.
+func (n *Node) checkShard(ctx context.Context, key string, h index.Held) bool {
+	raw, _, err := n.shards.get(ctx, shardName(key, h.Version, h.Index), nil)
 	switch {
 	case errors.Is(err, ds.ErrNotFound), errors.Is(err, volume.ErrCorrupt):
 		return false
@@ -96,31 +97,27 @@ func (n *Node) checkShard(ctx context.Context, e index.Entry) bool {
 		return true
 	}
 	sh, err := coding.ParseShard(raw)
-	return err == nil && sh.Header.Key == e.Key && int(sh.Header.Index) == int(e.Index) &&
-		sh.Header.Version == (coding.Version{HLC: e.Version.HLC, Writer: e.Version.Writer})
+	return err == nil && sh.Header.Key == key && sh.Header.Index == h.Index && toIndexVersion(sh.Header.Version) == h.Version
 }
 
-// scrubRemove removes e if the node still holds exactly e and its shard is
-// still bad (a write may have replaced it since the check).
-func (n *Node) scrubRemove(ctx context.Context, e index.Entry) bool {
-	mu := n.lock(e.Key)
+// scrubRemove removes key's shard h if the node still holds it and it is
+// still bad (a write may have replaced it since the check), with the older
+// shards the node keeps at its position: left there, they would say the
+// position never held h's version (readers take an older version for proof
+// of that). They are redundancy for a failed overwrite, kept on a
+// best-effort basis.
+func (n *Node) scrubRemove(ctx context.Context, key string, h index.Held) bool {
+	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, err := n.idx.Get(e.Key)
-	if err != nil || cur.Version != e.Version || cur.Index != e.Index {
+	cur, err := n.idx.Get(key)
+	if err != nil || !slices.Contains(cur.Shards(), h) || n.checkShard(ctx, key, h) {
 		return false
 	}
-	if n.checkShard(ctx, cur) {
-		return false
-	}
-	log.Warnw("scrub: bad shard removed, repair will rebuild it", "key", e.Key, "pos", e.Index)
-	// The previous shard goes too: put back, it would say this position
-	// never held the newer version (readers take an older version for
-	// proof of that), and it cannot stay without its entry. It is
-	// redundancy for a failed overwrite, kept on a best-effort basis.
-	st, msg := n.removeLocked(ctx, cur)
+	log.Warnw("scrub: bad shard removed, repair will rebuild it", "key", key, "pos", h.Index)
+	st, msg := n.dropLocked(ctx, "scrub", cur, func(o index.Held) bool { return o.Index == h.Index && !h.Version.Less(o.Version) })
 	if st != wire.StatusOK {
-		log.Warnw("scrub: remove bad shard", "key", e.Key, "err", msg)
+		log.Warnw("scrub: remove bad shard", "key", key, "err", msg)
 		return false
 	}
 	return true

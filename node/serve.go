@@ -99,7 +99,8 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 	}
 	switch req.Op {
 	case wire.OpPut:
-		r, f := n.putShard(ctx, req.Shard, !n.isMember(c, from))
+		writer := !n.isMember(c, from)
+		r, f := n.putShard(ctx, req.Shard, writer, writer)
 		n.sendForwards(f)
 		return &wire.Response{Status: r.Status, Message: r.Message}
 	case wire.OpBatchPut:
@@ -108,7 +109,10 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		// index commits them as one group.
 		rs := make([]wire.BatchResult, len(req.Shards))
 		fs := make([]*forward, len(req.Shards))
-		keep := !n.isMember(c, from)
+		// From a member, a batch is forwards (forwardTo): they keep older
+		// versions as the writer's put they copy does, for the write may
+		// yet fail, and go no further.
+		writer := !n.isMember(c, from)
 		sem := make(chan struct{}, batchWorkers)
 		var wg sync.WaitGroup
 		for i, sh := range req.Shards {
@@ -116,14 +120,14 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 			wg.Add(1)
 			go func(i int, sh []byte) {
 				defer func() { <-sem; wg.Done() }()
-				rs[i], fs[i] = n.putShard(ctx, sh, keep)
+				rs[i], fs[i] = n.putShard(ctx, sh, true, writer)
 			}(i, sh)
 		}
 		wg.Wait()
 		n.sendForwards(fs...)
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpGet:
-		return n.getShard(ctx, req.Key, req.HeaderOnly, index.Version{HLC: req.HLC, Writer: req.Writer}, scratch)
+		return n.getShard(ctx, req.Key, req.Pos, req.HeaderOnly, index.Version{HLC: req.HLC, Writer: req.Writer}, scratch)
 	case wire.OpList:
 		return n.list(req)
 	case wire.OpStatus:

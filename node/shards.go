@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/index"
 	"github.com/filedrive-team/go-ds-cluster/placement"
@@ -39,12 +38,14 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 	if more {
 		es = es[:limit]
 	}
-	out := make([]wire.InventoryEntry, len(es))
-	for i, e := range es {
-		out[i] = wire.InventoryEntry{
-			Key: e.Key, Pos: e.Index, Kind: e.Kind, K: e.K, M: e.M,
-			HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone,
-			ValueLen: e.ValueLen, ShardLen: e.ShardLen, Older: uint8(min(len(e.Older), 255)),
+	out := make([]wire.InventoryEntry, 0, len(es))
+	for _, e := range es {
+		for _, h := range e.Newest() {
+			out = append(out, wire.InventoryEntry{
+				Key: e.Key, Pos: h.Index, Kind: h.Kind, K: h.K, M: h.M,
+				HLC: h.Version.HLC, Writer: h.Version.Writer, Tombstone: h.Tombstone,
+				ValueLen: h.ValueLen, ShardLen: h.ShardLen, Older: uint8(min(len(e.Older), 255)),
+			})
 		}
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendInventoryPayload(nil, out, more)}
@@ -98,111 +99,43 @@ func (n *Node) sums() *wire.Response {
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendSumsPayload(nil, out)}
 }
 
-// drop removes this node's shard of sr.Key if it is still shard sr.Pos at
-// version sr.Version and the node owns that position in neither the map
-// nor the rebalance target (the repair worker drops a copy only once its
-// owner holds it), or the shard is stale: an older version at a position
-// the key's newest policy no longer uses.
+// drop removes this node's shard of sr.Key at position sr.Pos and version
+// sr.Version, with the older shards it keeps at that position, if the node
+// owns the position in neither the map nor the rebalance target (the
+// repair worker drops a copy only once its owner holds it), or the shard
+// is stale: an older version at a position the key's newest policy no
+// longer uses. A Restore drop removes that one shard alone: a version too
+// scarce to read, which provably never reached its write quorum (readers
+// already skip it for the older versions' value: see the front end's
+// olderVersion); what the node keeps below it becomes its newest.
 func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	c := n.cluster.Load()
 	if !sr.Stale && c.Owns(n.selfID, placement.Slot(sr.Key), int(sr.Pos)) {
 		return wire.StatusBadRequest, fmt.Sprintf("drop %q: this node owns shard %d of its slot at epoch %d", sr.Key, sr.Pos, c.Map.Epoch)
 	}
-	keep := func(e index.Entry) string {
-		if e.Index != sr.Pos || e.Version != (index.Version{HLC: sr.HLC, Writer: sr.Writer}) {
-			return "not that shard"
+	v := index.Version{HLC: sr.HLC, Writer: sr.Writer}
+	return n.dropShards(ctx, "drop", sr.Key, func(e index.Entry, h index.Held) bool {
+		if !slices.ContainsFunc(e.Shards(), func(h index.Held) bool { return h.Index == sr.Pos && h.Version == v }) {
+			return false // not that shard
 		}
-		return ""
-	}
-	if sr.Restore {
-		return n.restore(ctx, sr.Key, keep)
-	}
-	return n.removeIf(ctx, "drop", sr.Key, keep)
-}
-
-// restore removes key's shard of a failed write, as removeIf does, and
-// makes the newest of the older versions the node keeps (the value the
-// write replaced here) the key's newest. The repair leader asks for it
-// only for a version that provably never reached its write quorum, which
-// readers already skip for the older versions' value (see the front end's
-// olderVersion).
-func (n *Node) restore(ctx context.Context, key string, keep func(index.Entry) string) (wire.Status, string) {
-	return n.unlessKept("restore", key, keep, func(e index.Entry) (wire.Status, string) {
-		if len(e.Older) == 0 {
-			return n.removeLocked(ctx, e) // nothing to put back
-		}
-		// The older shard is where it was: only the index changes.
-		back := index.Entry{Key: key, Slot: e.Slot, Held: e.Older[0], Older: e.Older[1:]}
-		if err := n.change(ctx, key, []index.Version{e.Version}, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, back) }); err != nil {
-			return wire.StatusInternal, fmt.Sprintf("restore %q: %v", key, err)
-		}
-		return wire.StatusOK, "restored"
+		return h.Index == sr.Pos && (h.Version == v || !sr.Restore && h.Version.Less(v))
 	})
 }
 
 // supersede answers a writer's OpSupersede: version sr (HLC, Writer) of the
-// key is acknowledged with a policy of sr.Pos positions, and this node's
-// shard sits past them, at an older version. Readers that cannot reach
+// key is acknowledged with a policy of sr.Pos positions, and this node
+// keeps shards past them, at older versions. Readers that cannot reach
 // the newer version's positions would find the older value whole among
 // such shards (a 4+2 value overwritten by 3 replicas), so the node drops
-// it, and its previous shard, now rather than at repair's next pass.
+// them now rather than at repair's next pass.
 func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	if sr.Pos == 0 {
 		// A width of no positions would have every older shard of the key
 		// dropped, at every position, with no tombstone in its place.
 		return wire.StatusBadRequest, fmt.Sprintf("supersede %q: a version of no positions", sr.Key)
 	}
-	ver := index.Version{HLC: sr.HLC, Writer: sr.Writer}
-	keep := func(e index.Entry) string {
-		switch {
-		case !e.Version.Less(ver):
-			return "not older"
-		case e.Index < sr.Pos:
-			return "a position the version covers"
-		}
-		return ""
-	}
-	return n.unlessKept("supersede", sr.Key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e) })
-}
-
-// removeIf removes key's entry and shard unless keep, called under the
-// key's lock with the current entry, gives a reason to keep them (then the
-// answer is OK with "kept: reason"). A missing key answers not found.
-func (n *Node) removeIf(ctx context.Context, op, key string, keep func(index.Entry) string) (wire.Status, string) {
-	return n.unlessKept(op, key, keep, func(e index.Entry) (wire.Status, string) { return n.removeLocked(ctx, e) })
-}
-
-// unlessKept runs act with key's entry under the key's lock, unless keep
-// gives a reason to keep it (then the answer is OK with "kept: reason").
-// A missing key answers not found.
-func (n *Node) unlessKept(op, key string, keep func(index.Entry) string, act func(index.Entry) (wire.Status, string)) (wire.Status, string) {
-	mu := n.lock(key)
-	mu.Lock()
-	defer mu.Unlock()
-	e, err := n.idx.Get(key)
-	if errors.Is(err, index.ErrNotFound) {
-		return wire.StatusNotFound, ""
-	}
-	if err != nil {
-		return wire.StatusInternal, fmt.Sprintf("%s %q: index: %v", op, key, err)
-	}
-	if reason := keep(e); reason != "" {
-		return wire.StatusOK, "kept: " + reason
-	}
-	return act(e)
-}
-
-// removeLocked deletes e's index entry and the shards of every version it
-// holds; the caller holds the key's lock.
-func (n *Node) removeLocked(ctx context.Context, e index.Entry) (wire.Status, string) {
-	var drop []index.Version
-	for _, h := range e.Versions() {
-		drop = append(drop, h.Version)
-	}
-	if err := n.change(ctx, e.Key, drop, func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("remove %q: %v", e.Key, err)
-	}
-	return wire.StatusOK, ""
+	v := index.Version{HLC: sr.HLC, Writer: sr.Writer}
+	return n.dropShards(ctx, "supersede", sr.Key, func(_ index.Entry, h index.Held) bool { return h.Version.Less(v) && h.Index >= sr.Pos })
 }
 
 const (

@@ -16,18 +16,20 @@ import (
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/index"
+	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
-// shardName is where the shard of key at version v lives in the shard
-// store. flatfs accepts only a small alphabet and file names are bounded,
-// so the key is hashed; the version follows, so that each version has a
-// name of its own: a node keeps older versions' shards beside the newest
-// (index.Entry.Older), and keeping, restoring or dropping one moves no
-// bytes. The shard header holds the full key and version, which reads
+// shardName is where the shard of key at version v and position pos lives
+// in the shard store. flatfs accepts only a small alphabet and file names
+// are bounded, so the key is hashed; the version and position follow, so
+// that each shard has a name of its own: a node keeps older versions'
+// shards beside the newest, and may hold several positions of a version
+// (index.Entry), and keeping, restoring or dropping one moves no bytes.
+// The shard header holds the full key, version and position, which reads
 // check.
-func shardName(key string, v index.Version) ds.Key {
-	return ds.RawKey(fmt.Sprintf("/%s%016X%016X", ShardNamePrefix(key), v.HLC, v.Writer))
+func shardName(key string, v index.Version, pos uint8) ds.Key {
+	return ds.RawKey(fmt.Sprintf("/%s%016X%016X%02X", ShardNamePrefix(key), v.HLC, v.Writer, pos))
 }
 
 // ShardNamePrefix is what the shard store names of every version of key
@@ -153,12 +155,12 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its
 // own from the volume files (an operating system crash, a lost index): a
-// key's entry is its newest shard, and the ones before it are its Older
-// versions, as the node's writes keep them (keepOlder): none beside a
-// tombstone, none from a tombstone back (writes never keep more than
-// maxOlder; index.MaxOlder bounds what an entry can hold). Any other
-// shard, or one that does not parse, is dropped. Shard names
-// sort by key hash, then version, so each key's shards come together.
+// key's entry holds the shards of its newest version, and the older ones
+// as the node's writes keep them (keepOlder): none beside a tombstone,
+// none from a tombstone back (writes never keep more than maxOlder;
+// index.MaxOlder bounds what an entry can hold). Any other shard, or one
+// that does not parse, is dropped. Shard names sort by key hash, then
+// version and position, so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 	res, err := vol.Query(ctx, query.Query{})
 	if err != nil {
@@ -192,15 +194,21 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		if n == 0 {
 			return
 		}
-		newest := group[n-1]
-		e := entryOf(newest)
-		for i := n - 2; i >= 0; i-- {
-			if newest.Header.Tombstone || group[i].Header.Tombstone || len(e.Older) == index.MaxOlder {
-				drop = append(drop, names[:i+1]...)
-				break
+		newest := group[n-1].Header
+		var hs []index.Held
+		older := 0
+		for i := n - 1; i >= 0; i-- {
+			h := group[i].Header
+			if h.Version != newest.Version {
+				if newest.Tombstone || h.Tombstone || older == index.MaxOlder {
+					drop = append(drop, names[:i+1]...)
+					break
+				}
+				older++
 			}
-			e.Older = append(e.Older, heldOf(group[i]))
+			hs = append(hs, heldOf(group[i]))
 		}
+		e, _ := index.NewEntry(newest.Key, placement.Slot(newest.Key), hs)
 		entries = append(entries, e)
 		group, names = group[:0], names[:0]
 		keys++
@@ -212,7 +220,7 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		}
 		name := ds.RawKey(r.Key)
 		sh, err := coding.ParseShard(r.Value)
-		if err != nil || shardName(sh.Header.Key, toIndexVersion(sh.Header.Version)) != name {
+		if err != nil || shardName(sh.Header.Key, toIndexVersion(sh.Header.Version), sh.Header.Index) != name {
 			log.Warnw("reindex: a shard that does not parse or is misnamed: dropped", "name", r.Key, "err", err)
 			drop = append(drop, name)
 			continue

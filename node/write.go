@@ -25,14 +25,15 @@ func toIndexVersion(v coding.Version) index.Version {
 }
 
 // putShard stores a shard. keep says whether to keep the shards of the
-// versions it replaces (keepOlder): for writers, whose write may fail, not for the
-// members' repair copies and forwards, which carry readable versions. For a
-// writer's shard that this node holds once the put is done, at a position
-// a rebalance moves to another node, it returns the copy to send there
-// (sendForwards) before the request is answered; members' copies are the
-// repair worker's, which plans the new owners' own, so two nodes whose
-// views of the target differ never copy a shard back and forth.
-func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.BatchResult, *forward) {
+// versions it replaces (keepOlder): for writers' shards, whose write may
+// fail, and their forwards, not for repair's copies, which carry readable
+// versions. With fwd, for a writer's shard that this node holds once
+// the put is done, at a position a rebalance moves to another node, it
+// returns the copy to send there (sendForwards) before the request is
+// answered; members' copies are not forwarded again (repair plans the new
+// owners' own), so two nodes whose views of the target differ never copy a
+// shard back and forth.
+func (n *Node) putShard(ctx context.Context, raw []byte, keep, fwd bool) (wire.BatchResult, *forward) {
 	if len(raw) > wire.MaxShard {
 		// Stored, it could never be served: its get response would not fit.
 		return failed(wire.StatusTooLarge, "put: shard of %d bytes exceeds the limit of %d", len(raw), wire.MaxShard), nil
@@ -48,7 +49,7 @@ func (n *Node) putShard(ctx context.Context, raw []byte, keep bool) (wire.BatchR
 		return failed(wire.StatusBadRequest, "put %q: shard %d of slot %d does not belong to this node at epoch %d", h.Key, h.Index, slot, c.Map.Epoch), nil
 	}
 	r, holds := n.putShardLocked(ctx, raw, sh, keep)
-	if holds && keep {
+	if holds && fwd {
 		return r, n.targetCopy(c, slot, int(h.Index), raw)
 	}
 	return r, nil
@@ -72,62 +73,64 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 		n.purgeCorrupt()
 		old, err = n.idx.Get(h.Key)
 	}
-	e := entryOf(sh)
-	var drop []index.Version // shards that go with this change
+	in := heldOf(sh)
+	shards := []index.Held{in}
+	var drop []index.Held // shards that go with this change
 	switch {
-	case err == nil:
-		if r, held := heldAnswer(old, h); held {
-			same := r.Status == wire.StatusOK && old.Version == e.Version
-			// The writer's put again (a retry after a lost answer) must
-			// still learn that the node kept older versions, to have them
-			// dropped once the write is acknowledged.
-			r.Kept = keep && same && len(old.Older) > 0
-			return r, same
+	case errors.Is(err, index.ErrNotFound):
+	case err != nil:
+		return failed(wire.StatusInternal, "put %q: index: %v", h.Key, err), false
+	case in.Version.Less(old.Version):
+		return wire.BatchResult{Status: wire.StatusOK, HeldHLC: old.Version.HLC, HeldWriter: old.Version.Writer}, false
+	case in.Version == old.Version:
+		// The version again: a retry (a lost answer), which must still
+		// learn that the node kept older versions, to have them dropped
+		// once the write is acknowledged; or another position of it,
+		// which the node holds beside the others (during a rebalance it
+		// may own one position of the slot in the map and another in the
+		// target).
+		if slices.ContainsFunc(old.Newest(), func(o index.Held) bool { return o.Index == in.Index }) {
+			return wire.BatchResult{Status: wire.StatusOK, Kept: keep && len(old.Older) > 0, HeldHLC: in.Version.HLC, HeldWriter: in.Version.Writer}, true
 		}
+		shards = old.Shards()
+	default:
 		var full bool
-		if e.Older, drop, full = keepOlder(old, keep && !h.Tombstone); full {
+		if shards, drop, full = keepOlder(in, old, keep && !h.Tombstone); full {
 			return failed(wire.StatusUnavailable, "put %q: this node keeps %d older versions of the key beside its newest, none confirmed by an acknowledged write since; it takes no more until a write is acknowledged or repair drops them", h.Key, maxOlder), false
 		}
-	case errors.Is(err, index.ErrNotFound):
-	default:
-		return failed(wire.StatusInternal, "put %q: index: %v", h.Key, err), false
 	}
-	if err := n.storeShard(ctx, raw, e, drop); err != nil {
+	e, _ := index.NewEntry(h.Key, placement.Slot(h.Key), append(shards, in))
+	if err := n.commit(ctx, e, raw, in, drop); err != nil {
 		return failed(wire.StatusInternal, "put %q: %v", h.Key, err), false
 	}
 	return wire.BatchResult{Status: wire.StatusOK, Kept: len(e.Older) > 0}, true
 }
 
-// maxOlder bounds the older versions a node keeps of a key beside its
-// newest. A writer has them dropped once its version is acknowledged
-// (dropOlder), and repair once the key is whole, so more pile up only
-// under writes that fail one after another. At the bound the node refuses
-// a writer's put of the key (keepOlder): dropping the oldest could drop
-// the one acknowledged value under the failed ones.
+// maxOlder bounds the older shards a node keeps of a key beside its
+// newest version's. A writer has them dropped once its version is
+// acknowledged (dropOlder), and repair once the key is whole, so more pile
+// up only under writes that fail one after another. At the bound the node
+// refuses a writer's put of the key (keepOlder): dropping the oldest could
+// drop the one acknowledged value under the failed ones.
 const maxOlder = 16
 
-// keepOlder returns the older versions a key keeps once a newer version
-// replaces old as its newest, and the versions whose shards go. With keep
-// (a writer's put, which may fail) old's versions are kept, newest first,
-// but for tombstones: a failed write over a delete leaves nothing to
-// restore, and a delete keeps nothing (it cannot fail into an older value:
-// a retried delete expects the key gone). full reports that keeping them
-// would pass maxOlder: the put must be refused.
-func keepOlder(old index.Entry, keep bool) (older []index.Held, drop []index.Version, full bool) {
-	for _, h := range old.Versions() {
+// keepOlder returns the shards a key keeps once in, a newer version,
+// replaces old's as its newest, and the shards that go. With keep (a
+// writer's put, which may fail) old's shards are kept, but for tombstones:
+// a failed write over a delete leaves nothing to restore, and a delete
+// keeps nothing (it cannot fail into an older value: a retried delete
+// expects the key gone). full reports that keeping them would pass
+// maxOlder: the put must be refused.
+func keepOlder(in index.Held, old index.Entry, keep bool) (shards, drop []index.Held, full bool) {
+	shards = []index.Held{in}
+	for _, h := range old.Shards() {
 		if keep && !h.Tombstone {
-			older = append(older, h)
+			shards = append(shards, h)
 		} else {
-			drop = append(drop, h.Version)
+			drop = append(drop, h)
 		}
 	}
-	return older, drop, len(older) > maxOlder
-}
-
-// entryOf is the index entry of shard sh.
-func entryOf(sh *coding.Shard) index.Entry {
-	h := &sh.Header
-	return index.Entry{Key: h.Key, Slot: placement.Slot(h.Key), Held: heldOf(sh)}
+	return shards, drop, len(shards)-1 > maxOlder
 }
 
 // heldOf is what the index keeps of shard sh.
@@ -150,103 +153,79 @@ func heldOf(sh *coding.Shard) index.Held {
 // version was acknowledged: no reader needs a version older than an
 // acknowledged one. The node's newest version stays, whatever it is.
 func (n *Node) dropOlder(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
-	mu := n.lock(sr.Key)
+	acked := index.Version{HLC: sr.HLC, Writer: sr.Writer}
+	return n.dropShards(ctx, "drop older versions of", sr.Key, func(e index.Entry, h index.Held) bool {
+		return h.Version.Less(acked) && h.Version.Less(e.Version)
+	})
+}
+
+// dropShards drops the shards of key that gone picks, given the key's
+// entry: index and shard store change as one commit, and the entry goes
+// with its last shard. It answers not found when the node holds nothing
+// of key, and "kept" when gone picks none.
+func (n *Node) dropShards(ctx context.Context, op, key string, gone func(index.Entry, index.Held) bool) (wire.Status, string) {
+	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
-	e, err := n.idx.Get(sr.Key)
+	e, err := n.idx.Get(key)
 	switch {
 	case errors.Is(err, index.ErrNotFound):
-		return wire.StatusOK, ""
+		return wire.StatusNotFound, ""
 	case err != nil:
-		return wire.StatusInternal, fmt.Sprintf("drop older versions of %q: index: %v", sr.Key, err)
+		return wire.StatusInternal, fmt.Sprintf("%s %q: index: %v", op, key, err)
 	}
-	acked := index.Version{HLC: sr.HLC, Writer: sr.Writer}
-	var drop []index.Version
-	e.Older = slices.DeleteFunc(e.Older, func(h index.Held) bool {
-		if h.Version.Less(acked) {
-			drop = append(drop, h.Version)
-			return true
+	return n.dropLocked(ctx, op, e, func(h index.Held) bool { return gone(e, h) })
+}
+
+// dropLocked is dropShards under the key's lock, with its entry e.
+func (n *Node) dropLocked(ctx context.Context, op string, e index.Entry, gone func(index.Held) bool) (wire.Status, string) {
+	var keep, drop []index.Held
+	for _, h := range e.Shards() {
+		if gone(h) {
+			drop = append(drop, h)
+		} else {
+			keep = append(keep, h)
 		}
-		return false
-	})
-	if len(drop) == 0 {
-		return wire.StatusOK, ""
 	}
-	if err := n.change(ctx, e.Key, drop, func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }); err != nil {
-		return wire.StatusInternal, fmt.Sprintf("drop older versions of %q: %v", sr.Key, err)
+	if len(drop) == 0 {
+		return wire.StatusOK, "kept"
+	}
+	rest, ok := index.NewEntry(e.Key, e.Slot, keep)
+	indexTx := func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, rest) }
+	if !ok {
+		indexTx = func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }
+	}
+	if err := n.shards.commit(ctx, ds.Key{}, nil, shardNames(e.Key, drop), indexTx); err != nil {
+		return wire.StatusInternal, fmt.Sprintf("%s %q: shard store: %v", op, e.Key, err)
 	}
 	return wire.StatusOK, ""
 }
 
-// heldAnswer is the answer to a put of shard h when the node already holds
-// old for the key, and held is true, or held is false when h is newer and
-// must be stored. An equal version is stored already, which a retried put
-// is told with OK, but only at the same position: a node keeps one shard
-// per key, and during a rebalance it may own one position of the slot in
-// the map and another in the target. Holding shard q of a version does not
-// store shard p of it, so that put is refused (the writer must not count it
-// toward its quorum).
-func heldAnswer(old index.Entry, h *coding.Header) (r wire.BatchResult, held bool) {
-	in := toIndexVersion(h.Version)
-	switch {
-	case old.Version.Less(in):
-		return r, false
-	case old.Version == in && old.Index != h.Index:
-		return failed(wire.StatusBadRequest, "put %q: this node holds shard %d of version %s, not shard %d (it keeps one shard per key)",
-			h.Key, old.Index, h.Version, h.Index), true
-	default:
-		return wire.BatchResult{Status: wire.StatusOK, HeldHLC: old.Version.HLC, HeldWriter: old.Version.Writer}, true
-	}
-}
-
-// errNewerHeld refuses to store a shard whose index entry would not be
-// stored because the index holds a newer or equal version.
-var errNewerHeld = errors.New("the index holds a newer version")
-
-// storeShard makes shard raw and its index entry e durable, and drops the
-// shards of the versions in drop, as one change (see change). A tombstone
-// is stored too: a node's index is what its stored shards say (reindex).
-func (n *Node) storeShard(ctx context.Context, raw []byte, e index.Entry, drop []index.Version) error {
-	indexTx := func(tx *bolt.Tx) error {
-		stored, err := n.idx.PutTx(tx, e)
-		if err == nil && !stored {
-			// The key's lock makes this impossible today; should it
-			// happen, the older shard must not replace the newer one.
-			err = errNewerHeld
-		}
-		return err
-	}
-	return n.commit(ctx, e.Key, shardName(e.Key, e.Version), raw, drop, indexTx)
-}
-
-// change is commit with no shard to store: index entries change and the
-// shards of the versions in drop go.
-func (n *Node) change(ctx context.Context, key string, drop []index.Version, indexTx func(*bolt.Tx) error) error {
-	return n.commit(ctx, key, ds.Key{}, nil, drop, indexTx)
-}
-
-// commit is the shard store's commit of raw under name, with the shards
-// of key's versions in drop (zero versions are skipped).
-func (n *Node) commit(ctx context.Context, key string, name ds.Key, raw []byte, drop []index.Version, indexTx func(*bolt.Tx) error) error {
-	var names []ds.Key
-	for _, v := range drop {
-		if !v.IsZero() {
-			names = append(names, shardName(key, v))
-		}
-	}
-	if err := n.shards.commit(ctx, name, raw, names, indexTx); err != nil {
+// commit makes shard raw (of in, the newest shard of entry e) and e
+// durable, and drops the shards in drop, as one change of the shard store.
+// A tombstone is stored too: a node's index is what its stored shards say
+// (reindex).
+func (n *Node) commit(ctx context.Context, e index.Entry, raw []byte, in index.Held, drop []index.Held) error {
+	indexTx := func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }
+	if err := n.shards.commit(ctx, shardName(e.Key, in.Version, in.Index), raw, shardNames(e.Key, drop), indexTx); err != nil {
 		return fmt.Errorf("shard store: %w", err)
 	}
 	return nil
 }
 
-// purge drops key's index entry if it is still the tombstone of version
-// (le.HLC, le.Writer): a newer write that arrived meanwhile is kept.
+// shardNames are the names of key's shards hs.
+func shardNames(key string, hs []index.Held) []ds.Key {
+	names := make([]ds.Key, len(hs))
+	for i, h := range hs {
+		names[i] = shardName(key, h.Version, h.Index)
+	}
+	return names
+}
+
+// purge drops key's index entry if its newest version is still the
+// tombstone of version (le.HLC, le.Writer): a newer write that arrived
+// meanwhile is kept.
 func (n *Node) purge(ctx context.Context, le wire.ListEntry) (wire.Status, string) {
-	return n.removeIf(ctx, "purge", le.Key, func(e index.Entry) string {
-		if !e.Tombstone || e.Version != (index.Version{HLC: le.HLC, Writer: le.Writer}) {
-			return "not that tombstone"
-		}
-		return ""
-	})
+	v := index.Version{HLC: le.HLC, Writer: le.Writer}
+	return n.dropShards(ctx, "purge", le.Key, func(e index.Entry, _ index.Held) bool { return e.Tombstone && e.Version == v })
 }

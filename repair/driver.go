@@ -25,14 +25,16 @@ var log = logging.Logger("dscluster/repair")
 type Peers interface {
 	// Inventory returns every shard node holds.
 	Inventory(ctx context.Context, node string) ([]Holding, error)
-	// GetShard returns the encoded shard of key that node holds.
-	GetShard(ctx context.Context, node, key string) ([]byte, error)
-	// PutShard stores an encoded shard on node (newest version wins).
+	// GetShard returns the encoded shard pos of key that node holds.
+	GetShard(ctx context.Context, node, key string, pos int) ([]byte, error)
+	// PutShard stores an encoded shard on node: a newer version replaces
+	// what the node holds of the key, the same version adds a position,
+	// an older one is refused.
 	PutShard(ctx context.Context, node string, shard []byte) error
-	// Drop carries out a Drop action: a.To removes its shard of a.Key if
-	// it is still shard a.Pos at a.Version. A node refuses to drop a
-	// position it owns unless a.Stale is set; with a.Restore it puts back
-	// the shard the dropped one replaced, if it kept it (see Action).
+	// Drop carries out a Drop action: a.To removes its shard a.Pos of
+	// a.Key at a.Version, if it still holds it. A node refuses to drop a
+	// position it owns unless a.Stale is set (see Action for Restore and
+	// Older).
 	Drop(ctx context.Context, a Action) error
 }
 
@@ -438,8 +440,8 @@ func (d *Driver) do(ctx context.Context, a Action) error {
 	return fmt.Errorf("repair: unknown action kind %d", a.Kind)
 }
 
-// GetShardFunc reads the encoded shard of key that node holds.
-type GetShardFunc func(ctx context.Context, node, key string) ([]byte, error)
+// GetShardFunc reads the encoded shard pos of key that node holds.
+type GetShardFunc func(ctx context.Context, node, key string, pos int) ([]byte, error)
 
 // MakeShard returns the encoded shard a Copy or Rebuild writes to a.To:
 // for a Copy, From's shard, checked to be still (a.Key, a.Pos, a.Version);
@@ -448,7 +450,7 @@ type GetShardFunc func(ctx context.Context, node, key string) ([]byte, error)
 func MakeShard(ctx context.Context, get GetShardFunc, a Action) ([]byte, error) {
 	switch a.Kind {
 	case Copy:
-		raw, err := get(ctx, a.From, a.Key)
+		raw, err := get(ctx, a.From, a.Key, a.Pos)
 		if err != nil {
 			return nil, fmt.Errorf("copy %q shard %d from %s: %w", a.Key, a.Pos, a.From, err)
 		}
@@ -484,7 +486,7 @@ func rebuild(ctx context.Context, get GetShardFunc, a Action) ([]byte, error) {
 		if src.Pos < 0 || src.Pos >= w || shards[src.Pos] != nil {
 			continue
 		}
-		raw, err := get(ctx, src.Node, a.Key)
+		raw, err := get(ctx, src.Node, a.Key, src.Pos)
 		if err != nil {
 			continue
 		}

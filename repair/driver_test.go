@@ -16,18 +16,21 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/placement"
 )
 
-// memPeers is a cluster of in-memory nodes holding encoded shards.
+// memPeers is a cluster of in-memory nodes holding encoded shards. Each
+// keeps, per key, the positions it holds of one version, as package node
+// does without the older versions: a newer shard replaces them, a shard of
+// the same version adds its position, an older one is refused.
 type memPeers struct {
 	mu    sync.Mutex
-	nodes map[string]map[string][]byte // node -> key -> shard
+	nodes map[string]map[string]map[int][]byte // node -> key -> position -> shard
 	down  map[string]bool
 	puts  int
 }
 
 func newMemPeers(ids []string) *memPeers {
-	p := &memPeers{nodes: map[string]map[string][]byte{}, down: map[string]bool{}}
+	p := &memPeers{nodes: map[string]map[string]map[int][]byte{}, down: map[string]bool{}}
 	for _, id := range ids {
-		p.nodes[id] = map[string][]byte{}
+		p.nodes[id] = map[string]map[int][]byte{}
 	}
 	return p
 }
@@ -41,43 +44,70 @@ func (p *memPeers) Inventory(_ context.Context, node string) ([]Holding, error) 
 		return nil, errDown
 	}
 	var hs []Holding
-	for _, raw := range p.nodes[node] {
-		sh, err := coding.ParseShard(raw)
-		if err != nil {
-			return nil, err
+	for _, byPos := range p.nodes[node] {
+		for _, raw := range byPos {
+			sh, err := coding.ParseShard(raw)
+			if err != nil {
+				return nil, err
+			}
+			h := sh.Header
+			hs = append(hs, Holding{Node: node, Key: h.Key, Pos: int(h.Index), Policy: h.Policy, Version: h.Version,
+				Tombstone: h.Tombstone, ValueLen: h.ValueLen, ShardLen: uint32(len(sh.Data))})
 		}
-		h := sh.Header
-		hs = append(hs, Holding{Node: node, Key: h.Key, Pos: int(h.Index), Policy: h.Policy, Version: h.Version,
-			Tombstone: h.Tombstone, ValueLen: h.ValueLen, ShardLen: uint32(len(sh.Data))})
 	}
 	return hs, nil
 }
 
-func (p *memPeers) GetShard(_ context.Context, node, key string) ([]byte, error) {
+func (p *memPeers) GetShard(_ context.Context, node, key string, pos int) ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down[node] {
 		return nil, errDown
 	}
-	raw, ok := p.nodes[node][key]
+	raw, ok := p.nodes[node][key][pos]
 	if !ok {
-		return nil, fmt.Errorf("%s holds no %q", node, key)
+		return nil, fmt.Errorf("%s holds no %q shard %d", node, key, pos)
 	}
 	return raw, nil
 }
 
 func (p *memPeers) PutShard(_ context.Context, node string, shard []byte) error {
-	sh, err := coding.ParseShard(shard)
-	if err != nil {
-		return err
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down[node] {
 		return errDown
 	}
-	p.nodes[node][sh.Header.Key] = append([]byte(nil), shard...)
+	if err := p.store(node, shard); err != nil {
+		return err
+	}
 	p.puts++
+	return nil
+}
+
+// store puts shard on node by the node's rule; p.mu is held (or the
+// cluster not yet shared).
+func (p *memPeers) store(node string, shard []byte) error {
+	sh, err := coding.ParseShard(shard)
+	if err != nil {
+		return err
+	}
+	key, v := sh.Header.Key, sh.Header.Version
+	if held := p.versionAt(node, key); held != nil && v.Less(*held) {
+		return fmt.Errorf("%s holds %q at %s, newer than %s", node, key, held, v)
+	} else if held == nil || *held != v {
+		p.nodes[node][key] = map[int][]byte{}
+	}
+	p.nodes[node][key][int(sh.Header.Index)] = slices.Clone(shard)
+	return nil
+}
+
+// versionAt returns the version node holds of key, or nil.
+func (p *memPeers) versionAt(node, key string) *coding.Version {
+	for _, raw := range p.nodes[node][key] {
+		if sh, err := coding.ParseShard(raw); err == nil {
+			return &sh.Header.Version
+		}
+	}
 	return nil
 }
 
@@ -87,7 +117,15 @@ func (p *memPeers) Drop(_ context.Context, a Action) error {
 	if p.down[a.To] {
 		return errDown
 	}
-	delete(p.nodes[a.To], a.Key)
+	if a.Older {
+		return nil // it keeps no older versions
+	}
+	if held := p.versionAt(a.To, a.Key); held != nil && (*held == a.Version || !a.Restore && held.Less(a.Version)) {
+		delete(p.nodes[a.To][a.Key], a.Pos)
+		if len(p.nodes[a.To][a.Key]) == 0 {
+			delete(p.nodes[a.To], a.Key)
+		}
+	}
 	return nil
 }
 
@@ -123,7 +161,9 @@ func testCluster(t *testing.T, n int) (*placement.Map, []string, *memPeers, map[
 			t.Fatal(err)
 		}
 		for pos, o := range m.Owners(placement.Slot(key)) {
-			p.nodes[m.Nodes[o].ID][key] = shards[pos].AppendBinary(nil)
+			if err := p.store(m.Nodes[o].ID, shards[pos].AppendBinary(nil)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return m, ids, p, vals
@@ -135,7 +175,7 @@ func testCluster(t *testing.T, n int) (*placement.Map, []string, *memPeers, map[
 func TestDriverRebuildsLostShards(t *testing.T) {
 	m, ids, p, vals := testCluster(t, 40)
 	lost := len(p.nodes["n2"])
-	p.nodes["n2"] = map[string][]byte{}
+	p.nodes["n2"] = map[string]map[int][]byte{}
 	d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +219,7 @@ func checkDecodesWith(t *testing.T, m *placement.Map, p *memPeers, vals map[stri
 				if (id == node) != pass || n == 4 {
 					continue
 				}
-				sh, err := coding.ParseShard(p.nodes[id][key])
+				sh, err := coding.ParseShard(p.nodes[id][key][pos])
 				if err != nil {
 					t.Fatalf("%s shard %d on %s: %v", key, pos, id, err)
 				}
@@ -212,9 +252,9 @@ func (p *delegPeers) Delegate(ctx context.Context, a Action) error {
 	return p.memPeers.PutShard(ctx, a.To, shard)
 }
 
-func (p *delegPeers) GetShard(ctx context.Context, node, key string) ([]byte, error) {
+func (p *delegPeers) GetShard(ctx context.Context, node, key string, pos int) ([]byte, error) {
 	p.relayed.Add(1)
-	return p.memPeers.GetShard(ctx, node, key)
+	return p.memPeers.GetShard(ctx, node, key, pos)
 }
 
 func (p *delegPeers) PutShard(ctx context.Context, node string, shard []byte) error {
@@ -230,7 +270,7 @@ func TestDriverDelegatesRepairs(t *testing.T) {
 	for _, old := range []bool{false, true} {
 		m, ids, mem, vals := testCluster(t, 30)
 		lost := len(mem.nodes["n3"])
-		mem.nodes["n3"] = map[string][]byte{}
+		mem.nodes["n3"] = map[string]map[int][]byte{}
 		dp := &delegPeers{memPeers: mem}
 		var p Peers = dp
 		if old {
@@ -278,7 +318,7 @@ func TestDriverResumesBacklog(t *testing.T) {
 	// planned. Simulate the crash by saving the plan and closing.
 	victim := "n4"
 	lost := len(p.nodes[victim])
-	p.nodes[victim] = map[string][]byte{}
+	p.nodes[victim] = map[string]map[int][]byte{}
 	view := &View{Map: m, Reachable: map[string]bool{}}
 	for _, id := range ids {
 		hs, _ := p.Inventory(context.Background(), id)
@@ -320,7 +360,7 @@ func TestDriverResumesBacklog(t *testing.T) {
 // cannot fail on a slow machine, only if the limit is not applied.
 func TestDriverRateLimit(t *testing.T) {
 	m, ids, p, _ := testCluster(t, 60)
-	p.nodes["n5"] = map[string][]byte{}
+	p.nodes["n5"] = map[string]map[int][]byte{}
 	const rate = 512 << 10 // bytes per second
 	d, err := OpenDriver(DriverConfig{Peers: p, StatePath: filepath.Join(t.TempDir(), "repair.db"), NoSync: true, Rate: rate})
 	if err != nil {
@@ -381,10 +421,16 @@ func commitRaceWriteSurvives(t *testing.T, unlisted bool) {
 	v1, _ := coding.Encode(key, bytes.Repeat([]byte("1"), 64<<10), coding.Erasure(4, 2), coding.Version{HLC: hlc, Writer: 1})
 	v2, _ := coding.Encode(key, val, coding.Erasure(4, 2), coding.Version{HLC: hlc + 1<<16, Writer: 1})
 	missed := slices.IndexFunc([]int{0, 1, 2, 3, 4, 5}, func(pos int) bool { return !slices.Contains(moved, pos) })
+	for pos := range 6 { // moved before the commit
+		if err := mem.store(own(tgt, key, pos), v1[pos].AppendBinary(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for pos := range 6 {
-		mem.nodes[own(tgt, key, pos)][key] = v1[pos].AppendBinary(nil) // moved before the commit
 		if pos != missed {
-			mem.nodes[own(old, key, pos)][key] = v2[pos].AppendBinary(nil)
+			if err := mem.store(own(old, key, pos), v2[pos].AppendBinary(nil)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	away := []string{own(old, key, moved[0]), own(old, key, moved[1])}
@@ -412,7 +458,7 @@ func commitRaceWriteSurvives(t *testing.T, unlisted bool) {
 	}
 	shards := make([]*coding.Shard, 6)
 	for pos := range 6 {
-		if sh, err := coding.ParseShard(mem.nodes[own(tgt, key, pos)][key]); err == nil && sh.Header.Version == v2[0].Header.Version {
+		if sh, err := coding.ParseShard(mem.nodes[own(tgt, key, pos)][key][pos]); err == nil && sh.Header.Version == v2[0].Header.Version {
 			shards[pos] = sh
 		}
 	}

@@ -228,7 +228,7 @@ func (p *listedPeers) Inventory(_ context.Context, node string) ([]Holding, erro
 	return p.holdings[node], nil
 }
 
-func (p *listedPeers) GetShard(context.Context, string, string) ([]byte, error) {
+func (p *listedPeers) GetShard(context.Context, string, string, int) ([]byte, error) {
 	return nil, fmt.Errorf("not in a benchmark")
 }
 

@@ -17,6 +17,7 @@ type Request struct {
 	Identity int32 // OpClusterInfo: node identity to fetch, or -1 for a client
 
 	Key        string // OpGet
+	Pos        uint8  // OpGet: the position (shard index) read
 	HeaderOnly bool   // OpGet: return the shard's index entry (a HeaderEntry), no data
 	// HLC and Writer (OpGet), unless both zero, ask for the shard of that
 	// version of the key, which the node may keep beside a newer one
@@ -58,7 +59,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		if r.HLC != 0 || r.Writer != 0 {
 			f |= 2
 		}
-		e.U8(f).Str(r.Key)
+		e.U8(f).Str(r.Key).U8(r.Pos)
 		if f&2 != 0 {
 			e.U64(r.HLC).U64(r.Writer)
 		}
@@ -129,6 +130,7 @@ func DecodeRequest(body []byte) (*Request, error) {
 		f := d.U8("flags")
 		r.HeaderOnly = f&1 != 0
 		r.Key = d.Str("key")
+		r.Pos = d.U8("position")
 		if f&2 != 0 {
 			r.HLC, r.Writer = d.U64("version HLC"), d.U64("version writer")
 		}

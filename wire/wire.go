@@ -19,7 +19,8 @@ const (
 // results carry typed fields (BatchResult.Kept, Held) where version 1 put
 // them in messages. 3: a header-only get lists the older versions a node
 // keeps (HeaderEntry.Older), and a get may name the version it reads.
-const Version = 3
+// 4: a get names the position it reads (a node may hold several).
+const Version = 4
 
 // MaxFrame bounds a frame body: the largest shard a node accepts plus room
 // for the request fields. Larger frames are refused before being read.

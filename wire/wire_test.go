@@ -18,7 +18,7 @@ func sampleRequests() []*Request {
 		{Op: OpClusterInfo, Epoch: 3, Identity: -1},
 		{Op: OpClusterInfo, Epoch: 0, Identity: 5},
 		{Op: OpGet, Epoch: 7, Key: "/blocks/CIQA", HeaderOnly: true},
-		{Op: OpGet, Key: "/k", HLC: 1 << 50, Writer: 3},
+		{Op: OpGet, Key: "/k", Pos: 5, HLC: 1 << 50, Writer: 3},
 		{Op: OpGet, Key: "/k", Writer: 1},
 		{Op: OpGet, Epoch: 1 << 40, Key: ""},
 		{Op: OpPut, Epoch: 2, Shard: []byte("DSCS shard bytes")},
