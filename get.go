@@ -589,23 +589,26 @@ func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners
 		err = statusError(resp)
 	default:
 		a.h, err = wire.DecodeHeaderPayload(resp.Payload)
-		if err == nil && (a.h.Key != key || int(a.h.Index) != pos) {
-			err = fmt.Errorf("%w: node holds shard %d of %q for shard %d of %q", coding.ErrCorrupt, a.h.Index, a.h.Key, pos, key)
+		if err == nil && a.h.Key != key {
+			err = fmt.Errorf("%w: node sent its entry of %q for %q", coding.ErrCorrupt, a.h.Key, key)
 		}
 		newer := a.h.ListEntry
 		for i, h := range append([]wire.HeaderEntry{a.h}, a.h.Older...) {
-			if i > 0 && err == nil && !versionLess(h.ListEntry, newer) {
-				// keptWithout reads the list as the node's versions,
+			switch p := entryPolicy(h); {
+			case err != nil:
+			case int(h.Index) != pos:
+				err = fmt.Errorf("%w: node holds shard %d of %q for shard %d", coding.ErrCorrupt, h.Index, key, pos)
+			case i > 0 && !versionLess(h.ListEntry, newer):
+				// keptWithout reads the list as the position's versions,
 				// newest first: one out of order would prove too much.
 				err = fmt.Errorf("%w: node's entry of %q lists older versions out of order", coding.ErrCorrupt, key)
-			}
-			newer = h.ListEntry
-			if p := entryPolicy(h); err == nil && (p.Validate() != nil || int(h.Index) >= p.Width()) {
+			case p.Validate() != nil || pos >= p.Width():
 				// A shard's header is checked as it is parsed, an index
 				// entry only here: a policy of no shards would make a
 				// version of none.
 				err = fmt.Errorf("%w: node's entry of %q for shard %d names policy %d+%d of kind %d", coding.ErrCorrupt, key, h.Index, p.DataShards, p.ParityShards, p.Kind)
 			}
+			newer = h.ListEntry
 		}
 	}
 	if err != nil {
@@ -630,11 +633,6 @@ func (h headerAnswers) held(pos int) []held {
 	a := &h[pos]
 	out := []held{{ver: coding.Version{HLC: a.h.HLC, Writer: a.h.Writer}, policy: a.entryPolicy(), tomb: a.h.Tombstone, valueLen: a.h.ValueLen}}
 	for _, o := range a.h.Older {
-		if int(o.Index) != pos {
-			// Held at another position (before a rebalance): what the
-			// node held here before it is not known.
-			break
-		}
 		out = append(out, held{ver: coding.Version{HLC: o.HLC, Writer: o.Writer}, policy: entryPolicy(o), tomb: o.Tombstone, valueLen: o.ValueLen})
 	}
 	return out
