@@ -35,14 +35,16 @@
 //   - Actions are sorted by key, position, kind (copy, rebuild, drop) and
 //     destination, and the actions of one plan may run in any order, or
 //     concurrently: no action's source is dropped by the same plan, no
-//     drop relies on a shard that another action of the plan replaces, and
-//     a node is sent at most one shard of a key per plan.
+//     drop relies on a shard that another action of the plan takes away,
+//     and a node is sent at most one shard per position of a key.
 //   - Actions are idempotent against the state they were planned from: a
-//     node keeps the newest version of a key and refuses an equal or older
-//     one, and a Drop names the exact position and version it removes. A
-//     drop is justified by the View it was planned from, so a driver that
-//     replays a recorded plan after the cluster changed relies on the node
-//     checking ownership; a fresh plan is always safe.
+//     node keeps the positions of its newest version of a key, adds a
+//     position of that version beside them, takes a newer version in their
+//     place and refuses an older one, and a Drop names the exact position
+//     and version it removes. A drop is justified by the View it was
+//     planned from, so a driver that replays a recorded plan after the
+//     cluster changed relies on the node checking ownership; a fresh plan
+//     is always safe.
 //   - An unreachable node (not in View.Reachable) is never a source, never
 //     a destination, never asked to drop, and its listed holdings do not
 //     count as copies.
@@ -61,57 +63,46 @@
 //
 //   - Newer versions too scarce to read: a write that failed after landing
 //     on fewer than k nodes must not shadow the acknowledged value below
-//     it. A node keeps one shard per key and refuses an older version, so
-//     an owner that holds such a newer shard cannot take V: it gets
+//     it. A node refuses a version older than its newest, so an owner that
+//     holds such a newer shard, at any position, cannot take V: it gets
 //     nothing until the shard is gone. The shard is dropped (Stale, since
-//     its holder may own the position; Restore, so that the holder's
-//     newest older version, if it kept one, becomes its newest) only when
-//     it is provably garbage:
-//     every owner of the key's slot, in the map and the target, is
-//     reachable, the version has fewer than k positions among all the
-//     holdings listed, reachable or not, and it is older than
-//     View.GarbageBefore (the driver's GarbageGrace ago: a write still in
-//     flight has landed only some of its shards, and may yet be
-//     acknowledged). A version written before View.MapSince may also sit
-//     at owners of an earlier map that a rebalance commit left (a write
-//     that raced the commit, its forwards lost): it must have fewer than
-//     k positions even with one more on each member that did not answer
-//     or is down or out (View.Unlisted). Only the newest such version goes in one pass: a
-//     version below a failed one may be scarce only because the failed
-//     write's holders keep its shards as older versions, which the
-//     planner does not see. Otherwise (an owner that does not
-//     answer might hold more of it: an acknowledged write) it is left
-//     alone, at owners and elsewhere, and V is repaired everywhere else. A
-//     later plan gives V to the owner whose shard was dropped.
+//     its holder may own the position; Restore, so that what the holder
+//     keeps of the key then, an older version included, is its newest)
+//     only when it is provably garbage: every owner of the key's slot, in
+//     the map and the target, is reachable, the version has fewer than k
+//     positions among all the holdings listed, reachable or not, and it is
+//     older than View.GarbageBefore (the driver's GarbageGrace ago: a
+//     write still in flight has landed only some of its shards, and may
+//     yet be acknowledged). A version written before View.MapSince may
+//     also sit at owners of an earlier map that a rebalance commit left (a
+//     write that raced the commit, its forwards lost): it must have fewer
+//     than k positions even with one more on each member that did not
+//     answer or is down or out (View.Unlisted). Only the newest such
+//     version goes in one pass: a version below a failed one may be scarce
+//     only because the failed write's holders keep its shards as older
+//     versions, which the planner does not see. Otherwise (an owner that
+//     does not answer might hold more of it: an acknowledged write) it is
+//     left alone, at owners and elsewhere, and V is repaired everywhere
+//     else. A later plan gives V to the owner whose shard was dropped.
 //   - Needs: each reachable owner, in View.Map or View.Target, of a position
-//     p < w must hold V at p. A node stores one shard per key (package
-//     index), so a node that owns different positions of the slot in the map
-//     and in the target gets its map position; the target position follows
-//     after the commit and does not hold the commit back.
+//     p < w must hold V at p. A node that owns p in the map and q in the
+//     target gets both in the same plan.
 //   - Copy when a reachable node holds V at p (preferring a node that owns p
 //     in neither map: the old owner, whose copy is about to go; then the
 //     lowest node ID). Otherwise Rebuild: a tombstone needs no sources, a
 //     value needs k distinct positions of V, and the sources list one node
 //     per available position in position order, data shards first.
-//   - A node that holds V at a position it owns in neither map cannot take
-//     another position of V (the node would refuse it as not newer): its
-//     misplaced shard is first copied to its owner and dropped, and the
-//     node gets its own position in a later plan.
 //   - Drop a holding whose node owns its position in neither map once a
-//     reachable owner of that position (map or target) holds it at the same
-//     or a newer version, V at most; and drop holdings of superseded versions at
-//     positions >= w (left over when a key is overwritten by a narrower
-//     policy, 4+2 by r3) once the key is not degraded.
+//     reachable owner of that position (map or target) holds V there (an
+//     owner with an older version gets V first); and drop holdings of
+//     superseded versions at positions >= w (left over when a key is
+//     overwritten by a narrower policy, 4+2 by r3) once the key is not
+//     degraded.
 //   - Drop older: a node that keeps older versions of a key beside its
-//     shard of V (it missed the writer's "drop older") is told to drop
+//     shards of V (it missed the writer's "drop older") is told to drop
 //     them (a Drop with Older) once the key is not degraded: every read
 //     returns V before any of them. Slot sums count such shards, so a
 //     slot with one is not settled.
-//   - Rings: when owners hold each other's positions (A holds B's, B holds
-//     A's), nothing above applies. Then one such shard of V is dropped per
-//     plan, if the key keeps max(k+1, w-1) distinct positions of V
-//     without it, and its position is rebuilt. This is the one drop of a
-//     position's only copy, and only of one that can be rebuilt with margin.
 //   - Lost: a key with no readable version at all gets no action at all,
 //     drops included: every shard left, of any version, may be what an
 //     operator still needs. The one exception is its newest version when
@@ -130,8 +121,9 @@
 //     the garbage grace the driver adds to View.MapSince.
 //     Lost keys do not hold a target's commit back,
 //     since nothing can fix them. A key with a readable V does hold it
-//     back until every target owner holds V, an owner shadowed by a newer
-//     shard included: a commit would leave V at fewer owners.
+//     back until every target owner holds V at its target position, an
+//     owner shadowed by a newer shard included: a commit would leave V at
+//     fewer owners.
 //
 // # Figures
 //

@@ -170,40 +170,19 @@ type hold struct {
 	drop  bool // a Drop of it is in the plan
 }
 
-// Owner states, per key.
-const (
-	ownerActing    = iota // gets a Copy or Rebuild of position pos
-	ownerSatisfied        // holds the newest version at a position it owns
-	ownerBlocked          // holds the newest version at a position it owns in neither map
-	ownerShadowed         // holds a newer, unreadable version: refuses the one repaired
-)
-
-// owner is a reachable node that owns positions of the key's slot: mp in
-// the map, tp in the target (-1 when none). A node keeps one shard per key
-// (package index), so it is given one position at a time: its map
-// position first, since that is the one reads use now.
-type owner struct {
-	id       string
-	mp, tp   int
-	state    int
-	pos      int // the position it should hold: mp, or tp when it has no mp
-	visiting bool
-}
-
 // planner holds the state of one Make call and scratch space reused from
 // key to key.
 type planner struct {
 	v             *View
 	plan          *Plan
 	cur, tgt      ownerTable
-	targetPending bool // a Copy or Rebuild to a target owner remains
+	targetPending bool // a target owner lacks its position of a key
 
 	// Per key.
 	key    string
 	curRow []uint16
 	tgtRow []uint16
 	hs     []hold
-	owners []owner
 	acts   []Action
 	vers   []verInfo // the key's versions, newest first
 	// The version repaired (the "newest" of the helpers below): the
@@ -300,9 +279,7 @@ func (s *planner) planKey(key string, idx []int) {
 
 	s.acts = s.acts[:0]
 	s.dropGarbage(s.vers[:star])
-	s.classifyOwners()
 	s.dropMisplaced(degraded)
-	s.breakCycle()
 	s.repairOwners()
 	if !degraded {
 		s.dropOlder()
@@ -500,22 +477,9 @@ func (s *planner) shadowed(node string) bool {
 	return false
 }
 
-// find returns the holding of node at pos (the newest if several), or nil.
-func (s *planner) find(node string, pos int) *hold {
-	var best *hold
-	for i := range s.hs {
-		h := &s.hs[i]
-		if h.Pos == pos && h.Node == node && (best == nil || best.Version.Less(h.Version)) {
-			best = h
-		}
-	}
-	return best
-}
-
 // holdsNewest reports whether node holds the newest version at pos.
 func (s *planner) holdsNewest(node string, pos int) bool {
-	h := s.find(node, pos)
-	return h != nil && h.Version == s.newest
+	return slices.ContainsFunc(s.hs, func(h hold) bool { return h.Pos == pos && h.Node == node && h.Version == s.newest })
 }
 
 // owns reports whether node owns pos in the map or the target.
@@ -539,98 +503,6 @@ func (s *planner) degraded() bool {
 		}
 	}
 	return false
-}
-
-// positions counts the distinct positions below the width at which a
-// reachable node holds the newest version, leaving out holdings that are
-// dropped and the holding skip (-1: none).
-func (s *planner) positions(skip int) int {
-	n, last := 0, -1
-	for i := range s.hs { // sorted by position
-		h := &s.hs[i]
-		if i == skip || h.drop || !h.reach || h.Version != s.newest || h.Pos < 0 || h.Pos >= s.width || h.Pos == last {
-			continue
-		}
-		n++
-		last = h.Pos
-	}
-	return n
-}
-
-// classifyOwners lists the reachable owners of the key's positions and
-// what each should get.
-func (s *planner) classifyOwners() {
-	s.owners = s.owners[:0]
-	add := func(id string, p int, target bool) {
-		i := slices.IndexFunc(s.owners, func(o owner) bool { return o.id == id })
-		if i < 0 {
-			s.owners = append(s.owners, owner{id: id, mp: -1, tp: -1})
-			i = len(s.owners) - 1
-		}
-		if target {
-			s.owners[i].tp = p
-		} else {
-			s.owners[i].mp = p
-		}
-	}
-	for p := 0; p < s.width; p++ {
-		if id, reach, ok := s.cur.owner(s.curRow, p); ok && reach {
-			add(id, p, false)
-		}
-		if id, reach, ok := s.tgt.owner(s.tgtRow, p); ok && reach {
-			add(id, p, true)
-		}
-	}
-	for i := range s.owners {
-		o := &s.owners[i]
-		o.pos = o.mp
-		if o.pos < 0 {
-			o.pos = o.tp
-		}
-		switch {
-		case s.holdsNewest(o.id, o.pos) || (o.tp >= 0 && s.holdsNewest(o.id, o.tp)):
-			// Holding its map position, a node whose target position
-			// differs gets that one after the commit, when it owns only
-			// it: it can keep one shard of the key. Until then the other
-			// position is deferred, and does not hold the commit back.
-			o.state = ownerSatisfied
-		case s.shadowed(o.id):
-			// It keeps one shard per key and refuses an older version:
-			// it gets the repaired one once its newer shard is dropped
-			// (as garbage, or by a later write).
-			o.state = ownerShadowed
-		case s.misplaced(o.id) >= 0:
-			// A copy would be refused (same version). The misplaced
-			// shard is copied to its owner and dropped first.
-			o.state = ownerBlocked
-		default:
-			o.state = ownerActing
-		}
-		if o.state != ownerSatisfied && o.pos == o.tp {
-			s.targetPending = true
-		}
-	}
-}
-
-// misplaced returns the index in s.hs of node's holding of the newest
-// version at a position it owns in neither map, or -1.
-func (s *planner) misplaced(node string) int {
-	for i := range s.hs {
-		h := &s.hs[i]
-		if h.Node == node && h.Version == s.newest && !s.owns(node, h.Pos) {
-			return i
-		}
-	}
-	return -1
-}
-
-func (s *planner) ownerOf(id string) *owner {
-	for i := range s.owners {
-		if s.owners[i].id == id {
-			return &s.owners[i]
-		}
-	}
-	return nil
 }
 
 // dropMisplaced drops shards held by nodes that own their position in
@@ -657,29 +529,25 @@ func (s *planner) dropMisplaced(degraded bool) {
 }
 
 // keptByOwner reports whether a reachable owner of h's position, in the
-// map or the target, holds the key at that position at h's version or a
-// newer one, and keeps it through this plan.
+// map or the target, holds the newest version there, which no action of
+// the plan takes away. An owner with an older version there is not relied
+// on: it gets the newest in this plan, which drops its older shards
+// whichever of its positions lands first.
 func (s *planner) keptByOwner(h *hold) bool {
-	for _, t := range []struct {
-		tab *ownerTable
-		row []uint16
-	}{{&s.cur, s.curRow}, {&s.tgt, s.tgtRow}} {
-		id, reach, ok := t.tab.owner(t.row, h.Pos)
-		if !ok || !reach || id == h.Node {
-			continue
+	for _, id := range []string{s.reachOwner(&s.cur, s.curRow, h.Pos), s.reachOwner(&s.tgt, s.tgtRow, h.Pos)} {
+		if id != "" && id != h.Node && s.holdsNewest(id, h.Pos) {
+			return true
 		}
-		k := s.find(id, h.Pos)
-		if k == nil || k.drop || k.Version.Less(h.Version) || s.newer(k.Version) {
-			continue // a newer version too scarce to read keeps nothing
-		}
-		// A node keeps one shard per key: a copy of another position
-		// to it in this plan would replace the one relied on here.
-		if o := s.ownerOf(id); o != nil && o.state == ownerActing && o.pos != h.Pos {
-			continue
-		}
-		return true
 	}
 	return false
+}
+
+// reachOwner returns the owner of pos in row when it is reachable, else "".
+func (s *planner) reachOwner(t *ownerTable, row []uint16, pos int) string {
+	if id, reach, _ := t.owner(row, pos); reach {
+		return id
+	}
+	return ""
 }
 
 // dropOlder has the holders of the repaired version that keep older
@@ -707,122 +575,51 @@ func (s *planner) dropOf(h *hold) Action {
 	return Action{Kind: Drop, Key: s.key, Pos: h.Pos, Policy: h.Policy, Version: h.Version, Tombstone: h.Tombstone, To: h.Node}
 }
 
-// breakCycle resolves owners that wait on each other: A holds B's position
-// and B holds A's (or a longer ring, or an owner that cannot take the
-// position before the target is committed), so no copy is accepted and no
-// drop is justified. It drops one such misplaced shard of the newest
-// version, the lowest position first, when the key keeps at least
-// max(k+1, width-1) distinct positions without it: the position is then
-// rebuilt by its owner from the others. At most one per key per plan.
-func (s *planner) breakCycle() {
-	best := -1
-	for i := range s.owners {
-		o := &s.owners[i]
-		if o.state != ownerBlocked {
-			continue
-		}
-		j := s.misplaced(o.id)
-		if j < 0 || s.hs[j].drop || s.hs[j].Pos >= s.width {
-			continue
-		}
-		for k := range s.owners {
-			s.owners[k].visiting = false
-		}
-		o.visiting = true
-		if !s.stuck(s.hs[j].Pos) {
-			continue
-		}
-		if best < 0 || s.hs[j].Pos < s.hs[best].Pos || (s.hs[j].Pos == s.hs[best].Pos && s.hs[j].Node < s.hs[best].Node) {
-			best = j
-		}
-	}
-	if best < 0 {
-		return
-	}
-	need := max(s.kdata+1, s.width-1)
-	if s.positions(best) < need {
-		return
-	}
-	// The node takes its own position in the next plan, once the drop
-	// has landed: a copy sent now could arrive first and be refused.
-	s.drop(&s.hs[best])
-}
-
-// stuck reports whether position pos, misplaced at a blocked owner, can
-// never reach an owner of pos as things stand: every owner of pos is
-// reachable, holds no copy, gets none in this plan, and is itself waiting
-// (on a position it cannot take before a commit, or on a stuck shard).
-func (s *planner) stuck(pos int) bool {
-	for _, t := range []struct {
-		tab *ownerTable
-		row []uint16
-	}{{&s.cur, s.curRow}, {&s.tgt, s.tgtRow}} {
-		id, reach, ok := t.tab.owner(t.row, pos)
-		if !ok {
-			continue
-		}
-		if !reach || s.holdsNewest(id, pos) {
-			return false
-		}
-		y := s.ownerOf(id)
-		switch {
-		case y == nil:
-			return false
-		case y.pos != pos || y.state == ownerSatisfied:
-			// It takes another position first; pos waits for a commit.
-		case y.state == ownerActing:
-			return false // it gets pos in this plan
-		case y.visiting:
-			// A ring.
-		default:
-			j := s.misplaced(id)
-			if j < 0 || s.hs[j].drop {
-				return false
-			}
-			y.visiting = true
-			if !s.stuck(s.hs[j].Pos) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// repairOwners emits a Copy or Rebuild of its position to each acting
-// owner.
+// repairOwners sends a Copy or Rebuild of each position p < width of the
+// newest version to its reachable owners, in the map and the target, that
+// lack it: a node that owns p in the map and q in the target gets both. A
+// target owner that lacks its position holds the commit back.
 func (s *planner) repairOwners() {
-	for i := range s.owners {
-		o := &s.owners[i]
-		if o.state != ownerActing {
-			continue
+	for p := 0; p < s.width; p++ {
+		mid := s.reachOwner(&s.cur, s.curRow, p)
+		if mid != "" {
+			s.give(mid, p)
 		}
-		a := Action{
-			Key:       s.key,
-			Pos:       o.pos,
-			Policy:    s.policy,
-			Version:   s.newest,
-			Tombstone: s.tombstone,
-			To:        o.id,
-		}
-		if from := s.copySource(o.pos); from != nil {
-			a.Kind, a.From = Copy, from.Node
-			if !s.tombstone {
-				a.Bytes = int64(from.ShardLen)
+		if tid, reach, ok := s.tgt.owner(s.tgtRow, p); ok {
+			if !s.holdsNewest(tid, p) {
+				s.targetPending = true
 			}
-		} else {
-			a.Kind = Rebuild
-			if !s.tombstone {
-				a.Sources = s.rebuildSources()
-				if len(a.Sources) < s.kdata {
-					continue // not enough left beside what is dropped
-				}
-				if n := coding.ShardLen(s.policy, s.valueLen); n > 0 {
-					a.Bytes = int64(n)
-				}
+			if reach && tid != mid {
+				s.give(tid, p)
 			}
 		}
-		s.acts = append(s.acts, a)
 	}
+}
+
+// give sends node id position p of the newest version, unless it holds it
+// or is shadowed: it refuses an older version than its newest, and gets
+// this one once its newer shard is dropped (as garbage, or by a later
+// write).
+func (s *planner) give(id string, p int) {
+	if s.holdsNewest(id, p) || s.shadowed(id) {
+		return
+	}
+	a := Action{Key: s.key, Pos: p, Policy: s.policy, Version: s.newest, Tombstone: s.tombstone, To: id}
+	if from := s.copySource(p); from != nil {
+		a.Kind, a.From = Copy, from.Node
+		if !s.tombstone {
+			a.Bytes = int64(from.ShardLen)
+		}
+	} else {
+		a.Kind = Rebuild
+		if !s.tombstone {
+			a.Sources = s.rebuildSources()
+			if n := coding.ShardLen(s.policy, s.valueLen); n > 0 {
+				a.Bytes = int64(n)
+			}
+		}
+	}
+	s.acts = append(s.acts, a)
 }
 
 // copySource returns the holding to copy position pos of the newest

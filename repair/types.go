@@ -6,7 +6,8 @@ import (
 )
 
 // Holding is one shard a node holds, as its index reports it (wire
-// OpInventory).
+// OpInventory): a node lists, for each key, every position it holds of its
+// newest version of the key.
 type Holding struct {
 	Node      string // peer ID of the holder
 	Key       string
@@ -16,7 +17,7 @@ type Holding struct {
 	Tombstone bool
 	ValueLen  uint64
 	ShardLen  uint32
-	Older     int // older versions of the key the node keeps beside this one
+	Older     int // shards of older versions of the key the node keeps beside its newest
 }
 
 // View is what the planner plans from: the maps, which nodes could be
@@ -66,7 +67,8 @@ const (
 	// needs no sources: it is built from its header.
 	Rebuild
 	// Drop removes the shard (Key, Pos, Version) from To, which owns that
-	// position in neither map; the owner holds it (or a newer version).
+	// position in neither map, and the older shards To keeps at Pos; its
+	// other positions stay. The owner of Pos holds it at Version.
 	Drop
 )
 
@@ -106,13 +108,13 @@ type Action struct {
 	// version that is provably unreadable (a failed write: fewer than k
 	// shards exist, and every owner of the slot was listed).
 	Stale bool `json:"stale,omitempty"`
-	// Restore marks a Drop of a failed write's shard: the newest of the
-	// older versions its holder keeps, if any, becomes its newest, instead
-	// of leaving the position empty.
+	// Restore marks a Drop of a failed write's shard: its holder removes
+	// exactly that shard, and the newest of what it keeps of the key then,
+	// an older version included, is its newest.
 	Restore bool `json:"restore,omitempty"`
 	// Older marks a Drop of the versions older than Version that To keeps
-	// of the key beside its shard of Version: the key is whole at
-	// Version, which every read returns before any older one.
+	// of the key beside its shards of Version, at every position: the key
+	// is whole at Version, which every read returns before any older one.
 	Older bool `json:"older,omitempty"`
 	// Bytes is the shard length moved by the action (0 for Drop and
 	// tombstones), for rate limits and ETAs.
@@ -131,10 +133,9 @@ type Plan struct {
 	// DataShards shards on reachable nodes): nothing can be rebuilt for
 	// them now.
 	Lost int
-	// TargetReady is true when View.Target is set and every reachable
-	// owner in it holds every shard of the newest readable version of
-	// every key (no Copy or Rebuild to a target owner remains), and every
-	// target owner is reachable: the leader may commit the target.
+	// TargetReady is true when View.Target is set, every owner in it is
+	// reachable and holds its target position of the newest readable
+	// version of every key: the leader may commit the target.
 	TargetReady bool
 	// Held counts the holdings of each reachable node (drain completion:
 	// a draining node is removed once it holds nothing).
