@@ -100,7 +100,7 @@
 //     degraded.
 //   - Drop older: a node that keeps older versions of a key beside its
 //     shards of V (it missed the writer's "drop older") is told to drop
-//     them (a Drop with Older) once the key is not degraded: every read
+//     them (one Drop with Older) once the key is not degraded: every read
 //     returns V before any of them. Slot sums count such shards, so a
 //     slot with one is not settled.
 //   - Lost: a key with no readable version at all gets no action at all,

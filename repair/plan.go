@@ -555,13 +555,17 @@ func (s *planner) reachOwner(t *ownerTable, row []uint16, pos int) string {
 // version (not degraded): every read returns it before any older one. The
 // writer has them dropped once its write is acknowledged; this is for the
 // nodes that missed that (the writer crashed, the node was unreachable).
+// One Drop per node: it names the node's lowest position it keeps.
 func (s *planner) dropOlder() {
 	for i := range s.hs {
-		if h := &s.hs[i]; h.reach && h.Version == s.newest && h.Older > 0 && !h.drop {
-			a := s.dropOf(h)
-			a.Older = true
-			s.acts = append(s.acts, a)
+		h := &s.hs[i]
+		if !h.reach || h.Version != s.newest || h.Older == 0 || h.drop ||
+			slices.ContainsFunc(s.acts, func(a Action) bool { return a.Older && a.To == h.Node }) {
+			continue
 		}
+		a := s.dropOf(h)
+		a.Older = true
+		s.acts = append(s.acts, a)
 	}
 }
 

@@ -1549,6 +1549,34 @@ func TestTargetOwnerWithMisplacedShard(t *testing.T) {
 	}
 }
 
+// A node that holds its map position and its target one of a key, and
+// keeps older shards beside them, is sent one Drop with Older, naming the
+// lower of its positions.
+func TestDropOlderOncePerNode(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	v := s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
+	s.setTarget("/a", func(row []uint16) { row[1], row[4] = row[4], row[1] })
+	b := simOwner(s.c.Map, "/a", 1)
+	if n := s.converge(3); n != [4]int{0, 2, 0, 0} {
+		t.Fatalf("target positions: %d copies, %d rebuilds, %d drops; want 2 copies", n[Copy], n[Rebuild], n[Drop])
+	}
+	sh := s.data[b]["/a"]
+	if !slices.Equal(sh.Pos, []int{1, 4}) {
+		t.Fatalf("%s holds positions %v, want [1 4]", b, sh.Pos)
+	}
+	sh.Older = 3
+	s.data[b]["/a"] = sh
+	p := s.plan()
+	want := []Action{{Kind: Drop, Older: true, Key: "/a", Pos: 1, Policy: simEC, Version: v, To: b}}
+	if !reflect.DeepEqual(p.Actions, want) {
+		t.Fatalf("got %+v\nwant %+v", p.Actions, want)
+	}
+	s.apply(p, nil)
+	if got := s.data[b]["/a"]; got.Older != 0 || !slices.Equal(got.Pos, []int{1, 4}) || len(s.plan().Actions) != 0 {
+		t.Fatalf("after the drop %s holds %+v, plan %+v; want positions 1 and 4, no older, nothing to do", b, got, s.plan().Actions)
+	}
+}
+
 // With zones, a join can move a node to another position of a slot it
 // stays in. It gets its new position before the commit, beside its old
 // one, like any new owner: after the commit only drops are left, one per
