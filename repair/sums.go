@@ -91,7 +91,7 @@ func settledKeys(m *placement.Map, slot uint16, hs []heldSum, answered map[strin
 			return 0, false
 		}
 		if _, dup := pos[id]; dup {
-			return 0, false // a node holds one shard per key
+			return 0, false // an owner of two positions: judged by Make
 		}
 		pos[id] = p
 	}

@@ -314,7 +314,7 @@ func BenchmarkPassSettled(b *testing.B) {
 func TestSettledSlotsNeedNoAction(t *testing.T) {
 	m, ids := sevenNodeMap(t)
 	rng := rand.New(rand.NewPCG(3, 4))
-	settledSeen, unsettledSeen := 0, 0
+	settledSeen, unsettledSeen, twoPositions := 0, 0, 0
 	for round := 0; round < 300; round++ {
 		// Keys of a few slots, so that slots hold several keys.
 		var keys []string
@@ -352,12 +352,30 @@ func TestSettledSlotsNeedNoAction(t *testing.T) {
 				hs = append(hs, Holding{Node: ids[rng.IntN(len(ids))], Key: k, Pos: 5, Policy: coding.Erasure(4, 2), Version: v, ShardLen: 10})
 			}
 		}
-		// A node holds one shard per key: keep the newest (as its index).
-		held := map[[2]string]Holding{}
+		// A node keeps, of each key, the positions of its newest version
+		// (as its index), each once.
+		newest := map[[2]string]coding.Version{}
 		for _, h := range hs {
 			k := [2]string{h.Node, h.Key}
-			if o, ok := held[k]; !ok || o.Version.Less(h.Version) {
-				held[k] = h
+			if v, ok := newest[k]; !ok || v.Less(h.Version) {
+				newest[k] = h.Version
+			}
+		}
+		var held []Holding
+		type shard struct {
+			node, key string
+			pos       int
+		}
+		listed := map[shard]bool{}
+		positions := map[[2]string]int{}
+		for _, h := range hs {
+			nk := [2]string{h.Node, h.Key}
+			if k := (shard{h.Node, h.Key, h.Pos}); h.Version == newest[nk] && !listed[k] {
+				listed[k] = true
+				held = append(held, h)
+				if positions[nk]++; positions[nk] == 2 {
+					twoPositions++
+				}
 			}
 		}
 		sums := map[string][]SlotSum{}
@@ -404,8 +422,8 @@ func TestSettledSlotsNeedNoAction(t *testing.T) {
 				round, len(plan.Actions), plan.Actions, plan.Degraded, plan.Lost)
 		}
 	}
-	if settledSeen == 0 || unsettledSeen == 0 {
-		t.Fatalf("%d settled and %d unsettled slots seen: the scenarios do not cover both", settledSeen, unsettledSeen)
+	if settledSeen == 0 || unsettledSeen == 0 || twoPositions == 0 {
+		t.Fatalf("%d settled and %d unsettled slots seen, %d nodes with two positions of a key: the scenarios do not cover all three", settledSeen, unsettledSeen, twoPositions)
 	}
-	t.Logf("%d settled, %d unsettled slots", settledSeen, unsettledSeen)
+	t.Logf("%d settled, %d unsettled slots; %d nodes with two positions of a key", settledSeen, unsettledSeen, twoPositions)
 }
