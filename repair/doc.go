@@ -76,7 +76,7 @@
 //     yet be acknowledged). A version written before View.MapSince may
 //     also sit at owners of an earlier map that a rebalance commit left (a
 //     write that raced the commit, its forwards lost): it must have fewer
-//     than k positions even with one more on each member that did not
+//     than k positions even with two more on each member that did not
 //     answer or is down or out (View.Unlisted). Only the newest such
 //     version goes in one pass: a version below a failed one may be scarce
 //     only because the failed write's holders keep its shards as older

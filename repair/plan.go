@@ -380,9 +380,10 @@ func (s *planner) failedWrite(vi *verInfo) bool {
 	}
 	// Written perhaps to the owners of an earlier map (a write that raced
 	// a rebalance commit, its forwards lost): those that do not answer
-	// are not in slotAnswers and may hold the rest of an acknowledged write.
+	// are not in slotAnswers and may hold the rest of an acknowledged
+	// write, two positions each (one in that map, one forwarded to it).
 	written := int64(vi.ver.HLC>>16) * int64(time.Millisecond)
-	if (s.v.MapSince == 0 || written < s.v.MapSince) && vi.total+s.v.Unlisted >= vi.ref.Policy.DataShards {
+	if (s.v.MapSince == 0 || written < s.v.MapSince) && vi.total+2*s.v.Unlisted >= vi.ref.Policy.DataShards {
 		return false
 	}
 	return s.v.GarbageBefore == 0 || vi.ver.HLC < s.v.GarbageBefore

@@ -49,9 +49,10 @@ type View struct {
 	MapSince int64
 	// Unlisted is how many members that may hold shards are not in
 	// Reachable (they did not answer, or are down or out). Each may hold
-	// one shard of any key written before MapSince, when other nodes may
-	// have owned its slot: such a version is garbage only if it has fewer
-	// than k shards even counting one on each of them.
+	// two shards of any key written before MapSince, when other nodes may
+	// have owned its slot (its position then, and one forwarded to it):
+	// such a version is garbage only if it has fewer than k shards even
+	// counting two on each of them.
 	Unlisted int
 }
 
