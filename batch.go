@@ -10,9 +10,8 @@ import (
 )
 
 // Batch returns a batch whose operations are applied by Commit. Puts are
-// grouped per node: one request carries many shards, so a batch of small
-// blocks costs a few round trips instead of one per shard. The last
-// operation on a key within a batch wins.
+// grouped per node, so a batch of small blocks costs a few round trips,
+// not one per shard. The last operation on a key within a batch wins.
 func (d *Datastore) Batch(ctx context.Context) (ds.Batch, error) {
 	return &batch{d: d, ops: make(map[ds.Key]batchOp)}, nil
 }
@@ -99,7 +98,6 @@ func (b *batch) Commit(ctx context.Context) (err error) {
 	return nil
 }
 
-// deleteMany deletes keys in parallel.
 func (d *Datastore) deleteMany(ctx context.Context, keys []ds.Key) []error {
 	sem := make(chan struct{}, d.opts.BatchConcurrency)
 	var (

@@ -15,9 +15,8 @@ import (
 // hostile writer stored under a block's key. They are never served.
 var ErrCIDMismatch = errors.New("dscluster: the value does not hash to the multihash its key names")
 
-// cidMismatch returns the CID mismatch err holds, when a read found no
-// value it could serve but one that did not hash to its key's multihash:
-// that says more than the count of shards found. Other errors are
+// cidMismatch returns the ErrCIDMismatch among an UnavailableError's
+// failures, which says more than its count of shards; other errors are
 // returned as they are.
 func cidMismatch(err error) error {
 	var ue *UnavailableError

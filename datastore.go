@@ -39,9 +39,8 @@ var (
 
 // Options tune a Datastore. The zero value is valid.
 type Options struct {
-	// Timeout bounds one request to one node, also under a context with a
-	// later deadline (default: the client config's timeout with Open, else
-	// 30s).
+	// Timeout bounds one request to one node, even under a later ctx
+	// deadline. Default: the client config's timeout with Open, else 30s.
 	Timeout time.Duration
 	// BatchConcurrency is how many operations a Batch commits at once
 	// (default 16).
@@ -50,44 +49,32 @@ type Options struct {
 	// CollectGarbage purges it (default DefaultTombstoneGrace; negative: 0).
 	TombstoneGrace time.Duration
 	// Policy, when set, replaces the cluster's erasure policy for this front
-	// end (its width must fit the map). Values written with one policy are
-	// read back by front ends with the same policy; benchmarks use it to
-	// compare policies on one cluster.
+	// end (its width must fit the map). Only front ends with the same
+	// policy read its values back; benchmarks use it to compare policies.
 	Policy coding.Policy
-	// Down lists map node indexes this front end treats as down: it never
-	// contacts them. Benchmarks and tests use it to measure the degraded
-	// read path without stopping nodes.
+	// Down lists map node indexes this front end never contacts, to
+	// measure degraded reads without stopping nodes.
 	Down []int
-	// SkipCIDCheck turns off what Get does by default: check a value read
-	// under a block key (the base32 of a multihash, as kubo's blockstore
-	// and dsclient write them) against that multihash, and fail with
-	// ErrCIDMismatch rather than serve other bytes. Such bytes count as a
-	// corrupt value: when they are a version that provably never reached
-	// its write quorum, the older version the nodes keep is read instead
-	// (and checked likewise). A 256 KiB SHA-256
-	// block costs about a hash of its bytes (BenchmarkCIDCheck). The
-	// writer's own checksums (every shard's, and the value's) are checked
-	// whatever it says. Open also turns it off for a client config's
-	// skip_cid_check.
+	// SkipCIDCheck turns off Get's check of a value read under a block key
+	// against the multihash the key names, which costs about a hash of the
+	// value (BenchmarkCIDCheck). Bytes that fail it count as a corrupt value
+	// and are never served. Shard and value checksums are checked
+	// regardless. Open also sets it for skip_cid_check.
 	SkipCIDCheck bool
 	// Metrics, when set, is where the front end registers its Prometheus
-	// metrics (operations by result and their latency, hedged and degraded
-	// reads, bytes sent and received). A second front end registered with
-	// the same registry keeps its metrics unexported.
+	// metrics. A second front end registered with the same registry keeps
+	// its metrics unexported.
 	Metrics prometheus.Registerer
-	// Namespace, when set, keeps this front end's keys apart from those of
-	// front ends with another namespace or none, on the same cluster: a
-	// key K is stored as /ns/NAME/K, and Query and DiskUsage see the
-	// namespace's keys only (see config.Client.Namespace). A front end
-	// without a namespace sees every key, under its stored name. Default:
-	// the client config's namespace with Open.
+	// Namespace, when set, keeps this front end's keys apart: key K is
+	// stored as /ns/NAME/K, and Query and DiskUsage see the namespace's keys
+	// only. Without one a front end sees every key under its stored name.
+	// Default: the client config's namespace with Open.
 	Namespace string
 	// HedgeAfter is how long a read waits for a node before it asks the
 	// next positions as well, and how long a write that has its quorum
-	// waits for the remaining nodes before it returns (their shards are
-	// still sent). A node that hangs then costs this, not Timeout.
-	// Default: the client config's hedge_after with Open, else
-	// DefaultHedgeAfter; negative: never.
+	// waits for the remaining nodes (their shards are still sent). Default:
+	// the client config's hedge_after with Open, else DefaultHedgeAfter;
+	// negative: never.
 	HedgeAfter time.Duration
 }
 
@@ -154,20 +141,15 @@ type Datastore struct {
 	notices   notices // the writer's batched notices (notices.go)
 	metrics   *clientMetrics
 
-	// A failed dial looks the cluster description up again in the
-	// background (lookupAddrs), at most once per addrLookupEvery.
-	lastLookup atomic.Int64 // unix nanoseconds
-	// Reads that meet unfilled owners look the description up again
-	// (lookUpFilled), at most once per fillLookupEvery.
-	lastFillLookup atomic.Int64 // unix nanoseconds
+	lastLookup     atomic.Int64 // unix ns of lookupAddrs' last lookup
+	lastFillLookup atomic.Int64 // unix ns of lookUpFilled's last lookup
 	bgMu           sync.Mutex   // orders bg.Add after Close's cancel
 	bgCtx          context.Context
 	bgCancel       context.CancelFunc
 	bg             sync.WaitGroup
 }
 
-// addrLookupEvery bounds how often failed dials make a front end fetch the
-// cluster description again.
+// addrLookupEvery bounds how often failed dials refetch the description.
 const addrLookupEvery = 5 * time.Second
 
 // Open connects to the cluster that cfg describes: it starts a client host
@@ -199,7 +181,6 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	o = o.withDefaults()
 	hc := transport.HostConfig{Secret: psk}
 	if cfg.Identity != "" {
-		// Validate checked that it decodes.
 		if hc.Key, err = config.DecodePrivKey(cfg.Identity); err != nil {
 			return nil, fmt.Errorf("dscluster: identity: %w", err)
 		}
@@ -239,9 +220,7 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 		if err := d.setCluster(c); err != nil {
 			var oe optionsError
 			if errors.As(err, &oe) {
-				// The cluster answered; the options do not fit it, and
-				// every other node would say the same.
-				_ = h.Close()
+				_ = h.Close() // every other node would say the same
 				return nil, err
 			}
 			errs = append(errs, err)
@@ -259,13 +238,10 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 }
 
 // adoptFromMapNode asks every node of the current map for the cluster
-// description, and adopts the newest (by map epoch) that a node of the map
-// it describes serves: a node drained and removed, still running, serves
-// the description it had then, whose map had already moved away from it;
-// and a node being drained may lag behind its own removal (raft stops
-// sending it entries), so the first answer is not enough. Descriptions of
-// one map epoch are not ordered (a member applies a state change a little
-// after the leader): the first of them is taken.
+// description and adopts the newest by map epoch that a node of its own
+// map serves: a removed node serves the description it had then, and one
+// being drained may lag behind its own removal. Descriptions of one epoch
+// are not ordered; the first is taken.
 func (d *Datastore) adoptFromMapNode(ctx context.Context) {
 	v := d.view.Load()
 	var best *config.Cluster
@@ -286,9 +262,8 @@ func (d *Datastore) adoptFromMapNode(ctx context.Context) {
 	}
 }
 
-// New returns a front end that uses an existing host (which it does not
-// close) and a known cluster description; tests and embedding programs use
-// it.
+// New returns a front end that uses an existing host, which it does not
+// close, and a known cluster description.
 func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
 	d, err := newDatastore(h, opts.withDefaults())
 	if err != nil {
@@ -300,10 +275,7 @@ func New(h host.Host, c *config.Cluster, opts *Options) (*Datastore, error) {
 	return d, nil
 }
 
-// newDatastore returns a front end without a cluster description. Its
-// client marks a node that leaves a request unanswered for HedgeAfter
-// slow, so that reads ask it last and writes stop piling up on it; a dial
-// that fails makes the front end look up the node's addresses again.
+// newDatastore returns a front end without a cluster description.
 func newDatastore(h host.Host, o Options) (*Datastore, error) {
 	if err := config.CheckNamespace(o.Namespace); err != nil {
 		return nil, fmt.Errorf("dscluster: %w", err)
@@ -326,10 +298,9 @@ func newDatastore(h host.Host, o Options) (*Datastore, error) {
 // granted to (config.Client.Identity).
 func (d *Datastore) ID() peer.ID { return d.id }
 
-// lookupAddrs fetches the cluster description again, in the background,
-// after a dial to p failed: a node that restarted at new addresses is
-// recorded at them without a new map epoch, which a front end would
-// otherwise never fetch.
+// lookupAddrs fetches the cluster description again in the background,
+// at most once per addrLookupEvery, after a dial to p failed: a node that
+// restarted at new addresses is recorded without a new map epoch.
 func (d *Datastore) lookupAddrs(p peer.ID) {
 	if d.view.Load() == nil {
 		return // Open is still looking for a node that answers
@@ -346,11 +317,9 @@ func (d *Datastore) lookupAddrs(p peer.ID) {
 }
 
 // outliving returns the context of a write's requests: cancelled with ctx
-// until the write returns (keep), and not after, so that the shards a write
-// leaves in flight when it returns (each request bounded by the request
-// timeout, and by ctx's deadline if it has one) still land when the caller
-// cancels ctx next, as callers do once a call returns. done releases it
-// once every request has ended.
+// until keep is called as the write returns, and not after, so shards left
+// in flight still land when the caller then cancels ctx (ctx's deadline
+// still bounds them). done releases it once every request has ended.
 func outliving(ctx context.Context) (sendCtx context.Context, keep, done func()) {
 	base, cancelDeadline := context.WithoutCancel(ctx), context.CancelFunc(func() {})
 	if dl, ok := ctx.Deadline(); ok {
@@ -413,10 +382,9 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 		}
 		v.down[i] = true
 	}
-	// Addresses the previous map gave and this one does not are dropped
-	// only when the epoch moves on: a same-epoch description may come
-	// from a node that has not applied an address change yet, and must
-	// not take the new address away.
+	// Addresses the previous map gave are dropped only when the epoch
+	// moves on: a same-epoch description may come from a node that has not
+	// applied an address change yet.
 	before := map[string][]string{}
 	if old := d.view.Load(); old != nil && old.c.Map.Epoch < c.Map.Epoch {
 		for _, n := range old.c.Map.Nodes {
@@ -441,10 +409,8 @@ func (d *Datastore) setCluster(c *config.Cluster) error {
 // Cluster returns the cluster description in use.
 func (d *Datastore) Cluster() *config.Cluster { return d.view.Load().c }
 
-// Traffic reports the frame bytes this front end has sent to nodes and
-// received from them, over answered requests (its own and its background
-// work's): with the operations done in between, what each operation moves
-// through the cluster secret's cipher and TLS.
+// Traffic reports the frame bytes of answered requests this front end,
+// background work included, has sent to nodes and received from them.
 func (d *Datastore) Traffic() (sent, received uint64) { return d.client.Traffic() }
 
 func (d *Datastore) fetchCluster(ctx context.Context, p peer.ID) (*config.Cluster, error) {
@@ -469,9 +435,8 @@ func (d *Datastore) refreshFrom(ctx context.Context, p peer.ID) error {
 	return d.fetchAndSet(ctx, false, p)
 }
 
-// refreshAny fetches the cluster description from any node and adopts it
-// unless its map is older: members' states and a rebalance target change
-// without a new map epoch.
+// refreshAny adopts any node's cluster description unless its map is
+// older: members' states and a rebalance target change without a new epoch.
 func (d *Datastore) refreshAny(ctx context.Context) error { return d.fetchAndSet(ctx, true, "") }
 
 func (d *Datastore) fetchAndSet(ctx context.Context, sameEpoch bool, first peer.ID) error {
@@ -581,9 +546,8 @@ func (d *Datastore) Status(ctx context.Context) []NodeStatus {
 	return out
 }
 
-// StatusOf is Status with the cluster description it asked from, which
-// the indexes of its answers refer to (the front end may adopt a newer
-// one meanwhile).
+// StatusOf is Status with the cluster description its answers' indexes
+// refer to; the front end may adopt a newer one meanwhile.
 func (d *Datastore) StatusOf(ctx context.Context) (*config.Cluster, []NodeStatus) {
 	c := d.view.Load().c
 	var out []NodeStatus
@@ -632,10 +596,9 @@ func (d *Datastore) StatusOf(ctx context.Context) (*config.Cluster, []NodeStatus
 }
 
 // Member sends a membership command (membership.OpDrain with an ID, or
-// membership.OpJoin with a Member) to the cluster: the first node of the
-// map that answers forwards it to the raft leader. While raft elects a
-// leader, nodes answer "unavailable" and Member tries again, for up to
-// memberRetry.
+// membership.OpJoin with a Member) to the first node of the map that
+// answers, which forwards it to the raft leader. While there is no leader
+// Member tries again, for up to memberRetry.
 func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
 	body, err := json.Marshal(cmd)
 	if err != nil {
@@ -676,9 +639,8 @@ func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
 // memberRetry bounds how long Member waits for a raft leader.
 const memberRetry = 15 * time.Second
 
-// DiskUsage sums the shard store usage that the reachable nodes report. A
-// front end with a namespace reports what the namespace takes instead
-// (namespaceUsage).
+// DiskUsage sums the shard store usage the reachable nodes report, or,
+// with a namespace, what the namespace takes (namespaceUsage).
 func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
 	if d.ns != "" {
 		return d.namespaceUsage(ctx)
@@ -712,10 +674,9 @@ func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
 	return total, nil
 }
 
-// namespaceUsage is what the live keys of the front end's namespace take on
-// the nodes: for each, the shards the cluster's policy gives a value of
-// its size (garbage, tombstones and index space not counted). It lists
-// every key of the namespace.
+// namespaceUsage is the shard bytes the live keys of the front end's
+// namespace take by the cluster's policy, without garbage, tombstones and
+// index space. It lists every key of the namespace.
 func (d *Datastore) namespaceUsage(ctx context.Context) (uint64, error) {
 	v := d.view.Load()
 	m, err := d.openMerger(ctx, v, d.nsPrefix())
@@ -740,12 +701,10 @@ func (d *Datastore) namespaceUsage(ctx context.Context) (uint64, error) {
 	}
 }
 
-// inner is the key the cluster stores key under: key itself, or in the
-// front end's namespace.
+// inner is the key the cluster stores key under.
 func (d *Datastore) inner(key ds.Key) string { return d.ns + key.String() }
 
-// nsPrefix is what the keys of the front end's namespace begin with ("":
-// every key).
+// nsPrefix is what the keys of the front end's namespace begin with.
 func (d *Datastore) nsPrefix() string {
 	if d.ns == "" {
 		return ""

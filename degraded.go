@@ -5,14 +5,11 @@ import (
 	"time"
 )
 
-// degradedLogEvery is how often at most the front end logs a write that
-// stored fewer shards than the policy's width.
 const degradedLogEvery = 10 * time.Second
 
 // degradedLog reports writes below full redundancy at most once per
-// degradedLogEvery: with a node down every write is one, and a line each
-// (hundreds per second) would bury everything else in the log. Each line
-// says how many such writes it stands for.
+// degradedLogEvery, with how many it stands for: with a node down every
+// write is one, and a line each would bury everything else in the log.
 type degradedLog struct {
 	mu     sync.Mutex
 	last   time.Time

@@ -12,9 +12,8 @@ var (
 	// ErrUnavailable is wrapped by *UnavailableError: a value may exist but
 	// too few of its shards are reachable to rebuild it.
 	ErrUnavailable = errors.New("dscluster: value unavailable")
-	// ErrQuorum is wrapped by *QuorumError: a write did not reach its
-	// quorum. It is also wrapped when other writers kept writing newer
-	// versions of the key through every attempt (writeAll).
+	// ErrQuorum is wrapped by *QuorumError, and by the error of a write
+	// that met other writers' newer versions in every attempt.
 	ErrQuorum = errors.New("dscluster: write quorum not reached")
 	// ErrValueTooLarge is returned by Put for values over MaxValueSize.
 	ErrValueTooLarge = errors.New("dscluster: value too large")
@@ -22,13 +21,12 @@ var (
 	ErrKeyTooLong = errors.New("dscluster: key too long")
 	// ErrUnauthorized is wrapped by the error of an operation that nodes
 	// refused under the cluster's client roles (DESIGN §6): this client
-	// has no role, or a read-only one for a write. The message says which.
+	// has no role, or a read-only one for a write.
 	ErrUnauthorized = errors.New("dscluster: refused by the cluster's client roles")
 )
 
 // optionsError is the error of Options that do not fit the cluster's
-// description (a policy wider than its map, a down node it does not
-// have): every node would give the same answer.
+// description: every node would give the same answer.
 type optionsError struct{ err error }
 
 func (e optionsError) Error() string { return e.err.Error() }
@@ -85,8 +83,8 @@ func (e *UnavailableError) Error() string {
 
 func (e *UnavailableError) Unwrap() []error { return withRefusal(ErrUnavailable, e.Failed) }
 
-// opError is err of operation op on key: an UnavailableError, which
-// names the key already, says op; any other error is wrapped with both.
+// opError is err of operation op on key; an UnavailableError, which
+// names the key already, is given op instead of being wrapped.
 func opError(op, key string, err error) error {
 	if ue, ok := err.(*UnavailableError); ok {
 		ue.Op = op
@@ -98,7 +96,6 @@ func opError(op, key string, err error) error {
 // statusError is the error of a node's answer that is not OK.
 func statusError(resp *wire.Response) error { return statusErr(resp.Status, resp.Message) }
 
-// statusErr is the error of a status that is not OK, with its message.
 func statusErr(st wire.Status, msg string) error {
 	if st == wire.StatusUnauthorized {
 		return fmt.Errorf("%w: %s", ErrUnauthorized, msg)

@@ -19,20 +19,13 @@ var _ ds.GCDatastore = (*Datastore)(nil)
 // this could otherwise bring back a deleted value on one node.
 const DefaultTombstoneGrace = 10 * time.Minute
 
-// CollectGarbage purges tombstones (deletes) that every shard node of their
-// key holds and that are older than the tombstone grace. A tombstone that
-// some node lacks is kept: it still has to hide that node's old shard.
-// While a node of the map does not answer nothing is purged (it may hold
-// an older copy of any key); the next run retries.
-//
-// While a rebalance is under way nothing is purged: the new owners of a slot
-// may hold an older copy that only the tombstone hides. Nor while a member
-// outside the map may hold shards: one that is out (it may come back with
-// its disk: its old copy of a small value would then be the only one left,
-// and repair would spread it again), joining or draining. A tombstone is
-// purged only when no node lists anything else for its key.
-//
-// A front end with a namespace purges the tombstones of its namespace only.
+// CollectGarbage purges the tombstones older than the tombstone grace that
+// every shard owner of their key holds and no node lists anything else for.
+// A tombstone stays while it may hide an older copy, so nothing is purged
+// while a node of the map does not answer, a rebalance is under way, or a
+// member outside the map may hold shards (an out member may come back
+// with its disk); the next run retries. A front end with a namespace
+// purges the tombstones of its namespace only.
 func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	if err := d.refreshAny(ctx); err != nil {
 		return fmt.Errorf("collect garbage: %w", err)
@@ -47,8 +40,6 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 		return fmt.Errorf("collect garbage: %w", err)
 	}
 	if len(m.curs) < len(v.peers) {
-		// A node that does not answer may hold an older copy of any key
-		// (a leftover awaiting its drop, or a shard the delete missed).
 		log.Infow("collect garbage: a node did not answer; tombstones are kept until every node lists its keys",
 			"answered", len(m.curs), "nodes", len(v.peers))
 		return nil
@@ -118,7 +109,6 @@ func purgeable(top wire.ListEntry, es []wire.ListEntry, from []int, owners []uin
 }
 
 // GCHold says why CollectGarbage would purge nothing now, from the
-// cluster description this front end holds ("" when nothing in it holds
-// garbage collection back; a node that does not answer the listing also
-// does, which only a run finds out). dsclient status prints it.
+// cluster description this front end holds, or "". A node that does not
+// answer the listing also holds it back, which only a run finds out.
 func (d *Datastore) GCHold() string { return membership.GCHold(d.view.Load().c) }

@@ -35,9 +35,8 @@ type fetched struct {
 	frame []byte // the response buffer, back to framePool after the Get
 }
 
-// framePool recycles the response buffers of shard reads: a Get reads k
-// shards into them, and Decode copies the value out, so once Get returns
-// no byte of them is referenced.
+// framePool recycles the response buffers of shard reads: Decode copies
+// the value out, so once Get returns no byte of them is referenced.
 var framePool sync.Pool
 
 // maxPooledFrame keeps buffers of huge shards out of the pool.
@@ -80,16 +79,10 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 }
 
 // readAgain runs read by the current map, skipping nodes whose last dial
-// failed, and runs it again (once for each reason) when:
-//   - a node said the map is stale and the front end moved to the new one
-//     during the read: the answers of old owners (which may have dropped
-//     their copies) do not count; read again by the new map;
-//   - nodes were skipped and the others were not enough: they may be back
-//     (a restart); dial them this time;
-//   - new owners that repair had not filled yet by this front end's
-//     description left too few positions: repair may have filled them
-//     since (which changes the description, not its epoch); look it up
-//     again, at most once per fillLookupEvery.
+// failed, and runs it again, once for each reason, when the map moved
+// during the read (old owners may have dropped their copies), when skipped
+// nodes were needed (they may be back), or when unfilled owners left too
+// few positions (repair may have filled them since: lookUpFilled).
 func readAgain[T any](ctx context.Context, d *Datastore, read func(v *view, skip bool) (T, error)) (T, error) {
 	skip, moved, looked := true, false, false
 	for {
@@ -111,13 +104,11 @@ func readAgain[T any](ctx context.Context, d *Datastore, read func(v *view, skip
 	}
 }
 
-// fillLookupEvery bounds how often reads that met unfilled owners make a
-// front end fetch the cluster description again.
+// fillLookupEvery bounds how often lookUpFilled refetches the description.
 const fillLookupEvery = time.Second
 
-// lookUpFilled fetches the cluster description again, unless another read
-// did within fillLookupEvery, and reports whether it fills owners that v
-// did not.
+// lookUpFilled fetches the cluster description again, at most once per
+// fillLookupEvery, and reports whether it fills owners that v did not.
 func (d *Datastore) lookUpFilled(ctx context.Context, v *view) bool {
 	now := time.Now().UnixNano()
 	last := d.lastFillLookup.Load()
@@ -132,8 +123,6 @@ func (d *Datastore) lookUpFilled(ctx context.Context, v *view) bool {
 	return v.c.Unfilled != nil && !bytes.Equal(d.view.Load().c.Unfilled, v.c.Unfilled)
 }
 
-// skippedUnreachable reports an UnavailableError to which a node skipped
-// as unreachable (transport.ErrUnreachable) contributed.
 func skippedUnreachable(err error) bool { return failedWith(err, transport.ErrUnreachable) }
 
 // failedWith reports an UnavailableError to which a position that failed
@@ -151,10 +140,8 @@ func failedWith(err, target error) bool {
 	return false
 }
 
-// get reads key k by v. verify judges a value decoded: one it refuses
-// (bytes that do not hash to the CID the key names) counts as a corrupt
-// value, never served, and an older version may be read instead, as for a
-// value that does not decode.
+// get reads key k by v. A value verify refuses counts as corrupt: it is
+// never served, and an older version may be read instead.
 func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verify func([]byte) error) ([]byte, error) {
 	if skip {
 		ctx = transport.SkipUnreachable(ctx) // other positions can answer
@@ -184,11 +171,10 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 	return val, err
 }
 
-// readOrder is the order in which a read asks the first width positions
-// of owners: by position (data before parity, so a healthy read decodes
-// nothing), except that nodes the client marked slow go last. The answers
-// are judged as a set (view.sees), so any order is correct; this one keeps
-// a hung node from costing every read a hedge.
+// readOrder is the order in which a read asks the first width positions:
+// data before parity, so a healthy read decodes nothing, and nodes marked
+// slow last, so a hung node does not cost every read a hedge. Answers are
+// judged as a set, so any order is correct.
 func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
 	order := make([]int, 0, width)
 	var slow []int
@@ -211,9 +197,8 @@ func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos 
 	return f
 }
 
-// errUnfilled is the failure of a position whose owner holds nothing of a
-// key but may not have been given it: it took the position over from
-// another node and repair has not filled it yet (config.Cluster.Vouches).
+// errUnfilled fails a position whose owner holds nothing of a key but
+// took it over since repair last filled it (config.Cluster.Vouches).
 var errUnfilled = errors.New("holds nothing of the key, but took its position over since repair last filled every owner")
 
 func (d *Datastore) fetchFrom(v *view, resp *wire.Response, err error, key string, pos int) fetched {
@@ -244,10 +229,7 @@ func (d *Datastore) fetchFrom(v *view, resp *wire.Response, err error, key strin
 }
 
 // need is the number of shards that make a version of policy p readable:
-// DataShards rebuild a value; a tombstone carries no data, so any one
-// shard of it is the whole of it (as the repair planner counts it, see
-// package repair). A delete that reached fewer than DataShards positions
-// therefore still hides the older value, as it will once repaired.
+// one for a tombstone, which carries no data (as repair counts it).
 func need(p coding.Policy, tombstone bool) int {
 	if tombstone {
 		return 1
@@ -299,8 +281,7 @@ type answers interface {
 	// version is the header of a fetchOK position's shard.
 	version(pos int) (ver coding.Version, p coding.Policy, tomb bool)
 	// held lists the versions a fetchOK position holds, newest first: the
-	// one version gives, then the older ones its answer names (a header
-	// answer names them, a shard does not).
+	// one version gives, then the older ones a header answer names.
 	held(pos int) []held
 }
 
@@ -314,8 +295,7 @@ type versionGroup struct {
 
 // groupVersions groups the positions that answered with a shard header by
 // version, newest first. A header that disagrees with its version's first
-// one (policy or tombstone), or names a position outside its policy, is
-// left out as an odd one.
+// one, or names a position outside its policy, is left out.
 func groupVersions(a answers) []*versionGroup {
 	byVer := map[coding.Version]*versionGroup{}
 	var groups []*versionGroup
@@ -341,24 +321,16 @@ func groupVersions(a answers) []*versionGroup {
 
 // pick chooses the newest version of key with enough shards among a's
 // answers; use (nil: any) is called on each such version that is not a
-// tombstone, newest first, and an error from it (shards that passed their
-// own checksums but do not rebuild the value) moves on to an older one. It
-// returns the version used; the tombstone and ds.ErrNotFound when the newest
-// is one; ds.ErrNotFound when the key is absent; or an UnavailableError.
-//
-// With final false it reports done only when the answer cannot change by
-// asking the remaining positions: when the positions that answered meet
-// every set of positions an acknowledged write can be on (view.sees), a
-// version complete there is the newest acknowledged one.
+// tombstone, newest first, and its error (shards that pass their checksums
+// but do not rebuild the value) moves on to an older one. It returns the
+// version used; the tombstone and ds.ErrNotFound when the newest is one;
+// ds.ErrNotFound when the key is absent; or an UnavailableError. With final
+// false it is done only when asking the other positions cannot change that.
 func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final bool, use func(g *versionGroup) error) (*versionGroup, error, bool) {
 	slot := placement.Slot(key)
-	// Only an owner that holds every write it should shows which versions
-	// reached its position (config.Cluster.Vouches).
+	// Only a shard from an owner that vouches for its position shows which
+	// versions reached it; "not found" may be a lost shard and shows none.
 	if !final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) }) {
-		// A newer version may hide behind a position not asked, failed or
-		// without the key: "not found" may be a shard lost (scrubbed, or
-		// on a new owner not yet repaired), so it shows no version. Done
-		// early only when the positions without the key prove it absent.
 		if d.provesAbsent(v, a.n(), a.state) {
 			return nil, ds.ErrNotFound, true
 		}
@@ -426,11 +398,9 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 
 // mayServeOlder reports whether a read may serve a version older than
 // those it passed over (too scarce to read, or not decoding): only when
-// each provably never reached its write quorum. With one policy for every
-// write that is always so once an older version is complete, but a write
-// of another width leaves the positions it does not cover as they were: a
-// replicated value acknowledged on positions 0 and 1 over an erasure-coded
-// one, or the reverse.
+// each provably never reached its write quorum. A complete older version
+// does not prove that: a write of another width leaves the positions it
+// does not cover as they were.
 func mayServeOlder(v *view, slot uint16, a answers, passed []*versionGroup) bool {
 	for _, g := range passed {
 		if g.tomb || !neverAcknowledged(v, slot, a, g.ver, g.policy) {
@@ -465,9 +435,7 @@ func readWaves(v *view) []int {
 }
 
 // reach is how many positions, from the first, every acknowledged write
-// is on at least once: an erasure write is on a quorum of the policy's
-// positions, a replicated one on a quorum of the first m+1. With the
-// defaults (4+2, quorum 5; 3 replicas, quorum 2) it is 2.
+// is on at least once (2 with the defaults).
 func (v *view) reach() int {
 	all, replicas := v.meets()
 	return max(all, replicas)
@@ -502,12 +470,9 @@ func (v *view) sees(answered func(pos int) bool) bool {
 
 // mayExist reports whether an acknowledged write could hide on the
 // positions that did not say "not found" (absent lists those that did): an
-// erasure write is on at least its quorum of positions, a replicated one on
-// at least its quorum of the first m+1 positions. It takes "not found" at
-// its word, so a position counts as absent only when its owner vouches
-// for it (config.Cluster.Vouches): a new owner that repair has not filled
-// yet is a failed position. Which version is newest is never judged from
-// "not found" (see evaluate).
+// erasure write is on its quorum of positions, a replicated one on its
+// quorum of the first m+1. It takes "not found" at its word, so callers
+// count a position absent only when its owner vouches for it.
 func (d *Datastore) mayExist(v *view, absent []int) bool {
 	p := v.c.Policy
 	r := coding.Replicas(p.ParityShards + 1)
@@ -599,13 +564,11 @@ func (d *Datastore) askHeaderOf(ctx context.Context, v *view, key string, owners
 			case int(h.Index) != pos:
 				err = fmt.Errorf("%w: node holds shard %d of %q for shard %d", coding.ErrCorrupt, h.Index, key, pos)
 			case i > 0 && !versionLess(h.ListEntry, newer):
-				// keptWithout reads the list as the position's versions,
-				// newest first: one out of order would prove too much.
+				// keptWithout relies on the order; one out of it proves too much.
 				err = fmt.Errorf("%w: node's entry of %q lists older versions out of order", coding.ErrCorrupt, key)
 			case p.Validate() != nil || pos >= p.Width():
-				// A shard's header is checked as it is parsed, an index
-				// entry only here: a policy of no shards would make a
-				// version of none.
+				// Checked here, unlike a shard's header, which is checked
+				// as parsed: a policy of no shards makes a version of none.
 				err = fmt.Errorf("%w: node's entry of %q for shard %d names policy %d+%d of kind %d", coding.ErrCorrupt, key, h.Index, p.DataShards, p.ParityShards, p.Kind)
 			}
 			newer = h.ListEntry
@@ -638,7 +601,6 @@ func (h headerAnswers) held(pos int) []held {
 	return out
 }
 
-// entryPolicy is the policy the answer's entry names.
 func (a *headerAnswer) entryPolicy() coding.Policy { return entryPolicy(a.h) }
 
 // entryPolicy is the policy a node's header entry names.

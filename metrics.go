@@ -11,9 +11,7 @@ import (
 )
 
 // clientMetrics are a front end's Prometheus metrics, registered with
-// Options.Metrics (the kubo plugin passes kubo's registry, so that its
-// /debug/metrics/prometheus shows them). Without it they are kept but not
-// exported.
+// Options.Metrics (the kubo plugin passes kubo's registry), else unexported.
 type clientMetrics struct {
 	ops      *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -66,8 +64,6 @@ func newClientMetrics(d *Datastore, reg prometheus.Registerer) (*clientMetrics, 
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
 			if errors.As(err, &dup) {
-				// Another front end of this process exports its own: this
-				// one keeps counting, unexported.
 				log.Warnw("another front end's metrics are registered already: this one's are not exported", "err", err)
 				return m, nil
 			}

@@ -11,13 +11,11 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// A writer tells nodes, once a write is acknowledged, what they may drop:
-// the older versions of its key (wire.OpDropOlder), the older shards past
-// a narrower version (wire.OpSupersede). Nobody waits for these notices,
-// so they are batched: per node and op, the keys queued within
-// noticeDelay go in one request (at most noticeBatch keys), in the
-// background. A node that misses one keeps the shards until repair drops
-// them.
+// A writer tells nodes, once a write is acknowledged, what they may drop
+// (wire.OpDropOlder, wire.OpSupersede). Nobody waits for these notices, so
+// per node and op the keys queued within noticeDelay go in one request of
+// at most noticeBatch keys, in the background. A node that misses one
+// keeps the shards until repair drops them.
 const (
 	noticeDelay = 5 * time.Millisecond
 	noticeBatch = 256
@@ -39,7 +37,6 @@ type notices struct {
 	sending atomic.Int32 // requests on their way
 }
 
-// notify queues a notice of op about ref for node p.
 func (d *Datastore) notify(p peer.ID, op wire.Op, ref wire.ShardRef) {
 	n := &d.notices
 	n.mu.Lock()
@@ -55,8 +52,6 @@ func (d *Datastore) notify(p peer.ID, op wire.Op, ref wire.ShardRef) {
 	}
 }
 
-// flushNotices sends every notice queued, a request per node and op and
-// noticeBatch keys.
 func (d *Datastore) flushNotices() {
 	n := &d.notices
 	n.mu.Lock()

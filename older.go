@@ -11,13 +11,10 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// A node keeps, beside its newest shard of a key, the older versions that
-// a writer's overwrites replaced there, until the writer has them dropped
-// once its version is acknowledged (wire.HeaderEntry.Older). An overwrite
-// that fails after reaching more than m positions leaves fewer than k
-// newest shards of either version; the older shards rebuild the older
-// value, which is the newest acknowledged one, when every newer version
-// provably never reached its write quorum (olderVersion).
+// A node keeps the older versions of a key that overwrites replaced until
+// the overwrite is acknowledged (wire.HeaderEntry.Older): when a failed
+// overwrite leaves no version readable from the newest shards, they
+// rebuild the newest acknowledged value.
 
 // held is one version a position holds of a key.
 type held struct {
@@ -27,13 +24,11 @@ type held struct {
 	valueLen uint64
 }
 
-// olderVersion chooses the newest version that the positions' newest and
-// older shards (a's answers, already checked to be of their position)
-// together make readable, when no version was readable from the newest
-// alone, but for those tried already (read, and refused). It returns the
-// positions that hold the chosen version. A newer version, tried or not,
-// forbids the choice unless it provably never reached its quorum
-// (neverAcknowledged), so an acknowledged newer version that lost shards
+// olderVersion chooses the newest version not yet tried that the
+// positions' newest and older shards (a's answers, checked to be of their
+// position) together make readable, and returns the positions holding
+// it. A newer version, tried or not, forbids the choice unless it provably
+// never reached its quorum, so an acknowledged version that lost shards
 // gives UnavailableError, never the older value.
 func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool) (c held, holders []int, ok bool) {
 	seen := map[coding.Version]held{}
@@ -81,19 +76,12 @@ func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool
 	return held{}, nil, false
 }
 
-// neverAcknowledged reports whether version g cannot have reached its
-// write quorum: the positions of its policy that may have held it are
-// fewer than the quorum. A position never held g when its newest version
-// is older, or when one of the older versions it keeps is older and g is
-// not among them: a node keeps, in order, the versions writes replaced
-// (only an acknowledged newer version, or a write that keeps nothing,
-// drops them). A position past the policy's width never holds it. A
-// position that holds nothing may have lost g's shard, but no more of an
-// acknowledged write's positions than its parity shards lose it within
-// the guarantee: those past that many never held g. An owner that repair
-// has not filled since it took its position over proves nothing. A small
-// value's positions past its copies hold nothing, so a large write that
-// failed over it is told from one that was acknowledged.
+// neverAcknowledged reports whether version g of policy p cannot have
+// reached its write quorum: fewer positions of p than the quorum may have
+// held it. A position never held g when the versions it holds say so
+// (keptWithout). Of the positions that hold nothing, all but p's parity
+// count never held g: an acknowledged write loses no more shards within
+// the guarantee.
 func neverAcknowledged(v *view, slot uint16, a answers, g coding.Version, p coding.Policy) bool {
 	width := min(a.n(), p.Width())
 	without, empty := 0, 0
@@ -117,7 +105,9 @@ func neverAcknowledged(v *view, slot uint16, a answers, g coding.Version, p codi
 
 // keptWithout reports whether the versions a position holds, newest
 // first, show that it never held g: one of them is older than g, and g is
-// not among the newer ones.
+// not among the newer ones. A node keeps, in order, the versions writes
+// replaced; only an acknowledged newer version, or a write that keeps
+// nothing, drops them.
 func keptWithout(hs []held, g coding.Version) bool {
 	for _, h := range hs {
 		switch {
@@ -130,7 +120,6 @@ func keptWithout(hs []held, g coding.Version) bool {
 	return false
 }
 
-// askAll asks every one of n positions at once and returns the answers.
 func askAll[T any](n int, ask func(pos int) T) []T {
 	out := make([]T, n)
 	var wg sync.WaitGroup
@@ -147,8 +136,7 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 
 // valueFromOlder is Get's last resort after an UnavailableError: it asks
 // every position which versions it holds and rebuilds the older value
-// olderVersion allows, from the shards of that version; when that value
-// does not decode or verify refuses it, the next one olderVersion allows.
+// olderVersion allows, or, when that fails or verify refuses it, the next.
 func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) ([]byte, bool) {
 	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) }))
 	tried := map[coding.Version]bool{}
@@ -170,8 +158,6 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 	}
 }
 
-// readVersion reads version c of key from the positions that hold it and
-// decodes the value.
 func (d *Datastore) readVersion(ctx context.Context, v *view, key string, owners []uint16, c held, holders []int) ([]byte, error) {
 	got := askAll(len(holders), func(i int) fetched {
 		return d.fetchShard(ctx, v, key, int(owners[holders[i]]), holders[i], c.ver)
@@ -186,9 +172,7 @@ func (d *Datastore) readVersion(ctx context.Context, v *view, key string, owners
 	return coding.Decode(shards)
 }
 
-// entryFromOlder is the probe's (Has, GetSize) last resort after an
-// UnavailableError, as valueFromOlder is Get's: the header answers list
-// the versions each position holds already.
+// entryFromOlder is the probe's last resort, as valueFromOlder is Get's.
 func entryFromOlder(v *view, key string, ans headerAnswers) (wire.ListEntry, bool) {
 	c, _, ok := olderVersion(v, placement.Slot(key), ans, nil)
 	if !ok {

@@ -37,17 +37,12 @@ func (d *Datastore) putWrite(key string, value []byte) (*write, error) {
 }
 
 // absentEverywhere reports whether every position of key's slot either
-// answers within HedgeAfter that it holds no entry of key or was certainly
-// not reached (marked down in this front end, or its dial failed). Get
-// takes a key for absent once two positions say so (no acknowledged write
-// can miss both), but they may have lost their shards (bit rot scrubbed,
-// not yet repaired) while the others hold the value: a delete that wrote
-// nothing then would see it come back once repaired. A position that
-// answers with an entry, or that was reached but did not answer in time
-// (or is marked slow, and is not asked), may hold the value: the delete
-// writes its tombstone. Deleting a missing key thus stays no error while
-// nodes are down, and a slow node costs a tombstone, never a value that
-// comes back.
+// answers within HedgeAfter that it holds no entry of key or was surely
+// not reached (down, or its dial failed). The positions Get judges absence
+// by may have lost their shards while others hold the value, which repair
+// would bring back after a delete that wrote nothing; so a position that
+// holds an entry, is marked slow, or was reached and did not answer in
+// time, makes the delete write its tombstone.
 func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 	v := d.view.Load()
 	owners := v.owners(key)
@@ -69,11 +64,10 @@ func (d *Datastore) absentEverywhere(ctx context.Context, key string) bool {
 }
 
 // Delete removes key by writing a tombstone version to every shard position.
-// Deleting a missing key is not an error. A key whose newest entry is
-// already a tombstone is deleted again: that tombstone may be what is left
-// of a delete that failed its quorum, and this one must be durable once
-// acknowledged. A key Get would find absent gets a tombstone all the same
-// when a position that answers holds an entry of it (absentEverywhere).
+// Deleting a missing key is not an error. A key whose newest entry is a
+// tombstone is deleted again: that may be a failed delete's, and this one
+// must be durable once acknowledged. A key Get would find absent still gets
+// a tombstone when a position holds an entry of it (absentEverywhere).
 func (d *Datastore) Delete(ctx context.Context, key ds.Key) (err error) {
 	defer d.track("delete")(&err)
 	k := d.inner(key)
@@ -84,8 +78,7 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) (err error) {
 	var ue *UnavailableError
 	switch {
 	case errors.As(err, &ue) && ue.Found > 0:
-		// Shards of writes that failed and no readable version: the
-		// tombstone hides them.
+		// Shards of failed writes, none readable: the tombstone hides them.
 	case err != nil:
 		return opError("delete", k, err)
 	case !found && !le.Tombstone && d.absentEverywhere(ctx, k):

@@ -17,8 +17,8 @@ import (
 // queryPage is how many index entries one list request asks a node for.
 const queryPage = 1000
 
-// queryChunk is how many merged keys are resolved (values read) at once,
-// and queryParallel how many values are read in parallel.
+// queryChunk is how many merged keys are resolved at once, and
+// queryParallel how many of them in parallel.
 const (
 	queryChunk    = 64
 	queryParallel = 16
@@ -26,9 +26,9 @@ const (
 
 // resolve turns merged index entries into results, reading the values in
 // parallel unless keysOnly. Keys deleted meanwhile are dropped. Without
-// values, a key whose newest version too few nodes hold (a failed write,
-// perhaps over a delete) is judged as Has judges it, and listed when that
-// cannot tell: an enumeration must not miss a key that may be there.
+// values, a key whose newest version too few nodes hold is judged as Has
+// judges it, and listed when that cannot tell: an enumeration must not
+// miss a key that may be there.
 func (d *Datastore) resolve(ctx context.Context, ms []merged, keysOnly bool) []dsq.Result {
 	out := make([]dsq.Result, len(ms))
 	skip := make([]bool, len(ms))
@@ -81,9 +81,9 @@ func (d *Datastore) resolve(ctx context.Context, ms []merged, keysOnly bool) []d
 // only, with the namespace taken off), merged by key with the newest
 // version of each key deciding whether it is live. Filters, orders, offset
 // and limit are applied by go-datastore's reference implementation on top
-// of the key-ordered stream. Values, when asked for, are read with Get.
-// It fails when more nodes are unreachable than the policy tolerates,
-// since keys could then be missing from the answer.
+// of the key-ordered stream. Values, when asked for, are read with Get. It
+// fails when more nodes are unreachable than the policy tolerates: keys
+// could then be missing.
 func (d *Datastore) Query(ctx context.Context, q dsq.Query) (_ dsq.Results, err error) {
 	defer d.track("query")(&err)
 	v := d.view.Load()
@@ -136,9 +136,8 @@ func nodePrefix(p string) string {
 	return p + "/"
 }
 
-// openMerger opens a list cursor on every node. It fails when more nodes
-// are unreachable than the policy tolerates, since keys could then be
-// missing from the answer.
+// openMerger opens a list cursor on every node that answers, and fails as
+// Query does when too many do not.
 func (d *Datastore) openMerger(ctx context.Context, v *view, prefix string) (*merger, error) {
 	m := &merger{v: v}
 	var failed []NodeError
@@ -291,7 +290,6 @@ func (m *merger) nextKeyFrom(ctx context.Context) (es []wire.ListEntry, from []i
 	return es, from, true, nil
 }
 
-// newest returns the entry with the newest version.
 func newest(es []wire.ListEntry) wire.ListEntry {
 	best := es[0]
 	for _, e := range es[1:] {

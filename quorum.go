@@ -7,9 +7,8 @@ import (
 )
 
 // A tally counts the answers to one attempt of a write (one version's
-// shards) and says what they add up to. It does no I/O and keeps no
-// clock: writeRound sends the shards and feeds it, and every rule here
-// has a table test (quorum_test.go).
+// shards) and says what they add up to. It does no I/O: writeRound feeds
+// it, and quorum_internal_test.go tests its rules.
 type tally struct {
 	width, quorum int
 	ver           coding.Version // the attempt's version
@@ -46,7 +45,6 @@ func (t *tally) answer(node NodeError, p peer.ID, held coding.Version, kept bool
 	}
 }
 
-// quorate reports whether the write quorum has answered.
 func (t *tally) quorate() bool { return t.stored >= t.quorum }
 
 // needsHeldBack reports whether the write cannot make its quorum without
@@ -64,15 +62,12 @@ const (
 	writeAgain                // written again with a newer version: see tally.verdict
 )
 
-// verdict says what the attempt came to. It is written again when a node
-// held a newer version (another front end wrote within the same clock
-// tick, or with a clock ahead: a write that starts after another one
-// returned must win, whatever the clocks say), unless its own version
-// alone holds a majority quorum (ownsQuorum); answers for the newer
-// version do not count toward that, or an acknowledged write could rest
-// on a newer one that then failed and was rolled back. It is written again
-// too when it failed while the map moved under it (moved): nodes refused
-// its shards for a stale map, and the next round sends them by the new one.
+// verdict says what the attempt came to. A write that failed while the
+// map moved goes again by the new map. A quorate write that met a newer
+// version goes again after it, so that a write that starts after another
+// returned wins whatever the clocks say, unless its own version alone
+// holds a majority quorum (ownsQuorum). Answers for the newer version do
+// not count toward that: the newer write may yet fail and be rolled back.
 func (t *tally) verdict(moved bool) verdict {
 	switch {
 	case !t.quorate() && moved:
@@ -86,10 +81,9 @@ func (t *tally) verdict(moved bool) verdict {
 }
 
 // ownsQuorum reports whether a version that holding of its width positions
-// hold (answers for newer versions not counted) is acknowledged even though
-// some nodes held a newer one: a quorum that is a majority of the positions
-// no other version can also hold, so the newer one is a concurrent write's,
-// which may be ordered after this one.
+// hold is acknowledged although some nodes held a newer one: no other
+// version can also hold a majority quorum, so the newer one is a
+// concurrent write's, which may be ordered after this one.
 func ownsQuorum(holding, quorum, width int) bool {
 	return holding >= quorum && 2*quorum > width
 }

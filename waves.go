@@ -2,26 +2,20 @@ package dscluster
 
 import "time"
 
-// askInWaves asks shard positions in waves and stops as soon as the
-// answers settle the question. order lists the positions in the order
-// they are asked, ends the (ascending) ends of the waves in it, the last
-// one being len(order): wave i asks positions order[ends[i-1]:ends[i]].
-// ask(pos) runs in a goroutine per position; take
-// records its answer and settle judges the answers so far, with final true
-// once every position has answered; it returns true when the question is
-// settled (a final call always settles).
+// askInWaves asks shard positions in waves until the answers settle the
+// question, and returns how many positions it asked: order[:asked]. order
+// lists the positions in asking order; wave i asks
+// order[ends[i-1]:ends[i]], the last end being len(order). ask(pos) runs
+// in a goroutine per position; take records its answer and settle judges
+// the answers so far, with final true once every position has answered (a
+// final call must settle). take, settle and hedged run on the caller's
+// goroutine; answers after askInWaves returns are dropped, and no asker
+// blocks.
 //
 // A wave starts when the previous one has answered without settling, or
-// when it has not all answered after hedge: a node that hangs costs a read
-// hedge, not the request timeout. take and settle run on the caller's
-// goroutine only; an answer that comes after askInWaves returned is
-// dropped (the channel holds every answer, so no asker blocks). It returns
-// how many positions it asked: order[:asked].
-//
-// hedged, when not nil, is called (on the caller's goroutine) with each
-// position of a wave still unanswered when the hedge fires, before the
-// next wave starts: the caller marks its node slow there, so that a read
-// that starts after this one returned already knows.
+// after hedge: a node that hangs costs hedge, not the request timeout.
+// hedged, when not nil, is called with each position still unanswered
+// when the hedge fires, before the next wave starts.
 func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool, hedged func(pos int)) (asked int) {
 	type answer struct {
 		i int // index in order

@@ -16,10 +16,9 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// Sizing of a write round: each node gets its shards in requests of at
-// most batchRequestBytes (and wire.MaxBatch shards), so memory stays
-// bounded whatever a batch holds; a batch commit writes values of up to
-// batchGroupBytes at a time.
+// Sizing of writes, so memory stays bounded whatever a batch holds: a
+// batch commit writes values of up to batchGroupBytes at a time, each node
+// gets its shards in requests of at most batchRequestBytes.
 const (
 	batchGroupBytes   = 32 << 20
 	batchRequestBytes = 8 << 20
@@ -30,8 +29,7 @@ const (
 const maxOrdered = 8
 
 // A write is one value (or tombstone) on its way to the positions of its
-// key. Put and Delete write one, a batch commit many; all go through
-// writeAll.
+// key. Put, Delete and a batch commit all go through writeAll.
 type write struct {
 	op, key string
 	// encode makes the shards of an attempt of version ver by v's policy.
@@ -40,8 +38,8 @@ type write struct {
 }
 
 // attempt is one round's shards of a write and their answers. Answers
-// that arrive after the round ended still land in its tally (under the
-// round's lock), for the previous shards they report kept.
+// that arrive after the round ended still land in its tally, for the
+// older versions they report kept.
 type attempt struct {
 	w      *write
 	shards []*coding.Shard
@@ -53,12 +51,11 @@ type nodeShard struct {
 	shard *coding.Shard
 }
 
-// writeAll writes ws and sets each one's err. A round sends every write's
-// shards, every node its own in batch requests, all nodes in parallel;
-// the writes a node answered with a newer version, or that failed while
-// the map moved, go again in the next round with a new version, after a
-// random pause of up to 2^round milliseconds (writers racing on a key
-// take turns), at most maxOrdered rounds.
+// writeAll writes ws and sets each one's err. A round sends every node its
+// shards of all the writes in batch requests, all nodes in parallel; the
+// writes that must go again (tally.verdict) do so with a new version,
+// after a random pause of up to 2^round milliseconds, for at most
+// maxOrdered rounds.
 func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
 	for round := 1; len(ws) > 0; round++ {
 		v := d.view.Load()
@@ -77,7 +74,7 @@ func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
 			return
 		}
 		if round > 1 {
-			// Exponential: writers that keep meeting each other spread out.
+			// Writers that keep meeting each other on a key spread out.
 			t := time.NewTimer(rand.N(time.Duration(1<<round) * time.Millisecond))
 			select {
 			case <-ctx.Done():
@@ -93,16 +90,13 @@ func (d *Datastore) writeAll(ctx context.Context, ws []*write) {
 	}
 }
 
-// writeRound sends the shards of atts and waits for every answer (each
-// bounded by the request timeout), or, once every write has its quorum,
-// for HedgeAfter more, or not at all when the nodes still to answer are
-// marked slow: a node that hangs does not hold the writes, its shards
-// are still sent, and repair restores them if they never land. It sets
-// each write's err, tells the nodes that kept older versions of
-// acknowledged writes to drop them, and returns the writes to write
-// again. A failed write needs no undo: the nodes keep the versions it
-// replaced, and it is a version too scarce to read until repair drops it. The shards are released once every request
-// is done with them.
+// writeRound sends the shards of atts and waits for every answer, or,
+// once every write has its quorum, for HedgeAfter more, or not at all when
+// only slow nodes are left to answer; their shards are still sent, and
+// repair restores them if they never land. It sets each write's err, tells
+// the nodes that kept older versions of acknowledged writes to drop them,
+// and returns the writes to write again. The shards are released once
+// every request is done with them.
 func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (again []*write) {
 	perNode := make(map[int][]nodeShard)
 	for _, a := range atts {
@@ -145,10 +139,8 @@ func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (a
 			done <- n
 		}()
 	}
-	// A slow node with a full backlog is not sent its shards while every
-	// write can make its quorum on the others: when most nodes are slow (an
-	// overloaded cluster) writes go everywhere, and when other nodes fail,
-	// the shards held back are sent after all.
+	// Shards held back from backlogged slow nodes are sent after all once
+	// a write cannot make its quorum without them.
 	unsent := d.slowBacklogged(v, perNode)
 	for n, items := range perNode {
 		if unsent[n] {
@@ -275,14 +267,11 @@ wait:
 	return again
 }
 
-// maxSlowInFlight bounds the writes left waiting on a node marked slow:
-// past it, writes do not send it their shard (repair restores those), so a
-// hung node holds at most this many writes' buffers until they time out. A
-// write skips such nodes only when the others can make its quorum.
+// maxSlowInFlight bounds the writes left waiting on a node marked slow, so
+// a hung node holds few writes' buffers: past it, writes that can make
+// their quorum without it do not send it their shard (repair restores it).
 const maxSlowInFlight = 64
 
-// backlogged reports whether p is marked slow with maxSlowInFlight
-// requests unanswered: writes hold its shards back when they can.
 func (d *Datastore) backlogged(p peer.ID) bool {
 	return d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight
 }
@@ -292,8 +281,8 @@ func (d *Datastore) backlogged(p peer.ID) bool {
 var errSlow = errors.New("not sent: the node has left requests unanswered past the hedge and has too many in flight")
 
 // slowBacklogged returns the nodes of perNode that are marked slow with
-// maxSlowInFlight requests in flight, when every write of the round can
-// make its quorum without them (else none).
+// maxSlowInFlight requests in flight, or none unless every write of the
+// round can make its quorum without them.
 func (d *Datastore) slowBacklogged(v *view, perNode map[int][]nodeShard) map[int]bool {
 	out := map[int]bool{}
 	for n := range perNode {
@@ -330,10 +319,9 @@ func takeChunk(items []nodeShard) []nodeShard {
 	return items
 }
 
-// batchPut sends shards to node n in one request and returns one result per
-// shard. The shards are encoded into the request frame, but for the last
-// one's data, which goes out from where the encoder put it: a lone write's
-// shard is not copied.
+// batchPut sends shards to node n in one request and returns one result
+// per shard. The last shard's data goes out from where the encoder put
+// it, so a lone write's shard is not copied.
 func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeShard) ([]wire.BatchResult, error) {
 	if v.down[n] {
 		return nil, errDown
@@ -357,8 +345,7 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 		return nil, err
 	}
 	if resp.Status == wire.StatusStaleEpoch {
-		// These shards fail here; writeRound writes those that miss their
-		// quorum again by the new map.
+		// These shards fail; writeRound writes them again by the new map.
 		if err := d.refreshFrom(ctx, v.peers[n]); err != nil {
 			return nil, err
 		}
@@ -376,13 +363,11 @@ func (d *Datastore) batchPut(ctx context.Context, v *view, n int, items []nodeSh
 	return res, nil
 }
 
-// supersede tells the nodes past the positions of an acknowledged version
-// of width positions (the replicas of a small value) to drop older shards
-// of key (OpSupersede): a small value written over a large one leaves the
-// large one's shards there, whole enough to read while the replicas are
-// out of reach. Only overwrites need it, which the nodes that kept older
-// versions show; batched in the background (notify), as dropOlder. A node
-// that misses it keeps those shards until repair drops them.
+// supersede tells the owners past the width positions of an acknowledged
+// version (a small value's replicas) to drop their older shards of key: a
+// small value written over a large one would leave the large one readable
+// there while the replicas are out of reach. Only an overwrite, shown by
+// nodes that kept older versions, needs it.
 func (d *Datastore) supersede(v *view, key string, ver coding.Version, width int, kept []peer.ID) {
 	owners := v.owners(key)
 	if len(kept) == 0 || width >= len(owners) {
@@ -396,9 +381,7 @@ func (d *Datastore) supersede(v *view, key string, ver coding.Version, width int
 }
 
 // dropOlder tells the nodes that kept older versions of key while storing
-// version ver that ver is acknowledged, so they drop the versions older
-// than it (notify: batched, in the background, as the write has returned).
-// A node that misses it keeps them until repair's next pass.
+// version ver that ver is acknowledged, so they drop the older versions.
 func (d *Datastore) dropOlder(key string, ver coding.Version, nodes []peer.ID) {
 	for _, p := range nodes {
 		d.notify(p, wire.OpDropOlder, wire.ShardRef{Key: key, HLC: ver.HLC, Writer: ver.Writer})
