@@ -19,9 +19,8 @@ import (
 )
 
 // FetchNodeConfig asks the bootstrapper at addr (a multiaddr ending in
-// /p2p/<id>) for the config of node `identity`, as the seed README's
-// `dscluster --bootstrapper=ADDR --identity=I` does. secret is the cluster
-// secret (hex); without it the connection is refused.
+// /p2p/<id>) for the config of node identity. secret is the cluster secret
+// (hex); without it the connection is refused.
 func FetchNodeConfig(ctx context.Context, addr string, identity int, secret string) (*config.Node, error) {
 	if identity < 0 || identity > math.MaxInt32 {
 		return nil, fmt.Errorf("identity %d: want a node number from 1 up", identity)
@@ -122,9 +121,8 @@ func Join(ctx context.Context, addr string, n *Node) error {
 	}
 }
 
-// advertised are the addresses other members dial this node at: the
-// configured listen addresses with the port the host bound, and for an
-// unspecified IP (0.0.0.0) the host's own interface addresses.
+// advertised are the addresses other members dial this node at: its
+// stated listen addresses (statedAddrs), or else the host's own.
 func (n *Node) advertised() []string {
 	out := n.statedAddrs()
 	if len(out) > 0 {

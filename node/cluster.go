@@ -26,14 +26,12 @@ import (
 // restarted node serves with its latest map before raft catches it up.
 const clusterFile = "cluster.json"
 
-// startCluster opens raft and starts the loops that keep the cluster: the
-// leader's heartbeats and membership decisions, the repair passes, and the
-// scrubber.
+// startCluster opens raft and the repair driver and starts the loops.
 func (n *Node) startCluster(opts Options) error {
 	var boot []string
 	if len(n.cfg.Cluster.Members) == 0 {
-		// A config from dscfg: the initial voters bootstrap raft, all
-		// with the same list.
+		// A config from dscfg: the initial voters bootstrap raft, all with
+		// the same list.
 		if v := membership.Voters(n.initial, nil); slices.Contains(v, n.selfID) {
 			boot = v
 		}
@@ -60,12 +58,9 @@ func (n *Node) startCluster(opts Options) error {
 		StatePath: filepath.Join(n.dir, "repair.db"),
 		Rate:      opts.RepairRate,
 		NoSync:    opts.NoSync,
-		// A lost key is rolled back from a version whose write provably
-		// never reached its quorum: the quorum as the cluster defines it,
-		// owners of a map that has not changed since the write.
-		// Both come from the raft state a pass plans from, or a newer one
-		// (n.cluster may lag it): a later map time only holds roll-backs
-		// back.
+		// Repair rolls a key back only from a version that provably never
+		// reached its quorum on an unchanged map. Both are read from raft
+		// (n.cluster may lag): a later map time only holds roll-backs back.
 		Quorum: func(p coding.Policy) int {
 			if c := n.raft.Cluster(); c != nil {
 				return c.Quorum(p)
@@ -94,8 +89,7 @@ func (n *Node) startCluster(opts Options) error {
 	return nil
 }
 
-// loadCluster returns the cluster saved by a previous run, if it is newer
-// than the config's.
+// loadCluster returns the cluster a previous run saved, if newer than cfg.
 func loadCluster(dir string, cfg *config.Cluster) *config.Cluster {
 	b, err := os.ReadFile(filepath.Join(dir, clusterFile))
 	if err != nil {
@@ -109,15 +103,14 @@ func loadCluster(dir string, cfg *config.Cluster) *config.Cluster {
 	return &c
 }
 
-// setCluster is raft's change callback: it installs the new cluster
-// description, teaches the peerstore the members' addresses and saves it.
+// setCluster is raft's change callback: it installs c, teaches the
+// peerstore the members' addresses and saves c.
 func (n *Node) setCluster(c *config.Cluster) {
 	if c == nil {
 		return
 	}
-	// A restarted node's raft first restores its last snapshot, which may
-	// be older than the description saved at its last change: a map never
-	// goes back, so an older one waits for the log to replay.
+	// Raft restores its last snapshot first, which may be older than the
+	// saved description: a map never goes back.
 	cur := n.cluster.Load()
 	if cur != nil && c.Map.Epoch < cur.Map.Epoch {
 		return
@@ -138,13 +131,11 @@ func (n *Node) setCluster(c *config.Cluster) {
 	}
 }
 
-// mayRaft reports whether peer p may open raft streams to this node: once
-// client roles are enforced only members may, so that a client cannot
-// pose as a raft leader and rewrite the cluster description. A node that
-// was down while newer members joined does not know them, and the leader
-// may be one of them: a peer that a member this node knows lists as a
-// member is taken too (vouch). Its first streams are refused while the
-// members are asked; raft sends again.
+// mayRaft reports whether peer p may open raft streams to this node. Once
+// client roles are enforced only members may, so that a client cannot pose
+// as a raft leader. A member that joined while this node was down is taken
+// once a known member lists it (vouch); its streams are refused meanwhile,
+// and raft sends again.
 func (n *Node) mayRaft(p peer.ID) bool {
 	c := n.cluster.Load()
 	if len(c.Clients) == 0 || n.isMember(c, p) {
@@ -193,9 +184,8 @@ func (n *Node) mayRaft(p peer.ID) bool {
 // maxVouching bounds the vouch checks in flight.
 const maxVouching = 4
 
-// vouch asks the members of c that may be up, all at once, for their
-// cluster description, and reports whether one of them lists p as a
-// member, and which.
+// vouch reports whether a member of c that may be up lists p as a member
+// in its cluster description, and which.
 func (n *Node) vouch(p peer.ID, c *config.Cluster) (bool, string) {
 	ctx, cancel := context.WithTimeout(n.bgCtx, 5*time.Second)
 	defer cancel()
@@ -232,9 +222,8 @@ func (n *Node) vouch(p peer.ID, c *config.Cluster) (bool, string) {
 	}
 }
 
-// dialMembers records in the peerstore where the members of c are dialled,
-// dropping the addresses that before (the previous description, or nil)
-// gave and c no longer does.
+// dialMembers records the members' addresses in the peerstore, dropping
+// those that before (the previous description, or nil) gave and c does not.
 func (n *Node) dialMembers(before, c *config.Cluster) {
 	ps := n.host.Peerstore()
 	for _, m := range c.Members {
@@ -277,9 +266,9 @@ const announceRetry = 2 * time.Second
 
 // announceState is announceAddrs' memory; only its loop touches it.
 type announceState struct {
-	done   []string  // the addresses announced (accepted or refused)
-	warned bool      // the record differs from done, and that was logged
-	next   time.Time // no attempt before
+	done   []string // the addresses announced (accepted or refused)
+	warned bool     // the record differs from done, and that was logged
+	next   time.Time
 }
 
 // cachedFeatures is a node's features as it answered at a time.

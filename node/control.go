@@ -28,15 +28,13 @@ func (n *Node) controlLoop(every, outAfter time.Duration) {
 	n.every(every, func() { n.controlTick(every, outAfter) })
 }
 
-// controlTick is one round of the control loop.
 func (n *Node) controlTick(every, outAfter time.Duration) {
 	if !n.raft.IsLeader() {
 		n.leaderReady.Store(false)
 		return
 	}
 	if !n.leaderReady.Load() {
-		// A new leader applies every committed entry before it acts on
-		// the cluster description.
+		// Apply every committed entry before acting on the description.
 		if err := n.raft.Barrier(5 * time.Second); err != nil {
 			log.Debugw("raft barrier", "err", err)
 			return
@@ -72,8 +70,7 @@ func (n *Node) controlTick(every, outAfter time.Duration) {
 	}
 	voters := membership.Voters(c, current)
 	if !slices.Contains(voters, n.selfID) {
-		// This leader is being drained (or is otherwise not to vote):
-		// hand over; the next leader demotes it.
+		// Not to vote (drained, say): hand over; the next leader demotes it.
 		if err := n.raft.TransferLeadership(); err != nil {
 			log.Debugw("transfer raft leadership", "err", err)
 		}
@@ -90,15 +87,12 @@ func (n *Node) controlTick(every, outAfter time.Duration) {
 	}
 }
 
-// announceAddrs runs on every node: a member that listens at addresses
-// other than those the cluster records (it was restarted on another host
-// or port) tells the leader, through itself or any member, as a rejoin
-// does. Until then nobody can dial it: it would go down, then out, and
-// its shards would be rebuilt elsewhere. Only addresses that name an IP
-// and a port are announced (statedAddrs). A process announces a set of
-// addresses once (retrying every announceRetry until the cluster answers):
-// should the record change again, another process runs with this
-// identity, which is logged rather than fought over.
+// announceAddrs runs on every node: when the cluster records other
+// addresses for this member than it listens at (statedAddrs), it tells the
+// leader as a rejoin does, for until then nobody can dial it. A set is
+// announced once, retried every announceRetry until answered: should the
+// record change again, another process runs with this identity, which is
+// logged rather than fought over.
 func (n *Node) announceAddrs() {
 	want := n.statedAddrs()
 	c := n.cluster.Load()
@@ -131,9 +125,8 @@ func (n *Node) announceAddrs() {
 	}
 	ctx, cancel := context.WithTimeout(n.bgCtx, 10*time.Second)
 	defer cancel()
-	// Through this node first (it forwards to the leader it knows); a
-	// node that moved may know no leader yet (the leader dials it at its
-	// old addresses), so any other member will do.
+	// Through this node first; a node that moved may know no leader yet
+	// (the leader dials its old addresses), so then through any member.
 	resp := n.member(ctx, n.host.ID(), body)
 	for _, o := range c.Members {
 		id, err := peer.Decode(o.ID)
@@ -183,8 +176,7 @@ func sameAddrs(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
-// every runs fn every interval until the node closes; it is a background
-// loop (bgWG), started with n.bgWG.Add(1).
+// every runs fn every interval until the node closes; call bgWG.Add(1) first.
 func (n *Node) every(interval time.Duration, fn func()) {
 	defer n.bgWG.Done()
 	t := time.NewTicker(interval)
@@ -206,10 +198,10 @@ func (n *Node) propose(cmd membership.Command) error {
 	return n.raft.Propose(ctx, cmd)
 }
 
-// heartbeat pings every member that is not out or removed and returns who
-// answered within the interval. The leader answers for itself.
+// heartbeat pings every member that is not removed and returns who
+// answered within timeout. The leader answers for itself, unless its own
+// store has failed.
 func (n *Node) heartbeat(c *config.Cluster, timeout time.Duration) map[string]bool {
-	// The leader answers for itself, unless its own store has failed.
 	answered := map[string]bool{n.selfID: n.storeErr() == nil}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -238,8 +230,7 @@ func (n *Node) heartbeat(c *config.Cluster, timeout time.Duration) map[string]bo
 	return answered
 }
 
-// repairLoop runs a repair pass every interval while this node leads, then
-// commits a rebalance target its owners hold and removes drained members.
+// repairLoop runs a repair pass every interval while this node leads.
 func (n *Node) repairLoop(every time.Duration) {
 	n.every(every, func() {
 		if !n.raft.IsLeader() {
@@ -251,8 +242,9 @@ func (n *Node) repairLoop(every time.Duration) {
 	})
 }
 
-// RepairPass runs one repair pass now (the leader's loop calls it; tests
-// may too). It fails on a node that is not the raft leader.
+// RepairPass runs one repair pass now, then commits a rebalance target its
+// owners hold and removes drained members that hold nothing. It returns
+// raftmap.ErrNotLeader on a node that is not the ready raft leader.
 func (n *Node) RepairPass(ctx context.Context) error {
 	if !n.raft.IsLeader() || !n.leaderReady.Load() {
 		return raftmap.ErrNotLeader
@@ -261,8 +253,8 @@ func (n *Node) RepairPass(ctx context.Context) error {
 	if c == nil {
 		return errors.New("repair: the cluster is not initialised yet")
 	}
-	// A pass stops when this node stops leading: another leader plans from
-	// then on, and two passes must not act on different maps at once.
+	// Stop when this node stops leading: two passes must not act on
+	// different maps at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -281,10 +273,9 @@ func (n *Node) RepairPass(ctx context.Context) error {
 		}
 	}()
 	n.passEpoch.Store(c.Map.Epoch)
-	// Members that are not listed (down, out) may hold shards of a write
-	// made to an earlier map's owners: repair counts them, from the same
-	// description as the nodes it lists, so that a member coming back
-	// meanwhile is counted once, as one or the other.
+	// Members not listed (down, out) may hold shards of a write to an
+	// earlier map's owners: repair counts them as absent. One description
+	// gives both, so a member coming back meanwhile is counted once.
 	var nodes []string
 	absent := 0
 	for _, m := range c.Members {
@@ -301,9 +292,8 @@ func (n *Node) RepairPass(ctx context.Context) error {
 		return err
 	}
 	if slots := filledSlots(plan, c); slots != nil {
-		// Those slots are at full redundancy on the map's owners, every one
-		// of which answered: their new owners hold all they should, and
-		// their answers show what reached them again.
+		// Every owner of those slots answered and they are at full
+		// redundancy: their new owners hold all they should.
 		if err := n.propose(membership.Command{Op: membership.OpFilled, Epoch: c.Map.Epoch, Slots: slots}); err != nil {
 			log.Warnw("mark slots filled", "epoch", c.Map.Epoch, "err", err)
 		}

@@ -19,9 +19,8 @@ type forward struct {
 	shard []byte // aliases the request frame: sent before the answer
 }
 
-// targetCopy returns the copy of shard raw, at position pos of slot, to
-// send to the position's owner in the rebalance target, or nil when no
-// rebalance moves the position to another node.
+// targetCopy returns the copy of shard raw, at position pos of slot, for
+// the position's target owner, or nil when no rebalance moves it away.
 func (n *Node) targetCopy(c *config.Cluster, slot uint16, pos int, raw []byte) *forward {
 	if c.Target == nil {
 		return nil
@@ -41,19 +40,13 @@ func (n *Node) targetCopy(c *config.Cluster, slot uint16, pos int, raw []byte) *
 	return &forward{to: id, shard: raw}
 }
 
-// sendForwards sends the copies fs to the new owners of their positions
-// and waits for the answers, before the request that stored them is
-// answered: a write made during a rebalance is at the new owner when this
-// node acknowledges it, so a rebalance that commits right after (from
-// lists taken before the write) does not leave the write only at old
-// owners, where reads no longer look and repair may not reach (their nodes
-// down). A delete's tombstone is at the new owner before an old copy could
-// be. Copies to one owner go in batch requests, the owners in parallel,
-// all under one deadline (forwardTimeout). A copy that fails does not fail
-// the write: the repair worker copies the shard later, from this node. An
-// owner that failed a copy within forwardBackoff is not tried again
-// meanwhile, so a new owner that is down does not hold every write. Nil
-// copies (shards no rebalance moves) are passed over.
+// sendForwards sends the copies fs (nil ones skipped) to their new owners
+// and waits, so that a write acknowledged during a rebalance is already
+// where reads look once the rebalance commits, even from lists taken
+// before the write. Owners go in parallel under one forwardTimeout. A
+// failed copy does not fail the write (repair copies the shard later from
+// here), and an owner that failed within forwardBackoff is skipped, so
+// that a down owner does not hold up every write.
 func (n *Node) sendForwards(fs ...*forward) {
 	byPeer := map[peer.ID][][]byte{}
 	for _, f := range fs {
@@ -79,10 +72,9 @@ func (n *Node) sendForwards(fs ...*forward) {
 	wg.Wait()
 }
 
-// forwardTo sends shards to node to, in as few batch requests as fit, and
-// stops at the first request that fails. A shard the owner refuses alone
-// (say it holds a newer version of the key) is left to repair without
-// counting against the owner.
+// forwardTo sends shards to node to in as few batch requests as fit, and
+// stops at the first that fails. A shard refused alone (a newer version
+// held, say) is left to repair, not counted against the owner.
 func (n *Node) forwardTo(ctx context.Context, to peer.ID, shards [][]byte) error {
 	for len(shards) > 0 {
 		size, i := 0, 0
@@ -112,8 +104,7 @@ func (n *Node) forwardTo(ctx context.Context, to peer.ID, shards [][]byte) error
 	return nil
 }
 
-// forwardBackingOff reports whether node to failed a forward less than
-// forwardBackoff ago.
+// forwardBackingOff reports whether to failed a forward within forwardBackoff.
 func (n *Node) forwardBackingOff(to peer.ID) bool {
 	n.fwdMu.Lock()
 	defer n.fwdMu.Unlock()
@@ -121,8 +112,7 @@ func (n *Node) forwardBackingOff(to peer.ID) bool {
 	return ok && time.Since(at) < forwardBackoff
 }
 
-// forwardFailed marks node to as failing forwards, and logs it once a
-// backoff period.
+// forwardFailed marks node to as failing forwards, logged once a backoff.
 func (n *Node) forwardFailed(to peer.ID, err error) {
 	n.fwdMu.Lock()
 	at, ok := n.fwdFailed[to]

@@ -30,9 +30,8 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	switch cmd.Op {
 	case membership.OpJoin, membership.OpDrain:
 	case membership.OpRemove:
-		// An operator gives up on an out member (its machine is gone):
-		// its shards were rebuilt elsewhere, and garbage collection
-		// waits for out members. Others leave by a drain.
+		// Only an out member is removed (its shards were rebuilt, and
+		// garbage collection waits for it); others leave by a drain.
 		if m, ok := n.cluster.Load().Member(cmd.ID); !ok || m.State != membership.Out {
 			state := "not a member"
 			if ok {
@@ -51,9 +50,8 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	if cmd.By == "" || !n.isMember(c, from) {
 		cmd.By = from.String()
 	}
-	// A node joins as itself; a member may forward another's join. Other
-	// commands change the cluster: members and, once roles are enforced,
-	// read-write clients only.
+	// A node joins as itself, or through a member. Other commands need a
+	// member or (once roles are enforced) a read-write client.
 	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(c, from) {
 		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("join: peer %s may only ask to join as itself", from)}
 	}
@@ -69,15 +67,13 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	cmd.At = time.Now().UnixNano()
 	if n.raft.IsLeader() {
 		if n.raft.Cluster() == nil {
-			// A new group's leader has not applied the initial cluster
-			// yet: moments after start, not a rejection.
+			// A new group's leader has not applied the initial cluster yet.
 			return &wire.Response{Status: wire.StatusUnavailable, Message: "the raft group is starting; retry"}
 		}
 		if cmd.Op == membership.OpGrant || cmd.Op == membership.OpRevoke || cmd.Op == membership.OpAdmit {
-			// A revoke may be urgent (a client's key leaked): members that
-			// do not answer do not hold it back. One that applied the
-			// grant runs a version with roles, and one of an older version
-			// never enforced them.
+			// A revoke may be urgent (a leaked key), so members that do not
+			// answer do not hold it back: one that applied the grant has
+			// roles, and an older one never enforced them.
 			if err := n.everyMemberHas(ctx, c, FeatureRoles, cmd.Op == membership.OpRevoke); err != nil {
 				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
 			}
@@ -96,8 +92,7 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 		case errors.Is(err, membership.ErrRejected):
 			return &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
 		case errors.Is(err, raftmap.ErrNotLeader):
-			// Leadership moved (or is being transferred) since IsLeader:
-			// nothing was proposed, so asking again is safe.
+			// Nothing was proposed: a retry is safe.
 			return &wire.Response{Status: wire.StatusUnavailable, Message: "the raft leadership is moving; retry"}
 		default:
 			return &wire.Response{Status: wire.StatusInternal, Message: err.Error()}
@@ -107,9 +102,8 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	if !ok {
 		return &wire.Response{Status: wire.StatusUnavailable, Message: "no raft leader right now; retry"}
 	}
-	// The leader may take 5 s asking a joiner's status (joinerHasRoles),
-	// then 10 s proposing: more than that, so that a command the leader
-	// applies is not reported failed here.
+	// Covers the leader's checks of a joiner (5 s barrier, 5 s status) and
+	// its 10 s proposal, so a command it applies is not reported failed.
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	resp, err := n.client.Do(fctx, leader, &wire.Request{Op: wire.OpMember, Body: body})
@@ -120,12 +114,10 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 }
 
 // everyMemberHas checks that every member of c but the removed ones
-// reports feature in its status: a command that a replica of an older
-// version would reject must not be proposed, or the replicas part. A
-// member that does not answer fails the check too (it may be of any
-// version), unless unanswered is set: the operator brings it back or
-// removes it. (A node's description always lists its members:
-// membership.Init fills them in from the map.)
+// reports feature in its status, so that no replica rejects the command
+// and parts from the others. A member that does not answer fails the check
+// (it may run any version) unless unanswered is set. c.Members is complete:
+// membership.Init fills it from the map.
 func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature string, unanswered bool) error {
 	var ids []string
 	for _, m := range c.Members {
@@ -157,20 +149,18 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 	return nil
 }
 
-// mayJoin reports whether id is admitted or a member that is not removed:
-// the joins the raft log can accept once roles are enforced. The others
-// are refused there, without the leader dialling what they announce.
+// mayJoin reports whether id is admitted or a member not removed: the
+// joins the raft log accepts once roles are enforced.
 func mayJoin(c *config.Cluster, id string) bool {
 	m, ok := c.Member(id)
 	return slices.Contains(c.Admitted, id) || ok && m.State != membership.Removed
 }
 
-// checkJoiner judges a join on the leader before it is proposed, on the
-// whole committed state (a leader of a new term may not have applied the
-// last admit or grant yet): where the cluster enforces roles, the joiner
-// must be admitted and run a version with them. A joiner not admitted is
-// refused here rather than in the raft log, so that an admit committed
-// between this check and the proposal cannot let it in unchecked.
+// checkJoiner judges a join before the leader proposes it, after a barrier
+// (a new term's leader may lag the last admit or grant): where roles are
+// enforced the joiner must be admitted, checked before it is dialled, and
+// run a version with roles. Checking here, not in the log, means an admit
+// committed meanwhile cannot let it in unchecked.
 func (n *Node) checkJoiner(ctx context.Context, m *config.Member) *wire.Response {
 	if err := n.raft.Barrier(5 * time.Second); err != nil {
 		return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("join: %v; retry", err)}
@@ -186,13 +176,10 @@ func (n *Node) checkJoiner(ctx context.Context, m *config.Member) *wire.Response
 	return n.joinerHasRoles(ctx, m)
 }
 
-// joinerHasRoles refuses the join of m into a cluster that enforces client
-// roles unless m runs a version with them: a node of an older version
-// would fail to apply the role commands in the raft log, and its replica
-// of the cluster description would part from the others' and enforce no
-// roles. Role commands check the members (everyMemberHas); this checks
-// the node about to become one, at the addresses it announces. A node
-// that does not answer may just not be reachable yet: the joiner retries.
+// joinerHasRoles refuses m's join unless m, asked at the addresses it
+// announces, runs a version with client roles: an older node would fail
+// to apply the role commands in the log and its replica would part. A
+// joiner that does not answer may not be reachable yet: StatusUnavailable.
 func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Response {
 	if id, err := peer.Decode(m.ID); err == nil && id != n.host.ID() {
 		if addrs, err := transport.DialAddrs(m.Addrs); err == nil {
@@ -211,9 +198,8 @@ func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Respo
 	return nil
 }
 
-// featuresOf returns the features node's status lists, as it answered at
-// most maxAge ago (0: ask now). A node of a version before features lists
-// none.
+// featuresOf returns the features node's status lists, as answered at most
+// maxAge ago (0: ask now). A node older than features lists none.
 func (n *Node) featuresOf(ctx context.Context, node string, maxAge time.Duration) ([]string, error) {
 	if node == n.selfID {
 		return features, nil
@@ -230,8 +216,7 @@ func (n *Node) featuresOf(ctx context.Context, node string, maxAge time.Duration
 	resp, err := peers{n}.do(ctx, node, &wire.Request{Op: wire.OpStatus})
 	if resp != nil && resp.Status == wire.StatusUnauthorized {
 		// Only a node that applies client roles refuses a peer for want
-		// of one (its description predates this node's joining, say).
-		// What else it runs is unknown: not cached.
+		// of one. What else it runs is unknown: not cached.
 		return []string{FeatureRoles}, nil
 	}
 	if err != nil {

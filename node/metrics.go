@@ -11,9 +11,8 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// metrics are a node's Prometheus metrics, in a registry of its own (the
-// nodes of a test cluster share one process). dscluster --metrics serves
-// it at /metrics.
+// metrics are a node's Prometheus metrics, in a registry of its own: the
+// nodes of a test cluster share one process.
 type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
@@ -52,13 +51,11 @@ func (m *metrics) served(resp *wire.Response, in int, took time.Duration) {
 	m.bytes.WithLabelValues("out").Add(float64(len(resp.Payload)))
 }
 
-// Metrics is the node's Prometheus registry: request counts and latency,
-// the shard store, repair, scrub and membership (nodeCollector), and the
-// Go runtime.
+// Metrics is the node's Prometheus registry: requests, the shard store,
+// repair, scrub, membership and the Go runtime.
 func (n *Node) Metrics() *prometheus.Registry { return n.metrics.reg }
 
-// nodeCollector reads the node's figures at each scrape (Stat, and the
-// cluster description this node holds).
+// nodeCollector reads the node's figures (Stat) at each scrape.
 type nodeCollector struct{ n *Node }
 
 var (
@@ -81,8 +78,7 @@ var (
 	descRaftRole   = prometheus.NewDesc("dscluster_raft_role", "1 for this node's raft role (Leader, Follower, Candidate, Shutdown).", []string{"role"}, nil)
 	descMembers    = prometheus.NewDesc("dscluster_members", "Members of the cluster by state, as this node's description has them.", []string{"state"}, nil)
 
-	// The volume store's commits: writes per group and fsync latency are
-	// the ratios of these counters.
+	// Volume store commits: writes per group and fsync latency are ratios.
 	descGroups       = prometheus.NewDesc("dscluster_store_commit_groups_total", "Commit groups the volume store committed: one fsync of the log and one index commit each.", nil, nil)
 	descGroupWrites  = prometheus.NewDesc("dscluster_store_commit_writes_total", "Writes those groups carried.", nil, nil)
 	descFsyncs       = prometheus.NewDesc("dscluster_store_fsyncs_total", "Fsyncs of volume files by commit groups.", nil, nil)

@@ -51,12 +51,10 @@ type Options struct {
 	// NoSync skips fsync in the shard store and the index. Tests only: an
 	// acknowledged write is then not durable.
 	NoSync bool
-	// CompactEvery is how often a store that supports it (the volume store)
-	// rewrites volumes that are at least half garbage (default 10 minutes;
-	// negative: never).
+	// CompactEvery is how often the volume store rewrites volumes that are
+	// at least half garbage (default 10 minutes; negative: never).
 	CompactEvery time.Duration
-	// VolumeSize is the volume store's file size limit (0: its default, 1
-	// GiB). Tests make it small so that volumes seal and can be compacted.
+	// VolumeSize is the volume store's file size limit (0: its default).
 	VolumeSize int64
 
 	// HeartbeatInterval is how often the raft leader pings every member
@@ -65,15 +63,12 @@ type Options struct {
 	// OutAfter is how long a member stays down before it is out and its
 	// shards are rebuilt elsewhere (default 10 minutes).
 	OutAfter time.Duration
-	// RepairInterval is how often the leader runs a repair pass (default
-	// 30s).
+	// RepairInterval is how often the leader runs a repair pass (default 30s).
 	RepairInterval time.Duration
-	// RepairRate limits the shard bytes a repair moves per second (0:
-	// unlimited).
+	// RepairRate limits the shard bytes repair moves per second (0: none).
 	RepairRate float64
 	// GarbageGrace is how old a failed write must be before repair drops
-	// its shards (0: repair.DefaultGarbageGrace; negative: none). Tests
-	// shorten it.
+	// its shards (0: repair.DefaultGarbageGrace; negative: none).
 	GarbageGrace time.Duration
 	// ScrubInterval is how often the node reads and verifies every shard it
 	// holds (default 24h; negative: never).
@@ -109,8 +104,7 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// compactor is a shard store that reclaims the space of deleted and
-// overwritten shards.
+// compactor is a shard store that reclaims dead space (the volume store).
 type compactor interface {
 	Compact(ctx context.Context, minGarbage float64) (int64, error)
 }
@@ -144,8 +138,7 @@ type Node struct {
 
 	locks [256]sync.Mutex // per-key stripes: read-compare-write of one key
 
-	// Raft peers that members vouched for (mayRaft), and when each
-	// unknown peer was last asked about.
+	// mayRaft's peers vouched for, and when each was asked about.
 	vouchMu     sync.Mutex
 	vouched     map[peer.ID]bool
 	vouchAsked  map[peer.ID]time.Time
@@ -175,8 +168,8 @@ type Node struct {
 	bgCancel  context.CancelFunc
 	wg        sync.WaitGroup // stream handlers
 	bgWG      sync.WaitGroup // background loops, stopped before the stores close
-	// streamMu orders handlers joining wg before Close waits on it: an
-	// Add racing a Wait from a zero count is a misuse of WaitGroup.
+	// streamMu orders handlers' wg.Add before Close's Wait: WaitGroup
+	// forbids an Add racing a Wait at zero.
 	streamMu      sync.Mutex
 	streamsClosed bool
 }
@@ -232,8 +225,8 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		}
 	}
 	n.selfID = n.host.ID().String()
-	// A restarted node dials the members at their last known addresses
-	// before raft tells it more (it must reach them to announce a move).
+	// A restarted node must reach the members at their last known
+	// addresses before raft runs, to announce a move.
 	n.dialMembers(nil, c)
 	if _, inMap := c.Map.NodeIndex(n.selfID); !inMap && len(c.Members) == 0 {
 		err = fmt.Errorf("node: this node's peer id %s is not in the cluster map", n.host.ID())
@@ -244,8 +237,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if err = n.startCluster(opts); err != nil {
 		return nil, err
 	}
-	// Requests are served once raft and the repair driver exist: status
-	// and membership requests use them.
+	// Requests use raft and the repair driver: serve once they exist.
 	n.metrics = newMetrics(n)
 	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
 	if c, ok := n.store.(compactor); ok && opts.CompactEvery > 0 {
@@ -308,9 +300,7 @@ func (n *Node) closeResources() error {
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
 	}
-	// The handlers still running finish before the index and the store
-	// close under them: a flatfs put stopped between its shard file and
-	// its index entry would leave them disagreeing.
+	// Running handlers finish before the stores close under them.
 	n.streamMu.Lock()
 	n.streamsClosed = true
 	n.streamMu.Unlock()
@@ -324,14 +314,11 @@ func (n *Node) closeResources() error {
 	return errors.Join(errs...)
 }
 
-// Features this version has, as Status reports them: a leader checks
-// them before it proposes a command that a replica of an older version
-// would apply differently (featuresOf). Nodes that speak an older wire
-// version cannot serve or repair shards with this one at all, so shard
-// ops need no feature.
+// Features this version has, as Status reports them. A leader checks them
+// before it proposes a command an older replica would apply differently;
+// shard ops need none, for an older wire version cannot serve them.
 const (
 	// FeatureRoles: the node applies client role commands (grant, revoke,
-	// admit). A node without it rejects them as unknown, so its replica of
-	// the cluster description would part from the others'.
+	// admit); a node without it rejects them, and its replica parts.
 	FeatureRoles = "client-roles"
 )

@@ -61,8 +61,7 @@ func (p peers) Sums(ctx context.Context, node string) ([]repair.SlotSum, error) 
 	return out, nil
 }
 
-// inventory pages through a node's OpInventory (slot ignored) or
-// OpSlotInventory.
+// inventory pages through OpInventory (slot ignored) or OpSlotInventory.
 func (p peers) inventory(ctx context.Context, node string, op wire.Op, slot uint16) ([]repair.Holding, error) {
 	var out []repair.Holding
 	after := ""
@@ -99,8 +98,7 @@ func (p peers) GetShard(ctx context.Context, node, key string, pos int) ([]byte,
 }
 
 func (p peers) PutShard(ctx context.Context, node string, shard []byte) error {
-	// A "superseded" answer is a success too: the node holds a newer
-	// version, so there is nothing to repair.
+	// A node that holds a newer version answers OK: nothing to repair.
 	_, err := p.do(ctx, node, &wire.Request{Op: wire.OpPut, Shard: shard})
 	return err
 }
@@ -118,9 +116,8 @@ func (p peers) Delegate(ctx context.Context, a repair.Action) error {
 	return err
 }
 
-// repairOrderTimeout bounds the reads and the write of one repair order:
-// less than the sender's request timeout, so that the order fails here
-// before the sender gives up on it.
+// repairOrderTimeout bounds one repair order, under the sender's request
+// timeout so that the order fails here before the sender gives up.
 const repairOrderTimeout = 25 * time.Second
 
 // repairSourceTimeout bounds the read of one source of a repair order.
@@ -149,8 +146,7 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 	}
 	ctx, cancel := context.WithTimeout(ctx, repairOrderTimeout)
 	defer cancel()
-	// Each source gets its own bound, so that one that hangs leaves time
-	// for the others.
+	// A bound per source: one that hangs leaves time for the others.
 	get := func(ctx context.Context, node, key string, pos int) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(ctx, repairSourceTimeout)
 		defer cancel()
@@ -166,8 +162,7 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 
 func (p peers) Drop(ctx context.Context, a repair.Action) error {
 	node, key := a.To, a.Key
-	// The drop carries the map epoch it was planned at: a node on another
-	// map refuses it (see Node.drop).
+	// The epoch the drop was planned at: a node on another map refuses it.
 	req := &wire.Request{Op: wire.OpDrop, Epoch: p.n.passEpoch.Load(), Drop: []wire.ShardRef{{
 		Key: key, Pos: uint8(a.Pos), HLC: a.Version.HLC, Writer: a.Version.Writer, Stale: a.Stale, Restore: a.Restore}}}
 	if a.Older {

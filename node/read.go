@@ -16,17 +16,15 @@ import (
 // maxScratch keeps the buffers of huge shards from staying with a stream.
 const maxScratch = 4 << 20
 
-// getShard answers a read of key's shard at position pos: of the newest
-// version the node holds there, or of version at when it is not zero (one
-// the node keeps beside the newest).
+// getShard answers a read of key's shard at pos: of the newest version
+// there, or of version at when it is not zero (an older one kept).
 func (n *Node) getShard(ctx context.Context, key string, pos uint8, headerOnly bool, at index.Version, scratch *[]byte) *wire.Response {
 	resp := n.readShard(ctx, key, pos, headerOnly, at, scratch)
 	if resp.Status != wire.StatusCorrupt {
 		return resp
 	}
-	// Reads take no lock, so an overwrite or delete of key may have run
-	// between reading its index entry and its shard. Look again under the
-	// key's lock, which writes hold, before calling the shard corrupt.
+	// Without the lock a write may have replaced the shard between the
+	// index read and the shard read: look again under it.
 	mu := n.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
@@ -114,8 +112,7 @@ func policyOf(kind, k, m uint8) coding.Policy {
 	return coding.Policy{Kind: coding.Kind(kind), DataShards: int(k), ParityShards: int(m)}
 }
 
-// tombstoneShard rebuilds the shard of key's tombstone h from its index
-// entry.
+// tombstoneShard rebuilds the shard of key's tombstone h from the index.
 func tombstoneShard(key string, h index.Held) []byte {
 	p := policyOf(h.Kind, h.K, h.M)
 	v := coding.Version{HLC: h.Version.HLC, Writer: h.Version.Writer}

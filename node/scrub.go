@@ -38,11 +38,9 @@ func (n *Node) scrubLoop(every time.Duration) {
 	})
 }
 
-// Scrub reads and verifies every shard this node holds, of every version.
-// A shard that is missing, does not verify, or does not match its index
-// entry is removed (entry and file; see scrubRemove), so the repair worker
-// sees it missing and rebuilds it from the other shards: a bad shard is
-// never served, and never kept.
+// Scrub reads and verifies every shard this node holds, of every version,
+// and removes one that is missing, does not verify, or does not match its
+// index entry (scrubRemove), for repair to rebuild.
 func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 	var st ScrubStats
 	after := ""
@@ -92,20 +90,18 @@ func (n *Node) checkShard(ctx context.Context, key string, h index.Held) bool {
 	case errors.Is(err, ds.ErrNotFound), errors.Is(err, volume.ErrCorrupt):
 		return false
 	case err != nil:
-		// A read error (shutting down, too many open files, I/O) says
-		// nothing sure about the shard: keep it, the next pass looks again.
+		// A read error (shutting down, I/O) proves nothing: keep the shard,
+		// the next pass looks again.
 		return true
 	}
 	sh, err := coding.ParseShard(raw)
 	return err == nil && sh.Header.Key == key && sh.Header.Index == h.Index && toIndexVersion(sh.Header.Version) == h.Version
 }
 
-// scrubRemove removes key's shard h if the node still holds it and it is
-// still bad (a write may have replaced it since the check), with the older
-// shards the node keeps at its position: left there, they would say the
-// position never held h's version (readers take an older version for proof
-// of that). They are redundancy for a failed overwrite, kept on a
-// best-effort basis.
+// scrubRemove removes key's shard h, under key's lock, if the node still
+// holds it and it is still bad, with the older shards at its position:
+// left alone they would tell readers the position never held h's version.
+// They are only best-effort redundancy for a failed overwrite.
 func (n *Node) scrubRemove(ctx context.Context, key string, h index.Held) bool {
 	mu := n.lock(key)
 	mu.Lock()

@@ -44,8 +44,8 @@ func (n *Node) handleStream(s network.Stream) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, network.ErrReset) {
 				log.Debugw("bad frame", "peer", s.Conn().RemotePeer().String(), "err", err)
 				if errors.Is(err, wire.ErrMalformed) {
-					// Tell the peer why, then close the stream (framing is
-					// lost); a close, unlike a reset, lets the answer arrive.
+					// Framing is lost: answer why, then close (a reset
+					// could drop the answer).
 					resp := &wire.Response{Status: wire.StatusBadRequest, Message: err.Error()}
 					_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
 					if _, err := wire.WriteResponse(s, out, resp); err == nil {
@@ -66,7 +66,6 @@ func (n *Node) handleStream(s network.Stream) {
 			return
 		}
 		n.metrics.served(resp, len(frame), time.Since(start))
-		// Large request frames are not kept around between requests.
 		if cap(buf) > 8<<20 {
 			buf = nil
 		}
@@ -104,14 +103,11 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		n.sendForwards(f)
 		return &wire.Response{Status: r.Status, Message: r.Message}
 	case wire.OpBatchPut:
-		// Shards of a batch are written in parallel: concurrent flatfs
-		// writes with fsync go about twice as fast (PERF-LIMITS), and the
-		// index commits them as one group.
+		// In parallel, so that fsyncs overlap and commits group. From a
+		// member the batch is forwards (forwardTo): they keep older
+		// versions as the writer's put does, and go no further.
 		rs := make([]wire.BatchResult, len(req.Shards))
 		fs := make([]*forward, len(req.Shards))
-		// From a member, a batch is forwards (forwardTo): they keep older
-		// versions as the writer's put they copy does, for the write may
-		// yet fail, and go no further.
 		writer := !n.isMember(c, from)
 		sem := make(chan struct{}, batchWorkers)
 		var wg sync.WaitGroup
@@ -186,9 +182,8 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpPing:
-		// A node whose shard store failed (an fsync error: the disk is not
-		// trusted) stops answering heartbeats, so the cluster marks it
-		// down, then out, and rebuilds its shards elsewhere.
+		// A failed store (an fsync error) fails heartbeats, so the
+		// cluster marks the node down, then out, and rebuilds its shards.
 		if err := n.storeErr(); err != nil {
 			return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("shard store failed, this node takes no writes: %v", err)}
 		}
@@ -200,7 +195,7 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 }
 
 // isMember reports whether peer p is a member of the cluster (a server
-// node): only members may list a node's shards or drop them.
+// node), this node included.
 func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
 	if p == n.host.ID() {
 		return true
@@ -209,12 +204,10 @@ func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
 	return ok && m.State != membership.Removed
 }
 
-// authorize applies the client roles (DESIGN §6, config.Cluster.Clients)
-// to a request of op: nil when from may make it. Reads need a role, writes
-// a read-write one (checkRole). Other ops are open to every peer with the
-// cluster secret (the cluster description, which dsclient init needs, and
-// ping) or checked where they are served (members-only ops, membership
-// and role commands).
+// authorize applies the client roles (config.Cluster.Clients) to a request
+// of op: nil when from may make it. Reads need a role, writes a read-write
+// one (checkRole). Other ops are open to every peer with the cluster
+// secret (cluster info, ping) or checked where they are served.
 func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Response {
 	var write bool
 	switch op {
@@ -228,9 +221,8 @@ func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Resp
 }
 
 // checkRole returns nil when from may do what (a write when write is set):
-// members may do anything; while no client has a role, so may anyone with
-// the cluster secret; once one has, a read-only client may only read, and
-// a peer without a role nothing.
+// members may do anything, and so may anyone while no client has a role;
+// after that a read-only client may only read, and others nothing.
 func (n *Node) checkRole(c *config.Cluster, from peer.ID, what string, write bool) *wire.Response {
 	if len(c.Clients) == 0 || n.isMember(c, from) {
 		return nil

@@ -51,9 +51,8 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendInventoryPayload(nil, out, more)}
 }
 
-// healing runs read, and runs it again after purging the index entries
-// that do not decode when it failed on one (another purge may have got
-// there first).
+// healing runs read, and again after purgeCorrupt if it met an index
+// entry that does not decode.
 func (n *Node) healing(read func() error) error {
 	err := read()
 	if errors.Is(err, index.ErrCorrupt) {
@@ -63,13 +62,11 @@ func (n *Node) healing(read func() error) error {
 	return err
 }
 
-// purgeCorrupt drops the index entries that do not decode (bit rot in the
-// index file): while one is there the node cannot list, sum or scrub its
-// index, nor store that key. Once they are gone the keys read as not held
-// here, and repair rebuilds them from the other shards; the rebuilt shard
-// replaces the old one in the store. It takes no key lock (a put calls it
-// holding one), and needs none: the index deletes only entries that still
-// do not decode.
+// purgeCorrupt drops the index entries that do not decode (bit rot), which
+// would stop the node listing, summing or scrubbing its index, or storing
+// their keys; repair then rebuilds the keys. It takes no key lock (a put
+// calls it holding one) and needs none: the index deletes only entries
+// that still do not decode.
 func (n *Node) purgeCorrupt() {
 	keys, err := n.idx.PurgeCorrupt()
 	if err != nil {
@@ -99,15 +96,12 @@ func (n *Node) sums() *wire.Response {
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendSumsPayload(nil, out)}
 }
 
-// drop removes this node's shard of sr.Key at position sr.Pos and version
-// sr.Version, with the older shards it keeps at that position, if the node
-// owns the position in neither the map nor the rebalance target (the
-// repair worker drops a copy only once its owner holds it), or the shard
-// is stale: an older version at a position the key's newest policy no
-// longer uses. A Restore drop removes that one shard alone: a version too
-// scarce to read, which provably never reached its write quorum (readers
-// already skip it for the older versions' value: see the front end's
-// olderVersion); what the node keeps below it becomes its newest.
+// drop removes this node's shard of sr.Key at sr.Pos and sr's version, with
+// the older shards it keeps there, if the node owns the position in
+// neither the map nor the rebalance target, or sr.Stale (a position the
+// key's newest policy no longer uses). A Restore drop removes that one
+// shard: a version that provably never reached its write quorum, so what
+// the node keeps below it becomes its newest.
 func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	c := n.cluster.Load()
 	if !sr.Stale && c.Owns(n.selfID, placement.Slot(sr.Key), int(sr.Pos)) {
@@ -122,16 +116,13 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 	})
 }
 
-// supersede answers a writer's OpSupersede: version sr (HLC, Writer) of the
-// key is acknowledged with a policy of sr.Pos positions, and this node
-// keeps shards past them, at older versions. Readers that cannot reach
-// the newer version's positions would find the older value whole among
-// such shards (a 4+2 value overwritten by 3 replicas), so the node drops
-// them now rather than at repair's next pass.
+// supersede answers a writer's OpSupersede: version sr of the key is
+// acknowledged with sr.Pos positions, so older shards past them go now,
+// not at repair's next pass: readers that cannot reach the new version
+// would find the older value whole among them.
 func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	if sr.Pos == 0 {
-		// A width of no positions would have every older shard of the key
-		// dropped, at every position, with no tombstone in its place.
+		// Width 0 would drop every older shard of the key, with no tombstone.
 		return wire.StatusBadRequest, fmt.Sprintf("supersede %q: a version of no positions", sr.Key)
 	}
 	v := index.Version{HLC: sr.HLC, Writer: sr.Writer}
@@ -139,12 +130,10 @@ func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 }
 
 const (
-	// forwardTimeout bounds the wait for the new owners' answers to one
-	// request's forwards (sendForwards), well under a writer's request
-	// timeout.
+	// forwardTimeout bounds one request's forwards, well under a writer's
+	// request timeout.
 	forwardTimeout = 5 * time.Second
-	// forwardBackoff is how long a new owner that failed a forward is left
-	// to the repair worker.
+	// forwardBackoff is how long an owner that failed a forward is skipped.
 	forwardBackoff = 10 * time.Second
 	// forwardBatchBytes bounds the shards of one forwarding request.
 	forwardBatchBytes = 8 << 20

@@ -29,18 +29,15 @@ type Status struct {
 	// Leader is the raft leader's peer ID, as this node knows it.
 	Leader   string `json:"leader,omitempty"`
 	IsLeader bool   `json:"is_leader"`
-	// Repair is this node's repair driver's figures. Only the leader runs
-	// passes; the totals are kept across restarts and leaderships.
+	// Repair is the repair driver's figures: passes run on the leader
+	// only; totals survive restarts and leaderships.
 	Repair *repair.Stats `json:"repair,omitempty"`
 	Scrub  ScrubStats    `json:"scrub"`
-	// StoreError is why the shard store takes no more writes (a failed
-	// fsync); empty while it works. Such a node answers no heartbeat.
+	// StoreError is why the shard store takes no more writes (a failed fsync).
 	StoreError string `json:"store_error,omitempty"`
-	// Clients is the number of client roles this node applies (a grant
-	// reaches each node through the raft log).
+	// Clients is the number of client roles this node applies.
 	Clients int `json:"clients"`
-	// Features are what this node's version does that older ones do not
-	// (see Features).
+	// Features are what this version does that older ones do not.
 	Features []string `json:"features"`
 }
 
@@ -121,15 +118,14 @@ func (n *Node) clusterInfo(ctx context.Context, from peer.ID, identity int32) *w
 			"identity %d: the bootstrapper hands out no node identities once client roles are enforced; "+
 				"start the initial nodes before the first grant, or add a node as a new one (dsclient node admit)", identity)}
 	}
-	// An identity's config carries the initial cluster, as dscfg wrote it:
-	// the initial raft voters bootstrap from it, all with the same list.
-	// The node learns the current map from raft.
+	// The initial cluster, as dscfg wrote it: the initial voters bootstrap
+	// raft from the same list. Raft brings the current map.
 	c = &n.cfg.Cluster
 	if identity < 0 || int(identity) >= len(n.cfg.Identities) || int(identity) >= len(c.Map.Nodes) {
 		return &wire.Response{Status: wire.StatusNotFound, Message: fmt.Sprintf("identity %d does not exist: the cluster has identities 0..%d", identity, len(n.cfg.Identities)-1)}
 	}
-	// Two processes with one identity would answer as one node, each
-	// holding some of its shards: an identity that runs is not handed out.
+	// An identity that runs is not handed out: two processes would answer
+	// as one node, each holding some of its shards.
 	id := c.Map.Nodes[identity].ID
 	if id == n.selfID {
 		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("identity %d is this bootstrapper's own", identity)}

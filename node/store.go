@@ -20,14 +20,11 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
-// shardName is where the shard of key at version v and position pos lives
-// in the shard store. flatfs accepts only a small alphabet and file names
-// are bounded, so the key is hashed; the version and position follow, so
-// that each shard has a name of its own: a node keeps older versions'
-// shards beside the newest, and may hold several positions of a version
-// (index.Entry), and keeping, restoring or dropping one moves no bytes.
-// The shard header holds the full key, version and position, which reads
-// check.
+// shardName is where key's shard of version v at position pos lives in the
+// shard store: the key hashed (flatfs takes a small alphabet and bounded
+// names), then version and position, so that every shard a node keeps has
+// a name of its own and keeping or dropping one moves no bytes. Reads
+// check the full key, version and position in the shard's header.
 func shardName(key string, v index.Version, pos uint8) ds.Key {
 	return ds.RawKey(fmt.Sprintf("/%s%016X%016X%02X", ShardNamePrefix(key), v.HLC, v.Writer, pos))
 }
@@ -39,14 +36,12 @@ func ShardNamePrefix(key string) string {
 	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]) + "-"
 }
 
-// A shardStore keeps a node's shard bytes, by shardName, and commits them
-// with the node's index. Reads of a shard check its header against the
-// index entry that named it.
+// A shardStore keeps a node's shard bytes by shardName and commits them
+// with the node's index.
 type shardStore interface {
-	// commit makes one change durable: raw stored under name (nothing
-	// stored when raw is nil), the shards named in drop deleted, and
-	// indexTx run in a write transaction of the index's database. No
-	// entry ever points at a shard that is not there.
+	// commit makes one change durable: raw stored under name (unless raw
+	// is nil), the shards in drop deleted, and indexTx run in a write
+	// transaction of the index. No entry ever names a missing shard.
 	commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error
 	// get reads the shard under name, into buf when the store can.
 	get(ctx context.Context, name ds.Key, buf []byte) (raw, grown []byte, err error)
@@ -67,10 +62,10 @@ func (s volumeShards) get(ctx context.Context, name ds.Key, buf []byte) ([]byte,
 	return s.v.GetInto(ctx, name, buf)
 }
 
-// datastoreShards is any other go-datastore (flatfs, the seed's store), with
+// datastoreShards is any other go-datastore (flatfs, Options.Store), with
 // the index in a file of its own: a change stores the shard, commits the
-// index, then deletes what it drops. A crash or a failed delete between
-// the steps leaves a shard file no entry names: dead space, never served.
+// index, then deletes. A crash or a failed delete leaves a shard no entry
+// names: dead space, never served.
 type datastoreShards struct {
 	d   ds.Datastore
 	idx *index.DB
@@ -124,9 +119,8 @@ func openFlatfs(dir string, sync bool) (ds.Batching, error) {
 	return fs, nil
 }
 
-// openIndex opens the node's index and the shardStore over store. With a
-// volume shard store the index lives in the store's database and commits
-// with the shards. With any other store it is DIR/index.db.
+// openIndex opens the node's index (in a volume store's database, else
+// DIR/index.db) and the shardStore over store.
 func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardStore, error) {
 	own := filepath.Join(dir, "index.db")
 	vol, ok := store.(*volume.Store)
@@ -138,7 +132,7 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 		return idx, datastoreShards{d: store, idx: idx}, nil
 	}
 	if _, err := os.Stat(own); err == nil {
-		// Older versions kept it there before they moved it in.
+		// An index.db beside a volume store is an older layout.
 		return nil, nil, fmt.Errorf("%s beside a volume shard store: %w", own, index.ErrOldFormat)
 	}
 	idx, err := index.OpenIn(vol.DB(), nil)
@@ -154,13 +148,11 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 }
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its
-// own from the volume files (an operating system crash, a lost index): a
-// key's entry holds the shards of its newest version, and the older ones
-// as the node's writes keep them (keepOlder): none beside a tombstone,
-// none from a tombstone back (writes never keep more than maxOlder;
-// index.MaxOlder bounds what an entry can hold). Any other shard, or one
-// that does not parse, is dropped. Shard names sort by key hash, then
-// version and position, so each key's shards come together.
+// own database. A key's entry holds its newest version's shards and the
+// older ones writes keep (keepOlder): none beside or behind a tombstone,
+// at most index.MaxOlder versions. Other shards, and those that do not
+// parse, are dropped. Names sort by key hash, then version and position,
+// so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 	res, err := vol.Query(ctx, query.Query{})
 	if err != nil {

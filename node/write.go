@@ -16,6 +16,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
+// lock is key's stripe of the key locks, held across a read-compare-write.
 func (n *Node) lock(key string) *sync.Mutex {
 	return &n.locks[placement.CRC16([]byte(key))%uint16(len(n.locks))]
 }
@@ -24,18 +25,15 @@ func toIndexVersion(v coding.Version) index.Version {
 	return index.Version{HLC: v.HLC, Writer: v.Writer}
 }
 
-// putShard stores a shard. keep says whether to keep the shards of the
-// versions it replaces (keepOlder): for writers' shards, whose write may
-// fail, and their forwards, not for repair's copies, which carry readable
-// versions. With fwd, for a writer's shard that this node holds once
-// the put is done, at a position a rebalance moves to another node, it
-// returns the copy to send there (sendForwards) before the request is
-// answered; members' copies are not forwarded again (repair plans the new
-// owners' own), so two nodes whose views of the target differ never copy a
-// shard back and forth.
+// putShard stores a shard at a position this node owns. keep keeps the
+// versions it replaces (keepOlder): set for writers' shards, whose write
+// may fail, and their forwards. With fwd, set for writers' shards only (so
+// nodes whose views of the target differ never bounce a shard), it returns
+// the copy to send to the position's rebalance target owner (targetCopy)
+// if the node holds the shard afterwards. The copy aliases raw.
 func (n *Node) putShard(ctx context.Context, raw []byte, keep, fwd bool) (wire.BatchResult, *forward) {
 	if len(raw) > wire.MaxShard {
-		// Stored, it could never be served: its get response would not fit.
+		// Its get response would not fit: it could never be served.
 		return failed(wire.StatusTooLarge, "put: shard of %d bytes exceeds the limit of %d", len(raw), wire.MaxShard), nil
 	}
 	sh, err := coding.ParseShard(raw)
@@ -60,9 +58,8 @@ func failed(st wire.Status, format string, args ...any) wire.BatchResult {
 	return wire.BatchResult{Status: st, Message: fmt.Sprintf(format, args...)}
 }
 
-// putShardLocked is putShard's store of the parsed shard sh, under its
-// key's lock. holds reports that the node holds sh's version at sh's
-// position once it is done: it stored sh, or held it already (a retry).
+// putShardLocked stores the parsed shard sh under its key's lock. holds
+// reports that the node holds sh afterwards: stored, or held already.
 func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard, keep bool) (r wire.BatchResult, holds bool) {
 	h := &sh.Header
 	mu := n.lock(h.Key)
@@ -83,12 +80,9 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 	case in.Version.Less(old.Version):
 		return wire.BatchResult{Status: wire.StatusOK, HeldHLC: old.Version.HLC, HeldWriter: old.Version.Writer}, false
 	case in.Version == old.Version:
-		// The version again: a retry (a lost answer), which must still
-		// learn that the node kept older versions, to have them dropped
-		// once the write is acknowledged; or another position of it,
-		// which the node holds beside the others (during a rebalance it
-		// may own one position of the slot in the map and another in the
-		// target).
+		// A retry, which must still learn of the kept older versions
+		// (Kept) to have them dropped; or another position of the
+		// version (one owned in the map, another in the target).
 		if slices.ContainsFunc(old.Newest(), func(o index.Held) bool { return o.Index == in.Index }) {
 			return wire.BatchResult{Status: wire.StatusOK, Kept: keep && len(old.Older) > 0, HeldHLC: in.Version.HLC, HeldWriter: in.Version.Writer}, true
 		}
@@ -106,21 +100,17 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 	return wire.BatchResult{Status: wire.StatusOK, Kept: len(e.Older) > 0}, true
 }
 
-// maxOlder bounds the older shards a node keeps of a key beside its
-// newest version's. A writer has them dropped once its version is
-// acknowledged (dropOlder), and repair once the key is whole, so more pile
-// up only under writes that fail one after another. At the bound the node
-// refuses a writer's put of the key (keepOlder): dropping the oldest could
-// drop the one acknowledged value under the failed ones.
+// maxOlder bounds the older shards a node keeps of a key; they pile up
+// only under writes that fail one after another (dropOlder and repair
+// drop them). At the bound a writer's put is refused: dropping the oldest
+// could drop the one acknowledged value under the failed ones.
 const maxOlder = 16
 
 // keepOlder returns the shards a key keeps once in, a newer version,
-// replaces old's as its newest, and the shards that go. With keep (a
-// writer's put, which may fail) old's shards are kept, but for tombstones:
-// a failed write over a delete leaves nothing to restore, and a delete
-// keeps nothing (it cannot fail into an older value: a retried delete
-// expects the key gone). full reports that keeping them would pass
-// maxOlder: the put must be refused.
+// replaces old, and the shards that go. With keep old's shards stay, but
+// for tombstones: a failed write over a delete has nothing to restore, and
+// the caller passes no keep for a delete (a retried delete expects the key
+// gone). full reports that keeping would pass maxOlder: refuse the put.
 func keepOlder(in index.Held, old index.Entry, keep bool) (shards, drop []index.Held, full bool) {
 	shards = []index.Held{in}
 	for _, h := range old.Shards() {
@@ -149,9 +139,8 @@ func heldOf(sh *coding.Shard) index.Held {
 	}
 }
 
-// dropOlder drops the shards of key's versions older than sr's once sr's
-// version was acknowledged: no reader needs a version older than an
-// acknowledged one. The node's newest version stays, whatever it is.
+// dropOlder drops key's shards older than sr's acknowledged version, which
+// no reader needs. The node's newest version stays, whatever it is.
 func (n *Node) dropOlder(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	acked := index.Version{HLC: sr.HLC, Writer: sr.Writer}
 	return n.dropShards(ctx, "drop older versions of", sr.Key, func(e index.Entry, h index.Held) bool {
@@ -159,10 +148,9 @@ func (n *Node) dropOlder(ctx context.Context, sr wire.ShardRef) (wire.Status, st
 	})
 }
 
-// dropShards drops the shards of key that gone picks, given the key's
-// entry: index and shard store change as one commit, and the entry goes
-// with its last shard. It answers not found when the node holds nothing
-// of key, and "kept" when gone picks none.
+// dropShards drops, under key's lock and in one commit, the shards of key
+// that gone picks; the entry goes with its last shard. It answers NotFound
+// when the node holds nothing of key, and OK "kept" when gone picks none.
 func (n *Node) dropShards(ctx context.Context, op, key string, gone func(index.Entry, index.Held) bool) (wire.Status, string) {
 	mu := n.lock(key)
 	mu.Lock()
@@ -201,10 +189,8 @@ func (n *Node) dropLocked(ctx context.Context, op string, e index.Entry, gone fu
 	return wire.StatusOK, ""
 }
 
-// commit makes shard raw (of in, the newest shard of entry e) and e
-// durable, and drops the shards in drop, as one change of the shard store.
-// A tombstone is stored too: a node's index is what its stored shards say
-// (reindex).
+// commit stores shard raw (in, e's newest) with entry e and drops the
+// shards in drop, as one durable change of the shard store.
 func (n *Node) commit(ctx context.Context, e index.Entry, raw []byte, in index.Held, drop []index.Held) error {
 	indexTx := func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }
 	if err := n.shards.commit(ctx, shardName(e.Key, in.Version, in.Index), raw, shardNames(e.Key, drop), indexTx); err != nil {
@@ -222,9 +208,8 @@ func shardNames(key string, hs []index.Held) []ds.Key {
 	return names
 }
 
-// purge drops key's index entry if its newest version is still the
-// tombstone of version (le.HLC, le.Writer): a newer write that arrived
-// meanwhile is kept.
+// purge drops key's entry if its newest version is still the tombstone
+// of version (le.HLC, le.Writer): a newer write is kept.
 func (n *Node) purge(ctx context.Context, le wire.ListEntry) (wire.Status, string) {
 	v := index.Version{HLC: le.HLC, Writer: le.Writer}
 	return n.dropShards(ctx, "purge", le.Key, func(e index.Entry, _ index.Held) bool { return e.Tombstone && e.Version == v })
