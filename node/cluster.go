@@ -276,7 +276,3 @@ type cachedFeatures struct {
 	features []string
 	at       time.Time
 }
-
-// featureMaxAge is how long the repair leader trusts a node's features:
-// a node upgraded (or downgraded) is seen within it.
-const featureMaxAge = time.Minute
