@@ -31,10 +31,8 @@ type Peers interface {
 	// what the node holds of the key, the same version adds a position,
 	// an older one is refused.
 	PutShard(ctx context.Context, node string, shard []byte) error
-	// Drop carries out a Drop action: a.To removes its shard a.Pos of
-	// a.Key at a.Version, if it still holds it. A node refuses to drop a
-	// position it owns unless a.Stale is set (see Action for Restore and
-	// Older).
+	// Drop carries out a Drop action on a.To, if it still holds the shard.
+	// A node refuses to drop a position it owns unless a.Stale is set.
 	Drop(ctx context.Context, a Action) error
 }
 
@@ -51,9 +49,9 @@ type DriverConfig struct {
 	// NoSync skips fsync of the state file (tests).
 	NoSync bool
 	// GarbageGrace is how old a version with fewer than k shards must be
-	// before it is dropped as the garbage of a failed write (default
-	// DefaultGarbageGrace; negative: 0). It outlasts any write in flight,
-	// with room for front ends whose clocks lag.
+	// to be dropped as a failed write's garbage (default DefaultGarbageGrace;
+	// negative: 0). It outlasts any write in flight, with room for front
+	// ends whose clocks lag.
 	GarbageGrace time.Duration
 	// Quorum is the write quorum of a policy (View.Quorum), and MapSince
 	// when the current map was set (config.Cluster.MapSince; 0: unknown);
@@ -115,9 +113,8 @@ type Stats struct {
 }
 
 // Settled reports whether the last complete pass planned for the map of
-// this epoch found every key at full redundancy and left nothing to do.
-// A pass that was still running, or planned for an older map, does not
-// count.
+// this epoch found every key at full redundancy and left nothing to do. A
+// pass still running, or planned for an older map, does not count.
 func (s Stats) Settled(epoch uint64) bool {
 	return s.Epoch == epoch && s.Finished.After(s.Started) && s.Degraded == 0 && s.Backlog == 0
 }
@@ -203,14 +200,13 @@ func (d *Driver) Stats() Stats {
 }
 
 // Pass runs one repair pass for the cluster described by m and target
-// over the given nodes: it first finishes the backlog a crash may have
-// left, then lists every node (those that fail to answer are unreachable),
-// plans, records the plan as the new backlog and carries it out. It
-// returns the plan it made. Action failures are counted and logged, not
-// returned: the next pass plans them again. absent counts the members
-// outside nodes that may still hold shards (down or out), taken from the
-// same cluster description as nodes: View.Unlisted counts them with the
-// nodes that do not answer.
+// over nodes: it finishes the backlog a crash may have left, lists every
+// node (one that fails to answer is unreachable), plans, records the plan
+// as the new backlog, carries it out and returns it. Action failures are
+// counted and logged, not returned: the next pass plans them again. absent
+// counts the members outside nodes that may still hold shards (down or
+// out), from the same cluster description as nodes. ctx bounds the pass:
+// the actions it leaves unstarted stay in the backlog.
 func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []string, absent int) (*Plan, error) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
@@ -222,10 +218,9 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 	if left, err := d.loadBacklog(); err != nil {
 		return nil, err
 	} else if len(left) > 0 {
-		// Copies and rebuilds are safe whenever they run (a node keeps
-		// the newest version); a drop was safe when planned, because the
-		// owner held a copy then, which may no longer be true: drops are
-		// left to this pass's plan.
+		// Copies and rebuilds are safe whenever they run; a drop was safe
+		// only against the view it was planned from, so drops are
+		// replanned.
 		var resume []Action
 		for _, a := range left {
 			if a.Kind != Drop {
@@ -277,12 +272,11 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 	return plan, d.saveTotals()
 }
 
-// list builds the view a pass plans from. With SlotPeers and no
-// rebalance under way it asks every node for its slot sums and lists only
-// the slots that are not settled (see SettledSlots), whose keys it returns the
-// count of; otherwise, when a node does not give its sums, or when too
-// many slots are unsettled, it lists every node whole. A node that fails
-// to answer is left unreachable.
+// list builds the view a pass plans from. With SlotPeers and no rebalance
+// under way it lists only the slots that SettledSlots leaves, and returns
+// the number of keys in the settled ones; when a node gives no sums, or
+// too many slots are unsettled, it lists every node whole. A node that
+// fails to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
 	view = &View{Map: m, Target: target, Reachable: make(map[string]bool), Quorum: d.cfg.Quorum,
 		GarbageBefore: uint64(time.Now().Add(-d.cfg.GarbageGrace).UnixMilli()) << 16}
@@ -302,8 +296,8 @@ func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []str
 		sums := map[string][]SlotSum{}
 		fromEach(nodes, "sums", func(id string) ([]SlotSum, error) { return sp.Sums(ctx, id) },
 			func(id string, ss []SlotSum) { sums[id] = ss })
-		// A node that cannot sum (an older version, a corrupt entry) is
-		// listed whole, with everyone: its slots could not be judged.
+		// A node that gives no sums has everyone listed whole: its slots
+		// cannot be judged.
 		unsettled, keys := SettledSlots(m, sums)
 		if len(sums) == len(nodes) && len(unsettled) <= maxSlotListing {
 			fromEach(nodes, "slot inventory", func(id string) ([]Holding, error) { return listSlots(ctx, sp, id, unsettled) }, view.add)
@@ -407,10 +401,8 @@ func (d *Driver) finish(seq uint64, a Action, err error) {
 }
 
 // Delegator is Peers that can have the node an action writes to carry it
-// out itself (package node: wire.OpRepair). The shard data then goes from
-// the sources straight to that node, and the decoding of a rebuild is done
-// there, instead of both going through the node that runs the driver,
-// which would make one node's links and cores the limit of every repair.
+// out itself (package node: wire.OpRepair), so that one node's links and
+// cores do not bound every repair.
 type Delegator interface {
 	// Delegate has a.To make shard a.Pos of a Copy or Rebuild (MakeShard)
 	// and store it.

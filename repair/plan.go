@@ -12,14 +12,8 @@ import (
 
 // Make plans the repair of v: the copies, rebuilds and drops that bring
 // every key's newest readable version to the owners of its positions in
-// v.Map and v.Target, take shards away from nodes that own them in
-// neither, and clear failed writes that shadow it. See the package
-// documentation for the rules.
-//
-// Make is pure and deterministic: it reads v and modifies nothing in it,
-// and the same View gives the same Plan whatever the order of v.Holdings.
-// It takes O(n) time and memory for n holdings, plus sorting the distinct
-// keys. A nil v or v.Map gives a Plan with no actions.
+// v.Map and v.Target. The package doc gives the rules and the contracts.
+// A nil v or v.Map gives a Plan with no actions.
 func Make(v *View) *Plan {
 	p := &Plan{Held: make(map[string]int)}
 	if v == nil {
@@ -104,8 +98,7 @@ func groupByKey(hs []Holding) (keys []string, idx []int, bounds []int) {
 }
 
 // ownerTable answers "who owns position p of slot s" for one map, with the
-// node IDs and their reachability looked up once per node instead of once
-// per key.
+// node IDs and their reachability looked up once per node, not per key.
 type ownerTable struct {
 	m     *placement.Map
 	ids   []string
@@ -185,9 +178,7 @@ type planner struct {
 	hs     []hold
 	acts   []Action
 	vers   []verInfo // the key's versions, newest first
-	// The version repaired (the "newest" of the helpers below): the
-	// newest readable one. Holdings of newer versions are left to
-	// dropGarbage and never used.
+	// The version repaired, V, is "newest" below: the newest readable one.
 	newest       coding.Version
 	policy       coding.Policy
 	tombstone    bool
@@ -204,8 +195,7 @@ type verInfo struct {
 }
 
 // readable reports whether a reader can get the version from the reachable
-// nodes: a value from DataShards distinct positions, a tombstone from any
-// one shard (it is rebuilt from its header).
+// nodes.
 func (vi *verInfo) readable() bool {
 	if vi.ref.Tombstone {
 		return vi.reachable > 0
@@ -239,18 +229,14 @@ func (s *planner) planKey(key string, idx []int) {
 		}
 	}
 
-	// The version to repair is the newest readable one: Get returns it, and
-	// a newer version too scarce to read (a write that failed after landing
-	// on fewer than k nodes) must not shadow it.
 	slot := placement.Slot(key)
 	s.curRow, s.tgtRow = s.cur.row(slot), s.tgt.row(slot)
 	s.versions()
 	star := -1
 	for i := range s.vers {
 		if s.vers[i].ref.Policy.Validate() != nil {
-			// Nothing can be decoded or rebuilt from a header that makes
-			// no sense, nor told apart from a real write; leave every
-			// shard where it is.
+			// Such a header can be neither decoded nor told apart from a
+			// real write.
 			break
 		}
 		if s.vers[i].readable() {
@@ -259,9 +245,6 @@ func (s *planner) planKey(key string, idx []int) {
 		}
 	}
 	if star < 0 {
-		// Nothing readable: every shard left, of any version, may be
-		// what a reader or an operator still needs, unless it is the
-		// newest version and provably never acknowledged.
 		s.plan.Degraded++
 		s.plan.Lost++
 		s.acts = s.acts[:0]
@@ -342,16 +325,9 @@ func (s *planner) versions() {
 // newer reports whether version v is newer than the version repaired.
 func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
 
-// dropGarbage drops the reachable shards of the newest of the unreadable
-// versions newer than the one repaired (newer, newest first) when it is
-// provably garbage (failedWrite). The drops are Stale: the holder may own
-// the position, and until its shard is gone it refuses the older version
-// repaired (a later plan sends it); and Restore: the holder's newest older
-// version, if it kept one, becomes its newest. One version per pass, as
-// rollBack: the planner does not see older versions, so a version below a
-// failed one may look scarce only because the failed write's holders keep
-// its shards as older versions; an acknowledged write under a failed
-// overwrite would otherwise go with it.
+// dropGarbage drops the reachable shards of the newest of the versions
+// newer than the one repaired (newer, newest first) when it is provably
+// garbage: the package doc's Garbage rule.
 func (s *planner) dropGarbage(newer []verInfo) {
 	if len(newer) == 0 || !s.slotAnswers() {
 		return
@@ -362,26 +338,19 @@ func (s *planner) dropGarbage(newer []verInfo) {
 }
 
 // slotAnswers reports whether every owner of the key's slot, in the map
-// and the target, is reachable: a node that does not answer might hold
-// more shards of a version (an acknowledged write).
+// and the target, is reachable.
 func (s *planner) slotAnswers() bool {
 	return s.v.Map != nil && s.rowReachable(&s.cur, s.curRow) && s.rowReachable(&s.tgt, s.tgtRow)
 }
 
 // failedWrite reports whether version vi is provably a write that failed
-// after landing on fewer than DataShards positions, once every owner of
-// the slot answers (slotAnswers): a value (a tombstone is readable from
-// one shard) with fewer than DataShards positions among all the holdings
-// listed, reachable or not, older than View.GarbageBefore (a write in
-// flight lands its shards one by one, and the listings are no snapshot).
+// after landing on fewer than DataShards positions, once slotAnswers holds:
+// the package doc's Garbage rule.
 func (s *planner) failedWrite(vi *verInfo) bool {
 	if vi.ref.Tombstone || vi.total >= vi.ref.Policy.DataShards {
 		return false
 	}
-	// Written perhaps to the owners of an earlier map (a write that raced
-	// a rebalance commit, its forwards lost): those that do not answer
-	// are not in slotAnswers and may hold the rest of an acknowledged
-	// write, two positions each (one in that map, one forwarded to it).
+	// Perhaps written to the owners of an earlier map (View.Unlisted).
 	written := int64(vi.ver.HLC>>16) * int64(time.Millisecond)
 	if (s.v.MapSince == 0 || written < s.v.MapSince) && vi.total+2*s.v.Unlisted >= vi.ref.Policy.DataShards {
 		return false
@@ -401,23 +370,11 @@ func (s *planner) dropRestoring(ver coding.Version) {
 	}
 }
 
-// rollBack rolls a lost key back from its newest version when that
-// version's write provably never reached its quorum: an overwrite that
-// failed after reaching more than m positions leaves fewer than k current
-// shards of either value, and readers serve the older one from the
-// older versions that nodes keep (package dscluster, olderVersion); until
-// the failed version's holders put those back, the key cannot be
-// repaired. Provably: it is a failedWrite with every owner of the slot
-// answering; no rebalance is under way and the map has not changed since
-// the version was written (View.MapSince), so the owners now are the ones
-// its writer wrote to; and the positions whose owner holds only older
-// versions leave fewer than its quorum that could have held it. (A node's
-// version only moves forward but for these roll-backs, which undo only
-// versions that were never acknowledged: a position that rolled this
-// version back counts as never having held it, and the version was not
-// acknowledged all the same.) One version per pass: an older one may be
-// readable once this one is rolled back, and the planner does not see
-// older versions.
+// rollBack drops a lost key's newest version with Restore when its write
+// provably never reached its quorum: the package doc's Lost rule. A
+// position that already rolled this version back counts as never having
+// held it, which is sound: it was rolled back only because it was never
+// acknowledged.
 func (s *planner) rollBack() {
 	if len(s.vers) == 0 || s.v.Quorum == nil || s.v.Target != nil || s.v.MapSince == 0 || !s.slotAnswers() {
 		return
@@ -468,7 +425,7 @@ func (s *planner) rowReachable(t *ownerTable, row []uint16) bool {
 }
 
 // shadowed reports whether node holds a version newer than the one
-// repaired: it refuses that one until the newer shard is dropped.
+// repaired, so that it refuses that one.
 func (s *planner) shadowed(node string) bool {
 	for i := range s.hs {
 		if h := &s.hs[i]; h.Node == node && s.newer(h.Version) {
@@ -506,10 +463,8 @@ func (s *planner) degraded() bool {
 	return false
 }
 
-// dropMisplaced drops shards held by nodes that own their position in
-// neither map once an owner of that position holds the same or a newer
-// version, and shards of superseded versions beyond the newest policy's
-// width once the newest version is whole.
+// dropMisplaced drops the holdings of the package doc's Misplaced and
+// Superseded rules.
 func (s *planner) dropMisplaced(degraded bool) {
 	for i := range s.hs {
 		h := &s.hs[i]
@@ -518,9 +473,6 @@ func (s *planner) dropMisplaced(degraded bool) {
 		}
 		switch {
 		case h.Pos >= s.width && h.Version.Less(s.newest) && !degraded:
-			// Left over from a wider policy (4+2 overwritten by r3): no
-			// reader asks for it, and every position of the newest
-			// version is at its owner.
 			s.drop(h)
 			s.acts[len(s.acts)-1].Stale = true
 		case !s.owns(h.Node, h.Pos) && s.keptByOwner(h):
@@ -530,10 +482,9 @@ func (s *planner) dropMisplaced(degraded bool) {
 }
 
 // keptByOwner reports whether a reachable owner of h's position, in the
-// map or the target, holds the newest version there, which no action of
-// the plan takes away. An owner with an older version there is not relied
-// on: it gets the newest in this plan, which drops its older shards
-// whichever of its positions lands first.
+// map or the target, holds the newest version there. An owner that gets it
+// in this plan is not relied on: that put drops its older shards at every
+// position, whichever of its positions lands first.
 func (s *planner) keptByOwner(h *hold) bool {
 	for _, id := range []string{s.reachOwner(&s.cur, s.curRow, h.Pos), s.reachOwner(&s.tgt, s.tgtRow, h.Pos)} {
 		if id != "" && id != h.Node && s.holdsNewest(id, h.Pos) {
@@ -551,12 +502,9 @@ func (s *planner) reachOwner(t *ownerTable, row []uint16, pos int) string {
 	return ""
 }
 
-// dropOlder has the holders of the repaired version that keep older
-// versions of the key beside it drop them, once the key is whole at that
-// version (not degraded): every read returns it before any older one. The
-// writer has them dropped once its write is acknowledged; this is for the
-// nodes that missed that (the writer crashed, the node was unreachable).
-// One Drop per node: it names the node's lowest position it keeps.
+// dropOlder sends each reachable holder of the newest version that keeps
+// older versions one Drop with Older (the package doc's Older rule). The
+// Drop names the node's lowest position that the plan leaves it.
 func (s *planner) dropOlder() {
 	for i := range s.hs {
 		h := &s.hs[i]
@@ -580,10 +528,9 @@ func (s *planner) dropOf(h *hold) Action {
 	return Action{Kind: Drop, Key: s.key, Pos: h.Pos, Policy: h.Policy, Version: h.Version, Tombstone: h.Tombstone, To: h.Node}
 }
 
-// repairOwners sends a Copy or Rebuild of each position p < width of the
-// newest version to its reachable owners, in the map and the target, that
-// lack it: a node that owns p in the map and q in the target gets both. A
-// target owner that lacks its position holds the commit back.
+// repairOwners gives each reachable owner of a position p < width, in the
+// map and the target, the newest version at p, and notes a target owner
+// that lacks it (targetPending).
 func (s *planner) repairOwners() {
 	for p := 0; p < s.width; p++ {
 		mid := s.reachOwner(&s.cur, s.curRow, p)
@@ -602,9 +549,7 @@ func (s *planner) repairOwners() {
 }
 
 // give sends node id position p of the newest version, unless it holds it
-// or is shadowed: it refuses an older version than its newest, and gets
-// this one once its newer shard is dropped (as garbage, or by a later
-// write).
+// or is shadowed.
 func (s *planner) give(id string, p int) {
 	if s.holdsNewest(id, p) || s.shadowed(id) {
 		return

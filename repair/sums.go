@@ -31,24 +31,19 @@ type SlotPeers interface {
 	InventorySlot(ctx context.Context, node string, slot uint16) ([]Holding, error)
 }
 
-// maxSlotListing is the most slots a pass lists one by one; past it (a node
-// went out, a fresh cluster) it lists every node whole, which is cheaper
-// than so many requests.
+// maxSlotListing is the most slots a pass lists one by one; past it,
+// listing every node whole is cheaper than so many requests.
 const maxSlotListing = placement.NumSlots / 8
 
-// SettledSlots finds the slots whose keys need nothing: with no rebalance
-// under way, every owner of the slot answered, each holds only its own
-// position, and for each policy found in the slot the owners of its
-// positions (those below its width) report the same count and hash while
-// the others hold none of it, and no owner keeps older versions of a key
-// beside its newest (garbage, which a plan drops); no other node holds
-// any of the slot. It
-// returns the other slots, in order, and the number of keys in the
-// settled ones. sums holds the answers of the nodes that answered.
-//
-// A settled slot gets no action from Make: each of its keys is at one
-// version on every owner, at the owner's position (up to a 64-bit hash
-// collision, which the next change to the slot undoes).
+// SettledSlots returns the slots that are not settled, in order, and the
+// number of keys in the settled ones; sums holds the answers of the nodes
+// that answered. It is for use with no rebalance under way. A slot is
+// settled when every owner answered, owns one position of it and holds
+// shards only there, no other node holds any, and for each policy in the
+// slot the owners of its positions report the same count and hash and no
+// older versions, while the other owners hold none of it. Make gives a
+// settled slot's keys no action (up to a 64-bit hash collision, which the
+// next change to the slot undoes).
 func SettledSlots(m *placement.Map, sums map[string][]SlotSum) (unsettled []uint16, keys int) {
 	bySlot := make([][]heldSum, placement.NumSlots)
 	for node, ss := range sums {
