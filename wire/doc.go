@@ -25,9 +25,9 @@
 //     request while raft elects a leader); retry the same request shortly.
 //   - StatusCorrupt: the node's copy is unreadable; read elsewhere.
 //   - StatusInternal or a broken stream: the node may or may not have applied
-//     the request. Shard writes are idempotent (a node keeps the newest
-//     version of a key and an equal version is a no-op), so retrying a Put is
-//     always safe.
+//     the request. Shard writes are idempotent (a node refuses a version
+//     older than its newest, and a shard it holds already is a no-op), so
+//     retrying a Put is always safe.
 //
 // Slices in decoded messages alias the frame buffer they were decoded from.
 package wire

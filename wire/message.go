@@ -19,10 +19,8 @@ type Request struct {
 	Key        string // OpGet
 	Pos        uint8  // OpGet: the position (shard index) read
 	HeaderOnly bool   // OpGet: return the shard's index entry (a HeaderEntry), no data
-	// HLC and Writer (OpGet), unless both zero, ask for the shard of that
-	// version of the key, which the node may keep beside a newer one
-	// (HeaderEntry.Older): a failed overwrite must not cost the value it
-	// overwrote.
+	// HLC and Writer (OpGet), unless both zero, ask for that version of
+	// the key, which the node may keep beside a newer one (HeaderEntry.Older).
 	HLC, Writer uint64
 
 	Shard  []byte   // OpPut: an encoded shard (header + data)
@@ -35,9 +33,8 @@ type Request struct {
 	Limit  uint32 // OpList, OpInventory, OpSlotInventory: at most this many entries (0: node default)
 	Slot   uint16 // OpSlotInventory
 
-	// Drop lists shards (key, position, version) to drop (OpDrop), or
-	// acknowledged versions (OpDropOlder); for OpSupersede, a key's acknowledged version and
-	// its policy's width as Pos.
+	// Drop lists shards to drop (OpDrop), or acknowledged versions
+	// (OpDropOlder, and OpSupersede with the version's width as Pos).
 	Drop []ShardRef
 
 	Repair *RepairOrder // OpRepair: the shard to make and store
@@ -223,10 +220,8 @@ func AppendResponse(buf []byte, r *Response) []byte {
 	return NewBody(buf, r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Raw(r.Payload).Bytes()
 }
 
-// WriteResponse writes r as one frame, copying no more of its payload than
-// fits in one TLS record with the frame length and fixed fields (built in
-// buf, reused and returned); the rest of a shard read from disk goes out as
-// it is.
+// WriteResponse writes r as one frame without copying most of its payload
+// (see writeJoined). The fixed fields are built in buf, which it returns.
 func WriteResponse(w io.Writer, buf []byte, r *Response) ([]byte, error) {
 	head := NewBody(buf[:0], r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Bytes()
 	n := len(head) + len(r.Payload)
@@ -312,11 +307,10 @@ func decodeListEntry(d *Decoder) (le ListEntry) {
 }
 
 // HeaderEntry is a node's answer to a header-only get: its index entry for
-// the key and which shard, of which policy, it holds. A reader needs the
-// last two to tell whether a version has enough shards to be read. Older
-// lists, newest first, the older versions of the key the node keeps
-// beside it (a writer's overwrite keeps them until it is acknowledged);
-// each may be read by its version (Request.HLC, Writer).
+// the key at the position asked, and the policy, which a reader needs to
+// tell whether a version has enough shards. Older lists, newest first, the
+// older versions the node keeps at that position; each may be read by its
+// version (Request.HLC, Writer).
 type HeaderEntry struct {
 	ListEntry
 	Index uint8 // the shard's position
@@ -374,9 +368,9 @@ func DecodeHeaderPayload(p []byte) (h HeaderEntry, err error) {
 type BatchResult struct {
 	Status  Status
 	Message string
-	// Kept (a put): the node stored the shard over an older value and
-	// keeps that value's shard as the key's previous one; once the write
-	// is acknowledged the writer has it dropped (OpDropPrev).
+	// Kept (a put): the node keeps older versions of the key beside the
+	// shard; once the write is acknowledged the writer has them dropped
+	// (OpDropOlder).
 	Kept bool
 	// Held (a put, with StatusOK), when not zero: the node did not store
 	// the shard, because it holds the key at this version, newer than or
@@ -449,21 +443,18 @@ type ShardRef struct {
 	Pos    uint8
 	HLC    uint64
 	Writer uint64
-	// Stale (OpDrop): the shard is an older version at a position the
-	// key's newest policy does not use, or a failed write's, so even its
-	// owner drops it.
+	// Stale (OpDrop): even the position's owner drops the shard, a
+	// superseded older version or a failed write's.
 	Stale bool
-	// Restore (OpDrop): the shard is a failed write's; the node puts back
-	// its previous shard of the key, if it kept one.
+	// Restore (OpDrop): the node drops that shard alone, a failed write's,
+	// and what it keeps of the key below it becomes its newest.
 	Restore bool
 }
 
-// RepairOrder (OpRepair) has the node that receives it make one shard of
-// a key and store it, so that shard data goes from the nodes that hold it
-// straight to the one that needs it, not through the repair leader: a
-// copy of From's shard (Rebuild unset), or a rebuild from the shards of
-// Sources (in preference order; a tombstone needs none). The shard is
-// position Pos of version (HLC, Writer) under policy (Kind, K, M).
+// RepairOrder (OpRepair) has the node that receives it make shard Pos of
+// version (HLC, Writer) of a key, under policy (Kind, K, M), and store it:
+// a copy of From's shard (Rebuild unset), or a rebuild from the shards of
+// Sources (in preference order; a tombstone needs none).
 type RepairOrder struct {
 	Rebuild   bool
 	Tombstone bool
@@ -495,7 +486,7 @@ type InventoryEntry struct {
 	Tombstone bool
 	ValueLen  uint64
 	ShardLen  uint32
-	Older     uint8 // how many older versions the node keeps beside this one
+	Older     uint8 // how many shards of older versions of the key the node keeps
 }
 
 // AppendInventoryPayload encodes inventory entries; more says whether the
@@ -543,11 +534,9 @@ func DecodeInventoryPayload(p []byte) (entries []InventoryEntry, more bool, err 
 	return entries, more, nil
 }
 
-// SlotSum is one line of a node's answer to OpSums: the shards it holds of
-// one slot, at one position, written with one policy: how many, and the
-// XOR of a hash of each key, version, tombstone flag and policy (package
-// index). Owners of a slot that hold the same keys at the same versions
-// give equal counts and hashes.
+// SlotSum is one line of a node's answer to OpSums: how many shards a node
+// holds of one slot, at one position, with one policy, and the XOR of a
+// hash of each one's key, version, tombstone flag and policy (package index).
 type SlotSum struct {
 	Slot       uint16
 	Kind, K, M uint8

@@ -15,11 +15,7 @@ const (
 	ShardProtocol = "/dscluster/shard/1.0.0"
 )
 
-// Version is the wire format version carried in every frame. 2: batch
-// results carry typed fields (BatchResult.Kept, Held) where version 1 put
-// them in messages. 3: a header-only get lists the older versions a node
-// keeps (HeaderEntry.Older), and a get may name the version it reads.
-// 4: a get names the position it reads (a node may hold several).
+// Version is the wire format version carried in every frame.
 const Version = 4
 
 // MaxFrame bounds a frame body: the largest shard a node accepts plus room
@@ -47,15 +43,14 @@ const (
 	OpStatus        Op = 6  // node statistics
 	OpPurge         Op = 7  // drop tombstones that every shard node holds
 	OpInventory     Op = 8  // list the shards a node holds, with position and policy (repair)
-	OpDrop          Op = 9  // drop shards the node no longer owns, if still at that version (repair)
+	OpDrop          Op = 9  // drop named shards (repair): misplaced, superseded, or a failed write's
 	OpPing          Op = 10 // heartbeat: answers at once with the node's epoch
 	OpMember        Op = 11 // membership command (join, drain), JSON; forwarded to the raft leader
 	OpSums          Op = 12 // per slot, policy and position: how many shards and a hash of them (repair)
 	OpSlotInventory Op = 13 // OpInventory for the shards of one slot (repair)
 	OpDropOlder     Op = 14 // drop a key's versions older than one acknowledged (the writer)
 	OpRepair        Op = 15 // make one shard (a copy, or a rebuild from others) and store it (repair)
-	// 16 was OpUndo: a failed write needs no undo now that nodes keep
-	// the versions it replaced.
+	// 16 is retired: do not reuse it.
 	OpSupersede Op = 17 // drop an older shard at a position a narrower acknowledged version leaves (the writer)
 	// RespFlag marks a response frame.
 	RespFlag Op = 0x80
@@ -112,9 +107,7 @@ const (
 	StatusInternal     Status = 5
 	StatusUnauthorized Status = 6
 	StatusTooLarge     Status = 7
-	// StatusUnavailable: the node did nothing because it cannot now (no
-	// raft leader during an election); the same request may succeed soon.
-	StatusUnavailable Status = 8
+	StatusUnavailable  Status = 8
 )
 
 func (s Status) String() string {
@@ -201,17 +194,15 @@ func WriteFrameParts(w io.Writer, head, payload []byte) error {
 }
 
 // joinLimit is the most bytes writeJoined puts in one Write: a TLS record's
-// plaintext (16 KiB) less the 12-byte yamux frame header, so the Write is
-// one yamux frame, one TLS record and one syscall.
+// plaintext (16 KiB) less the 12-byte yamux frame header.
 const joinLimit = 16<<10 - 12
 
 var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, joinLimit); return &b }}
 
 // writeJoined writes head followed by payload. Every Write on a libp2p
 // stream costs a yamux frame, a TLS record and a syscall on each side, so
-// head never goes alone: it is joined to payload in one Write when both fit
-// in joinLimit, else to payload's first bytes (a copy of at most 16 KiB),
-// and the rest is written from payload as it is.
+// head goes in one Write with as much of payload as fits in joinLimit, and
+// the rest of payload is written as it is.
 func writeJoined(w io.Writer, head, payload []byte) error {
 	bp := joinPool.Get().(*[]byte)
 	n := min(len(payload), max(joinLimit-len(head), 0))
@@ -380,8 +371,7 @@ func (d *Decoder) Blob(what string) []byte {
 	return d.take(int(n), what)
 }
 
-// Done reports an error if unread bytes remain, which a well-formed message
-// never leaves.
+// Done reports an error if unread bytes remain.
 func (d *Decoder) Done() error {
 	if d.err == nil && d.off != len(d.b) {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b)-d.off)
