@@ -270,9 +270,3 @@ type announceState struct {
 	warned bool     // the record differs from done, and that was logged
 	next   time.Time
 }
-
-// cachedFeatures is a node's features as it answered at a time.
-type cachedFeatures struct {
-	features []string
-	at       time.Time
-}

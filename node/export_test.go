@@ -111,9 +111,9 @@ func (n *Node) Serve(ctx context.Context, from peer.ID, frame []byte) *wire.Resp
 	return n.serve(ctx, from, frame, nil)
 }
 
-// FeaturesOf is featuresOf, asked now.
+// FeaturesOf is featuresOf.
 func (n *Node) FeaturesOf(ctx context.Context, node string) ([]string, error) {
-	return n.featuresOf(ctx, node, 0)
+	return n.featuresOf(ctx, node)
 }
 
 // IndexEntries is every entry of the node's index, in key order.

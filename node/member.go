@@ -131,7 +131,7 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fs, err := n.featuresOf(ctx, id, 0)
+			fs, err := n.featuresOf(ctx, id)
 			switch {
 			case err != nil && !unanswered:
 				problems[i] = fmt.Sprintf("%s did not answer (%v)", id, err)
@@ -186,7 +186,7 @@ func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Respo
 			n.host.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
 		}
 	}
-	fs, err := n.featuresOf(ctx, m.ID, 0)
+	fs, err := n.featuresOf(ctx, m.ID)
 	switch {
 	case err != nil:
 		return &wire.Response{Status: wire.StatusUnavailable,
@@ -198,25 +198,18 @@ func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Respo
 	return nil
 }
 
-// featuresOf returns the features node's status lists, as answered at most
-// maxAge ago (0: ask now). A node older than features lists none.
-func (n *Node) featuresOf(ctx context.Context, node string, maxAge time.Duration) ([]string, error) {
+// featuresOf asks node for the features its status lists. A node older
+// than features lists none.
+func (n *Node) featuresOf(ctx context.Context, node string) ([]string, error) {
 	if node == n.selfID {
 		return features, nil
-	}
-	if maxAge > 0 {
-		if v, ok := n.featureCache.Load(node); ok {
-			if f := v.(cachedFeatures); time.Since(f.at) < maxAge {
-				return f.features, nil
-			}
-		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := peers{n}.do(ctx, node, &wire.Request{Op: wire.OpStatus})
 	if resp != nil && resp.Status == wire.StatusUnauthorized {
 		// Only a node that applies client roles refuses a peer for want
-		// of one. What else it runs is unknown: not cached.
+		// of one. What else it runs is unknown.
 		return []string{FeatureRoles}, nil
 	}
 	if err != nil {
@@ -226,6 +219,5 @@ func (n *Node) featuresOf(ctx context.Context, node string, maxAge time.Duration
 	if err := json.Unmarshal(resp.Payload, &st); err != nil {
 		return nil, fmt.Errorf("status of %s: %w", node, err)
 	}
-	n.featureCache.Store(node, cachedFeatures{features: st.Features, at: time.Now()})
 	return st.Features, nil
 }

@@ -160,7 +160,6 @@ type Node struct {
 	lastDecideWarn time.Time     // control loop only
 	announce       announceState // announceAddrs only
 	passEpoch      atomic.Uint64 // map epoch of the running repair pass
-	featureCache   sync.Map      // peer ID string -> cachedFeatures (featuresOf)
 
 	closeOnce sync.Once
 	closed    chan struct{}
