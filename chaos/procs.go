@@ -181,12 +181,11 @@ func (p *Procs) Join() (int, error) {
 		}
 		addr = fmt.Sprintf("/ip4/%s/tcp/%d", p.Net.IP(i), netnsPort)
 	} else {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := p.freePort(i)
 		if err != nil {
 			return i, err
 		}
-		addr = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port)
-		l.Close()
+		addr = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
 	}
 	p.mu.Lock()
 	if p.listen == nil {
@@ -198,6 +197,37 @@ func (p *Procs) Join() (int, error) {
 		return i, err
 	}
 	return i, p.waitReady(context.Background(), i)
+}
+
+// freePort returns a free loopback port that none of the first n nodes
+// listens on: the port of a node that is down is free, but it takes it
+// back when it starts again.
+func (p *Procs) freePort(n int) (int, error) {
+	taken := map[string]bool{}
+	for i := 0; i < n; i++ {
+		if nc, err := config.LoadNode(filepath.Join(p.nodeDir(i), "config.json")); err == nil {
+			for _, a := range nc.Listen {
+				taken[a] = true
+			}
+		}
+	}
+	p.mu.Lock()
+	for _, a := range p.listen {
+		taken[a] = true
+	}
+	p.mu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !taken[fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)] {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("chaos: no free port that no node listens on")
 }
 
 // Drain asks the cluster to drain node i (dsclient node drain --no-wait).
