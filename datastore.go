@@ -74,7 +74,7 @@ type Options struct {
 	// next positions as well, and how long a write that has its quorum
 	// waits for the remaining nodes (their shards are still sent). Default:
 	// the client config's hedge_after with Open, else DefaultHedgeAfter;
-	// negative: never.
+	// negative: not before Timeout.
 	HedgeAfter time.Duration
 }
 

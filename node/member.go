@@ -102,9 +102,10 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	if !ok {
 		return &wire.Response{Status: wire.StatusUnavailable, Message: "no raft leader right now; retry"}
 	}
-	// Covers the leader's checks of a joiner (5 s barrier, 5 s status) and
-	// its 10 s proposal, so a command it applies is not reported failed.
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	// Covers the leader's checks of a joiner (5 s barrier, 5 s status), its
+	// 10 s proposal and the network, so a command it applies is not
+	// reported failed; under the sender's 30 s request timeout.
+	fctx, cancel := context.WithTimeout(ctx, 25*time.Second)
 	defer cancel()
 	resp, err := n.client.Do(fctx, leader, &wire.Request{Op: wire.OpMember, Body: body})
 	if err != nil {
