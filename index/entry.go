@@ -304,7 +304,7 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 	}
 	e := Entry{Key: key, Slot: binary.BigEndian.Uint16(b[3:5]), Held: hs[0]}
 	if also > 0 {
-		e.Also = hs[1 : 1+also]
+		e.Also = hs[1 : 1+also : 1+also]
 	}
 	if older > 0 {
 		e.Older = hs[1+also:]

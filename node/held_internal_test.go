@@ -31,6 +31,24 @@ func TestKeepOlder(t *testing.T) {
 		}
 		return out
 	}
+	// twice(e) holds each of e's versions at positions 0 and 1.
+	twice := func(e index.Entry) index.Entry {
+		var hs []index.Held
+		for _, h := range e.Shards() {
+			h1 := h
+			h1.Index = 1
+			hs = append(hs, h, h1)
+		}
+		e, _ = index.NewEntry(e.Key, e.Slot, hs)
+		return e
+	}
+	downTwice := func(n int) []uint64 {
+		var out []uint64
+		for _, v := range down(n) {
+			out = append(out, v, v)
+		}
+		return out
+	}
 	versions := func(hs []index.Held) []uint64 {
 		var out []uint64
 		for _, h := range hs {
@@ -48,6 +66,8 @@ func TestKeepOlder(t *testing.T) {
 		{"one value", index.Entry{Held: held(5, false)}, true, []uint64{5}, nil, false},
 		{"a value and its older ones", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false), held(3, false)}}, true, []uint64{5, 4, 3}, nil, false},
 		{"at the bound", chain(maxOlder), true, down(maxOlder), nil, false},
+		{"at the bound, two positions a version", twice(chain(maxOlder)), true, downTwice(maxOlder), nil, false},
+		{"past the bound, two positions a version", twice(chain(maxOlder + 1)), true, downTwice(maxOlder + 1), nil, true},
 		{"past the bound", chain(maxOlder + 1), true, down(maxOlder + 1), nil, true},
 		{"past the bound, not kept", chain(maxOlder + 1), false, nil, down(maxOlder + 1), false},
 		{"a tombstone", index.Entry{Held: held(5, true)}, true, nil, []uint64{5}, false},

@@ -100,7 +100,8 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 	return wire.BatchResult{Status: wire.StatusOK, Kept: len(e.Older) > 0}, true
 }
 
-// maxOlder bounds the older shards a node keeps of a key; they pile up
+// maxOlder bounds the older versions a node keeps of a key (and
+// index.MaxOlder their shards); they pile up
 // only under writes that fail one after another (dropOlder and repair
 // drop them). At the bound a writer's put is refused: dropping the oldest
 // could drop the one acknowledged value under the failed ones.
@@ -113,14 +114,18 @@ const maxOlder = 16
 // gone). full reports that keeping would pass maxOlder: refuse the put.
 func keepOlder(in index.Held, old index.Entry, keep bool) (shards, drop []index.Held, full bool) {
 	shards = []index.Held{in}
+	versions := 0 // kept, shards being in version order
 	for _, h := range old.Shards() {
-		if keep && !h.Tombstone {
-			shards = append(shards, h)
-		} else {
+		switch {
+		case !keep || h.Tombstone:
 			drop = append(drop, h)
+			continue
+		case h.Version != shards[len(shards)-1].Version:
+			versions++
 		}
+		shards = append(shards, h)
 	}
-	return shards, drop, len(shards)-1 > maxOlder
+	return shards, drop, versions > maxOlder || len(shards)-1 > index.MaxOlder
 }
 
 // heldOf is what the index keeps of shard sh.

@@ -389,7 +389,7 @@ func (s *planner) rollBack() {
 	}
 	never := 0
 	for pos := 0; pos < p.Width(); pos++ {
-		if id, reach, ok := s.cur.owner(s.curRow, pos); ok && reach && s.onlyOlder(id, vi.ver) {
+		if id, reach, ok := s.cur.owner(s.curRow, pos); ok && reach && s.onlyOlder(id, pos, vi.ver) {
 			never++
 		}
 	}
@@ -399,16 +399,17 @@ func (s *planner) rollBack() {
 	s.dropRestoring(vi.ver)
 }
 
-// onlyOlder reports whether node holds shards of the key and all of them
-// are older than ver.
-func (s *planner) onlyOlder(node string, ver coding.Version) bool {
+// onlyOlder reports whether node holds a shard of the key at pos and all
+// its shards are older than ver. A shard at another position proves
+// nothing about pos: scrub may have dropped pos's shard of ver there.
+func (s *planner) onlyOlder(node string, pos int, ver coding.Version) bool {
 	held := false
 	for i := range s.hs {
 		if h := &s.hs[i]; h.Node == node {
 			if !h.Version.Less(ver) {
 				return false
 			}
-			held = true
+			held = held || h.Pos == pos
 		}
 	}
 	return held

@@ -938,10 +938,20 @@ func TestRollBackFailedOverwrite(t *testing.T) {
 	s.writeAt("/twice", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
 	s.writeAt("/twice", simEC, 2000, false, 0, 1, 2)
 	v3 := s.writeAt("/twice", simEC, 3000, false, 0)
+	// An acknowledged write that lost two shards, one of them scrubbed at
+	// a node that still holds the older version at another position: that
+	// node does not show its own position never held the newer one.
+	older := s.writeAt("/scrubbed", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	s.writeAt("/scrubbed", simEC, 2000, false, 0, 1, 2, 3, 4)
+	s.data[simOwner(s.c.Map, "/scrubbed", 3)]["/scrubbed"] = simShard{Pos: []int{5}, Policy: simEC, Version: older, ValueLen: 1000}
+	delete(s.data[simOwner(s.c.Map, "/scrubbed", 4)], "/scrubbed")
 
 	p := plan(nil)
-	if p.Lost != 3 {
-		t.Errorf("lost %d, want 3", p.Lost)
+	if p.Lost != 4 {
+		t.Errorf("lost %d, want 4", p.Lost)
+	}
+	if got := actionsOf(p, "/scrubbed"); len(got) != 0 {
+		t.Errorf("an acknowledged version that lost a scrubbed shard is rolled back: %+v", got)
 	}
 	if got, want := actionsOf(p, "/failed"), drops("/failed", v2, s.c, 0, 1, 2); !reflect.DeepEqual(got, want) {
 		t.Errorf("failed overwrite:\n got %+v\nwant %+v", got, want)
