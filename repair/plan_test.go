@@ -18,11 +18,12 @@ import (
 
 // The tests below run the planner against a simulated cluster: the
 // membership state machine and placement maps are the real ones, each node
-// is a key -> shards table that behaves like package index (the positions
-// of its newest version of a key; a newer version replaces them, the same
-// version adds a position, an older one is refused), and apply carries out
-// a plan the way the driver and the nodes would, failing the test on any
-// action a real node would refuse or could not serve.
+// is a key -> shards table that behaves like package index and the node's
+// put and drop (node/write.go, node/shards.go): the shards of its newest
+// version of a key, which it lists, and those of older versions it keeps
+// beside them, which it does not; and apply carries out a plan the way the
+// driver and the nodes would, failing the test on any action a real node
+// would refuse or could not serve.
 
 var (
 	simEC = coding.Erasure(4, 2)
@@ -31,18 +32,64 @@ var (
 
 const simOutAfter = 10 * time.Second
 
-// simShard is what a simulated node keeps of a key: the positions it
-// holds of its newest version, and a count of the older shards it keeps
-// beside them (which it neither lists nor serves, and which go with its
-// last position).
+// simShard is what a simulated node keeps of a key, as index.Entry: the
+// positions it holds of its newest version (which it lists, and serves),
+// and the older versions it keeps beside them (Older, newest first, each
+// at the positions it holds of it; their own Older is nil). It lists
+// Older only as a count of shards (Holding.Older). When its last newest
+// position goes, the newest of Older becomes its newest, listed at the
+// positions it holds, owned or not.
 type simShard struct {
 	Pos       []int // ascending
 	Policy    coding.Policy
 	Version   coding.Version
 	Tombstone bool
 	ValueLen  uint64
-	Older     int
+	Older     []simShard
 }
+
+// olderShards counts the shards of the older versions sh keeps.
+func (sh simShard) olderShards() int {
+	n := 0
+	for _, o := range sh.Older {
+		n += len(o.Pos)
+	}
+	return n
+}
+
+// versions returns sh and its older versions, newest first, as a fresh
+// list each with a fresh Pos and no Older.
+func (sh simShard) versions() []simShard {
+	vs := []simShard{sh}
+	vs = append(vs, sh.Older...)
+	for i := range vs {
+		vs[i].Pos = slices.Clone(vs[i].Pos)
+		vs[i].Older = nil
+	}
+	return vs
+}
+
+// simEntry is the entry that versions vs (newest first) make: the first
+// with a position left is the newest, the rest with one are older. ok is
+// false when no shard is left.
+func simEntry(vs []simShard) (sh simShard, ok bool) {
+	vs = slices.DeleteFunc(vs, func(v simShard) bool { return len(v.Pos) == 0 })
+	if len(vs) == 0 {
+		return simShard{}, false
+	}
+	sh = vs[0]
+	if len(vs) > 1 {
+		sh.Older = vs[1:]
+	}
+	return sh, true
+}
+
+// The node's bounds on what it keeps under a key (node maxOlder,
+// index.MaxOlder): past them a writer's put is refused.
+const (
+	simMaxOlder       = 16
+	simMaxOlderShards = 32
+)
 
 type simCluster struct {
 	t    testing.TB
@@ -51,12 +98,24 @@ type simCluster struct {
 	hlc  uint64
 	next int // number of the next node to join
 
-	down map[string]bool                // not answering: unreachable
-	gone map[string]bool                // removed: left with its disk
-	data map[string]map[string]simShard // node -> key -> its shards
-	keys map[string]bool                // every key ever written
-	ran  [4]int                         // actions applied, by kind
-	junk int                            // drops of a version newer than the one read
+	down   map[string]bool                // not answering: unreachable
+	gone   map[string]bool                // removed: left with its disk
+	data   map[string]map[string]simShard // node -> key -> its shards
+	keys   map[string]bool                // every key ever written
+	acked  map[string]coding.Version      // each key's newest acknowledged version (write)
+	ran    [4]int                         // actions applied, by kind
+	junk   int                            // drops of a version newer than the one read
+	rolled int                            // drops of a lost key's failed overwrite
+
+	// lossy, when set, loses each of a front end's notices (write) with
+	// probability 1/2.
+	lossy *rand.Rand
+	// rollback, when set, gives the planner what the driver gives it to
+	// roll back a failed overwrite (View.Quorum and View.MapSince), and
+	// stamps versions with the simulation's time (clock), as writers'
+	// hybrid clocks do.
+	rollback bool
+	clock    uint64
 
 	decided string // what decide last asked membership.Decide
 	commits int
@@ -70,6 +129,7 @@ func newSimCluster(t testing.TB, n int, zoned bool) *simCluster {
 		t: t, now: time.Unix(1_700_000_000, 0),
 		down: map[string]bool{}, gone: map[string]bool{},
 		data: map[string]map[string]simShard{}, keys: map[string]bool{},
+		acked: map[string]coding.Version{},
 	}
 	var nodes []placement.Node
 	for range n {
@@ -151,49 +211,127 @@ func (s *simCluster) owns(id, key string, pos int) bool {
 	return simOwner(s.c.Map, key, pos) == id || simOwner(s.c.Target, key, pos) == id
 }
 
-// put stores the shard sh (one position) at node id as a node does: a
-// newer version replaces what it holds of the key, older shards included,
-// the same version adds the position, an older one is refused.
-func (s *simCluster) put(id, key string, sh simShard) bool {
+// put stores the shard sh (one position) at node id as a node does
+// (putShardLocked): an older version than its newest is refused, the same
+// version adds the position (a retry if it holds it), a newer one becomes
+// its newest. keep is a writer's put: the node then keeps every shard it
+// held as an older version, but tombstones, unless sh is a tombstone (a
+// delete keeps nothing); without keep (a member's put, repair's Copy or
+// Rebuild) every older shard goes, at every position. A writer's put that
+// would keep more than the node's bounds is refused. It reports whether
+// the node holds sh afterwards.
+func (s *simCluster) put(id, key string, sh simShard, keep bool) bool {
+	sh.Older = nil
 	old, ok := s.data[id][key]
 	switch {
-	case !ok || old.Version.Less(sh.Version):
+	case !ok:
 		s.data[id][key] = sh
+	case sh.Version.Less(old.Version):
+		return false
 	case old.Version == sh.Version:
 		if !slices.Contains(old.Pos, sh.Pos[0]) {
 			old.Pos = append(slices.Clone(old.Pos), sh.Pos[0])
 			slices.Sort(old.Pos)
 		}
 		s.data[id][key] = old
+	case !keep || sh.Tombstone:
+		s.data[id][key] = sh
 	default:
-		return false
+		kept := slices.DeleteFunc(old.versions(), func(v simShard) bool { return v.Tombstone })
+		n := 0
+		for _, v := range kept {
+			n += len(v.Pos)
+		}
+		if len(kept) > simMaxOlder || n > simMaxOlderShards {
+			return false
+		}
+		sh.Older = kept
+		s.data[id][key] = sh
 	}
 	return true
 }
 
-// remove takes position pos of version v of key away from node id, if it
-// holds it; with its last position goes the key.
-func (s *simCluster) remove(id, key string, pos int, v coding.Version) {
-	if !s.holdsAt(id, key, pos, v) {
+// drop carries out a Drop of key's shard (pos, v) at node id as the node
+// does (node drop): nothing unless it holds that shard, as its newest or
+// an older version; with restore exactly that shard goes, otherwise with
+// the older shards it keeps at pos. What is left, an older version
+// perhaps, at positions it may not own, is its entry.
+func (s *simCluster) drop(id, key string, pos int, v coding.Version, restore bool) {
+	sh, ok := s.data[id][key]
+	if !ok {
 		return
 	}
-	sh := s.data[id][key]
-	sh.Pos = slices.DeleteFunc(slices.Clone(sh.Pos), func(p int) bool { return p == pos })
-	if len(sh.Pos) == 0 {
+	vs := sh.versions()
+	if !slices.ContainsFunc(vs, func(x simShard) bool { return x.Version == v && slices.Contains(x.Pos, pos) }) {
+		return
+	}
+	for i := range vs {
+		if vs[i].Version == v || !restore && vs[i].Version.Less(v) {
+			vs[i].Pos = slices.DeleteFunc(vs[i].Pos, func(p int) bool { return p == pos })
+		}
+	}
+	s.setEntry(id, key, vs)
+}
+
+// dropOlder carries out a Drop with Older (node dropOlder): node id drops
+// every shard of key older than v, but its newest version's.
+func (s *simCluster) dropOlder(id, key string, v coding.Version) {
+	sh, ok := s.data[id][key]
+	if !ok {
+		return
+	}
+	vs := sh.versions()
+	for i := range vs {
+		if vs[i].Version.Less(v) && vs[i].Version.Less(sh.Version) {
+			vs[i].Pos = nil
+		}
+	}
+	s.setEntry(id, key, vs)
+}
+
+// supersede carries out a writer's OpSupersede (node supersede): node id
+// drops every shard of key older than v at a position width or more.
+func (s *simCluster) supersede(id, key string, v coding.Version, width int) {
+	sh, ok := s.data[id][key]
+	if !ok {
+		return
+	}
+	vs := sh.versions()
+	for i := range vs {
+		if vs[i].Version.Less(v) {
+			vs[i].Pos = slices.DeleteFunc(vs[i].Pos, func(p int) bool { return p >= width })
+		}
+	}
+	s.setEntry(id, key, vs)
+}
+
+// setEntry stores the entry versions vs make at node id; the key goes
+// with its last shard.
+func (s *simCluster) setEntry(id, key string, vs []simShard) {
+	if sh, ok := simEntry(vs); ok {
+		s.data[id][key] = sh
+	} else {
 		delete(s.data[id], key)
-		return
 	}
-	s.data[id][key] = sh
 }
 
 func (s *simCluster) version() coding.Version {
+	if s.rollback {
+		s.clock = max(s.clock+1, uint64(s.now.UnixMilli())<<16)
+		return coding.Version{HLC: s.clock, Writer: 7}
+	}
 	s.hlc++
 	return coding.Version{HLC: s.hlc << 16, Writer: 7}
 }
 
 // write puts a new version of key at the reachable map owners of its
 // positions, as the front end does, if at least the write quorum of them
-// answers. It reports whether the write was acknowledged.
+// answers. It reports whether the write was acknowledged: then, as the
+// front end does, it tells the nodes that kept older versions to drop
+// them, and the owners past the version's width to drop the older shards
+// there (the notices; with lossy set, each may be lost, as when the
+// writer dies first). A write refused by nodes that keep too much fails
+// after landing where it was taken.
 func (s *simCluster) write(key string, p coding.Policy, valueLen uint64, tombstone bool) bool {
 	var at []int
 	for pos := range p.Width() {
@@ -204,22 +342,55 @@ func (s *simCluster) write(key string, p coding.Policy, valueLen uint64, tombsto
 	if len(at) < s.c.Quorum(p) {
 		return false
 	}
-	s.writeAt(key, p, valueLen, tombstone, at...)
+	v, held := s.putAt(key, p, valueLen, tombstone, at)
+	if len(held) < s.c.Quorum(p) {
+		return false
+	}
+	s.acked[key] = v
+	notice := func() bool { return s.lossy == nil || s.lossy.IntN(2) == 0 }
+	kept := false
+	for _, pos := range held {
+		id := simOwner(s.c.Map, key, pos)
+		if sh := s.data[id][key]; sh.olderShards() > 0 {
+			kept = true
+			if notice() {
+				s.dropOlder(id, key, v)
+			}
+		}
+	}
+	if kept {
+		for pos := p.Width(); pos < s.c.Map.Width; pos++ {
+			if id := simOwner(s.c.Map, key, pos); s.reachable(id) && notice() {
+				s.supersede(id, key, v, p.Width())
+			}
+		}
+	}
 	return true
 }
 
-// writeAt puts a new version of key at the map owners of positions only: a
-// write that reached only some of its nodes.
+// writeAt puts a new version of key at the map owners of positions only,
+// as a writer's shards: a write that reached only some of its nodes, or
+// whose writer sent no notices, so its holders keep the older versions.
 func (s *simCluster) writeAt(key string, p coding.Policy, valueLen uint64, tombstone bool, positions ...int) coding.Version {
+	v, _ := s.putAt(key, p, valueLen, tombstone, positions)
+	return v
+}
+
+// putAt puts a new version of key at the map owners of positions, as a
+// writer's shards, and returns it with the positions whose owner took it.
+func (s *simCluster) putAt(key string, p coding.Policy, valueLen uint64, tombstone bool, positions []int) (coding.Version, []int) {
 	v := s.version()
 	if tombstone {
 		valueLen = 0
 	}
+	var held []int
 	for _, pos := range positions {
-		s.put(simOwner(s.c.Map, key, pos), key, simShard{Pos: []int{pos}, Policy: p, Version: v, Tombstone: tombstone, ValueLen: valueLen})
+		if s.put(simOwner(s.c.Map, key, pos), key, simShard{Pos: []int{pos}, Policy: p, Version: v, Tombstone: tombstone, ValueLen: valueLen}, true) {
+			held = append(held, pos)
+		}
 	}
 	s.keys[key] = true
-	return v
+	return v, held
 }
 
 // writeKeys writes n keys /k0000.. in full: every third one small and
@@ -237,6 +408,10 @@ func (s *simCluster) writeKeys(n int) {
 
 func (s *simCluster) view() *View {
 	v := &View{Map: s.c.Map, Target: s.c.Target, Reachable: map[string]bool{}}
+	if s.rollback {
+		v.Quorum = s.c.Quorum
+		v.MapSince = s.c.MapSince + int64(time.Millisecond) // a write in the same instant may have used the map before
+	}
 	for _, id := range s.ids() {
 		if s.gone[id] {
 			continue
@@ -260,7 +435,7 @@ func (s *simCluster) view() *View {
 			for _, pos := range sh.Pos {
 				v.Holdings = append(v.Holdings, Holding{
 					Node: id, Key: k, Pos: pos, Policy: sh.Policy, Version: sh.Version,
-					Tombstone: sh.Tombstone, ValueLen: sh.ValueLen, ShardLen: uint32(n), Older: sh.Older,
+					Tombstone: sh.Tombstone, ValueLen: sh.ValueLen, ShardLen: uint32(n), Older: min(sh.olderShards(), 255),
 				})
 			}
 		}
@@ -354,6 +529,35 @@ func (s *simCluster) readable(key string) (simShard, bool) {
 	return best, found
 }
 
+// recoverable reports whether the shards of key's version v that the
+// nodes keep, newest or older, down nodes included, are enough to read it:
+// DataShards distinct positions below its width, one for a tombstone.
+func (s *simCluster) recoverable(key string, v coding.Version) bool {
+	seen := map[int]bool{}
+	need := 0
+	for _, id := range s.ids() {
+		sh, ok := s.data[id][key]
+		if !ok || s.gone[id] {
+			continue
+		}
+		for _, x := range sh.versions() {
+			if x.Version != v {
+				continue
+			}
+			need = x.Policy.DataShards
+			if x.Tombstone {
+				need = 1
+			}
+			for _, pos := range x.Pos {
+				if pos < x.Policy.Width() {
+					seen[pos] = true
+				}
+			}
+		}
+	}
+	return need > 0 && len(seen) >= need
+}
+
 // lostKeys counts the keys that have no readable version.
 func (s *simCluster) lostKeys() int {
 	n := 0
@@ -439,9 +643,7 @@ func (s *simCluster) apply(p *Plan, order []int) (n [4]int) {
 				if !s.holdsAt(a.To, a.Key, a.Pos, a.Version) {
 					s.t.Fatalf("drop of versions older than %s of %s at %s names pos %d, which it does not hold (holds %+v)", a.Version, a.Key, a.To, a.Pos, s.data[a.To][a.Key])
 				}
-				sh := s.data[a.To][a.Key]
-				sh.Older = 0
-				s.data[a.To][a.Key] = sh
+				s.dropOlder(a.To, a.Key, a.Version)
 				break
 			}
 			if s.owns(a.To, a.Key, a.Pos) {
@@ -462,7 +664,7 @@ func (s *simCluster) apply(p *Plan, order []int) (n [4]int) {
 			if rd, _ := s.readable(a.Key); rd.Version.Less(a.Version) {
 				s.junk++
 			}
-			s.remove(a.To, a.Key, a.Pos, a.Version)
+			s.drop(a.To, a.Key, a.Pos, a.Version, a.Restore)
 		default:
 			s.t.Fatalf("action of unknown kind %d", a.Kind)
 		}
@@ -484,7 +686,7 @@ func (s *simCluster) receive(a Action, from simShard) {
 		s.t.Fatalf("%s %s pos %d version %s to %s, which holds it", a.Kind, a.Key, a.Pos, a.Version, a.To)
 	}
 	sh := simShard{Pos: []int{a.Pos}, Policy: a.Policy, Version: a.Version, Tombstone: a.Tombstone, ValueLen: from.ValueLen}
-	if !s.put(a.To, a.Key, sh) {
+	if !s.put(a.To, a.Key, sh, false) {
 		s.t.Fatalf("%s %s pos %d version %s to %s refused: it holds %+v", a.Kind, a.Key, a.Pos, a.Version, a.To, s.data[a.To][a.Key])
 	}
 }
@@ -563,8 +765,8 @@ func (s *simCluster) checkClean() {
 			if !ok {
 				continue
 			}
-			if sh.Older != 0 {
-				s.t.Errorf("node %s keeps %d older shards of %s", id, sh.Older, key)
+			if n := sh.olderShards(); n != 0 {
+				s.t.Errorf("node %s keeps %d older shards of %s", id, n, key)
 			}
 			for _, pos := range sh.Pos {
 				if sh.Version != nw.Version || pos >= nw.Policy.Width() || simOwner(s.c.Map, key, pos) != id {
@@ -574,6 +776,55 @@ func (s *simCluster) checkClean() {
 			}
 		}
 	}
+}
+
+// keepOlder makes node id keep, beside its newest shards of key, a shard
+// at pos of each older version in vs (newest first), with its newest's
+// policy: what a writer's put leaves when its notice is lost.
+func (s *simCluster) keepOlder(id, key string, pos int, vs ...coding.Version) {
+	s.t.Helper()
+	sh, ok := s.data[id][key]
+	if !ok {
+		s.t.Fatalf("%s holds nothing of %s", id, key)
+	}
+	all := sh.versions()
+	for _, v := range vs {
+		if !v.Less(sh.Version) {
+			s.t.Fatalf("version %s is not older than %s's newest %s", v, id, sh.Version)
+		}
+		i := slices.IndexFunc(all, func(x simShard) bool { return x.Version == v })
+		if i < 0 {
+			i = len(all)
+			all = append(all, simShard{Policy: sh.Policy, Version: v, ValueLen: sh.ValueLen})
+		}
+		if !slices.Contains(all[i].Pos, pos) {
+			all[i].Pos = append(all[i].Pos, pos)
+			slices.Sort(all[i].Pos)
+		}
+	}
+	slices.SortFunc(all, func(a, b simShard) int { return compareVersion(b.Version, a.Version) })
+	s.setEntry(id, key, all)
+}
+
+// checkOlderDrops checks that the next plan is exactly one Drop with Older
+// to each reachable node that keeps older versions of a key beside its
+// newest readable one, naming its lowest position, and applies it.
+func (s *simCluster) checkOlderDrops() {
+	s.t.Helper()
+	var want []Action
+	for _, id := range s.ids() {
+		for key, sh := range s.data[id] {
+			if rd, ok := s.readable(key); ok && s.reachable(id) && sh.Version == rd.Version && sh.olderShards() > 0 {
+				want = append(want, Action{Kind: Drop, Older: true, Key: key, Pos: sh.Pos[0], Policy: sh.Policy, Version: sh.Version, Tombstone: sh.Tombstone, To: id})
+			}
+		}
+	}
+	slices.SortFunc(want, cmpActions)
+	p := s.plan()
+	if len(want) == 0 || !reflect.DeepEqual(p.Actions, want) {
+		s.t.Fatalf("plan:\n got %+v\nwant %+v (the drops of older versions)", p.Actions, want)
+	}
+	s.apply(p, nil)
 }
 
 // held counts the shards node id holds: its positions of every key.
@@ -791,7 +1042,9 @@ func TestDrain(t *testing.T) {
 }
 
 // A write that reached k+1 nodes leaves the older version at the rest:
-// repair rebuilds the newest there.
+// repair rebuilds the newest there. Its holders keep the older version
+// beside it (the writer's notices were lost): they drop it once the key is
+// whole.
 func TestMissedWrite(t *testing.T) {
 	s := newSimCluster(t, 7, false)
 	s.writeAt("/a", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
@@ -823,8 +1076,9 @@ func TestMissedWrite(t *testing.T) {
 			p.Unsettled[placement.Slot("/a")], p.Unsettled[placement.Slot("/b")])
 	}
 	s.apply(p, nil)
+	s.checkOlderDrops()
 	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 || countTrue(p.Unsettled) != 0 {
-		t.Errorf("after the rebuilds: %d actions, degraded %d, %d slots unsettled; want none", len(p.Actions), p.Degraded, countTrue(p.Unsettled))
+		t.Errorf("after the drops: %d actions, degraded %d, %d slots unsettled; want none", len(p.Actions), p.Degraded, countTrue(p.Unsettled))
 	}
 	s.checkClean()
 }
@@ -834,16 +1088,12 @@ func TestMissedWrite(t *testing.T) {
 // that version, and not before: while the key is degraded they stay.
 func TestOlderVersionsDroppedOnceWhole(t *testing.T) {
 	s := newSimCluster(t, 7, false)
+	u1, u2 := s.version(), s.version()
 	v := s.writeAt("/a", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
 	w := s.writeAt("/b", simEC, 1000, false, 0, 1, 2, 3, 4)
 	a1, b1 := simOwner(s.c.Map, "/a", 1), simOwner(s.c.Map, "/b", 1)
-	for _, k := range []struct {
-		node, key string
-	}{{a1, "/a"}, {b1, "/b"}} {
-		sh := s.data[k.node][k.key]
-		sh.Older = 2
-		s.data[k.node][k.key] = sh
-	}
+	s.keepOlder(a1, "/a", 1, u2, u1)
+	s.keepOlder(b1, "/b", 1, u2, u1)
 	p := s.plan()
 	var older []Action
 	for _, a := range p.Actions {
@@ -928,15 +1178,15 @@ func TestRollBackFailedOverwrite(t *testing.T) {
 		return Make(v)
 	}
 
-	s.writeAt("/failed", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	f1 := s.writeAt("/failed", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
 	v2 := s.writeAt("/failed", simEC, 2000, false, 0, 1, 2)
 	s.writeAt("/acked", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
 	acked := s.writeAt("/acked", simEC, 2000, false, 0, 1, 2, 3, 4)
 	for _, pos := range []int{3, 4} { // the acknowledged write loses 2 shards
 		delete(s.data[simOwner(s.c.Map, "/acked", pos)], "/acked")
 	}
-	s.writeAt("/twice", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
-	s.writeAt("/twice", simEC, 2000, false, 0, 1, 2)
+	t1 := s.writeAt("/twice", simEC, 1000, false, 0, 1, 2, 3, 4, 5)
+	t2 := s.writeAt("/twice", simEC, 2000, false, 0, 1, 2)
 	v3 := s.writeAt("/twice", simEC, 3000, false, 0)
 	// An acknowledged write that lost two shards, one of them scrubbed at
 	// a node that still holds the older version at another position: that
@@ -976,6 +1226,27 @@ func TestRollBackFailedOverwrite(t *testing.T) {
 		if got := actionsOf(plan(change), "/failed"); len(got) != 0 {
 			t.Errorf("%s: rolled back: %+v", name, got)
 		}
+	}
+
+	// Carried out, each drop brings back what its holder kept below the
+	// failed version: /failed is whole again at its first version, /twice
+	// shows its second failed one at 0, rolled back in the next pass.
+	s.apply(p, nil)
+	p = plan(nil)
+	if got, want := actionsOf(p, "/twice"), drops("/twice", t2, s.c, 0, 1, 2); !reflect.DeepEqual(got, want) {
+		t.Errorf("second pass, two failed overwrites:\n got %+v\nwant %+v", got, want)
+	}
+	if got := actionsOf(p, "/failed"); len(got) != 0 {
+		t.Errorf("second pass, /failed: %+v, want nothing", got)
+	}
+	s.apply(p, nil)
+	for key, v := range map[string]coding.Version{"/failed": f1, "/twice": t1} {
+		if rd, ok := s.readable(key); !ok || rd.Version != v || s.positionsOf(key, v) != 6 {
+			t.Errorf("%s after the roll-back: readable %v version %s at %d positions, want %s at 6", key, ok, rd.Version, s.positionsOf(key, v), v)
+		}
+	}
+	if p := plan(nil); len(p.Actions) != 0 || p.Lost != 2 {
+		t.Errorf("third pass: %+v, lost %d; want nothing to do, /acked and /scrubbed lost", p.Actions, p.Lost)
 	}
 }
 
@@ -1071,7 +1342,9 @@ func TestInFlightWriteIsNotGarbage(t *testing.T) {
 
 // The same with an owner of the slot unreachable: it might hold more shards
 // of V2 (an acknowledged write), so V2 is not dropped; V1 is repaired where
-// it can be. Once the owner answers, V2 is garbage and goes.
+// it can be. Once the owner answers, V2 is garbage and goes: its holder
+// restores the V1 it kept below it. The holders of V1 that keep V0 beside
+// it then drop V0.
 func TestShadowedOwnerDown(t *testing.T) {
 	s := newSimCluster(t, 8, false)
 	s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
@@ -1110,8 +1383,12 @@ func TestShadowedOwnerDown(t *testing.T) {
 		t.Fatalf("all owners back: %+v\nwant %+v", p.Actions, want)
 	}
 	s.apply(p, nil)
-	if n := s.converge(3); n != [4]int{0, 0, 1, 0} {
-		t.Errorf("after the drop: %d copies, %d rebuilds, %d drops; want the rebuild of pos 0", n[Copy], n[Rebuild], n[Drop])
+	if got := s.data[o0]["/a"]; got.Version != v1 || !slices.Equal(got.Pos, []int{0}) {
+		t.Fatalf("after the drop %s holds %+v, want V1 at 0 restored", o0, got)
+	}
+	s.checkOlderDrops()
+	if p := s.plan(); len(p.Actions) != 0 {
+		t.Fatalf("after the drops of V0: %+v, want nothing", p.Actions)
 	}
 	s.checkClean()
 }
@@ -1161,8 +1438,9 @@ func TestNewerWithExactlyK(t *testing.T) {
 		t.Fatalf("plan: %+v, lost %d, degraded %d\nwant %+v, 0, 1", p.Actions, p.Lost, p.Degraded, want)
 	}
 	s.apply(p, nil)
+	s.checkOlderDrops()
 	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 {
-		t.Errorf("after the rebuilds: %+v", p)
+		t.Errorf("after the drops: %+v", p.Actions)
 	}
 	s.checkClean()
 }
@@ -1171,8 +1449,9 @@ func TestNewerWithExactlyK(t *testing.T) {
 // holds the readable version at its target position: a commit would leave
 // that version at fewer owners. o0 holds a shard of the failed V2 at
 // position 0 and owns position 3 in the target (o3 takes its 0): it gets
-// neither position until V2 is dropped, then both in one plan. A key with
-// nothing readable does not hold the commit back.
+// neither position until V2 is dropped (which restores the V1 it kept
+// below V2 at 0), then its target one. A key with nothing readable does
+// not hold the commit back.
 func TestShadowedHoldsTarget(t *testing.T) {
 	s := newSimCluster(t, 8, false)
 	v1 := s.writeAt("/a", simEC, 4000, false, 0, 1, 2, 3, 4, 5)
@@ -1217,11 +1496,10 @@ func TestShadowedHoldsTarget(t *testing.T) {
 	s.apply(p, nil)
 	p = s.plan()
 	want = []Action{
-		{Kind: Copy, Key: "/a", Pos: 0, Policy: simEC, Version: v1, To: o0, From: o3, Bytes: 1000},
 		{Kind: Copy, Key: "/a", Pos: 3, Policy: simEC, Version: v1, To: o0, From: o3, Bytes: 1000},
 	}
 	if !reflect.DeepEqual(actionsOf(p, "/a"), want) || p.TargetReady {
-		t.Fatalf("after the drop: %+v, ready %v\nwant %+v (its map and its target position), not ready", actionsOf(p, "/a"), p.TargetReady, want)
+		t.Fatalf("after the drop: %+v, ready %v\nwant %+v (its target position; the drop restored V1 at 0), not ready", actionsOf(p, "/a"), p.TargetReady, want)
 	}
 	s.apply(p, nil)
 	if got := s.data[o0]["/a"]; got.Version != v1 || !slices.Equal(got.Pos, []int{0, 3}) {
@@ -1261,7 +1539,8 @@ func TestTombstoneRebuild(t *testing.T) {
 }
 
 // Overwriting a 4+2 value with 3 replicas leaves positions 3..5 of the old
-// version at their owners: dropped once the new version is whole.
+// version at their owners: dropped once the new version is whole, as are
+// the old shards the writer's holders keep beside the new one.
 func TestOverwriteNarrower(t *testing.T) {
 	s := newSimCluster(t, 7, false)
 	s.writeAt("/a", simEC, 256<<10, false, 0, 1, 2, 3, 4, 5)
@@ -1275,15 +1554,21 @@ func TestOverwriteNarrower(t *testing.T) {
 	s.apply(p, nil)
 
 	p = s.plan()
-	var pos []int
+	var pos, older []int
 	for _, a := range p.Actions {
-		if a.Kind != Drop || a.To != simOwner(s.c.Map, "/a", a.Pos) || a.Policy != simEC || a.Bytes != 0 {
+		switch {
+		case a.Kind != Drop || a.To != simOwner(s.c.Map, "/a", a.Pos) || a.Bytes != 0:
+			t.Errorf("unexpected %+v", a)
+		case a.Older && a.Policy == simR3:
+			older = append(older, a.Pos)
+		case !a.Older && a.Policy == simEC:
+			pos = append(pos, a.Pos)
+		default:
 			t.Errorf("unexpected %+v", a)
 		}
-		pos = append(pos, a.Pos)
 	}
-	if !slices.Equal(pos, []int{3, 4, 5}) {
-		t.Errorf("dropped positions %v, want [3 4 5]", pos)
+	if !slices.Equal(pos, []int{3, 4, 5}) || !slices.Equal(older, []int{0, 1}) {
+		t.Errorf("dropped positions %v and older versions at %v, want [3 4 5] and [0 1]", pos, older)
 	}
 	s.apply(p, nil)
 	if p := s.plan(); len(p.Actions) != 0 || p.Degraded != 0 {
@@ -1523,6 +1808,47 @@ func TestDropWaitsForOwnersNewest(t *testing.T) {
 	}
 }
 
+// A node whose last shard of its newest version goes brings back the older
+// version it kept, listed at the positions it holds it, owned or not. g,
+// outside the slot, holds V at 3 and keeps U at 1 and 3: the drop of its
+// misplaced 3 takes U's 3 with it and leaves U at 1, misplaced too, which
+// goes next.
+func TestDropSurfacesOlder(t *testing.T) {
+	s := newSimCluster(t, 8, false)
+	s.write("/a", simEC, 4000, false)
+	u := s.acked["/a"]
+	s.write("/a", simEC, 4000, false)
+	v := s.acked["/a"]
+	var g string
+	for _, id := range s.ids() {
+		if !slices.ContainsFunc([]int{0, 1, 2, 3, 4, 5}, func(p int) bool { return s.owns(id, "/a", p) }) {
+			g = id
+		}
+	}
+	s.data[g]["/a"] = simShard{Pos: []int{3}, Policy: simEC, Version: v, ValueLen: 4000,
+		Older: []simShard{{Pos: []int{1, 3}, Policy: simEC, Version: u, ValueLen: 4000}}}
+
+	for _, want := range []Action{
+		{Kind: Drop, Key: "/a", Pos: 3, Policy: simEC, Version: v, To: g},
+		{Kind: Drop, Key: "/a", Pos: 1, Policy: simEC, Version: u, To: g},
+	} {
+		p := s.plan()
+		if !reflect.DeepEqual(p.Actions, []Action{want}) {
+			t.Fatalf("got %+v\nwant [%+v]", p.Actions, want)
+		}
+		s.apply(p, nil)
+		if want.Version == v {
+			if got := s.data[g]["/a"]; got.Version != u || !slices.Equal(got.Pos, []int{1}) || got.olderShards() != 0 {
+				t.Fatalf("after the drop of V, %s holds %+v; want U at 1 only", g, got)
+			}
+		}
+	}
+	if _, ok := s.data[g]["/a"]; ok || len(s.plan().Actions) != 0 {
+		t.Fatalf("%s holds %+v, plan %+v; want nothing left", g, s.data[g]["/a"], s.plan().Actions)
+	}
+	s.checkClean()
+}
+
 // A new target owner that holds a misplaced shard of the newest version
 // gets its target position in the same plan as the misplaced one is
 // dropped (its owner holds it), and either may land first. The target is
@@ -1570,19 +1896,19 @@ func TestDropOlderOncePerNode(t *testing.T) {
 	if n := s.converge(3); n != [4]int{0, 2, 0, 0} {
 		t.Fatalf("target positions: %d copies, %d rebuilds, %d drops; want 2 copies", n[Copy], n[Rebuild], n[Drop])
 	}
-	sh := s.data[b]["/a"]
-	if !slices.Equal(sh.Pos, []int{1, 4}) {
+	if sh := s.data[b]["/a"]; !slices.Equal(sh.Pos, []int{1, 4}) {
 		t.Fatalf("%s holds positions %v, want [1 4]", b, sh.Pos)
 	}
-	sh.Older = 3
-	s.data[b]["/a"] = sh
+	s.keepOlder(b, "/a", 1, coding.Version{HLC: 1})
+	s.keepOlder(b, "/a", 4, coding.Version{HLC: 1})
+	s.keepOlder(b, "/a", 0, coding.Version{HLC: 1}) // a position it no longer owns
 	p := s.plan()
 	want := []Action{{Kind: Drop, Older: true, Key: "/a", Pos: 1, Policy: simEC, Version: v, To: b}}
 	if !reflect.DeepEqual(p.Actions, want) {
 		t.Fatalf("got %+v\nwant %+v", p.Actions, want)
 	}
 	s.apply(p, nil)
-	if got := s.data[b]["/a"]; got.Older != 0 || !slices.Equal(got.Pos, []int{1, 4}) || len(s.plan().Actions) != 0 {
+	if got := s.data[b]["/a"]; got.olderShards() != 0 || !slices.Equal(got.Pos, []int{1, 4}) || len(s.plan().Actions) != 0 {
 		t.Fatalf("after the drop %s holds %+v, plan %+v; want positions 1 and 4, no older, nothing to do", b, got, s.plan().Actions)
 	}
 }
@@ -1699,7 +2025,9 @@ func TestMakeEmpty(t *testing.T) {
 // and failed writes (a new version landing on 1..k-1 positions), with
 // repair rounds that carry out a random part of each plan in
 // random order (an interrupted driver), checking each plan; then everything
-// is revived and must converge to a clean cluster.
+// is revived and must converge to a clean cluster. Writers lose half their
+// notices, so nodes keep older versions below their newest, which a drop
+// of a failed write, or of a node's last newest shard, brings back.
 func TestPropertyRandomEvents(t *testing.T) {
 	seeds := 6
 	if testing.Short() {
@@ -1713,7 +2041,11 @@ func TestPropertyRandomEvents(t *testing.T) {
 func simRandomRun(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 99))
 	s := newSimCluster(t, 7, true)
+	// Odd seeds give the planner what it needs to roll back failed
+	// overwrites of lost keys.
+	s.rollback = seed%2 == 1
 	s.writeKeys(120)
+	s.lossy = rand.New(rand.NewPCG(seed, 7)) // writers' notices are lost, so nodes keep older versions
 	log := []string{}
 	defer func() {
 		if t.Failed() {
@@ -1800,16 +2132,27 @@ func simRandomRun(t *testing.T, seed uint64) {
 		t.Fatalf("no convergence; last plan %+v", s.plan())
 	}
 	// A failed write that overwrote k-1 positions of a key whole until then
-	// leaves no readable version (the simulated nodes do not serve the
-	// older shards they keep): those keys are lost, and left alone. Every other key's newest readable
-	// version is at all its positions (checkClean).
+	// leaves no readable version among the nodes' newest ones (its holders
+	// keep the older one below it, unlisted). The planner rolls it back
+	// only when given the write quorum (odd seeds) and the write came after
+	// the map changed; the other such keys are lost, and left alone, with
+	// their acknowledged version below. Every other key's newest readable
+	// version is at all its positions (checkClean), and none is older than
+	// the key's last acknowledged write.
 	p := s.plan()
 	lost := s.lostKeys()
 	if p.Degraded != lost || p.Lost != lost || len(p.Actions) != 0 || s.c.Target != nil {
 		t.Fatalf("after healing: degraded %d lost %d (want %d) actions %d target %v", p.Degraded, p.Lost, lost, len(p.Actions), s.c.Target != nil)
 	}
 	s.checkClean()
-	t.Logf("events: %s; %d commits; ran %d copies, %d rebuilds, %d drops (%d of failed writes); %d keys lost", strings.Join(log, ", "), s.commits, s.ran[Copy], s.ran[Rebuild], s.ran[Drop], s.junk, lost)
+	for key, v := range s.acked {
+		if rd, ok := s.readable(key); ok && rd.Version.Less(v) {
+			t.Errorf("key %s reads %s, older than its acknowledged write %s", key, rd.Version, v)
+		} else if !ok && !s.recoverable(key, v) {
+			t.Errorf("key %s: its acknowledged write %s is gone", key, v)
+		}
+	}
+	t.Logf("events: %s; %d commits; ran %d copies, %d rebuilds, %d drops (%d of failed writes, %d rolling back lost keys); %d keys lost", strings.Join(log, ", "), s.commits, s.ran[Copy], s.ran[Rebuild], s.ran[Drop], s.junk, s.rolled, lost)
 }
 
 func (s *simCluster) memberIDs(state string) []string {
@@ -1927,6 +2270,11 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 	if p.TargetReady {
 		s.checkTargetHeld()
 	}
+	// The acknowledged versions whose shards are enough to read them.
+	acked := map[string]bool{}
+	for key, v := range s.acked {
+		acked[key] = s.recoverable(key, v)
+	}
 
 	order := r.Perm(len(p.Actions))
 	if partial {
@@ -1940,7 +2288,13 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 			continue
 		}
 		b, ok := before[a.Key]
-		if !ok {
+		switch {
+		case !ok && a.Restore && a.Stale && a.Version != s.acked[a.Key]:
+			// The roll-back of a lost key's failed overwrite (whether it
+			// lost an acknowledged version is checked below).
+			s.rolled++
+			continue
+		case !ok:
 			s.t.Errorf("drop %s pos %d version %s at %s: the key had no readable version", a.Key, a.Pos, a.Version, a.To)
 			continue
 		}
@@ -1961,9 +2315,23 @@ func (s *simCluster) checkedRound(r *rand.Rand, partial bool) {
 			s.t.Errorf("drop %s pos %d version %s at %s removed its last copy (newest %s, %d positions before)", a.Key, a.Pos, a.Version, a.To, b.nw.Version, b.have)
 		}
 	}
+	for key, was := range acked {
+		if was && !s.recoverable(key, s.acked[key]) {
+			s.t.Errorf("key %s: the round destroyed the acknowledged version %s (now too few shards of it anywhere)", key, s.acked[key])
+		}
+	}
+	restored := map[string]bool{} // keys a Restore drop ran for
+	for _, i := range order {
+		if a := p.Actions[i]; a.Kind == Drop && a.Restore {
+			restored[a.Key] = true
+		}
+	}
 	for key, b := range before {
+		// A Restore drop brings back what its holder kept below the
+		// failed write: a version newer than the one read may then be
+		// read (an acknowledged one the failed write hid).
 		nw, _ := s.readable(key)
-		if nw.Version != b.nw.Version {
+		if nw.Version != b.nw.Version && !(restored[key] && b.nw.Version.Less(nw.Version)) {
 			s.t.Errorf("key %s: readable version went from %s to %s", key, b.nw.Version, nw.Version)
 		}
 		if got := s.positionsOf(key, b.nw.Version); got < b.have {
@@ -2066,5 +2434,13 @@ func TestAckedVersionUnderFailedOverwriteKept(t *testing.T) {
 		if droppedF != 2 {
 			t.Errorf("%s below: %d restoring drops of the failed version F, want 2: %+v", below, droppedF, actionsOf(p, "/a"))
 		}
+		// F's holders restore G, which is then at 5 positions: read, and
+		// repaired.
+		s.apply(p, nil)
+		if rd, ok := s.readable("/a"); !ok || rd.Version != g || s.positionsOf("/a", g) != 5 {
+			t.Errorf("%s below: after the drops, readable %v version %s at %d positions; want G at 5", below, ok, rd.Version, s.positionsOf("/a", g))
+		}
+		s.converge(4)
+		s.checkClean()
 	}
 }
