@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"iter"
 	"math"
 	"slices"
 )
@@ -106,14 +107,35 @@ func (e Entry) check() error {
 		return fmt.Errorf("%w: %d more positions and %d older shards, at most %d each", ErrInvalidEntry, len(e.Also), len(e.Older), MaxOlder)
 	}
 	prev := e.Held
-	for i, h := range e.Shards()[1:] {
-		same := i < len(e.Also)
-		if (h.Version == e.Version) != same || !ordered(prev, h) {
-			return fmt.Errorf("%w: shard %d is out of order", ErrInvalidEntry, i+1)
+	for i, h := range e.all() {
+		if i == 0 {
+			continue
+		}
+		if (h.Version == e.Version) != (i <= len(e.Also)) || !ordered(prev, h) {
+			return fmt.Errorf("%w: shard %d is out of order", ErrInvalidEntry, i)
 		}
 		prev = h
 	}
 	return nil
+}
+
+// all yields e's shards in the order of Shards, without copying them.
+func (e Entry) all() iter.Seq2[int, Held] {
+	return func(yield func(int, Held) bool) {
+		if !yield(0, e.Held) {
+			return
+		}
+		for i, h := range e.Also {
+			if !yield(1+i, h) {
+				return
+			}
+		}
+		for i, h := range e.Older {
+			if !yield(1+len(e.Also)+i, h) {
+				return
+			}
+		}
+	}
 }
 
 // ordered reports whether shard b comes after shard a: an older version,
@@ -167,7 +189,7 @@ func (e Entry) Shards() []Held {
 // At returns e's shards at position pos, newest first.
 func (e Entry) At(pos uint8) []Held {
 	var out []Held
-	for _, h := range e.Shards() {
+	for _, h := range e.all() {
 		if h.Index == pos {
 			out = append(out, h)
 		}
@@ -183,7 +205,7 @@ func (e Entry) Newest() []Held {
 // ShardBytes is what e's shards occupy, every version's.
 func (e Entry) ShardBytes() uint64 {
 	var n uint64
-	for _, h := range e.Shards() {
+	for _, h := range e.all() {
 		n += uint64(h.ShardLen)
 	}
 	return n
