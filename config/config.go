@@ -329,8 +329,9 @@ type Node struct {
 	// Secret is the cluster secret, 64 hex characters (transport checks it
 	// in every connection's handshake).
 	Secret string `json:"secret"`
-	// Store names the shard store backend: "flatfs" (one file per shard,
-	// go-ds-flatfs) or "volume" (append-only volume files, group commit).
+	// Store names the shard store backend: "volume" (append-only volume
+	// files, group commit), "flatfs" (one file per shard, go-ds-flatfs) or
+	// "mongodb" (a MongoDB collection; dscluster --mongodb gives the URI).
 	Store string `json:"store"`
 	// Zone and Weight are this node's failure domain and capacity weight,
 	// sent when it joins a running cluster (dscluster --zone, --weight).
@@ -363,9 +364,9 @@ func (n *Node) Validate() error {
 		}
 	}
 	switch n.Store {
-	case "flatfs", "volume":
+	case "flatfs", "volume", "mongodb":
 	default:
-		return fmt.Errorf("store %q is unknown (want flatfs or volume)", n.Store)
+		return fmt.Errorf("store %q is unknown (want volume, flatfs or mongodb)", n.Store)
 	}
 	return n.Cluster.Validate()
 }

@@ -37,8 +37,8 @@ const batchWorkers = 8
 
 // Options configure a node.
 type Options struct {
-	// Dir holds the node's data: volume/ (shards and index), or shards/
-	// and index.db with flatfs.
+	// Dir holds the node's data: volume/ (shards and index), or index.db
+	// and, with flatfs, shards/.
 	Dir string
 	// Config is the node's validated config.
 	Config *config.Node
@@ -56,6 +56,9 @@ type Options struct {
 	CompactEvery time.Duration
 	// VolumeSize is the volume store's file size limit (0: its default).
 	VolumeSize int64
+	// MongoDB is the URI of the database that keeps the shards when the
+	// config's store is "mongodb" (dscluster --mongodb).
+	MongoDB string
 
 	// HeartbeatInterval is how often the raft leader pings every member
 	// (default 1s). A member that misses one ping is down.
@@ -200,7 +203,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	}()
 	n.store = opts.Store
 	if n.store == nil {
-		if n.store, err = openStore(opts.Dir, cfg.Store, !opts.NoSync, opts.VolumeSize); err != nil {
+		if n.store, err = openStore(ctx, cfg, opts); err != nil {
 			return nil, err
 		}
 	}

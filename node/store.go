@@ -12,10 +12,13 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+	"github.com/libp2p/go-libp2p/core/peer"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
+	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/index"
+	"github.com/filedrive-team/go-ds-cluster/mongods"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
@@ -93,20 +96,35 @@ func (s datastoreShards) get(ctx context.Context, name ds.Key, buf []byte) ([]by
 	return raw, buf, err
 }
 
-// openStore opens the shard store the config names, under dir.
-func openStore(dir, kind string, sync bool, volumeSize int64) (ds.Batching, error) {
-	switch kind {
+// openStore opens the shard store the config names: under opts.Dir, or
+// in MongoDB, a collection named after the node in the URI's database (by
+// default one named after the cluster).
+func openStore(ctx context.Context, cfg *config.Node, opts Options) (ds.Batching, error) {
+	switch cfg.Store {
 	case "volume":
-		path := filepath.Join(dir, "volume")
-		v, err := volume.Open(path, &volume.Options{NoSync: !sync, MaxVolumeSize: volumeSize})
+		path := filepath.Join(opts.Dir, "volume")
+		v, err := volume.Open(path, &volume.Options{NoSync: opts.NoSync, MaxVolumeSize: opts.VolumeSize})
 		if err != nil {
 			return nil, fmt.Errorf("open volume shard store %s: %w", path, err)
 		}
 		return v, nil
 	case "flatfs", "":
-		return openFlatfs(dir, sync)
+		return openFlatfs(opts.Dir, !opts.NoSync)
+	case "mongodb":
+		if opts.MongoDB == "" {
+			return nil, errors.New("this node keeps its shards in MongoDB: give its URI (dscluster --mongodb=URI)")
+		}
+		key, err := config.DecodePrivKey(cfg.PrivKey)
+		if err != nil {
+			return nil, fmt.Errorf("private key: %w", err)
+		}
+		id, err := peer.IDFromPrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		return mongods.Open(ctx, opts.MongoDB, mongods.Options{Database: "dscluster-" + cfg.Cluster.ID, Collection: id.String()})
 	}
-	return nil, fmt.Errorf("shard store %q is unknown (want flatfs or volume)", kind)
+	return nil, fmt.Errorf("shard store %q is unknown (want volume, flatfs or mongodb)", cfg.Store)
 }
 
 // openFlatfs opens (creating if needed) the flatfs shard store under dir.

@@ -94,7 +94,7 @@ bootstrapper's multiaddr as the last line. Node i listens on base-port+i.`,
 	fs.StringVar(&f.zones, "zones", "", "comma-separated failure-domain label per node (optional)")
 	fs.IntVar(&f.small, "small-threshold", config.DefaultSmallThreshold, "values smaller than this many bytes are replicated parity+1 times instead of erasure coded")
 	fs.IntVar(&f.quorum, "write-quorum", 0, "shards that must be stored before a put is acknowledged, data+1 to data+parity (0: data+1)")
-	fs.StringVar(&f.store, "store", config.DefaultStore, "shard store of every node: flatfs (one file per shard) or volume (append-only volume files)")
+	fs.StringVar(&f.store, "store", config.DefaultStore, "shard store of every node: volume (append-only volume files), flatfs (one file per shard) or mongodb (each node gives its URI: dscluster --mongodb)")
 	return cmd
 }
 

@@ -41,6 +41,7 @@ type options struct {
 	conf, boot, data, logLevel string
 	identity                   int
 	listen, zone, store        string
+	mongodb                    string
 	weight                     int
 	heartbeat, outAfter        time.Duration
 	repairRate                 float64
@@ -80,7 +81,8 @@ func newRoot(run func(options) error) *cobra.Command {
 	fs.StringVar(&o.listen, "listen", "/ip4/0.0.0.0/tcp/6735", "listen multiaddr of a node that joins a running cluster (--bootstrapper without --identity)")
 	fs.StringVar(&o.zone, "zone", "", "failure domain label of a joining node")
 	fs.IntVar(&o.weight, "weight", 0, "capacity weight of a joining node (0: 1)")
-	fs.StringVar(&o.store, "store", config.DefaultStore, "shard store of a joining node: volume or flatfs")
+	fs.StringVar(&o.store, "store", config.DefaultStore, "shard store of a joining node: volume, flatfs or mongodb")
+	fs.StringVar(&o.mongodb, "mongodb", "", "keep this node's shards in the MongoDB at this URI, e.g. mongodb://localhost:27017 (default: $DSCLUSTER_MONGODB, which keeps a password out of the process list)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", node.DefaultHeartbeatInterval, "how often the raft leader pings every member; one missed ping marks a member down")
 	fs.DurationVar(&o.outAfter, "out-after", node.DefaultOutAfter, "how long a member stays down before it is out and its shards are rebuilt elsewhere")
 	fs.Float64Var(&o.repairRate, "repair-rate", 0, "repair bandwidth limit in MB/s (0: unlimited)")
@@ -92,6 +94,9 @@ func newRoot(run func(options) error) *cobra.Command {
 }
 
 func run(o options) error {
+	if o.mongodb == "" {
+		o.mongodb = os.Getenv("DSCLUSTER_MONGODB")
+	}
 	if o.weight < 0 || o.weight > placement.MaxWeight {
 		return fmt.Errorf("--weight %d is outside 0..%d", o.weight, placement.MaxWeight)
 	}
@@ -128,7 +133,11 @@ func run(o options) error {
 	case errors.Is(err, config.ErrNoConfig) && o.boot != "" && o.identity >= 0:
 		cfg, err = fetchConfig(ctx, o.conf, o.boot, o.identity, path)
 	case errors.Is(err, config.ErrNoConfig) && o.boot != "":
-		cfg, err = joinConfig(ctx, o.conf, o.boot, path, o.listen, o.zone, o.weight, o.store)
+		store := o.store
+		if o.mongodb != "" {
+			store = "mongodb"
+		}
+		cfg, err = joinConfig(ctx, o.conf, o.boot, path, o.listen, o.zone, o.weight, store)
 		joining = true
 	case errors.Is(err, config.ErrNoConfig):
 		return fmt.Errorf("%w; generate one with `dscfg cluster`, pass --bootstrapper and --identity to fetch one, or --bootstrapper alone to join a running cluster", err)
@@ -147,8 +156,13 @@ func run(o options) error {
 	if dataDir == "" {
 		dataDir = o.conf
 	}
+	if o.mongodb != "" && cfg.Store != "mongodb" {
+		if err := useMongoDB(cfg, path, dataDir); err != nil {
+			return err
+		}
+	}
 	n, err := node.Start(ctx, node.Options{
-		Dir: dataDir, Config: cfg,
+		Dir: dataDir, Config: cfg, MongoDB: o.mongodb,
 		HeartbeatInterval: o.heartbeat, OutAfter: o.outAfter,
 		RepairRate: o.repairRate * 1e6, RepairInterval: o.repairEvery, ScrubInterval: scrub,
 	})
@@ -255,6 +269,25 @@ func joinConfig(ctx context.Context, dir, boot, path, listen, zone string, weigh
 	}
 	log.Infow("wrote the config of a new member", "path", path)
 	return cfg, nil
+}
+
+// useMongoDB moves a node that holds no shards yet to the MongoDB shard
+// store (the seed's `dscluster --mongodb=URI` over a config of another
+// store) and records it in the config: the URI, which may carry a
+// password, is given on every start and never written.
+func useMongoDB(cfg *config.Node, path, dataDir string) error {
+	for _, name := range []string{"volume", "shards", "index.db"} {
+		if _, err := os.Stat(filepath.Join(dataDir, name)); err == nil {
+			return fmt.Errorf("--mongodb: this node keeps its shards in its %s store under %s; "+
+				"on MongoDB it would start empty: move that folder aside first, and repair refills the node", cfg.Store, dataDir)
+		}
+	}
+	cfg.Store = "mongodb"
+	if err := config.Save(path, cfg); err != nil {
+		return err
+	}
+	log.Infow("this node keeps its shards in MongoDB from now on (config store: mongodb)", "config", path)
+	return nil
 }
 
 // listen opens the listener of an HTTP flag's address.

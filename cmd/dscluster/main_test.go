@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/node"
 )
 
@@ -56,12 +60,17 @@ func TestCommandLines(t *testing.T) {
 		t.Errorf("join with every flag: %+v, %v; want %+v", o, err, want)
 	}
 
+	// The seed README's MongoDB line.
+	o, _, err = dscluster(t, "--conf=[srv1cfg-dir]", "--mongodb=mongodb://localhost:27017")
+	if err != nil || o.conf != "[srv1cfg-dir]" || o.mongodb != "mongodb://localhost:27017" {
+		t.Errorf("the seed's --mongodb line: %+v, %v", o, err)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--conf=d", "extra"}, `unexpected arguments ["extra"]`},
-		{[]string{"--mongodb=mongodb://localhost:27017"}, "unknown flag: --mongodb"},
 		{[]string{"--identity=one"}, `invalid argument "one" for "--identity"`},
 		{[]string{"--out-after=10"}, `invalid argument "10" for "--out-after"`},
 	} {
@@ -92,5 +101,33 @@ func TestCompletion(t *testing.T) {
 		if !strings.Contains(out, f+"\t") {
 			t.Errorf("completions of `dscluster --` lack %s:\n%s", f, out)
 		}
+	}
+}
+
+// TestUseMongoDB: --mongodb records the store in the config of a node that
+// holds nothing yet, and refuses one that keeps shards in another store.
+func TestUseMongoDB(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, config.FileName)
+	cfg := &config.Node{Store: "volume"}
+	if err := useMongoDB(cfg, path, dir); err != nil {
+		t.Fatal(err)
+	}
+	var saved config.Node
+	if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &saved) != nil || saved.Store != "mongodb" || cfg.Store != "mongodb" {
+		t.Fatalf("config after --mongodb: store %q in memory, %q saved (read: %v)", cfg.Store, saved.Store, err)
+	}
+
+	held := t.TempDir()
+	if err := os.Mkdir(filepath.Join(held, "volume"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg = &config.Node{Store: "volume"}
+	err := useMongoDB(cfg, filepath.Join(held, config.FileName), held)
+	if err == nil || !strings.Contains(err.Error(), "would start empty") || cfg.Store != "volume" {
+		t.Fatalf("--mongodb over a volume store: %v, store %q; want a refusal", err, cfg.Store)
+	}
+	if _, err := os.Stat(filepath.Join(held, config.FileName)); !os.IsNotExist(err) {
+		t.Fatalf("a refused --mongodb wrote the config: %v", err)
 	}
 }
