@@ -6,7 +6,7 @@ export GOFLAGS
 
 BINARIES := dscfg dscluster dsclient
 
-.PHONY: all build $(BINARIES) dschaos ipfs test test-ipfs demo bench vs-seaweedfs chaos fuzz vet clean
+.PHONY: all build $(BINARIES) dschaos ipfs test test-ipfs test-mongodb demo bench vs-seaweedfs chaos fuzz vet clean
 
 all: build
 
@@ -36,13 +36,24 @@ test-ipfs:
 	cd ipfsplugin && $(GO) vet ./...
 	DSCLUSTER_TEST_IPFS=1 $(GO) test -count=1 -timeout 30m -run 'TestIPFS' -v ./e2e/
 
+# The MongoDB shard store (mongods) against FerretDB, a MongoDB-compatible
+# server in Go: go-datastore's conformance suite, large values, a database
+# that stops under a cluster (mongotest/, its own module, so FerretDB stays
+# out of the core build), then the Getting Started with every node on
+# --mongodb. The conformance suite's writes take about 10 minutes.
+test-mongodb:
+	cd mongotest && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m ./...
+	DSCLUSTER_TEST_MONGODB=1 $(GO) test -count=1 -timeout 20m -run 'OnMongoDB' -v ./e2e/
+
 demo: build
 	bash scripts/demo.sh
 
 # The standard benchmark suite on a local 6-node 4+2 cluster, with a raw
 # flatfs baseline in the same run; writes bench/results/latest.md.
 # BENCH_DURATION (default 10s) is the time per workload and target;
-# BENCH_STORE=flatfs runs the nodes on go-ds-flatfs instead of the volume store.
+# BENCH_STORE=flatfs runs the nodes on go-ds-flatfs instead of the volume
+# store; BENCH_STORE=mongodb on MongoDB ($$MONGODB_URI, ending in /, else a
+# FerretDB built from mongotest/).
 bench: build
 	bash scripts/bench.sh
 

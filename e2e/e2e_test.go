@@ -116,7 +116,7 @@ type proc struct {
 	name  string
 	cmd   *exec.Cmd
 	log   logBuf
-	ready chan struct{} // closed on the "dscluster ready" line
+	ready chan struct{} // closed on the ready line ("dscluster ready")
 	done  chan struct{} // closed once the process has been waited for
 	err   error         // cmd.Wait's result, set before done is closed
 }
@@ -138,6 +138,13 @@ func (p *proc) describe() string {
 // scanner goroutine. The process is killed at the end of the test if it is
 // still running.
 func startProc(t *testing.T, name string, env []string, path string, args ...string) *proc {
+	t.Helper()
+	return startProcReady(t, name, readyLine, env, path, args...)
+}
+
+// startProcReady is startProc for a process that says it is ready with
+// the line ready.
+func startProcReady(t *testing.T, name, ready string, env []string, path string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, ready: make(chan struct{}), done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
@@ -164,7 +171,7 @@ func startProc(t *testing.T, name string, env []string, path string, args ...str
 		for sc.Scan() {
 			line := sc.Text()
 			p.log.add(line)
-			if !isReady && strings.Contains(line, readyLine) {
+			if !isReady && strings.Contains(line, ready) {
 				isReady = true
 				close(p.ready)
 			}
@@ -261,6 +268,13 @@ func TestSeedGettingStarted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries; skipped with -short")
 	}
+	gettingStarted(t, "")
+}
+
+// gettingStarted runs the seed README's Getting Started; with mongo, the
+// URI of a MongoDB server, every node keeps its shards there, each in a
+// database of its own (dscluster --mongodb=URI, as the seed shows).
+func gettingStarted(t *testing.T, mongo string) {
 	testStart := time.Now()
 	dscfg, dscluster, dsclient := bin(t, "dscfg"), bin(t, "dscluster"), bin(t, "dsclient")
 	t.Logf("build: %s", buildTook.Round(time.Millisecond))
@@ -311,12 +325,18 @@ func TestSeedGettingStarted(t *testing.T) {
 	lap("dscfg cluster")
 
 	// 2. the bootstrapper, then the five others
-	nodes[0] = startProc(t, "node 0 (bootstrapper)", nil, dscluster, "--conf="+dir(0))
+	store := func(i int) []string {
+		if mongo == "" {
+			return nil
+		}
+		return []string{fmt.Sprintf("--mongodb=%snode%d", mongo, i)}
+	}
+	nodes[0] = startProc(t, "node 0 (bootstrapper)", nil, dscluster, append(store(0), "--conf="+dir(0))...)
 	nodes[0].waitReady(t)
 	lap("bootstrapper ready")
 	for i := 1; i < numNodes; i++ {
-		nodes[i] = startProc(t, fmt.Sprintf("node %d", i), env, dscluster,
-			"--conf="+dir(i), "--bootstrapper="+boot, fmt.Sprintf("--identity=%d", i))
+		nodes[i] = startProc(t, fmt.Sprintf("node %d", i), env, dscluster, append(store(i),
+			"--conf="+dir(i), "--bootstrapper="+boot, fmt.Sprintf("--identity=%d", i))...)
 	}
 	for i := 1; i < numNodes; i++ {
 		nodes[i].waitReady(t)
@@ -444,6 +464,20 @@ func TestSeedGettingStarted(t *testing.T) {
 	}
 	getEqual("all-up.bin")
 	lap("dsclient get, 6/6 nodes up")
+	if mongo != "" {
+		// Every value has a shard on each of the 6 nodes: at least the
+		// file's 80 blocks of 256 KiB are in each node's own database.
+		for i := 0; i < numNodes; i++ {
+			if n := mongoShards(t, mongo, i, dir(i)); n < fileSize/(256<<10) {
+				t.Errorf("node %d keeps %d shards in MongoDB, want at least %d", i, n, fileSize/(256<<10))
+			}
+			for _, local := range []string{"volume", "shards"} {
+				if _, err := os.Stat(filepath.Join(dir(i), local)); err == nil {
+					t.Errorf("node %d on --mongodb has a local %s store", i, local)
+				}
+			}
+		}
+	}
 
 	// 4. SIGKILL two nodes: still readable (4+2 loses at most 2)
 	killed := []int{1, 4}

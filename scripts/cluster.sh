@@ -3,8 +3,13 @@
 # under $WORK, with the seed README's
 # commands. Sets BOOT, PIDS and exports DSCLUSTER_SECRET. The caller's EXIT
 # trap runs stop_cluster.
+#
+# STORE=mongodb puts each node's shards in a database of its own on the
+# MongoDB at $MONGODB_URI (ending in /); without it, on a FerretDB that
+# mongotest/ builds and that stop_cluster stops.
 
 declare -a PIDS=()
+MONGO_PID=
 
 stop_cluster() {
 	for pid in "${PIDS[@]}"; do
@@ -13,6 +18,33 @@ stop_cluster() {
 	for pid in "${PIDS[@]}"; do
 		wait "$pid" 2>/dev/null || true
 	done
+	if [ -n "$MONGO_PID" ]; then
+		kill "$MONGO_PID" 2>/dev/null || true
+		wait "$MONGO_PID" 2>/dev/null || true
+	fi
+}
+
+# start_ferretdb builds and starts mongotest's FerretDB under $WORK on a
+# free port, and sets MONGODB_URI.
+start_ferretdb() {
+	echo "building FerretDB (mongotest/; minutes from a cold cache)"
+	(cd mongotest && go build -o "$WORK/ferretdb-test" ./cmd/ferretdb-test)
+	"$WORK/ferretdb-test" --dir="$WORK/ferretdb" --listen=127.0.0.1:0 >"$WORK/ferretdb.log" 2>&1 &
+	MONGO_PID=$!
+	for _ in $(seq 1 200); do
+		MONGODB_URI=$(sed -n 's/^ferretdb listening on //p' "$WORK/ferretdb.log")
+		[ -n "$MONGODB_URI" ] && { echo "FerretDB: $MONGODB_URI"; return 0; }
+		sleep 0.1
+	done
+	echo "FerretDB did not start; its log:" >&2
+	cat "$WORK/ferretdb.log" >&2
+	exit 1
+}
+
+# store_flags prints node $1's shard store flags.
+store_flags() {
+	[ "${STORE:-volume}" = mongodb ] && echo "--mongodb=${MONGODB_URI}node$1"
+	return 0
 }
 
 wait_ready() { # LOGFILE
@@ -29,6 +61,9 @@ start_cluster() {
 	for b in dscfg dscluster dsclient; do
 		[ -x "./$b" ] || { echo "./$b is missing: build it with make $b" >&2; exit 1; }
 	done
+	if [ "${STORE:-volume}" = mongodb ] && [ -z "${MONGODB_URI:-}" ]; then
+		start_ferretdb
+	fi
 	BOOT=$(./dscfg cluster --cluster-node-number="$NODES" --data-shards="$K" --parity-shards="$M" \
 		--store="${STORE:-volume}" --base-port=0 --host=127.0.0.1 "$WORK/srv0" | tail -n 1)
 	echo "bootstrapper: $BOOT"
@@ -42,11 +77,13 @@ start_cluster() {
 	local procs=$(($(nproc) / NODES))
 	((procs >= 1)) || procs=1
 	procs=${NODE_GOMAXPROCS:-$procs}
-	GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv0" >"$WORK/node0.log" 2>&1 &
+	# shellcheck disable=SC2046 # store_flags prints zero or one word
+	GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv0" $(store_flags 0) >"$WORK/node0.log" 2>&1 &
 	PIDS[0]=$!
 	wait_ready "$WORK/node0.log"
 	for i in $(seq 1 $((NODES - 1))); do
-		GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity="$i" >"$WORK/node$i.log" 2>&1 &
+		# shellcheck disable=SC2046
+		GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity="$i" $(store_flags "$i") >"$WORK/node$i.log" 2>&1 &
 		PIDS[i]=$!
 	done
 	for i in $(seq 1 $((NODES - 1))); do wait_ready "$WORK/node$i.log"; done
