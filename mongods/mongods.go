@@ -62,16 +62,19 @@ type Datastore struct {
 	parts  *mongo.Collection
 	where  string // the URI without credentials, database and collection
 
-	down atomic.Pointer[error] // why the database is unreachable, or nil
-	gen  atomic.Uint64         // for part generations
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	down  atomic.Pointer[error] // why the last ping failed, or nil
+	nudge chan struct{}         // an operation failed as if unreachable: ping now
+	gen   atomic.Uint64         // for part generations
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
 }
 
 var _ ds.Batching = (*Datastore)(nil)
 
-// Open connects to the MongoDB at uri and checks that it answers.
+// Open connects to the MongoDB at uri. A URI that does not parse is an
+// error; a database that does not answer yet is not: the store starts
+// down (Err) and comes up once a ping answers.
 func Open(ctx context.Context, uri string, opts Options) (*Datastore, error) {
 	if opts.Collection == "" {
 		return nil, errors.New("mongodb shard store: no collection name")
@@ -84,36 +87,36 @@ func Open(ctx context.Context, uri string, opts Options) (*Datastore, error) {
 	}
 	cs, err := connstring.Parse(uri)
 	if err != nil {
-		return nil, fmt.Errorf("mongodb shard store %s: %w", Redact(uri), redactErr(err, uri))
+		// Its message may quote the URI, password and all.
+		return nil, errors.New("mongodb shard store: the URI does not parse as a MongoDB connection string")
 	}
 	db := cs.Database
 	if db == "" {
 		db = opts.Database
 	}
+	name := redacted(cs)
 	if db == "" {
-		return nil, fmt.Errorf("mongodb shard store %s: the URI names no database and none is given", Redact(uri))
+		return nil, fmt.Errorf("mongodb shard store %s: the URI names no database and none is given", name)
 	}
 	// Defaults first: what the URI says overrides them.
 	co := options.Client().SetServerSelectionTimeout(opts.Timeout).SetConnectTimeout(opts.Timeout).ApplyURI(uri)
 	client, err := mongo.Connect(co)
 	if err != nil {
-		return nil, fmt.Errorf("mongodb shard store %s: %w", Redact(uri), redactErr(err, uri))
+		return nil, fmt.Errorf("mongodb shard store %s: connect: the client options are invalid", name)
 	}
 	wc := options.Collection().SetWriteConcern(writeconcern.Journaled())
 	d := &Datastore{
 		client: client,
 		coll:   client.Database(db).Collection(opts.Collection, wc),
 		parts:  client.Database(db).Collection(opts.Collection+"_parts", wc),
-		where:  fmt.Sprintf("%s (database %s, collection %s)", Redact(uri), db, opts.Collection),
+		where:  fmt.Sprintf("%s (database %s, collection %s)", name, db, opts.Collection),
+		nudge:  make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	d.gen.Store(uint64(time.Now().UnixNano()))
-	pctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	if err := client.Ping(pctx, nil); err != nil {
-		_ = client.Disconnect(context.Background())
-		return nil, d.fail(context.Background(), "reach the database", err)
+	if err := d.ping(ctx, opts.Timeout); err != nil {
+		log.Warnw("mongodb shard store does not answer yet: this node serves once it does", "store", d.where, "err", err)
 	}
 	go d.check(opts.CheckEvery)
 	return d, nil
@@ -122,28 +125,10 @@ func Open(ctx context.Context, uri string, opts Options) (*Datastore, error) {
 // Collection is the name of the store's collection.
 func (d *Datastore) Collection() string { return d.coll.Name() }
 
-// Redact returns uri without the credentials it may carry.
-func Redact(uri string) string {
-	scheme, rest, ok := strings.Cut(uri, "://")
-	if !ok {
-		return "(a MongoDB URI)"
-	}
-	hostEnd := strings.IndexAny(rest, "/?")
-	if hostEnd < 0 {
-		hostEnd = len(rest)
-	}
-	if at := strings.LastIndex(rest[:hostEnd], "@"); at >= 0 {
-		rest = "***@" + rest[at+1:]
-	}
-	return scheme + "://" + rest
-}
-
-// redactErr keeps the URI's credentials out of an error that quotes it.
-func redactErr(err error, uri string) error {
-	if msg := err.Error(); strings.Contains(msg, uri) {
-		return errors.New(strings.ReplaceAll(msg, uri, Redact(uri)))
-	}
-	return err
+// redacted names the server of cs, with neither the credentials nor the
+// options the URI carries: scheme, hosts and database.
+func redacted(cs *connstring.ConnString) string {
+	return fmt.Sprintf("%s://%s/%s", cs.Scheme, strings.Join(cs.Hosts, ","), cs.Database)
 }
 
 // Err reports why the database cannot be reached, or nil.
@@ -154,8 +139,8 @@ func (d *Datastore) Err() error {
 	return nil
 }
 
-// check pings the database every interval: a database that stops
-// answering fails Err, one that answers again clears it.
+// check pings the database every interval, and at once when an operation
+// failed as if it were unreachable.
 func (d *Datastore) check(every time.Duration) {
 	defer close(d.done)
 	t := time.NewTicker(every)
@@ -165,28 +150,42 @@ func (d *Datastore) check(every time.Duration) {
 		case <-d.stop:
 			return
 		case <-t.C:
+		case <-d.nudge:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), every+time.Second)
-		err := d.client.Ping(ctx, nil)
-		cancel()
-		if err != nil {
-			_ = d.fail(context.Background(), "ping", err)
-		} else if d.down.Swap(nil) != nil {
-			log.Infow("mongodb shard store answers again", "store", d.where)
-		}
+		_ = d.ping(context.Background(), every+time.Second)
 	}
 }
 
+// ping asks the database whether it answers: only a ping sets or clears
+// Err, so one failed operation (a connection reset) does not take the
+// node down.
+func (d *Datastore) ping(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := d.client.Ping(ctx, nil); err != nil {
+		err = fmt.Errorf("mongodb shard store %s: ping: %w", d.where, err)
+		if d.down.Swap(&err) == nil {
+			log.Errorw("mongodb shard store unreachable: this node takes no reads or writes until it answers", "store", d.where, "err", err)
+		}
+		return err
+	}
+	if d.down.Swap(nil) != nil {
+		log.Infow("mongodb shard store answers again", "store", d.where)
+	}
+	return nil
+}
+
 // fail wraps err, an operation's failure, with the store's name; one that
-// says the database is unreachable (and not that the caller gave up) also
-// fails Err until a ping answers.
+// looks like an unreachable database (and not like the caller giving up)
+// has the store ping it now.
 func (d *Datastore) fail(ctx context.Context, op string, err error) error {
 	err = fmt.Errorf("mongodb shard store %s: %s: %w", d.where, op, err)
 	unreachable := mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
 		errors.Is(err, mongo.ErrClientDisconnected) || errors.As(err, &topology.ServerSelectionError{})
 	if unreachable && ctx.Err() == nil {
-		if d.down.Swap(&err) == nil {
-			log.Errorw("mongodb shard store unreachable: this node takes no writes until it answers", "store", d.where, "err", err)
+		select {
+		case d.nudge <- struct{}{}:
+		default:
 		}
 	}
 	return err
@@ -230,6 +229,7 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 		for i := 0; i*partSize < len(value); i++ {
 			p := part{ID: partID(k, nd.Gen, i), Value: value[i*partSize : min((i+1)*partSize, len(value))]}
 			if _, err := d.parts.InsertOne(ctx, p); err != nil {
+				d.dropParts(context.WithoutCancel(ctx), nd)
 				return d.fail(ctx, "put "+k, err)
 			}
 			nd.Parts++
@@ -242,6 +242,7 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	_, err := d.coll.InsertOne(ctx, nd)
 	if !mongo.IsDuplicateKeyError(err) {
 		if err != nil {
+			d.dropParts(context.WithoutCancel(ctx), nd)
 			return d.fail(ctx, "put "+k, err)
 		}
 		return nil
@@ -251,6 +252,7 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
 	case err != nil:
+		d.dropParts(context.WithoutCancel(ctx), nd)
 		return d.fail(ctx, "put "+k, err)
 	case old.Parts > 0 && old.Gen != nd.Gen:
 		d.dropParts(ctx, old)
@@ -258,9 +260,13 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	return nil
 }
 
-// dropParts deletes the parts of a replaced or deleted value. A failure
-// leaves dead space that no document names: logged, not returned.
+// dropParts deletes the parts of a replaced or deleted value, or of one
+// whose put failed. A failure leaves dead space that no document names:
+// logged, not returned.
 func (d *Datastore) dropParts(ctx context.Context, old doc) {
+	if old.Parts == 0 {
+		return
+	}
 	ids := make([]string, old.Parts)
 	for i := range ids {
 		ids[i] = partID(old.ID, old.Gen, i)
@@ -282,8 +288,16 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 		}
 		return nil, d.fail(ctx, "get "+key.String(), err)
 	}
-	return d.value(ctx, dc)
+	val, err := d.value(ctx, dc)
+	if errors.Is(err, errReplaced) {
+		return d.Get(ctx, key) // replaced or deleted while read
+	}
+	return val, err
 }
+
+// errReplaced: a part is gone because its value was replaced or deleted
+// after its document was read.
+var errReplaced = errors.New("the value was replaced while read")
 
 // value is dc's value, read from its parts when it has them.
 func (d *Datastore) value(ctx context.Context, dc doc) ([]byte, error) {
@@ -298,8 +312,7 @@ func (d *Datastore) value(ctx context.Context, dc doc) ([]byte, error) {
 		var p part
 		if err := d.parts.FindOne(ctx, bson.D{{Key: "_id", Value: partID(dc.ID, dc.Gen, i)}}).Decode(&p); err != nil {
 			if errors.Is(err, mongo.ErrNoDocuments) {
-				// Replaced and its parts deleted since dc was read.
-				return nil, fmt.Errorf("mongodb shard store %s: get %s: part %d of %d is gone (the value was replaced meanwhile)", d.where, dc.ID, i, dc.Parts)
+				return nil, d.partGone(ctx, dc, i)
 			}
 			return nil, d.fail(ctx, "get "+dc.ID, err)
 		}
@@ -309,6 +322,21 @@ func (d *Datastore) value(ctx context.Context, dc doc) ([]byte, error) {
 		return nil, fmt.Errorf("mongodb shard store %s: get %s: parts hold %d bytes, the document says %d", d.where, dc.ID, len(val), dc.Size)
 	}
 	return val, nil
+}
+
+// partGone says why part i of dc is missing: errReplaced when dc's
+// document no longer names that generation, else the value is lost
+// (ds.ErrNotFound, as for a missing shard).
+func (d *Datastore) partGone(ctx context.Context, dc doc, i int) error {
+	var now doc
+	err := d.coll.FindOne(ctx, bson.D{{Key: "_id", Value: dc.ID}}, options.FindOne().SetProjection(bson.D{{Key: "g", Value: 1}})).Decode(&now)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments) || err == nil && now.Gen != dc.Gen:
+		return errReplaced
+	case err != nil:
+		return d.fail(ctx, "get "+dc.ID, err)
+	}
+	return fmt.Errorf("mongodb shard store %s: get %s: part %d of %d is missing: %w", d.where, dc.ID, i, dc.Parts, ds.ErrNotFound)
 }
 
 // Has reports whether key has a value.
@@ -373,8 +401,13 @@ func (d *Datastore) Query(ctx context.Context, q query.Query) (query.Results, er
 	if err != nil {
 		return nil, d.fail(ctx, "query", err)
 	}
+	done := false
 	next := func() (query.Result, bool) {
+		if done {
+			return query.Result{}, false
+		}
 		if !cur.Next(ctx) {
+			done = true
 			if err := cur.Err(); err != nil {
 				return query.Result{Error: d.fail(ctx, "query", err)}, true
 			}
