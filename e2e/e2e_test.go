@@ -324,18 +324,28 @@ func gettingStarted(t *testing.T, mongo string) {
 	env := []string{"DSCLUSTER_SECRET=" + secret}
 	lap("dscfg cluster")
 
-	// 2. the bootstrapper, then the five others
-	store := func(i int) []string {
-		if mongo == "" {
-			return nil
+	// 2. the bootstrapper, then the five others. On MongoDB, node 0 takes
+	// the URI as the seed shows it, with no database (so the cluster's
+	// default), node 1 from $DSCLUSTER_MONGODB, the others their own.
+	store := func(i int) (flags, env []string) {
+		switch {
+		case mongo == "":
+		case i == 0:
+			flags = []string{"--mongodb=" + mongo}
+		case i == 1:
+			env = []string{"DSCLUSTER_MONGODB=" + mongoURI(mongo, i)}
+		default:
+			flags = []string{"--mongodb=" + mongoURI(mongo, i)}
 		}
-		return []string{fmt.Sprintf("--mongodb=%snode%d", mongo, i)}
+		return flags, env
 	}
-	nodes[0] = startProc(t, "node 0 (bootstrapper)", nil, dscluster, append(store(0), "--conf="+dir(0))...)
+	flags, menv := store(0)
+	nodes[0] = startProc(t, "node 0 (bootstrapper)", menv, dscluster, append(flags, "--conf="+dir(0))...)
 	nodes[0].waitReady(t)
 	lap("bootstrapper ready")
 	for i := 1; i < numNodes; i++ {
-		nodes[i] = startProc(t, fmt.Sprintf("node %d", i), env, dscluster, append(store(i),
+		flags, menv := store(i)
+		nodes[i] = startProc(t, fmt.Sprintf("node %d", i), append(menv, env...), dscluster, append(flags,
 			"--conf="+dir(i), "--bootstrapper="+boot, fmt.Sprintf("--identity=%d", i))...)
 	}
 	for i := 1; i < numNodes; i++ {

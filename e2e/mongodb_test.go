@@ -52,6 +52,15 @@ func startFerretDB(t *testing.T) string {
 	return "mongodb://" + addr + "/"
 }
 
+// mongoURI is node i's URI on the server at uri: a database of its own,
+// but node 0's, the cluster's default.
+func mongoURI(uri string, i int) string {
+	if i == 0 {
+		return uri
+	}
+	return fmt.Sprintf("%snode%d", uri, i)
+}
+
 // mongoShards counts the shards node i (config in dir) keeps in its
 // database on the server at uri.
 func mongoShards(t *testing.T, uri string, i int, dir string) int {
@@ -72,7 +81,7 @@ func mongoShards(t *testing.T, uri string, i int, dir string) int {
 		t.Errorf("node %d: config store %q after --mongodb, want mongodb", i, cfg.Store)
 	}
 	ctx := context.Background()
-	store, err := mongods.Open(ctx, fmt.Sprintf("%snode%d", uri, i), mongods.Options{Collection: id.String()})
+	store, err := mongods.Open(ctx, mongoURI(uri, i), mongods.Options{Database: "dscluster-" + cfg.Cluster.ID, Collection: id.String()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,8 +182,9 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpPing:
-		// A failed store (an fsync error) fails heartbeats, so the
-		// cluster marks the node down, then out, and rebuilds its shards.
+		// A failed store (an fsync error, a database that does not
+		// answer) fails heartbeats, so the cluster marks the node down,
+		// then out, and rebuilds its shards.
 		if err := n.storeErr(); err != nil {
 			return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("shard store failed, this node takes no writes: %v", err)}
 		}

@@ -78,8 +78,8 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 	return s, nil
 }
 
-// storeErr reports why the shard store takes no more writes, or nil. Only
-// the volume store knows (volume.Store.Err): a failed fsync stops it.
+// storeErr reports why the shard store serves no more, or nil: the volume
+// store after a failed fsync, MongoDB while it does not answer.
 func (n *Node) storeErr() error {
 	if e, ok := n.store.(interface{ Err() error }); ok {
 		return e.Err()

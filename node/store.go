@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -122,7 +123,11 @@ func openStore(ctx context.Context, cfg *config.Node, opts Options) (ds.Batching
 		if err != nil {
 			return nil, err
 		}
-		return mongods.Open(ctx, opts.MongoDB, mongods.Options{Database: "dscluster-" + cfg.Cluster.ID, Collection: id.String()})
+		d, err := mongods.Open(ctx, opts.MongoDB, mongods.Options{Database: "dscluster-" + cfg.Cluster.ID, Collection: id.String()})
+		if err != nil {
+			return nil, err // not a nil *Datastore in the interface
+		}
+		return d, nil
 	}
 	return nil, fmt.Errorf("shard store %q is unknown (want volume, flatfs or mongodb)", cfg.Store)
 }
@@ -147,6 +152,10 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := sameStore(store, idx); err != nil {
+			idx.Close()
+			return nil, nil, err
+		}
 		return idx, datastoreShards{d: store, idx: idx}, nil
 	}
 	if _, err := os.Stat(own); err == nil {
@@ -163,6 +172,35 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 		}
 	}
 	return idx, volumeShards{v: vol}, nil
+}
+
+// sameStore refuses a shard store that holds nothing under an index that
+// names keys: another store than the one the index was written with (a
+// MongoDB URI naming another database, a shards folder moved away). Served,
+// its reads would fail and scrub would empty the index. A store that
+// cannot answer yet is not checked.
+func sameStore(store ds.Datastore, idx *index.DB) error {
+	st, err := idx.Stats()
+	if err != nil || st.Keys+st.Tombstones == 0 {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := store.Query(ctx, query.Query{KeysOnly: true, Limit: 1})
+	if err != nil {
+		log.Warnw("cannot check that the shard store is the index's", "err", err)
+		return nil
+	}
+	defer res.Close()
+	r, ok := res.NextSync()
+	if ok && r.Error != nil {
+		log.Warnw("cannot check that the shard store is the index's", "err", r.Error)
+		return nil
+	}
+	if !ok {
+		return fmt.Errorf("the index names %d keys but the shard store holds none: is it the store this node used before? (with MongoDB: the URI's database)", st.Keys+st.Tombstones)
+	}
+	return nil
 }
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its

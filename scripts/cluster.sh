@@ -41,9 +41,10 @@ start_ferretdb() {
 	exit 1
 }
 
-# store_flags prints node $1's shard store flags.
-store_flags() {
-	[ "${STORE:-volume}" = mongodb ] && echo "--mongodb=${MONGODB_URI}node$1"
+# mongo_uri prints node $1's MongoDB URI (empty unless STORE=mongodb),
+# which dscluster takes from $DSCLUSTER_MONGODB: not in the process list.
+mongo_uri() {
+	[ "${STORE:-volume}" = mongodb ] && echo "${MONGODB_URI}node$1"
 	return 0
 }
 
@@ -77,13 +78,11 @@ start_cluster() {
 	local procs=$(($(nproc) / NODES))
 	((procs >= 1)) || procs=1
 	procs=${NODE_GOMAXPROCS:-$procs}
-	# shellcheck disable=SC2046 # store_flags prints zero or one word
-	GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv0" $(store_flags 0) >"$WORK/node0.log" 2>&1 &
+	DSCLUSTER_MONGODB=$(mongo_uri 0) GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv0" >"$WORK/node0.log" 2>&1 &
 	PIDS[0]=$!
 	wait_ready "$WORK/node0.log"
 	for i in $(seq 1 $((NODES - 1))); do
-		# shellcheck disable=SC2046
-		GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity="$i" $(store_flags "$i") >"$WORK/node$i.log" 2>&1 &
+		DSCLUSTER_MONGODB=$(mongo_uri "$i") GOMAXPROCS=$procs ./dscluster --conf="$WORK/srv$i" --bootstrapper="$BOOT" --identity="$i" >"$WORK/node$i.log" 2>&1 &
 		PIDS[i]=$!
 	done
 	for i in $(seq 1 $((NODES - 1))); do wait_ready "$WORK/node$i.log"; done

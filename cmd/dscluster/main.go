@@ -277,9 +277,10 @@ func joinConfig(ctx context.Context, dir, boot, path, listen, zone string, weigh
 // password, is given on every start and never written.
 func useMongoDB(cfg *config.Node, path, dataDir string) error {
 	for _, name := range []string{"volume", "shards", "index.db"} {
-		if _, err := os.Stat(filepath.Join(dataDir, name)); err == nil {
-			return fmt.Errorf("--mongodb: this node keeps its shards in its %s store under %s; "+
-				"on MongoDB it would start empty: move that folder aside first, and repair refills the node", cfg.Store, dataDir)
+		if p := filepath.Join(dataDir, name); exists(p) {
+			return fmt.Errorf("--mongodb: this node keeps its shards in its %s store (%s); on MongoDB it would start empty. "+
+				"Switch one node at a time (at most the policy's parity count), waiting for `dsclient status --wait` between: "+
+				"move %s aside (and index.db beside it), start the node with --mongodb, and repair refills it", cfg.Store, p, p)
 		}
 	}
 	cfg.Store = "mongodb"
@@ -288,6 +289,11 @@ func useMongoDB(cfg *config.Node, path, dataDir string) error {
 	}
 	log.Infow("this node keeps its shards in MongoDB from now on (config store: mongodb)", "config", path)
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // listen opens the listener of an HTTP flag's address.

@@ -46,7 +46,11 @@ func Start(dir, addr string) (*Server, error) {
 
 	// FerretDB wants a "file:" URI naming an existing directory, with a
 	// trailing slash. Building it with net/url escapes odd characters.
-	sqliteURL := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs) + "/"}).String()
+	// Writers take SQLite's write lock when they begin: a transaction that
+	// reads, then writes, fails at once with SQLITE_BUSY when another
+	// committed meanwhile, which under a node's concurrent puts and deletes
+	// made writes fail or stall for seconds.
+	sqliteURL := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs) + "/", RawQuery: "_txlock=immediate"}).String()
 
 	// Errors only: FerretDB logs every connection at info level.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

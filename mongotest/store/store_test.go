@@ -78,8 +78,28 @@ func open(t *testing.T, uri, collection string) *mongods.Datastore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(func() {
+		if realURI != "" { // leave no collection behind
+			dropCollections(t, uri, collection)
+		}
+		d.Close()
+	})
 	return d
+}
+
+// dropCollections drops a test's collections on a real MongoDB.
+func dropCollections(t *testing.T, uri, collection string) {
+	c, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.Disconnect(context.Background())
+	for _, name := range []string{collection, collection + "_parts"} {
+		if err := c.Database("shards").Collection(name).Drop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 func TestSubtestAll(t *testing.T) {

@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/filedrive-team/go-ds-cluster/config"
+	"github.com/filedrive-team/go-ds-cluster/index"
+)
+
+// A MongoDB store that cannot open is an error and no store: it used to be
+// a nil *mongods.Datastore in the interface, which Start's cleanup closed
+// (a panic that hid the error).
+func TestOpenMongoDBStoreFails(t *testing.T) {
+	_, key, err := config.NewPrivKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uri, want := range map[string]string{
+		"":                       "give its URI",
+		"mongodb://u:pa/ss@h/db": "does not parse",
+	} {
+		st, err := openStore(context.Background(), &config.Node{Store: "mongodb", PrivKey: key}, Options{MongoDB: uri})
+		if st != nil || err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("openStore with URI %q: store %v, err %v; want no store and an error saying %q", uri, st, err, want)
+		}
+	}
+}
+
+// An index that names keys over a shard store that holds none is refused:
+// another store than the index's (a MongoDB URI naming another database).
+func TestIndexOverAnEmptyStoreRefused(t *testing.T) {
+	dir := t.TempDir()
+	open := func() error {
+		store, err := openFlatfs(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer store.Close()
+		idx, _, err := openIndex(dir, store, true)
+		if err == nil {
+			defer idx.Close()
+		}
+		return err
+	}
+	if err := open(); err != nil {
+		t.Fatalf("a new node: %v", err)
+	}
+	idx, err := index.Open(filepath.Join(dir, "index.db"), &index.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := index.NewEntry("/k", 1, []index.Held{{Version: index.Version{HLC: 1, Writer: 1}, Kind: 1, K: 4, M: 2, ValueLen: 1, ShardLen: 1}})
+	if !ok {
+		t.Fatal("NewEntry refused the entry")
+	}
+	if _, err := idx.Put(e); err != nil {
+		t.Fatal(err)
+	}
+	idx.Close()
+	if err := open(); err == nil || !strings.Contains(err.Error(), "the index names 1 keys but the shard store holds none") {
+		t.Fatalf("an index over an empty store: %v; want a refusal", err)
+	}
+}
