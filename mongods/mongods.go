@@ -58,6 +58,7 @@ type Options struct {
 // Datastore is a go-datastore on one MongoDB collection.
 type Datastore struct {
 	client *mongo.Client
+	health *mongo.Client // one connection of its own: pings do not queue behind operations
 	coll   *mongo.Collection
 	parts  *mongo.Collection
 	where  string // the URI without credentials, database and collection
@@ -104,9 +105,15 @@ func Open(ctx context.Context, uri string, opts Options) (*Datastore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mongodb shard store %s: connect: the client options are invalid", name)
 	}
+	health, err := mongo.Connect(options.Client().SetServerSelectionTimeout(opts.Timeout).SetConnectTimeout(opts.Timeout).ApplyURI(uri).SetMaxPoolSize(1))
+	if err != nil {
+		_ = client.Disconnect(ctx)
+		return nil, fmt.Errorf("mongodb shard store %s: connect: the client options are invalid", name)
+	}
 	wc := options.Collection().SetWriteConcern(writeconcern.Journaled())
 	d := &Datastore{
 		client: client,
+		health: health,
 		coll:   client.Database(db).Collection(opts.Collection, wc),
 		parts:  client.Database(db).Collection(opts.Collection+"_parts", wc),
 		where:  fmt.Sprintf("%s (database %s, collection %s)", name, db, opts.Collection),
@@ -162,7 +169,7 @@ func (d *Datastore) check(every time.Duration) {
 func (d *Datastore) ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := d.client.Ping(ctx, nil); err != nil {
+	if err := d.health.Ping(ctx, nil); err != nil {
 		err = fmt.Errorf("mongodb shard store %s: ping: %w", d.where, err)
 		if d.down.Swap(&err) == nil {
 			log.Errorw("mongodb shard store unreachable: this node takes no reads or writes until it answers", "store", d.where, "err", err)
@@ -446,7 +453,7 @@ func (d *Datastore) Close() error {
 		<-d.done
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		err = d.client.Disconnect(ctx)
+		err = errors.Join(d.client.Disconnect(ctx), d.health.Disconnect(ctx))
 	})
 	return err
 }

@@ -10,6 +10,7 @@
 
 declare -a PIDS=()
 MONGO_PID=
+MONGO_OPTS=
 
 stop_cluster() {
 	for pid in "${PIDS[@]}"; do
@@ -31,6 +32,9 @@ start_ferretdb() {
 	(cd mongotest && go build -o "$WORK/ferretdb-test" ./cmd/ferretdb-test)
 	"$WORK/ferretdb-test" --dir="$WORK/ferretdb" --listen=127.0.0.1:0 >"$WORK/ferretdb.log" 2>&1 &
 	MONGO_PID=$!
+	# FerretDB's SQLite takes one writer per database at a time, and many
+	# waiting writers thrash its lock: two connections per node.
+	MONGO_OPTS="?maxPoolSize=2"
 	for _ in $(seq 1 200); do
 		MONGODB_URI=$(sed -n 's/^ferretdb listening on //p' "$WORK/ferretdb.log")
 		[ -n "$MONGODB_URI" ] && { echo "FerretDB: $MONGODB_URI"; return 0; }
@@ -44,7 +48,7 @@ start_ferretdb() {
 # mongo_uri prints node $1's MongoDB URI (empty unless STORE=mongodb),
 # which dscluster takes from $DSCLUSTER_MONGODB: not in the process list.
 mongo_uri() {
-	[ "${STORE:-volume}" = mongodb ] && echo "${MONGODB_URI}node$1"
+	[ "${STORE:-volume}" = mongodb ] && echo "${MONGODB_URI}node$1$MONGO_OPTS"
 	return 0
 }
 
