@@ -100,12 +100,14 @@ func Open(ctx context.Context, uri string, opts Options) (*Datastore, error) {
 		return nil, fmt.Errorf("mongodb shard store %s: the URI names no database and none is given", name)
 	}
 	// Defaults first: what the URI says overrides them.
-	co := options.Client().SetServerSelectionTimeout(opts.Timeout).SetConnectTimeout(opts.Timeout).ApplyURI(uri)
-	client, err := mongo.Connect(co)
+	clientOptions := func() *options.ClientOptions {
+		return options.Client().SetServerSelectionTimeout(opts.Timeout).SetConnectTimeout(opts.Timeout).ApplyURI(uri)
+	}
+	client, err := mongo.Connect(clientOptions())
 	if err != nil {
 		return nil, fmt.Errorf("mongodb shard store %s: connect: the client options are invalid", name)
 	}
-	health, err := mongo.Connect(options.Client().SetServerSelectionTimeout(opts.Timeout).SetConnectTimeout(opts.Timeout).ApplyURI(uri).SetMaxPoolSize(1))
+	health, err := mongo.Connect(clientOptions().SetMaxPoolSize(1))
 	if err != nil {
 		_ = client.Disconnect(ctx)
 		return nil, fmt.Errorf("mongodb shard store %s: connect: the client options are invalid", name)

@@ -78,7 +78,7 @@ type datastoreShards struct {
 func (s datastoreShards) commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error {
 	if raw != nil {
 		if err := s.d.Put(ctx, name, raw); err != nil {
-			return fmt.Errorf("shard store: %w", err)
+			return err // the caller names the shard store
 		}
 	}
 	if err := s.idx.Update(indexTx); err != nil {
