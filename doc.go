@@ -27,9 +27,12 @@
 // for it once they have their quorum, and at most 64 writes wait on it.
 //
 // A failed write needs no undo: nodes keep the versions an overwrite
-// replaced until it is acknowledged, and when no version has enough newest
-// shards a read rebuilds the newest older value whose newer versions all
-// provably never reached their write quorum (older.go).
+// replaced until it is acknowledged, and when the newest version among the
+// positions' newest shards cannot be served, a read asks every position
+// for the versions it keeps and rebuilds the newest older value whose
+// newer versions all provably never reached their write quorum (older.go).
+// It never serves an older version from the newest shards alone: a
+// position may keep an acknowledged version under a failed one.
 //
 // A missing key gives exactly ds.ErrNotFound; a key that may exist but has
 // fewer than k reachable shards gives an *UnavailableError, which says how

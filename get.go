@@ -163,8 +163,11 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 			return done
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
-	if unavailableWithShards(err) {
-		if older, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
+	if olderMayResolve(err, fetchedAnswers(res)) {
+		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
+			if !found {
+				return nil, ds.ErrNotFound
+			}
 			return older, nil
 		}
 	}
@@ -319,13 +322,16 @@ func groupVersions(a answers) []*versionGroup {
 	return groups
 }
 
-// pick chooses the newest version of key with enough shards among a's
-// answers; use (nil: any) is called on each such version that is not a
-// tombstone, newest first, and its error (shards that pass their checksums
-// but do not rebuild the value) moves on to an older one. It returns the
-// version used; the tombstone and ds.ErrNotFound when the newest is one;
+// pick serves the newest version among a's answers when it has enough
+// shards: use (nil: any) is called on it unless it is a tombstone. It
+// returns that version; the tombstone and ds.ErrNotFound when it is one;
 // ds.ErrNotFound when the key is absent; or an UnavailableError. With final
 // false it is done only when asking the other positions cannot change that.
+//
+// It never serves an older version. A position answers with its newest
+// shard only, and under a failed write it may keep an acknowledged version
+// newer than any other position shows: only the versions every position
+// lists (olderVersion) can tell which older one is the newest readable.
 func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final bool, use func(g *versionGroup) error) (*versionGroup, error, bool) {
 	slot := placement.Slot(key)
 	// Only a shard from an owner that vouches for its position shows which
@@ -344,40 +350,31 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 	}
 	best, bestNeed := 0, need(v.c.Policy, false)
 	var useErrs []NodeError
-	var passed []*versionGroup // newer versions the final pass went past
-	for _, g := range groups {
-		if len(g.pos) < need(g.policy, g.tomb) {
-			if len(g.pos) > best {
-				best, bestNeed = len(g.pos), need(g.policy, g.tomb)
-			}
+	if len(groups) > 0 {
+		g := groups[0]
+		switch {
+		case len(g.pos) < need(g.policy, g.tomb):
 			if !final {
-				return nil, nil, false // a newer version may complete with more positions
+				return nil, nil, false // it may complete with more positions
 			}
-			passed = append(passed, g)
-			continue
-		}
-		if !mayServeOlder(v, slot, a, passed) {
-			break
-		}
-		if g.tomb {
+			best, bestNeed = len(g.pos), need(g.policy, g.tomb)
+		case g.tomb:
 			return g, ds.ErrNotFound, true
-		}
-		if use == nil {
+		case use == nil:
 			return g, nil, true
+		default:
+			err := use(g)
+			if err == nil {
+				return g, nil, true
+			}
+			// Never serve it; an older version may still be intact.
+			useErrs = append(useErrs, NodeError{Node: "decode " + g.ver.String(), Err: err})
+			if !final {
+				return nil, nil, false
+			}
 		}
-		err := use(g)
-		if err == nil {
-			return g, nil, true
-		}
-		// Never serve it; an older version may still be intact.
-		useErrs = append(useErrs, NodeError{Node: "decode " + g.ver.String(), Err: err})
-		if !final {
-			return nil, nil, false
-		}
-		passed = append(passed, g)
-	}
-	if !final {
-		return nil, nil, false // no version complete yet among enough answers
+	} else if !final {
+		return nil, nil, false
 	}
 	var failed []NodeError
 	var absent []int
@@ -394,20 +391,6 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 		return nil, ds.ErrNotFound, true
 	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
-}
-
-// mayServeOlder reports whether a read may serve a version older than
-// those it passed over (too scarce to read, or not decoding): only when
-// each provably never reached its write quorum. A complete older version
-// does not prove that: a write of another width leaves the positions it
-// does not cover as they were.
-func mayServeOlder(v *view, slot uint16, a answers, passed []*versionGroup) bool {
-	for _, g := range passed {
-		if g.tomb || !neverAcknowledged(v, slot, a, g.ver, g.policy) {
-			return false
-		}
-	}
-	return true
 }
 
 // fetchedAnswers are the answers of a Get.
@@ -524,9 +507,9 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil
 	case errors.Is(err, ds.ErrNotFound):
 		return le, false, nil
-	case unavailableWithShards(err):
-		if older, ok := entryFromOlder(v, key, ans); ok {
-			return older, true, nil
+	case olderMayResolve(err, ans):
+		if older, found, ok := entryFromOlder(v, key, ans); ok {
+			return older, found, nil
 		}
 	}
 	return le, false, err

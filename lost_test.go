@@ -740,3 +740,43 @@ func TestNarrowerOverwriteDropsOlderShards(t *testing.T) {
 		}
 	}
 }
+
+// TestAcknowledgedSmallValueUnderFailedOverwrite is the stale read of
+// chaos seed 360. A delete leaves tombstones on every position; a small
+// value is acknowledged on copies 0 and 1 (position 2 down); a large
+// overwrite then reaches positions 0, 1, 3 and 4 and fails its quorum.
+// With position 0 down, a read sees the failed write on 3 positions and
+// the tombstone whole on positions 2 and 5. Reads served that tombstone
+// ("not found") because the failed write provably never reached its
+// quorum: but position 1 keeps the acknowledged small value under it,
+// which only the versions it lists show.
+func TestAcknowledgedSmallValueUnderFailedOverwrite(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/small-under-failed")
+	o := c.Owners(k.String())
+	if err := d.Put(ctx, k, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	small := bytes.Repeat([]byte("s"), 1677)
+	if err := c.Client(&dscluster.Options{Down: []int{o[2]}}).Put(ctx, k, small); err != nil {
+		t.Fatalf("small put with position 2 down: %v", err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[2], o[5]}}).Put(ctx, k, bytes.Repeat([]byte("L"), 300<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("large overwrite with positions 2 and 5 down: %v, want a quorum error", err)
+	}
+	r := c.Client(&dscluster.Options{Down: []int{o[0]}})
+	if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("get with position 0 down: %d bytes, %v; want the acknowledged %d bytes", len(got), err, len(small))
+	}
+	if n, err := r.GetSize(ctx, k); err != nil || n != len(small) {
+		t.Fatalf("getsize with position 0 down: %d, %v; want %d", n, err, len(small))
+	}
+	if has, err := r.Has(ctx, k); !has || err != nil {
+		t.Fatalf("has with position 0 down: %v, %v; want true", has, err)
+	}
+}

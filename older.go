@@ -27,9 +27,10 @@ type held struct {
 // olderVersion chooses the newest version not yet tried that the
 // positions' newest and older shards (a's answers, checked to be of their
 // position) together make readable, and returns the positions holding
-// it. A newer version, tried or not, forbids the choice unless it provably
-// never reached its quorum, so an acknowledged version that lost shards
-// gives UnavailableError, never the older value.
+// it; a tombstone is readable from one. A newer version, tried or not,
+// forbids the choice unless it provably never reached its quorum, so an
+// acknowledged version that lost shards gives UnavailableError, never the
+// older value.
 func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool) (c held, holders []int, ok bool) {
 	seen := map[coding.Version]held{}
 	for pos := 0; pos < a.n(); pos++ {
@@ -52,7 +53,7 @@ func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool
 				return held{}, nil, false
 			}
 		}
-		if c.tomb || c.policy.Width() > a.n() {
+		if c.policy.Width() > a.n() {
 			return held{}, nil, false
 		}
 		if tried[c.ver] {
@@ -69,7 +70,7 @@ func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool
 				}
 			}
 		}
-		if len(holders) >= c.policy.DataShards {
+		if len(holders) >= need(c.policy, c.tomb) {
 			return c, holders, true
 		}
 	}
@@ -134,16 +135,20 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 	return out
 }
 
-// valueFromOlder is Get's last resort after an UnavailableError: it asks
-// every position which versions it holds and rebuilds the older value
+// valueFromOlder is Get's way past a newest version it cannot serve: it
+// asks every position which versions it holds and rebuilds the older value
 // olderVersion allows, or, when that fails or verify refuses it, the next.
-func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) ([]byte, bool) {
+// found is false when that version is a tombstone.
+func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) (val []byte, found, ok bool) {
 	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) }))
 	tried := map[coding.Version]bool{}
 	for {
 		c, holders, ok := olderVersion(v, placement.Slot(key), ans, tried)
 		if !ok {
-			return nil, false
+			return nil, false, false
+		}
+		if c.tomb {
+			return nil, false, true
 		}
 		val, err := d.readVersion(ctx, v, key, owners, c, holders)
 		if err == nil {
@@ -151,7 +156,7 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 		}
 		if err == nil {
 			log.Debugw("served the value a failed overwrite replaced, from older shards", "key", key, "version", c.ver.String())
-			return val, true
+			return val, true, true
 		}
 		log.Warnw("an older version is not served", "key", key, "version", c.ver.String(), "err", err)
 		tried[c.ver] = true
@@ -172,18 +177,27 @@ func (d *Datastore) readVersion(ctx context.Context, v *view, key string, owners
 	return coding.Decode(shards)
 }
 
-// entryFromOlder is the probe's last resort, as valueFromOlder is Get's.
-func entryFromOlder(v *view, key string, ans headerAnswers) (wire.ListEntry, bool) {
+// entryFromOlder is the probe's way past a newest version, as
+// valueFromOlder is Get's.
+func entryFromOlder(v *view, key string, ans headerAnswers) (le wire.ListEntry, found, ok bool) {
 	c, _, ok := olderVersion(v, placement.Slot(key), ans, nil)
-	if !ok {
-		return wire.ListEntry{}, false
+	if !ok || c.tomb {
+		return wire.ListEntry{}, false, ok
 	}
-	return wire.ListEntry{Key: key, HLC: c.ver.HLC, Writer: c.ver.Writer, ValueLen: c.valueLen}, true
+	return wire.ListEntry{Key: key, HLC: c.ver.HLC, Writer: c.ver.Writer, ValueLen: c.valueLen}, true, true
 }
 
-// unavailableWithShards reports an UnavailableError that saw shards of
-// some version: the case older versions may resolve.
-func unavailableWithShards(err error) bool {
+// olderMayResolve reports an UnavailableError of a read that some
+// position answered with a version: older versions may resolve it.
+func olderMayResolve(err error, a answers) bool {
 	var ue *UnavailableError
-	return errors.As(err, &ue) && ue.Found > 0
+	if !errors.As(err, &ue) {
+		return false
+	}
+	for pos := 0; pos < a.n(); pos++ {
+		if a.state(pos) == fetchOK {
+			return true
+		}
+	}
+	return false
 }
