@@ -416,9 +416,14 @@ func eligibleCount(c *config.Cluster) int {
 // run again on its own output may still improve zone spread a little, and
 // each round would cost a full copy). direct is true when the map must
 // change at once because a node of the map is out or removed: its shards
-// cannot be copied, only rebuilt.
+// cannot be copied, only rebuilt. Such a map moves that node's positions
+// and no other: joins and drains wait for the next rebalance, which
+// copies. A position that changes owner at once reads as unfilled until
+// repair fills it, and one whose old owner still held its shards would
+// hide them: a value acknowledged on its write quorum only could then
+// read as its older version (chaos seed 345).
 func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
-	var nodes []placement.Node
+	var nodes, kept []placement.Node
 	for i := range c.Members {
 		if eligible(&c.Members[i]) {
 			nodes = append(nodes, c.Members[i].Node)
@@ -426,9 +431,16 @@ func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
 	}
 	// Draining members keep no slots; down ones keep theirs until out.
 	for _, n := range c.Map.Nodes {
-		if m, ok := c.Member(n.ID); ok && (m.State == Out || m.State == Removed) {
+		m, ok := c.Member(n.ID)
+		switch {
+		case ok && (m.State == Out || m.State == Removed):
 			direct = true
+		case ok:
+			kept = append(kept, m.Node)
 		}
+	}
+	if direct && len(kept) >= c.Map.Width {
+		nodes = kept
 	}
 	if sameNodes(nodes, c.Map.Nodes) {
 		return nil, false, nil

@@ -1504,3 +1504,58 @@ func TestUnfilledFollowsRepair(t *testing.T) {
 		}
 	}
 }
+
+// TestOutNodeMovesOnlyItsPositions: a node goes out while a join's copy
+// is under way. The map changes at once, and only the out node's
+// positions move: every other position keeps the owner that holds its
+// shards. The join waits for the next rebalance, which copies. A direct
+// map that took in the joiner as well moved live nodes' positions to it
+// unfilled, and a value on its write quorum only read as its older
+// version (chaos seed 345).
+func TestOutNodeMovesOnlyItsPositions(t *testing.T) {
+	c := newCluster(t, testNodes(7))
+	now := t0
+	c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(7)}, At: now.UnixNano()})
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c), now, outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil || !inMap(c.Target, nodeID(7)) {
+		t.Fatal("rebalance after a join: want a target that holds n7")
+	}
+
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down))
+	now = now.Add(outAfter)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
+	before := c.Map.Clone()
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", ""))
+	if c.Target != nil || c.Map.Epoch == before.Epoch {
+		t.Fatalf("rebalance after n3 went out: map epoch %d (was %d), target %v; want the map replaced, no target", c.Map.Epoch, before.Epoch, c.Target != nil)
+	}
+	if inMap(c.Map, "n3") || inMap(c.Map, nodeID(7)) {
+		t.Fatalf("direct map: n3 in it %v, n7 in it %v; want neither", inMap(c.Map, "n3"), inMap(c.Map, nodeID(7)))
+	}
+	wantBalanced(t, c.Map)
+	moves, err := placement.Diff(before, c.Map)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := before.Counts()[slices.IndexFunc(before.Nodes, func(n placement.Node) bool { return n.ID == "n3" })]
+	if len(moves) != held {
+		t.Fatalf("direct map moves %d positions, want n3's %d", len(moves), held)
+	}
+	for _, mv := range moves {
+		if mv.From != "n3" {
+			t.Fatalf("move %+v: want every move to come from n3", mv)
+		}
+	}
+
+	// Next tick: the join again, through a target.
+	now = now.Add(time.Second)
+	mapBefore := c.Map.Clone()
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil || !inMap(c.Target, nodeID(7)) || !sameMap(t, c.Map, mapBefore) {
+		t.Fatalf("rebalance after the direct map: target %v with n7 %v, map unchanged %v; want all three",
+			c.Target != nil, inMap(c.Target, nodeID(7)), sameMap(t, c.Map, mapBefore))
+	}
+}
