@@ -84,35 +84,33 @@ func TestOlderVersion(t *testing.T) {
 	if got, _, ok := olderVersion(v, 0, at("21", "21", "21", "21", "21", "1"), tried); ok {
 		t.Errorf("v2 on 5 positions (its quorum), refused: chose %s, want none", got.ver)
 	}
-	// A tombstone newer than the value forbids it, and is itself the
-	// answer: one shard of it makes the key absent.
-	a := at("21", "21", "21", "1", "1", "1")
-	for i := range 3 {
-		a[i][0].tomb = true
-	}
+	// A node keeps nothing under a tombstone, nor a tombstone under a
+	// newer version (node.keepOlder). A tombstone newer than the value
+	// forbids it, and is itself the answer: one shard of it makes the key
+	// absent.
+	tomb := held{ver: ver(2), policy: p, tomb: true}
+	a := heldAnswers{{tomb}, {tomb}, {tomb}, at("1")[0], at("1")[0], at("1")[0]}
 	if got, _, ok := olderVersion(v, 0, a, nil); !ok || got.ver != ver(2) || !got.tomb {
 		t.Errorf("a tombstone newer than v1: chose %s (%v), want the tombstone v2", got.ver, ok)
 	}
 	// A failed write over a tombstone on 3 positions: the tombstone.
-	a = at("32", "32", "32", "2", "2", "2")
-	for i := range a {
-		a[i][len(a[i])-1].tomb = true
-	}
+	a = heldAnswers{at("3")[0], at("3")[0], at("3")[0], {tomb}, {tomb}, {tomb}}
 	if got, _, ok := olderVersion(v, 0, a, nil); !ok || got.ver != ver(2) || !got.tomb {
 		t.Errorf("v3 failed over the tombstone v2: chose %s (%v), want the tombstone", got.ver, ok)
 	}
-	// Seed 360: a small value acknowledged on copies 0 and 1 over a
-	// tombstone, then a large write failed on positions 0, 1, 3 and 4;
-	// position 0 does not answer. Position 1 keeps the small value under
-	// the failed write; positions 2 and 5 show only the tombstone.
+	// Seed 360: a small value v2 acknowledged on copies 0 and 1 over the
+	// tombstone v1, then a large write v3 failed on positions 0, 1, 3 and
+	// 4; position 0 does not answer. Position 1 keeps the small value
+	// under the failed write; positions 2 and 5 show only the tombstone.
 	r := coding.Replicas(3)
+	t1 := held{ver: ver(1), policy: p, tomb: true}
 	a = heldAnswers{
 		nil,
 		{{ver: ver(3), policy: p}, {ver: ver(2), policy: r}},
-		{{ver: ver(1), policy: p, tomb: true}},
-		{{ver: ver(3), policy: p}, {ver: ver(1), policy: p, tomb: true}},
-		{{ver: ver(3), policy: p}, {ver: ver(1), policy: p, tomb: true}},
-		{{ver: ver(1), policy: p, tomb: true}},
+		{t1},
+		at("3")[0],
+		at("3")[0],
+		{t1},
 	}
 	if got, holders, ok := olderVersion(v, 0, a, nil); !ok || got.ver != ver(2) || len(holders) != 1 || holders[0] != 1 {
 		t.Errorf("small value under a failed write: chose %s at %v (%v), want v2 at position 1", got.ver, holders, ok)

@@ -417,11 +417,13 @@ func eligibleCount(c *config.Cluster) int {
 // each round would cost a full copy). direct is true when the map must
 // change at once because a node of the map is out or removed: its shards
 // cannot be copied, only rebuilt. Such a map moves that node's positions
-// and no other: joins and drains wait for the next rebalance, which
-// copies. A position that changes owner at once reads as unfilled until
-// repair fills it, and one whose old owner still held its shards would
-// hide them: a value acknowledged on its write quorum only could then
-// read as its older version (chaos seed 345).
+// and, but for zone spread, no other: it is assigned over the map's other
+// nodes, draining ones included, and joiners only as many as the width
+// needs; the rest of the joins and drains wait for the next rebalance,
+// which copies. A position that changes owner at once reads as unfilled
+// until repair fills it, and one whose old owner still held its shards
+// would hide them: a value acknowledged on its write quorum only could
+// then read as its older version (chaos seed 345).
 func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
 	var nodes, kept []placement.Node
 	for i := range c.Members {
@@ -429,7 +431,8 @@ func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
 			nodes = append(nodes, c.Members[i].Node)
 		}
 	}
-	// Draining members keep no slots; down ones keep theirs until out.
+	// Draining members get no slots in the end; down ones keep theirs
+	// until out.
 	for _, n := range c.Map.Nodes {
 		m, ok := c.Member(n.ID)
 		switch {
@@ -439,7 +442,15 @@ func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
 			kept = append(kept, m.Node)
 		}
 	}
-	if direct && len(kept) >= c.Map.Width {
+	if direct {
+		for _, n := range nodes {
+			if len(kept) >= c.Map.Width {
+				break
+			}
+			if !slices.ContainsFunc(kept, func(k placement.Node) bool { return k.ID == n.ID }) {
+				kept = append(kept, n)
+			}
+		}
 		nodes = kept
 	}
 	if sameNodes(nodes, c.Map.Nodes) {
@@ -447,7 +458,7 @@ func Desired(c *config.Cluster) (want *placement.Map, direct bool, err error) {
 	}
 	want, err = placement.Assign(c.Map, nodes, c.Map.Width)
 	if err != nil {
-		return nil, false, fmt.Errorf("assign %d eligible members: %w", len(nodes), err)
+		return nil, false, fmt.Errorf("assign %d members: %w", len(nodes), err)
 	}
 	if sameTable(want, c.Map) {
 		return nil, false, nil

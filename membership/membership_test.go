@@ -1559,3 +1559,43 @@ func TestOutNodeMovesOnlyItsPositions(t *testing.T) {
 			c.Target != nil, inMap(c.Target, nodeID(7)), sameMap(t, c.Map, mapBefore))
 	}
 }
+
+// TestOutNodeTakesInOneJoinerWhenTheWidthNeedsIt: six nodes for width 6,
+// two joining (n7 and n8), then one goes out. The direct map needs a
+// sixth node: it takes in one joiner, which gets the out node's positions
+// and no other. The second joiner waits for the rebalance that copies.
+func TestOutNodeTakesInOneJoinerWhenTheWidthNeedsIt(t *testing.T) {
+	c := newCluster(t, testNodes(6))
+	now := t0
+	for i := 7; i < 9; i++ {
+		c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(i)}, At: now.UnixNano()})
+	}
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down))
+	now = now.Add(outAfter)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
+	before := c.Map.Clone()
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", ""))
+	if c.Target != nil || inMap(c.Map, "n3") || !inMap(c.Map, nodeID(7)) || inMap(c.Map, nodeID(8)) {
+		t.Fatalf("direct map: target %v, n3 %v, first joiner %v, second %v; want no target, the first joiner only",
+			c.Target != nil, inMap(c.Map, "n3"), inMap(c.Map, nodeID(7)), inMap(c.Map, nodeID(8)))
+	}
+	moves, err := placement.Diff(before, c.Map)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range moves {
+		if mv.From != "n3" || mv.To != nodeID(7) {
+			t.Fatalf("move %+v: want every move from n3 to the first joiner", mv)
+		}
+	}
+	if len(moves) != placement.NumSlots {
+		t.Fatalf("direct map moves %d positions, want n3's %d", len(moves), placement.NumSlots)
+	}
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", ""))
+	if c.Target == nil || !inMap(c.Target, nodeID(8)) {
+		t.Fatal("rebalance after the direct map: want a target that holds the second joiner")
+	}
+}
