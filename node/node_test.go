@@ -610,7 +610,7 @@ func (s *failingDeletes) Delete(ctx context.Context, k ds.Key) error {
 // tombstone, then deletes the value's shard file. When the file delete
 // fails (a bad directory, a full journal) the tombstone stands: the key
 // reads as deleted, the file stays as dead space that no entry names, and
-// other keys are untouched.
+// other keys are untouched. The next scrub deletes that file, and only it.
 func TestFailedShardDeleteLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	var st0 atomic.Pointer[failingDeletes]
@@ -626,16 +626,32 @@ func TestFailedShardDeleteLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	dead, err := c.ShardFile(0, ds.NewKey(gone).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := c.ShardFile(0, ds.NewKey(kept).String())
+	if err != nil {
+		t.Fatal(err)
+	}
 	st0.Load().fail.Store(true)
 	if err := d.Delete(ctx, ds.NewKey(gone)); err != nil {
 		t.Fatal(err)
 	}
 	st0.Load().fail.Store(false)
-	if _, err := c.ShardFile(0, ds.NewKey(gone).String()); err != nil {
+	if _, err := os.Stat(dead); err != nil {
 		t.Fatalf("the shard file the failed delete left: %v", err)
 	}
-	if st, err := c.Node(0).Scrub(ctx); err != nil || st.Corrupt != 0 {
-		t.Fatalf("scrub: %+v, %v; want nothing corrupt", st, err)
+	if st, err := c.Node(0).Scrub(ctx); err != nil || st.Corrupt != 0 || st.Reclaimed != 1 {
+		t.Fatalf("scrub: %+v, %v; want nothing corrupt, one shard reclaimed", st, err)
+	}
+	for f, want := range map[string]bool{dead: false, live: true} {
+		if _, err := os.Stat(f); (err == nil) != want {
+			t.Fatalf("after scrub, %s: %v; want it there %v", f, err, want)
+		}
+	}
+	if st, err := c.Node(0).Scrub(ctx); err != nil || st.Corrupt != 0 || st.Reclaimed != 0 {
+		t.Fatalf("second scrub: %+v, %v; want nothing to do", st, err)
 	}
 	if got, err := d.Get(ctx, ds.NewKey(kept)); err != nil || len(got) != 300<<10 {
 		t.Fatalf("the other key: %d bytes, %v", len(got), err)
