@@ -252,11 +252,12 @@ func identityOf(h *Header) identity {
 // A shard counts only if its header is sane, its Index equals its position,
 // its length matches and its data matches ShardSum; shards that disagree on
 // key, version, policy, value length or value checksum are split into
-// groups and the largest group is used. Shards are verified lazily, data
-// shards first, until k valid ones are found. When the k data shards are
-// valid they are concatenated without Reed-Solomon; otherwise the missing
-// data shards are rebuilt from parity. The result is checked against
-// ValueSum.
+// groups and the largest group is used. When the k data shards are all
+// there they are concatenated without Reed-Solomon and checked against
+// ValueSum alone (each shard's ShardSum covers the same bytes). Otherwise,
+// or when that check fails, shards are verified lazily, data shards
+// first, until k valid ones are found, the missing data shards are
+// rebuilt from parity, and the result is checked against ValueSum.
 //
 // Decode reads shards and their Data but never modifies them; the returned
 // slice is freshly allocated and owned by the caller. Errors:
@@ -308,6 +309,11 @@ func Decode(shards []*Shard) ([]byte, error) {
 			}
 			continue
 		}
+		if !g.id.tombstone {
+			if value, ok := joinUnverified(g.id, shards); ok {
+				return value, nil
+			}
+		}
 		// Verify members in index order (data shards first) until k pass.
 		valid := make([][]byte, g.id.policy.Width())
 		have := 0
@@ -342,8 +348,29 @@ func Decode(shards []*Shard) ([]byte, error) {
 	return nil, best
 }
 
-// join assembles the value from exactly k verified shards (valid[i] nil
-// for the rest) and checks it against the value checksum.
+// joinUnverified is Decode's fast path: when the k data shards of id are
+// all present, it joins them without checking each against its ShardSum,
+// for the value checksum covers the same bytes. On any mismatch Decode
+// verifies shard by shard, and rebuilds from parity what fails.
+func joinUnverified(id identity, shards []*Shard) ([]byte, bool) {
+	k := id.policy.DataShards
+	if len(shards) < k {
+		return nil, false
+	}
+	valid := make([][]byte, id.policy.Width())
+	for i := 0; i < k; i++ {
+		s := shards[i]
+		if s == nil || int(s.Header.Index) != i || identityOf(&s.Header) != id || s.checkShape() != nil {
+			return nil, false
+		}
+		valid[i] = s.Data
+	}
+	value, err := join(id, valid)
+	return value, err == nil
+}
+
+// join assembles the value from exactly k shards (valid[i] nil for the
+// rest) and checks it against the value checksum.
 func join(id identity, valid [][]byte) ([]byte, error) {
 	p := id.policy
 	n := int(id.valueLen) // check() bounded it by MaxInt

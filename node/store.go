@@ -49,6 +49,9 @@ type shardStore interface {
 	commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error
 	// get reads the shard under name, into buf when the store can.
 	get(ctx context.Context, name ds.Key, buf []byte) (raw, grown []byte, err error)
+	// checked reports whether get verifies the bytes it returns against
+	// a checksum of its own, so that the shard's needs no second pass.
+	checked() bool
 }
 
 // volumeShards is the volume store: the index lives in its database, and
@@ -63,8 +66,10 @@ func (s volumeShards) commit(ctx context.Context, name ds.Key, raw []byte, drop 
 }
 
 func (s volumeShards) get(ctx context.Context, name ds.Key, buf []byte) ([]byte, []byte, error) {
-	return s.v.GetInto(ctx, name, buf)
+	return s.v.GetInto(ctx, name, buf) // the record's checksum covers the shard
 }
+
+func (volumeShards) checked() bool { return true }
 
 // datastoreShards is any other go-datastore (flatfs, Options.Store), with
 // the index in a file of its own: a change stores the shard, commits the
@@ -96,6 +101,8 @@ func (s datastoreShards) get(ctx context.Context, name ds.Key, buf []byte) ([]by
 	raw, err := s.d.Get(ctx, name)
 	return raw, buf, err
 }
+
+func (datastoreShards) checked() bool { return false }
 
 // openStore opens the shard store the config names: under opts.Dir, or
 // in MongoDB, a collection named after the node in the URI's database (by
