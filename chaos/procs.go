@@ -19,7 +19,6 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/node"
 	"github.com/filedrive-team/go-ds-cluster/volume"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Procs is a Target of real dscluster processes on loopback, started with
@@ -236,11 +235,7 @@ func (p *Procs) Drain(i int) error {
 	if err != nil {
 		return err
 	}
-	key, err := config.DecodePrivKey(nc.PrivKey)
-	if err != nil {
-		return err
-	}
-	id, err := peer.IDFromPrivateKey(key)
+	id, err := config.PeerIDOf(nc.PrivKey)
 	if err != nil {
 		return err
 	}

@@ -683,3 +683,12 @@ func DecodePrivKey(s string) (crypto.PrivKey, error) {
 	}
 	return crypto.UnmarshalPrivateKey(b)
 }
+
+// PeerIDOf is the peer ID of a config's private key.
+func PeerIDOf(s string) (peer.ID, error) {
+	key, err := DecodePrivKey(s)
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPrivateKey(key)
+}

@@ -13,7 +13,6 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	flatfs "github.com/ipfs/go-ds-flatfs"
-	"github.com/libp2p/go-libp2p/core/peer"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
@@ -122,13 +121,9 @@ func openStore(ctx context.Context, cfg *config.Node, opts Options) (ds.Batching
 		if opts.MongoDB == "" {
 			return nil, errors.New("this node keeps its shards in MongoDB: give its URI (dscluster --mongodb=URI)")
 		}
-		key, err := config.DecodePrivKey(cfg.PrivKey)
+		id, err := config.PeerIDOf(cfg.PrivKey)
 		if err != nil {
 			return nil, fmt.Errorf("private key: %w", err)
-		}
-		id, err := peer.IDFromPrivateKey(key)
-		if err != nil {
-			return nil, err
 		}
 		d, err := mongods.Open(ctx, opts.MongoDB, mongods.Options{Database: "dscluster-" + cfg.Cluster.ID, Collection: id.String()})
 		if err != nil {

@@ -235,11 +235,11 @@ func clientID(cc *config.Client) (peer.ID, error) {
 	if cc.Identity == "" {
 		return "", errors.New("this client config has no identity (it takes a new one each run); run `dsclient init` again, or `dscfg client` for a kubo config, to write one")
 	}
-	key, err := config.DecodePrivKey(cc.Identity)
+	id, err := config.PeerIDOf(cc.Identity)
 	if err != nil {
 		return "", fmt.Errorf("identity: %w", err)
 	}
-	return peer.IDFromPrivateKey(key)
+	return id, nil
 }
 
 func newIDCmd(g *globals) *cobra.Command {
