@@ -351,12 +351,8 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 	best, bestNeed := 0, need(v.c.Policy, false)
 	var useErrs []NodeError
 	if len(groups) > 0 {
-		g := groups[0]
-		switch {
+		switch g := groups[0]; {
 		case len(g.pos) < need(g.policy, g.tomb):
-			if !final {
-				return nil, nil, false // it may complete with more positions
-			}
 			best, bestNeed = len(g.pos), need(g.policy, g.tomb)
 		case g.tomb:
 			return g, ds.ErrNotFound, true
@@ -369,12 +365,10 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 			}
 			// Never serve it; an older version may still be intact.
 			useErrs = append(useErrs, NodeError{Node: "decode " + g.ver.String(), Err: err})
-			if !final {
-				return nil, nil, false
-			}
 		}
-	} else if !final {
-		return nil, nil, false
+	}
+	if !final {
+		return nil, nil, false // more positions may complete the newest, or show a newer one
 	}
 	var failed []NodeError
 	var absent []int

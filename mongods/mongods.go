@@ -226,6 +226,9 @@ type part struct {
 
 func partID(key, gen string, i int) string { return fmt.Sprintf("%s#%s#%d", key, gen, i) }
 
+// byID is the filter of the document named id.
+func byID(id string) bson.D { return bson.D{{Key: "_id", Value: id}} }
+
 // Put stores value under key, durably (journaled).
 func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	k := key.String()
@@ -257,7 +260,7 @@ func (d *Datastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 		return nil
 	}
 	var old doc
-	err = d.coll.FindOneAndReplace(ctx, bson.D{{Key: "_id", Value: k}}, nd, options.FindOneAndReplace().SetUpsert(true)).Decode(&old)
+	err = d.coll.FindOneAndReplace(ctx, byID(k), nd, options.FindOneAndReplace().SetUpsert(true)).Decode(&old)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
 	case err != nil:
@@ -291,7 +294,7 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
 		return nil, err
 	}
 	var dc doc
-	if err := d.coll.FindOne(ctx, bson.D{{Key: "_id", Value: key.String()}}).Decode(&dc); err != nil {
+	if err := d.coll.FindOne(ctx, byID(key.String())).Decode(&dc); err != nil {
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			return nil, ds.ErrNotFound
 		}
@@ -319,7 +322,7 @@ func (d *Datastore) value(ctx context.Context, dc doc) ([]byte, error) {
 	val := make([]byte, 0, dc.Size)
 	for i := 0; i < dc.Parts; i++ {
 		var p part
-		if err := d.parts.FindOne(ctx, bson.D{{Key: "_id", Value: partID(dc.ID, dc.Gen, i)}}).Decode(&p); err != nil {
+		if err := d.parts.FindOne(ctx, byID(partID(dc.ID, dc.Gen, i))).Decode(&p); err != nil {
 			if errors.Is(err, mongo.ErrNoDocuments) {
 				return nil, d.partGone(ctx, dc, i)
 			}
@@ -338,7 +341,7 @@ func (d *Datastore) value(ctx context.Context, dc doc) ([]byte, error) {
 // (ds.ErrNotFound, as for a missing shard).
 func (d *Datastore) partGone(ctx context.Context, dc doc, i int) error {
 	var now doc
-	err := d.coll.FindOne(ctx, bson.D{{Key: "_id", Value: dc.ID}}, options.FindOne().SetProjection(bson.D{{Key: "g", Value: 1}})).Decode(&now)
+	err := d.coll.FindOne(ctx, byID(dc.ID), options.FindOne().SetProjection(bson.D{{Key: "g", Value: 1}})).Decode(&now)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments) || err == nil && now.Gen != dc.Gen:
 		return errReplaced
@@ -363,7 +366,7 @@ func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (int, error) {
 		return -1, err
 	}
 	var dc doc
-	err := d.coll.FindOne(ctx, bson.D{{Key: "_id", Value: key.String()}},
+	err := d.coll.FindOne(ctx, byID(key.String()),
 		options.FindOne().SetProjection(bson.D{{Key: "s", Value: 1}})).Decode(&dc)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return -1, ds.ErrNotFound
@@ -380,7 +383,7 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) error {
 		return err
 	}
 	var old doc // whole, as in Put
-	err := d.coll.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: key.String()}}).Decode(&old)
+	err := d.coll.FindOneAndDelete(ctx, byID(key.String())).Decode(&old)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
 	case err != nil:
