@@ -731,7 +731,7 @@ func TestNarrowerOverwriteDropsOlderShards(t *testing.T) {
 			t.Fatalf("%s v2 with position 2 down: %v", how, err)
 		}
 		r := c.Client(&dscluster.Options{Down: o[:2]})
-		waitFor(t, 10*time.Second, how+": get with positions 0 and 1 down, want ErrUnavailable", func() (bool, string) {
+		clustertest.WaitFor(t, 10*time.Second, how+": get with positions 0 and 1 down, want ErrUnavailable", func() (bool, string) {
 			got, err := r.Get(ctx, k)
 			return errors.Is(err, dscluster.ErrUnavailable), fmt.Sprintf("%d bytes (v1: %v), %v", len(got), bytes.Equal(got, v1), err)
 		})

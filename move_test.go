@@ -27,7 +27,7 @@ func TestMovedNodeIsFoundAgain(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{FastRaft: true, HeartbeatInterval: 200 * time.Millisecond,
 		OutAfter: time.Hour, RepairInterval: time.Hour})
 	d := c.Client(nil)
-	waitFor(t, 20*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "no leader" })
+	clustertest.WaitFor(t, 20*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "no leader" })
 	if err := d.Put(ctx, ds.NewKey("/before"), bytes.Repeat([]byte{1}, 64<<10)); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestMovedNodeIsFoundAgain(t *testing.T) {
 	c.Stop(victim)
 	addrs := c.Move(victim)
 
-	waitFor(t, 20*time.Second, "the cluster records the new address", func() (bool, string) {
+	clustertest.WaitFor(t, 20*time.Second, "the cluster records the new address", func() (bool, string) {
 		cur := c.Node(c.Leader()).Cluster()
 		m, _ := cur.Member(id)
 		i, _ := cur.Map.NodeIndex(id)
@@ -51,7 +51,7 @@ func TestMovedNodeIsFoundAgain(t *testing.T) {
 	// The front end learns the address when its dial to the old one fails
 	// (a large value has a shard on every node; a small one has 3 copies).
 	probe := bytes.Repeat([]byte{2}, 64<<10)
-	waitFor(t, 20*time.Second, "the front end dials the new address", func() (bool, string) {
+	clustertest.WaitFor(t, 20*time.Second, "the front end dials the new address", func() (bool, string) {
 		_ = d.Put(ctx, ds.NewKey("/probe"), probe)
 		i, _ := d.Cluster().Map.NodeIndex(id)
 		got := d.Cluster().Map.Nodes[i].Addrs

@@ -35,36 +35,6 @@ func lifeOptions(nodes int) clustertest.Options {
 	}
 }
 
-// waitFor polls cond every 100 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s; last: %s", what, d, last)
-}
-
-// settled is true when the leader's last complete pass planned for the
-// current map, found no degraded key and left no backlog.
-func settled(c *clustertest.Cluster) (bool, string) {
-	l := c.Leader()
-	if l < 0 {
-		return false, "no leader"
-	}
-	cur := c.Current()
-	st := c.Node(l).RepairStats()
-	desc := fmt.Sprintf("leader %d epoch %d target %v; pass epoch %d keys %d degraded %d lost %d backlog %d",
-		l, cur.Map.Epoch, cur.Target != nil, st.Epoch, st.Keys, st.Degraded, st.Lost, st.Backlog)
-	return cur.Target == nil && st.Settled(cur.Map.Epoch) && st.Keys > 0, desc
-}
-
 // stopUntilOut stops the node after the raft leader and waits until it is
 // out, the map has moved on without it and repair has rebuilt its shards.
 // It returns the node's index and peer ID.
@@ -72,7 +42,7 @@ func stopUntilOut(t *testing.T, c *clustertest.Cluster) (int, string) {
 	t.Helper()
 	victim := (c.Leader() + 1) % c.Len()
 	id := stopUntilMapMoves(t, c, victim)
-	waitFor(t, 60*time.Second, "0 degraded keys after the rebuild", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 60*time.Second, "0 degraded keys after the rebuild", c.Settled)
 	return victim, id
 }
 
@@ -83,7 +53,7 @@ func stopUntilMapMoves(t *testing.T, c *clustertest.Cluster, victim int) string 
 	id := c.Node(victim).ID().String()
 	epoch := c.Current().Map.Epoch
 	c.Stop(victim)
-	waitFor(t, 30*time.Second, "victim out and the map moved on", func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, "victim out and the map moved on", func() (bool, string) {
 		cur := c.Current()
 		m, _ := cur.Member(id)
 		return m.State == membership.Out && cur.Map.Epoch > epoch, fmt.Sprintf("epoch %d, victim %s", cur.Map.Epoch, m.State)
@@ -146,7 +116,7 @@ func TestRepairRestoresRedundancy(t *testing.T) {
 	c := clustertest.Start(t, lifeOptions(7))
 	d := c.Client(nil)
 	keys, vals := putRandom(t, d, 1, 150, 1<<20)
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 
 	victim, _ := stopUntilOut(t, c)
 	stopTwoMore(c, victim)
@@ -170,7 +140,7 @@ func TestJoinRebalances(t *testing.T) {
 		vals[i] = randBytes(r, 32<<10+r.IntN(32<<10))
 	}
 	putAll(t, d, keys, vals, 8)
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 	var total int64 // shard bytes stored
 	for i := 0; i < c.Len(); i++ {
 		st, err := c.Node(i).Stat(context.Background())
@@ -234,10 +204,10 @@ func TestJoinRebalances(t *testing.T) {
 	}()
 	epoch := c.Current().Map.Epoch
 	n8 := c.AddNode("")
-	waitFor(t, 60*time.Second, "the new node owns slots and repair settled", func() (bool, string) {
+	clustertest.WaitFor(t, 60*time.Second, "the new node owns slots and repair settled", func() (bool, string) {
 		cur := c.Current()
 		_, in := cur.Map.NodeIndex(c.Node(n8).ID().String())
-		ok, desc := settled(c)
+		ok, desc := c.Settled()
 		return in && cur.Map.Epoch > epoch && ok, desc
 	})
 	close(stop)
@@ -268,14 +238,14 @@ func TestDrainMovesDataFirst(t *testing.T) {
 	c := clustertest.Start(t, lifeOptions(7))
 	d := c.Client(nil)
 	keys, vals := putRandom(t, d, 3, 100, 512<<10)
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 
 	victim := (c.Leader() + 2) % 7
 	id := c.Node(victim).ID().String()
 	if err := d.Member(context.Background(), membership.Command{Op: membership.OpDrain, ID: id}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "drained node removed", func() (bool, string) {
+	clustertest.WaitFor(t, 60*time.Second, "drained node removed", func() (bool, string) {
 		s := memberState(c, victim)
 		return s == membership.Removed, "state " + s
 	})
@@ -292,7 +262,7 @@ func TestDrainMovesDataFirst(t *testing.T) {
 	if st.Keys != 0 {
 		t.Fatalf("removed node still holds %d shards", st.Keys)
 	}
-	waitFor(t, 30*time.Second, "0 degraded keys", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "0 degraded keys", c.Settled)
 	// The front end opened before the drain still writes and reads: its
 	// map is stale, nodes say so, and it moves to the new one.
 	for i := 0; i < 20; i++ {
@@ -336,7 +306,7 @@ func TestScrubRebuildsCorruptShard(t *testing.T) {
 		t.Fatalf("get with a corrupt shard: %v (equal %v)", err, bytes.Equal(got, val))
 	}
 	start := time.Now()
-	waitFor(t, interval+3*time.Second, "the corrupt shard rebuilt", func() (bool, string) {
+	clustertest.WaitFor(t, interval+3*time.Second, "the corrupt shard rebuilt", func() (bool, string) {
 		p, err := c.ShardFile(owner, key.String())
 		if err != nil {
 			return false, err.Error()
@@ -369,11 +339,11 @@ func TestMissedWriteRepaired(t *testing.T) {
 	c.Stop(victim)
 	keys, vals := putRandom(t, d, 4, 60, 256<<10)
 	c.Restart(victim)
-	waitFor(t, 30*time.Second, "0 degraded keys", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "0 degraded keys", c.Settled)
 	// The repair listed only the slots of the keys the victim missed (its
 	// slot sums differed from the other owners'); once they agree, a pass
 	// lists nothing and still counts every key.
-	waitFor(t, 10*time.Second, "a pass that lists no slot", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "a pass that lists no slot", func() (bool, string) {
 		l := c.Leader()
 		if l < 0 {
 			return false, "no leader"
@@ -414,9 +384,9 @@ func TestGCWaitsForRebalance(t *testing.T) {
 	d := c.Client(&dscluster.Options{TombstoneGrace: -1})
 	ctx := context.Background()
 	keys, _ := putRandom(t, d, 6, 60, 128<<10)
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 	n8 := c.AddNode("")
-	waitFor(t, 10*time.Second, "a rebalance target", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "a rebalance target", func() (bool, string) {
 		return c.Current().Target != nil, "no target yet"
 	})
 	target := c.Current().Target.Epoch
@@ -447,12 +417,12 @@ func TestGCWaitsForRebalance(t *testing.T) {
 	if got := clusterTombstones(t, c); got < before {
 		t.Fatalf("during the rebalance: %d tombstones after a purge from a lagging front end, %d before; want none purged", got, before)
 	}
-	waitFor(t, 60*time.Second, "the rebalance committed and settled", func() (bool, string) {
+	clustertest.WaitFor(t, 60*time.Second, "the rebalance committed and settled", func() (bool, string) {
 		in, where := onEveryNode(c, func(cur *config.Cluster) bool {
 			_, in := cur.Map.NodeIndex(c.Node(n8).ID().String())
 			return in && cur.Target == nil
 		})
-		ok, desc := settled(c)
+		ok, desc := c.Settled()
 		return in && ok, where + desc
 	})
 	if err := d.CollectGarbage(ctx); err != nil {
@@ -511,14 +481,14 @@ func TestScrubRebuildsCorruptRecordVolume(t *testing.T) {
 	if got, err := d.Get(ctx, key); err != nil || !bytes.Equal(got, val) {
 		t.Fatalf("get with a rotten record: %v (equal %v)", err, bytes.Equal(got, val))
 	}
-	waitFor(t, interval+3*time.Second, "scrub found the bad record and repair settled", func() (bool, string) {
+	clustertest.WaitFor(t, interval+3*time.Second, "scrub found the bad record and repair settled", func() (bool, string) {
 		st, err := c.Node(victim).Stat(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
 		// A pass that listed the node before the scrub removed the record
 		// does not count.
-		ok, desc := settled(c)
+		ok, desc := c.Settled()
 		l := c.Leader()
 		after := l >= 0 && c.Node(l).RepairStats().Started.After(st.Scrub.Finished)
 		return st.Scrub.Total == 1 && after && ok, fmt.Sprintf("scrub total %d; %s", st.Scrub.Total, desc)
@@ -550,7 +520,7 @@ func TestGCWaitsForOutMember(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 
 	victim, id := stopUntilOut(t, c)
 	deleteAll(t, d, keys)
@@ -571,12 +541,12 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	}
 
 	c.Restart(victim)
-	waitFor(t, 60*time.Second, "victim back in the map and repair settled", func() (bool, string) {
+	clustertest.WaitFor(t, 60*time.Second, "victim back in the map and repair settled", func() (bool, string) {
 		in, _ := onEveryNode(c, func(cur *config.Cluster) bool {
 			_, in := cur.Map.NodeIndex(id)
 			return in && cur.Target == nil
 		})
-		ok, desc := settled(c)
+		ok, desc := c.Settled()
 		return in && ok, fmt.Sprintf("victim %s in map %v; %s", memberState(c, victim), in, desc)
 	})
 	if err := d.CollectGarbage(ctx); err != nil {
@@ -590,7 +560,7 @@ func TestGCWaitsForOutMember(t *testing.T) {
 	}
 	// Repair passes after the purge must not bring anything back.
 	passes := c.Node(c.Leader()).RepairStats().Passes
-	waitFor(t, 30*time.Second, "two more repair passes", func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, "two more repair passes", func() (bool, string) {
 		p := c.Node(c.Leader()).RepairStats().Passes
 		return p >= passes+2, fmt.Sprintf("%d passes", p-passes)
 	})
@@ -611,7 +581,7 @@ func TestRemoveOutMember(t *testing.T) {
 	d := c.Client(&dscluster.Options{TombstoneGrace: -1})
 	ctx := context.Background()
 	keys, _ := putRandom(t, d, 9, 20, 64<<10)
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 
 	live := (c.Leader() + 2) % 7
 	err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: c.Node(live).ID().String()})
@@ -624,7 +594,7 @@ func TestRemoveOutMember(t *testing.T) {
 	if err := d.Member(ctx, membership.Command{Op: membership.OpRemove, ID: id}); err != nil {
 		t.Fatalf("remove the out member: %v", err)
 	}
-	waitFor(t, 10*time.Second, "victim removed", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "victim removed", func() (bool, string) {
 		return onEveryNode(c, func(cur *config.Cluster) bool {
 			m, _ := cur.Member(id)
 			return m.State == membership.Removed
@@ -732,7 +702,7 @@ func TestFailedDiskIsRebuilt(t *testing.T) {
 	c := clustertest.Start(t, opts)
 	d := c.Client(nil)
 	keys, vals := putRandom(t, d, 10, 40, 256<<10)
-	waitFor(t, 30*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 30*time.Second, "first repair pass", c.Settled)
 
 	x := (c.Leader() + 1) % 7
 	id := c.Node(x).ID().String()
@@ -742,10 +712,10 @@ func TestFailedDiskIsRebuilt(t *testing.T) {
 	if err != nil || !strings.Contains(st.StoreError, eio.Error()) {
 		t.Fatalf("node %d after a failed fsync: store error %q, %v; want the fsync error", x, st.StoreError, err)
 	}
-	waitFor(t, 30*time.Second, "node x out and its shards rebuilt", func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, "node x out and its shards rebuilt", func() (bool, string) {
 		m, _ := c.Current().Member(id)
 		_, inMap := c.Current().Map.NodeIndex(id)
-		ok, desc := settled(c)
+		ok, desc := c.Settled()
 		return m.State == membership.Out && !inMap && ok, fmt.Sprintf("node x %s, in map %v; %s", m.State, inMap, desc)
 	})
 	stopTwoMore(c, x)
@@ -765,7 +735,7 @@ func TestBatchAfterMapChange(t *testing.T) {
 	}
 	epoch := d.Cluster().Map.Epoch
 	n8 := c.AddNode("")
-	waitFor(t, 60*time.Second, "the join committed", func() (bool, string) {
+	clustertest.WaitFor(t, 60*time.Second, "the join committed", func() (bool, string) {
 		_, in := c.Current().Map.NodeIndex(c.Node(n8).ID().String())
 		return in && c.Current().Target == nil, fmt.Sprintf("epoch %d", c.Current().Map.Epoch)
 	})
@@ -814,7 +784,7 @@ func TestRepairRollsBackFailedOverwrite(t *testing.T) {
 	v1 := bytes.Repeat([]byte("1"), 300<<10)
 	// Repair judges a write by the owners of the map only a grace after
 	// the map was set.
-	waitFor(t, 10*time.Second, "the map a grace old", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "the map a grace old", func() (bool, string) {
 		since := c.Current().MapSince
 		return since != 0 && time.Since(time.Unix(0, since)) > opts.GarbageGrace, fmt.Sprintf("map since %d", since)
 	})
@@ -823,8 +793,8 @@ func TestRepairRollsBackFailedOverwrite(t *testing.T) {
 		t.Fatalf("get after the failed overwrite: %d bytes, %v; want v1", len(got), err)
 	}
 	wrote := time.Now()
-	waitFor(t, 30*time.Second, "no degraded or lost key", func() (bool, string) {
-		ok, state := settled(c)
+	clustertest.WaitFor(t, 30*time.Second, "no degraded or lost key", func() (bool, string) {
+		ok, state := c.Settled()
 		st := c.Node(c.Leader()).RepairStats()
 		return ok && st.Lost == 0 && st.Started.After(wrote), state
 	})
@@ -845,7 +815,7 @@ func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Nodes: 7, HeartbeatInterval: 100 * time.Millisecond, OutAfter: time.Second,
 		RepairInterval: time.Hour, FastRaft: true})
 	ctx := context.Background()
-	waitFor(t, 10*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "none" })
+	clustertest.WaitFor(t, 10*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "none" })
 	leader := c.Leader()
 	var key ds.Key
 	var owners []int
@@ -884,7 +854,7 @@ func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
 
 	// Repair fills the new owner, then a pass finds every key at full
 	// redundancy and the description vouches for every owner again.
-	waitFor(t, 30*time.Second, "repair fills the new owners", func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, "repair fills the new owners", func() (bool, string) {
 		l := c.Leader()
 		if l < 0 {
 			return false, "no leader"
@@ -893,7 +863,7 @@ func TestNewOwnerNotFilledIsNotAbsent(t *testing.T) {
 		return c.Current().Unfilled == nil, fmt.Sprintf("pass: %v", err)
 	})
 	// The reader looks the description up again at most once a second.
-	waitFor(t, 10*time.Second, "the value read back once repair filled position 0", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "the value read back once repair filled position 0", func() (bool, string) {
 		got, err := reader.Get(ctx, key)
 		return err == nil && bytes.Equal(got, val), fmt.Sprintf("%q, %v", got, err)
 	})
@@ -908,7 +878,7 @@ func TestOpenAfterDrainReadsTheCurrentDescription(t *testing.T) {
 	c := clustertest.Start(t, lifeOptions(8))
 	d := c.Client(nil)
 	ctx := context.Background()
-	waitFor(t, 10*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "none" })
+	clustertest.WaitFor(t, 10*time.Second, "a raft leader", func() (bool, string) { return c.Leader() >= 0, "none" })
 	leaderState := func(i int) string {
 		m, ok := c.Node(c.Leader()).Cluster().Member(c.Node(i).ID().String())
 		if !ok {
@@ -924,7 +894,7 @@ func TestOpenAfterDrainReadsTheCurrentDescription(t *testing.T) {
 		if err := d.Member(ctx, membership.Command{Op: membership.OpDrain, ID: c.Node(i).ID().String()}); err != nil {
 			t.Fatalf("drain node %d: %v", i, err)
 		}
-		waitFor(t, 60*time.Second, fmt.Sprintf("node %d drained and removed", i), func() (bool, string) {
+		clustertest.WaitFor(t, 60*time.Second, fmt.Sprintf("node %d drained and removed", i), func() (bool, string) {
 			s := leaderState(i)
 			return s == membership.Removed, "state " + s
 		})
@@ -938,7 +908,7 @@ func TestOpenAfterDrainReadsTheCurrentDescription(t *testing.T) {
 
 	// Every member applies the removal a little after the leader: the
 	// front end may ask any of them.
-	waitFor(t, 30*time.Second, fmt.Sprintf("every member knows node %d removed", second), func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, fmt.Sprintf("every member knows node %d removed", second), func() (bool, string) {
 		for i := 0; i < c.Len(); i++ {
 			if slices.Contains(drained, i) || c.Node(i) == nil {
 				continue

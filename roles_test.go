@@ -52,7 +52,7 @@ func TestClientRoles(t *testing.T) {
 		return by.Member(ctx, membership.Command{Op: membership.OpGrant, ID: who.ID().String(), Role: role})
 	}
 	// The first grant waits for the raft group to start.
-	waitFor(t, 20*time.Second, "the first grant", func() (bool, string) {
+	clustertest.WaitFor(t, 20*time.Second, "the first grant", func() (bool, string) {
 		err := grant(admin, admin, config.RoleReadWrite)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -60,7 +60,7 @@ func TestClientRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every node applies the grants from the raft log.
-	waitFor(t, 10*time.Second, "every node knows both roles", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "every node knows both roles", func() (bool, string) {
 		for i := range c.Len() {
 			if n := len(c.Node(i).Cluster().Clients); n != 2 {
 				return false, fmt.Sprintf("node %d knows %d", i, n)

@@ -441,3 +441,35 @@ func (c *Cluster) Owners(key string) []int {
 	}
 	return out
 }
+
+// WaitFor polls cond every 100 ms until it holds or d passes, and fails t
+// with what and cond's last description then.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s; last: %s", what, d, last)
+}
+
+// Settled reports whether the leader's last complete repair pass planned
+// for the current map, found every key whole and left no backlog, with a
+// description of where the cluster stands.
+func (c *Cluster) Settled() (bool, string) {
+	l := c.Leader()
+	if l < 0 {
+		return false, "no leader"
+	}
+	cur := c.Current()
+	st := c.Node(l).RepairStats()
+	desc := fmt.Sprintf("leader %d epoch %d target %v; pass epoch %d keys %d degraded %d lost %d backlog %d",
+		l, cur.Map.Epoch, cur.Target != nil, st.Epoch, st.Keys, st.Degraded, st.Lost, st.Backlog)
+	return cur.Target == nil && st.Settled(cur.Map.Epoch) && st.Keys > 0, desc
+}

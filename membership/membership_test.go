@@ -1505,6 +1505,21 @@ func TestUnfilledFollowsRepair(t *testing.T) {
 	}
 }
 
+// goOutAndRebalance takes member id, silent from now on, down, then out,
+// then applies the rebalance that follows. It returns the cluster, the map
+// before that rebalance, and the time of the last tick.
+func goOutAndRebalance(t *testing.T, c *config.Cluster, now time.Time, id string) (*config.Cluster, *placement.Map, time.Time) {
+	t.Helper()
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, id), now, outAfter), membership.OpState, id, membership.Down))
+	now = now.Add(outAfter)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, id), now, outAfter), membership.OpState, id, membership.Out))
+	before := c.Map.Clone()
+	now = now.Add(time.Second)
+	c = must(t, c, wantOne(t, decide(t, c, answering(c, id), now, outAfter), membership.OpRebalance, "", ""))
+	return c, before, now
+}
+
 // TestOutNodeMovesOnlyItsPositions: a node goes out while a join's copy
 // is under way. The map changes at once, and only the out node's
 // positions move: every other position keeps the owner that holds its
@@ -1522,13 +1537,7 @@ func TestOutNodeMovesOnlyItsPositions(t *testing.T) {
 		t.Fatal("rebalance after a join: want a target that holds n7")
 	}
 
-	now = now.Add(time.Second)
-	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down))
-	now = now.Add(outAfter)
-	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
-	before := c.Map.Clone()
-	now = now.Add(time.Second)
-	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", ""))
+	c, before, now := goOutAndRebalance(t, c, now, "n3")
 	if c.Target != nil || c.Map.Epoch == before.Epoch {
 		t.Fatalf("rebalance after n3 went out: map epoch %d (was %d), target %v; want the map replaced, no target", c.Map.Epoch, before.Epoch, c.Target != nil)
 	}
@@ -1570,13 +1579,7 @@ func TestOutNodeTakesInOneJoinerWhenTheWidthNeedsIt(t *testing.T) {
 	for i := 7; i < 9; i++ {
 		c = must(t, c, membership.Command{Op: membership.OpJoin, Member: &config.Member{Node: testNode(i)}, At: now.UnixNano()})
 	}
-	now = now.Add(time.Second)
-	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Down))
-	now = now.Add(outAfter)
-	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpState, "n3", membership.Out))
-	before := c.Map.Clone()
-	now = now.Add(time.Second)
-	c = must(t, c, wantOne(t, decide(t, c, answering(c, "n3"), now, outAfter), membership.OpRebalance, "", ""))
+	c, before, now := goOutAndRebalance(t, c, now, "n3")
 	if c.Target != nil || inMap(c.Map, "n3") || !inMap(c.Map, nodeID(7)) || inMap(c.Map, nodeID(8)) {
 		t.Fatalf("direct map: target %v, n3 %v, first joiner %v, second %v; want no target, the first joiner only",
 			c.Target != nil, inMap(c.Map, "n3"), inMap(c.Map, nodeID(7)), inMap(c.Map, nodeID(8)))

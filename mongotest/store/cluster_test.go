@@ -19,36 +19,6 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/mongotest/ferret"
 )
 
-// waitFor polls cond every 100 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s; last: %s", what, d, last)
-}
-
-// settled: the leader's last pass planned for the current map, found every
-// key whole and left nothing to do.
-func settled(c *clustertest.Cluster) (bool, string) {
-	l := c.Leader()
-	if l < 0 {
-		return false, "no leader"
-	}
-	cur := c.Current()
-	st := c.Node(l).RepairStats()
-	return cur.Target == nil && st.Settled(cur.Map.Epoch) && st.Keys > 0,
-		fmt.Sprintf("epoch %d target %v; pass epoch %d keys %d degraded %d lost %d backlog %d",
-			cur.Map.Epoch, cur.Target != nil, st.Epoch, st.Keys, st.Degraded, st.Lost, st.Backlog)
-}
-
 func state(c *clustertest.Cluster, id string) string {
 	m, _ := c.Current().Member(id)
 	return m.State
@@ -117,7 +87,7 @@ func TestNodeDatabaseStops(t *testing.T) {
 	d := c.Client(nil)
 	keys, vals := randomValues("before", 1, 40)
 	putAll(t, d, keys, vals)
-	waitFor(t, 60*time.Second, "first repair pass", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 60*time.Second, "first repair pass", c.Settled)
 
 	victim := (c.Leader() + 1) % nodes
 	id := c.Node(victim).ID().String()
@@ -126,7 +96,7 @@ func TestNodeDatabaseStops(t *testing.T) {
 	dir, addr := servers[victim].Dir(), servers[victim].Addr()
 	servers[victim].Stop()
 	mu.Unlock()
-	waitFor(t, 10*time.Second, "the node reports its store failed", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "the node reports its store failed", func() (bool, string) {
 		st, err := c.Node(victim).Stat(context.Background())
 		if err != nil {
 			return false, err.Error()
@@ -136,11 +106,11 @@ func TestNodeDatabaseStops(t *testing.T) {
 	// Writes go on without it (5 of 6 positions are a quorum).
 	keys2, vals2 := randomValues("during", 2, 20)
 	putAll(t, d, keys2, vals2)
-	waitFor(t, 30*time.Second, "the node out and the map moved on", func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, "the node out and the map moved on", func() (bool, string) {
 		s := state(c, id)
 		return s == membership.Out && c.Current().Map.Epoch > epoch, fmt.Sprintf("epoch %d, node %s", c.Current().Map.Epoch, s)
 	})
-	waitFor(t, 90*time.Second, "repair rebuilt its shards", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 90*time.Second, "repair rebuilt its shards", c.Settled)
 
 	// Full redundancy: with two more nodes stopped, every value reads.
 	var stopped []int
@@ -161,14 +131,14 @@ func TestNodeDatabaseStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
-	waitFor(t, 30*time.Second, "the node up again", func() (bool, string) {
+	clustertest.WaitFor(t, 30*time.Second, "the node up again", func() (bool, string) {
 		st, err := c.Node(victim).Stat(context.Background())
 		if err != nil {
 			return false, err.Error()
 		}
 		return st.StoreError == "" && state(c, id) == membership.Up, fmt.Sprintf("state %s, store error %q", state(c, id), st.StoreError)
 	})
-	waitFor(t, 90*time.Second, "the cluster settled with the node back", func() (bool, string) { return settled(c) })
+	clustertest.WaitFor(t, 90*time.Second, "the cluster settled with the node back", c.Settled)
 	st, err := c.Node(victim).Stat(context.Background())
 	if err != nil {
 		t.Fatal(err)
