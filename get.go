@@ -151,6 +151,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 	res := make([]fetched, p.Width())
 	defer putFrames(res) // the value is a copy (see coding.Decode)
 	var (
+		g   *versionGroup
 		val []byte
 		err error
 	)
@@ -159,10 +160,13 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
 			var done bool
-			val, err, done = d.evaluate(v, k, owners, res, final, verify)
+			g, val, err, done = d.evaluate(v, k, owners, res, final, verify)
 			return done
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
+	if g != nil && g.tomb {
+		d.completeDelete(ctx, v, k, g)
+	}
 	if olderMayResolve(err, fetchedAnswers(res)) {
 		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
 			if !found {
@@ -257,9 +261,9 @@ func (d *Datastore) provesAbsent(v *view, n int, state func(pos int) fetchState)
 }
 
 // evaluate picks the newest version with enough valid shards and decodes
-// it (see pick for when it is done).
-func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool, verify func([]byte) error) (val []byte, err error, done bool) {
-	_, err, done = d.pick(v, key, owners, fetchedAnswers(res), final, func(g *versionGroup) error {
+// it (see pick for when it is done and what it returns).
+func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool, verify func([]byte) error) (g *versionGroup, val []byte, err error, done bool) {
+	g, err, done = d.pick(v, key, owners, fetchedAnswers(res), final, func(g *versionGroup) error {
 		shards := make([]*coding.Shard, g.policy.Width())
 		for _, pos := range g.pos {
 			shards[pos] = res[pos].shard
@@ -273,7 +277,33 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 		}
 		return err
 	})
-	return val, err, done
+	return g, val, err, done
+}
+
+// completeDelete writes tombstone g, which a read is about to serve, to
+// every position of key, so that no later read serves the value it hides.
+// A tombstone is readable from one shard, but a delete that failed, or
+// still runs, may be on one position only: a read that asks others would
+// serve the older value after this one served the delete. A position that
+// holds it already answers at once, without writing. This is the
+// write-back of a linearizable register read (ABD); with too few nodes up
+// to reach the quorum the read serves the delete anyway, and stays
+// available. A tombstone past the tombstone grace is left as it is: the
+// garbage collector may be purging it.
+func (d *Datastore) completeDelete(ctx context.Context, v *view, key string, g *versionGroup) {
+	if g.ver.HLC <= uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli())<<16 {
+		return
+	}
+	shards := coding.Tombstone(key, g.policy, g.ver)
+	if len(shards) == 0 || len(shards) > len(v.owners(key)) {
+		return
+	}
+	w := &write{op: "complete the delete of", key: key}
+	a := &attempt{w: w, shards: shards, t: newTally(&shards[0].Header, len(shards), v.c.Quorum(g.policy))}
+	d.writeRound(ctx, v, []*attempt{a})
+	if w.err != nil {
+		log.Debugw("a read served a delete it could not make durable", "key", key, "version", g.ver.String(), "err", w.err)
+	}
 }
 
 // answers is what the positions of one read said.
@@ -498,6 +528,9 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	switch {
 	case g != nil:
+		if g.tomb {
+			d.completeDelete(ctx, v, key, g)
+		}
 		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil
 	case errors.Is(err, ds.ErrNotFound):
 		return le, false, nil

@@ -780,3 +780,55 @@ func TestAcknowledgedSmallValueUnderFailedOverwrite(t *testing.T) {
 		t.Fatalf("has with position 0 down: %v, %v; want true", has, err)
 	}
 }
+
+// A read that serves a delete makes it durable first (a write-back): a
+// delete that failed after reaching one position, once a read has served
+// it, is served by every later read, whichever positions it asks. Without
+// the write-back a read that asks other positions serves the value again
+// (multi-writer runs of the fault run found it: docs/fault-run.md).
+func TestReadCompletesTheDeleteItServes(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/delete-on-one")
+	o := c.Owners(k.String())
+	val := bytes.Repeat([]byte("v"), 300<<10) // erasure coded
+	if err := d.Put(ctx, k, val); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: o[1:]}).Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("delete with every position but 0 down: %v, want a quorum error", err)
+	}
+	if _, err := d.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get that asks position 0 first: %v, want the delete (ds.ErrNotFound)", err)
+	}
+	r := c.Client(&dscluster.Options{Down: []int{o[0]}})
+	if got, err := r.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get with position 0 down, after a get served the delete: %d bytes, %v; want ds.ErrNotFound", len(got), err)
+	}
+	if has, err := r.Has(ctx, k); has || err != nil {
+		t.Fatalf("has with position 0 down: %v, %v; want false", has, err)
+	}
+}
+
+// Has serves a delete as Get does: it makes it durable first.
+func TestHasCompletesTheDeleteItServes(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/delete-on-one-has")
+	o := c.Owners(k.String())
+	if err := d.Put(ctx, k, bytes.Repeat([]byte("h"), 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: o[1:]}).Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("delete with every position but 0 down: %v, want a quorum error", err)
+	}
+	if has, err := d.Has(ctx, k); has || err != nil {
+		t.Fatalf("has that asks position 0 first: %v, %v; want false", has, err)
+	}
+	r := c.Client(&dscluster.Options{Down: []int{o[0]}})
+	if has, err := r.Has(ctx, k); has || err != nil {
+		t.Fatalf("has with position 0 down, after a has served the delete: %v, %v; want false", has, err)
+	}
+}
