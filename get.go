@@ -164,8 +164,16 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 			return done
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
-	if g != nil && g.tomb {
-		d.completeDelete(ctx, v, k, g)
+	if g != nil && len(g.pos) < v.c.Quorum(g.policy) {
+		switch {
+		case g.tomb:
+			d.writeBack(ctx, v, k, g, nil)
+		case err == nil && missedBy(fetchedAnswers(res), g) > 0:
+			// Perhaps a write that failed after storing k shards: a
+			// read that sees one shard less would prove it failed and
+			// serve the older version.
+			d.writeBack(ctx, v, k, g, val)
+		}
 	}
 	if olderMayResolve(err, fetchedAnswers(res)) {
 		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
@@ -280,29 +288,59 @@ func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched
 	return g, val, err, done
 }
 
-// completeDelete writes tombstone g, which a read is about to serve, to
-// every position of key, so that no later read serves the value it hides.
-// A tombstone is readable from one shard, but a delete that failed, or
-// still runs, may be on one position only: a read that asks others would
-// serve the older value after this one served the delete. A position that
-// holds it already answers at once, without writing. This is the
-// write-back of a linearizable register read (ABD); with too few nodes up
-// to reach the quorum the read serves the delete anyway, and stays
-// available. A tombstone past the tombstone grace is left as it is: the
+// missedBy counts the positions whose answers show that version g is not
+// there: an older version, or nothing (fetchFrom counts "not found" from
+// an owner that does not vouch for its position as failed).
+func missedBy(a answers, g *versionGroup) int {
+	n := 0
+	for pos := 0; pos < min(a.n(), g.policy.Width()); pos++ {
+		switch a.state(pos) {
+		case fetchNotFound:
+			n++
+		case fetchOK:
+			if keptWithout(a.held(pos), g.ver) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// writeBack writes version g, which a read is about to serve, to every
+// position of key (val is its value; nil for a tombstone), so that no
+// later read serves an older version: the write-back of a linearizable
+// register read (ABD). A tombstone is readable from one shard, so a read
+// may meet a delete that failed, or still runs, on one position only;
+// and a value from a failed write may be on k positions, short of its
+// quorum, which a read that sees one shard less passes over. Positions
+// that hold g answer at once, without writing. With too few nodes up to
+// reach the quorum the read serves g anyway, and stays available with m
+// nodes down. A tombstone past the tombstone grace is left as it is: the
 // garbage collector may be purging it.
-func (d *Datastore) completeDelete(ctx context.Context, v *view, key string, g *versionGroup) {
-	if g.ver.HLC <= uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli())<<16 {
-		return
+func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versionGroup, val []byte) {
+	var shards []*coding.Shard
+	if g.tomb {
+		if g.ver.HLC <= uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli())<<16 {
+			return
+		}
+		shards = coding.Tombstone(key, g.policy, g.ver)
+	} else {
+		var err error
+		if shards, err = coding.Encode(key, val, g.policy, g.ver); err != nil {
+			log.Debugw("write back a version a read serves", "key", key, "err", err)
+			return
+		}
 	}
-	shards := coding.Tombstone(key, g.policy, g.ver)
 	if len(shards) == 0 || len(shards) > len(v.owners(key)) {
+		coding.Release(shards)
 		return
 	}
-	w := &write{op: "complete the delete of", key: key}
+	w := &write{op: "write back", key: key}
 	a := &attempt{w: w, shards: shards, t: newTally(&shards[0].Header, len(shards), v.c.Quorum(g.policy))}
 	d.writeRound(ctx, v, []*attempt{a})
+	d.metrics.writeBacks.Inc()
 	if w.err != nil {
-		log.Debugw("a read served a delete it could not make durable", "key", key, "version", g.ver.String(), "err", w.err)
+		log.Debugw("a read serves a version it could not make durable", "key", key, "version", g.ver.String(), "err", w.err)
 	}
 }
 
@@ -528,8 +566,8 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	switch {
 	case g != nil:
-		if g.tomb {
-			d.completeDelete(ctx, v, key, g)
+		if g.tomb && len(g.pos) < v.c.Quorum(g.policy) {
+			d.writeBack(ctx, v, key, g, nil)
 		}
 		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil
 	case errors.Is(err, ds.ErrNotFound):

@@ -560,7 +560,9 @@ func TestMalformedIndexEntryIsCorrupt(t *testing.T) {
 // enough to read v1. With two of v2's holders down a read finds v2 too
 // scarce, and used to fall back on that copy: the overwritten value. It
 // may fall back only past versions that provably never reached their
-// quorum, so it answers unavailable.
+// quorum, so it answers unavailable. A read with every node up serves v2
+// and writes it back to position 0, which missed it: then the read with
+// two holders down serves v2.
 func TestOverwriteOfOtherWidthNotServedStale(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
@@ -573,12 +575,15 @@ func TestOverwriteOfOtherWidthNotServedStale(t *testing.T) {
 	if err := c.Client(&dscluster.Options{Down: o[:1]}).Put(ctx, k, v2); err != nil {
 		t.Fatalf("put v2 with position 0 down: %v", err)
 	}
-	if got, err := c.Client(nil).Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
-		t.Fatalf("get with every node up: %d bytes, %v; want v2", len(got), err)
-	}
 	got, err := c.Client(&dscluster.Options{Down: o[1:3]}).Get(ctx, k)
 	if !errors.Is(err, dscluster.ErrUnavailable) {
 		t.Fatalf("get with positions 1 and 2 down: %d bytes (v1: %v), %v; want ErrUnavailable", len(got), bytes.Equal(got, v1), err)
+	}
+	if got, err := c.Client(nil).Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get with every node up: %d bytes, %v; want v2", len(got), err)
+	}
+	if got, err := c.Client(&dscluster.Options{Down: o[1:3]}).Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get with positions 1 and 2 down, after a read wrote v2 back to position 0: %d bytes (v1: %v), %v; want v2", len(got), bytes.Equal(got, v1), err)
 	}
 }
 
@@ -830,5 +835,32 @@ func TestHasCompletesTheDeleteItServes(t *testing.T) {
 	r := c.Client(&dscluster.Options{Down: []int{o[0]}})
 	if has, err := r.Has(ctx, k); has || err != nil {
 		t.Fatalf("has with position 0 down, after a has served the delete: %v, %v; want false", has, err)
+	}
+}
+
+// A read that serves a value of a write that failed after storing k
+// shards, and whose answers show it short of its quorum, writes it back
+// first: a later read that sees one of its shards fewer would otherwise
+// prove it failed and serve the older value.
+func TestReadCompletesTheFailedWriteItServes(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/failed-on-k")
+	o := c.Owners(k.String())
+	v1 := bytes.Repeat([]byte("1"), 300<<10)
+	v2 := bytes.Repeat([]byte("2"), 300<<10)
+	if err := d.Put(ctx, k, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[3], o[5]}}).Put(ctx, k, v2); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("overwrite with positions 3 and 5 down: %v, want a quorum error", err)
+	}
+	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get: %.1q…, %v; want the failed overwrite, readable from 4 shards", got[:min(len(got), 1)], err)
+	}
+	r := c.Client(&dscluster.Options{Down: []int{o[0]}})
+	if got, err := r.Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("get with position 0 down, after a get served the overwrite: %.1q…, %v; want it again", got[:min(len(got), 1)], err)
 	}
 }

@@ -13,10 +13,11 @@ import (
 // clientMetrics are a front end's Prometheus metrics, registered with
 // Options.Metrics (the kubo plugin passes kubo's registry), else unexported.
 type clientMetrics struct {
-	ops      *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	hedged   prometheus.Counter
-	degraded prometheus.Counter
+	ops        *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	hedged     prometheus.Counter
+	degraded   prometheus.Counter
+	writeBacks prometheus.Counter
 }
 
 func newClientMetrics(d *Datastore, reg prometheus.Registerer) (*clientMetrics, error) {
@@ -38,6 +39,10 @@ func newClientMetrics(d *Datastore, reg prometheus.Registerer) (*clientMetrics, 
 			Name: "dscluster_client_degraded_reads_total",
 			Help: "Values read without all their data shards (rebuilt from parity).",
 		}),
+		writeBacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dscluster_client_read_write_backs_total",
+			Help: "Versions a read wrote to their positions before serving them: deletes seen on fewer positions than their quorum, values of writes that failed after storing k shards.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -51,7 +56,7 @@ func newClientMetrics(d *Datastore, reg prometheus.Registerer) (*clientMetrics, 
 			return float64(r)
 		}
 	}
-	for _, c := range []prometheus.Collector{m.ops, m.latency, m.hedged, m.degraded,
+	for _, c := range []prometheus.Collector{m.ops, m.latency, m.hedged, m.degraded, m.writeBacks,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dscluster_client_sent_bytes_total",
 			Help: "Bytes of the request frames this front end sent and had answered.",
