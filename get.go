@@ -314,8 +314,8 @@ func missedBy(a answers, g *versionGroup) int {
 // and a value from a failed write may be on k positions, short of its
 // quorum, which a read that sees one shard less passes over. Positions
 // that hold g answer at once, without writing. With too few nodes up to
-// reach the quorum the read serves g anyway, and stays available with m
-// nodes down. A tombstone past the tombstone grace is left as it is: the
+// reach the quorum within twice HedgeAfter the read serves g anyway, and
+// stays available with m nodes down or hung. A tombstone past the tombstone grace is left as it is: the
 // garbage collector may be purging it.
 func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versionGroup, val []byte) {
 	var shards []*coding.Shard
@@ -335,6 +335,9 @@ func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versi
 		coding.Release(shards)
 		return
 	}
+	// A node that hangs must not hold the read up for the request timeout.
+	ctx, cancel := context.WithTimeout(ctx, 2*d.opts.HedgeAfter)
+	defer cancel()
 	w := &write{op: "write back", key: key}
 	a := &attempt{w: w, shards: shards, t: newTally(&shards[0].Header, len(shards), v.c.Quorum(g.policy))}
 	d.writeRound(ctx, v, []*attempt{a})
