@@ -315,8 +315,9 @@ func missedBy(a answers, g *versionGroup) int {
 // quorum, which a read that sees one shard less passes over. Positions
 // that hold g answer at once, without writing. With too few nodes up to
 // reach the quorum within twice HedgeAfter the read serves g anyway, and
-// stays available with m nodes down or hung. A tombstone past the tombstone grace is left as it is: the
-// garbage collector may be purging it.
+// stays available with m nodes down or hung. A tombstone past the
+// tombstone grace is left as it is: the garbage collector may be purging
+// it.
 func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versionGroup, val []byte) {
 	var shards []*coding.Shard
 	if g.tomb {
