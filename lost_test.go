@@ -848,14 +848,8 @@ func TestReadCompletesTheFailedWriteItServes(t *testing.T) {
 	d := c.Client(nil)
 	k := ds.NewKey("/lost/failed-on-k")
 	o := c.Owners(k.String())
-	v1 := bytes.Repeat([]byte("1"), 300<<10)
 	v2 := bytes.Repeat([]byte("2"), 300<<10)
-	if err := d.Put(ctx, k, v1); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Client(&dscluster.Options{Down: []int{o[3], o[5]}}).Put(ctx, k, v2); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("overwrite with positions 3 and 5 down: %v, want a quorum error", err)
-	}
+	failedOverwrite(t, c, d, k, bytes.Repeat([]byte("1"), 300<<10), len(v2), 3, 5)
 	if got, err := d.Get(ctx, k); err != nil || !bytes.Equal(got, v2) {
 		t.Fatalf("get: %.1q…, %v; want the failed overwrite, readable from 4 shards", got[:min(len(got), 1)], err)
 	}
