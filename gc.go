@@ -7,6 +7,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 
+	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/membership"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/wire"
@@ -18,6 +19,12 @@ var _ ds.GCDatastore = (*Datastore)(nil)
 // CollectGarbage purges it: a write delayed in the network for longer than
 // this could otherwise bring back a deleted value on one node.
 const DefaultTombstoneGrace = 10 * time.Minute
+
+// graceCutoff is the clock value below which a tombstone is past the
+// tombstone grace, and the garbage collector may purge it.
+func (d *Datastore) graceCutoff() uint64 {
+	return coding.HLCAt(time.Now().Add(-d.opts.TombstoneGrace))
+}
 
 // CollectGarbage purges the tombstones older than the tombstone grace that
 // every shard owner of their key holds and no node lists anything else for.
@@ -44,7 +51,7 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 			"answered", len(m.curs), "nodes", len(v.peers))
 		return nil
 	}
-	cutoff := uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli()) << 16
+	cutoff := d.graceCutoff()
 	width := v.c.Policy.Width()
 	perNode := make(map[int][]wire.ListEntry)
 	purge := func() error {

@@ -164,16 +164,14 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 			return done
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
-	if g != nil && len(g.pos) < v.c.Quorum(g.policy) {
-		switch {
-		case g.tomb:
-			d.writeBack(ctx, v, k, g, nil)
-		case err == nil && missedBy(fetchedAnswers(res), g) > 0:
-			// Perhaps a write that failed after storing k shards: a
-			// read that sees one shard less would prove it failed and
-			// serve the older version.
-			d.writeBack(ctx, v, k, g, val)
-		}
+	switch {
+	case g != nil && g.tomb:
+		d.writeBack(ctx, v, k, g, nil)
+	case g != nil && err == nil && missedBy(fetchedAnswers(res), g) > 0:
+		// Perhaps a write that failed after storing k shards: a read
+		// that sees one shard less would prove it failed and serve the
+		// older version.
+		d.writeBack(ctx, v, k, g, val)
 	}
 	if olderMayResolve(err, fetchedAnswers(res)) {
 		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
@@ -307,21 +305,24 @@ func missedBy(a answers, g *versionGroup) int {
 }
 
 // writeBack writes version g, which a read is about to serve, to every
-// position of key (val is its value; nil for a tombstone), so that no
-// later read serves an older version: the write-back of a linearizable
-// register read (ABD). A tombstone is readable from one shard, so a read
-// may meet a delete that failed, or still runs, on one position only;
-// and a value from a failed write may be on k positions, short of its
-// quorum, which a read that sees one shard less passes over. Positions
-// that hold g answer at once, without writing. With too few nodes up to
-// reach the quorum within twice HedgeAfter the read serves g anyway, and
-// stays available with m nodes down or hung. A tombstone past the
-// tombstone grace is left as it is: the garbage collector may be purging
-// it.
+// position of key (val is its value; nil for a tombstone) unless the read
+// saw it on its quorum, so that no later read serves an older version:
+// the write-back of a linearizable register read (ABD). A tombstone is
+// readable from one shard, so a read may meet a delete that failed, or
+// still runs, on one position only; and a value from a failed write may
+// be on k positions, short of its quorum, which a read that sees one
+// shard less passes over. Positions that hold g answer at once, without
+// writing. With too few nodes up to reach the quorum within twice
+// HedgeAfter the read serves g anyway, and stays available with m nodes
+// down or hung. A tombstone past the tombstone grace is left as it is:
+// the garbage collector may be purging it.
 func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versionGroup, val []byte) {
+	if len(g.pos) >= v.c.Quorum(g.policy) {
+		return // on its quorum already
+	}
 	var shards []*coding.Shard
 	if g.tomb {
-		if g.ver.HLC <= uint64(time.Now().Add(-d.opts.TombstoneGrace).UnixMilli())<<16 {
+		if g.ver.HLC <= d.graceCutoff() {
 			return
 		}
 		shards = coding.Tombstone(key, g.policy, g.ver)
@@ -570,7 +571,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	switch {
 	case g != nil:
-		if g.tomb && len(g.pos) < v.c.Quorum(g.policy) {
+		if g.tomb {
 			d.writeBack(ctx, v, key, g, nil)
 		}
 		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil

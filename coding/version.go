@@ -63,7 +63,7 @@ func NewClock(writer uint64, now func() time.Time) *Clock {
 // Clock returned or observed before. (Only if an observed HLC reached
 // math.MaxUint64 does the clock saturate and repeat it.)
 func (c *Clock) Next() Version {
-	pt := physical(c.now())
+	pt := HLCAt(c.now())
 	c.mu.Lock()
 	switch {
 	case pt > c.last:
@@ -86,7 +86,9 @@ func (c *Clock) Observe(v Version) {
 	c.mu.Unlock()
 }
 
-func physical(t time.Time) uint64 {
+// HLCAt is the hybrid logical clock value of wall time t, logical counter
+// zero: every version written at or after t is at least this.
+func HLCAt(t time.Time) uint64 {
 	ms := t.UnixMilli()
 	if ms < 0 {
 		return 0

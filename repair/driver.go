@@ -279,7 +279,7 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 // fails to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
 	view = &View{Map: m, Target: target, Reachable: make(map[string]bool), Quorum: d.cfg.Quorum,
-		GarbageBefore: uint64(time.Now().Add(-d.cfg.GarbageGrace).UnixMilli()) << 16}
+		GarbageBefore: coding.HLCAt(time.Now().Add(-d.cfg.GarbageGrace))}
 	if d.cfg.MapSince != nil {
 		if at := d.cfg.MapSince(); at != 0 {
 			// The garbage grace is the room writers' clocks get here too.
