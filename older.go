@@ -126,10 +126,10 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 	var wg sync.WaitGroup
 	for pos := range out {
 		wg.Add(1)
-		go func() {
+		goAsk(func() {
 			defer wg.Done()
 			out[pos] = ask(pos)
-		}()
+		})
 	}
 	wg.Wait()
 	return out

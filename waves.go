@@ -6,11 +6,11 @@ import "time"
 // question, and returns how many positions it asked: order[:asked]. order
 // lists the positions in asking order; wave i asks
 // order[ends[i-1]:ends[i]], the last end being len(order). ask(pos) runs
-// in a goroutine per position; take records its answer and settle judges
-// the answers so far, with final true once every position has answered (a
-// final call must settle). take, settle and hedged run on the caller's
-// goroutine; answers after askInWaves returns are dropped, and no asker
-// blocks.
+// on a goroutine of its own per position (goAsk); take records its answer
+// and settle judges the answers so far, with final true once every
+// position has answered (a final call must settle). take, settle and
+// hedged run on the caller's goroutine; answers after askInWaves returns
+// are dropped, and no asker blocks.
 //
 // A wave starts when the previous one has answered without settling, or
 // after hedge: a node that hangs costs hedge, not the request timeout.
@@ -37,7 +37,7 @@ func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int)
 			}
 			start = launched
 			for i := launched; i < end; i++ {
-				go func(i int) { answers <- answer{i, ask(order[i])} }(i)
+				goAsk(func() { answers <- answer{i, ask(order[i])} })
 			}
 			inflight += end - launched
 			waiting = end - launched

@@ -117,7 +117,7 @@ func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (a
 	send := func(n int, items []nodeShard) {
 		pending[n] = true
 		wg.Add(1)
-		go func() {
+		goAsk(func() {
 			defer wg.Done()
 			for len(items) > 0 {
 				chunk := takeChunk(items)
@@ -137,7 +137,7 @@ func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (a
 				mu.Unlock()
 			}
 			done <- n
-		}()
+		})
 	}
 	// Shards held back from backlogged slow nodes are sent after all once
 	// a write cannot make its quorum without them.
