@@ -230,16 +230,24 @@ func Run(ctx context.Context, target string, d, read ds.Datastore, cfg Config, p
 		}
 	}
 
-	// Clean up what the run wrote (untimed).
+	// Clean up what the run wrote (untimed): the values read, and those
+	// the timed puts wrote (not the keys a read run never wrote: each
+	// would cost a delete's probe of every position).
 	total := int(next.Load())
 	if cfg.Count > 0 {
 		total = min(total, cfg.Count)
 	}
-	_ = parallel(context.Background(), pool+total, cfg.Concurrency, func(i int) error {
-		if i < written || i >= pool {
-			return d.Delete(context.Background(), key(i))
+	var wrote []int
+	for i := range written {
+		wrote = append(wrote, i)
+	}
+	for i := range total {
+		if cfg.Workload == Put || cfg.Workload == Mixed && i%2 == 0 {
+			wrote = append(wrote, pool+i)
 		}
-		return nil
+	}
+	_ = parallel(context.Background(), len(wrote), cfg.Concurrency, func(i int) error {
+		return d.Delete(context.Background(), key(wrote[i]))
 	})
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

@@ -47,12 +47,30 @@ func count(t *testing.T, d ds.Datastore) int {
 	return len(all)
 }
 
+// writesAndDeletes counts the puts and deletes a datastore takes.
+type writesAndDeletes struct {
+	ds.Datastore
+	puts, deletes atomic.Int64
+}
+
+func (w *writesAndDeletes) Put(ctx context.Context, k ds.Key, v []byte) error {
+	w.puts.Add(1)
+	return w.Datastore.Put(ctx, k, v)
+}
+
+func (w *writesAndDeletes) Delete(ctx context.Context, k ds.Key) error {
+	w.deletes.Add(1)
+	return w.Datastore.Delete(ctx, k)
+}
+
 // TestRunCountsAndCleansUp runs each workload against an in-memory store:
-// the op count is exact, nothing fails, and the keys it wrote are gone.
+// the op count is exact, nothing fails, the keys it wrote are gone, and
+// it deleted those keys only (a read run once also deleted one key per
+// read that nothing wrote, each a probe of every position on a cluster).
 func TestRunCountsAndCleansUp(t *testing.T) {
 	ctx := context.Background()
-	for _, w := range []Workload{Put, Get, Mixed, DegradedGet} {
-		d := dssync.MutexWrap(ds.NewMapDatastore())
+	for w, puts := range map[Workload]int64{Put: 200, Get: 200, Mixed: 300, DegradedGet: 200} {
+		d := &writesAndDeletes{Datastore: dssync.MutexWrap(ds.NewMapDatastore())}
 		r, err := Run(ctx, "mem", d, nil, Config{Workload: w, Size: 1000, Count: 200, Concurrency: 4}, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", w, err)
@@ -62,6 +80,9 @@ func TestRunCountsAndCleansUp(t *testing.T) {
 		}
 		if n := count(t, d); n != 0 {
 			t.Fatalf("%s left %d keys behind", w, n)
+		}
+		if p, del := d.puts.Load(), d.deletes.Load(); p != puts || del != puts {
+			t.Fatalf("%s: %d puts and %d deletes, want %d of each", w, p, del, puts)
 		}
 	}
 }
