@@ -249,6 +249,19 @@ func failedOverwrite(t *testing.T, c *clustertest.Cluster, d *dscluster.Datastor
 	}
 }
 
+// failedDelete puts val under k, then deletes it with every position
+// but 0 down: the delete fails, its tombstone on position 0 only.
+func failedDelete(t *testing.T, c *clustertest.Cluster, d *dscluster.Datastore, k ds.Key, val []byte) {
+	t.Helper()
+	ctx := context.Background()
+	if err := d.Put(ctx, k, val); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: c.Owners(k.String())[1:]}).Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("delete with every position but 0 down: %v, want a quorum error", err)
+	}
+}
+
 // TestFailedOverwriteKeepsOlderValue: a node keeps one current shard per
 // key, so an overwrite that failed after reaching 3 of 6 positions (more
 // than m, fewer than k) left 3 shards of each version and the key
@@ -797,13 +810,7 @@ func TestReadCompletesTheDeleteItServes(t *testing.T) {
 	d := c.Client(nil)
 	k := ds.NewKey("/lost/delete-on-one")
 	o := c.Owners(k.String())
-	val := bytes.Repeat([]byte("v"), 300<<10) // erasure coded
-	if err := d.Put(ctx, k, val); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Client(&dscluster.Options{Down: o[1:]}).Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("delete with every position but 0 down: %v, want a quorum error", err)
-	}
+	failedDelete(t, c, d, k, bytes.Repeat([]byte("v"), 300<<10)) // erasure coded
 	if _, err := d.Get(ctx, k); !errors.Is(err, ds.ErrNotFound) {
 		t.Fatalf("get that asks position 0 first: %v, want the delete (ds.ErrNotFound)", err)
 	}
@@ -823,12 +830,7 @@ func TestHasCompletesTheDeleteItServes(t *testing.T) {
 	d := c.Client(nil)
 	k := ds.NewKey("/lost/delete-on-one-has")
 	o := c.Owners(k.String())
-	if err := d.Put(ctx, k, bytes.Repeat([]byte("h"), 300<<10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Client(&dscluster.Options{Down: o[1:]}).Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
-		t.Fatalf("delete with every position but 0 down: %v, want a quorum error", err)
-	}
+	failedDelete(t, c, d, k, bytes.Repeat([]byte("h"), 300<<10))
 	if has, err := d.Has(ctx, k); has || err != nil {
 		t.Fatalf("has that asks position 0 first: %v, %v; want false", has, err)
 	}
