@@ -139,12 +139,16 @@ func (s *Store) roll() error {
 	return err
 }
 
-// commitLoop is the single committer. Each round it waits up to CommitDelay
-// for as many submissions as the previous round had (so a lone writer never
-// waits), then fsyncs the touched volumes and commits one index transaction.
+// commitLoop is the single committer. Each round it waits up to the
+// commit delay for twice as many submissions as the previous round had,
+// then fsyncs the touched volumes and commits one index transaction. A
+// group thus grows while writes keep coming, which spreads the fixed cost
+// of a commit (the fsync's syscall and wake-ups, bbolt's pages) over more
+// writes; a lone writer never waits.
 func (s *Store) commitLoop() {
 	defer close(s.committed)
 	lastN := 1
+	var lastSync time.Duration // the previous group's fsyncs
 	var timer *time.Timer
 	for {
 		select {
@@ -153,14 +157,14 @@ func (s *Store) commitLoop() {
 			s.commitRound()
 			return
 		}
-		if d := s.opts.CommitDelay; d > 0 && lastN > 1 {
+		if d := commitDelay(s.opts.CommitDelay, lastSync); d > 0 && lastN > 1 {
 			if timer == nil {
 				timer = time.NewTimer(d)
 			} else {
 				timer.Reset(d)
 			}
 		wait:
-			for s.pendingLen() < lastN {
+			for s.pendingLen() < 2*lastN {
 				select {
 				case <-s.kick:
 				case <-timer.C:
@@ -171,10 +175,22 @@ func (s *Store) commitLoop() {
 			}
 			timer.Stop()
 		}
-		if n := s.commitRound(); n > 0 {
-			lastN = n
+		if n, took := s.commitRound(); n > 0 {
+			lastN, lastSync = n, took
 		}
 	}
+}
+
+// commitDelay is how long a round waits for more submissions: opt when
+// set (negative: not at all), else twice the previous group's fsyncs, at
+// most maxAutoDelay. Tied to the disk's own latency, it at most triples a
+// write's wait on any disk, and a stalled fsync does not stall the next
+// group for as long.
+func commitDelay(opt, lastSync time.Duration) time.Duration {
+	if opt != 0 {
+		return opt
+	}
+	return min(2*lastSync, maxAutoDelay)
 }
 
 func (s *Store) pendingLen() int {
@@ -184,19 +200,21 @@ func (s *Store) pendingLen() int {
 }
 
 // commitRound commits everything pending and answers each submission. It
-// returns the number of submissions committed.
-func (s *Store) commitRound() int {
+// returns the number of submissions committed and the time their fsyncs
+// took.
+func (s *Store) commitRound() (int, time.Duration) {
 	s.appendMu.Lock()
 	group := s.pending
 	s.pending = nil
 	failed := s.failed
 	s.appendMu.Unlock()
 	if len(group) == 0 {
-		return 0
+		return 0, 0
 	}
 	err := failed
+	var took time.Duration
 	if err == nil {
-		err = s.commitGroup(group)
+		took, err = s.commitGroup(group)
 		if err != nil {
 			s.fence(err)
 		}
@@ -212,7 +230,7 @@ func (s *Store) commitRound() int {
 			sub.done <- err
 		}
 	}
-	return len(group)
+	return len(group), took
 }
 
 // fence keeps a failed commit from reaching writes queued behind it. Any
@@ -282,8 +300,9 @@ func isNoSpace(err error) bool {
 // appended to (the write-ahead log), then visible with one index
 // transaction, which bbolt writes without fsyncs of its own: a process
 // crash leaves it whole in the page cache, and after an operating system
-// crash Open rebuilds the index from the volumes (see rebuild.go).
-func (s *Store) commitGroup(group []*submission) error {
+// crash Open rebuilds the index from the volumes (see rebuild.go). It
+// returns the time the fsyncs took.
+func (s *Store) commitGroup(group []*submission) (synced time.Duration, err error) {
 	touched := map[uint32]bool{}
 	for _, sub := range group {
 		for _, o := range sub.ops {
@@ -295,14 +314,16 @@ func (s *Store) commitGroup(group []*submission) error {
 		f := s.files[vol]
 		s.filesMu.RUnlock()
 		if f == nil {
-			return fmt.Errorf("volume: volume %d vanished before commit", vol)
+			return synced, fmt.Errorf("volume: volume %d vanished before commit", vol)
 		}
 		start := time.Now()
 		if err := s.fsync(f); err != nil {
-			return &syncError{vol: vol, err: err}
+			return synced, &syncError{vol: vol, err: err}
 		}
+		took := time.Since(start)
+		synced += took
 		s.stats.syncs.Add(1)
-		s.stats.syncNanos.Add(uint64(time.Since(start)))
+		s.stats.syncNanos.Add(uint64(took))
 	}
 	// Make them visible, in submission order, in one transaction. A
 	// submission whose also fails is left out and the rest committed again
@@ -312,12 +333,12 @@ func (s *Store) commitGroup(group []*submission) error {
 		var ae *alsoError
 		if !errors.As(err, &ae) {
 			if err != nil {
-				return fmt.Errorf("volume: index commit: %w", err)
+				return synced, fmt.Errorf("volume: index commit: %w", err)
 			}
 			s.stats.groups.Add(1)
 			s.stats.writes.Add(uint64(len(group)))
 			s.stats.indexCommits.Add(1)
-			return nil
+			return synced, nil
 		}
 		ae.sub.rejected = ae.err
 	}

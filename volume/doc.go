@@ -28,8 +28,10 @@
 // crossed into a new volume), then one bbolt transaction that makes them
 // visible. bbolt does not fsync that transaction: the volumes are the
 // write-ahead log. Until the commit a record is invisible to Get and Query.
-// When the previous group held several submissions, the committer waits up
-// to Options.CommitDelay for as many to arrive; a lone writer never waits.
+// When the previous group held several submissions, the committer waits for
+// twice as many to arrive, up to Options.CommitDelay (by default twice the
+// previous group's fsync time): a group grows under load, and a lone writer
+// never waits.
 // Stats counts groups, writes, fsyncs and index commits. Sync is a no-op.
 //
 // If an fsync or an index commit fails, the store refuses further writes

@@ -38,7 +38,7 @@ const (
 	indexFile        = "index.bolt"
 	volSuffix        = ".vol"
 	defaultMaxVolume = 1 << 30
-	defaultDelay     = time.Millisecond
+	maxAutoDelay     = 10 * time.Millisecond
 )
 
 var (
@@ -50,7 +50,7 @@ var (
 type Options struct {
 	NoSync        bool          // skip fsyncs; tests only
 	MaxVolumeSize int64         // roll to a new volume file past this size (default 1 GiB)
-	CommitDelay   time.Duration // longest a write waits for others to share its fsync (0: default 1ms, negative: none)
+	CommitDelay   time.Duration // longest a write waits for others to share its fsync (0: twice the last fsync, at most 10ms; negative: none)
 	// SyncFile makes a volume file, or the store's directory, durable
 	// (default (*os.File).Sync). As
 	// bbolt's OpenFile option, it is for tests that inject disk failures.
@@ -68,9 +68,6 @@ func (o *Options) Validate() error {
 func (o Options) withDefaults() Options {
 	if o.MaxVolumeSize == 0 {
 		o.MaxVolumeSize = defaultMaxVolume
-	}
-	if o.CommitDelay == 0 {
-		o.CommitDelay = defaultDelay
 	}
 	if o.SyncFile == nil {
 		o.SyncFile = (*os.File).Sync

@@ -1,0 +1,75 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+func TestCommitDelay(t *testing.T) {
+	for _, c := range []struct {
+		opt, lastSync, want time.Duration
+	}{
+		{0, 0, 0}, // no fsync yet, or NoSync: no wait
+		{0, 3 * time.Millisecond, 6 * time.Millisecond}, // twice the disk's latency
+		{0, time.Second, maxAutoDelay},                  // a stalled fsync: bounded
+		{5 * time.Millisecond, time.Second, 5 * time.Millisecond},
+		{-1, time.Second, -1}, // none
+	} {
+		if got := commitDelay(c.opt, c.lastSync); got != c.want {
+			t.Errorf("commitDelay(%v, %v) = %v, want %v", c.opt, c.lastSync, got, c.want)
+		}
+	}
+}
+
+// After a group of two, the committer waits for four: with a delay longer
+// than the test, four concurrent writes commit as one group and none
+// returns before it. A lone write, after a lone write, never waits.
+func TestGroupGrowsUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), &Options{NoSync: true, CommitDelay: time.Hour})
+	defer s.Close()
+	for i := range 3 {
+		if err := s.Put(ctx, ds.NewKey(fmt.Sprintf("/lone/%d", i)), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A group of two: both appended before the committer is kicked.
+	subs := make([]*submission, 2)
+	for i := range subs {
+		k := fmt.Sprintf("/pair/%d", i)
+		subs[i] = &submission{ops: []op{newOp(opPut, k, []byte("v"))}, done: make(chan error, 1)}
+		if err := s.appendAll(subs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.kick <- struct{}{}
+	for _, sub := range subs {
+		if err := <-sub.done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.Stats()
+	if before.Writes != 5 || before.Groups != 4 {
+		t.Fatalf("%d writes in %d groups before the four, want 5 in 4", before.Writes, before.Groups)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Put(ctx, ds.NewKey(fmt.Sprintf("/four/%d", i)), []byte("v")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	if w, g := st.Writes-before.Writes, st.Groups-before.Groups; w != 4 || g != 1 {
+		t.Fatalf("four concurrent writes after a group of two went in %d writes, %d groups; want 4 in 1", w, g)
+	}
+}
