@@ -125,12 +125,15 @@ func (d *Datastore) writeRound(ctx context.Context, v *view, atts []*attempt) (a
 				res, err := d.batchPut(sendCtx, v, n, chunk)
 				mu.Lock()
 				for i, it := range chunk {
-					ne := NodeError{Node: v.nodeName(n), Err: err}
+					ne := NodeError{Err: err}
 					var r wire.BatchResult
 					if err == nil {
 						if r = res[i]; r.Status != wire.StatusOK {
 							ne.Err = statusErr(r.Status, r.Message)
 						}
+					}
+					if ne.Err != nil {
+						ne.Node = v.nodeName(n) // a peer ID's text costs a base58 encoding
 					}
 					it.a.t.answer(ne, v.peers[n], coding.Version{HLC: r.HeldHLC, Writer: r.HeldWriter}, r.Kept)
 				}
