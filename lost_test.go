@@ -125,13 +125,8 @@ func TestTimeoutBoundsEachRequest(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{})
 	k := ds.NewKey("/lost/timeout")
 	o := c.Owners(k.String())
-	release := make(chan struct{})
-	defer close(release)
 	for _, x := range []int{o[4], o[5]} {
-		c.Node(x).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
-			<-release
-			_ = s.Reset()
-		})
+		hang(t, c, x)
 	}
 	d := c.Client(&dscluster.Options{Timeout: time.Second, HedgeAfter: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -509,13 +504,8 @@ func TestDeleteOfValueWithLostShards(t *testing.T) {
 	// and must not report success without its tombstone, which it used to.
 	k2 := ds.NewKey("/lost/delete-after-rot-unanswered")
 	rot(k2)
-	release := make(chan struct{})
-	defer close(release)
 	for _, n := range c.Owners(k2.String())[2:] {
-		c.Node(n).Host().SetStreamHandler(wire.ShardProtocol, func(s network.Stream) {
-			<-release
-			_ = s.Reset()
-		})
+		hang(t, c, n)
 	}
 	hung := c.Client(&dscluster.Options{Timeout: 2 * time.Second, HedgeAfter: 100 * time.Millisecond})
 	if err := hung.Delete(ctx, k2); err == nil {

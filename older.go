@@ -136,14 +136,39 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 }
 
 // valueFromOlder is Get's way past a newest version it cannot serve: it
-// asks every position which versions it holds and rebuilds the older value
+// asks the positions which versions they hold and rebuilds the older value
 // olderVersion allows, or, when that fails or verify refuses it, the next.
-// found is false when that version is a tombstone.
+// found is false when that version is a tombstone. Nodes marked slow are
+// asked only when the others' answers allow nothing, as in the first
+// round: a hung node costs the read its request timeout only when no
+// value can be read without it. A position not asked proves nothing, so
+// leaving it out never serves an older value a full round would refuse.
 func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) (val []byte, found, ok bool) {
-	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) }))
+	ans := make(headerAnswers, v.c.Policy.Width())
+	var slow []int
+	ask := func(ps []int) {
+		got := askAll(len(ps), func(i int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, ps[i]) })
+		for i, pos := range ps {
+			ans[pos] = got[i]
+		}
+	}
+	var fast []int
+	for pos := range ans {
+		if d.client.Slow(v.peers[owners[pos]]) {
+			slow = append(slow, pos)
+		} else {
+			fast = append(fast, pos)
+		}
+	}
+	ask(fast)
 	tried := map[coding.Version]bool{}
 	for {
 		c, holders, ok := olderVersion(v, placement.Slot(key), ans, tried)
+		if !ok && len(slow) > 0 {
+			ask(slow)
+			slow = nil
+			continue
+		}
 		if !ok {
 			return nil, false, false
 		}
