@@ -539,20 +539,22 @@ func (d *Datastore) mayExist(v *view, absent []int) bool {
 // them from shards (pick): it returns the entry of the newest version with
 // enough shards to be read, with found=false when that is a tombstone; a
 // zero entry and found=false when no acknowledged write can exist; or the
-// UnavailableError Get would give.
-func (d *Datastore) probe(ctx context.Context, key string) (le wire.ListEntry, found bool, err error) {
+// UnavailableError Get would give. A tombstone short of its quorum is
+// written back, as Get does, when writeBack is set: Delete, which writes
+// a newer one, sets it not.
+func (d *Datastore) probe(ctx context.Context, key string, writeBack bool) (le wire.ListEntry, found bool, err error) {
 	type probed struct {
 		le    wire.ListEntry
 		found bool
 	}
 	r, err := readAgain(ctx, d, func(v *view, skip bool) (probed, error) {
-		le, found, err := d.probeView(ctx, v, key, skip)
+		le, found, err := d.probeView(ctx, v, key, skip, writeBack)
 		return probed{le, found}, err
 	})
 	return r.le, r.found, err
 }
 
-func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip bool) (le wire.ListEntry, found bool, err error) {
+func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip, writeBack bool) (le wire.ListEntry, found bool, err error) {
 	if skip {
 		ctx = transport.SkipUnreachable(ctx) // other positions can answer
 	}
@@ -571,7 +573,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip boo
 		func(pos int) { d.client.MarkSlow(v.peers[owners[pos]]) })
 	switch {
 	case g != nil:
-		if g.tomb {
+		if g.tomb && writeBack {
 			d.writeBack(ctx, v, key, g, nil)
 		}
 		return ans[g.pos[0]].h.ListEntry, !g.tomb, nil
@@ -677,7 +679,7 @@ func (d *Datastore) Has(ctx context.Context, key ds.Key) (_ bool, err error) {
 	if len(k) > coding.MaxKeyLen {
 		return false, nil
 	}
-	_, found, err := d.probe(ctx, k)
+	_, found, err := d.probe(ctx, k, true)
 	if err != nil {
 		return false, opError("has", k, err)
 	}
@@ -692,7 +694,7 @@ func (d *Datastore) GetSize(ctx context.Context, key ds.Key) (_ int, err error) 
 	if len(k) > coding.MaxKeyLen {
 		return -1, ds.ErrNotFound
 	}
-	le, found, err := d.probe(ctx, k)
+	le, found, err := d.probe(ctx, k, true)
 	if err != nil {
 		return -1, opError("getsize", k, err)
 	}

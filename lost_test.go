@@ -12,6 +12,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
 
 	dscluster "github.com/filedrive-team/go-ds-cluster"
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
@@ -827,6 +828,27 @@ func TestHasCompletesTheDeleteItServes(t *testing.T) {
 	r := c.Client(&dscluster.Options{Down: []int{o[0]}})
 	if has, err := r.Has(ctx, k); has || err != nil {
 		t.Fatalf("has with position 0 down, after a has served the delete: %v, %v; want false", has, err)
+	}
+}
+
+// Delete over a failed delete writes its own tombstone alone: its probe
+// does not first write back the failed one's, as a read's would.
+func TestDeleteOverAFailedDeleteWritesOnce(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	reg := prometheus.NewRegistry()
+	d := c.Client(&dscluster.Options{Metrics: reg})
+	k := ds.NewKey("/lost/delete-twice")
+	failedDelete(t, c, d, k, bytes.Repeat([]byte("d"), 300<<10))
+	if err := d.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if n := gathered(t, reg, "dscluster_client_read_write_backs_total", nil); n != 0 {
+		t.Fatalf("delete over a failed delete wrote back %v tombstones before its own, want none", n)
+	}
+	r := c.Client(&dscluster.Options{Down: []int{c.Owners(k.String())[0]}})
+	if has, err := r.Has(ctx, k); has || err != nil {
+		t.Fatalf("has with position 0 down, after the delete: %v, %v; want false", has, err)
 	}
 }
 

@@ -74,7 +74,7 @@ func (d *Datastore) Delete(ctx context.Context, key ds.Key) (err error) {
 	if len(k) > coding.MaxKeyLen {
 		return nil // such a key cannot have been stored
 	}
-	le, found, err := d.probe(ctx, k)
+	le, found, err := d.probe(ctx, k, false) // its own tombstone is newer
 	var ue *UnavailableError
 	switch {
 	case errors.As(err, &ue) && ue.Found > 0:

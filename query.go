@@ -44,7 +44,7 @@ func (d *Datastore) resolve(ctx context.Context, ms []merged, keysOnly bool) []d
 		go func(i int, key string) {
 			defer func() { <-sem; wg.Done() }()
 			if keysOnly {
-				le, found, err := d.probe(ctx, key)
+				le, found, err := d.probe(ctx, key, true)
 				switch {
 				case err != nil:
 					log.Debugw("query: list a key whose versions cannot be judged", "key", key, "err", err)
