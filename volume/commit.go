@@ -139,15 +139,12 @@ func (s *Store) roll() error {
 	return err
 }
 
-// commitLoop is the single committer. Each round it waits up to the
-// commit delay for twice as many submissions as the previous round had,
-// then fsyncs the touched volumes and commits one index transaction. A
-// group thus grows while writes keep coming, which spreads the fixed cost
-// of a commit (the fsync's syscall and wake-ups, bbolt's pages) over more
-// writes; a lone writer never waits.
+// commitLoop is the single committer. Each round it waits, up to the
+// commit delay, for the submissions its grouper asks for, then fsyncs the
+// touched volumes and commits one index transaction.
 func (s *Store) commitLoop() {
 	defer close(s.committed)
-	lastN := 1
+	var g grouper
 	var lastSync time.Duration // the previous group's fsyncs
 	var timer *time.Timer
 	for {
@@ -157,17 +154,19 @@ func (s *Store) commitLoop() {
 			s.commitRound()
 			return
 		}
-		if d := commitDelay(s.opts.CommitDelay, lastSync); d > 0 && lastN > 1 {
+		timedOut := false
+		if d := commitDelay(s.opts.CommitDelay, lastSync); d > 0 && g.target > 1 {
 			if timer == nil {
 				timer = time.NewTimer(d)
 			} else {
 				timer.Reset(d)
 			}
 		wait:
-			for s.pendingLen() < 2*lastN {
+			for s.pendingLen() < g.target {
 				select {
 				case <-s.kick:
 				case <-timer.C:
+					timedOut = true
 					break wait
 				case <-s.quit:
 					break wait
@@ -176,9 +175,58 @@ func (s *Store) commitLoop() {
 			timer.Stop()
 		}
 		if n, took := s.commitRound(); n > 0 {
-			lastN, lastSync = n, took
+			g.committed(n, timedOut)
+			if !s.opts.NoSync {
+				lastSync = took // else nothing is worth waiting to share
+			}
 		}
 	}
+}
+
+// Bounds of a grouper's hold, in rounds.
+const (
+	minHold = 8
+	maxHold = 1024
+)
+
+// A grouper chooses how many submissions a commit round waits for, from
+// what the rounds before committed. Each group pays a fixed cost (the
+// fsync's syscall and wake-ups, a bbolt transaction's pages), so larger
+// groups cost less per write. It asks for twice as many as the last round
+// had, so that a group grows while writes keep coming. When the delay runs
+// out first, the writers it waited for were waiting on this very commit (a
+// fixed number of writers in a loop, whom waiting only slows): it then
+// asks for as many as came, and for more again only after a hold that
+// doubles each time asking for more fails. After a lone write it asks for
+// none: a lone writer never waits.
+type grouper struct {
+	target  int  // submissions to wait for; below 2, none
+	hold    int  // rounds left before asking for more again
+	backoff int  // the next hold
+	asked   bool // target asks for more than the last round had
+}
+
+// committed takes a round's outcome: n submissions committed, and whether
+// the delay ran out before target came.
+func (g *grouper) committed(n int, timedOut bool) {
+	switch {
+	case timedOut:
+		g.backoff = min(max(2*g.backoff, minHold), maxHold)
+		g.hold = g.backoff
+		g.target = n
+	case g.hold > 0:
+		g.hold--
+		g.target = n
+	default:
+		if g.asked {
+			g.backoff = 0 // asking for more worked
+		}
+		g.target = n
+		if n > 1 {
+			g.target = 2 * n
+		}
+	}
+	g.asked = g.target > n
 }
 
 // commitDelay is how long a round waits for more submissions: opt when

@@ -29,8 +29,10 @@
 // visible. bbolt does not fsync that transaction: the volumes are the
 // write-ahead log. Until the commit a record is invisible to Get and Query.
 // When the previous group held several submissions, the committer waits for
-// twice as many to arrive, up to Options.CommitDelay (by default twice the
-// previous group's fsync time): a group grows under load, and a lone writer
+// more to arrive, up to Options.CommitDelay (by default twice the previous
+// group's fsync time, at most 10ms): twice as many, so that a group grows
+// under load, or as many when asking for more kept running out of time (a
+// fixed number of writers, each waiting on its own commit). A lone writer
 // never waits.
 // Stats counts groups, writes, fsyncs and index commits. Sync is a no-op.
 //

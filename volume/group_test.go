@@ -26,12 +26,12 @@ func TestCommitDelay(t *testing.T) {
 	}
 }
 
-// After a group of two, the committer waits for four: with a delay longer
-// than the test, four concurrent writes commit as one group and none
-// returns before it. A lone write, after a lone write, never waits.
+// After a group of two, the committer waits for four: with a delay that
+// the test would notice, four concurrent writes commit as one group and
+// none returns before it. A lone write, after a lone write, never waits.
 func TestGroupGrowsUnderLoad(t *testing.T) {
 	ctx := context.Background()
-	s := openT(t, t.TempDir(), &Options{NoSync: true, CommitDelay: time.Hour})
+	s := openT(t, t.TempDir(), &Options{NoSync: true, CommitDelay: time.Minute})
 	defer s.Close()
 	for i := range 3 {
 		if err := s.Put(ctx, ds.NewKey(fmt.Sprintf("/lone/%d", i)), []byte("v")); err != nil {
@@ -57,6 +57,7 @@ func TestGroupGrowsUnderLoad(t *testing.T) {
 	if before.Writes != 5 || before.Groups != 4 {
 		t.Fatalf("%d writes in %d groups before the four, want 5 in 4", before.Writes, before.Groups)
 	}
+	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Add(1)
@@ -71,5 +72,59 @@ func TestGroupGrowsUnderLoad(t *testing.T) {
 	st := s.Stats()
 	if w, g := st.Writes-before.Writes, st.Groups-before.Groups; w != 4 || g != 1 {
 		t.Fatalf("four concurrent writes after a group of two went in %d writes, %d groups; want 4 in 1", w, g)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("four concurrent writes took %s: the committer waited out its delay for more", took)
+	}
+}
+
+// A grouper asks for twice the last group while groups fill in time. When
+// asking for more runs out of time (a fixed number of writers, each
+// waiting on its own commit), it asks for as many as came, for a hold of
+// rounds that doubles with each failed ask and resets with one that works.
+func TestGrouper(t *testing.T) {
+	type round struct {
+		n        int
+		timedOut bool
+		target   int // asked for after it
+	}
+	var rounds []round
+	rounds = append(rounds,
+		round{1, false, 1}, // a lone writer never waits
+		round{2, false, 4},
+		round{4, false, 8},
+		round{6, true, 6}, // 8 never came: hold for minHold rounds
+	)
+	for range minHold {
+		rounds = append(rounds, round{6, false, 6})
+	}
+	rounds = append(rounds,
+		round{6, false, 12}, // ask for more again
+		round{6, true, 6},   // in vain: hold twice as long
+	)
+	for range 2 * minHold {
+		rounds = append(rounds, round{6, false, 6})
+	}
+	rounds = append(rounds,
+		round{6, false, 12},
+		round{12, false, 24}, // it worked: the hold is back to its least
+		round{10, true, 10},
+	)
+	for range minHold {
+		rounds = append(rounds, round{10, false, 10})
+	}
+	rounds = append(rounds, round{1, false, 1}, round{1, true, 1})
+	var g grouper
+	for i, r := range rounds {
+		g.committed(r.n, r.timedOut)
+		if g.target != r.target {
+			t.Fatalf("round %d (%d committed, timed out %v): target %d, want %d", i, r.n, r.timedOut, g.target, r.target)
+		}
+	}
+	for range 20 {
+		g.committed(3, true)
+	}
+	if g.hold != maxHold {
+		t.Fatalf("hold %d after 20 failed asks, want it bounded at %d", g.hold, maxHold)
 	}
 }
