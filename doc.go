@@ -28,9 +28,8 @@
 //
 // A failed write needs no undo: nodes keep the versions an overwrite
 // replaced until it is acknowledged, and when the newest version among the
-// positions' newest shards cannot be served, a read asks the positions
-// for the versions they keep (nodes marked slow last) and rebuilds the
-// newest older value whose
+// positions' newest shards cannot be served, a read asks every position
+// for the versions it keeps and rebuilds the newest older value whose
 // newer versions all provably never reached their write quorum (older.go).
 // It never serves an older version from the newest shards alone: a
 // position may keep an acknowledged version under a failed one.

@@ -406,7 +406,10 @@ func groupVersions(a answers) []*versionGroup {
 // newer than any other position shows: only the versions every position
 // lists (olderVersion) can tell which older one is the newest readable.
 func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final bool, use func(g *versionGroup) error) (*versionGroup, error, bool) {
-	if !final && !v.seesIn(placement.Slot(key), a) {
+	slot := placement.Slot(key)
+	// Only a shard from an owner that vouches for its position shows which
+	// versions reached it; "not found" may be a lost shard and shows none.
+	if !final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) }) {
 		if d.provesAbsent(v, a.n(), a.state) {
 			return nil, ds.ErrNotFound, true
 		}
@@ -513,13 +516,6 @@ func (v *view) sees(answered func(pos int) bool) bool {
 		}
 	}
 	return all >= needAll && replicas >= needReplicas
-}
-
-// seesIn is sees of a's answers for a key of slot. Only a shard or entry
-// from an owner that vouches for its position shows which versions
-// reached it; "not found" may be a lost shard and shows none.
-func (v *view) seesIn(slot uint16, a answers) bool {
-	return v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) })
 }
 
 // mayExist reports whether an acknowledged write could hide on the

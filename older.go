@@ -136,47 +136,14 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 }
 
 // valueFromOlder is Get's way past a newest version it cannot serve: it
-// asks the positions which versions they hold and rebuilds the older value
+// asks every position which versions it holds and rebuilds the older value
 // olderVersion allows, or, when that fails or verify refuses it, the next.
 // found is false when that version is a tombstone.
-//
-// Nodes the client marks slow are asked last, as the first round asks
-// them: only when the others' answers do not meet every set of positions
-// an acknowledged write can be on (view.sees), or allow no value. A node
-// that hangs thus costs such a read its request timeout once, in the first
-// round, and not again here.
 func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) (val []byte, found, ok bool) {
-	slot := placement.Slot(key)
-	ans := make(headerAnswers, v.c.Policy.Width())
-	ask := func(ps []int) {
-		got := askAll(len(ps), func(i int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, ps[i]) })
-		for i, pos := range ps {
-			ans[pos] = got[i]
-		}
-	}
-	var fast, slow []int
-	for pos := range ans {
-		if d.client.Slow(v.peers[owners[pos]]) {
-			slow = append(slow, pos)
-		} else {
-			fast = append(fast, pos)
-		}
-	}
-	ask(fast)
-	if len(slow) > 0 && !v.seesIn(slot, ans) {
-		ask(slow)
-		slow = nil
-	}
+	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) }))
 	tried := map[coding.Version]bool{}
 	for {
-		c, holders, ok := olderVersion(v, slot, ans, tried)
-		if !ok && len(slow) > 0 {
-			// More holders may make a version tried already readable.
-			ask(slow)
-			slow = nil
-			clear(tried)
-			continue
-		}
+		c, holders, ok := olderVersion(v, placement.Slot(key), ans, tried)
 		if !ok {
 			return nil, false, false
 		}

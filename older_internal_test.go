@@ -116,33 +116,3 @@ func TestOlderVersion(t *testing.T) {
 		t.Errorf("small value under a failed write: chose %s at %v (%v), want v2 at position 1", got.ver, holders, ok)
 	}
 }
-
-// valueFromOlder leaves the nodes marked slow unasked only when the other
-// answers see every acknowledged write (seesIn). Here a small value S was
-// acknowledged on positions 0 and 1 (2 of its 3 copies) over the
-// tombstone T of a large value, and an overwrite L failed on positions 0
-// and 1. With position 0 down and position 1 slow, the answers of 2 to 5
-// show only T: olderVersion would serve the delete over S.
-func TestOlderVersionNeedsAnswersThatSeeEveryWrite(t *testing.T) {
-	p := coding.Erasure(4, 2)
-	v := &view{c: &config.Cluster{Policy: p}}
-	ver := func(n uint64) coding.Version { return coding.Version{HLC: n << 16, Writer: 1} }
-	tomb := held{ver: ver(1), policy: p, tomb: true}
-	small := held{ver: ver(2), policy: coding.Replicas(3)}
-	large := held{ver: ver(3), policy: p}
-
-	without1 := heldAnswers{nil, nil, {tomb}, {tomb}, {tomb}, {tomb}}
-	if c, _, ok := olderVersion(v, 0, without1, nil); !ok || !c.tomb {
-		t.Fatalf("olderVersion on positions 2 to 5: %v, %v; this test expects it to choose the tombstone", c.ver, ok)
-	}
-	if v.seesIn(0, without1) {
-		t.Fatal("the answers of positions 2 to 5 see every acknowledged write, but S on 0 and 1 is among none of them: the slow position would go unasked and the delete be served")
-	}
-	with1 := heldAnswers{nil, {large, small}, {tomb}, {tomb}, {tomb}, {tomb}}
-	if !v.seesIn(0, with1) {
-		t.Fatal("the answers of positions 1 to 5 do not see every acknowledged write")
-	}
-	if c, _, ok := olderVersion(v, 0, with1, nil); !ok || c.ver != small.ver {
-		t.Fatalf("olderVersion on positions 1 to 5: %v, %v; want S, %v", c.ver, ok, small.ver)
-	}
-}

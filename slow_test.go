@@ -36,30 +36,6 @@ func hang(t *testing.T, c *clustertest.Cluster, x int) *atomic.Int64 {
 	return &held
 }
 
-// TestOlderValueWithHungNode: a read past a failed overwrite, with a node
-// that never answers, waits for that node once. The first round waits for
-// its request to time out (no version is readable without it) and marks
-// it slow; the round of headers that finds the older value then does not
-// ask it, since the other positions' answers allow that value. It used
-// to ask it again and wait a second timeout.
-func TestOlderValueWithHungNode(t *testing.T) {
-	ctx := context.Background()
-	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
-	k := ds.NewKey("/hung/older")
-	v1 := bytes.Repeat([]byte("1"), 300<<10)
-	// The overwrite reaches positions 0 to 2: 3 of the quorum of 5.
-	failedOverwrite(t, c, c.Client(nil), k, v1, 300<<10, 3, 4, 5)
-	held := hang(t, c, c.Owners(k.String())[0])
-	d := c.Client(&dscluster.Options{Timeout: 3 * time.Second, HedgeAfter: 200 * time.Millisecond})
-	got, err := d.Get(ctx, k)
-	if err != nil || !bytes.Equal(got, v1) {
-		t.Fatalf("get past a failed overwrite with position 0 hung: %d bytes, %v; want the %d bytes it replaced", len(got), err, len(v1))
-	}
-	if n := held.Load(); n != 1 {
-		t.Fatalf("the read asked the hung node %d times, want once", n)
-	}
-}
-
 // TestHungNodeIsAskedLast: a node that takes requests and never answers
 // (its connection stays open) costs the front end one hedge, not one per
 // operation. Once a request to it is overdue the client marks it slow:
