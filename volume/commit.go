@@ -194,11 +194,12 @@ const (
 // fsync's syscall and wake-ups, a bbolt transaction's pages), so larger
 // groups cost less per write. It asks for twice as many as the last round
 // had, so that a group grows while writes keep coming. When the delay runs
-// out first, the writers it waited for were waiting on this very commit (a
-// fixed number of writers in a loop, whom waiting only slows): it then
-// asks for as many as came, and for more again only after a hold that
-// doubles each time asking for more fails. After a lone write it asks for
-// none: a lone writer never waits.
+// out first, the writers it waited for were most likely waiting on this
+// very commit (a fixed number of writers in a loop, whom waiting only
+// slows), or load fell: it then asks for as many as came, and for more
+// again only after a hold of rounds, which doubles with each round that
+// runs out of time and is back to its least once asking for more works.
+// After a lone write it asks for none: a lone writer never waits.
 type grouper struct {
 	target  int  // submissions to wait for; below 2, none
 	hold    int  // rounds left before asking for more again

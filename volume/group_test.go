@@ -113,7 +113,10 @@ func TestGrouper(t *testing.T) {
 	for range minHold {
 		rounds = append(rounds, round{10, false, 10})
 	}
-	rounds = append(rounds, round{1, false, 1}, round{1, true, 1})
+	rounds = append(rounds,
+		round{10, false, 20}, // a hold of minHold: the ask that worked reset it
+		round{1, false, 1},
+	)
 	var g grouper
 	for i, r := range rounds {
 		g.committed(r.n, r.timedOut)
