@@ -174,10 +174,11 @@ func (s *Store) commitLoop() {
 			}
 			timer.Stop()
 		}
-		if n, took := s.commitRound(); n > 0 {
+		synced := s.stats.syncNanos.Load() // only the committer adds to it
+		if n := s.commitRound(); n > 0 {
 			g.committed(n, timedOut)
-			if !s.opts.NoSync {
-				lastSync = took // else nothing is worth waiting to share
+			if !s.opts.NoSync { // else nothing is worth waiting to share
+				lastSync = time.Duration(s.stats.syncNanos.Load() - synced)
 			}
 		}
 	}
@@ -249,21 +250,19 @@ func (s *Store) pendingLen() int {
 }
 
 // commitRound commits everything pending and answers each submission. It
-// returns the number of submissions committed and the time their fsyncs
-// took.
-func (s *Store) commitRound() (int, time.Duration) {
+// returns the number of submissions committed.
+func (s *Store) commitRound() int {
 	s.appendMu.Lock()
 	group := s.pending
 	s.pending = nil
 	failed := s.failed
 	s.appendMu.Unlock()
 	if len(group) == 0 {
-		return 0, 0
+		return 0
 	}
 	err := failed
-	var took time.Duration
 	if err == nil {
-		took, err = s.commitGroup(group)
+		err = s.commitGroup(group)
 		if err != nil {
 			s.fence(err)
 		}
@@ -279,7 +278,7 @@ func (s *Store) commitRound() (int, time.Duration) {
 			sub.done <- err
 		}
 	}
-	return len(group), took
+	return len(group)
 }
 
 // fence keeps a failed commit from reaching writes queued behind it. Any
@@ -349,9 +348,8 @@ func isNoSpace(err error) bool {
 // appended to (the write-ahead log), then visible with one index
 // transaction, which bbolt writes without fsyncs of its own: a process
 // crash leaves it whole in the page cache, and after an operating system
-// crash Open rebuilds the index from the volumes (see rebuild.go). It
-// returns the time the fsyncs took.
-func (s *Store) commitGroup(group []*submission) (synced time.Duration, err error) {
+// crash Open rebuilds the index from the volumes (see rebuild.go).
+func (s *Store) commitGroup(group []*submission) error {
 	touched := map[uint32]bool{}
 	for _, sub := range group {
 		for _, o := range sub.ops {
@@ -363,16 +361,14 @@ func (s *Store) commitGroup(group []*submission) (synced time.Duration, err erro
 		f := s.files[vol]
 		s.filesMu.RUnlock()
 		if f == nil {
-			return synced, fmt.Errorf("volume: volume %d vanished before commit", vol)
+			return fmt.Errorf("volume: volume %d vanished before commit", vol)
 		}
 		start := time.Now()
 		if err := s.fsync(f); err != nil {
-			return synced, &syncError{vol: vol, err: err}
+			return &syncError{vol: vol, err: err}
 		}
-		took := time.Since(start)
-		synced += took
 		s.stats.syncs.Add(1)
-		s.stats.syncNanos.Add(uint64(took))
+		s.stats.syncNanos.Add(uint64(time.Since(start)))
 	}
 	// Make them visible, in submission order, in one transaction. A
 	// submission whose also fails is left out and the rest committed again
@@ -382,12 +378,12 @@ func (s *Store) commitGroup(group []*submission) (synced time.Duration, err erro
 		var ae *alsoError
 		if !errors.As(err, &ae) {
 			if err != nil {
-				return synced, fmt.Errorf("volume: index commit: %w", err)
+				return fmt.Errorf("volume: index commit: %w", err)
 			}
 			s.stats.groups.Add(1)
 			s.stats.writes.Add(uint64(len(group)))
 			s.stats.indexCommits.Add(1)
-			return synced, nil
+			return nil
 		}
 		ae.sub.rejected = ae.err
 	}

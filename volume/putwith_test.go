@@ -46,7 +46,7 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 		}
 	}
 	deadC := uint64(recordLen(len("/c"), len(valueFor("/c", 1, 4096))))
-	if n, _ := s.commitRound(); n != len(keys) {
+	if n := s.commitRound(); n != len(keys) {
 		t.Fatalf("commitRound committed %d submissions, want %d in one group", n, len(keys))
 	}
 	for i, k := range keys {
