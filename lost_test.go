@@ -872,3 +872,42 @@ func TestReadCompletesTheFailedWriteItServes(t *testing.T) {
 		t.Fatalf("get with position 0 down, after a get served the overwrite: %.1q…, %v; want it again", got[:min(len(got), 1)], err)
 	}
 }
+
+// TestAcknowledgedValueUnderFailedDeleteAndPut: a small value A is
+// acknowledged on copies 0 and 1 (position 2, down, keeps the value Z
+// before it); a delete then fails after reaching positions 0 and 1 only,
+// and so does a large put. Positions 0 and 1 used to keep nothing under
+// the delete's tombstone, and the put dropped the tombstone: they held
+// the failed put alone, and a read served Z from position 2, though A was
+// acknowledged after it. They now keep both: a read may serve the failed
+// delete (a failed write may have taken effect) or A, never Z.
+func TestAcknowledgedValueUnderFailedDeleteAndPut(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/under-failed-delete-and-put")
+	o := c.Owners(k.String())
+	z, a := bytes.Repeat([]byte("z"), 1000), bytes.Repeat([]byte("a"), 1200)
+	if err := d.Put(ctx, k, z); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: []int{o[2]}}).Put(ctx, k, a); err != nil {
+		t.Fatalf("small put with position 2 down: %v", err)
+	}
+	rest := c.Client(&dscluster.Options{Down: []int{o[2], o[3], o[4], o[5]}})
+	if err := rest.Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("delete reaching positions 0 and 1 only: %v, want a quorum error", err)
+	}
+	if err := rest.Put(ctx, k, bytes.Repeat([]byte("L"), 300<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("large put reaching positions 0 and 1 only: %v, want a quorum error", err)
+	}
+	got, err := d.Get(ctx, k)
+	if !errors.Is(err, ds.ErrNotFound) && (err != nil || !bytes.Equal(got, a)) {
+		t.Fatalf("get with every node up: %d bytes (the older value Z: %v), %v; want the acknowledged A or the failed delete", len(got), bytes.Equal(got, z), err)
+	}
+	// Whichever it served, later reads serve it too.
+	again, err2 := c.Client(&dscluster.Options{Down: []int{o[0]}}).Get(ctx, k)
+	if !errors.Is(err2, ds.ErrNotFound) && (err2 != nil || !bytes.Equal(again, a)) || errors.Is(err, ds.ErrNotFound) != errors.Is(err2, ds.ErrNotFound) {
+		t.Fatalf("get with position 0 down, after a read served %d bytes, %v: %d bytes, %v", len(got), err, len(again), err2)
+	}
+}

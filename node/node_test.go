@@ -349,6 +349,12 @@ func TestGetDuringOverwrite(t *testing.T) {
 						done <- fmt.Errorf("put version %d: %v %+v", hlc, err, r)
 						return
 					}
+					// As a writer does once its write is acknowledged.
+					drop := &wire.Request{Op: wire.OpDropOlder, Drop: []wire.ShardRef{{Key: key, HLC: v.HLC, Writer: v.Writer}}}
+					if r, err := cl.Do(ctx, n0.ID(), drop); err != nil || r.Status != wire.StatusOK {
+						done <- fmt.Errorf("drop versions older than %d: %v %+v", hlc, err, r)
+						return
+					}
 				}
 			}()
 			ok := 0
@@ -606,8 +612,9 @@ func (s *failingDeletes) Delete(ctx context.Context, k ds.Key) error {
 	return s.Batching.Delete(ctx, k)
 }
 
-// TestFailedShardDeleteLosesNothing: on flatfs a delete commits its
-// tombstone, then deletes the value's shard file. When the file delete
+// TestFailedShardDeleteLosesNothing: on flatfs a drop of the versions an
+// acknowledged delete's tombstone kept commits the index, then deletes
+// their shard files. When the file delete
 // fails (a bad directory, a full journal) the tombstone stands: the key
 // reads as deleted, the file stays as dead space that no entry names, and
 // other keys are untouched. The next scrub deletes that file, and only it.
@@ -638,6 +645,14 @@ func TestFailedShardDeleteLosesNothing(t *testing.T) {
 	if err := d.Delete(ctx, ds.NewKey(gone)); err != nil {
 		t.Fatal(err)
 	}
+	// The tombstone keeps the value's shard until the front end, the
+	// delete acknowledged, has it dropped.
+	eventually(t, 10*time.Second, "node 0 drops the deleted value's shard", func() error {
+		if _, err := c.Node(0).PrevShard(ds.NewKey(gone).String()); !errors.Is(err, ds.ErrNotFound) {
+			return fmt.Errorf("node 0 keeps it under the tombstone: %v", err)
+		}
+		return nil
+	})
 	st0.Load().fail.Store(false)
 	if _, err := os.Stat(dead); err != nil {
 		t.Fatalf("the shard file the failed delete left: %v", err)

@@ -207,8 +207,8 @@ func sameStore(store ds.Datastore, idx *index.DB) error {
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its
 // own database. A key's entry holds its newest version's shards and the
-// older ones writes keep (keepOlder): none beside or behind a tombstone,
-// at most index.MaxOlder versions. Other shards, and those that do not
+// older ones writes keep (keepOlder): no tombstone under a newer version,
+// at most index.MaxOlder shards. Other shards, and those that do not
 // parse, are dropped. Names sort by key hash, then version and position,
 // so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
@@ -250,9 +250,13 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		for i := n - 1; i >= 0; i-- {
 			h := group[i].Header
 			if h.Version != newest.Version {
-				if newest.Tombstone || h.Tombstone || older == index.MaxOlder {
+				if older == index.MaxOlder {
 					drop = append(drop, names[:i+1]...)
 					break
+				}
+				if h.Tombstone { // as keepOlder drops one under a newer version
+					drop = append(drop, names[i])
+					continue
 				}
 				older++
 			}

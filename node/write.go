@@ -89,7 +89,7 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 		shards = old.Shards()
 	default:
 		var full bool
-		if shards, drop, full = keepOlder(in, old, keep && !h.Tombstone); full {
+		if shards, drop, full = keepOlder(in, old, keep); full {
 			return failed(wire.StatusUnavailable, "put %q: this node keeps %d older versions of the key beside its newest, none confirmed by an acknowledged write since; it takes no more until a write is acknowledged or repair drops them", h.Key, maxOlder), false
 		}
 	}
@@ -108,10 +108,11 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 const maxOlder = 16
 
 // keepOlder returns the shards a key keeps once in, a newer version,
-// replaces old, and the shards that go. With keep old's shards stay, but
-// for tombstones: a failed write over a delete has nothing to restore, and
-// the caller passes no keep for a delete (a retried delete expects the key
-// gone). full reports that keeping would pass maxOlder: refuse the put.
+// replaces old, and the shards that go. With keep old's shards stay but
+// for tombstones: a delete keeps what it replaces, as a put does (a delete
+// may fail like a put, and the value under it must stay readable), while
+// a tombstone under a newer version protects nothing and goes. full
+// reports that keeping would pass maxOlder: refuse the put.
 func keepOlder(in index.Held, old index.Entry, keep bool) (shards, drop []index.Held, full bool) {
 	shards = []index.Held{in}
 	versions := 0 // kept, shards being in version order
