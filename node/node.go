@@ -136,6 +136,7 @@ type Node struct {
 	shards shardStore // store and idx, committed together
 
 	cluster atomic.Pointer[config.Cluster]
+	members atomic.Pointer[members] // of the newest description isMember was asked about
 	initial *config.Cluster // the config's cluster with its members: raft's first entry
 	selfID  string          // this node's peer ID string
 

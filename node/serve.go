@@ -201,8 +201,31 @@ func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
 	if p == n.host.ID() {
 		return true
 	}
-	m, ok := c.Member(p.String())
-	return ok && m.State != membership.Removed
+	return n.memberIDs(c)[p]
+}
+
+// members are the peers a cluster description lists as members, by their
+// decoded IDs: every request asks, and the text of a peer ID costs a
+// base58 encoding each time.
+type members struct {
+	of  *config.Cluster
+	ids map[peer.ID]bool
+}
+
+// memberIDs returns the members c lists, not removed, built once per
+// description installed.
+func (n *Node) memberIDs(c *config.Cluster) map[peer.ID]bool {
+	if m := n.members.Load(); m != nil && m.of == c {
+		return m.ids
+	}
+	ids := make(map[peer.ID]bool, len(c.Members))
+	for _, m := range c.Members {
+		if id, err := peer.Decode(m.ID); err == nil && m.State != membership.Removed {
+			ids[id] = true
+		}
+	}
+	n.members.Store(&members{of: c, ids: ids})
+	return ids
 }
 
 // authorize applies the client roles (config.Cluster.Clients) to a request
