@@ -137,8 +137,8 @@ type Node struct {
 
 	cluster atomic.Pointer[config.Cluster]
 	members atomic.Pointer[members] // of the newest description isMember was asked about
-	initial *config.Cluster // the config's cluster with its members: raft's first entry
-	selfID  string          // this node's peer ID string
+	initial *config.Cluster         // the config's cluster with its members: raft's first entry
+	selfID  string                  // this node's peer ID string
 
 	locks [256]sync.Mutex // per-key stripes: read-compare-write of one key
 
