@@ -1902,3 +1902,33 @@ func TestSeveralPositionsOfAKey(t *testing.T) {
 		t.Fatalf("drop of position 0, which the node owns: %s, want refused", st)
 	}
 }
+
+// TestFlatfsSpreadsShardsOverDirectories: flatfs puts each file in the
+// directory its sharding function names. The node's shard names end with
+// the writer's ID and the position, so next-to-last/2 put every shard one
+// writer stored on a node in one directory, whatever the key: millions of
+// files in one folder. The names begin with the key's hash, which spreads
+// them.
+func TestFlatfsSpreadsShardsOverDirectories(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{Store: "flatfs"})
+	d := c.Client(nil)
+	const keys = 40
+	for i := range keys {
+		if err := d.Put(ctx, ds.NewKey(fmt.Sprintf("/spread/%d", i)), bytes.Repeat([]byte{byte(i)}, 300<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dirs, err := filepath.Glob(filepath.Join(c.Dirs[0], "shards", "*", "*.data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]int{}
+	for _, f := range dirs {
+		in[filepath.Base(filepath.Dir(f))]++
+	}
+	// 40 keys over 1024 directories: about 39 distinct ones.
+	if len(dirs) != keys || len(in) < keys/2 {
+		t.Fatalf("node 0 holds %d shard files in %d directories: %v; want %d files over at least %d", len(dirs), len(in), in, keys, keys/2)
+	}
+}

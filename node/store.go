@@ -134,10 +134,22 @@ func openStore(ctx context.Context, cfg *config.Node, opts Options) (ds.Batching
 	return nil, fmt.Errorf("shard store %q is unknown (want volume, flatfs or mongodb)", cfg.Store)
 }
 
+// shardDirs is how a new flatfs shard store spreads its files over
+// directories: by the first two characters of their names, the key's hash
+// (1,024 directories). flatfs's usual next-to-last/2 would take the end of
+// the names, the writer's ID and the position, and put every shard one
+// writer stored in one directory.
+var shardDirs = flatfs.Prefix(2)
+
 // openFlatfs opens (creating if needed) the flatfs shard store under dir.
+// A store made before shardDirs keeps the sharding it was made with.
 func openFlatfs(dir string, sync bool) (ds.Batching, error) {
 	path := filepath.Join(dir, "shards")
-	fs, err := flatfs.CreateOrOpen(path, flatfs.NextToLast(2), sync)
+	fun := shardDirs
+	if made, err := flatfs.ReadShardFunc(path); err == nil {
+		fun = made
+	}
+	fs, err := flatfs.CreateOrOpen(path, fun, sync)
 	if err != nil {
 		return nil, fmt.Errorf("open flatfs shard store %s: %w", path, err)
 	}

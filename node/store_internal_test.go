@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	ds "github.com/ipfs/go-datastore"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/index"
 )
@@ -62,5 +65,41 @@ func TestIndexOverAnEmptyStoreRefused(t *testing.T) {
 	idx.Close()
 	if err := open(); err == nil || !strings.Contains(err.Error(), "the index names 1 keys but the shard store holds none") {
 		t.Fatalf("an index over an empty store: %v; want a refusal", err)
+	}
+}
+
+// A flatfs shard store made with another sharding (next-to-last/2, before
+// shardDirs) opens with it, its files where they were; a new one takes
+// shardDirs.
+func TestFlatfsKeepsItsSharding(t *testing.T) {
+	ctx := context.Background()
+	old := t.TempDir()
+	fs, err := flatfs.CreateOrOpen(filepath.Join(old, "shards"), flatfs.NextToLast(2), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := ds.NewKey("/ABCDEFG-0123")
+	if err := fs.Put(ctx, k, []byte("shard")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{old: flatfs.NextToLast(2).String(), t.TempDir(): shardDirs.String()} {
+		st, err := openFlatfs(dir, false)
+		if err != nil {
+			t.Fatalf("open the store in %s: %v", dir, err)
+		}
+		if got := st.(*flatfs.Datastore).ShardStr(); got != want {
+			t.Errorf("store in %s shards by %s, want %s", dir, got, want)
+		}
+		if dir == old {
+			if v, err := st.Get(ctx, k); err != nil || string(v) != "shard" {
+				t.Errorf("the older store's file: %q, %v", v, err)
+			}
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
