@@ -1,7 +1,9 @@
 package coding
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -388,19 +390,25 @@ func join(id identity, valid [][]byte) ([]byte, error) {
 	default:
 		k := p.DataShards
 		sl := len(firstNonNil(valid))
-		buf := make([]byte, k*sl)
-		allData := true
-		for i := 0; i < k; i++ {
-			if valid[i] != nil {
-				copy(buf[i*sl:], valid[i])
-				valid[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
-			} else {
-				// Zero length with capacity: Reconstruct fills it in place.
-				valid[i] = buf[i*sl : i*sl : (i+1)*sl]
-				allData = false
+		var buf []byte
+		if !slices.ContainsFunc(valid[:k], func(d []byte) bool { return d == nil }) {
+			// Every data shard is there: bytes.Join allocates without
+			// first zeroing what it copies them over.
+			buf = bytes.Join(valid[:k], nil)
+			if len(buf) != k*sl {
+				return nil, corruptf("%q at %v: data shards of unequal lengths", id.key, id.version)
 			}
-		}
-		if !allData {
+		} else {
+			buf = make([]byte, k*sl)
+			for i := 0; i < k; i++ {
+				if valid[i] != nil {
+					copy(buf[i*sl:], valid[i])
+					valid[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
+				} else {
+					// Zero length with capacity: Reconstruct fills it in place.
+					valid[i] = buf[i*sl : i*sl : (i+1)*sl]
+				}
+			}
 			enc, err := encoder(k, p.ParityShards)
 			if err != nil {
 				return nil, err
