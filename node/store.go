@@ -29,14 +29,35 @@ import (
 // a name of its own and keeping or dropping one moves no bytes. Reads
 // check the full key, version and position in the shard's header.
 func shardName(key string, v index.Version, pos uint8) ds.Key {
-	return ds.RawKey(fmt.Sprintf("/%s%016X%016X%02X", ShardNamePrefix(key), v.HLC, v.Writer, pos))
+	b := make([]byte, 0, 1+nameHashLen+1+16+16+2)
+	b = appendNamePrefix(append(b, '/'), key)
+	b = appendHex(appendHex(appendHex(b, v.HLC, 16), v.Writer, 16), uint64(pos), 2)
+	return ds.RawKey(string(b))
 }
+
+// nameHashLen is the length of a key's hash in shard names.
+var nameHashLen = nameEncoding.EncodedLen(sha256.Size)
+
+var nameEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // ShardNamePrefix is what the shard store names of every version of key
 // begin with (after the leading slash): the hashed key and a '-'.
 func ShardNamePrefix(key string) string {
+	return string(appendNamePrefix(nil, key))
+}
+
+func appendNamePrefix(b []byte, key string) []byte {
 	sum := sha256.Sum256([]byte(key))
-	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]) + "-"
+	return append(nameEncoding.AppendEncode(b, sum[:]), '-')
+}
+
+// appendHex appends v as digits upper-case hex digits, zero-padded.
+func appendHex(b []byte, v uint64, digits int) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := digits - 1; i >= 0; i-- {
+		b = append(b, hex[(v>>(4*i))&0xf])
+	}
+	return b
 }
 
 // A shardStore keeps a node's shard bytes by shardName and commits them

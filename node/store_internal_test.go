@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,6 +103,29 @@ func TestFlatfsKeepsItsSharding(t *testing.T) {
 		}
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// shardName's names are those of the format it replaced, byte for byte:
+// shard stores hold them.
+func TestShardNameFormat(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		v   index.Version
+		pos uint8
+	}{
+		{"/a", index.Version{}, 0},
+		{"/CIQA4T3TD3BP3C2M3GXCGRCRTCCHV7XSGAZPZJOAOHLPOI6IQR3H6YQ", index.Version{HLC: 1 << 63, Writer: 0xDEADBEEF}, 5},
+		{"", index.Version{HLC: ^uint64(0), Writer: ^uint64(0)}, 255},
+	} {
+		sum := sha256.Sum256([]byte(tc.key))
+		want := fmt.Sprintf("/%s-%016X%016X%02X", base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]), tc.v.HLC, tc.v.Writer, tc.pos)
+		if got := shardName(tc.key, tc.v, tc.pos).String(); got != want {
+			t.Errorf("shardName(%q, %v, %d) = %s, want %s", tc.key, tc.v, tc.pos, got, want)
+		}
+		if got := ShardNamePrefix(tc.key); "/"+got != want[:len(got)+1] {
+			t.Errorf("ShardNamePrefix(%q) = %s, not the start of %s", tc.key, got, want)
 		}
 	}
 }
