@@ -879,8 +879,9 @@ func TestReadCompletesTheFailedWriteItServes(t *testing.T) {
 // and so does a large put. Positions 0 and 1 used to keep nothing under
 // the delete's tombstone, and the put dropped the tombstone: they held
 // the failed put alone, and a read served Z from position 2, though A was
-// acknowledged after it. They now keep both: a read may serve the failed
-// delete (a failed write may have taken effect) or A, never Z.
+// acknowledged after it. A delete now keeps what it replaces, as a put
+// does, so A stays under the failed writes. A read may serve A, or the
+// failed delete (a failed write may have taken effect), never Z.
 func TestAcknowledgedValueUnderFailedDeleteAndPut(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
