@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,20 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
+	in, out  prometheus.Counter
+	// byAnswer holds the children of requests and latency for each op and
+	// status, resolved at their first answer: a vector's WithLabelValues
+	// hashes the label values at each call, which was 1.7% of a node's
+	// CPU while it served reads.
+	byAnswer [256][maxStatus]atomic.Pointer[answerMetrics]
+}
+
+// maxStatus bounds the statuses whose metrics byAnswer keeps.
+const maxStatus = 16
+
+type answerMetrics struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 func newMetrics(n *Node) *metrics {
@@ -37,6 +52,7 @@ func newMetrics(n *Node) *metrics {
 			Help: "Bytes of request frames read (in) and response payloads written (out).",
 		}, []string{"direction"}),
 	}
+	m.in, m.out = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.requests, m.latency, m.bytes, nodeCollector{n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -44,11 +60,30 @@ func newMetrics(n *Node) *metrics {
 
 // served records one answered request.
 func (m *metrics) served(resp *wire.Response, in int, took time.Duration) {
-	op := resp.Op.String()
-	m.requests.WithLabelValues(op, resp.Status.String()).Inc()
-	m.latency.WithLabelValues(op).Observe(took.Seconds())
-	m.bytes.WithLabelValues("in").Add(float64(in))
-	m.bytes.WithLabelValues("out").Add(float64(len(resp.Payload)))
+	a := m.answer(resp.Op, resp.Status)
+	a.requests.Inc()
+	a.latency.Observe(took.Seconds())
+	m.in.Add(float64(in))
+	m.out.Add(float64(len(resp.Payload)))
+}
+
+// answer returns the metrics of answers of op with status.
+func (m *metrics) answer(op wire.Op, st wire.Status) *answerMetrics {
+	var slot *atomic.Pointer[answerMetrics]
+	if st < maxStatus {
+		slot = &m.byAnswer[op][st]
+		if a := slot.Load(); a != nil {
+			return a
+		}
+	}
+	a := &answerMetrics{
+		requests: m.requests.WithLabelValues(op.String(), st.String()),
+		latency:  m.latency.WithLabelValues(op.String()),
+	}
+	if slot != nil {
+		slot.Store(a) // a racing answer stores the same children
+	}
+	return a
 }
 
 // Metrics is the node's Prometheus registry: requests, the shard store,
