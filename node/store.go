@@ -51,7 +51,7 @@ func appendNamePrefix(b []byte, key string) []byte {
 	return append(nameEncoding.AppendEncode(b, sum[:]), '-')
 }
 
-// appendHex appends v as digits upper-case hex digits, zero-padded.
+// appendHex appends the low digits hex digits of v, upper-case.
 func appendHex(b []byte, v uint64, digits int) []byte {
 	const hex = "0123456789ABCDEF"
 	for i := digits - 1; i >= 0; i-- {
