@@ -880,8 +880,8 @@ func TestReadCompletesTheFailedWriteItServes(t *testing.T) {
 // the delete's tombstone, and the put dropped the tombstone: they held
 // the failed put alone, and a read served Z from position 2, though A was
 // acknowledged after it. A delete now keeps what it replaces, as a put
-// does, so A stays under the failed writes. A read may serve A, or the
-// failed delete (a failed write may have taken effect), never Z.
+// does, and the put keeps the tombstone: a read may serve the failed
+// delete (a failed write may have taken effect) or A, never Z.
 func TestAcknowledgedValueUnderFailedDeleteAndPut(t *testing.T) {
 	ctx := context.Background()
 	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
@@ -910,5 +910,38 @@ func TestAcknowledgedValueUnderFailedDeleteAndPut(t *testing.T) {
 	again, err2 := c.Client(&dscluster.Options{Down: []int{o[0]}}).Get(ctx, k)
 	if !errors.Is(err2, ds.ErrNotFound) && (err2 != nil || !bytes.Equal(again, a)) || errors.Is(err, ds.ErrNotFound) != errors.Is(err2, ds.ErrNotFound) {
 		t.Fatalf("get with position 0 down, after a read served %d bytes, %v: %d bytes, %v", len(got), err, len(again), err2)
+	}
+}
+
+// TestSmallPutRightAfterDelete: as TestAcknowledgedSmallValueUnderFailedOverwrite,
+// but the small put follows the delete before the delete's writer has the
+// value under the tombstone dropped. The small put keeps it, so its writer
+// tells the positions past its width to drop older shards (OpSupersede).
+// When they dropped the tombstone too, position 5 held nothing, could no
+// longer show that the later large put never reached it, and the read
+// with position 0 down was unavailable (found by review). Supersede now
+// leaves tombstones.
+func TestSmallPutRightAfterDelete(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/small-right-after-delete")
+	o := c.Owners(k.String())
+	small, large := c.Client(&dscluster.Options{Down: []int{o[2]}}), c.Client(&dscluster.Options{Down: []int{o[2], o[5]}})
+	if err := d.Put(ctx, k, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	s := bytes.Repeat([]byte("s"), 1677)
+	if err := small.Put(ctx, k, s); err != nil {
+		t.Fatalf("small put with position 2 down: %v", err)
+	}
+	if err := large.Put(ctx, k, bytes.Repeat([]byte("L"), 300<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("large overwrite with positions 2 and 5 down: %v, want a quorum error", err)
+	}
+	if got, err := c.Client(&dscluster.Options{Down: []int{o[0]}}).Get(ctx, k); err != nil || !bytes.Equal(got, s) {
+		t.Fatalf("get with position 0 down: %d bytes, %v; want the acknowledged %d bytes", len(got), err, len(s))
 	}
 }

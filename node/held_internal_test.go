@@ -8,8 +8,8 @@ import (
 )
 
 // keepOlder: a writer's overwrite or delete keeps the versions it
-// replaces, newest first, but no tombstone (what lies behind one stays);
-// a repair copy or a forward keeps none. Past maxOlder the put is refused (full)
+// replaces, newest first, tombstones too; a repair copy or a forward
+// keeps none. Past maxOlder the put is refused (full)
 // rather than dropping the oldest, which may be the acknowledged value.
 func TestKeepOlder(t *testing.T) {
 	held := func(hlc uint64, tomb bool) index.Held {
@@ -70,8 +70,8 @@ func TestKeepOlder(t *testing.T) {
 		{"past the bound, two positions a version", twice(chain(maxOlder + 1)), true, downTwice(maxOlder + 1), nil, true},
 		{"past the bound", chain(maxOlder + 1), true, down(maxOlder + 1), nil, true},
 		{"past the bound, not kept", chain(maxOlder + 1), false, nil, down(maxOlder + 1), false},
-		{"a tombstone", index.Entry{Held: held(5, true)}, true, nil, []uint64{5}, false},
-		{"a tombstone and the value under it", index.Entry{Held: held(5, true), Older: []index.Held{held(4, false)}}, true, []uint64{4}, []uint64{5}, false},
+		{"a tombstone", index.Entry{Held: held(5, true)}, true, []uint64{5}, nil, false},
+		{"a tombstone and the value under it", index.Entry{Held: held(5, true), Older: []index.Held{held(4, false)}}, true, []uint64{5, 4}, nil, false},
 		{"a tombstone, not kept", index.Entry{Held: held(5, true), Older: []index.Held{held(4, false)}}, false, nil, []uint64{5, 4}, false},
 		{"not kept", index.Entry{Held: held(5, false), Older: []index.Held{held(4, false)}}, false, nil, []uint64{5, 4}, false},
 	} {

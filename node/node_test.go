@@ -1932,3 +1932,57 @@ func TestFlatfsSpreadsShardsOverDirectories(t *testing.T) {
 		t.Fatalf("node 0 holds %d shard files in %d directories: %v; want %d files over at least %d", len(dirs), len(in), in, keys, keys/2)
 	}
 }
+
+// TestAcknowledgedDeleteStaysUnderFailedPuts: a delete is acknowledged,
+// but its writer's notices to drop the value under the tombstone are lost
+// (the value's shards stay there, as SetPrevShard leaves them). Two puts
+// then fail, one with positions 4 and 5 down, one with 0 and 1 down. When
+// a put dropped the tombstone it replaced but kept what lay behind it, no
+// position listed the delete any more, and a read with positions 2 and 3
+// down served the deleted value (found by review). Puts now keep the
+// tombstone: the read says not found.
+func TestAcknowledgedDeleteStaysUnderFailedPuts(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	key := ds.NewKey("/lost/delete-under-failed-puts")
+	k := key.String()
+	o := c.Owners(k)
+	a := bytes.Repeat([]byte("a"), 300<<10)
+	if err := d.Put(ctx, key, a); err != nil {
+		t.Fatal(err)
+	}
+	shards := make([][]byte, len(o))
+	for pos := range o {
+		var err error
+		if shards[pos], err = c.Node(o[pos]).ShardAt(k, pos); err != nil {
+			t.Fatalf("position %d: %v", pos, err)
+		}
+	}
+	if err := d.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the writer drops the value under the tombstone", func() error {
+		for pos := range o {
+			if _, err := c.Node(o[pos]).PrevShard(k); !errors.Is(err, ds.ErrNotFound) {
+				return fmt.Errorf("position %d keeps it: %v", pos, err)
+			}
+		}
+		return nil
+	})
+	for pos := range o { // as if the notices had been lost
+		if err := c.Node(o[pos]).SetPrevShard(k, shards[pos]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, down := range [][]int{{4, 5}, {0, 1}} {
+		w := c.Client(&dscluster.Options{Down: []int{o[down[0]], o[down[1]]}})
+		if err := w.Put(ctx, key, bytes.Repeat([]byte{byte(down[0])}, 300<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+			t.Fatalf("put with positions %v down: %v, want a quorum error", down, err)
+		}
+	}
+	got, err := c.Client(&dscluster.Options{Down: []int{o[2], o[3]}}).Get(ctx, key)
+	if !errors.Is(err, ds.ErrNotFound) {
+		t.Fatalf("get with positions 2 and 3 down: %d bytes (the deleted value: %v), %v; want ds.ErrNotFound", len(got), bytes.Equal(got, a), err)
+	}
+}

@@ -117,16 +117,20 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 }
 
 // supersede answers a writer's OpSupersede: version sr of the key is
-// acknowledged with sr.Pos positions, so older shards past them go now,
-// not at repair's next pass: readers that cannot reach the new version
-// would find the older value whole among them.
+// acknowledged with sr.Pos positions, so older values' shards past them go
+// now, not at repair's next pass: readers that cannot reach the new
+// version would find the older value whole among them. Tombstones stay: a
+// deleted key reads as absent there already, and they show that the
+// position never held a later write that failed (keptWithout).
 func (n *Node) supersede(ctx context.Context, sr wire.ShardRef) (wire.Status, string) {
 	if sr.Pos == 0 {
 		// Width 0 would drop every older shard of the key, with no tombstone.
 		return wire.StatusBadRequest, fmt.Sprintf("supersede %q: a version of no positions", sr.Key)
 	}
 	v := index.Version{HLC: sr.HLC, Writer: sr.Writer}
-	return n.dropShards(ctx, "supersede", sr.Key, func(_ index.Entry, h index.Held) bool { return h.Version.Less(v) && h.Index >= sr.Pos })
+	return n.dropShards(ctx, "supersede", sr.Key, func(_ index.Entry, h index.Held) bool {
+		return h.Version.Less(v) && h.Index >= sr.Pos && !h.Tombstone
+	})
 }
 
 const (

@@ -240,8 +240,8 @@ func sameStore(store ds.Datastore, idx *index.DB) error {
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its
 // own database. A key's entry holds its newest version's shards and the
-// older ones writes keep (keepOlder): no tombstone under a newer version,
-// at most index.MaxOlder shards. Other shards, and those that do not
+// older ones writes keep (keepOlder), tombstones too, at most
+// index.MaxOlder shards. Other shards, and those that do not
 // parse, are dropped. Names sort by key hash, then version and position,
 // so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
@@ -286,10 +286,6 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 				if older == index.MaxOlder {
 					drop = append(drop, names[:i+1]...)
 					break
-				}
-				if h.Tombstone { // as keepOlder drops one under a newer version
-					drop = append(drop, names[i])
-					continue
 				}
 				older++
 			}

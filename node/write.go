@@ -108,17 +108,18 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 const maxOlder = 16
 
 // keepOlder returns the shards a key keeps once in, a newer version,
-// replaces old, and the shards that go. With keep old's shards stay but
-// for tombstones: a delete keeps what it replaces, as a put does (a delete
-// may fail like a put, and the value under it must stay readable), while
-// a tombstone under a newer version protects nothing and goes. full
+// replaces old, and the shards that go. With keep old's shards stay,
+// tombstones too: a delete may fail like a put, and the value under it
+// must stay readable; and a node's list must show every version it took
+// (keptWithout), or a tombstone whose older versions are not dropped yet
+// could vanish under failed puts and the value it hid come back. full
 // reports that keeping would pass maxOlder: refuse the put.
 func keepOlder(in index.Held, old index.Entry, keep bool) (shards, drop []index.Held, full bool) {
 	shards = []index.Held{in}
 	versions := 0 // kept, shards being in version order
 	for _, h := range old.Shards() {
 		switch {
-		case !keep || h.Tombstone:
+		case !keep:
 			drop = append(drop, h)
 			continue
 		case h.Version != shards[len(shards)-1].Version:
