@@ -580,7 +580,7 @@ func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip, wr
 	case errors.Is(err, ds.ErrNotFound):
 		return le, false, nil
 	case olderMayResolve(err, ans):
-		if older, found, ok := entryFromOlder(v, key, ans); ok {
+		if older, found, ok := d.entryFromOlder(ctx, v, key, ans, writeBack); ok {
 			return older, found, nil
 		}
 	}

@@ -945,3 +945,43 @@ func TestSmallPutRightAfterDelete(t *testing.T) {
 		t.Fatalf("get with position 0 down: %d bytes, %v; want the acknowledged %d bytes", len(got), err, len(s))
 	}
 }
+
+// TestFailedDeleteServedOnceStaysServed: a delete fails after reaching
+// position 0 only, and a large put fails after reaching positions 0 and
+// 1. Position 0 keeps the tombstone under the put, so a read with every
+// node up passes over the failed put and serves the delete, from older
+// versions. It did not write the delete back, and a read with position 0
+// down served the value again (found by review). It writes it back now,
+// as a read does a tombstone among the newest shards.
+func TestFailedDeleteServedOnceStaysServed(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{RepairInterval: time.Hour})
+	d := c.Client(nil)
+	k := ds.NewKey("/lost/failed-delete-served")
+	o := c.Owners(k.String())
+	v0 := bytes.Repeat([]byte("0"), 300<<10)
+	if err := d.Put(ctx, k, v0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(&dscluster.Options{Down: o[1:]}).Delete(ctx, k); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("delete reaching position 0 only: %v, want a quorum error", err)
+	}
+	if err := c.Client(&dscluster.Options{Down: o[2:]}).Put(ctx, k, bytes.Repeat([]byte("L"), 300<<10)); !errors.Is(err, dscluster.ErrQuorum) {
+		t.Fatalf("large put reaching positions 0 and 1 only: %v, want a quorum error", err)
+	}
+	got, err := d.Get(ctx, k)
+	servedDelete := errors.Is(err, ds.ErrNotFound)
+	if !servedDelete && (err != nil || !bytes.Equal(got, v0)) {
+		t.Fatalf("get with every node up: %d bytes, %v; want v0 or the failed delete", len(got), err)
+	}
+	for _, down := range [][]int{{o[0]}, {o[0], o[1]}} {
+		r := c.Client(&dscluster.Options{Down: down})
+		got, err := r.Get(ctx, k)
+		if servedDelete && !errors.Is(err, ds.ErrNotFound) || !servedDelete && (err != nil || !bytes.Equal(got, v0)) {
+			t.Fatalf("get with nodes %v down, after a read served the delete %v: %d bytes, %v", down, servedDelete, len(got), err)
+		}
+		if has, err := r.Has(ctx, k); err != nil || has == servedDelete {
+			t.Fatalf("has with nodes %v down, after a read served the delete %v: %v, %v", down, servedDelete, has, err)
+		}
+	}
+}

@@ -148,6 +148,10 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 			return nil, false, false
 		}
 		if c.tomb {
+			// Served, the delete must stay served: a read that cannot
+			// reach the positions holding it would serve the value under
+			// it. Write it back, as Get does a tombstone pick chose.
+			d.writeBack(ctx, v, key, &versionGroup{ver: c.ver, policy: c.policy, tomb: true, pos: holders}, nil)
 			return nil, false, true
 		}
 		val, err := d.readVersion(ctx, v, key, owners, c, holders)
@@ -178,10 +182,14 @@ func (d *Datastore) readVersion(ctx context.Context, v *view, key string, owners
 }
 
 // entryFromOlder is the probe's way past a newest version, as
-// valueFromOlder is Get's.
-func entryFromOlder(v *view, key string, ans headerAnswers) (le wire.ListEntry, found, ok bool) {
-	c, _, ok := olderVersion(v, placement.Slot(key), ans, nil)
+// valueFromOlder is Get's. A tombstone it serves is written back when
+// writeBack is set.
+func (d *Datastore) entryFromOlder(ctx context.Context, v *view, key string, ans headerAnswers, writeBack bool) (le wire.ListEntry, found, ok bool) {
+	c, holders, ok := olderVersion(v, placement.Slot(key), ans, nil)
 	if !ok || c.tomb {
+		if ok && writeBack {
+			d.writeBack(ctx, v, key, &versionGroup{ver: c.ver, policy: c.policy, tomb: true, pos: holders}, nil)
+		}
 		return wire.ListEntry{}, false, ok
 	}
 	return wire.ListEntry{Key: key, HLC: c.ver.HLC, Writer: c.ver.Writer, ValueLen: c.valueLen}, true, true
