@@ -24,6 +24,12 @@ type held struct {
 	valueLen uint64
 }
 
+// group is c as the version group of its holders, as a read's answers
+// give it.
+func (c held) group(holders []int) *versionGroup {
+	return &versionGroup{ver: c.ver, policy: c.policy, tomb: c.tomb, pos: holders}
+}
+
 // olderVersion chooses the newest version not yet tried that the
 // positions' newest and older shards (a's answers, checked to be of their
 // position) together make readable, and returns the positions holding
@@ -151,7 +157,7 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 			// Served, the delete must stay served: a read that cannot
 			// reach the positions holding it would serve the value under
 			// it. Write it back, as Get does a tombstone pick chose.
-			d.writeBack(ctx, v, key, &versionGroup{ver: c.ver, policy: c.policy, tomb: true, pos: holders}, nil)
+			d.writeBack(ctx, v, key, c.group(holders), nil)
 			return nil, false, true
 		}
 		val, err := d.readVersion(ctx, v, key, owners, c, holders)
@@ -186,11 +192,14 @@ func (d *Datastore) readVersion(ctx context.Context, v *view, key string, owners
 // writeBack is set.
 func (d *Datastore) entryFromOlder(ctx context.Context, v *view, key string, ans headerAnswers, writeBack bool) (le wire.ListEntry, found, ok bool) {
 	c, holders, ok := olderVersion(v, placement.Slot(key), ans, nil)
-	if !ok || c.tomb {
-		if ok && writeBack {
-			d.writeBack(ctx, v, key, &versionGroup{ver: c.ver, policy: c.policy, tomb: true, pos: holders}, nil)
+	switch {
+	case !ok:
+		return wire.ListEntry{}, false, false
+	case c.tomb:
+		if writeBack {
+			d.writeBack(ctx, v, key, c.group(holders), nil)
 		}
-		return wire.ListEntry{}, false, ok
+		return wire.ListEntry{}, false, true
 	}
 	return wire.ListEntry{Key: key, HLC: c.ver.HLC, Writer: c.ver.Writer, ValueLen: c.valueLen}, true, true
 }
