@@ -174,7 +174,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verif
 		d.writeBack(ctx, v, k, g, val)
 	}
 	if olderMayResolve(err, fetchedAnswers(res)) {
-		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
+		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, res, verify); ok {
 			if !found {
 				return nil, ds.ErrNotFound
 			}

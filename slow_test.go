@@ -3,6 +3,7 @@ package dscluster_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -169,5 +170,40 @@ func TestHungNodeIsAskedLast(t *testing.T) {
 	batchPut("batch-bounded") // now sends it nothing
 	if n := held.Load(); n != before {
 		t.Fatalf("a batch sent %d requests to the hung node past the bound", n-before)
+	}
+}
+
+// TestTimedOutOwnersHoldAReadUpOnce: a read that cannot serve the newest
+// version it finds asks the positions which older versions they hold. An
+// owner whose shard request ran out of time is not asked again: three hung
+// owners cost the read one request timeout, not two.
+func TestTimedOutOwnersHoldAReadUpOnce(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, clustertest.Options{})
+	k := ds.NewKey("/hung/older")
+	if err := c.Client(nil).Put(ctx, k, bytes.Repeat([]byte{7}, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	owners := c.Owners(k.String())
+	var held []*atomic.Int64
+	for _, x := range owners[:3] {
+		held = append(held, hang(t, c, x))
+	}
+	cfg := c.ClientConfig()
+	cfg.HedgeAfter, cfg.Timeout = "100ms", "2s"
+	d, err := dscluster.Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, err = d.Get(ctx, k)
+	var ue *dscluster.UnavailableError
+	if !errors.As(err, &ue) || ue.Found != 3 {
+		t.Fatalf("get %s with the owners of positions 0-2 hung: %v, want 3 shards found of 4", k, err)
+	}
+	for pos, n := range held {
+		if got := n.Load(); got != 1 {
+			t.Errorf("the hung owner of position %d (node %d) took %d requests of one read, want 1", pos, owners[pos], got)
+		}
 	}
 }

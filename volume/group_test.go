@@ -33,10 +33,14 @@ func TestGroupGrowsUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	s := openT(t, t.TempDir(), &Options{NoSync: true, CommitDelay: time.Minute})
 	defer s.Close()
+	start := time.Now()
 	for i := range 3 {
 		if err := s.Put(ctx, ds.NewKey(fmt.Sprintf("/lone/%d", i)), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("three lone writes took %s: a lone writer waited out the delay", took)
 	}
 	// A group of two: both appended before the committer is kicked.
 	subs := make([]*submission, 2)
@@ -57,7 +61,7 @@ func TestGroupGrowsUnderLoad(t *testing.T) {
 	if before.Writes != 5 || before.Groups != 4 {
 		t.Fatalf("%d writes in %d groups before the four, want 5 in 4", before.Writes, before.Groups)
 	}
-	start := time.Now()
+	start = time.Now()
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Add(1)
