@@ -29,23 +29,19 @@ type batch struct {
 }
 
 func (b *batch) Put(ctx context.Context, key ds.Key, value []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.ops[key]; !ok {
-		b.order = append(b.order, key)
-	}
 	// go-datastore lets callers reuse value after Put returns.
-	b.ops[key] = batchOp{value: append([]byte(nil), value...)}
-	return nil
+	return b.set(key, batchOp{value: append([]byte(nil), value...)})
 }
 
-func (b *batch) Delete(ctx context.Context, key ds.Key) error {
+func (b *batch) Delete(ctx context.Context, key ds.Key) error { return b.set(key, batchOp{del: true}) }
+
+func (b *batch) set(key ds.Key, op batchOp) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.ops[key]; !ok {
 		b.order = append(b.order, key)
 	}
-	b.ops[key] = batchOp{del: true}
+	b.ops[key] = op
 	return nil
 }
 
@@ -88,9 +84,7 @@ func (b *batch) Commit(ctx context.Context) (err error) {
 			flush()
 		}
 	}
-	if len(group) > 0 {
-		flush()
-	}
+	flush() // writeAll of no writes does nothing
 	errs = append(errs, b.d.deleteMany(ctx, dels)...)
 	if len(errs) > 0 {
 		return fmt.Errorf("batch commit: %d of %d operations failed: %w", len(errs), len(order), errors.Join(errs...))

@@ -69,7 +69,7 @@ func (d *Datastore) CollectGarbage(ctx context.Context) error {
 	}
 	queued := 0
 	for {
-		es, from, ok, err := m.nextKeyFrom(ctx)
+		es, from, ok, err := m.nextKey(ctx)
 		if err != nil {
 			return fmt.Errorf("collect garbage: %w", err)
 		}

@@ -47,24 +47,15 @@ func newClientMetrics(d *Datastore, reg prometheus.Registerer) (*clientMetrics, 
 	if reg == nil {
 		return m, nil
 	}
-	traffic := func(sent bool) func() float64 {
-		return func() float64 {
-			s, r := d.client.Traffic()
-			if sent {
-				return float64(s)
-			}
-			return float64(r)
-		}
-	}
 	for _, c := range []prometheus.Collector{m.ops, m.latency, m.hedged, m.degraded, m.writeBacks,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dscluster_client_sent_bytes_total",
 			Help: "Bytes of the request frames this front end sent and had answered.",
-		}, traffic(true)),
+		}, func() float64 { s, _ := d.client.Traffic(); return float64(s) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dscluster_client_received_bytes_total",
 			Help: "Bytes of the response frames this front end received.",
-		}, traffic(false)),
+		}, func() float64 { _, r := d.client.Traffic(); return float64(r) }),
 	} {
 		if err := reg.Register(c); err != nil {
 			var dup prometheus.AlreadyRegisteredError
@@ -82,13 +73,10 @@ func newClientMetrics(d *Datastore, reg prometheus.Registerer) (*clientMetrics, 
 // with the error it ended with: defer d.track("get")(&err).
 func (d *Datastore) track(op string) func(*error) {
 	start := time.Now()
-	return func(err *error) { d.metrics.done(op, start, *err) }
-}
-
-// done records an operation that started at start and ended with err.
-func (m *clientMetrics) done(op string, start time.Time, err error) {
-	m.ops.WithLabelValues(op, resultOf(err)).Inc()
-	m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	return func(err *error) {
+		d.metrics.ops.WithLabelValues(op, resultOf(*err)).Inc()
+		d.metrics.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
 }
 
 // resultOf is the result label of an operation's error.

@@ -165,7 +165,6 @@ type listCursor struct {
 	buf    []wire.ListEntry
 	more   bool
 	after  string
-	done   bool
 }
 
 func (c *listCursor) fill(ctx context.Context) error {
@@ -188,17 +187,13 @@ func (c *listCursor) fill(ctx context.Context) error {
 	if len(es) > 0 {
 		c.after = es[len(es)-1].Key
 	}
-	if len(es) == 0 && !more {
-		c.done = true
-	}
 	return nil
 }
 
 // head returns the cursor's next entry, fetching a page when needed.
 func (c *listCursor) head(ctx context.Context) (*wire.ListEntry, error) {
 	for len(c.buf) == 0 {
-		if c.done || !c.more {
-			c.done = true
+		if !c.more {
 			return nil, nil
 		}
 		if err := c.fill(ctx); err != nil {
@@ -240,7 +235,7 @@ func (m *merger) nextChunk(ctx context.Context, n int) ([]merged, error) {
 
 func (m *merger) next(ctx context.Context) (merged, bool, error) {
 	for {
-		es, ok, err := m.nextKey(ctx)
+		es, _, ok, err := m.nextKey(ctx)
 		if err != nil || !ok {
 			return merged{}, false, err
 		}
@@ -258,14 +253,9 @@ func (m *merger) next(ctx context.Context) (merged, bool, error) {
 	}
 }
 
-// nextKey returns the entries of every node for the smallest key left.
-func (m *merger) nextKey(ctx context.Context) ([]wire.ListEntry, bool, error) {
-	es, _, ok, err := m.nextKeyFrom(ctx)
-	return es, ok, err
-}
-
-// nextKeyFrom is nextKey with the map node index each entry came from.
-func (m *merger) nextKeyFrom(ctx context.Context) (es []wire.ListEntry, from []int, ok bool, err error) {
+// nextKey returns the entries of every node for the smallest key left, and
+// the map node index each came from.
+func (m *merger) nextKey(ctx context.Context) (es []wire.ListEntry, from []int, ok bool, err error) {
 	var minKey string
 	found := false
 	for _, c := range m.curs {

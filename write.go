@@ -275,10 +275,6 @@ wait:
 // their quorum without it do not send it their shard (repair restores it).
 const maxSlowInFlight = 64
 
-func (d *Datastore) backlogged(p peer.ID) bool {
-	return d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight
-}
-
 // errSlow is the error of a shard not sent to a node marked slow that
 // already has maxSlowInFlight requests unanswered.
 var errSlow = errors.New("not sent: the node has left requests unanswered past the hedge and has too many in flight")
@@ -288,18 +284,13 @@ var errSlow = errors.New("not sent: the node has left requests unanswered past t
 // round can make its quorum without them.
 func (d *Datastore) slowBacklogged(v *view, perNode map[int][]nodeShard) map[int]bool {
 	out := map[int]bool{}
-	for n := range perNode {
-		if d.backlogged(v.peers[n]) {
-			out[n] = true
-		}
-	}
-	if len(out) == 0 {
-		return out
-	}
 	lost := map[*attempt]int{}
-	for n := range out {
-		for _, it := range perNode[n] {
-			lost[it.a]++
+	for n, items := range perNode {
+		if p := v.peers[n]; d.client.Slow(p) && d.client.InFlight(p) >= maxSlowInFlight {
+			out[n] = true
+			for _, it := range items {
+				lost[it.a]++
+			}
 		}
 	}
 	for a, l := range lost {

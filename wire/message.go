@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -49,13 +48,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 	case OpClusterInfo:
 		e.U32(uint32(r.Identity))
 	case OpGet:
-		var f uint8
-		if r.HeaderOnly {
-			f |= 1
-		}
-		if r.HLC != 0 || r.Writer != 0 {
-			f |= 2
-		}
+		f := flag(r.HeaderOnly, 1) | flag(r.HLC != 0 || r.Writer != 0, 2)
 		e.U8(f).Str(r.Key).U8(r.Pos)
 		if f&2 != 0 {
 			e.U64(r.HLC).U64(r.Writer)
@@ -81,14 +74,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 	case OpDrop, OpDropOlder, OpSupersede:
 		e.U32(uint32(len(r.Drop)))
 		for _, sr := range r.Drop {
-			var f uint8
-			if sr.Stale {
-				f |= 1
-			}
-			if sr.Restore {
-				f |= 2
-			}
-			e.Str(sr.Key).U8(sr.Pos).U64(sr.HLC).U64(sr.Writer).U8(f)
+			e.Str(sr.Key).U8(sr.Pos).U64(sr.HLC).U64(sr.Writer).U8(flag(sr.Stale, 1) | flag(sr.Restore, 2))
 		}
 	case OpMember:
 		e.Blob(r.Body)
@@ -97,14 +83,7 @@ func AppendRequest(buf []byte, r *Request) []byte {
 		if o == nil {
 			o = &RepairOrder{}
 		}
-		var f uint8
-		if o.Rebuild {
-			f |= 1
-		}
-		if o.Tombstone {
-			f |= 2
-		}
-		e.U8(f).Str(o.Key).U8(o.Pos).U8(o.Kind).U8(o.K).U8(o.M).U64(o.HLC).U64(o.Writer).Str(o.From)
+		e.U8(flag(o.Rebuild, 1) | flag(o.Tombstone, 2)).Str(o.Key).U8(o.Pos).U8(o.Kind).U8(o.K).U8(o.M).U64(o.HLC).U64(o.Writer).Str(o.From)
 		srcs := o.Sources[:min(len(o.Sources), 255)]
 		e.U8(uint8(len(srcs)))
 		for _, src := range srcs {
@@ -115,19 +94,24 @@ func AppendRequest(buf []byte, r *Request) []byte {
 	return e.Bytes()
 }
 
+// flag is f when b holds, else 0.
+func flag(b bool, f uint8) uint8 {
+	if b {
+		return f
+	}
+	return 0
+}
+
 // DecodeRequest decodes a request body. Slices alias body.
 func DecodeRequest(body []byte) (*Request, error) {
 	d := NewDecoder(body)
-	r := &Request{Op: d.Op()}
-	r.Epoch = d.U64("epoch")
+	r := &Request{Op: d.Op(), Epoch: d.U64("epoch")}
 	switch r.Op {
 	case OpClusterInfo:
 		r.Identity = int32(d.U32("identity"))
 	case OpGet:
 		f := d.U8("flags")
-		r.HeaderOnly = f&1 != 0
-		r.Key = d.Str("key")
-		r.Pos = d.U8("position")
+		r.HeaderOnly, r.Key, r.Pos = f&1 != 0, d.Str("key"), d.U8("position")
 		if f&2 != 0 {
 			r.HLC, r.Writer = d.U64("version HLC"), d.U64("version writer")
 		}
@@ -149,25 +133,19 @@ func DecodeRequest(body []byte) (*Request, error) {
 			r.Shards = append(r.Shards, d.Blob("shard"))
 		}
 	case OpList:
-		r.Prefix = d.Str("prefix")
-		r.After = d.Str("after")
-		r.Limit = d.U32("limit")
+		r.Prefix, r.After, r.Limit = d.Str("prefix"), d.Str("after"), d.U32("limit")
 	case OpPurge:
 		n := d.U32("purge count")
 		if d.Err() == nil && n > MaxBatch {
 			return nil, fmt.Errorf("%w: purge of %d keys exceeds %d", ErrMalformed, n, MaxBatch)
 		}
 		for i := uint32(0); i < n && d.Err() == nil; i++ {
-			le := ListEntry{Key: d.Str("key"), HLC: d.U64("hlc"), Writer: d.U64("writer"), Tombstone: true}
-			r.Purge = append(r.Purge, le)
+			r.Purge = append(r.Purge, ListEntry{Key: d.Str("key"), HLC: d.U64("hlc"), Writer: d.U64("writer"), Tombstone: true})
 		}
 	case OpInventory:
-		r.After = d.Str("after")
-		r.Limit = d.U32("limit")
+		r.After, r.Limit = d.Str("after"), d.U32("limit")
 	case OpSlotInventory:
-		r.Slot = d.U16("slot")
-		r.After = d.Str("after")
-		r.Limit = d.U32("limit")
+		r.Slot, r.After, r.Limit = d.U16("slot"), d.Str("after"), d.U32("limit")
 	case OpDrop, OpDropOlder, OpSupersede:
 		n := d.U32("drop count")
 		if d.Err() == nil && n > MaxBatch {
@@ -183,12 +161,9 @@ func DecodeRequest(body []byte) (*Request, error) {
 		r.Body = d.Blob("body")
 	case OpRepair:
 		f := d.U8("flags")
-		o := &RepairOrder{Rebuild: f&1 != 0, Tombstone: f&2 != 0}
-		o.Key = d.Str("key")
-		o.Pos = d.U8("position")
-		o.Kind, o.K, o.M = d.U8("policy kind"), d.U8("data shards"), d.U8("parity shards")
-		o.HLC, o.Writer = d.U64("hlc"), d.U64("writer")
-		o.From = d.Str("from")
+		o := &RepairOrder{Rebuild: f&1 != 0, Tombstone: f&2 != 0, Key: d.Str("key"), Pos: d.U8("position"),
+			Kind: d.U8("policy kind"), K: d.U8("data shards"), M: d.U8("parity shards"),
+			HLC: d.U64("hlc"), Writer: d.U64("writer"), From: d.Str("from")}
 		n := d.U8("source count")
 		for i := uint8(0); i < n && d.Err() == nil; i++ {
 			o.Sources = append(o.Sources, RepairSource{Node: d.Str("source"), Pos: d.U8("source position")})
@@ -224,13 +199,7 @@ func AppendResponse(buf []byte, r *Response) []byte {
 // (see writeJoined). The fixed fields are built in buf, which it returns.
 func WriteResponse(w io.Writer, buf []byte, r *Response) ([]byte, error) {
 	head := NewBody(buf[:0], r.Op|RespFlag).U8(uint8(r.Status)).Str(r.Message).U64(r.Epoch).Bytes()
-	n := len(head) + len(r.Payload)
-	if n > MaxFrame {
-		return head, fmt.Errorf("wire: frame of %d bytes exceeds the limit of %d", n, MaxFrame)
-	}
-	var lenb [4]byte
-	binary.BigEndian.PutUint32(lenb[:], uint32(n))
-	return head, writeJoined(w, append(lenb[:], head...), r.Payload)
+	return head, WriteFrameParts(w, head, r.Payload)
 }
 
 // DecodeResponse decodes a response body. Payload aliases body.
@@ -240,11 +209,8 @@ func DecodeResponse(body []byte) (*Response, error) {
 	if d.Err() == nil && op&RespFlag == 0 {
 		return nil, fmt.Errorf("%w: expected a response, got a %s request", ErrMalformed, op)
 	}
-	r := &Response{Op: op &^ RespFlag}
-	r.Status = Status(d.U8("status"))
-	r.Message = d.Str("message")
-	r.Epoch = d.U64("epoch")
-	r.Payload = d.Rest()
+	r := &Response{Op: op &^ RespFlag, Status: Status(d.U8("status")), Message: d.Str("message"),
+		Epoch: d.U64("epoch"), Payload: d.Rest()}
 	if err := d.Err(); err != nil {
 		return nil, fmt.Errorf("decode response: %w", err)
 	}
@@ -263,12 +229,7 @@ type ListEntry struct {
 // AppendListPayload encodes list entries; more says whether the node has
 // further entries after the last one.
 func AppendListPayload(buf []byte, entries []ListEntry, more bool) []byte {
-	e := &Encoder{b: buf}
-	var m uint8
-	if more {
-		m = 1
-	}
-	e.U8(m).U32(uint32(len(entries)))
+	e := (&Encoder{b: buf}).U8(flag(more, 1)).U32(uint32(len(entries)))
 	for _, le := range entries {
 		appendListEntry(e, le)
 	}
@@ -290,20 +251,12 @@ func DecodeListPayload(p []byte) (entries []ListEntry, more bool, err error) {
 }
 
 func appendListEntry(e *Encoder, le ListEntry) {
-	var t uint8
-	if le.Tombstone {
-		t = 1
-	}
-	e.Str(le.Key).U64(le.HLC).U64(le.Writer).U8(t).U64(le.ValueLen)
+	e.Str(le.Key).U64(le.HLC).U64(le.Writer).U8(flag(le.Tombstone, 1)).U64(le.ValueLen)
 }
 
-func decodeListEntry(d *Decoder) (le ListEntry) {
-	le.Key = d.Str("key")
-	le.HLC = d.U64("hlc")
-	le.Writer = d.U64("writer")
-	le.Tombstone = d.U8("tombstone") == 1
-	le.ValueLen = d.U64("value length")
-	return le
+func decodeListEntry(d *Decoder) ListEntry {
+	return ListEntry{Key: d.Str("key"), HLC: d.U64("hlc"), Writer: d.U64("writer"),
+		Tombstone: d.U8("tombstone") == 1, ValueLen: d.U64("value length")}
 }
 
 // HeaderEntry is a node's answer to a header-only get: its index entry for
@@ -331,11 +284,7 @@ func AppendHeaderPayload(buf []byte, h HeaderEntry) []byte {
 	older := h.Older[:min(len(h.Older), MaxOlder)]
 	e.U8(uint8(len(older)))
 	for _, o := range older {
-		var tomb uint8
-		if o.Tombstone {
-			tomb = 1
-		}
-		e.U64(o.HLC).U64(o.Writer).U8(tomb).U64(o.ValueLen).U8(o.Index).U8(o.Kind).U8(o.K).U8(o.M)
+		e.U64(o.HLC).U64(o.Writer).U8(flag(o.Tombstone, 1)).U64(o.ValueLen).U8(o.Index).U8(o.Kind).U8(o.K).U8(o.M)
 	}
 	return e.Bytes()
 }
@@ -344,18 +293,13 @@ func AppendHeaderPayload(buf []byte, h HeaderEntry) []byte {
 func DecodeHeaderPayload(p []byte) (h HeaderEntry, err error) {
 	d := &Decoder{b: p}
 	h.ListEntry = decodeListEntry(d)
-	h.Index = d.U8("shard index")
-	h.Kind = d.U8("policy kind")
-	h.K = d.U8("data shards")
-	h.M = d.U8("parity shards")
+	h.Index, h.Kind, h.K, h.M = d.U8("shard index"), d.U8("policy kind"), d.U8("data shards"), d.U8("parity shards")
 	n := int(d.U8("older versions"))
 	for i := 0; i < n && d.Err() == nil; i++ {
-		o := HeaderEntry{ListEntry: ListEntry{Key: h.Key}}
-		o.HLC, o.Writer = d.U64("version HLC"), d.U64("version writer")
-		o.Tombstone = d.U8("tombstone") == 1
-		o.ValueLen = d.U64("value length")
-		o.Index, o.Kind, o.K, o.M = d.U8("shard index"), d.U8("policy kind"), d.U8("data shards"), d.U8("parity shards")
-		h.Older = append(h.Older, o)
+		h.Older = append(h.Older, HeaderEntry{
+			ListEntry: ListEntry{Key: h.Key, HLC: d.U64("version HLC"), Writer: d.U64("version writer"),
+				Tombstone: d.U8("tombstone") == 1, ValueLen: d.U64("value length")},
+			Index: d.U8("shard index"), Kind: d.U8("policy kind"), K: d.U8("data shards"), M: d.U8("parity shards")})
 	}
 	if err := d.Done(); err != nil {
 		return HeaderEntry{}, fmt.Errorf("decode header entry: %w", err)
@@ -389,16 +333,8 @@ func AppendBatchPayload(buf []byte, rs []BatchResult) []byte {
 	e := &Encoder{b: buf}
 	e.U32(uint32(len(rs)))
 	for _, r := range rs {
-		e.U8(uint8(r.Status)).Str(r.Message)
-		var flags uint8
-		if r.Kept {
-			flags |= resultKept
-		}
 		held := r.HeldHLC != 0 || r.HeldWriter != 0
-		if held {
-			flags |= resultHeld
-		}
-		e.U8(flags)
+		e.U8(uint8(r.Status)).Str(r.Message).U8(flag(r.Kept, resultKept) | flag(held, resultHeld))
 		if held {
 			e.U64(r.HeldHLC).U64(r.HeldWriter)
 		}
@@ -415,9 +351,7 @@ func DecodeBatchPayload(p []byte) ([]BatchResult, error) {
 	}
 	rs := make([]BatchResult, 0, n)
 	for i := uint32(0); i < n && d.Err() == nil; i++ {
-		var r BatchResult
-		r.Status = Status(d.U8("status"))
-		r.Message = d.Str("message")
+		r := BatchResult{Status: Status(d.U8("status")), Message: d.Str("message")}
 		flags := d.U8("result flags")
 		if flags&^(resultKept|resultHeld) != 0 {
 			return nil, fmt.Errorf("%w: unknown batch result flags %#x", ErrMalformed, flags)
@@ -492,18 +426,9 @@ type InventoryEntry struct {
 // AppendInventoryPayload encodes inventory entries; more says whether the
 // node has further entries after the last one.
 func AppendInventoryPayload(buf []byte, entries []InventoryEntry, more bool) []byte {
-	e := &Encoder{b: buf}
-	var m uint8
-	if more {
-		m = 1
-	}
-	e.U8(m).U32(uint32(len(entries)))
+	e := (&Encoder{b: buf}).U8(flag(more, 1)).U32(uint32(len(entries)))
 	for _, ie := range entries {
-		var t uint8
-		if ie.Tombstone {
-			t = 1
-		}
-		e.Str(ie.Key).U8(ie.Pos).U8(ie.Kind).U8(ie.K).U8(ie.M).U64(ie.HLC).U64(ie.Writer).U8(t).U64(ie.ValueLen).U32(ie.ShardLen).U8(ie.Older)
+		e.Str(ie.Key).U8(ie.Pos).U8(ie.Kind).U8(ie.K).U8(ie.M).U64(ie.HLC).U64(ie.Writer).U8(flag(ie.Tombstone, 1)).U64(ie.ValueLen).U32(ie.ShardLen).U8(ie.Older)
 	}
 	return e.Bytes()
 }
@@ -514,19 +439,10 @@ func DecodeInventoryPayload(p []byte) (entries []InventoryEntry, more bool, err 
 	more = d.U8("more") == 1
 	n := d.U32("entry count")
 	for i := uint32(0); i < n && d.Err() == nil; i++ {
-		var ie InventoryEntry
-		ie.Key = d.Str("key")
-		ie.Pos = d.U8("position")
-		ie.Kind = d.U8("kind")
-		ie.K = d.U8("k")
-		ie.M = d.U8("m")
-		ie.HLC = d.U64("hlc")
-		ie.Writer = d.U64("writer")
-		ie.Tombstone = d.U8("tombstone") == 1
-		ie.ValueLen = d.U64("value length")
-		ie.ShardLen = d.U32("shard length")
-		ie.Older = d.U8("older versions")
-		entries = append(entries, ie)
+		entries = append(entries, InventoryEntry{Key: d.Str("key"), Pos: d.U8("position"),
+			Kind: d.U8("kind"), K: d.U8("k"), M: d.U8("m"), HLC: d.U64("hlc"), Writer: d.U64("writer"),
+			Tombstone: d.U8("tombstone") == 1, ValueLen: d.U64("value length"),
+			ShardLen: d.U32("shard length"), Older: d.U8("older versions")})
 	}
 	if err := d.Done(); err != nil {
 		return nil, false, fmt.Errorf("decode inventory: %w", err)

@@ -9,11 +9,9 @@ import (
 	"sync"
 )
 
-// Protocol IDs for libp2p stream handlers.
-const (
-	// ShardProtocol carries shard requests (put, get, list, status).
-	ShardProtocol = "/dscluster/shard/1.0.0"
-)
+// ShardProtocol is the libp2p protocol ID of the streams that carry shard
+// requests (put, get, list, status).
+const ShardProtocol = "/dscluster/shard/1.0.0"
 
 // Version is the wire format version carried in every frame.
 const Version = 4
@@ -56,40 +54,16 @@ const (
 	RespFlag Op = 0x80
 )
 
+var opNames = [...]string{
+	OpClusterInfo: "cluster-info", OpPut: "put", OpGet: "get", OpList: "list", OpBatchPut: "batch-put",
+	OpStatus: "status", OpPurge: "purge", OpInventory: "inventory", OpDrop: "drop", OpPing: "ping",
+	OpMember: "member", OpSums: "sums", OpSlotInventory: "slot-inventory", OpDropOlder: "drop-older",
+	OpRepair: "repair", OpSupersede: "supersede",
+}
+
 func (o Op) String() string {
-	switch o &^ RespFlag {
-	case OpClusterInfo:
-		return "cluster-info"
-	case OpPut:
-		return "put"
-	case OpGet:
-		return "get"
-	case OpList:
-		return "list"
-	case OpBatchPut:
-		return "batch-put"
-	case OpStatus:
-		return "status"
-	case OpPurge:
-		return "purge"
-	case OpInventory:
-		return "inventory"
-	case OpDrop:
-		return "drop"
-	case OpPing:
-		return "ping"
-	case OpMember:
-		return "member"
-	case OpSums:
-		return "sums"
-	case OpSlotInventory:
-		return "slot-inventory"
-	case OpDropOlder:
-		return "drop-older"
-	case OpRepair:
-		return "repair"
-	case OpSupersede:
-		return "supersede"
+	if i := o &^ RespFlag; int(i) < len(opNames) && opNames[i] != "" {
+		return opNames[i]
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -110,26 +84,15 @@ const (
 	StatusUnavailable  Status = 8
 )
 
+var statusNames = [...]string{
+	StatusOK: "ok", StatusNotFound: "not found", StatusCorrupt: "corrupt", StatusBadRequest: "bad request",
+	StatusStaleEpoch: "stale epoch", StatusInternal: "internal error", StatusUnauthorized: "unauthorized",
+	StatusTooLarge: "too large", StatusUnavailable: "unavailable",
+}
+
 func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "ok"
-	case StatusNotFound:
-		return "not found"
-	case StatusCorrupt:
-		return "corrupt"
-	case StatusBadRequest:
-		return "bad request"
-	case StatusStaleEpoch:
-		return "stale epoch"
-	case StatusInternal:
-		return "internal error"
-	case StatusUnauthorized:
-		return "unauthorized"
-	case StatusTooLarge:
-		return "too large"
-	case StatusUnavailable:
-		return "unavailable"
+	if int(s) < len(statusNames) {
+		return statusNames[s]
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -259,11 +222,7 @@ func (e *Encoder) Str(s string) *Encoder {
 }
 
 // Blob appends bytes with a uint32 length prefix.
-func (e *Encoder) Blob(p []byte) *Encoder {
-	e.U32(uint32(len(p)))
-	e.b = append(e.b, p...)
-	return e
-}
+func (e *Encoder) Blob(p []byte) *Encoder { return e.U32(uint32(len(p))).Raw(p) }
 
 // Raw appends bytes without a prefix (used for a trailing payload).
 func (e *Encoder) Raw(p []byte) *Encoder { e.b = append(e.b, p...); return e }
@@ -322,38 +281,34 @@ func (d *Decoder) take(n int, what string) []byte {
 
 // U8 reads a byte.
 func (d *Decoder) U8(what string) uint8 {
-	p := d.take(1, what)
-	if p == nil {
-		return 0
+	if p := d.take(1, what); p != nil {
+		return p[0]
 	}
-	return p[0]
+	return 0
 }
 
 // U16 reads a big-endian uint16.
 func (d *Decoder) U16(what string) uint16 {
-	p := d.take(2, what)
-	if p == nil {
-		return 0
+	if p := d.take(2, what); p != nil {
+		return binary.BigEndian.Uint16(p)
 	}
-	return binary.BigEndian.Uint16(p)
+	return 0
 }
 
 // U32 reads a big-endian uint32.
 func (d *Decoder) U32(what string) uint32 {
-	p := d.take(4, what)
-	if p == nil {
-		return 0
+	if p := d.take(4, what); p != nil {
+		return binary.BigEndian.Uint32(p)
 	}
-	return binary.BigEndian.Uint32(p)
+	return 0
 }
 
 // U64 reads a big-endian uint64.
 func (d *Decoder) U64(what string) uint64 {
-	p := d.take(8, what)
-	if p == nil {
-		return 0
+	if p := d.take(8, what); p != nil {
+		return binary.BigEndian.Uint64(p)
 	}
-	return binary.BigEndian.Uint64(p)
+	return 0
 }
 
 // Str reads a uint16-prefixed string.
@@ -365,9 +320,6 @@ func (d *Decoder) Str(what string) string {
 // Blob reads a uint32-prefixed byte slice aliasing the body.
 func (d *Decoder) Blob(what string) []byte {
 	n := d.U32(what + " length")
-	if d.err != nil {
-		return nil
-	}
 	return d.take(int(n), what)
 }
 
