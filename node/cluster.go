@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,13 +79,21 @@ func (n *Node) startCluster(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.bgWG.Add(3)
-	go n.controlLoop(opts.HeartbeatInterval, opts.OutAfter)
-	go n.repairLoop(opts.RepairInterval)
-	go n.every(opts.HeartbeatInterval, n.announceAddrs)
+	n.every(opts.HeartbeatInterval, func() { n.controlTick(opts.HeartbeatInterval, opts.OutAfter) })
+	n.every(opts.RepairInterval, func() {
+		if n.raft.IsLeader() {
+			if err := n.RepairPass(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
+				log.Warnw("repair pass", "err", err)
+			}
+		}
+	})
+	n.every(opts.HeartbeatInterval, n.announceAddrs)
 	if opts.ScrubInterval > 0 {
-		n.bgWG.Add(1)
-		go n.scrubLoop(opts.ScrubInterval)
+		n.every(opts.ScrubInterval, func() {
+			if _, err := n.Scrub(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
+				log.Warnw("scrub", "err", err)
+			}
+		})
 	}
 	return nil
 }
@@ -155,17 +164,12 @@ func (n *Node) mayRaft(p peer.ID) bool {
 		return false
 	}
 	if len(n.vouchAsked) >= 1024 {
-		for q, at := range n.vouchAsked {
-			if time.Since(at) >= time.Second {
-				delete(n.vouchAsked, q)
-			}
-		}
+		maps.DeleteFunc(n.vouchAsked, func(_ peer.ID, at time.Time) bool { return time.Since(at) >= time.Second })
 	}
 	n.vouchAsked[p] = time.Now()
 	n.vouching++
-	n.vouchWG.Add(1)
-	go func(gen uint64) {
-		defer n.vouchWG.Done()
+	gen := n.vouchGen
+	n.vouchWG.Go(func() {
 		ok, by := n.vouch(p, c)
 		n.vouchMu.Lock()
 		defer n.vouchMu.Unlock()
@@ -177,7 +181,7 @@ func (n *Node) mayRaft(p peer.ID) bool {
 		} else if !ok {
 			log.Warnw("raft stream refused: the peer is not a member here nor for the members asked", "peer", p.String())
 		}
-	}(n.vouchGen)
+	})
 	return false
 }
 
@@ -196,9 +200,7 @@ func (n *Node) vouch(p peer.ID, c *config.Cluster) (bool, string) {
 		if err != nil || m.State == membership.Removed || m.State == membership.Out || id == n.host.ID() {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpClusterInfo, Identity: ClientIdentity})
 			if err != nil || resp.Status != wire.StatusOK {
 				return
@@ -211,7 +213,7 @@ func (n *Node) vouch(p peer.ID, c *config.Cluster) (bool, string) {
 				found <- m.ID
 				cancel()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	select {
@@ -253,8 +255,7 @@ func writeFileAtomic(path string, b []byte) error {
 
 // addrsOf gives raft the addresses of a member.
 func (n *Node) addrsOf(id peer.ID) []ma.Multiaddr {
-	c := n.cluster.Load()
-	if m, ok := c.Member(id.String()); ok {
+	if m, ok := n.cluster.Load().Member(id.String()); ok {
 		addrs, _ := transport.DialAddrs(m.Addrs)
 		return addrs
 	}

@@ -21,13 +21,9 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
 
-// controlLoop runs on every node and acts only on the raft leader: it
+// controlTick runs on every node and acts only on the raft leader: it
 // initialises the cluster, sends heartbeats, proposes the state changes
 // membership.Decide calls for, and keeps the raft voters in line.
-func (n *Node) controlLoop(every, outAfter time.Duration) {
-	n.every(every, func() { n.controlTick(every, outAfter) })
-}
-
 func (n *Node) controlTick(every, outAfter time.Duration) {
 	if !n.raft.IsLeader() {
 		n.leaderReady.Store(false)
@@ -170,25 +166,25 @@ func (n *Node) statedAddrs() []string {
 }
 
 func sameAddrs(a, b []string) bool {
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
-// every runs fn every interval until the node closes; call bgWG.Add(1) first.
+// every runs fn every interval in a background loop until the node closes.
 func (n *Node) every(interval time.Duration, fn func()) {
-	defer n.bgWG.Done()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.closed:
-			return
-		case <-t.C:
+	n.bgWG.Add(1)
+	go func() {
+		defer n.bgWG.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.closed:
+				return
+			case <-t.C:
+			}
+			fn()
 		}
-		fn()
-	}
+	}()
 }
 
 // propose applies cmd through raft (the caller is the leader).
@@ -208,38 +204,21 @@ func (n *Node) heartbeat(c *config.Cluster, timeout time.Duration) map[string]bo
 	ctx, cancel := context.WithTimeout(n.bgCtx, timeout)
 	defer cancel()
 	for _, m := range c.Members {
-		if m.ID == n.selfID || m.State == membership.Removed {
-			continue
-		}
 		id, err := peer.Decode(m.ID)
-		if err != nil {
+		if err != nil || m.ID == n.selfID || m.State == membership.Removed {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			resp, err := n.client.Do(ctx, id, &wire.Request{Op: wire.OpPing})
 			if err == nil && resp.Status == wire.StatusOK {
 				mu.Lock()
 				answered[m.ID] = true
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return answered
-}
-
-// repairLoop runs a repair pass every interval while this node leads.
-func (n *Node) repairLoop(every time.Duration) {
-	n.every(every, func() {
-		if !n.raft.IsLeader() {
-			return
-		}
-		if err := n.RepairPass(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
-			log.Warnw("repair pass", "err", err)
-		}
-	})
 }
 
 // RepairPass runs one repair pass now, then commits a rebalance target its
@@ -265,10 +244,10 @@ func (n *Node) RepairPass(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if !n.raft.IsLeader() {
-					cancel()
-					return
-				}
+			}
+			if !n.raft.IsLeader() {
+				cancel()
+				return
 			}
 		}
 	}()

@@ -30,23 +30,19 @@ func (n *Node) targetCopy(c *config.Cluster, slot uint16, pos int, raw []byte) *
 		return nil
 	}
 	to := c.Target.Nodes[owners[pos]].ID
-	if to == n.selfID {
-		return nil
-	}
 	id, err := peer.Decode(to)
-	if err != nil {
+	if to == n.selfID || err != nil {
 		return nil
 	}
 	return &forward{to: id, shard: raw}
 }
 
-// sendForwards sends the copies fs (nil ones skipped) to their new owners
-// and waits, so that a write acknowledged during a rebalance is already
-// where reads look once the rebalance commits, even from lists taken
-// before the write. Owners go in parallel under one forwardTimeout. A
-// failed copy does not fail the write (repair copies the shard later from
-// here), and an owner that failed within forwardBackoff is skipped, so
-// that a down owner does not hold up every write.
+// sendForwards sends the copies fs (nil ones skipped) to their new owners,
+// in parallel under one forwardTimeout, and waits: a write acknowledged
+// during a rebalance is then where reads look once it commits, even from
+// lists taken before the write. A failed copy does not fail the write
+// (repair copies it later from here); an owner that failed within
+// forwardBackoff is skipped, so that a down owner holds up no write.
 func (n *Node) sendForwards(fs ...*forward) {
 	byPeer := map[peer.ID][][]byte{}
 	for _, f := range fs {
@@ -61,13 +57,11 @@ func (n *Node) sendForwards(fs ...*forward) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for to, shards := range byPeer {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := n.forwardTo(ctx, to, shards); err != nil {
 				n.forwardFailed(to, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -108,15 +102,13 @@ func (n *Node) forwardTo(ctx context.Context, to peer.ID, shards [][]byte) error
 func (n *Node) forwardBackingOff(to peer.ID) bool {
 	n.fwdMu.Lock()
 	defer n.fwdMu.Unlock()
-	at, ok := n.fwdFailed[to]
-	return ok && time.Since(at) < forwardBackoff
+	return time.Since(n.fwdFailed[to]) < forwardBackoff
 }
 
 // forwardFailed marks node to as failing forwards, logged once a backoff.
 func (n *Node) forwardFailed(to peer.ID, err error) {
 	n.fwdMu.Lock()
-	at, ok := n.fwdFailed[to]
-	fresh := !ok || time.Since(at) >= forwardBackoff
+	fresh := time.Since(n.fwdFailed[to]) >= forwardBackoff
 	if fresh {
 		n.fwdFailed[to] = time.Now()
 	}

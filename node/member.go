@@ -25,7 +25,7 @@ import (
 func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Response {
 	var cmd membership.Command
 	if err := json.Unmarshal(body, &cmd); err != nil {
-		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command does not parse: %v", err)}
+		return failure(wire.StatusBadRequest, "member command does not parse: %v", err)
 	}
 	switch cmd.Op {
 	case membership.OpJoin, membership.OpDrain:
@@ -37,12 +37,11 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			if ok {
 				state = m.State
 			}
-			return &wire.Response{Status: wire.StatusBadRequest,
-				Message: fmt.Sprintf("remove %s: it is %s; only an out member can be removed (drain a live one)", cmd.ID, state)}
+			return failure(wire.StatusBadRequest, "remove %s: it is %s; only an out member can be removed (drain a live one)", cmd.ID, state)
 		}
 	case membership.OpGrant, membership.OpRevoke, membership.OpAdmit:
 	default:
-		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("member command %q: only join, drain, remove, grant, revoke and admit are accepted", cmd.Op)}
+		return failure(wire.StatusBadRequest, "member command %q: only join, drain, remove, grant, revoke and admit are accepted", cmd.Op)
 	}
 	// The command names who asked, for Apply to judge under the roles as
 	// they stand when it applies; a member forwarding it keeps the name.
@@ -53,7 +52,7 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	// A node joins as itself, or through a member. Other commands need a
 	// member or (once roles are enforced) a read-write client.
 	if cmd.Op == membership.OpJoin && (cmd.Member == nil || cmd.Member.ID != from.String()) && !n.isMember(c, from) {
-		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("join: peer %s may only ask to join as itself", from)}
+		return failure(wire.StatusUnauthorized, "join: peer %s may only ask to join as itself", from)
 	}
 	if cmd.Op != membership.OpJoin {
 		if resp := n.checkRole(c, from, "member "+cmd.Op, true); resp != nil {
@@ -75,7 +74,7 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 			// answer do not hold it back: one that applied the grant has
 			// roles, and an older one never enforced them.
 			if err := n.everyMemberHas(ctx, c, FeatureRoles, cmd.Op == membership.OpRevoke); err != nil {
-				return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("%s: %v", cmd.Op, err)}
+				return failure(wire.StatusBadRequest, "%s: %v", cmd.Op, err)
 			}
 		}
 		if cmd.Op == membership.OpJoin && cmd.Member != nil {
@@ -109,37 +108,31 @@ func (n *Node) member(ctx context.Context, from peer.ID, body []byte) *wire.Resp
 	defer cancel()
 	resp, err := n.client.Do(fctx, leader, &wire.Request{Op: wire.OpMember, Body: body})
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("forward to the raft leader %s: %v", leader, err)}
+		return failure(wire.StatusInternal, "forward to the raft leader %s: %v", leader, err)
 	}
 	return &wire.Response{Status: resp.Status, Message: resp.Message}
 }
 
-// everyMemberHas checks that every member of c but the removed ones
-// reports feature in its status, so that no replica rejects the command
-// and parts from the others. A member that does not answer fails the check
-// (it may run any version) unless unanswered is set. c.Members is complete:
-// membership.Init fills it from the map.
+// everyMemberHas checks that every member of c but the removed ones reports
+// feature in its status (c.Members is complete: membership.Init fills it
+// from the map). One that does not answer fails the check (it may run any
+// version) unless unanswered is set.
 func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature string, unanswered bool) error {
-	var ids []string
-	for _, m := range c.Members {
-		if m.State != membership.Removed && m.ID != n.selfID {
-			ids = append(ids, m.ID)
-		}
-	}
-	problems := make([]string, len(ids))
+	problems := make([]string, len(c.Members))
 	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fs, err := n.featuresOf(ctx, id)
+	for i, m := range c.Members {
+		if m.State == membership.Removed || m.ID == n.selfID {
+			continue
+		}
+		wg.Go(func() {
+			fs, err := n.featuresOf(ctx, m.ID)
 			switch {
 			case err != nil && !unanswered:
-				problems[i] = fmt.Sprintf("%s did not answer (%v)", id, err)
+				problems[i] = fmt.Sprintf("%s did not answer (%v)", m.ID, err)
 			case err == nil && !slices.Contains(fs, feature):
-				problems[i] = fmt.Sprintf("%s runs a version without %s", id, feature)
+				problems[i] = fmt.Sprintf("%s runs a version without %s", m.ID, feature)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	problems = slices.DeleteFunc(problems, func(p string) bool { return p == "" })
@@ -150,38 +143,24 @@ func (n *Node) everyMemberHas(ctx context.Context, c *config.Cluster, feature st
 	return nil
 }
 
-// mayJoin reports whether id is admitted or a member not removed: the
-// joins the raft log accepts once roles are enforced.
-func mayJoin(c *config.Cluster, id string) bool {
-	m, ok := c.Member(id)
-	return slices.Contains(c.Admitted, id) || ok && m.State != membership.Removed
-}
-
 // checkJoiner judges a join before the leader proposes it, after a barrier
 // (a new term's leader may lag the last admit or grant): where roles are
-// enforced the joiner must be admitted, checked before it is dialled, and
-// run a version with roles. Checking here, not in the log, means an admit
-// committed meanwhile cannot let it in unchecked.
+// enforced the joiner must be admitted (or a member not removed, as the raft
+// log checks), checked before it is dialled, and run a version with roles,
+// asked at the addresses it announces: an older node would fail to apply
+// the role commands in the log, and its replica part. Checking here, not in
+// the log, means an admit committed meanwhile cannot let it in unchecked.
 func (n *Node) checkJoiner(ctx context.Context, m *config.Member) *wire.Response {
 	if err := n.raft.Barrier(5 * time.Second); err != nil {
-		return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("join: %v; retry", err)}
+		return failure(wire.StatusUnavailable, "join: %v; retry", err)
 	}
 	c := n.raft.Cluster()
 	if len(c.Clients) == 0 {
 		return nil
 	}
-	if !mayJoin(c, m.ID) {
-		return &wire.Response{Status: wire.StatusBadRequest,
-			Message: fmt.Sprintf("join: node %s is not admitted: the cluster enforces client roles, so a read-write client first runs `dsclient node admit %s`", m.ID, m.ID)}
+	if cm, ok := c.Member(m.ID); !slices.Contains(c.Admitted, m.ID) && (!ok || cm.State == membership.Removed) {
+		return failure(wire.StatusBadRequest, "join: node %s is not admitted: the cluster enforces client roles, so a read-write client first runs `dsclient node admit %s`", m.ID, m.ID)
 	}
-	return n.joinerHasRoles(ctx, m)
-}
-
-// joinerHasRoles refuses m's join unless m, asked at the addresses it
-// announces, runs a version with client roles: an older node would fail
-// to apply the role commands in the log and its replica would part. A
-// joiner that does not answer may not be reachable yet: StatusUnavailable.
-func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Response {
 	if id, err := peer.Decode(m.ID); err == nil && id != n.host.ID() {
 		if addrs, err := transport.DialAddrs(m.Addrs); err == nil {
 			n.host.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
@@ -189,12 +168,10 @@ func (n *Node) joinerHasRoles(ctx context.Context, m *config.Member) *wire.Respo
 	}
 	fs, err := n.featuresOf(ctx, m.ID)
 	switch {
-	case err != nil:
-		return &wire.Response{Status: wire.StatusUnavailable,
-			Message: fmt.Sprintf("join: the cluster enforces client roles, and %s did not answer the leader's status request at %v: %v", m.ID, m.Addrs, err)}
+	case err != nil: // the joiner may not be reachable yet
+		return failure(wire.StatusUnavailable, "join: the cluster enforces client roles, and %s did not answer the leader's status request at %v: %v", m.ID, m.Addrs, err)
 	case !slices.Contains(fs, FeatureRoles):
-		return &wire.Response{Status: wire.StatusBadRequest,
-			Message: fmt.Sprintf("join: the cluster enforces client roles, and %s runs a version without %s: upgrade it first", m.ID, FeatureRoles)}
+		return failure(wire.StatusBadRequest, "join: the cluster enforces client roles, and %s runs a version without %s: upgrade it first", m.ID, FeatureRoles)
 	}
 	return nil
 }

@@ -26,14 +26,11 @@ import (
 
 var log = logging.Logger("dscluster/node")
 
-// idleTimeout closes a stream that sends no request for this long.
-const idleTimeout = 10 * time.Minute
-
-// listLimit caps the entries of one list response.
-const listLimit = 1000
-
-// batchWorkers bounds the shards of one batch written at once.
-const batchWorkers = 8
+const (
+	idleTimeout  = 10 * time.Minute // closes a stream that sends no request for this long
+	listLimit    = 1000             // caps the entries of one list response
+	batchWorkers = 8                // bounds the shards of one batch written at once
+)
 
 // Options configure a node.
 type Options struct {
@@ -112,20 +109,6 @@ type compactor interface {
 	Compact(ctx context.Context, minGarbage float64) (int64, error)
 }
 
-// compactLoop compacts the store every interval until the node closes.
-func (n *Node) compactLoop(c compactor, every time.Duration) {
-	n.every(every, func() {
-		freed, err := c.Compact(n.bgCtx, 0.5)
-		if err != nil {
-			log.Warnw("compaction", "err", err)
-			return
-		}
-		if freed > 0 {
-			log.Infow("compacted the shard store", "freed_bytes", freed)
-		}
-	})
-}
-
 // Node is a running dscluster server.
 type Node struct {
 	cfg    *config.Node
@@ -178,7 +161,7 @@ type Node struct {
 }
 
 // Start opens the node's stores, starts its host and serves the protocol.
-func Start(ctx context.Context, opts Options) (*Node, error) {
+func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if opts.Config == nil {
 		return nil, errors.New("node: no config")
 	}
@@ -187,7 +170,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{}), vouched: map[peer.ID]bool{}, vouchAsked: map[peer.ID]time.Time{}}
+	n := &Node{cfg: cfg, dir: opts.Dir, closed: make(chan struct{}), vouched: map[peer.ID]bool{}, vouchAsked: map[peer.ID]time.Time{}, fwdFailed: map[peer.ID]time.Time{}}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.initial = membership.Init(&cfg.Cluster)
 	c := n.initial
@@ -196,14 +179,12 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.cluster.Store(c)
 
-	var err error
 	defer func() {
 		if err != nil {
 			n.closeResources()
 		}
 	}()
-	n.store = opts.Store
-	if n.store == nil {
+	if n.store = opts.Store; n.store == nil {
 		if n.store, err = openStore(ctx, cfg, opts); err != nil {
 			return nil, err
 		}
@@ -211,17 +192,14 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if n.idx, n.shards, err = openIndex(opts.Dir, n.store, opts.NoSync); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n.host = opts.Host
-	if n.host == nil {
-		key, kerr := config.DecodePrivKey(cfg.PrivKey)
-		if kerr != nil {
-			err = fmt.Errorf("node: private key: %w", kerr)
-			return nil, err
+	if n.host = opts.Host; n.host == nil {
+		key, err := config.DecodePrivKey(cfg.PrivKey)
+		if err != nil {
+			return nil, fmt.Errorf("node: private key: %w", err)
 		}
-		psk, perr := config.ParseSecret(cfg.Secret)
-		if perr != nil {
-			err = fmt.Errorf("node: %w", perr)
-			return nil, err
+		psk, err := config.ParseSecret(cfg.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
 		}
 		if n.host, err = transport.NewHost(transport.HostConfig{Key: key, Listen: cfg.Listen, Secret: psk}); err != nil {
 			return nil, err
@@ -232,11 +210,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	// addresses before raft runs, to announce a move.
 	n.dialMembers(nil, c)
 	if _, inMap := c.Map.NodeIndex(n.selfID); !inMap && len(c.Members) == 0 {
-		err = fmt.Errorf("node: this node's peer id %s is not in the cluster map", n.host.ID())
-		return nil, err
+		return nil, fmt.Errorf("node: this node's peer id %s is not in the cluster map", n.host.ID())
 	}
 	n.client = transport.NewClient(n.host, 30*time.Second)
-	n.fwdFailed = make(map[peer.ID]time.Time)
 	if err = n.startCluster(opts); err != nil {
 		return nil, err
 	}
@@ -244,8 +220,14 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	n.metrics = newMetrics(n)
 	n.host.SetStreamHandler(wire.ShardProtocol, n.handleStream)
 	if c, ok := n.store.(compactor); ok && opts.CompactEvery > 0 {
-		n.bgWG.Add(1)
-		go n.compactLoop(c, opts.CompactEvery)
+		n.every(opts.CompactEvery, func() {
+			freed, err := c.Compact(n.bgCtx, 0.5)
+			if err != nil {
+				log.Warnw("compaction", "err", err)
+			} else if freed > 0 {
+				log.Infow("compacted the shard store", "freed_bytes", freed)
+			}
+		})
 	}
 	log.Infow("node ready", "identity", cfg.Identity, "peer", n.host.ID().String(), "addrs", n.host.Addrs(), "policy", c.Policy.String(), "epoch", c.Map.Epoch)
 	return n, nil
@@ -272,10 +254,7 @@ func (n *Node) Cluster() *config.Cluster { return n.cluster.Load() }
 // Close stops serving and closes the host and the stores.
 func (n *Node) Close() error {
 	var err error
-	n.closeOnce.Do(func() {
-		err = n.closeResources()
-		n.wg.Wait()
-	})
+	n.closeOnce.Do(func() { err = n.closeResources() })
 	return err
 }
 
@@ -317,11 +296,9 @@ func (n *Node) closeResources() error {
 	return errors.Join(errs...)
 }
 
-// Features this version has, as Status reports them. A leader checks them
-// before it proposes a command an older replica would apply differently;
-// shard ops need none, for an older wire version cannot serve them.
-const (
-	// FeatureRoles: the node applies client role commands (grant, revoke,
-	// admit); a node without it rejects them, and its replica parts.
-	FeatureRoles = "client-roles"
-)
+// FeatureRoles is the feature (Status.Features) of a node that applies
+// client role commands (grant, revoke, admit): a node without it rejects
+// them, and its replica parts. A leader checks features before it proposes
+// a command an older replica would apply differently; shard ops need none,
+// for an older wire version cannot serve them.
+const FeatureRoles = "client-roles"

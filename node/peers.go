@@ -161,14 +161,13 @@ func (n *Node) repairOrder(ctx context.Context, o *wire.RepairOrder) (wire.Statu
 }
 
 func (p peers) Drop(ctx context.Context, a repair.Action) error {
-	node, key := a.To, a.Key
 	// The epoch the drop was planned at: a node on another map refuses it.
 	req := &wire.Request{Op: wire.OpDrop, Epoch: p.n.passEpoch.Load(), Drop: []wire.ShardRef{{
-		Key: key, Pos: uint8(a.Pos), HLC: a.Version.HLC, Writer: a.Version.Writer, Stale: a.Stale, Restore: a.Restore}}}
+		Key: a.Key, Pos: uint8(a.Pos), HLC: a.Version.HLC, Writer: a.Version.Writer, Stale: a.Stale, Restore: a.Restore}}}
 	if a.Older {
 		req.Op = wire.OpDropOlder
 	}
-	resp, err := p.do(ctx, node, req)
+	resp, err := p.do(ctx, a.To, req)
 	if err != nil {
 		return err
 	}
@@ -177,7 +176,7 @@ func (p peers) Drop(ctx context.Context, a repair.Action) error {
 		return err
 	}
 	if len(rs) != 1 || (rs[0].Status != wire.StatusOK && rs[0].Status != wire.StatusNotFound) {
-		return fmt.Errorf("drop %q on %s: %v", key, node, rs)
+		return fmt.Errorf("drop %q on %s: %v", a.Key, a.To, rs)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func (n *Node) readShard(ctx context.Context, key string, pos uint8, headerOnly 
 	case err == nil:
 		hs = e.At(pos)
 	case !errors.Is(err, index.ErrNotFound):
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: index: %v", key, err)}
+		return failure(wire.StatusInternal, "get %q: index: %v", key, err)
 	}
 	if len(hs) == 0 {
 		return &wire.Response{Status: wire.StatusNotFound}
@@ -71,10 +71,10 @@ func (n *Node) readShard(ctx context.Context, key string, pos uint8, headerOnly 
 		*scratch = grown[:0]
 	}
 	if errors.Is(err, ds.ErrNotFound) {
-		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: shard file missing", key)}
+		return failure(wire.StatusCorrupt, "get %q: shard file missing", key)
 	}
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("get %q: shard store: %v", key, err)}
+		return failure(wire.StatusInternal, "get %q: shard store: %v", key, err)
 	}
 	parse := coding.ParseShard
 	if n.shards.checked() {
@@ -88,7 +88,7 @@ func (n *Node) readShard(ctx context.Context, key string, pos uint8, headerOnly 
 		err = fmt.Errorf("shard %d of version %s does not match the index", sh.Header.Index, sh.Header.Version)
 	}
 	if err != nil {
-		return &wire.Response{Status: wire.StatusCorrupt, Message: fmt.Sprintf("get %q: %v", key, err)}
+		return failure(wire.StatusCorrupt, "get %q: %v", key, err)
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: raw}
 }
@@ -96,19 +96,15 @@ func (n *Node) readShard(ctx context.Context, key string, pos uint8, headerOnly 
 // headerEntry is a header-only get's answer for key's shards hs at one
 // position, newest first: the newest, and the older ones the node keeps.
 func headerEntry(key string, hs []index.Held) wire.HeaderEntry {
-	var out wire.HeaderEntry
+	all := make([]wire.HeaderEntry, len(hs))
 	for i, o := range hs {
-		h := wire.HeaderEntry{
+		all[i] = wire.HeaderEntry{
 			ListEntry: wire.ListEntry{Key: key, HLC: o.Version.HLC, Writer: o.Version.Writer, Tombstone: o.Tombstone, ValueLen: o.ValueLen},
 			Index:     o.Index, Kind: o.Kind, K: o.K, M: o.M,
 		}
-		if i == 0 {
-			out = h
-		} else {
-			out.Older = append(out.Older, h)
-		}
 	}
-	return out
+	all[0].Older = all[1:]
+	return all[0]
 }
 
 // policyOf is the policy an index entry or a wire message gives as bytes.
@@ -118,17 +114,11 @@ func policyOf(kind, k, m uint8) coding.Policy {
 
 // tombstoneShard rebuilds the shard of key's tombstone h from the index.
 func tombstoneShard(key string, h index.Held) []byte {
-	p := policyOf(h.Kind, h.K, h.M)
-	v := coding.Version{HLC: h.Version.HLC, Writer: h.Version.Writer}
-	shards := coding.Tombstone(key, p, v)
+	shards := coding.Tombstone(key, policyOf(h.Kind, h.K, h.M), coding.Version{HLC: h.Version.HLC, Writer: h.Version.Writer})
 	if int(h.Index) >= len(shards) {
 		return nil
 	}
 	return shards[h.Index].AppendBinary(nil)
-}
-
-func listEntry(e index.Entry) wire.ListEntry {
-	return wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
 }
 
 func (n *Node) list(req *wire.Request) *wire.Response {
@@ -138,15 +128,13 @@ func (n *Node) list(req *wire.Request) *wire.Response {
 	}
 	es, err := n.idx.ListPrefix(req.Prefix, req.After, limit+1)
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("list: %v", err)}
+		return failure(wire.StatusInternal, "list: %v", err)
 	}
 	more := len(es) > limit
-	if more {
-		es = es[:limit]
-	}
+	es = es[:min(len(es), limit)]
 	out := make([]wire.ListEntry, len(es))
 	for i, e := range es {
-		out[i] = listEntry(e)
+		out[i] = wire.ListEntry{Key: e.Key, HLC: e.Version.HLC, Writer: e.Version.Writer, Tombstone: e.Tombstone, ValueLen: e.ValueLen}
 	}
 	return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendListPayload(nil, out, more)}
 }

@@ -34,15 +34,6 @@ type scrubber struct {
 	last ScrubStats
 }
 
-// scrubLoop scrubs every interval until the node closes.
-func (n *Node) scrubLoop(every time.Duration) {
-	n.every(every, func() {
-		if _, err := n.Scrub(n.bgCtx); err != nil && n.bgCtx.Err() == nil {
-			log.Warnw("scrub", "err", err)
-		}
-	})
-}
-
 // Scrub reads and verifies every shard this node holds, of every version,
 // and removes one that is missing, does not verify, or does not match its
 // index entry (scrubRemove), for repair to rebuild. On a store other than
@@ -81,9 +72,8 @@ func (n *Node) Scrub(ctx context.Context) (ScrubStats, error) {
 		after = es[len(es)-1].Key
 	}
 	if d, ok := n.shards.(datastoreShards); ok {
-		reclaimed, err := n.reclaim(ctx, d.d, named)
-		st.Reclaimed = reclaimed
-		if err != nil {
+		var err error
+		if st.Reclaimed, err = n.reclaim(ctx, d.d, named); err != nil {
 			return st, fmt.Errorf("scrub: reclaim shards no entry names: %w", err)
 		}
 	}
@@ -107,15 +97,13 @@ func nameHash(name ds.Key) uint64 {
 	return h.Sum64()
 }
 
-// reclaim deletes the shards in store that no index entry names: on a
-// store other than the volume store, a change stores its shard before it
-// commits the index and deletes the shards it drops after, so a crash or
-// a failed delete leaves a shard behind. named holds the hashes of the
-// names the entries held when the pass read them; a shard outside it is
-// read for its key and deleted only if, under the key's lock (which every
-// write holds from storing its shard to committing its entry), the entry
-// still does not name it. A shard that does not parse is left alone: its
-// key cannot be known.
+// reclaim deletes the shards in store that no index entry names (those
+// datastoreShards leaves behind). named holds the hashes of the names the
+// entries held when the pass read them; a shard outside it is read for its
+// key and deleted only if, under the key's lock (which every write holds
+// from storing its shard to committing its entry), the entry still does
+// not name it. A shard that does not parse is left alone: its key cannot
+// be known.
 func (n *Node) reclaim(ctx context.Context, store ds.Datastore, named map[uint64]struct{}) (int, error) {
 	res, err := store.Query(ctx, query.Query{KeysOnly: true})
 	if err != nil {
@@ -178,12 +166,8 @@ func (n *Node) reclaimShard(ctx context.Context, store ds.Datastore, name ds.Key
 	case errors.Is(err, index.ErrNotFound):
 	case err != nil:
 		return false, err
-	default:
-		for _, o := range cur.Shards() {
-			if o.Index == h.Index && o.Version == h.Version {
-				return false, nil
-			}
-		}
+	case slices.ContainsFunc(cur.Shards(), func(o index.Held) bool { return o.Index == h.Index && o.Version == h.Version }):
+		return false, nil
 	}
 	if err := store.Delete(ctx, name); err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return false, err

@@ -28,8 +28,7 @@ func (n *Node) handleStream(s network.Stream) {
 	n.streamMu.Unlock()
 	defer n.wg.Done()
 	defer s.Close()
-	var buf []byte
-	var scratch []byte // shard reads; a response is written before the next read
+	var buf, scratch []byte // scratch: shard reads; a response is written before the next read
 	out := make([]byte, 0, 256)
 	for {
 		select {
@@ -93,8 +92,13 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		return resp
 	}
 	if req.Epoch != 0 && req.Epoch < c.Map.Epoch {
-		return &wire.Response{Status: wire.StatusStaleEpoch,
-			Message: fmt.Sprintf("request made with cluster map epoch %d, this node is at epoch %d: refresh the map", req.Epoch, c.Map.Epoch)}
+		return failure(wire.StatusStaleEpoch, "request made with cluster map epoch %d, this node is at epoch %d: refresh the map", req.Epoch, c.Map.Epoch)
+	}
+	switch req.Op {
+	case wire.OpInventory, wire.OpSlotInventory, wire.OpSums, wire.OpDrop, wire.OpRepair:
+		if !n.isMember(c, from) {
+			return failure(wire.StatusUnauthorized, "%s: peer %s is not a member of the cluster", req.Op, from)
+		}
 	}
 	switch req.Op {
 	case wire.OpPut:
@@ -113,11 +117,10 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		var wg sync.WaitGroup
 		for i, sh := range req.Shards {
 			sem <- struct{}{}
-			wg.Add(1)
-			go func(i int, sh []byte) {
-				defer func() { <-sem; wg.Done() }()
+			wg.Go(func() {
+				defer func() { <-sem }()
 				rs[i], fs[i] = n.putShard(ctx, sh, true, writer)
-			}(i, sh)
+			})
 		}
 		wg.Wait()
 		n.sendForwards(fs...)
@@ -143,37 +146,21 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 	case wire.OpClusterInfo:
 		return n.clusterInfo(ctx, from, req.Identity)
 	case wire.OpInventory, wire.OpSlotInventory:
-		if !n.isMember(c, from) {
-			return unauthorized(req.Op, from)
-		}
 		return n.inventory(req)
 	case wire.OpSums:
-		if !n.isMember(c, from) {
-			return unauthorized(req.Op, from)
-		}
 		return n.sums()
-	case wire.OpDrop:
-		if !n.isMember(c, from) {
-			return unauthorized(req.Op, from)
-		}
-		if req.Epoch != 0 && req.Epoch != c.Map.Epoch {
-			return &wire.Response{Status: wire.StatusStaleEpoch,
-				Message: fmt.Sprintf("drop planned at map epoch %d, this node is at epoch %d", req.Epoch, c.Map.Epoch)}
-		}
-		rs := make([]wire.BatchResult, len(req.Drop))
-		for i, sr := range req.Drop {
-			rs[i].Status, rs[i].Message = n.drop(ctx, sr)
-		}
-		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpRepair:
-		if !n.isMember(c, from) {
-			return unauthorized(req.Op, from)
-		}
 		st, msg := n.repairOrder(ctx, req.Repair)
 		return &wire.Response{Status: st, Message: msg}
-	case wire.OpDropOlder, wire.OpSupersede:
-		act := n.dropOlder
-		if req.Op == wire.OpSupersede {
+	case wire.OpDrop, wire.OpDropOlder, wire.OpSupersede:
+		if req.Op == wire.OpDrop && req.Epoch != 0 && req.Epoch != c.Map.Epoch {
+			return failure(wire.StatusStaleEpoch, "drop planned at map epoch %d, this node is at epoch %d", req.Epoch, c.Map.Epoch)
+		}
+		act := n.drop
+		switch req.Op {
+		case wire.OpDropOlder:
+			act = n.dropOlder
+		case wire.OpSupersede:
 			act = n.supersede
 		}
 		rs := make([]wire.BatchResult, len(req.Drop))
@@ -182,26 +169,22 @@ func (n *Node) serve(ctx context.Context, from peer.ID, frame []byte, scratch *[
 		}
 		return &wire.Response{Status: wire.StatusOK, Payload: wire.AppendBatchPayload(nil, rs)}
 	case wire.OpPing:
-		// A failed store (an fsync error, a database that does not
-		// answer) fails heartbeats, so the cluster marks the node down,
-		// then out, and rebuilds its shards.
+		// A failed store fails heartbeats, so the cluster marks the node
+		// down, then out, and rebuilds its shards.
 		if err := n.storeErr(); err != nil {
-			return &wire.Response{Status: wire.StatusUnavailable, Message: fmt.Sprintf("shard store failed, this node takes no writes: %v", err)}
+			return failure(wire.StatusUnavailable, "shard store failed, this node takes no writes: %v", err)
 		}
 		return &wire.Response{Status: wire.StatusOK}
 	case wire.OpMember:
 		return n.member(ctx, from, req.Body)
 	}
-	return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("unsupported op %s", req.Op)}
+	return failure(wire.StatusBadRequest, "unsupported op %s", req.Op)
 }
 
 // isMember reports whether peer p is a member of the cluster (a server
 // node), this node included.
 func (n *Node) isMember(c *config.Cluster, p peer.ID) bool {
-	if p == n.host.ID() {
-		return true
-	}
-	return n.memberIDs(c)[p]
+	return p == n.host.ID() || n.memberIDs(c)[p]
 }
 
 // members are the peers a cluster description lists as members, by their
@@ -230,8 +213,8 @@ func (n *Node) memberIDs(c *config.Cluster) map[peer.ID]bool {
 
 // authorize applies the client roles (config.Cluster.Clients) to a request
 // of op: nil when from may make it. Reads need a role, writes a read-write
-// one (checkRole). Other ops are open to every peer with the cluster
-// secret (cluster info, ping) or checked where they are served.
+// one (checkRole). Other ops are open to every peer with the secret (cluster
+// info, ping), to members only (repair's), or checked where they are served.
 func (n *Node) authorize(c *config.Cluster, from peer.ID, op wire.Op) *wire.Response {
 	var write bool
 	switch op {
@@ -255,15 +238,15 @@ func (n *Node) checkRole(c *config.Cluster, from peer.ID, what string, write boo
 	role, ok := c.ClientRole(id)
 	switch {
 	case !ok:
-		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf(
-			"%s: peer %s has no role in cluster %s; a read-write client grants one with `dsclient client grant %s --role=read-only|read-write`",
-			what, id, c.ID, id)}
+		return failure(wire.StatusUnauthorized, "%s: peer %s has no role in cluster %s; a read-write client grants one with `dsclient client grant %s --role=read-only|read-write`",
+			what, id, c.ID, id)
 	case write && role != config.RoleReadWrite:
-		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is a %s client", what, id, role)}
+		return failure(wire.StatusUnauthorized, "%s: peer %s is a %s client", what, id, role)
 	}
 	return nil
 }
 
-func unauthorized(op wire.Op, p peer.ID) *wire.Response {
-	return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf("%s: peer %s is not a member of the cluster", op, p)}
+// failure is an answer of status st that says why.
+func failure(st wire.Status, format string, args ...any) *wire.Response {
+	return &wire.Response{Status: st, Message: fmt.Sprintf(format, args...)}
 }

@@ -32,12 +32,10 @@ func (n *Node) inventory(req *wire.Request) *wire.Response {
 		return err
 	})
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("%s: %v", req.Op, err)}
+		return failure(wire.StatusInternal, "%s: %v", req.Op, err)
 	}
 	more := len(es) > limit
-	if more {
-		es = es[:limit]
-	}
+	es = es[:min(len(es), limit)]
 	out := make([]wire.InventoryEntry, 0, len(es))
 	for _, e := range es {
 		for _, h := range e.Newest() {
@@ -87,7 +85,7 @@ func (n *Node) sums() *wire.Response {
 		return err
 	})
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("sums: %v", err)}
+		return failure(wire.StatusInternal, "sums: %v", err)
 	}
 	out := make([]wire.SlotSum, 0, len(groups))
 	for k, g := range groups {
@@ -108,11 +106,9 @@ func (n *Node) drop(ctx context.Context, sr wire.ShardRef) (wire.Status, string)
 		return wire.StatusBadRequest, fmt.Sprintf("drop %q: this node owns shard %d of its slot at epoch %d", sr.Key, sr.Pos, c.Map.Epoch)
 	}
 	v := index.Version{HLC: sr.HLC, Writer: sr.Writer}
+	that := func(h index.Held) bool { return h.Index == sr.Pos && h.Version == v }
 	return n.dropShards(ctx, "drop", sr.Key, func(e index.Entry, h index.Held) bool {
-		if !slices.ContainsFunc(e.Shards(), func(h index.Held) bool { return h.Index == sr.Pos && h.Version == v }) {
-			return false // not that shard
-		}
-		return h.Index == sr.Pos && (h.Version == v || !sr.Restore && h.Version.Less(v))
+		return slices.ContainsFunc(e.Shards(), that) && (that(h) || h.Index == sr.Pos && !sr.Restore && h.Version.Less(v))
 	})
 }
 

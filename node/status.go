@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -53,7 +52,7 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 	s := &Status{
 		Peer: n.host.ID().String(), Identity: n.cfg.Identity, Epoch: c.Map.Epoch,
 		Keys: st.Keys, Tombstones: st.Tombstones, ShardBytes: st.ShardBytes, Store: n.cfg.Store,
-		Clients: len(c.Clients), Features: features,
+		Clients: len(c.Clients), Features: features, IsLeader: n.raft.IsLeader(),
 	}
 	if pd, ok := n.store.(ds.PersistentDatastore); ok {
 		if du, err := pd.DiskUsage(ctx); err == nil {
@@ -66,7 +65,6 @@ func (n *Node) Stat(ctx context.Context) (*Status, error) {
 	if l, ok := n.raft.Leader(); ok {
 		s.Leader = l.String()
 	}
-	s.IsLeader = n.raft.IsLeader()
 	rs := n.driver.Stats()
 	s.Repair = &rs
 	n.scrub.mu.Lock()
@@ -90,7 +88,7 @@ func (n *Node) storeErr() error {
 func (n *Node) status(ctx context.Context) *wire.Response {
 	s, err := n.Stat(ctx)
 	if err != nil {
-		return &wire.Response{Status: wire.StatusInternal, Message: fmt.Sprintf("status: %v", err)}
+		return failure(wire.StatusInternal, "status: %v", err)
 	}
 	b, _ := json.Marshal(s)
 	return &wire.Response{Status: wire.StatusOK, Payload: b}
@@ -114,29 +112,27 @@ func (n *Node) clusterInfo(ctx context.Context, from peer.ID, identity int32) *w
 	// An identity is a member's private key: once client roles are
 	// enforced, the cluster secret is not enough to take one.
 	if len(c.Clients) > 0 {
-		return &wire.Response{Status: wire.StatusUnauthorized, Message: fmt.Sprintf(
-			"identity %d: the bootstrapper hands out no node identities once client roles are enforced; "+
-				"start the initial nodes before the first grant, or add a node as a new one (dsclient node admit)", identity)}
+		return failure(wire.StatusUnauthorized, "identity %d: the bootstrapper hands out no node identities once client roles are enforced; "+
+			"start the initial nodes before the first grant, or add a node as a new one (dsclient node admit)", identity)
 	}
 	// The initial cluster, as dscfg wrote it: the initial voters bootstrap
 	// raft from the same list. Raft brings the current map.
 	c = &n.cfg.Cluster
 	if identity < 0 || int(identity) >= len(n.cfg.Identities) || int(identity) >= len(c.Map.Nodes) {
-		return &wire.Response{Status: wire.StatusNotFound, Message: fmt.Sprintf("identity %d does not exist: the cluster has identities 0..%d", identity, len(n.cfg.Identities)-1)}
+		return failure(wire.StatusNotFound, "identity %d does not exist: the cluster has identities 0..%d", identity, len(n.cfg.Identities)-1)
 	}
 	// An identity that runs is not handed out: two processes would answer
 	// as one node, each holding some of its shards.
 	id := c.Map.Nodes[identity].ID
 	if id == n.selfID {
-		return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf("identity %d is this bootstrapper's own", identity)}
+		return failure(wire.StatusBadRequest, "identity %d is this bootstrapper's own", identity)
 	}
 	if pid, err := peer.Decode(id); err == nil {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := n.client.Do(pctx, pid, &wire.Request{Op: wire.OpPing})
 		cancel()
 		if err == nil && resp.Status == wire.StatusOK {
-			return &wire.Response{Status: wire.StatusBadRequest, Message: fmt.Sprintf(
-				"identity %d (%s) answers at its addresses: another process runs it", identity, id)}
+			return failure(wire.StatusBadRequest, "identity %d (%s) answers at its addresses: another process runs it", identity, id)
 		}
 	}
 	nc := config.Node{

@@ -155,11 +155,10 @@ func openStore(ctx context.Context, cfg *config.Node, opts Options) (ds.Batching
 	return nil, fmt.Errorf("shard store %q is unknown (want volume, flatfs or mongodb)", cfg.Store)
 }
 
-// shardDirs is how a new flatfs shard store spreads its files over
-// directories: by the first two characters of their names, the key's hash
-// (1,024 directories). flatfs's usual next-to-last/2 would take the end of
-// the names, the writer's ID and the position, and put every shard one
-// writer stored in one directory.
+// shardDirs spreads a new flatfs store's files over 1,024 directories by
+// the first two characters of their names, the key's hash. flatfs's usual
+// next-to-last/2 would take the names' end, the writer's ID and position,
+// and put every shard one writer stored in one directory.
 var shardDirs = flatfs.Prefix(2)
 
 // openFlatfs opens (creating if needed) the flatfs shard store under dir.
@@ -222,28 +221,25 @@ func sameStore(store ds.Datastore, idx *index.DB) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := store.Query(ctx, query.Query{KeysOnly: true, Limit: 1})
+	if err == nil {
+		defer res.Close()
+		r, ok := res.NextSync()
+		if !ok {
+			return fmt.Errorf("the index names %d keys but the shard store holds none: is it the store this node used before? (with MongoDB: the URI's database)", st.Keys+st.Tombstones)
+		}
+		err = r.Error
+	}
 	if err != nil {
 		log.Warnw("cannot check that the shard store is the index's", "err", err)
-		return nil
-	}
-	defer res.Close()
-	r, ok := res.NextSync()
-	if ok && r.Error != nil {
-		log.Warnw("cannot check that the shard store is the index's", "err", r.Error)
-		return nil
-	}
-	if !ok {
-		return fmt.Errorf("the index names %d keys but the shard store holds none: is it the store this node used before? (with MongoDB: the URI's database)", st.Keys+st.Tombstones)
 	}
 	return nil
 }
 
 // reindex rebuilds the index from the shards in vol, after vol rebuilt its
-// own database. A key's entry holds its newest version's shards and the
-// older ones writes keep (keepOlder), tombstones too, at most
-// index.MaxOlder shards. Other shards, and those that do not
-// parse, are dropped. Names sort by key hash, then version and position,
-// so each key's shards come together.
+// own database. A key's entry holds its newest version's shards and, as
+// writes keep them (keepOlder), up to index.MaxOlder older ones, tombstones
+// too; other shards, and those that do not parse, are dropped. Names sort
+// by key hash, then version and position, so each key's shards come together.
 func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 	res, err := vol.Query(ctx, query.Query{})
 	if err != nil {
@@ -281,8 +277,7 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		var hs []index.Held
 		older := 0
 		for i := n - 1; i >= 0; i-- {
-			h := group[i].Header
-			if h.Version != newest.Version {
+			if group[i].Header.Version != newest.Version {
 				if older == index.MaxOlder {
 					drop = append(drop, names[:i+1]...)
 					break

@@ -100,11 +100,10 @@ func (n *Node) putShardLocked(ctx context.Context, raw []byte, sh *coding.Shard,
 	return wire.BatchResult{Status: wire.StatusOK, Kept: len(e.Older) > 0}, true
 }
 
-// maxOlder bounds the older versions a node keeps of a key (and
-// index.MaxOlder their shards); they pile up
-// only under writes that fail one after another (dropOlder and repair
-// drop them). At the bound a writer's put is refused: dropping the oldest
-// could drop the one acknowledged value under the failed ones.
+// maxOlder bounds the older versions a node keeps of a key (index.MaxOlder
+// their shards), which pile up only under failing writes until dropOlder or
+// repair drops them. At the bound a writer's put is refused: dropping the
+// oldest could drop the one acknowledged value under the failed ones.
 const maxOlder = 16
 
 // keepOlder returns the shards a key keeps once in, a newer version,
