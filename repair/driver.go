@@ -6,8 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -218,15 +219,9 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 	if left, err := d.loadBacklog(); err != nil {
 		return nil, err
 	} else if len(left) > 0 {
-		// Copies and rebuilds are safe whenever they run; a drop was safe
-		// only against the view it was planned from, so drops are
-		// replanned.
-		var resume []Action
-		for _, a := range left {
-			if a.Kind != Drop {
-				resume = append(resume, a)
-			}
-		}
+		// Copies and rebuilds are safe whenever they run; a drop only
+		// against the view it was planned from, so drops are replanned.
+		resume := slices.DeleteFunc(slices.Clone(left), func(a Action) bool { return a.Kind == Drop })
 		log.Infow("resuming the repair backlog", "actions", len(resume), "drops_replanned", len(left)-len(resume))
 		if err := d.saveBacklog(resume); err != nil {
 			return nil, err
@@ -274,9 +269,9 @@ func (d *Driver) Pass(ctx context.Context, m, target *placement.Map, nodes []str
 
 // list builds the view a pass plans from. With SlotPeers and no rebalance
 // under way it lists only the slots that SettledSlots leaves, and returns
-// the number of keys in the settled ones; when a node gives no sums, or
-// too many slots are unsettled, it lists every node whole. A node that
-// fails to answer is left unreachable.
+// the number of keys in the settled ones; when a node gives no sums (its
+// slots cannot be judged), or too many slots are unsettled, it lists every
+// node whole. A node that fails to answer is left unreachable.
 func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []string) (view *View, settled int) {
 	view = &View{Map: m, Target: target, Reachable: make(map[string]bool), Quorum: d.cfg.Quorum,
 		GarbageBefore: coding.HLCAt(time.Now().Add(-d.cfg.GarbageGrace))}
@@ -296,8 +291,6 @@ func (d *Driver) list(ctx context.Context, m, target *placement.Map, nodes []str
 		sums := map[string][]SlotSum{}
 		fromEach(nodes, "sums", func(id string) ([]SlotSum, error) { return sp.Sums(ctx, id) },
 			func(id string, ss []SlotSum) { sums[id] = ss })
-		// A node that gives no sums has everyone listed whole: its slots
-		// cannot be judged.
 		unsettled, keys := SettledSlots(m, sums)
 		if len(sums) == len(nodes) && len(unsettled) <= maxSlotListing {
 			fromEach(nodes, "slot inventory", func(id string) ([]Holding, error) { return listSlots(ctx, sp, id, unsettled) }, view.add)
@@ -316,9 +309,7 @@ func fromEach[T any](nodes []string, what string, fetch func(id string) (T, erro
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, id := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			v, err := fetch(id)
 			if err != nil {
 				log.Debugw(what, "node", id, "err", err)
@@ -327,7 +318,7 @@ func fromEach[T any](nodes []string, what string, fetch func(id string) (T, erro
 			mu.Lock()
 			defer mu.Unlock()
 			keep(id, v)
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -346,23 +337,18 @@ func (d *Driver) run(ctx context.Context, actions []Action) int64 {
 		a   Action
 	}
 	jobs := make(chan job)
-	var moved int64
-	var mu sync.Mutex
+	var moved atomic.Int64
 	var wg sync.WaitGroup
-	for w := 0; w < d.cfg.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range d.cfg.Workers {
+		wg.Go(func() {
 			for j := range jobs {
 				err := d.do(ctx, j.a)
-				mu.Lock()
 				if err == nil {
-					moved += j.a.Bytes
+					moved.Add(j.a.Bytes)
 				}
-				mu.Unlock()
 				d.finish(j.seq, j.a, err)
 			}
-		}()
+		})
 	}
 	for i, a := range actions {
 		if ctx.Err() != nil {
@@ -372,7 +358,7 @@ func (d *Driver) run(ctx context.Context, actions []Action) int64 {
 	}
 	close(jobs)
 	wg.Wait()
-	return moved
+	return moved.Load()
 }
 
 // finish records the outcome of one action.
@@ -543,28 +529,19 @@ func (d *Driver) saveBacklog(actions []Action) error {
 
 // loadBacklog returns the actions a previous pass left, in order.
 func (d *Driver) loadBacklog() ([]Action, error) {
-	type item struct {
-		seq uint64
-		a   Action
-	}
-	var items []item
+	var out []Action
 	err := d.db.View(func(tx *bolt.Tx) error {
+		// Bolt walks keys in byte order, which for seqKey is sequence order.
 		return tx.Bucket(bucketBacklog).ForEach(func(k, v []byte) error {
 			var a Action
-			if len(k) != 8 || json.Unmarshal(v, &a) != nil {
-				return nil // unreadable entries are skipped: the pass replans
+			if len(k) == 8 && json.Unmarshal(v, &a) == nil {
+				out = append(out, a)
 			}
-			items = append(items, item{binary.BigEndian.Uint64(k), a})
-			return nil
+			return nil // unreadable entries are skipped: the pass replans
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("repair: load backlog: %w", err)
-	}
-	sort.Slice(items, func(i, j int) bool { return items[i].seq < items[j].seq })
-	out := make([]Action, len(items))
-	for i, it := range items {
-		out[i] = it.a
 	}
 	return out, nil // Pass saves what it resumes, numbered from 0 as run expects
 }

@@ -41,14 +41,12 @@ func Make(v *View) *Plan {
 			p.Unsettled[placement.Slot(key)] = true
 		}
 	}
-	if v.Map != nil {
-		// A key whose only copies are on an owner that did not answer is
-		// invisible to this pass.
-		for slot := range uint16(placement.NumSlots) {
-			for _, o := range v.Map.Owners(slot) {
-				if !v.Reachable[v.Map.Nodes[o].ID] {
-					p.Unsettled[slot] = true
-				}
+	// A key whose only copies are on an owner that did not answer is
+	// invisible to this pass.
+	for slot := range uint16(placement.NumSlots) {
+		for _, o := range s.cur.row(slot) {
+			if !s.cur.reach[o] {
+				p.Unsettled[slot] = true
 			}
 		}
 	}
@@ -61,31 +59,27 @@ func Make(v *View) *Plan {
 // idx[bounds[g]:bounds[g+1]].
 func groupByKey(hs []Holding) (keys []string, idx []int, bounds []int) {
 	gid := make(map[string]int)
-	of := make([]int, len(hs))
-	var count []int
+	of := make([]int, len(hs)) // hs[i].Key is keys[of[i]]
 	for i := range hs {
 		g, ok := gid[hs[i].Key]
 		if !ok {
 			g = len(keys)
 			gid[hs[i].Key] = g
 			keys = append(keys, hs[i].Key)
-			count = append(count, 0)
 		}
 		of[i] = g
-		count[g]++
 	}
-	order := make([]int, len(keys))
-	for g := range order {
-		order[g] = g
+	sorted := slices.Sorted(slices.Values(keys))
+	rank := make([]int, len(keys)) // rank[g] is keys[g]'s place in sorted
+	for r, k := range sorted {
+		rank[gid[k]] = r
 	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
-	rank := make([]int, len(keys)) // rank[g] is g's place in key order
-	sorted := make([]string, len(keys))
 	bounds = make([]int, len(keys)+1)
-	for r, g := range order {
-		rank[g] = r
-		sorted[r] = keys[g]
-		bounds[r+1] = bounds[r] + count[g]
+	for _, g := range of {
+		bounds[rank[g]+1]++
+	}
+	for r := range keys {
+		bounds[r+1] += bounds[r]
 	}
 	next := slices.Clone(bounds[:len(keys)])
 	idx = make([]int, len(hs))
@@ -98,10 +92,9 @@ func groupByKey(hs []Holding) (keys []string, idx []int, bounds []int) {
 }
 
 // ownerTable answers "who owns position p of slot s" for one map, with the
-// node IDs and their reachability looked up once per node, not per key.
+// nodes' reachability looked up once per node, not per key.
 type ownerTable struct {
 	m     *placement.Map
-	ids   []string
 	reach []bool
 }
 
@@ -109,9 +102,8 @@ func newOwnerTable(m *placement.Map, reachable map[string]bool) ownerTable {
 	if m == nil {
 		return ownerTable{}
 	}
-	t := ownerTable{m: m, ids: make([]string, len(m.Nodes)), reach: make([]bool, len(m.Nodes))}
+	t := ownerTable{m: m, reach: make([]bool, len(m.Nodes))}
 	for i := range m.Nodes {
-		t.ids[i] = m.Nodes[i].ID
 		t.reach[i] = reachable[m.Nodes[i].ID]
 	}
 	return t
@@ -128,32 +120,17 @@ func (t *ownerTable) row(slot uint16) []uint16 {
 // owner returns the owner of position pos in row; ok is false when the
 // position has none (beyond the map's width, or a malformed table).
 func (t *ownerTable) owner(row []uint16, pos int) (id string, reach, ok bool) {
-	if pos < 0 || pos >= len(row) || int(row[pos]) >= len(t.ids) {
+	if pos < 0 || pos >= len(row) || int(row[pos]) >= len(t.reach) {
 		return "", false, false
 	}
 	j := row[pos]
-	return t.ids[j], t.reach[j], true
+	return t.m.Nodes[j].ID, t.reach[j], true
 }
 
 // allReachable reports whether every node that owns a position in the map
 // is reachable.
 func (t *ownerTable) allReachable() bool {
-	if t.m == nil {
-		return false
-	}
-	seen := make([]bool, len(t.ids))
-	for _, j := range t.m.Table {
-		if int(j) >= len(t.ids) {
-			return false
-		}
-		if !seen[j] {
-			seen[j] = true
-			if !t.reach[j] {
-				return false
-			}
-		}
-	}
-	return true
+	return t.m != nil && !slices.ContainsFunc(t.m.Table, func(j uint16) bool { return int(j) >= len(t.reach) || !t.reach[j] })
 }
 
 // hold is one holding of the key being planned.
@@ -179,11 +156,11 @@ type planner struct {
 	acts   []Action
 	vers   []verInfo // the key's versions, newest first
 	// The version repaired, V, is "newest" below: the newest readable one.
-	newest       coding.Version
-	policy       coding.Policy
-	tombstone    bool
-	valueLen     uint64
-	width, kdata int
+	newest    coding.Version
+	policy    coding.Policy
+	tombstone bool
+	valueLen  uint64
+	width     int
 }
 
 // verInfo is one version of the key being planned.
@@ -211,13 +188,7 @@ func (s *planner) planKey(key string, idx []int) {
 		s.hs = append(s.hs, hold{Holding: h, reach: s.v.Reachable[h.Node]})
 	}
 	slices.SortFunc(s.hs, func(a, b hold) int {
-		if c := cmp.Compare(a.Pos, b.Pos); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a.Node, b.Node); c != 0 {
-			return c
-		}
-		return compareVersion(a.Version, b.Version)
+		return cmp.Or(cmp.Compare(a.Pos, b.Pos), strings.Compare(a.Node, b.Node), compareVersion(a.Version, b.Version))
 	})
 	// The same shard listed twice (an inventory page read twice) is one.
 	s.hs = slices.CompactFunc(s.hs, func(a, b hold) bool {
@@ -232,50 +203,34 @@ func (s *planner) planKey(key string, idx []int) {
 	slot := placement.Slot(key)
 	s.curRow, s.tgtRow = s.cur.row(slot), s.tgt.row(slot)
 	s.versions()
-	star := -1
-	for i := range s.vers {
-		if s.vers[i].ref.Policy.Validate() != nil {
-			// Such a header can be neither decoded nor told apart from a
-			// real write.
-			break
-		}
-		if s.vers[i].readable() {
-			star = i
-			break
-		}
-	}
-	if star < 0 {
+	// A version whose policy is not valid can be neither decoded nor told
+	// apart from a real write: the search for V ends there.
+	star := slices.IndexFunc(s.vers, func(vi verInfo) bool { return vi.ref.Policy.Validate() != nil || vi.readable() })
+	s.acts = s.acts[:0]
+	if star < 0 || s.vers[star].ref.Policy.Validate() != nil {
 		s.plan.Degraded++
 		s.plan.Lost++
-		s.acts = s.acts[:0]
 		s.rollBack()
-		s.plan.Actions = append(s.plan.Actions, s.acts...)
-		return
+	} else {
+		r := s.vers[star].ref
+		s.newest, s.policy, s.tombstone, s.valueLen = r.Version, r.Policy, r.Tombstone, r.ValueLen
+		s.width = s.policy.Width()
+		degraded := s.degraded()
+		if degraded {
+			s.plan.Degraded++
+		}
+		// The package doc's Garbage rule, for the newest version newer than V.
+		if star > 0 && s.slotAnswers() && s.failedWrite(&s.vers[0]) {
+			s.dropRestoring(s.vers[0].ver)
+		}
+		s.dropMisplaced(degraded)
+		s.repairOwners()
+		if !degraded {
+			s.dropOlder()
+		}
 	}
-	r := s.vers[star].ref
-	s.newest, s.policy, s.tombstone, s.valueLen = r.Version, r.Policy, r.Tombstone, r.ValueLen
-	s.width, s.kdata = s.policy.Width(), s.policy.DataShards
-	degraded := s.degraded()
-	if degraded {
-		s.plan.Degraded++
-	}
-
-	s.acts = s.acts[:0]
-	s.dropGarbage(s.vers[:star])
-	s.dropMisplaced(degraded)
-	s.repairOwners()
-	if !degraded {
-		s.dropOlder()
-	}
-
 	slices.SortFunc(s.acts, func(a, b Action) int {
-		if c := cmp.Compare(a.Pos, b.Pos); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.Kind, b.Kind); c != 0 {
-			return c
-		}
-		return strings.Compare(a.To, b.To)
+		return cmp.Or(cmp.Compare(a.Pos, b.Pos), cmp.Compare(a.Kind, b.Kind), strings.Compare(a.To, b.To))
 	})
 	s.plan.Actions = append(s.plan.Actions, s.acts...)
 }
@@ -322,21 +277,6 @@ func (s *planner) versions() {
 	}
 }
 
-// newer reports whether version v is newer than the version repaired.
-func (s *planner) newer(v coding.Version) bool { return s.newest.Less(v) }
-
-// dropGarbage drops the reachable shards of the newest of the versions
-// newer than the one repaired (newer, newest first) when it is provably
-// garbage: the package doc's Garbage rule.
-func (s *planner) dropGarbage(newer []verInfo) {
-	if len(newer) == 0 || !s.slotAnswers() {
-		return
-	}
-	if s.failedWrite(&newer[0]) {
-		s.dropRestoring(newer[0].ver)
-	}
-}
-
 // slotAnswers reports whether every owner of the key's slot, in the map
 // and the target, is reachable.
 func (s *planner) slotAnswers() bool {
@@ -351,8 +291,7 @@ func (s *planner) failedWrite(vi *verInfo) bool {
 		return false
 	}
 	// Perhaps written to the owners of an earlier map (View.Unlisted).
-	written := int64(vi.ver.HLC>>16) * int64(time.Millisecond)
-	if (s.v.MapSince == 0 || written < s.v.MapSince) && vi.total+2*s.v.Unlisted >= vi.ref.Policy.DataShards {
+	if s.beforeMap(vi.ver) && vi.total+2*s.v.Unlisted >= vi.ref.Policy.DataShards {
 		return false
 	}
 	return s.v.GarbageBefore == 0 || vi.ver.HLC < s.v.GarbageBefore
@@ -363,8 +302,7 @@ func (s *planner) failedWrite(vi *verInfo) bool {
 func (s *planner) dropRestoring(ver coding.Version) {
 	for i := range s.hs {
 		if h := &s.hs[i]; h.reach && h.Version == ver && !h.drop {
-			s.drop(h)
-			a := &s.acts[len(s.acts)-1]
+			a := s.drop(h)
 			a.Stale, a.Restore = true, true
 		}
 	}
@@ -376,16 +314,13 @@ func (s *planner) dropRestoring(ver coding.Version) {
 // held it, which is sound: it was rolled back only because it was never
 // acknowledged.
 func (s *planner) rollBack() {
-	if len(s.vers) == 0 || s.v.Quorum == nil || s.v.Target != nil || s.v.MapSince == 0 || !s.slotAnswers() {
+	if len(s.vers) == 0 || s.v.Quorum == nil || s.v.Target != nil || !s.slotAnswers() {
 		return
 	}
 	vi := &s.vers[0]
 	p := vi.ref.Policy
-	if p.Validate() != nil || p.Width() > len(s.curRow) || !s.failedWrite(vi) {
-		return
-	}
-	if written := int64(vi.ver.HLC>>16) * int64(time.Millisecond); written < s.v.MapSince {
-		return // perhaps written to the owners of an earlier map
+	if p.Validate() != nil || p.Width() > len(s.curRow) || s.beforeMap(vi.ver) || !s.failedWrite(vi) {
+		return // beforeMap: perhaps written to the owners of an earlier map
 	}
 	never := 0
 	for pos := 0; pos < p.Width(); pos++ {
@@ -397,6 +332,12 @@ func (s *planner) rollBack() {
 		return // it may have been acknowledged, then lost shards
 	}
 	s.dropRestoring(vi.ver)
+}
+
+// beforeMap reports whether ver was written before View.MapSince, or
+// MapSince is unknown.
+func (s *planner) beforeMap(ver coding.Version) bool {
+	return s.v.MapSince == 0 || int64(ver.HLC>>16)*int64(time.Millisecond) < s.v.MapSince
 }
 
 // onlyOlder reports whether node holds a shard of the key at pos and all
@@ -429,7 +370,7 @@ func (s *planner) rowReachable(t *ownerTable, row []uint16) bool {
 // repaired, so that it refuses that one.
 func (s *planner) shadowed(node string) bool {
 	for i := range s.hs {
-		if h := &s.hs[i]; h.Node == node && s.newer(h.Version) {
+		if h := &s.hs[i]; h.Node == node && s.newest.Less(h.Version) {
 			return true
 		}
 	}
@@ -469,13 +410,12 @@ func (s *planner) degraded() bool {
 func (s *planner) dropMisplaced(degraded bool) {
 	for i := range s.hs {
 		h := &s.hs[i]
-		if !h.reach || h.Pos < 0 || h.drop || s.newer(h.Version) {
-			continue // newer versions: dropGarbage
+		if !h.reach || h.Pos < 0 || h.drop || s.newest.Less(h.Version) {
+			continue // newer versions: the Garbage rule
 		}
 		switch {
 		case h.Pos >= s.width && h.Version.Less(s.newest) && !degraded:
-			s.drop(h)
-			s.acts[len(s.acts)-1].Stale = true
+			s.drop(h).Stale = true
 		case !s.owns(h.Node, h.Pos) && s.keptByOwner(h):
 			s.drop(h)
 		}
@@ -519,9 +459,10 @@ func (s *planner) dropOlder() {
 	}
 }
 
-func (s *planner) drop(h *hold) {
+func (s *planner) drop(h *hold) *Action {
 	h.drop = true
 	s.acts = append(s.acts, s.dropOf(h))
+	return &s.acts[len(s.acts)-1]
 }
 
 // dropOf is the Drop of holding h.
@@ -599,28 +540,17 @@ func (s *planner) copySource(pos int) *hold {
 // position when it holds it, else the lowest node ID.
 func (s *planner) rebuildSources() []Source {
 	var src []Source
-	for i := 0; i < len(s.hs); {
-		p := s.hs[i].Pos
-		j := i
-		for j < len(s.hs) && s.hs[j].Pos == p {
-			j++
+	for _, h := range s.hs { // sorted by position, then node
+		if !h.reach || h.drop || h.Version != s.newest || h.Pos < 0 || h.Pos >= s.width {
+			continue
 		}
-		if p >= 0 && p < s.width {
-			mid, _, _ := s.cur.owner(s.curRow, p)
-			pick := ""
-			for _, h := range s.hs[i:j] {
-				if !h.reach || h.drop || h.Version != s.newest {
-					continue
-				}
-				if pick == "" || h.Node == mid {
-					pick = h.Node
-				}
+		if n := len(src); n > 0 && src[n-1].Pos == h.Pos {
+			if mid, _, _ := s.cur.owner(s.curRow, h.Pos); h.Node == mid {
+				src[n-1].Node = h.Node
 			}
-			if pick != "" {
-				src = append(src, Source{Node: pick, Pos: p})
-			}
+			continue
 		}
-		i = j
+		src = append(src, Source{Node: h.Node, Pos: h.Pos})
 	}
 	return src
 }

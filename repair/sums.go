@@ -54,12 +54,11 @@ func SettledSlots(m *placement.Map, sums map[string][]SlotSum) (unsettled []uint
 		}
 	}
 	for slot := range bySlot {
-		n, ok := settledKeys(m, uint16(slot), bySlot[slot], sums)
-		if !ok {
+		if n, ok := settledKeys(m, uint16(slot), bySlot[slot], sums); ok {
+			keys += n
+		} else {
 			unsettled = append(unsettled, uint16(slot))
-			continue
 		}
-		keys += n
 	}
 	return unsettled, keys
 }
