@@ -15,21 +15,6 @@ import (
 // hostile writer stored under a block's key. They are never served.
 var ErrCIDMismatch = errors.New("dscluster: the value does not hash to the multihash its key names")
 
-// cidMismatch returns the ErrCIDMismatch among an UnavailableError's
-// failures, which says more than its count of shards; other errors are
-// returned as they are.
-func cidMismatch(err error) error {
-	var ue *UnavailableError
-	if errors.As(err, &ue) {
-		for _, f := range ue.Failed {
-			if errors.Is(f.Err, ErrCIDMismatch) {
-				return f.Err
-			}
-		}
-	}
-	return err
-}
-
 // checkCID verifies val against the multihash that key names, when key is
 // a block key (as kubo's blockstore writes them: the base32 of a
 // multihash) of a hash function this build knows. Other keys pass.

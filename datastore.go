@@ -1,6 +1,7 @@
 package dscluster
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -174,9 +175,7 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 	if o.HedgeAfter == 0 {
 		o.HedgeAfter, _ = cfg.Hedge()
 	}
-	if o.Namespace == "" {
-		o.Namespace = cfg.Namespace
-	}
+	o.Namespace = cmp.Or(o.Namespace, cfg.Namespace)
 	o.SkipCIDCheck = o.SkipCIDCheck || cfg.SkipCIDCheck
 	o = o.withDefaults()
 	hc := transport.HostConfig{Secret: psk}
@@ -227,8 +226,6 @@ func Open(ctx context.Context, cfg *config.Client, opts *Options) (*Datastore, e
 			continue
 		}
 		if _, inMap := c.Map.NodeIndex(ai.ID.String()); !inMap {
-			// A node that owns no slots may have been drained and removed,
-			// and still serve the description it had then.
 			d.adoptFromMapNode(ctx)
 		}
 		return d, nil
@@ -254,11 +251,10 @@ func (d *Datastore) adoptFromMapNode(ctx context.Context) {
 			best = c
 		}
 	}
-	if best == nil {
-		return
-	}
-	if err := d.setCluster(best); err != nil {
-		log.Debugw("adopt a member's description", "err", err)
+	if best != nil {
+		if err := d.setCluster(best); err != nil {
+			log.Debugw("adopt a member's description", "err", err)
+		}
 	}
 }
 
@@ -343,13 +339,11 @@ func (d *Datastore) background(f func(ctx context.Context)) (started bool) {
 	if d.bgCtx.Err() != nil {
 		return false // closed
 	}
-	d.bg.Add(1)
-	go func() {
-		defer d.bg.Done()
+	d.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(d.bgCtx, d.opts.Timeout)
 		defer cancel()
 		f(ctx)
-	}()
+	})
 	return true
 }
 
@@ -442,11 +436,10 @@ func (d *Datastore) refreshAny(ctx context.Context) error { return d.fetchAndSet
 func (d *Datastore) fetchAndSet(ctx context.Context, sameEpoch bool, first peer.ID) error {
 	d.refreshMu.Lock()
 	defer d.refreshMu.Unlock()
-	v := d.view.Load()
 	var errs []error
-	peers := v.peers
+	peers := d.view.Load().peers
 	if first != "" {
-		peers = append([]peer.ID{first}, v.peers...)
+		peers = append([]peer.ID{first}, peers...)
 	}
 	for _, p := range peers {
 		c, err := d.fetchCluster(ctx, p)
@@ -577,19 +570,16 @@ func (d *Datastore) StatusOf(ctx context.Context) (*config.Cluster, []NodeStatus
 		if addrs, err := transport.DialAddrs(out[i].Addrs); err == nil {
 			ps.AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
 		}
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			resp, err := d.client.Do(ctx, id, &wire.Request{Op: wire.OpStatus})
-			if err == nil && resp.Status != wire.StatusOK {
-				err = statusError(resp)
-			}
-			if err != nil {
+		wg.Go(func() {
+			switch resp, err := d.client.Do(ctx, id, &wire.Request{Op: wire.OpStatus}); {
+			case err != nil:
 				out[i].Err = err
-				return
+			case resp.Status != wire.StatusOK:
+				out[i].Err = statusError(resp)
+			default:
+				out[i].Status = append(json.RawMessage(nil), resp.Payload...)
 			}
-			out[i].Status = append(json.RawMessage(nil), resp.Payload...)
-		}(i)
+		})
 	}
 	wg.Wait()
 	return c, out
@@ -609,21 +599,18 @@ func (d *Datastore) Member(ctx context.Context, cmd membership.Command) error {
 		v := d.view.Load()
 		var errs []error
 		for i := range v.peers {
-			resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpMember, Body: body})
-			if err != nil {
+			switch resp, err := d.do(ctx, v, i, &wire.Request{Op: wire.OpMember, Body: body}); {
+			case err != nil:
 				errs = append(errs, err)
-				continue
-			}
-			switch resp.Status {
-			case wire.StatusOK:
+			case resp.Status == wire.StatusOK:
 				return nil
-			case wire.StatusUnavailable:
+			case resp.Status == wire.StatusUnavailable:
 				errs = append(errs, fmt.Errorf("%s: %s", v.nodeName(i), resp.Message))
-				continue
-			case wire.StatusUnauthorized:
+			case resp.Status == wire.StatusUnauthorized:
 				return fmt.Errorf("%s %s: %w", cmd.Op, cmd.ID, statusError(resp))
+			default:
+				return fmt.Errorf("%s %s: %s", cmd.Op, cmd.ID, resp.Message)
 			}
-			return fmt.Errorf("%s %s: %s", cmd.Op, cmd.ID, resp.Message)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s %s: no node could take it: %w", cmd.Op, cmd.ID, errors.Join(errs...))
@@ -647,8 +634,8 @@ func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
 	}
 	var total uint64
 	var errs []error
-	ok := 0
-	for _, s := range d.Status(ctx) {
+	sts := d.Status(ctx)
+	for _, s := range sts {
 		if s.Err != nil {
 			errs = append(errs, s.Err)
 			continue
@@ -661,14 +648,9 @@ func (d *Datastore) DiskUsage(ctx context.Context) (uint64, error) {
 			errs = append(errs, err)
 			continue
 		}
-		ok++
-		if st.DiskUsage > 0 {
-			total += st.DiskUsage
-		} else {
-			total += st.ShardBytes
-		}
+		total += cmp.Or(st.DiskUsage, st.ShardBytes)
 	}
-	if ok == 0 {
+	if len(errs) == len(sts) {
 		return 0, fmt.Errorf("disk usage: no node answered: %w", errors.Join(errs...))
 	}
 	return total, nil

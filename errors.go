@@ -1,6 +1,7 @@
 package dscluster
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,16 +48,15 @@ func joinNodeErrors(es []NodeError) string {
 	nodes := map[string][]string{}
 	for _, e := range es {
 		m := e.Err.Error()
-		if _, ok := nodes[m]; !ok {
+		if nodes[m] == nil {
 			msgs = append(msgs, m)
 		}
 		nodes[m] = append(nodes[m], e.Node)
 	}
-	parts := make([]string, len(msgs))
 	for i, m := range msgs {
-		parts[i] = strings.Join(nodes[m], ", ") + ": " + m
+		msgs[i] = strings.Join(nodes[m], ", ") + ": " + m
 	}
-	return strings.Join(parts, "; ")
+	return strings.Join(msgs, "; ")
 }
 
 // UnavailableError reports a read that found fewer valid shards of any
@@ -70,11 +70,7 @@ type UnavailableError struct {
 }
 
 func (e *UnavailableError) Error() string {
-	op := e.Op
-	if op == "" {
-		op = "get"
-	}
-	s := fmt.Sprintf("%s %s: unavailable: found %d valid shards, need %d", op, e.Key, e.Found, e.Need)
+	s := fmt.Sprintf("%s %s: unavailable: found %d valid shards, need %d", cmp.Or(e.Op, "get"), e.Key, e.Found, e.Need)
 	if len(e.Failed) > 0 {
 		s += " (" + joinNodeErrors(e.Failed) + ")"
 	}

@@ -71,9 +71,12 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 	if !d.opts.SkipCIDCheck {
 		verify = func(val []byte) error { return checkCID(key, val) }
 	}
-	val, err := readAgain(ctx, d, func(v *view, skip bool) ([]byte, error) { return d.get(ctx, v, k, skip, verify) })
+	val, err := readAgain(ctx, d, func(ctx context.Context, v *view) ([]byte, error) { return d.get(ctx, v, k, verify) })
 	if err != nil {
-		return nil, cidMismatch(err)
+		if cm := failedWith(err, ErrCIDMismatch); cm != nil {
+			return nil, cm // says more than a count of shards
+		}
+		return nil, err
 	}
 	return val, nil
 }
@@ -83,20 +86,23 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 // during the read (old owners may have dropped their copies), when skipped
 // nodes were needed (they may be back), or when unfilled owners left too
 // few positions (repair may have filled them since: lookUpFilled).
-func readAgain[T any](ctx context.Context, d *Datastore, read func(v *view, skip bool) (T, error)) (T, error) {
+func readAgain[T any](ctx context.Context, d *Datastore, read func(ctx context.Context, v *view) (T, error)) (T, error) {
 	skip, moved, looked := true, false, false
 	for {
-		v := d.view.Load()
-		out, err := read(v, skip)
+		v, readCtx := d.view.Load(), ctx
+		if skip {
+			readCtx = transport.SkipUnreachable(ctx)
+		}
+		out, err := read(readCtx, v)
 		if !moved && d.view.Load() != v {
 			moved = true
 			continue
 		}
-		if skip && skippedUnreachable(err) {
+		if skip && failedWith(err, transport.ErrUnreachable) != nil {
 			skip = false
 			continue
 		}
-		if !looked && failedWith(err, errUnfilled) && d.lookUpFilled(ctx, v) {
+		if !looked && failedWith(err, errUnfilled) != nil && d.lookUpFilled(ctx, v) {
 			looked = true
 			continue
 		}
@@ -110,8 +116,7 @@ const fillLookupEvery = time.Second
 // lookUpFilled fetches the cluster description again, at most once per
 // fillLookupEvery, and reports whether it fills owners that v did not.
 func (d *Datastore) lookUpFilled(ctx context.Context, v *view) bool {
-	now := time.Now().UnixNano()
-	last := d.lastFillLookup.Load()
+	now, last := time.Now().UnixNano(), d.lastFillLookup.Load()
 	if now-last >= int64(fillLookupEvery) && d.lastFillLookup.CompareAndSwap(last, now) {
 		// A node that hangs must not hold the read up for long.
 		ctx, cancel := context.WithTimeout(ctx, fillLookupEvery)
@@ -123,62 +128,59 @@ func (d *Datastore) lookUpFilled(ctx context.Context, v *view) bool {
 	return v.c.Unfilled != nil && !bytes.Equal(d.view.Load().c.Unfilled, v.c.Unfilled)
 }
 
-func skippedUnreachable(err error) bool { return failedWith(err, transport.ErrUnreachable) }
-
-// failedWith reports an UnavailableError to which a position that failed
-// with target contributed.
-func failedWith(err, target error) bool {
+// failedWith returns the first failure of an UnavailableError's positions
+// that is target, or nil.
+func failedWith(err, target error) error {
 	var ue *UnavailableError
-	if !errors.As(err, &ue) {
-		return false
-	}
-	for _, f := range ue.Failed {
-		if errors.Is(f.Err, target) {
-			return true
+	if errors.As(err, &ue) {
+		for _, f := range ue.Failed {
+			if errors.Is(f.Err, target) {
+				return f.Err
+			}
 		}
 	}
-	return false
+	return nil
 }
 
 // get reads key k by v. A value verify refuses counts as corrupt: it is
 // never served, and an older version may be read instead.
-func (d *Datastore) get(ctx context.Context, v *view, k string, skip bool, verify func([]byte) error) ([]byte, error) {
-	if skip {
-		ctx = transport.SkipUnreachable(ctx) // other positions can answer
-	}
+func (d *Datastore) get(ctx context.Context, v *view, k string, verify func([]byte) error) ([]byte, error) {
 	owners := v.owners(k)
 	p := v.c.Policy
 	res := make([]fetched, p.Width())
 	defer putFrames(res) // the value is a copy (see coding.Decode)
-	var (
-		g   *versionGroup
-		val []byte
-		err error
-	)
+	var g *versionGroup
+	var val []byte
+	var err error
+	decode := func(g *versionGroup) (err error) {
+		shards := make([]*coding.Shard, g.policy.Width())
+		for _, pos := range g.pos {
+			shards[pos] = res[pos].shard
+		}
+		if val, err = coding.Decode(shards); err == nil && slices.Contains(shards[:g.policy.DataShards], nil) {
+			d.metrics.degraded.Inc()
+		}
+		if err == nil {
+			err = verify(val)
+		}
+		return err
+	}
 	askInWaves(d.readOrder(v, owners, p.Width()), readWaves(v), d.opts.HedgeAfter,
 		func(pos int) fetched { return d.fetchShard(ctx, v, k, int(owners[pos]), pos, coding.Version{}) },
 		func(pos int, f fetched) { res[pos] = f },
 		func(final bool) bool {
 			var done bool
-			g, val, err, done = d.evaluate(v, k, owners, res, final, verify)
+			val = nil
+			g, err, done = d.pick(v, k, owners, fetchedAnswers(res), final, decode)
 			return done
 		},
 		func(pos int) { d.metrics.hedged.Inc(); d.client.MarkSlow(v.peers[owners[pos]]) })
-	switch {
-	case g != nil && g.tomb:
-		d.writeBack(ctx, v, k, g, nil)
-	case g != nil && err == nil && missedBy(fetchedAnswers(res), g) > 0:
-		// Perhaps a write that failed after storing k shards: a read
-		// that sees one shard less would prove it failed and serve the
-		// older version.
+	if g != nil && (g.tomb || err == nil && missedBy(fetchedAnswers(res), g) > 0) {
 		d.writeBack(ctx, v, k, g, val)
 	}
 	if olderMayResolve(err, fetchedAnswers(res)) {
-		if older, found, ok := d.valueFromOlder(ctx, v, k, owners, res, verify); ok {
-			if !found {
-				return nil, ds.ErrNotFound
-			}
-			return older, nil
+		if older, err, ok := d.valueFromOlder(ctx, v, k, owners, res, verify); ok {
+			return older, err
 		}
 	}
 	return val, err
@@ -201,44 +203,39 @@ func (d *Datastore) readOrder(v *view, owners []uint16, width int) []int {
 	return append(order, slow...)
 }
 
-// fetchShard reads key's shard at position pos from node n: of the newest
-// version it holds, or of version at unless that is zero (see older.go).
-func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, at coding.Version) fetched {
-	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, Pos: uint8(pos), HLC: at.HLC, Writer: at.Writer}, getFrame())
-	f := d.fetchFrom(v, resp, err, key, pos)
-	f.frame = frame
-	return f
-}
-
 // errUnfilled fails a position whose owner holds nothing of a key but
 // took it over since repair last filled it (config.Cluster.Vouches).
 var errUnfilled = errors.New("holds nothing of the key, but took its position over since repair last filled every owner")
 
-func (d *Datastore) fetchFrom(v *view, resp *wire.Response, err error, key string, pos int) fetched {
-	if err != nil {
-		return fetched{state: fetchFailed, err: err}
-	}
-	switch resp.Status {
-	case wire.StatusOK:
-	case wire.StatusNotFound:
-		if !v.c.Vouches(placement.Slot(key), pos) {
-			return fetched{state: fetchFailed, err: errUnfilled}
-		}
-		return fetched{state: fetchNotFound}
+// fetchShard reads key's shard at position pos from node n: of the newest
+// version it holds, or of version at unless that is zero (see older.go).
+func (d *Datastore) fetchShard(ctx context.Context, v *view, key string, n, pos int, at coding.Version) fetched {
+	resp, frame, err := d.doInto(ctx, v, n, &wire.Request{Op: wire.OpGet, Key: key, Pos: uint8(pos), HLC: at.HLC, Writer: at.Writer}, getFrame())
+	f := fetched{state: fetchFailed, frame: frame}
+	switch {
+	case err != nil:
+		f.err = err
+	case resp.Status == wire.StatusNotFound && !v.c.Vouches(placement.Slot(key), pos):
+		f.err = errUnfilled
+	case resp.Status == wire.StatusNotFound:
+		f.state = fetchNotFound
+	case resp.Status != wire.StatusOK:
+		f.err = statusError(resp)
 	default:
-		return fetched{state: fetchFailed, err: statusError(resp)}
+		// The data is verified once, by Decode, which checks every shard it
+		// uses and the value's own checksum; the header is checked here.
+		sh, err := coding.ParseShardUnverified(resp.Payload)
+		switch {
+		case err != nil:
+			f.err = err
+		case sh.Header.Key != key || int(sh.Header.Index) != pos:
+			f.err = fmt.Errorf("%w: node sent shard %d of %q for shard %d of %q",
+				coding.ErrCorrupt, sh.Header.Index, sh.Header.Key, pos, key)
+		default:
+			f.state, f.shard = fetchOK, sh
+		}
 	}
-	// The data is verified once, by Decode, which checks every shard it
-	// uses and the value's own checksum; the header is checked here.
-	sh, err := coding.ParseShardUnverified(resp.Payload)
-	if err != nil {
-		return fetched{state: fetchFailed, err: err}
-	}
-	if sh.Header.Key != key || int(sh.Header.Index) != pos {
-		return fetched{state: fetchFailed, err: fmt.Errorf("%w: node sent shard %d of %q for shard %d of %q",
-			coding.ErrCorrupt, sh.Header.Index, sh.Header.Key, pos, key)}
-	}
-	return fetched{state: fetchOK, shard: sh}
+	return f
 }
 
 // need is the number of shards that make a version of policy p readable:
@@ -250,72 +247,28 @@ func need(p coding.Policy, tombstone bool) int {
 	return p.DataShards
 }
 
-// provesAbsent reports whether the answers of n positions so far show the
-// key absent: none holds a shard (or an entry) of it, and those that said
-// "not found" leave no room for an acknowledged write (mayExist).
-func (d *Datastore) provesAbsent(v *view, n int, state func(pos int) fetchState) bool {
-	var absent []int
-	for pos := 0; pos < n; pos++ {
-		switch state(pos) {
-		case fetchOK:
-			return false
-		case fetchNotFound:
-			absent = append(absent, pos)
-		}
-	}
-	return !d.mayExist(v, absent)
-}
-
-// evaluate picks the newest version with enough valid shards and decodes
-// it (see pick for when it is done and what it returns).
-func (d *Datastore) evaluate(v *view, key string, owners []uint16, res []fetched, final bool, verify func([]byte) error) (g *versionGroup, val []byte, err error, done bool) {
-	g, err, done = d.pick(v, key, owners, fetchedAnswers(res), final, func(g *versionGroup) error {
-		shards := make([]*coding.Shard, g.policy.Width())
-		for _, pos := range g.pos {
-			shards[pos] = res[pos].shard
-		}
-		var err error
-		if val, err = coding.Decode(shards); err == nil && slices.Contains(shards[:g.policy.DataShards], nil) {
-			d.metrics.degraded.Inc()
-		}
-		if err == nil {
-			err = verify(val)
-		}
-		return err
-	})
-	return g, val, err, done
-}
-
 // missedBy counts the positions whose answers show that version g is not
-// there: an older version, or nothing (fetchFrom counts "not found" from
+// there: an older version, or nothing (fetchShard counts "not found" from
 // an owner that does not vouch for its position as failed).
 func missedBy(a answers, g *versionGroup) int {
 	n := 0
-	for pos := 0; pos < min(a.n(), g.policy.Width()); pos++ {
-		switch a.state(pos) {
-		case fetchNotFound:
+	for pos := range min(a.n(), g.policy.Width()) {
+		if a.state(pos) == fetchNotFound || a.state(pos) == fetchOK && keptWithout(a.held(pos), g.ver) {
 			n++
-		case fetchOK:
-			if keptWithout(a.held(pos), g.ver) {
-				n++
-			}
 		}
 	}
 	return n
 }
 
-// writeBack writes version g, which a read is about to serve, to every
-// position of key (val is its value; nil for a tombstone) unless the read
-// saw it on its quorum, so that no later read serves an older version:
-// the write-back of a linearizable register read (ABD). A tombstone is
-// readable from one shard, so a read may meet a delete that failed, or
-// still runs, on one position only; and a value from a failed write may
-// be on k positions, short of its quorum, which a read that sees one
-// shard less passes over. Positions that hold g answer at once, without
-// writing. With too few nodes up to reach the quorum within twice
-// HedgeAfter the read serves g anyway, and stays available with m nodes
-// down or hung. A tombstone past the tombstone grace is left as it is:
-// the garbage collector may be purging it.
+// writeBack writes version g, which a read is about to serve (val is its
+// value; nil for a tombstone), to every position of key unless the read saw
+// it on its quorum, so that no later read serves an older version: the
+// write-back of a linearizable register read (ABD). A tombstone is served
+// from one shard, and a failed write's value from k, which a later read
+// that sees one fewer would pass over. Positions that hold g answer
+// without writing. The write-back gets twice HedgeAfter: with m nodes down
+// or hung the read serves g anyway. A tombstone past the grace is left
+// alone: the garbage collector may be purging it.
 func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versionGroup, val []byte) {
 	if len(g.pos) >= v.c.Quorum(g.policy) {
 		return // on its quorum already
@@ -337,7 +290,6 @@ func (d *Datastore) writeBack(ctx context.Context, v *view, key string, g *versi
 		coding.Release(shards)
 		return
 	}
-	// A node that hangs must not hold the read up for the request timeout.
 	ctx, cancel := context.WithTimeout(ctx, 2*d.opts.HedgeAfter)
 	defer cancel()
 	w := &write{op: "write back", key: key}
@@ -386,10 +338,9 @@ func groupVersions(a answers) []*versionGroup {
 			byVer[ver] = g
 			groups = append(groups, g)
 		}
-		if p != g.policy || tomb != g.tomb || pos >= p.Width() {
-			continue
+		if p == g.policy && tomb == g.tomb && pos < p.Width() {
+			g.pos = append(g.pos, pos)
 		}
-		g.pos = append(g.pos, pos)
 	}
 	sort.Slice(groups, func(i, j int) bool { return groups[j].ver.Less(groups[i].ver) })
 	return groups
@@ -401,16 +352,16 @@ func groupVersions(a answers) []*versionGroup {
 // ds.ErrNotFound when the key is absent; or an UnavailableError. With final
 // false it is done only when asking the other positions cannot change that.
 //
-// It never serves an older version. A position answers with its newest
-// shard only, and under a failed write it may keep an acknowledged version
-// newer than any other position shows: only the versions every position
-// lists (olderVersion) can tell which older one is the newest readable.
+// It never serves an older version: under a failed write a position may
+// keep an acknowledged version newer than any other position shows, and
+// only the versions every position lists can tell (olderVersion).
 func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final bool, use func(g *versionGroup) error) (*versionGroup, error, bool) {
 	slot := placement.Slot(key)
+	notFound := func(pos int) bool { return a.state(pos) == fetchNotFound }
 	// Only a shard from an owner that vouches for its position shows which
 	// versions reached it; "not found" may be a lost shard and shows none.
 	if !final && !v.sees(func(pos int) bool { return a.state(pos) == fetchOK && v.c.Vouches(slot, pos) }) {
-		if d.provesAbsent(v, a.n(), a.state) {
+		if !anyHeld(a) && v.sees(notFound) {
 			return nil, ds.ErrNotFound, true
 		}
 		return nil, nil, false
@@ -443,20 +394,16 @@ func (d *Datastore) pick(v *view, key string, owners []uint16, a answers, final 
 	if !final {
 		return nil, nil, false // more positions may complete the newest, or show a newer one
 	}
+	if best == 0 && len(useErrs) == 0 && v.sees(notFound) {
+		return nil, ds.ErrNotFound, true
+	}
 	var failed []NodeError
-	var absent []int
-	for pos := 0; pos < a.n(); pos++ {
-		switch a.state(pos) {
-		case fetchNotFound:
-			absent = append(absent, pos)
-		case fetchFailed:
+	for pos := range a.n() {
+		if a.state(pos) == fetchFailed {
 			failed = append(failed, NodeError{Node: v.nodeName(int(owners[pos])), Err: a.failure(pos)})
 		}
 	}
 	failed = append(failed, useErrs...)
-	if best == 0 && len(useErrs) == 0 && !d.mayExist(v, absent) {
-		return nil, ds.ErrNotFound, true
-	}
 	return nil, &UnavailableError{Key: key, Found: best, Need: bestNeed, Failed: failed}, true
 }
 
@@ -475,20 +422,14 @@ func (f fetchedAnswers) held(pos int) []held {
 	return []held{{ver: h.Version, policy: h.Policy, tomb: h.Tombstone, valueLen: h.ValueLen}}
 }
 
-// readWaves is where a read's waves end: first the positions every
-// acknowledged write reaches (a replicated value is done there), then the
-// rest of the data positions, then parity.
+// readWaves is where a read's waves end: the positions every acknowledged
+// write is on at least once (2 with the defaults; a replicated value is
+// done there), the other data positions, then parity.
 func readWaves(v *view) []int {
 	p := v.c.Policy
-	first := min(v.reach(), p.Width())
-	return []int{first, max(p.DataShards, first), p.Width()}
-}
-
-// reach is how many positions, from the first, every acknowledged write
-// is on at least once (2 with the defaults).
-func (v *view) reach() int {
 	all, replicas := v.meets()
-	return max(all, replicas)
+	first := min(max(all, replicas), p.Width())
+	return []int{first, max(p.DataShards, first), p.Width()}
 }
 
 // meets returns how many of all the policy's positions, and of the first
@@ -501,8 +442,10 @@ func (v *view) meets() (all, replicas int) {
 }
 
 // sees reports whether the positions that answered meet every set of
-// positions an acknowledged write can be on, so that the newest version
-// among their answers is the newest acknowledged one.
+// positions an acknowledged write can be on: the newest version among
+// their shards is the newest acknowledged one, and if they all said "not
+// found" there is none. "Not found" counts only from an owner that vouches
+// for its position (fetchShard).
 func (v *view) sees(answered func(pos int) bool) bool {
 	needAll, needReplicas := v.meets()
 	r := coding.Replicas(v.c.Policy.ParityShards + 1)
@@ -518,46 +461,22 @@ func (v *view) sees(answered func(pos int) bool) bool {
 	return all >= needAll && replicas >= needReplicas
 }
 
-// mayExist reports whether an acknowledged write could hide on the
-// positions that did not say "not found" (absent lists those that did): an
-// erasure write is on its quorum of positions, a replicated one on its
-// quorum of the first m+1. It takes "not found" at its word, so callers
-// count a position absent only when its owner vouches for it.
-func (d *Datastore) mayExist(v *view, absent []int) bool {
-	p := v.c.Policy
-	r := coding.Replicas(p.ParityShards + 1)
-	absentReplica := 0
-	for _, pos := range absent {
-		if pos < r.Width() {
-			absentReplica++
-		}
-	}
-	return p.Width()-len(absent) >= v.c.Quorum(p) || r.Width()-absentReplica >= v.c.Quorum(r)
-}
-
 // probe judges key's versions from the nodes' index entries as Get judges
 // them from shards (pick): it returns the entry of the newest version with
 // enough shards to be read, with found=false when that is a tombstone; a
 // zero entry and found=false when no acknowledged write can exist; or the
-// UnavailableError Get would give. A tombstone short of its quorum is
-// written back, as Get does, when writeBack is set: Delete, which writes
-// a newer one, sets it not.
+// UnavailableError Get would give. With writeBack it writes back a
+// tombstone as Get does; Delete, which writes a newer one, does not.
 func (d *Datastore) probe(ctx context.Context, key string, writeBack bool) (le wire.ListEntry, found bool, err error) {
-	type probed struct {
-		le    wire.ListEntry
-		found bool
-	}
-	r, err := readAgain(ctx, d, func(v *view, skip bool) (probed, error) {
-		le, found, err := d.probeView(ctx, v, key, skip, writeBack)
-		return probed{le, found}, err
+	_, err = readAgain(ctx, d, func(ctx context.Context, v *view) (struct{}, error) {
+		var err error
+		le, found, err = d.probeView(ctx, v, key, writeBack)
+		return struct{}{}, err
 	})
-	return r.le, r.found, err
+	return le, found, err
 }
 
-func (d *Datastore) probeView(ctx context.Context, v *view, key string, skip, writeBack bool) (le wire.ListEntry, found bool, err error) {
-	if skip {
-		ctx = transport.SkipUnreachable(ctx) // other positions can answer
-	}
+func (d *Datastore) probeView(ctx context.Context, v *view, key string, writeBack bool) (le wire.ListEntry, found bool, err error) {
 	owners := v.owners(key)
 	p := v.c.Policy
 	ans := make(headerAnswers, p.Width())
@@ -644,19 +563,16 @@ func (h headerAnswers) state(pos int) fetchState { return h[pos].state }
 func (h headerAnswers) failure(pos int) error    { return h[pos].err }
 func (h headerAnswers) version(pos int) (coding.Version, coding.Policy, bool) {
 	e := &h[pos].h
-	return coding.Version{HLC: e.HLC, Writer: e.Writer}, h[pos].entryPolicy(), e.Tombstone
+	return coding.Version{HLC: e.HLC, Writer: e.Writer}, entryPolicy(*e), e.Tombstone
 }
 
 func (h headerAnswers) held(pos int) []held {
-	a := &h[pos]
-	out := []held{{ver: coding.Version{HLC: a.h.HLC, Writer: a.h.Writer}, policy: a.entryPolicy(), tomb: a.h.Tombstone, valueLen: a.h.ValueLen}}
-	for _, o := range a.h.Older {
-		out = append(out, held{ver: coding.Version{HLC: o.HLC, Writer: o.Writer}, policy: entryPolicy(o), tomb: o.Tombstone, valueLen: o.ValueLen})
+	var out []held
+	for _, e := range append([]wire.HeaderEntry{h[pos].h}, h[pos].h.Older...) {
+		out = append(out, held{ver: coding.Version{HLC: e.HLC, Writer: e.Writer}, policy: entryPolicy(e), tomb: e.Tombstone, valueLen: e.ValueLen})
 	}
 	return out
 }
-
-func (a *headerAnswer) entryPolicy() coding.Policy { return entryPolicy(a.h) }
 
 // entryPolicy is the policy a node's header entry names.
 func entryPolicy(h wire.HeaderEntry) coding.Policy {
@@ -664,10 +580,7 @@ func entryPolicy(h wire.HeaderEntry) coding.Policy {
 }
 
 func versionLess(a, b wire.ListEntry) bool {
-	if a.HLC != b.HLC {
-		return a.HLC < b.HLC
-	}
-	return a.Writer < b.Writer
+	return coding.Version{HLC: a.HLC, Writer: a.Writer}.Less(coding.Version{HLC: b.HLC, Writer: b.Writer})
 }
 
 // Has reports whether Get would return a value for key, from the nodes'

@@ -6,15 +6,12 @@ import (
 	"sort"
 	"sync"
 
+	ds "github.com/ipfs/go-datastore"
+
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/wire"
 )
-
-// A node keeps the older versions of a key that overwrites replaced until
-// the overwrite is acknowledged (wire.HeaderEntry.Older): when a failed
-// overwrite leaves no version readable from the newest shards, they
-// rebuild the newest acknowledged value.
 
 // held is one version a position holds of a key.
 type held struct {
@@ -39,12 +36,11 @@ func (c held) group(holders []int) *versionGroup {
 // older value.
 func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool) (c held, holders []int, ok bool) {
 	seen := map[coding.Version]held{}
-	for pos := 0; pos < a.n(); pos++ {
-		if a.state(pos) != fetchOK {
-			continue
-		}
-		for _, h := range a.held(pos) {
-			seen[h.ver] = h
+	for pos := range a.n() {
+		if a.state(pos) == fetchOK {
+			for _, h := range a.held(pos) {
+				seen[h.ver] = h
+			}
 		}
 	}
 	cands := make([]held, 0, len(seen))
@@ -66,13 +62,12 @@ func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool
 			continue
 		}
 		holders = holders[:0]
-		for pos := 0; pos < c.policy.Width(); pos++ {
-			if a.state(pos) != fetchOK {
-				continue
-			}
-			for _, h := range a.held(pos) {
-				if h.ver == c.ver && h.policy == c.policy {
-					holders = append(holders, pos)
+		for pos := range c.policy.Width() {
+			if a.state(pos) == fetchOK {
+				for _, h := range a.held(pos) {
+					if h.ver == c.ver && h.policy == c.policy {
+						holders = append(holders, pos)
+					}
 				}
 			}
 		}
@@ -92,17 +87,13 @@ func olderVersion(v *view, slot uint16, a answers, tried map[coding.Version]bool
 func neverAcknowledged(v *view, slot uint16, a answers, g coding.Version, p coding.Policy) bool {
 	width := min(a.n(), p.Width())
 	without, empty := 0, 0
-	for pos := 0; pos < width; pos++ {
-		if !v.c.Vouches(slot, pos) {
-			continue // a new owner repair has not filled may lack g
-		}
-		if a.state(pos) == fetchNotFound {
+	for pos := range width {
+		switch {
+		case !v.c.Vouches(slot, pos):
+			// A new owner repair has not filled may lack g.
+		case a.state(pos) == fetchNotFound:
 			empty++
-		}
-		if a.state(pos) != fetchOK {
-			continue
-		}
-		if keptWithout(a.held(pos), g) {
+		case a.state(pos) == fetchOK && keptWithout(a.held(pos), g):
 			without++
 		}
 	}
@@ -146,9 +137,9 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 // olderVersion allows, or, when that fails or verify refuses it, the next.
 // A position whose request in the read (first, its answers) ran out of
 // time keeps that failure: asked again, a node that hangs would hold the
-// read up for a second request timeout. found is false when that version
-// is a tombstone.
-func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, first []fetched, verify func([]byte) error) (val []byte, found, ok bool) {
+// read up for a second request timeout. err is ds.ErrNotFound when that
+// version is a tombstone.
+func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, first []fetched, verify func([]byte) error) (val []byte, err error, ok bool) {
 	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer {
 		if f := first[pos]; f.state == fetchFailed && errors.Is(f.err, context.DeadlineExceeded) {
 			return headerAnswer{state: fetchFailed, err: f.err}
@@ -159,14 +150,11 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 	for {
 		c, holders, ok := olderVersion(v, placement.Slot(key), ans, tried)
 		if !ok {
-			return nil, false, false
+			return nil, nil, false
 		}
 		if c.tomb {
-			// Served, the delete must stay served: a read that cannot
-			// reach the positions holding it would serve the value under
-			// it. Write it back, as Get does a tombstone pick chose.
 			d.writeBack(ctx, v, key, c.group(holders), nil)
-			return nil, false, true
+			return nil, ds.ErrNotFound, true
 		}
 		val, err := d.readVersion(ctx, v, key, owners, c, holders)
 		if err == nil {
@@ -174,7 +162,7 @@ func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, own
 		}
 		if err == nil {
 			log.Debugw("served the value a failed overwrite replaced, from older shards", "key", key, "version", c.ver.String())
-			return val, true, true
+			return val, nil, true
 		}
 		log.Warnw("an older version is not served", "key", key, "version", c.ver.String(), "err", err)
 		tried[c.ver] = true
@@ -216,10 +204,12 @@ func (d *Datastore) entryFromOlder(ctx context.Context, v *view, key string, ans
 // position answered with a version: older versions may resolve it.
 func olderMayResolve(err error, a answers) bool {
 	var ue *UnavailableError
-	if !errors.As(err, &ue) {
-		return false
-	}
-	for pos := 0; pos < a.n(); pos++ {
+	return errors.As(err, &ue) && anyHeld(a)
+}
+
+// anyHeld reports whether a position answered with a version.
+func anyHeld(a answers) bool {
+	for pos := range a.n() {
 		if a.state(pos) == fetchOK {
 			return true
 		}

@@ -2,20 +2,18 @@ package dscluster
 
 import "time"
 
-// askInWaves asks shard positions in waves until the answers settle the
-// question, and returns how many positions it asked: order[:asked]. order
-// lists the positions in asking order; wave i asks
-// order[ends[i-1]:ends[i]], the last end being len(order). ask(pos) runs
-// on a goroutine of its own per position (goAsk); take records its answer
-// and settle judges the answers so far, with final true once every
-// position has answered (a final call must settle). take, settle and
-// hedged run on the caller's goroutine; answers after askInWaves returns
-// are dropped, and no asker blocks.
+// askInWaves asks the positions of order in waves, wave i being
+// order[ends[i-1]:ends[i]] (the last end is len(order)), until settle
+// judges the answers so far enough, and returns how many it asked. Each
+// ask(pos) runs on a goroutine of its own (goAsk); take records each
+// answer, and take, settle and hedged run on the caller's goroutine.
+// settle's final is true once every position has answered, and a final
+// call must settle. Answers after askInWaves returns are dropped, and no
+// asker blocks.
 //
-// A wave starts when the previous one has answered without settling, or
-// after hedge: a node that hangs costs hedge, not the request timeout.
-// hedged, when not nil, is called with each position still unanswered
-// when the hedge fires, before the next wave starts.
+// The next wave starts when this one has answered without settling, or
+// after hedge, first calling hedged (when not nil) with each position
+// still unanswered: a node that hangs costs hedge, not the request timeout.
 func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int) T, take func(pos int, a T), settle func(final bool) bool, hedged func(pos int)) (asked int) {
 	type answer struct {
 		i int // index in order
@@ -32,17 +30,14 @@ func askInWaves[T any](order, ends []int, hedge time.Duration, ask func(pos int)
 	defer timer.Stop()
 	next := func() {
 		for _, end := range ends {
-			if end <= launched {
-				continue
+			if end > launched {
+				for i := launched; i < end; i++ {
+					goAsk(func() { answers <- answer{i, ask(order[i])} })
+				}
+				start, waiting, launched = launched, end-launched, end
+				inflight += waiting
+				break
 			}
-			start = launched
-			for i := launched; i < end; i++ {
-				goAsk(func() { answers <- answer{i, ask(order[i])} })
-			}
-			inflight += end - launched
-			waiting = end - launched
-			launched = end
-			break
 		}
 		timer.Reset(hedge)
 	}
