@@ -67,7 +67,8 @@ const (
 // version goes again after it, so that a write that starts after another
 // returned wins whatever the clocks say, unless its own version alone
 // holds a majority quorum (ownsQuorum). Answers for the newer version do
-// not count toward that: the newer write may yet fail and be rolled back.
+// not count toward that: the newer write may yet fail, and reads then
+// pass over it.
 func (t *tally) verdict(moved bool) verdict {
 	switch {
 	case !t.quorate() && moved:
