@@ -473,8 +473,13 @@ func (d *Datastore) doInto(ctx context.Context, v *view, i int, req *wire.Reques
 	if v.down[i] {
 		return nil, buf, errDown
 	}
+	t, _ := ctx.Value(timedOutKey{}).(*timedOut)
+	if err := t.failure(v.peers[i]); err != nil {
+		return nil, buf, err
+	}
 	req.Epoch = v.c.Map.Epoch
 	resp, buf, err := d.client.DoInto(ctx, v.peers[i], req, buf)
+	t.record(ctx, v.peers[i], err)
 	if err == nil && resp.Status == wire.StatusStaleEpoch {
 		if err := d.refreshFrom(ctx, v.peers[i]); err != nil {
 			return nil, buf, err
@@ -483,6 +488,41 @@ func (d *Datastore) doInto(ctx context.Context, v *view, i int, req *wire.Reques
 		resp, buf, err = d.client.DoInto(ctx, v.peers[i], req, buf)
 	}
 	return resp, buf, err
+}
+
+// timedOut holds the nodes whose requests ran out of time during one read
+// (readAgain): their failure stands for the rest of it, so that a node
+// that hangs holds a read up for one request timeout, not one per pass or
+// per look at older versions.
+type timedOut struct {
+	mu    sync.Mutex
+	peers map[peer.ID]error
+}
+
+type timedOutKey struct{}
+
+func withTimedOut(ctx context.Context) context.Context {
+	return context.WithValue(ctx, timedOutKey{}, &timedOut{peers: map[peer.ID]error{}})
+}
+
+// failure is p's request that ran out of time, or nil (also outside a read).
+func (t *timedOut) failure(p peer.ID) error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.peers[p]
+}
+
+// record keeps err when the request to p ran out of its own time (not the
+// caller's).
+func (t *timedOut) record(ctx context.Context, p peer.ID, err error) {
+	if t != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		t.mu.Lock()
+		t.peers[p] = err
+		t.mu.Unlock()
+	}
 }
 
 // errDown is the error of a request to a node in Options.Down.

@@ -85,8 +85,10 @@ func (d *Datastore) Get(ctx context.Context, key ds.Key) (_ []byte, err error) {
 // failed, and runs it again, once for each reason, when the map moved
 // during the read (old owners may have dropped their copies), when skipped
 // nodes were needed (they may be back), or when unfilled owners left too
-// few positions (repair may have filled them since: lookUpFilled).
+// few positions (repair may have filled them since: lookUpFilled). A node
+// is waited for at most once in all that (withTimedOut).
 func readAgain[T any](ctx context.Context, d *Datastore, read func(ctx context.Context, v *view) (T, error)) (T, error) {
+	ctx = withTimedOut(ctx)
 	skip, moved, looked := true, false, false
 	for {
 		v, readCtx := d.view.Load(), ctx
@@ -179,7 +181,7 @@ func (d *Datastore) get(ctx context.Context, v *view, k string, verify func([]by
 		d.writeBack(ctx, v, k, g, val)
 	}
 	if olderMayResolve(err, fetchedAnswers(res)) {
-		if older, err, ok := d.valueFromOlder(ctx, v, k, owners, res, verify); ok {
+		if older, err, ok := d.valueFromOlder(ctx, v, k, owners, verify); ok {
 			return older, err
 		}
 	}

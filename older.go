@@ -135,17 +135,9 @@ func askAll[T any](n int, ask func(pos int) T) []T {
 // valueFromOlder is Get's way past a newest version it cannot serve: it
 // asks every position which versions it holds and rebuilds the older value
 // olderVersion allows, or, when that fails or verify refuses it, the next.
-// A position whose request in the read (first, its answers) ran out of
-// time keeps that failure: asked again, a node that hangs would hold the
-// read up for a second request timeout. err is ds.ErrNotFound when that
-// version is a tombstone.
-func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, first []fetched, verify func([]byte) error) (val []byte, err error, ok bool) {
-	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer {
-		if f := first[pos]; f.state == fetchFailed && errors.Is(f.err, context.DeadlineExceeded) {
-			return headerAnswer{state: fetchFailed, err: f.err}
-		}
-		return d.askHeaderOf(ctx, v, key, owners, pos)
-	}))
+// err is ds.ErrNotFound when that version is a tombstone.
+func (d *Datastore) valueFromOlder(ctx context.Context, v *view, key string, owners []uint16, verify func([]byte) error) (val []byte, err error, ok bool) {
+	ans := headerAnswers(askAll(v.c.Policy.Width(), func(pos int) headerAnswer { return d.askHeaderOf(ctx, v, key, owners, pos) }))
 	tried := map[coding.Version]bool{}
 	for {
 		c, holders, ok := olderVersion(v, placement.Slot(key), ans, tried)

@@ -206,4 +206,21 @@ func TestTimedOutOwnersHoldAReadUpOnce(t *testing.T) {
 			t.Errorf("the hung owner of position %d (node %d) took %d requests of one read, want 1", pos, owners[pos], got)
 		}
 	}
+
+	// With a node whose last dial failed, a read runs again without
+	// skipping it (it may be back): the hung owners are not asked again.
+	c.Stop(owners[2])
+	if _, err := d.Get(ctx, k); !errors.As(err, &ue) {
+		t.Fatalf("get %s with two owners hung and one stopped: %v", k, err)
+	}
+	before := []int64{held[0].Load(), held[1].Load()}
+	_, err = d.Get(ctx, k)
+	if !errors.As(err, &ue) {
+		t.Fatalf("get %s with two owners hung and one stopped: %v", k, err)
+	}
+	for pos := range 2 {
+		if got := held[pos].Load() - before[pos]; got != 1 {
+			t.Errorf("the hung owner of position %d took %d requests of a read that ran twice, want 1", pos, got)
+		}
+	}
 }
