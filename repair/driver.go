@@ -156,8 +156,7 @@ func OpenDriver(cfg DriverConfig) (*Driver, error) {
 		d.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), burst)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketBacklog)
-		if err != nil {
+		if _, err := tx.CreateBucketIfNotExists(bucketBacklog); err != nil {
 			return err
 		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -169,19 +168,19 @@ func OpenDriver(cfg DriverConfig) (*Driver, error) {
 				return fmt.Errorf("totals do not parse: %w", err)
 			}
 		}
-		d.stats.Backlog, d.stats.BacklogBytes = 0, 0
-		return b.ForEach(func(_, v []byte) error {
-			var a Action
-			if json.Unmarshal(v, &a) == nil {
-				d.stats.Backlog++
-				d.stats.BacklogBytes += a.Bytes
-			}
-			return nil
-		})
+		return nil
 	})
+	var left []Action
+	if err == nil {
+		left, err = d.loadBacklog() // what the next pass resumes
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("repair: state %s: %w", cfg.StatePath, err)
+	}
+	d.stats.Backlog, d.stats.BacklogBytes = len(left), 0
+	for _, a := range left {
+		d.stats.BacklogBytes += a.Bytes
 	}
 	return d, nil
 }

@@ -3,6 +3,7 @@ package repair
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
 	"github.com/filedrive-team/go-ds-cluster/placement"
@@ -330,6 +333,14 @@ func TestDriverResumesBacklog(t *testing.T) {
 		t.Fatalf("plan has %d actions, want %d", len(plan.Actions), lost)
 	}
 	if err := d.saveBacklog(plan.Actions); err != nil {
+		t.Fatal(err)
+	}
+	// An entry under a key the driver never writes is skipped, and not
+	// counted.
+	if err := d.db.Update(func(tx *bolt.Tx) error {
+		v, _ := json.Marshal(plan.Actions[0])
+		return tx.Bucket(bucketBacklog).Put([]byte("odd"), v)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
