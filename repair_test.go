@@ -20,6 +20,7 @@ import (
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/config"
 	"github.com/filedrive-team/go-ds-cluster/membership"
+	"github.com/filedrive-team/go-ds-cluster/node"
 	"github.com/filedrive-team/go-ds-cluster/placement"
 	"github.com/filedrive-team/go-ds-cluster/transport"
 	"github.com/filedrive-team/go-ds-cluster/volume"
@@ -692,7 +693,7 @@ func TestFailedDiskIsRebuilt(t *testing.T) {
 	eio := errors.New("input/output error (injected)")
 	opts := lifeOptions(7)
 	opts.OpenStore = func(i int, dir string) (ds.Datastore, error) {
-		return volume.Open(filepath.Join(dir, "volume"), &volume.Options{SyncFile: func(*os.File) error {
+		return node.OpenVolume(filepath.Join(dir, "volume"), volume.Options{SyncFile: func(*os.File) error {
 			if int(bad.Load()) == i {
 				return eio
 			}

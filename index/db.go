@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -30,10 +31,10 @@ var (
 )
 
 const (
-	// schemaVersion 4: entries of format 4 (Entry.Also and Older, shards
-	// named by version and position). An index of schema 1 to 3 is refused
-	// with ErrOldFormat.
-	schemaVersion = 4
+	// schemaVersion 5: entries of format 5 (Entry.Also and Older, shards
+	// named by version and position, and where each is: Held.Loc). An
+	// index of schema 1 to 4 is refused with ErrOldFormat.
+	schemaVersion = 5
 
 	defaultMaxBatchSize  = 64
 	defaultMaxBatchDelay = 2 * time.Millisecond
@@ -306,6 +307,7 @@ func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (bool, error) {
 		}
 		gone = &prev
 		st.remove(prev)
+		e = keepAt(e, prev)
 		if prev.Slot != e.Slot {
 			if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
 				return false, err
@@ -323,6 +325,54 @@ func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (bool, error) {
 		return false, err
 	}
 	db.sums.change(tx, gone, &e)
+	return true, nil
+}
+
+// keepAt returns e with the Loc of every shard it shares with prev, the
+// stored entry, taken from prev: e was read before its transaction, and the
+// shard store may have moved a shard since (MoveTx). Both point at the
+// same shard, so prev's is never the worse.
+func keepAt(e, prev Entry) Entry {
+	var hs []Held
+	for i, h := range e.all() {
+		for _, p := range prev.all() {
+			if p.Version == h.Version && p.Index == h.Index && p.Loc != h.Loc {
+				if hs == nil {
+					hs = e.Shards()
+				}
+				hs[i].Loc = p.Loc
+			}
+		}
+	}
+	if hs != nil {
+		e.setShards(hs)
+	}
+	return e
+}
+
+// MoveTx points the shard of key's entry that is at from to to instead,
+// for a shard store that moved it, and reports whether the entry held a
+// shard at from. Nothing else of the entry changes.
+func (db *DB) MoveTx(tx *bolt.Tx, key string, from, to [16]byte) (bool, error) {
+	entries := tx.Bucket(db.b.entries)
+	v := entries.Get([]byte(key))
+	if v == nil {
+		return false, nil
+	}
+	e, err := decodeEntry(key, v)
+	if err != nil {
+		return false, db.wrap("move", err)
+	}
+	hs := e.Shards()
+	i := slices.IndexFunc(hs, func(h Held) bool { return h.Loc == from })
+	if i < 0 {
+		return false, nil
+	}
+	hs[i].Loc = to
+	e.setShards(hs)
+	if err := entries.Put([]byte(key), encodeEntry(e)); err != nil {
+		return false, db.wrap("move", err)
+	}
 	return true, nil
 }
 

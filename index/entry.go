@@ -27,8 +27,9 @@ var (
 	// go-ds-cluster wrote (schema 1: one shard per key, the previous one
 	// under a name of its own; schema 2: one previous version, named by
 	// its version alone; schema 3: one position per version, shards named
-	// without it). Nothing is converted.
-	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1 to 3); this version keeps a list of shards per key, by version and position (schema 4), and does not convert: move the node's folder aside and let repair refill the node")
+	// without it; schema 4: the volume store found shards by name in a
+	// table of its own). Nothing is converted.
+	ErrOldFormat = errors.New("index: written by an older go-ds-cluster (schema 1 to 4); this version keeps a list of shards per key, by version and position, with where each shard is in the volume store (schema 5), and does not convert: move the node's folder aside and let repair refill the node")
 )
 
 // CorruptError reports a stored entry value that does not decode.
@@ -76,6 +77,10 @@ type Held struct {
 	ValueLen  uint64
 	ShardLen  uint32 // bytes of shard data on disk
 	ShardSum  uint64
+	// Loc is where the shard's bytes are in a shard store that does not
+	// find them by name (a volume.Loc), opaque to the index; zero in one
+	// that does.
+	Loc [16]byte
 }
 
 // Entry is what the node holds of Key: the shards of the newest version
@@ -186,6 +191,18 @@ func (e Entry) Shards() []Held {
 	return append(append(append(out, e.Held), e.Also...), e.Older...)
 }
 
+// setShards sets e's shards to hs, as many as e has, in the order of Shards.
+func (e *Entry) setShards(hs []Held) {
+	also := len(e.Also)
+	e.Held = hs[0]
+	if also > 0 {
+		e.Also = hs[1 : 1+also : 1+also]
+	}
+	if len(e.Older) > 0 {
+		e.Older = hs[1+also:]
+	}
+}
+
 // At returns e's shards at position pos, newest first.
 func (e Entry) At(pos uint8) []Held {
 	var out []Held
@@ -211,33 +228,35 @@ func (e Entry) ShardBytes() uint64 {
 	return n
 }
 
-// Entry value format, version 4 (all fixed-width integers big-endian):
+// Entry value format, version 5 (all fixed-width integers big-endian):
 //
-//	[3]      format version (4), number of shards in Also, in Older (each
+//	[3]      format version (5), number of shards in Also, in Older (each
 //	         at most MaxOlder)
 //	[2]      slot
 //	then each shard, in the order of Shards:
-//	[1]      flags: bit 0 tombstone; other bits must be zero
+//	[1]      flags: bit 0 tombstone, bit 1 Loc follows; other bits must be zero
 //	[4]      shard index, policy kind, policy K, policy M
 //	uvarint  value length (minimal encoding)
 //	uvarint  shard length (minimal encoding, fits uint32)
 //	[8]      shard checksum
 //	[8]      version HLC
 //	[8]      version writer
+//	[16]     Loc, when flagged (and not all zero)
 //	and last:
 //	[4]      crc32c of the key followed by all preceding bytes of the value
 //
 // The key is not repeated in the value (it is the bbolt key) but is covered
 // by the checksum, so a value found under the wrong key does not decode.
 //
-// Version 3 had no Also; version 2 kept one previous version, by its
+// Version 4 had no Loc; version 3 no Also; version 2 kept one previous version, by its
 // version alone; version 1 none (nodes kept the previous shard under a
 // name of its own). None decodes.
 const (
-	formatV4      = 4
+	formatV5      = 5
 	flagTombstone = 1 << 0
+	flagAt        = 1 << 1
 	minHeldLen    = 1 + 4 + 1 + 1 + 24
-	maxHeldLen    = 1 + 4 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + 24
+	maxHeldLen    = 1 + 4 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + 24 + 16
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -247,17 +266,21 @@ func entryChecksum(key string, body []byte) uint32 {
 	return crc32.Update(c, castagnoli, body)
 }
 
-// encodeEntry returns the format-4 value of e. e.Key is covered by the
+// encodeEntry returns the format-5 value of e. e.Key is covered by the
 // checksum but not stored. e must pass check.
 func encodeEntry(e Entry) []byte {
 	shards := e.Shards()
 	b := make([]byte, 5, 5+len(shards)*maxHeldLen+4)
-	b[0], b[1], b[2] = formatV4, byte(len(e.Also)), byte(len(e.Older))
+	b[0], b[1], b[2] = formatV5, byte(len(e.Also)), byte(len(e.Older))
 	binary.BigEndian.PutUint16(b[3:5], e.Slot)
 	for _, h := range shards {
 		var flags byte
 		if h.Tombstone {
 			flags = flagTombstone
+		}
+		located := h.Loc != [16]byte{}
+		if located {
+			flags |= flagAt
 		}
 		b = append(b, flags, h.Index, h.Kind, h.K, h.M)
 		b = binary.AppendUvarint(b, h.ValueLen)
@@ -265,6 +288,9 @@ func encodeEntry(e Entry) []byte {
 		b = binary.BigEndian.AppendUint64(b, h.ShardSum)
 		b = binary.BigEndian.AppendUint64(b, h.Version.HLC)
 		b = binary.BigEndian.AppendUint64(b, h.Version.Writer)
+		if located {
+			b = append(b, h.Loc[:]...)
+		}
 	}
 	return binary.BigEndian.AppendUint32(b, entryChecksum(e.Key, b))
 }
@@ -279,7 +305,7 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 	if len(b) == 0 {
 		return bad("empty value")
 	}
-	if b[0] != formatV4 {
+	if b[0] != formatV5 {
 		return bad("unknown format version %d", b[0])
 	}
 	if len(b) < 5+minHeldLen+4 {
@@ -296,9 +322,10 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 		if end-p < minHeldLen {
 			return bad("value is %d bytes, too short for %d shards", len(b), count)
 		}
-		if b[p]&^flagTombstone != 0 {
+		if b[p]&^(flagTombstone|flagAt) != 0 {
 			return bad("unknown flags %#x", b[p])
 		}
+		located := b[p]&flagAt != 0
 		h := Held{Tombstone: b[p]&flagTombstone != 0, Index: b[p+1], Kind: b[p+2], K: b[p+3], M: b[p+4]}
 		p += 5
 		valueLen, n := binary.Uvarint(b[p:end])
@@ -322,6 +349,15 @@ func decodeEntry(key string, b []byte) (Entry, error) {
 		h.Version.HLC = binary.BigEndian.Uint64(b[p+8:])
 		h.Version.Writer = binary.BigEndian.Uint64(b[p+16:])
 		p += 24
+		if located {
+			if end-p < len(h.Loc) {
+				return bad("value is %d bytes, too short for %d shards", len(b), count)
+			}
+			if copy(h.Loc[:], b[p:]); h.Loc == [16]byte{} {
+				return bad("shard %d flagged with a zero Loc", len(hs))
+			}
+			p += len(h.Loc)
+		}
 		hs = append(hs, h)
 	}
 	e := Entry{Key: key, Slot: binary.BigEndian.Uint16(b[3:5]), Held: hs[0]}

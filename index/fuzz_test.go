@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"math"
@@ -19,7 +20,8 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/Fuzz
 var seedEntries = []Entry{
 	{Key: "/blocks/CIQA", Slot: 0xbeef, Held: Held{Index: 5, Kind: 1, K: 4, M: 2, ValueLen: 262144, ShardLen: 65536,
 		ShardSum: 0x0123456789abcdef, Version: Version{HLC: 1 << 50, Writer: 3}},
-		Also:  []Held{{Index: 6, Kind: 1, K: 4, M: 2, ValueLen: 262144, ShardLen: 65536, Version: Version{HLC: 1 << 50, Writer: 3}}},
+		Also: []Held{{Index: 6, Kind: 1, K: 4, M: 2, ValueLen: 262144, ShardLen: 65536, Version: Version{HLC: 1 << 50, Writer: 3},
+			Loc: [16]byte{0, 0, 0, 1, 15: 9}}},
 		Older: []Held{{Index: 5, Kind: 1, K: 4, M: 2, ValueLen: 1, ShardLen: 1, Version: Version{HLC: 1 << 49}}}},
 	{Key: "t", Slot: 1, Held: Held{Tombstone: true, Version: Version{HLC: 1}}},
 	{Key: "\xff\x00", Slot: math.MaxUint16, Held: Held{Index: 255, Kind: 255, K: 255, M: 255, Tombstone: true,
@@ -31,6 +33,15 @@ type seedValue struct {
 	name  string
 	key   string
 	value []byte
+}
+
+// zeroAt is a valid entry but for a shard flagged with a Loc of zeros.
+func zeroAt() []byte {
+	e := Entry{Key: "k", Held: Held{Version: Version{HLC: 1}}}
+	v := encodeEntry(e)
+	v[5] |= flagAt
+	v = append(v[:len(v)-4], make([]byte, 16)...)
+	return binary.BigEndian.AppendUint32(v, entryChecksum(e.Key, v))
 }
 
 func seedValues() []seedValue {
@@ -49,11 +60,12 @@ func seedValues() []seedValue {
 	}
 	out = append(out,
 		seedValue{"empty", "k", nil},
-		seedValue{"version-3", "k", append([]byte{3}, make([]byte, 40)...)},
-		seedValue{"long-varint", "k", append([]byte{4, 0, 0, 0, 0, 0, 0, 0, 0, 0}, bytes.Repeat([]byte{0xff}, 40)...)},
-		seedValue{"nonminimal-varint", "k", append([]byte{4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0x00}, make([]byte, 28)...)},
-		seedValue{"too-many-older", "k", append([]byte{4, 0, MaxOlder + 1}, make([]byte, 60)...)},
-		seedValue{"too-many-also", "k", append([]byte{4, MaxOlder + 1, 0}, make([]byte, 60)...)},
+		seedValue{"version-4", "k", append([]byte{4}, make([]byte, 40)...)},
+		seedValue{"long-varint", "k", append([]byte{5, 0, 0, 0, 0, 0, 0, 0, 0, 0}, bytes.Repeat([]byte{0xff}, 40)...)},
+		seedValue{"nonminimal-varint", "k", append([]byte{5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0x00}, make([]byte, 28)...)},
+		seedValue{"too-many-older", "k", append([]byte{5, 0, MaxOlder + 1}, make([]byte, 60)...)},
+		seedValue{"zero-at", "k", zeroAt()},
+		seedValue{"too-many-also", "k", append([]byte{5, MaxOlder + 1, 0}, make([]byte, 60)...)},
 	)
 	return out
 }

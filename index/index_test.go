@@ -725,21 +725,23 @@ func TestCorruptEntry(t *testing.T) {
 	checkConsistent(t, db)
 }
 
-// TestEncodingGolden pins format 4: changing it needs a new format version.
+// TestEncodingGolden pins format 5: changing it needs a new format version.
 func TestEncodingGolden(t *testing.T) {
 	e := Entry{Key: "/k", Slot: 0x0102,
 		Held: Held{Index: 3, Kind: 1, K: 4, M: 2, ValueLen: 300, ShardLen: 75, ShardSum: 0x1112131415161718,
 			Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738}},
 		Also: []Held{{Index: 4, Kind: 1, K: 4, M: 2, ValueLen: 300, ShardLen: 75, ShardSum: 0x5152535455565758,
-			Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738}}},
+			Version: Version{HLC: 0x2122232425262728, Writer: 0x3132333435363738},
+			Loc:     [16]byte{0x61, 0x62, 15: 0x70}}},
 		Older: []Held{{Index: 5, Kind: 2, K: 1, M: 2, Tombstone: true, ValueLen: 1, ShardLen: 2, ShardSum: 0x0102030405060708,
 			Version: Version{HLC: 0x1122232425262728, Writer: 0x4142434445464748}}}}
 	got := fmt.Sprintf("%x", encodeEntry(e))
-	const want = "0401010102" + // format, one more position, one older shard, slot
+	const want = "0501010102" + // format, one more position, one older shard, slot
 		"0003010402" + "ac02" + "4b" + "1112131415161718" + "2122232425262728" + "3132333435363738" +
-		"0004010402" + "ac02" + "4b" + "5152535455565758" + "2122232425262728" + "3132333435363738" +
+		"0204010402" + "ac02" + "4b" + "5152535455565758" + "2122232425262728" + "3132333435363738" +
+		"6162000000000000000000000000" + "0070" + // Loc
 		"0105020102" + "01" + "02" + "0102030405060708" + "1122232425262728" + "4142434445464748" +
-		"534be1e0" // crc32c("/k" + preceding bytes)
+		"cd62e9d9" // crc32c("/k" + preceding bytes)
 	if got != want {
 		t.Fatalf("encodeEntry = %s\nwant           %s", got, want)
 	}
@@ -932,4 +934,62 @@ func TestNewEntry(t *testing.T) {
 	if _, ok := NewEntry("/k", 7, nil); ok {
 		t.Fatal("NewEntry of no shards is ok")
 	}
+}
+
+// A shard store that moves a shard repoints its entry (MoveTx), and an
+// entry read before the move and written after it keeps the new place
+// (ReplaceTx takes the stored Loc of every shard both hold): a writer holds
+// its key's lock, the store's compaction does not.
+func TestMovedShardKeepsItsPlace(t *testing.T) {
+	db := openTest(t, "", &Options{NoSync: true})
+	at := func(b byte) [16]byte { return [16]byte{15: b} }
+	v1, v2 := Version{HLC: 1}, Version{HLC: 2}
+	mustPut(t, db, Entry{Key: "/m", Slot: 3, Held: Held{Version: v1, Index: 2, ShardLen: 10, Loc: at(1)}})
+	stale, err := db.Get("/m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumsBefore, _ := db.Sums()
+	statsBefore, _ := db.Stats()
+	move := func(from, to [16]byte) bool {
+		t.Helper()
+		var moved bool
+		if err := db.Update(func(tx *bolt.Tx) error {
+			var err error
+			moved, err = db.MoveTx(tx, "/m", from, to)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return moved
+	}
+	if !move(at(1), at(7)) {
+		t.Fatal("MoveTx found no shard at its place")
+	}
+	if move(at(1), at(8)) {
+		t.Fatal("MoveTx moved a shard from a place it had left")
+	}
+	if e, err := db.Get("/m"); err != nil || e.Loc != at(7) {
+		t.Fatalf("after the move: %+v, %v", e, err)
+	}
+	sumsAfter, _ := db.Sums()
+	statsAfter, _ := db.Stats()
+	if !reflect.DeepEqual(sumsBefore, sumsAfter) || statsBefore != statsAfter {
+		t.Fatalf("a move changed the sums or stats: %v %v, then %v %v", sumsBefore, statsBefore, sumsAfter, statsAfter)
+	}
+
+	// A newer version written from the entry read before the move.
+	in := Held{Version: v2, Index: 2, ShardLen: 10, Loc: at(9)}
+	e, _ := NewEntry("/m", 3, append(stale.Shards(), in))
+	if err := db.Update(func(tx *bolt.Tx) error { return db.ReplaceTx(tx, e) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Get("/m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Loc != at(9) || len(got.Older) != 1 || got.Older[0].Loc != at(7) {
+		t.Fatalf("after a write from a stale read: newest at %v, older %+v; want the new shard at 9 and the moved one at 7", got.Loc, got.Older)
+	}
+	checkConsistent(t, db)
 }

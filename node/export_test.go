@@ -38,7 +38,7 @@ func (n *Node) PrevShard(key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Older[0].Version, e.Older[0].Index), nil)
+	raw, _, err := n.shards.get(context.Background(), key, e.Older[0], nil)
 	return raw, err
 }
 
@@ -52,7 +52,7 @@ func (n *Node) CurrentShard(key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, _, err := n.shards.get(context.Background(), shardName(key, e.Version, e.Index), nil)
+	raw, _, err := n.shards.get(context.Background(), key, e.Held, nil)
 	return raw, err
 }
 
@@ -66,7 +66,7 @@ func (n *Node) ShardAt(key string, pos int) ([]byte, error) {
 	if err != nil || len(hs) == 0 {
 		return nil, ds.ErrNotFound
 	}
-	raw, _, err := n.shards.get(context.Background(), shardName(key, hs[0].Version, hs[0].Index), nil)
+	raw, _, err := n.shards.get(context.Background(), key, hs[0], nil)
 	return raw, err
 }
 

@@ -66,7 +66,7 @@ func (n *Node) readShard(ctx context.Context, key string, pos uint8, headerOnly 
 	if scratch != nil {
 		buf = *scratch
 	}
-	raw, grown, err := n.shards.get(ctx, shardName(key, h.Version, h.Index), buf)
+	raw, grown, err := n.shards.get(ctx, key, h, buf)
 	if scratch != nil && cap(grown) <= maxScratch {
 		*scratch = grown[:0]
 	}

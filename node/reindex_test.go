@@ -14,6 +14,7 @@ import (
 
 	"github.com/filedrive-team/go-ds-cluster/clustertest"
 	"github.com/filedrive-team/go-ds-cluster/index"
+	"github.com/filedrive-team/go-ds-cluster/node"
 	"github.com/filedrive-team/go-ds-cluster/volume"
 )
 
@@ -21,7 +22,7 @@ import (
 // store is in dir.
 func entriesOnDisk(t *testing.T, dir string) []index.Entry {
 	t.Helper()
-	v, err := volume.Open(dir, &volume.Options{NoSync: true})
+	v, err := node.OpenVolume(dir, volume.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func (n *Node) reclaimShard(ctx context.Context, store ds.Datastore, name ds.Key
 
 // checkShard reports whether key's shard h reads back valid and matching.
 func (n *Node) checkShard(ctx context.Context, key string, h index.Held) bool {
-	raw, _, err := n.shards.get(ctx, shardName(key, h.Version, h.Index), nil)
+	raw, _, err := n.shards.get(ctx, key, h, nil)
 	switch {
 	case errors.Is(err, ds.ErrNotFound), errors.Is(err, volume.ErrCorrupt):
 		return false

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -60,36 +62,83 @@ func appendHex(b []byte, v uint64, digits int) []byte {
 	return b
 }
 
-// A shardStore keeps a node's shard bytes by shardName and commits them
-// with the node's index.
+// A shardStore keeps a node's shard bytes and commits them with the
+// node's index.
 type shardStore interface {
-	// commit makes one change durable: raw stored under name (unless raw
-	// is nil), the shards in drop deleted, and indexTx run in a write
-	// transaction of the index. No entry ever names a missing shard.
-	commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error
-	// get reads the shard under name, into buf when the store can.
-	get(ctx context.Context, name ds.Key, buf []byte) (raw, grown []byte, err error)
+	// commit makes one change durable: raw, key's shard in, stored (unless
+	// raw is nil), key's shards in drop deleted, and indexTx run, with
+	// where raw went (Held.Loc), in a write transaction of the index. No
+	// entry ever names a missing shard.
+	commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx func(*bolt.Tx, [16]byte) error) error
+	// get reads key's shard h, into buf when the store can.
+	get(ctx context.Context, key string, h index.Held, buf []byte) (raw, grown []byte, err error)
 	// checked reports whether get verifies the bytes it returns against
 	// a checksum of its own, so that the shard's needs no second pass.
 	checked() bool
 }
 
-// volumeShards is the volume store: the index lives in its database, and
-// a change (records, drops, index entries) is one group commit.
+// volumeShards is the volume store: the index lives in its database and
+// is the store's table of where shards are (shardOwner), and a change
+// (records, drops, index entries) is one group commit.
 type volumeShards struct{ v *volume.Store }
 
-func (s volumeShards) commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error {
-	if raw == nil {
-		name = ds.Key{}
+func (s volumeShards) commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx func(*bolt.Tx, [16]byte) error) error {
+	name := ds.Key{}
+	if raw != nil {
+		name = shardName(key, in.Version, in.Index)
 	}
-	return s.v.CommitWith(ctx, name, raw, drop, indexTx)
+	drops := make([]volume.Drop, len(drop))
+	for i, h := range drop {
+		drops[i] = volume.Drop{Key: shardName(key, h.Version, h.Index), At: h.Loc}
+	}
+	return s.v.CommitWith(ctx, name, raw, drops, func(tx *bolt.Tx, at volume.Loc) error { return indexTx(tx, at) })
 }
 
-func (s volumeShards) get(ctx context.Context, name ds.Key, buf []byte) ([]byte, []byte, error) {
-	return s.v.GetInto(ctx, name, buf) // the record's checksum covers the shard
+func (s volumeShards) get(ctx context.Context, key string, h index.Held, buf []byte) ([]byte, []byte, error) {
+	return s.v.GetAt(shardName(key, h.Version, h.Index), h.Loc, buf) // the record's checksum covers the shard
 }
 
 func (volumeShards) checked() bool { return true }
+
+// shardOwner is the node's index as the volume store's table of where its
+// records are: compaction asks it which records are live and moves them.
+type shardOwner struct{ idx atomic.Pointer[index.DB] }
+
+// OpenVolume opens the volume shard store in dir as a node keeps it: with
+// the node's index as its table of records (volume.Owner).
+func OpenVolume(dir string, opts volume.Options) (*volume.Store, error) {
+	opts.Owner = &shardOwner{}
+	return volume.Open(dir, &opts)
+}
+
+// keyOf is the key of the shard a record holds.
+func keyOf(value []byte) (string, error) {
+	sh, err := coding.ParseShardUnverified(value)
+	if err != nil {
+		return "", err
+	}
+	return sh.Header.Key, nil
+}
+
+func (o *shardOwner) Holds(_ string, value []byte, at volume.Loc) (bool, error) {
+	key, err := keyOf(value)
+	if err != nil {
+		return false, nil // no entry names a shard that does not parse
+	}
+	e, err := o.idx.Load().Get(key)
+	if errors.Is(err, index.ErrNotFound) {
+		return false, nil
+	}
+	return slices.ContainsFunc(e.Shards(), func(h index.Held) bool { return h.Loc == at }), err
+}
+
+func (o *shardOwner) Move(tx *bolt.Tx, _ string, value []byte, from, to volume.Loc) (bool, error) {
+	key, err := keyOf(value)
+	if err != nil {
+		return false, nil
+	}
+	return o.idx.Load().MoveTx(tx, key, from, to)
+}
 
 // datastoreShards is any other go-datastore (flatfs, Options.Store), with
 // the index in a file of its own: a change stores the shard, commits the
@@ -100,16 +149,17 @@ type datastoreShards struct {
 	idx *index.DB
 }
 
-func (s datastoreShards) commit(ctx context.Context, name ds.Key, raw []byte, drop []ds.Key, indexTx func(*bolt.Tx) error) error {
+func (s datastoreShards) commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx func(*bolt.Tx, [16]byte) error) error {
 	if raw != nil {
-		if err := s.d.Put(ctx, name, raw); err != nil {
+		if err := s.d.Put(ctx, shardName(key, in.Version, in.Index), raw); err != nil {
 			return err // the caller names the shard store
 		}
 	}
-	if err := s.idx.Update(indexTx); err != nil {
+	if err := s.idx.Update(func(tx *bolt.Tx) error { return indexTx(tx, [16]byte{}) }); err != nil {
 		return err
 	}
-	for _, k := range drop {
+	for _, h := range drop {
+		k := shardName(key, h.Version, h.Index)
 		if err := s.d.Delete(ctx, k); err != nil && !errors.Is(err, ds.ErrNotFound) {
 			log.Warnw("delete a shard no entry names any more: its file stays, unused", "name", k.String(), "err", err)
 		}
@@ -117,8 +167,8 @@ func (s datastoreShards) commit(ctx context.Context, name ds.Key, raw []byte, dr
 	return nil
 }
 
-func (s datastoreShards) get(ctx context.Context, name ds.Key, buf []byte) ([]byte, []byte, error) {
-	raw, err := s.d.Get(ctx, name)
+func (s datastoreShards) get(ctx context.Context, key string, h index.Held, buf []byte) ([]byte, []byte, error) {
+	raw, err := s.d.Get(ctx, shardName(key, h.Version, h.Index))
 	return raw, buf, err
 }
 
@@ -131,7 +181,7 @@ func openStore(ctx context.Context, cfg *config.Node, opts Options) (ds.Batching
 	switch cfg.Store {
 	case "volume":
 		path := filepath.Join(opts.Dir, "volume")
-		v, err := volume.Open(path, &volume.Options{NoSync: opts.NoSync, MaxVolumeSize: opts.VolumeSize})
+		v, err := OpenVolume(path, volume.Options{NoSync: opts.NoSync, MaxVolumeSize: opts.VolumeSize})
 		if err != nil {
 			return nil, fmt.Errorf("open volume shard store %s: %w", path, err)
 		}
@@ -196,10 +246,15 @@ func openIndex(dir string, store ds.Datastore, noSync bool) (*index.DB, shardSto
 		// An index.db beside a volume store is an older layout.
 		return nil, nil, fmt.Errorf("%s beside a volume shard store: %w", own, index.ErrOldFormat)
 	}
+	owner, ok := vol.Owner().(*shardOwner)
+	if !ok {
+		return nil, nil, errors.New("a volume shard store opened without node.OpenVolume: its records are not in the node's index")
+	}
 	idx, err := index.OpenIn(vol.DB(), nil)
 	if err != nil {
 		return nil, nil, err
 	}
+	owner.idx.Store(idx)
 	if vol.NeedsReindex() {
 		if err := reindex(context.Background(), vol, idx); err != nil {
 			return nil, nil, fmt.Errorf("rebuild the index from the shards: %w", err)
@@ -247,17 +302,17 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 	}
 	defer res.Close()
 	var (
-		group   []*coding.Shard // the shards of one key, oldest first
-		names   []ds.Key        // and their names
+		group   []index.Held // the shards of one key, oldest first
+		key     string       // and its key
 		entries []index.Entry
-		drop    []ds.Key
+		drop    []volume.Drop
 		keys    int
 	)
 	flush := func(force bool) error {
 		if !force && len(entries)+len(drop) < 1000 {
 			return nil
 		}
-		err := vol.CommitWith(ctx, ds.Key{}, nil, drop, func(tx *bolt.Tx) error {
+		err := vol.CommitWith(ctx, ds.Key{}, nil, drop, func(tx *bolt.Tx, _ volume.Loc) error {
 			for _, e := range entries {
 				if err := idx.ReplaceTx(tx, e); err != nil {
 					return err
@@ -273,22 +328,24 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		if n == 0 {
 			return
 		}
-		newest := group[n-1].Header
+		newest := group[n-1].Version
 		var hs []index.Held
 		older := 0
 		for i := n - 1; i >= 0; i-- {
-			if group[i].Header.Version != newest.Version {
+			if group[i].Version != newest {
 				if older == index.MaxOlder {
-					drop = append(drop, names[:i+1]...)
+					for _, h := range group[:i+1] {
+						drop = append(drop, volume.Drop{Key: shardName(key, h.Version, h.Index), At: h.Loc})
+					}
 					break
 				}
 				older++
 			}
-			hs = append(hs, heldOf(group[i]))
+			hs = append(hs, group[i])
 		}
-		e, _ := index.NewEntry(newest.Key, placement.Slot(newest.Key), hs)
+		e, _ := index.NewEntry(key, placement.Slot(key), hs)
 		entries = append(entries, e)
-		group, names = group[:0], names[:0]
+		group = group[:0]
 		keys++
 	}
 	prefix := ""
@@ -297,17 +354,23 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 			return r.Error
 		}
 		name := ds.RawKey(r.Key)
+		at, _, err := vol.Locate(name)
+		if err != nil {
+			return err
+		}
 		sh, err := coding.ParseShard(r.Value)
 		if err != nil || shardName(sh.Header.Key, toIndexVersion(sh.Header.Version), sh.Header.Index) != name {
 			log.Warnw("reindex: a shard that does not parse or is misnamed: dropped", "name", r.Key, "err", err)
-			drop = append(drop, name)
+			drop = append(drop, volume.Drop{Key: name, At: at})
 			continue
 		}
 		if p := ShardNamePrefix(sh.Header.Key); p != prefix {
 			endGroup()
-			prefix = p
+			prefix, key = p, sh.Header.Key
 		}
-		group, names = append(group, sh), append(names, name)
+		h := heldOf(sh)
+		h.Loc = at
+		group = append(group, h)
 		if err := flush(false); err != nil {
 			return err
 		}

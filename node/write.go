@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 
-	ds "github.com/ipfs/go-datastore"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/filedrive-team/go-ds-cluster/coding"
@@ -185,11 +184,11 @@ func (n *Node) dropLocked(ctx context.Context, op string, e index.Entry, gone fu
 		return wire.StatusOK, "kept"
 	}
 	rest, ok := index.NewEntry(e.Key, e.Slot, keep)
-	indexTx := func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, rest) }
+	indexTx := func(tx *bolt.Tx, _ [16]byte) error { return n.idx.ReplaceTx(tx, rest) }
 	if !ok {
-		indexTx = func(tx *bolt.Tx) error { return n.idx.DeleteTx(tx, e.Key) }
+		indexTx = func(tx *bolt.Tx, _ [16]byte) error { return n.idx.DeleteTx(tx, e.Key) }
 	}
-	if err := n.shards.commit(ctx, ds.Key{}, nil, shardNames(e.Key, drop), indexTx); err != nil {
+	if err := n.shards.commit(ctx, e.Key, nil, index.Held{}, drop, indexTx); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("%s %q: shard store: %v", op, e.Key, err)
 	}
 	return wire.StatusOK, ""
@@ -198,20 +197,20 @@ func (n *Node) dropLocked(ctx context.Context, op string, e index.Entry, gone fu
 // commit stores shard raw (in, e's newest) with entry e and drops the
 // shards in drop, as one durable change of the shard store.
 func (n *Node) commit(ctx context.Context, e index.Entry, raw []byte, in index.Held, drop []index.Held) error {
-	indexTx := func(tx *bolt.Tx) error { return n.idx.ReplaceTx(tx, e) }
-	if err := n.shards.commit(ctx, shardName(e.Key, in.Version, in.Index), raw, shardNames(e.Key, drop), indexTx); err != nil {
+	indexTx := func(tx *bolt.Tx, at [16]byte) error {
+		hs := e.Shards()
+		for i, h := range hs {
+			if h.Version == in.Version && h.Index == in.Index {
+				hs[i].Loc = at
+			}
+		}
+		located, _ := index.NewEntry(e.Key, e.Slot, hs)
+		return n.idx.ReplaceTx(tx, located)
+	}
+	if err := n.shards.commit(ctx, e.Key, raw, in, drop, indexTx); err != nil {
 		return fmt.Errorf("shard store: %w", err)
 	}
 	return nil
-}
-
-// shardNames are the names of key's shards hs.
-func shardNames(key string, hs []index.Held) []ds.Key {
-	names := make([]ds.Key, len(hs))
-	for i, h := range hs {
-		names[i] = shardName(key, h.Version, h.Index)
-	}
-	return names
 }
 
 // purge drops key's entry if its newest version is still the tombstone

@@ -29,7 +29,7 @@ type op struct {
 	rec  []byte // encoded record, until appended
 	seq  uint64 // rec's sequence number; set by appendAll
 	at   loc    // where rec was appended; set by appendAll
-	old  loc    // opMove: the location being replaced
+	old  loc    // opMove: the location being replaced; opDelete, for an Owner: the record dropped
 }
 
 // newOp is an op of kind on key with a record of its own.
@@ -46,7 +46,7 @@ type submission struct {
 	ops []op
 	// also runs in the index transaction that applies ops, after them
 	// (CommitWith). If it fails, its submission fails alone.
-	also     func(*bolt.Tx) error
+	also     func(*bolt.Tx, Loc) error
 	done     chan error
 	rejected error // also failed: the records are dead, the answer is this
 }
@@ -61,7 +61,7 @@ func (e *alsoError) Error() string { return e.err.Error() }
 
 // apply appends the records of ops to the active volume under one hold of
 // appendMu, queues them for the committer and waits for the group commit.
-func (s *Store) apply(ops []op, also func(*bolt.Tx) error) error {
+func (s *Store) apply(ops []op, also func(*bolt.Tx, Loc) error) error {
 	sub := &submission{ops: ops, also: also, done: make(chan error, 1)}
 	if err := s.appendAll(sub); err != nil {
 		return err
@@ -122,8 +122,10 @@ func (s *Store) appendAll(sub *submission) error {
 		}
 		o.at = loc{vol: s.activeVol, off: s.activeOff, valLen: uint32(n - recordLen(len(o.key), 0))}
 		s.activeOff += n
-		releaseRecord(o.rec) // the bytes are in the page cache
-		o.rec = nil
+		if o.kind != opMove { // a copy's value goes to Owner.Move
+			releaseRecord(o.rec) // the bytes are in the page cache
+			o.rec = nil
+		}
 	}
 	s.seq = seq
 	s.pending = append(s.pending, sub)
@@ -374,7 +376,7 @@ func (s *Store) commitGroup(group []*submission) error {
 	// submission whose also fails is left out and the rest committed again
 	// (at worst all are left out, and the last round counts them dead).
 	for {
-		err := s.db.Update(func(tx *bolt.Tx) error { return indexGroup(tx, group) })
+		err := s.db.Update(func(tx *bolt.Tx) error { return indexGroup(tx, group, s.opts.Owner) })
 		var ae *alsoError
 		if !errors.As(err, &ae) {
 			if err != nil {
@@ -393,7 +395,7 @@ func (s *Store) commitGroup(group []*submission) error {
 // also, and keeps each volume's end, dead bytes and lowest sequence number,
 // and the highest sequence number appended. The records of a rejected
 // submission, delete records and compaction's carried deletes are dead.
-func indexGroup(tx *bolt.Tx, group []*submission) error {
+func indexGroup(tx *bolt.Tx, group []*submission, owner Owner) error {
 	keys, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketMeta)
 	dead := map[uint32]uint64{}
 	ends := map[uint32]int64{}
@@ -405,6 +407,7 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 		}
 	}
 	for _, sub := range group {
+		var at Loc
 		for _, o := range sub.ops {
 			kb := []byte(o.key)
 			size := recordLen(len(o.key), int(o.at.valLen))
@@ -419,9 +422,28 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 			if sub.rejected != nil {
 				continue
 			}
+			if owner != nil {
+				switch o.kind {
+				case opPut:
+					at = o.at.pack()
+				case opDelete:
+					dead[o.old.vol] += uint64(recordLen(len(o.key), int(o.old.valLen)))
+				case opMove:
+					value := o.rec[headerSize+len(o.key) : len(o.rec)-sumSize]
+					moved, err := owner.Move(tx, o.key, value, o.old.pack(), o.at.pack())
+					if err != nil {
+						return err
+					}
+					if !moved {
+						dead[o.at.vol] += uint64(size)
+					}
+				}
+				continue
+			}
 			cur := keys.Get(kb)
 			switch o.kind {
 			case opPut:
+				at = o.at.pack()
 				if cur != nil {
 					kill(o.key, cur)
 				}
@@ -447,7 +469,7 @@ func indexGroup(tx *bolt.Tx, group []*submission) error {
 			}
 		}
 		if sub.rejected == nil && sub.also != nil {
-			if err := sub.also(tx); err != nil {
+			if err := sub.also(tx, at); err != nil {
 				return &alsoError{sub: sub, err: err}
 			}
 		}
@@ -469,6 +491,9 @@ func writeVolumeMeta(meta *bolt.Bucket, ends map[uint32]int64, dead, low map[uin
 	}
 	for vol, d := range dead {
 		k := metaKey('d', vol)
+		if meta.Get(metaKey('e', vol)) == nil {
+			continue // compacted away: an Owner dropped a record it had not seen move
+		}
 		if err := putU64(meta, k, getU64(meta, k)+d); err != nil {
 			return err
 		}

@@ -108,13 +108,14 @@ func (s *Store) compactVolume(ctx context.Context, st volStat, older uint64) (in
 			return err
 		}
 		key := string(recordKey(rec, h))
-		l, live, err := s.lookup(key)
+		here := loc{vol: vol, off: off, valLen: uint32(h.valLen)}
+		live, points, err := s.points(key, rec, h, here)
 		if err != nil {
 			return err
 		}
 		switch {
-		case h.kind == kindPut && live && l.vol == vol && l.off == off:
-			ops = append(ops, op{kind: opMove, key: key, rec: slices.Clone(rec), old: l})
+		case h.kind == kindPut && points:
+			ops = append(ops, op{kind: opMove, key: key, rec: slices.Clone(rec), old: here})
 		case h.kind == kindDelete && !live && older < h.seq:
 			ops = append(ops, op{kind: opCarry, key: key, rec: slices.Clone(rec)})
 		default:
@@ -169,4 +170,19 @@ func (s *Store) compactVolume(ctx context.Context, st volStat, older uint64) (in
 		return size64, err
 	}
 	return size64, nil
+}
+
+// points reports whether key has a value (live) and whether the table
+// points at its record rec, at l: the store's own, or the Owner's, for
+// which a delete record's key has no value either.
+func (s *Store) points(key string, rec []byte, h header, l loc) (live, points bool, err error) {
+	if s.opts.Owner == nil {
+		cur, live, err := s.lookup(key)
+		return live, live && cur == l, err
+	}
+	if h.kind != kindPut {
+		return false, false, nil
+	}
+	points, err = s.opts.Owner.Holds(key, rec[headerSize+h.keyLen:len(rec)-sumSize], l.pack())
+	return points, points, err
 }

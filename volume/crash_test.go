@@ -57,7 +57,7 @@ func TestHelperWriter(t *testing.T) {
 					err = s.Put(context.Background(), ds.NewKey(k), v)
 				} else {
 					// As a node does: an index entry commits with the record.
-					err = s.CommitWith(context.Background(), ds.NewKey(k), v, nil, func(tx *bolt.Tx) error {
+					err = s.CommitWith(context.Background(), ds.NewKey(k), v, nil, func(tx *bolt.Tx, _ Loc) error {
 						return tx.Bucket(sideBucket).Put([]byte(k), []byte(strconv.Itoa(len(v))))
 					})
 				}

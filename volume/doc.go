@@ -48,10 +48,23 @@
 //
 // CommitWith lets a caller commit its own bbolt buckets with a record, and
 // with deletes of other keys, as one change: its function runs in the index
-// transaction of the record's group (a node's shard index rides along this
-// way). Those buckets are not in the log: after a rebuild NeedsReindex
+// transaction of the record's group, and learns where the record went.
+// Those buckets are not in the log: after a rebuild NeedsReindex
 // reports that the caller must rebuild them from the values (a node does so
 // from its shards' headers), and ReindexDone that it has.
+//
+// # Owners
+//
+// A store opened with Options.Owner keeps no key table: the owner's own
+// buckets say where each record is (a node's index: each shard's entry
+// holds its place), so a write changes one table, not two. The owner reads
+// with GetAt, tells CommitWith where the records it drops are (their bytes
+// count dead), and answers compaction, which asks it whether a record is
+// live (Owner.Holds) and moves it in the transaction that commits the copy
+// (Owner.Move). After a rebuild the store's own table holds every live key
+// (Locate) until ReindexDone empties it. The meta bucket records that an
+// owner keeps the table, and Open refuses the store without one (ErrOwner),
+// and a store that keeps its own table with one.
 //
 // A write whose Put returned an error may or may not be stored; retrying the
 // same Put is always safe. That includes a CommitWith whose function failed:

@@ -27,7 +27,12 @@ var (
 	metaFormat  = []byte("format")  // formatVersion
 	metaSeq     = []byte("seq")     // the highest sequence number appended
 	metaReindex = []byte("reindex") // rebuilt: the owner's buckets are not yet
+	metaOwner   = []byte("owner")   // an Owner keeps the key table
 )
+
+// ErrOwner is returned by Open for a store made with an Owner and opened
+// without one, or the other way round.
+var ErrOwner = errors.New("volume: the store keeps its key table elsewhere than this opening says (Options.Owner); a node's store made by an older go-ds-cluster keeps its own, and this version does not convert it: move the folder aside")
 
 // RunFile, in a store's directory, holds the boot ID of the process that
 // has the store open; Close removes it once the index is fsynced. A store
@@ -121,10 +126,16 @@ func (s *Store) distrust(ids []uint32) (why string, err error) {
 				why = "the index is new or emptied, beside volumes that hold data"
 				return nil
 			}
-			return createBuckets(tx)
+			if err := createBuckets(tx); err != nil {
+				return err
+			}
+			return s.markOwner(tx.Bucket(bucketMeta))
 		}
 		if v := meta.Get(metaFormat); len(v) != 1 || v[0] != formatVersion {
 			return ErrOldFormat
+		}
+		if (meta.Get(metaOwner) != nil) != (s.opts.Owner != nil) {
+			return ErrOwner
 		}
 		s.reindex = meta.Get(metaReindex) != nil
 		return nil
@@ -142,6 +153,14 @@ func hasData(dir string, ids []uint32) bool {
 		}
 	}
 	return false
+}
+
+// markOwner records in meta that an Owner keeps the key table, if one does.
+func (s *Store) markOwner(meta *bolt.Bucket) error {
+	if s.opts.Owner == nil {
+		return nil
+	}
+	return meta.Put(metaOwner, []byte{1})
 }
 
 func createBuckets(tx *bolt.Tx) error {
@@ -206,9 +225,20 @@ func (s *Store) syncIndex() error {
 // ReindexDone. It stays true across reopens until then.
 func (s *Store) NeedsReindex() bool { return s.reindex }
 
-// ReindexDone records that the owner's buckets are whole again.
+// ReindexDone records that the owner's buckets are whole again. An Owner's
+// store then empties its own key table.
 func (s *Store) ReindexDone() error {
-	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(metaReindex) })
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if s.opts.Owner != nil {
+			if err := tx.DeleteBucket(bucketKeys); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(bucketKeys); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Delete(metaReindex)
+	})
 	if err == nil {
 		err = s.syncIndex()
 	}
@@ -313,6 +343,9 @@ func (s *Store) rebuild(ids []uint32, why string) error {
 	}
 	err = writeRebuilt(db, keys, best, func(meta *bolt.Bucket) error {
 		if err := meta.Put(metaReindex, []byte{1}); err != nil {
+			return err
+		}
+		if err := s.markOwner(meta); err != nil {
 			return err
 		}
 		return writeVolumeMeta(meta, ends, dead, low, high)

@@ -157,7 +157,8 @@ func decodeRecord(rec []byte, wantKey string) ([]byte, error) {
 	return rec[headerSize+h.keyLen : len(rec)-sumSize], nil
 }
 
-// loc is where a record lives; it is the index value.
+// loc is where a record lives; encoded, it is the key table's value and
+// an owner's Loc.
 type loc struct {
 	vol    uint32
 	off    int64
@@ -166,12 +167,21 @@ type loc struct {
 
 const locSize = 16
 
-func (l loc) encode() []byte {
-	b := make([]byte, locSize)
+// Loc is where a record lives, as an Owner keeps it: opaque to it, and
+// never zero for a record.
+type Loc [locSize]byte
+
+func (l loc) pack() Loc {
+	var b Loc
 	binary.BigEndian.PutUint32(b[0:], l.vol)
 	binary.BigEndian.PutUint64(b[4:], uint64(l.off))
 	binary.BigEndian.PutUint32(b[12:], l.valLen)
 	return b
+}
+
+func (l loc) encode() []byte {
+	b := l.pack()
+	return b[:]
 }
 
 func decodeLoc(b []byte) (loc, error) {
@@ -183,7 +193,7 @@ func decodeLoc(b []byte) (loc, error) {
 		off:    int64(binary.BigEndian.Uint64(b[4:])),
 		valLen: binary.BigEndian.Uint32(b[12:]),
 	}
-	if l.off < 0 || l.valLen > MaxValueSize {
+	if l.vol == 0 || l.off < 0 || l.valLen > MaxValueSize {
 		return loc{}, fmt.Errorf("%w: index entry out of bounds", ErrCorrupt)
 	}
 	return l, nil

@@ -55,6 +55,25 @@ type Options struct {
 	// (default (*os.File).Sync). As
 	// bbolt's OpenFile option, it is for tests that inject disk failures.
 	SyncFile func(*os.File) error
+	// Owner, when set, keeps the table of where records are in its own
+	// buckets, and the store keeps none (see Owner).
+	Owner Owner
+}
+
+// An Owner keeps the store's key table itself: CommitWith tells it where
+// each record went, it reads a record with GetAt, and it tells CommitWith
+// where the records it drops are. The store's own table then stays empty
+// (Get, Has, GetSize, Query and Delete find nothing), save after a rebuild
+// (NeedsReindex), when it holds every live key until ReindexDone.
+// Compaction asks the owner which records are live, and moves them.
+type Owner interface {
+	// Holds reports whether the owner points at key's record at at;
+	// value is the record's value.
+	Holds(key string, value []byte, at Loc) (bool, error)
+	// Move points the owner at to instead of from, in tx, the transaction
+	// that commits the record's copy, and reports whether it did: not
+	// when it no longer points at from (the record was dropped since).
+	Move(tx *bolt.Tx, key string, value []byte, from, to Loc) (bool, error)
 }
 
 // Validate reports options that cannot work.
@@ -419,6 +438,11 @@ func (s *Store) getInto(k string, buf []byte) (value, grown []byte, err error) {
 	if !ok {
 		return nil, buf, ds.ErrNotFound
 	}
+	return s.readAt(k, l, buf)
+}
+
+// readAt reads and checks k's record at l. Callers hold filesMu shared.
+func (s *Store) readAt(k string, l loc, buf []byte) (value, grown []byte, err error) {
 	rec, err := s.readRecord(k, l, buf)
 	if err != nil {
 		return nil, buf, err
@@ -429,6 +453,32 @@ func (s *Store) getInto(k string, buf []byte) (value, grown []byte, err error) {
 	}
 	return v, rec, nil
 }
+
+// GetAt is GetInto for an Owner, which knows where key's record is: at.
+// A record that compaction moved, once its volume is gone, is not found:
+// the owner's table points elsewhere by then.
+func (s *Store) GetAt(key ds.Key, at Loc, buf []byte) (value, grown []byte, err error) {
+	l, err := decodeLoc(at[:])
+	if err != nil {
+		return nil, buf, err
+	}
+	s.filesMu.RLock()
+	defer s.filesMu.RUnlock()
+	if s.files[l.vol] == nil && !s.filesClosed {
+		return nil, buf, ds.ErrNotFound
+	}
+	return s.readAt(key.String(), l, buf)
+}
+
+// Locate returns where key's record is in the store's own table: for an
+// Owner that builds its table again after a rebuild (NeedsReindex).
+func (s *Store) Locate(key ds.Key) (Loc, bool, error) {
+	l, ok, err := s.lookup(key.String())
+	return l.pack(), ok, err
+}
+
+// Owner is Options.Owner.
+func (s *Store) Owner() Owner { return s.opts.Owner }
 
 // Has reports whether key is in the index. It does not read the volume.
 func (s *Store) Has(ctx context.Context, key ds.Key) (bool, error) {
@@ -458,14 +508,15 @@ func (s *Store) Put(ctx context.Context, key ds.Key, value []byte) error {
 }
 
 // CommitWith stores value under key (when key is not the empty key),
-// deletes the keys in drop (missing ones are no error), and runs also in
-// the write transaction of the store's database (DB) that makes it all
+// deletes the records in drop (missing ones are no error), and runs also,
+// with where the record went (the zero Loc when there is none), in the
+// write transaction of the store's database (DB) that makes it all
 // visible, as one atomic change in one group commit: a caller's own index
 // commits with the records and costs no fsync of its own. If also fails,
 // nothing of the change is applied, CommitWith returns its error, the
 // record is dead space, and the other writes of the group commit without
 // it. also may run more than once, each time in a new transaction.
-func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop []ds.Key, also func(*bolt.Tx) error) error {
+func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop []Drop, also func(*bolt.Tx, Loc) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -478,9 +529,23 @@ func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop [
 		ops = append(ops, newOp(opPut, k, value))
 	}
 	for _, d := range drop {
-		ops = append(ops, newOp(opDelete, d.String(), nil))
+		o := newOp(opDelete, d.Key.String(), nil)
+		if s.opts.Owner != nil {
+			var err error
+			if o.old, err = decodeLoc(d.At[:]); err != nil {
+				return fmt.Errorf("volume: drop %s: %w", d.Key, err)
+			}
+		}
+		ops = append(ops, o)
 	}
 	return s.apply(ops, also)
+}
+
+// A Drop is a record CommitWith deletes: its key, and, for an Owner, where
+// it is.
+type Drop struct {
+	Key ds.Key
+	At  Loc
 }
 
 // DB is the store's bbolt database, for an index that commits with the
