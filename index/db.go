@@ -255,16 +255,17 @@ func (db *DB) PutTx(tx *bolt.Tx, e Entry) (stored bool, err error) {
 }
 
 // ReplaceTx is PutTx that stores e whatever the version of the entry it
-// replaces: for a repair roll-back, which puts back the older value a
-// failed write replaced.
-func (db *DB) ReplaceTx(tx *bolt.Tx, e Entry) error {
+// replaces. It returns the places (Held.Loc) of the shards that entry
+// held and e does not, as they are in tx: the shard store's records no
+// entry names now.
+func (db *DB) ReplaceTx(tx *bolt.Tx, e Entry) (gone [][16]byte, err error) {
 	if err := checkKey(e.Key); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := db.storeTx(tx, e, true); err != nil {
-		return db.wrap("replace", err)
+	if _, gone, err = db.storeTx(tx, e, true); err != nil {
+		return nil, db.wrap("replace", err)
 	}
-	return nil
+	return gone, nil
 }
 
 // Replace is ReplaceTx in a durable transaction of its own.
@@ -273,7 +274,7 @@ func (db *DB) Replace(e Entry) error {
 		return err
 	}
 	err := db.update(func(tx *bolt.Tx) error {
-		_, err := db.storeTx(tx, e, true)
+		_, _, err := db.storeTx(tx, e, true)
 		return err
 	})
 	if err != nil {
@@ -282,50 +283,55 @@ func (db *DB) Replace(e Entry) error {
 	return nil
 }
 
-func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) { return db.storeTx(tx, e, false) }
+func (db *DB) putTx(tx *bolt.Tx, e Entry) (bool, error) {
+	stored, _, err := db.storeTx(tx, e, false)
+	return stored, err
+}
 
 // storeTx stores e unless the entry it replaces is as new or newer and
-// not force.
-func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (bool, error) {
+// not force, and returns the places of the shards that entry held and e
+// does not.
+func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (stored bool, placesGone [][16]byte, err error) {
 	if err := e.check(); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	key := []byte(e.Key)
 	entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
 	st, err := db.readStats(tx)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	var gone *Entry
 	if old := entries.Get(key); old != nil {
 		prev, err := decodeEntry(e.Key, old)
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
 		if !force && !prev.Version.Less(e.Version) {
-			return false, nil
+			return false, nil, nil
 		}
 		gone = &prev
 		st.remove(prev)
 		e = keepAt(e, prev)
+		placesGone = placesLeft(prev, e.Shards())
 		if prev.Slot != e.Slot {
 			if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
-				return false, err
+				return false, nil, err
 			}
 		}
 	}
 	if err := entries.Put(key, encodeEntry(e)); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	if err := bySlot.Put(bySlotKey(e.Slot, key), nil); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	st.add(e)
 	if err := db.writeStats(tx, st); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	db.sums.change(tx, gone, &e)
-	return true, nil
+	return true, placesGone, nil
 }
 
 // keepAt returns e with the Loc of every shard it shares with prev, the
@@ -348,6 +354,20 @@ func keepAt(e, prev Entry) Entry {
 		e.setShards(hs)
 	}
 	return e
+}
+
+// placesLeft is the places of the shards prev holds and keep does not.
+func placesLeft(prev Entry, keep []Held) [][16]byte {
+	var out [][16]byte
+	for _, p := range prev.all() {
+		if p.Loc == ([16]byte{}) {
+			continue
+		}
+		if !slices.ContainsFunc(keep, func(h Held) bool { return h.Version == p.Version && h.Index == p.Index }) {
+			out = append(out, p.Loc)
+		}
+	}
+	return out
 }
 
 // MoveTx points the shard of key's entry that is at from to to instead,
@@ -449,7 +469,7 @@ func (db *DB) delete(key string, onlyCorrupt bool) (bool, error) {
 	deleted := false
 	err := db.update(func(tx *bolt.Tx) error {
 		var err error
-		deleted, err = db.deleteTx(tx, key, onlyCorrupt) // update may run this more than once
+		deleted, _, err = db.deleteTx(tx, key, onlyCorrupt) // update may run this more than once
 		return err
 	})
 	if err != nil {
@@ -459,32 +479,34 @@ func (db *DB) delete(key string, onlyCorrupt bool) (bool, error) {
 }
 
 // DeleteTx is Delete inside tx, a write transaction on the database the
-// index was opened in with OpenIn: the entry is gone when tx commits.
-func (db *DB) DeleteTx(tx *bolt.Tx, key string) error {
+// index was opened in with OpenIn: the entry is gone when tx commits. It
+// returns the places of the entry's shards (Held.Loc), as ReplaceTx does.
+func (db *DB) DeleteTx(tx *bolt.Tx, key string) (gone [][16]byte, err error) {
 	if len(key) == 0 || len(key) > MaxKeyLen {
-		return nil // Put never stores such a key
+		return nil, nil // Put never stores such a key
 	}
-	if _, err := db.deleteTx(tx, key, false); err != nil {
-		return db.wrap("delete", err)
+	if _, gone, err = db.deleteTx(tx, key, false); err != nil {
+		return nil, db.wrap("delete", err)
 	}
-	return nil
+	return gone, nil
 }
 
 // deleteTx is delete inside tx.
-func (db *DB) deleteTx(tx *bolt.Tx, key string, onlyCorrupt bool) (bool, error) {
+func (db *DB) deleteTx(tx *bolt.Tx, key string, onlyCorrupt bool) (bool, [][16]byte, error) {
+	var gone [][16]byte
 	k := []byte(key)
 	entries, bySlot := tx.Bucket(db.b.entries), tx.Bucket(db.b.bySlot)
 	old := entries.Get(k)
 	if old == nil {
-		return false, nil
+		return false, nil, nil
 	}
 	prev, err := decodeEntry(key, old)
 	if err == nil && onlyCorrupt {
-		return false, nil
+		return false, nil, nil
 	}
 	st, serr := db.readStats(tx)
 	if serr != nil {
-		return false, serr
+		return false, nil, serr
 	}
 	if err != nil {
 		// The slot is unknown: look in every slot. This is slow
@@ -493,7 +515,7 @@ func (db *DB) deleteTx(tx *bolt.Tx, key string, onlyCorrupt bool) (bool, error) 
 			sk := bySlotKey(uint16(s), k)
 			if bySlot.Get(sk) != nil {
 				if err := bySlot.Delete(sk); err != nil {
-					return false, err
+					return false, nil, err
 				}
 			}
 		}
@@ -510,15 +532,16 @@ func (db *DB) deleteTx(tx *bolt.Tx, key string, onlyCorrupt bool) (bool, error) 
 		})
 	} else {
 		if err := bySlot.Delete(bySlotKey(prev.Slot, k)); err != nil {
-			return false, err
+			return false, nil, err
 		}
 		st.remove(prev)
 		db.sums.change(tx, &prev, nil)
+		gone = placesLeft(prev, nil)
 	}
 	if err := entries.Delete(k); err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return true, db.writeStats(tx, st)
+	return true, gone, db.writeStats(tx, st)
 }
 
 // ListPrefix returns up to limit entries (all if limit <= 0) whose keys

@@ -981,8 +981,12 @@ func TestMovedShardKeepsItsPlace(t *testing.T) {
 	// A newer version written from the entry read before the move.
 	in := Held{Version: v2, Index: 2, ShardLen: 10, Loc: at(9)}
 	e, _ := NewEntry("/m", 3, append(stale.Shards(), in))
-	if err := db.Update(func(tx *bolt.Tx) error { return db.ReplaceTx(tx, e) }); err != nil {
+	var gone [][16]byte
+	if err := db.Update(func(tx *bolt.Tx) (err error) { gone, err = db.ReplaceTx(tx, e); return err }); err != nil {
 		t.Fatal(err)
+	}
+	if len(gone) != 0 {
+		t.Fatalf("a write that drops nothing gave up places %v", gone)
 	}
 	got, err := db.Get("/m")
 	if err != nil {
@@ -990,6 +994,21 @@ func TestMovedShardKeepsItsPlace(t *testing.T) {
 	}
 	if got.Loc != at(9) || len(got.Older) != 1 || got.Older[0].Loc != at(7) {
 		t.Fatalf("after a write from a stale read: newest at %v, older %+v; want the new shard at 9 and the moved one at 7", got.Loc, got.Older)
+	}
+	// Dropping the moved shard, from the same stale read, gives up its
+	// place as it is now; deleting the entry, every place it had.
+	rest, _ := NewEntry("/m", 3, []Held{in})
+	if err := db.Update(func(tx *bolt.Tx) (err error) { gone, err = db.ReplaceTx(tx, rest); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gone, [][16]byte{at(7)}) {
+		t.Fatalf("dropping the moved shard gave up %v, want its place now, 7", gone)
+	}
+	if err := db.Update(func(tx *bolt.Tx) (err error) { gone, err = db.DeleteTx(tx, "/m"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gone, [][16]byte{at(9)}) {
+		t.Fatalf("deleting the entry gave up %v, want 9", gone)
 	}
 	checkConsistent(t, db)
 }

@@ -67,9 +67,10 @@ func appendHex(b []byte, v uint64, digits int) []byte {
 type shardStore interface {
 	// commit makes one change durable: raw, key's shard in, stored (unless
 	// raw is nil), key's shards in drop deleted, and indexTx run, with
-	// where raw went (Held.Loc), in a write transaction of the index. No
-	// entry ever names a missing shard.
-	commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx func(*bolt.Tx, [16]byte) error) error
+	// where raw went (Held.Loc), in a write transaction of the index;
+	// indexTx returns the places of the shards it dropped. No entry ever
+	// names a missing shard.
+	commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx indexChange) error
 	// get reads key's shard h, into buf when the store can.
 	get(ctx context.Context, key string, h index.Held, buf []byte) (raw, grown []byte, err error)
 	// checked reports whether get verifies the bytes it returns against
@@ -77,21 +78,30 @@ type shardStore interface {
 	checked() bool
 }
 
+// An indexChange changes the index in tx, given where the change's shard
+// went, and returns the places (Held.Loc) of the shards it dropped.
+type indexChange func(tx *bolt.Tx, at [16]byte) (gone [][16]byte, err error)
+
 // volumeShards is the volume store: the index lives in its database and
 // is the store's table of where shards are (shardOwner), and a change
 // (records, drops, index entries) is one group commit.
 type volumeShards struct{ v *volume.Store }
 
-func (s volumeShards) commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx func(*bolt.Tx, [16]byte) error) error {
+func (s volumeShards) commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx indexChange) error {
 	name := ds.Key{}
 	if raw != nil {
 		name = shardName(key, in.Version, in.Index)
 	}
-	drops := make([]volume.Drop, len(drop))
-	for i, h := range drop {
-		drops[i] = volume.Drop{Key: shardName(key, h.Version, h.Index), At: h.Loc}
+	return s.v.CommitWith(ctx, name, raw, shardNames(key, drop), indexTx)
+}
+
+// shardNames are the names of key's shards hs.
+func shardNames(key string, hs []index.Held) []ds.Key {
+	names := make([]ds.Key, len(hs))
+	for i, h := range hs {
+		names[i] = shardName(key, h.Version, h.Index)
 	}
-	return s.v.CommitWith(ctx, name, raw, drops, func(tx *bolt.Tx, at volume.Loc) error { return indexTx(tx, at) })
+	return names
 }
 
 func (s volumeShards) get(ctx context.Context, key string, h index.Held, buf []byte) ([]byte, []byte, error) {
@@ -111,33 +121,49 @@ func OpenVolume(dir string, opts volume.Options) (*volume.Store, error) {
 	return volume.Open(dir, &opts)
 }
 
-// keyOf is the key of the shard a record holds.
-func keyOf(value []byte) (string, error) {
+// keyOf is the key of the shard a record holds, and the index it is in;
+// "" for a record that is no shard, which no entry names.
+func (o *shardOwner) keyOf(name string, value []byte) (string, *index.DB, error) {
+	idx := o.idx.Load()
+	if idx == nil {
+		return "", nil, errors.New("the node's index is not open")
+	}
 	sh, err := coding.ParseShardUnverified(value)
 	if err != nil {
-		return "", err
+		log.Warnw("compaction: a record that is no shard: dropped", "name", name, "err", err)
+		return "", idx, nil
 	}
-	return sh.Header.Key, nil
+	return sh.Header.Key, idx, nil
 }
 
-func (o *shardOwner) Holds(_ string, value []byte, at volume.Loc) (bool, error) {
-	key, err := keyOf(value)
-	if err != nil {
-		return false, nil // no entry names a shard that does not parse
+// Holds reports whether key's entry names the record at at. An entry
+// that does not decode names nothing: scrub purges it, and repair refills
+// its shards.
+func (o *shardOwner) Holds(name string, value []byte, at volume.Loc) (bool, error) {
+	key, idx, err := o.keyOf(name, value)
+	if key == "" {
+		return false, err
 	}
-	e, err := o.idx.Load().Get(key)
-	if errors.Is(err, index.ErrNotFound) {
+	e, err := idx.Get(key)
+	switch {
+	case errors.Is(err, index.ErrNotFound), errors.Is(err, index.ErrCorrupt):
 		return false, nil
+	case err != nil:
+		return false, err
 	}
-	return slices.ContainsFunc(e.Shards(), func(h index.Held) bool { return h.Loc == at }), err
+	return slices.ContainsFunc(e.Shards(), func(h index.Held) bool { return h.Loc == at }), nil
 }
 
-func (o *shardOwner) Move(tx *bolt.Tx, _ string, value []byte, from, to volume.Loc) (bool, error) {
-	key, err := keyOf(value)
-	if err != nil {
-		return false, nil
+func (o *shardOwner) Move(tx *bolt.Tx, name string, value []byte, from, to volume.Loc) (bool, error) {
+	key, idx, err := o.keyOf(name, value)
+	if key == "" {
+		return false, err
 	}
-	return o.idx.Load().MoveTx(tx, key, from, to)
+	moved, err := idx.MoveTx(tx, key, from, to)
+	if errors.Is(err, index.ErrCorrupt) {
+		return false, nil // as Holds
+	}
+	return moved, err
 }
 
 // datastoreShards is any other go-datastore (flatfs, Options.Store), with
@@ -149,13 +175,16 @@ type datastoreShards struct {
 	idx *index.DB
 }
 
-func (s datastoreShards) commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx func(*bolt.Tx, [16]byte) error) error {
+func (s datastoreShards) commit(ctx context.Context, key string, raw []byte, in index.Held, drop []index.Held, indexTx indexChange) error {
 	if raw != nil {
 		if err := s.d.Put(ctx, shardName(key, in.Version, in.Index), raw); err != nil {
 			return err // the caller names the shard store
 		}
 	}
-	if err := s.idx.Update(func(tx *bolt.Tx) error { return indexTx(tx, [16]byte{}) }); err != nil {
+	if err := s.idx.Update(func(tx *bolt.Tx) error {
+		_, err := indexTx(tx, [16]byte{})
+		return err
+	}); err != nil {
 		return err
 	}
 	for _, h := range drop {
@@ -305,22 +334,24 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		group   []index.Held // the shards of one key, oldest first
 		key     string       // and its key
 		entries []index.Entry
-		drop    []volume.Drop
+		drop    []ds.Key     // shards no entry takes
+		places  []volume.Loc // and where they are
 		keys    int
 	)
+	gone := func(name ds.Key, at volume.Loc) { drop, places = append(drop, name), append(places, at) }
 	flush := func(force bool) error {
 		if !force && len(entries)+len(drop) < 1000 {
 			return nil
 		}
-		err := vol.CommitWith(ctx, ds.Key{}, nil, drop, func(tx *bolt.Tx, _ volume.Loc) error {
+		err := vol.CommitWith(ctx, ds.Key{}, nil, drop, func(tx *bolt.Tx, _ volume.Loc) ([]volume.Loc, error) {
 			for _, e := range entries {
-				if err := idx.ReplaceTx(tx, e); err != nil {
-					return err
+				if _, err := idx.ReplaceTx(tx, e); err != nil {
+					return nil, err
 				}
 			}
-			return nil
+			return places, nil
 		})
-		entries, drop = entries[:0], drop[:0]
+		entries, drop, places = entries[:0], drop[:0], places[:0]
 		return err
 	}
 	endGroup := func() {
@@ -335,7 +366,7 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 			if group[i].Version != newest {
 				if older == index.MaxOlder {
 					for _, h := range group[:i+1] {
-						drop = append(drop, volume.Drop{Key: shardName(key, h.Version, h.Index), At: h.Loc})
+						gone(shardName(key, h.Version, h.Index), h.Loc)
 					}
 					break
 				}
@@ -361,7 +392,7 @@ func reindex(ctx context.Context, vol *volume.Store, idx *index.DB) error {
 		sh, err := coding.ParseShard(r.Value)
 		if err != nil || shardName(sh.Header.Key, toIndexVersion(sh.Header.Version), sh.Header.Index) != name {
 			log.Warnw("reindex: a shard that does not parse or is misnamed: dropped", "name", r.Key, "err", err)
-			drop = append(drop, volume.Drop{Key: name, At: at})
+			gone(name, at)
 			continue
 		}
 		if p := ShardNamePrefix(sh.Header.Key); p != prefix {

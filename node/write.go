@@ -184,9 +184,9 @@ func (n *Node) dropLocked(ctx context.Context, op string, e index.Entry, gone fu
 		return wire.StatusOK, "kept"
 	}
 	rest, ok := index.NewEntry(e.Key, e.Slot, keep)
-	indexTx := func(tx *bolt.Tx, _ [16]byte) error { return n.idx.ReplaceTx(tx, rest) }
+	indexTx := func(tx *bolt.Tx, _ [16]byte) ([][16]byte, error) { return n.idx.ReplaceTx(tx, rest) }
 	if !ok {
-		indexTx = func(tx *bolt.Tx, _ [16]byte) error { return n.idx.DeleteTx(tx, e.Key) }
+		indexTx = func(tx *bolt.Tx, _ [16]byte) ([][16]byte, error) { return n.idx.DeleteTx(tx, e.Key) }
 	}
 	if err := n.shards.commit(ctx, e.Key, nil, index.Held{}, drop, indexTx); err != nil {
 		return wire.StatusInternal, fmt.Sprintf("%s %q: shard store: %v", op, e.Key, err)
@@ -197,7 +197,7 @@ func (n *Node) dropLocked(ctx context.Context, op string, e index.Entry, gone fu
 // commit stores shard raw (in, e's newest) with entry e and drops the
 // shards in drop, as one durable change of the shard store.
 func (n *Node) commit(ctx context.Context, e index.Entry, raw []byte, in index.Held, drop []index.Held) error {
-	indexTx := func(tx *bolt.Tx, at [16]byte) error {
+	indexTx := func(tx *bolt.Tx, at [16]byte) ([][16]byte, error) {
 		hs := e.Shards()
 		for i, h := range hs {
 			if h.Version == in.Version && h.Index == in.Index {

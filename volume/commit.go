@@ -29,7 +29,7 @@ type op struct {
 	rec  []byte // encoded record, until appended
 	seq  uint64 // rec's sequence number; set by appendAll
 	at   loc    // where rec was appended; set by appendAll
-	old  loc    // opMove: the location being replaced; opDelete, for an Owner: the record dropped
+	old  loc    // opMove: the location being replaced
 }
 
 // newOp is an op of kind on key with a record of its own.
@@ -46,7 +46,7 @@ type submission struct {
 	ops []op
 	// also runs in the index transaction that applies ops, after them
 	// (CommitWith). If it fails, its submission fails alone.
-	also     func(*bolt.Tx, Loc) error
+	also     func(*bolt.Tx, Loc) ([]Loc, error)
 	done     chan error
 	rejected error // also failed: the records are dead, the answer is this
 }
@@ -61,7 +61,7 @@ func (e *alsoError) Error() string { return e.err.Error() }
 
 // apply appends the records of ops to the active volume under one hold of
 // appendMu, queues them for the committer and waits for the group commit.
-func (s *Store) apply(ops []op, also func(*bolt.Tx, Loc) error) error {
+func (s *Store) apply(ops []op, also func(*bolt.Tx, Loc) ([]Loc, error)) error {
 	sub := &submission{ops: ops, also: also, done: make(chan error, 1)}
 	if err := s.appendAll(sub); err != nil {
 		return err
@@ -120,7 +120,7 @@ func (s *Store) appendAll(sub *submission) error {
 			s.activeOff = back
 			return fmt.Errorf("volume: append: %w", err)
 		}
-		o.at = loc{vol: s.activeVol, off: s.activeOff, valLen: uint32(n - recordLen(len(o.key), 0))}
+		o.at = loc{vol: s.activeVol, off: s.activeOff, size: uint32(n)}
 		s.activeOff += n
 		if o.kind != opMove { // a copy's value goes to Owner.Move
 			releaseRecord(o.rec) // the bytes are in the page cache
@@ -403,14 +403,14 @@ func indexGroup(tx *bolt.Tx, group []*submission, owner Owner) error {
 	var high uint64
 	kill := func(k string, v []byte) {
 		if l, err := decodeLoc(v); err == nil {
-			dead[l.vol] += uint64(recordLen(len(k), int(l.valLen)))
+			dead[l.vol] += uint64(l.size)
 		}
 	}
 	for _, sub := range group {
 		var at Loc
 		for _, o := range sub.ops {
 			kb := []byte(o.key)
-			size := recordLen(len(o.key), int(o.at.valLen))
+			size := int64(o.at.size)
 			ends[o.at.vol] = max(ends[o.at.vol], o.at.off+size)
 			if l, ok := low[o.at.vol]; !ok || o.seq < l {
 				low[o.at.vol] = o.seq
@@ -427,7 +427,11 @@ func indexGroup(tx *bolt.Tx, group []*submission, owner Owner) error {
 				case opPut:
 					at = o.at.pack()
 				case opDelete:
-					dead[o.old.vol] += uint64(recordLen(len(o.key), int(o.old.valLen)))
+					// After a rebuild the store's table lists the records
+					// until the owner has its own (NeedsReindex).
+					if err := keys.Delete(kb); err != nil {
+						return err
+					}
 				case opMove:
 					value := o.rec[headerSize+len(o.key) : len(o.rec)-sumSize]
 					moved, err := owner.Move(tx, o.key, value, o.old.pack(), o.at.pack())
@@ -469,8 +473,14 @@ func indexGroup(tx *bolt.Tx, group []*submission, owner Owner) error {
 			}
 		}
 		if sub.rejected == nil && sub.also != nil {
-			if err := sub.also(tx, at); err != nil {
+			gone, err := sub.also(tx, at)
+			if err != nil {
 				return &alsoError{sub: sub, err: err}
+			}
+			for _, g := range gone {
+				if l, err := decodeLoc(g[:]); err == nil && owner != nil {
+					dead[l.vol] += uint64(l.size)
+				}
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -38,6 +39,11 @@ func (s *Store) Compact(ctx context.Context, minGarbage float64) (int64, error) 
 	s.appendMu.Unlock()
 	if closed {
 		return 0, ErrClosed
+	}
+	if s.reindex && s.opts.Owner != nil {
+		// The owner's table does not hold what the rebuild found yet:
+		// asked, it would call every record dead.
+		return 0, errors.New("volume: compact: the owner has not rebuilt its table since the store's rebuild (NeedsReindex)")
 	}
 	// A write may have been appended to a now sealed volume and still be
 	// waiting for its index commit: the scan below would miss it and the
@@ -108,7 +114,7 @@ func (s *Store) compactVolume(ctx context.Context, st volStat, older uint64) (in
 			return err
 		}
 		key := string(recordKey(rec, h))
-		here := loc{vol: vol, off: off, valLen: uint32(h.valLen)}
+		here := loc{vol: vol, off: off, size: uint32(len(rec))}
 		live, points, err := s.points(key, rec, h, here)
 		if err != nil {
 			return err

@@ -57,8 +57,8 @@ func TestHelperWriter(t *testing.T) {
 					err = s.Put(context.Background(), ds.NewKey(k), v)
 				} else {
 					// As a node does: an index entry commits with the record.
-					err = s.CommitWith(context.Background(), ds.NewKey(k), v, nil, func(tx *bolt.Tx, _ Loc) error {
-						return tx.Bucket(sideBucket).Put([]byte(k), []byte(strconv.Itoa(len(v))))
+					err = s.CommitWith(context.Background(), ds.NewKey(k), v, nil, func(tx *bolt.Tx, _ Loc) ([]Loc, error) {
+						return nil, tx.Bucket(sideBucket).Put([]byte(k), []byte(strconv.Itoa(len(v))))
 					})
 				}
 				if err != nil {

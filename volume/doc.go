@@ -14,8 +14,8 @@
 // in append order, the key and the value, with checksums. The volumes are
 // thus a log of every change, and the index can always be rebuilt from them.
 //
-// The index bucket "keys" maps a key to (volume, offset, value length). The
-// bucket "meta" holds the format (2), the highest sequence number, and per
+// The index bucket "keys" maps a key to (volume, offset, record length). The
+// bucket "meta" holds the format (3), the highest sequence number, and per
 // volume the end offset of its last committed record ("e"+id), the bytes of
 // its dead records ("d"+id), which Compact reads, and its lowest sequence
 // number ("m"+id).
@@ -58,11 +58,14 @@
 // A store opened with Options.Owner keeps no key table: the owner's own
 // buckets say where each record is (a node's index: each shard's entry
 // holds its place), so a write changes one table, not two. The owner reads
-// with GetAt, tells CommitWith where the records it drops are (their bytes
-// count dead), and answers compaction, which asks it whether a record is
-// live (Owner.Holds) and moves it in the transaction that commits the copy
-// (Owner.Move). After a rebuild the store's own table holds every live key
-// (Locate) until ReindexDone empties it. The meta bucket records that an
+// with GetAt; its CommitWith function returns where the records it drops
+// are, as its own table has them in that transaction (their bytes count
+// dead); and it answers compaction, which asks it whether a record is live
+// (Owner.Holds) and moves it in the transaction that commits the copy
+// (Owner.Move). Put, Delete and batches, which no owner's table would
+// follow, are refused. After a rebuild the store's own table holds every
+// live key (Locate) until ReindexDone empties it; a drop takes its key out
+// of it, and Compact waits for ReindexDone. The meta bucket records that an
 // owner keeps the table, and Open refuses the store without one (ErrOwner),
 // and a store that keeps its own table with one.
 //
@@ -102,8 +105,8 @@
 // written. A rebuild reads every volume once, sequentially.
 //
 // Only files named as the store names them (00000001.vol) are volumes. A
-// store of format 1 (no kinds, no sequence numbers) is refused with
-// ErrOldFormat.
+// store of format 1 (no kinds, no sequence numbers) or 2 (locations by
+// value length) is refused with ErrOldFormat.
 //
 // # Reads and corruption
 //

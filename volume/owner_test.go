@@ -46,6 +46,56 @@ func (o *tableOwner) Move(tx *bolt.Tx, key string, value []byte, from, to Loc) (
 	return true, b.Put([]byte(key), to[:])
 }
 
+// commit is the function a CommitWith of key's record runs: it records
+// where the record went and drops the keys in drop, and says where their
+// records were.
+func (o *tableOwner) commit(key string, drop []string) func(*bolt.Tx, Loc) ([]Loc, error) {
+	return func(tx *bolt.Tx, at Loc) ([]Loc, error) {
+		b := tx.Bucket(ownerBucket)
+		var gone []Loc
+		for _, d := range drop {
+			if v := b.Get([]byte(d)); v != nil {
+				gone = append(gone, Loc(v))
+			}
+			if err := b.Delete([]byte(d)); err != nil {
+				return nil, err
+			}
+		}
+		if key == "" {
+			return gone, nil
+		}
+		if at == (Loc{}) {
+			return nil, errors.New("no location for a record")
+		}
+		return gone, b.Put([]byte(key), at[:])
+	}
+}
+
+func keysOf(names []string) []ds.Key {
+	var ks []ds.Key
+	for _, n := range names {
+		ks = append(ks, ds.NewKey(n))
+	}
+	return ks
+}
+
+// deadBytes is the store's count of dead bytes, over every volume.
+func deadBytes(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	var n uint64
+	if err := s.DB().View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
+			if len(k) == 5 && k[0] == 'd' {
+				n += getU64(tx.Bucket(bucketMeta), k)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func openOwned(t *testing.T, dir string, o *Options) (*Store, *tableOwner) {
 	t.Helper()
 	owner := &tableOwner{}
@@ -72,20 +122,9 @@ func TestOwnerKeepsTheTable(t *testing.T) {
 	dir := t.TempDir()
 	o := &Options{NoSync: true, MaxVolumeSize: 64 << 10}
 	s, owner := openOwned(t, dir, o)
-	put := func(key string, version int, drop []Drop) {
+	put := func(key string, version int, drop ...string) {
 		t.Helper()
-		err := s.CommitWith(ctx, ds.NewKey(key), valueFor(key, version, 2048), drop, func(tx *bolt.Tx, at Loc) error {
-			if at == (Loc{}) {
-				return errors.New("no location for a record")
-			}
-			b := tx.Bucket(ownerBucket)
-			for _, d := range drop {
-				if err := b.Delete([]byte(d.Key.String())); err != nil {
-					return err
-				}
-			}
-			return b.Put([]byte(key), at[:])
-		})
+		err := s.CommitWith(ctx, ds.NewKey(key), valueFor(key, version, 2048), keysOf(drop), owner.commit(key, drop))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,15 +132,14 @@ func TestOwnerKeepsTheTable(t *testing.T) {
 	const n = 120
 	name := func(i, version int) string { return fmt.Sprintf("/k/%03d/%d", i, version) }
 	for i := 0; i < n; i++ {
-		put(name(i, 1), 1, nil)
+		put(name(i, 1), 1)
 	}
 	// Every key but each fourth gets a second version, which drops the first.
 	for i := 0; i < n; i++ {
 		if i%4 == 0 {
 			continue
 		}
-		at, _ := owner.at(name(i, 1))
-		put(name(i, 2), 2, []Drop{{Key: ds.NewKey(name(i, 1)), At: at}})
+		put(name(i, 2), 2, name(i, 1))
 	}
 	live := map[string]int{}
 	for i := 0; i < n; i++ {
@@ -147,6 +185,25 @@ func TestOwnerKeepsTheTable(t *testing.T) {
 		}
 	}
 
+	// A record dropped after compaction moved it counts dead where it is
+	// now: the owner says where, in the transaction.
+	victim := name(1, 2)
+	deadBefore := deadBytes(t, s)
+	if err := s.CommitWith(ctx, ds.Key{}, nil, keysOf([]string{victim}), owner.commit("", []string{victim})); err != nil {
+		t.Fatal(err)
+	}
+	delete(live, victim)
+	if got, want := deadBytes(t, s)-deadBefore, uint64(recordLen(len(victim), len(valueFor(victim, 2, 2048)))+recordLen(len(victim), 0)); got != want {
+		t.Fatalf("dropping a moved record added %d dead bytes, want its record and the delete record, %d", got, want)
+	}
+	// Writes no owner's table would point at are refused.
+	if err := s.Put(ctx, ds.NewKey("/stray"), []byte("x")); err == nil {
+		t.Fatal("Put on an owner's store succeeded")
+	}
+	if err := s.Delete(ctx, ds.NewKey(name(0, 1))); err == nil {
+		t.Fatal("Delete on an owner's store succeeded")
+	}
+
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -187,6 +244,24 @@ func TestOwnerKeepsTheTable(t *testing.T) {
 				t.Fatalf("after the rebuild, GetAt(%s) = %d bytes, %v", name(i, v), len(got), err)
 			}
 		}
+	}
+	if _, err := s.Compact(ctx, 0); err == nil {
+		t.Fatal("Compact before the owner rebuilt its table succeeded")
+	}
+	// An owner rebuilding its table drops a record; stopped before it is
+	// done, it rebuilds again from what the store lists, which no longer
+	// holds the record: its bytes count dead once.
+	gone := name(4, 1)
+	at, _, _ := s.Locate(ds.NewKey(gone))
+	deadBefore = deadBytes(t, s)
+	if err := s.CommitWith(ctx, ds.Key{}, nil, keysOf([]string{gone}), func(*bolt.Tx, Loc) ([]Loc, error) { return []Loc{at}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := deadBytes(t, s)-deadBefore, uint64(recordLen(len(gone), len(valueFor(gone, 1, 2048)))+recordLen(len(gone), 0)); got != want {
+		t.Fatalf("dropping a record the rebuild listed added %d dead bytes, want %d", got, want)
+	}
+	if _, ok, err := s.Locate(ds.NewKey(gone)); ok || err != nil {
+		t.Fatalf("a dropped record is still listed: %v, %v", ok, err)
 	}
 	if err := s.ReindexDone(); err != nil {
 		t.Fatal(err)

@@ -26,8 +26,10 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	side := func(key string) func(*bolt.Tx, Loc) error {
-		return func(tx *bolt.Tx, _ Loc) error { return tx.Bucket(sideBucket).Put([]byte(key), []byte("with "+key)) }
+	side := func(key string) func(*bolt.Tx, Loc) ([]Loc, error) {
+		return func(tx *bolt.Tx, _ Loc) ([]Loc, error) {
+			return nil, tx.Bucket(sideBucket).Put([]byte(key), []byte("with "+key))
+		}
 	}
 	boom := errors.New("caller's index refused")
 
@@ -38,7 +40,7 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 	for i, k := range keys {
 		also := side(k)
 		if k == "/c" {
-			also = func(*bolt.Tx, Loc) error { return boom }
+			also = func(*bolt.Tx, Loc) ([]Loc, error) { return nil, boom }
 		}
 		subs[i] = &submission{ops: []op{{kind: opPut, key: k, rec: encodeRecord(kindPut, k, valueFor(k, 1, 4096))}}, also: also, done: make(chan error, 1)}
 		if err := s.appendAll(subs[i]); err != nil {
@@ -98,7 +100,7 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 	}
 	check(s)
 	// Through the public call too, and after a restart.
-	if err := s.CommitWith(ctx, ds.NewKey("/e"), []byte("e"), []Drop{{Key: ds.NewKey("/a")}}, func(*bolt.Tx, Loc) error { return fmt.Errorf("no: %w", boom) }); !errors.Is(err, boom) {
+	if err := s.CommitWith(ctx, ds.NewKey("/e"), []byte("e"), []ds.Key{ds.NewKey("/a")}, func(*bolt.Tx, Loc) ([]Loc, error) { return nil, fmt.Errorf("no: %w", boom) }); !errors.Is(err, boom) {
 		t.Fatalf("CommitWith with a failing also: %v", err)
 	}
 	deadC += uint64(recordLen(len("/e"), 1) + recordLen(len("/a"), 0)) // its record and its delete record
@@ -109,7 +111,7 @@ func TestCommitWithCommitsWithTheGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadC += uint64(recordLen(len("/g"), 1) + recordLen(len("/g"), 0)) // the value and the delete record
-	if err := s.CommitWith(ctx, ds.Key{}, nil, []Drop{{Key: ds.NewKey("/g")}}, side("/g")); err != nil {
+	if err := s.CommitWith(ctx, ds.Key{}, nil, []ds.Key{ds.NewKey("/g")}, side("/g")); err != nil {
 		t.Fatalf("CommitWith of a drop alone: %v", err)
 	}
 	mustMissing(t, s, "/g")

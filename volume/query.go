@@ -114,7 +114,7 @@ func (s *Store) Query(ctx context.Context, q dsq.Query) (dsq.Results, error) {
 			}
 			k, l := keys[0], locs[0]
 			keys, locs = keys[1:], locs[1:]
-			e := dsq.Entry{Key: k, Size: int(l.valLen)}
+			e := dsq.Entry{Key: k, Size: l.valueLen(k)}
 			if !q.KeysOnly {
 				v, _, err := s.getInto(k, nil)
 				if errors.Is(err, ds.ErrNotFound) {
@@ -173,6 +173,9 @@ func (b *batch) Commit(ctx context.Context) error {
 	b.ops = nil
 	if len(ops) == 0 {
 		return nil
+	}
+	if b.s.opts.Owner != nil && len(ops) > 0 {
+		return errOwned
 	}
 	return b.s.apply(ops, nil)
 }

@@ -42,9 +42,10 @@ var ErrOwner = errors.New("volume: the store keeps its key table elsewhere than 
 // file in a goroutine of its own.
 const RunFile = "running"
 
-// formatVersion 2: records carry a kind and a sequence number, and deletes
-// are logged, so that the volumes alone rebuild the index.
-const formatVersion = 2
+// formatVersion 3: records carry a kind and a sequence number, and deletes
+// are logged, so that the volumes alone rebuild the index; a location
+// holds its record's whole length (format 2: its value's).
+const formatVersion = 3
 
 // bootID names the running boot of the operating system. An index that a
 // process of another boot left open may have lost writes that bbolt never
@@ -290,7 +291,7 @@ func (s *Store) rebuild(ids []uint32, why string) error {
 				low[id] = h.seq
 			}
 			high = max(high, h.seq)
-			at := loc{vol: id, off: off, valLen: uint32(h.valLen)}
+			at := loc{vol: id, off: off, size: uint32(recordLen(h.keyLen, h.valLen))}
 			key := string(recordKey(rec, h))
 			old, seen := best[key]
 			switch {
@@ -298,7 +299,7 @@ func (s *Store) rebuild(ids []uint32, why string) error {
 				dead[id] += size // an older record, met after a newer one (a compaction's copy)
 				return nil
 			case seen:
-				dead[old.at.vol] += uint64(recordLen(len(key), int(old.at.valLen)))
+				dead[old.at.vol] += uint64(old.at.size)
 			}
 			best[key] = rebuilt{seq: h.seq, at: at, kind: h.kind}
 			return nil

@@ -158,7 +158,7 @@ func powerLossRun(t *testing.T, how string) {
 		case v == 0 && r.IntN(2) == 0:
 			err = s.Delete(ctx, dk)
 		case v == 0:
-			err = s.CommitWith(ctx, ds.Key{}, nil, []Drop{{Key: dk}}, nil)
+			err = s.CommitWith(ctx, ds.Key{}, nil, []ds.Key{dk}, nil)
 		case r.IntN(3) == 0:
 			b, _ := s.Batch(ctx)
 			if err = b.Put(ctx, dk, valueFor(k, v, maxSize)); err == nil {
@@ -377,7 +377,7 @@ func TestOneFsyncPerCommitGroup(t *testing.T) {
 				if i%2 == 0 {
 					err = s.Put(ctx, ds.NewKey(k), valueFor(k, 1, 16<<10))
 				} else {
-					err = s.CommitWith(ctx, ds.NewKey(k), []byte("v"), []Drop{{Key: ds.NewKey(fmt.Sprintf("/f/%d/%d", w, i-1))}}, nil)
+					err = s.CommitWith(ctx, ds.NewKey(k), []byte("v"), []ds.Key{ds.NewKey(fmt.Sprintf("/f/%d/%d", w, i-1))}, nil)
 				}
 				if err != nil {
 					t.Error(err)

@@ -157,25 +157,25 @@ func decodeRecord(rec []byte, wantKey string) ([]byte, error) {
 	return rec[headerSize+h.keyLen : len(rec)-sumSize], nil
 }
 
-// loc is where a record lives; encoded, it is the key table's value and
-// an owner's Loc.
+// loc is where a record lives, and its whole length; encoded, it is the
+// key table's value and an owner's Loc.
 type loc struct {
-	vol    uint32
-	off    int64
-	valLen uint32
+	vol  uint32
+	off  int64
+	size uint32
 }
 
 const locSize = 16
 
 // Loc is where a record lives, as an Owner keeps it: opaque to it, and
 // never zero for a record.
-type Loc [locSize]byte
+type Loc = [locSize]byte
 
 func (l loc) pack() Loc {
 	var b Loc
 	binary.BigEndian.PutUint32(b[0:], l.vol)
 	binary.BigEndian.PutUint64(b[4:], uint64(l.off))
-	binary.BigEndian.PutUint32(b[12:], l.valLen)
+	binary.BigEndian.PutUint32(b[12:], l.size)
 	return b
 }
 
@@ -184,16 +184,19 @@ func (l loc) encode() []byte {
 	return b[:]
 }
 
+// valueLen is the length of the value of key's record at l.
+func (l loc) valueLen(key string) int { return int(int64(l.size) - recordLen(len(key), 0)) }
+
 func decodeLoc(b []byte) (loc, error) {
 	if len(b) != locSize {
 		return loc{}, fmt.Errorf("%w: index entry of %d bytes", ErrCorrupt, len(b))
 	}
 	l := loc{
-		vol:    binary.BigEndian.Uint32(b[0:]),
-		off:    int64(binary.BigEndian.Uint64(b[4:])),
-		valLen: binary.BigEndian.Uint32(b[12:]),
+		vol:  binary.BigEndian.Uint32(b[0:]),
+		off:  int64(binary.BigEndian.Uint64(b[4:])),
+		size: binary.BigEndian.Uint32(b[12:]),
 	}
-	if l.vol == 0 || l.off < 0 || l.valLen > MaxValueSize {
+	if l.vol == 0 || l.off < 0 || int64(l.size) < recordFixed || int64(l.size) > recordLen(MaxKeySize, MaxValueSize) {
 		return loc{}, fmt.Errorf("%w: index entry out of bounds", ErrCorrupt)
 	}
 	return l, nil

@@ -25,8 +25,9 @@ var ErrCorrupt = errors.New("volume: corrupt record")
 var ErrClosed = errors.New("volume: store closed")
 
 // ErrOldFormat is returned by Open for a store an older version wrote
-// (format 1: records without sequence numbers, deletes not logged).
-var ErrOldFormat = errors.New("volume: written by an older go-ds-cluster (format 1); this version logs every change in the volumes (format 2) and does not convert: move the folder aside")
+// (format 1: records without sequence numbers, deletes not logged; format
+// 2: locations by value length).
+var ErrOldFormat = errors.New("volume: written by an older go-ds-cluster (format 1 or 2); this version logs every change in the volumes and locates records by their whole length (format 3), and does not convert: move the folder aside")
 
 var (
 	_ ds.Batching            = (*Store)(nil)
@@ -401,7 +402,7 @@ func (s *Store) readRecord(key string, l loc, buf []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := recordLen(len(key), int(l.valLen))
+	n := int64(l.size)
 	rec := buf[:0]
 	if int64(cap(rec)) < n {
 		rec = make([]byte, n)
@@ -495,7 +496,7 @@ func (s *Store) GetSize(ctx context.Context, key ds.Key) (int, error) {
 	if !ok {
 		return -1, ds.ErrNotFound
 	}
-	return int(l.valLen), nil
+	return l.valueLen(key.String()), nil
 }
 
 // Put stores value under key. It returns once the record is fsynced and
@@ -508,17 +509,22 @@ func (s *Store) Put(ctx context.Context, key ds.Key, value []byte) error {
 }
 
 // CommitWith stores value under key (when key is not the empty key),
-// deletes the records in drop (missing ones are no error), and runs also,
+// deletes the keys in drop (missing ones are no error), and runs also,
 // with where the record went (the zero Loc when there is none), in the
 // write transaction of the store's database (DB) that makes it all
 // visible, as one atomic change in one group commit: a caller's own index
-// commits with the records and costs no fsync of its own. If also fails,
-// nothing of the change is applied, CommitWith returns its error, the
-// record is dead space, and the other writes of the group commit without
-// it. also may run more than once, each time in a new transaction.
-func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop []Drop, also func(*bolt.Tx, Loc) error) error {
+// commits with the records and costs no fsync of its own. An Owner's also
+// returns where the records it no longer points at are (those it drops):
+// their bytes count dead. If also fails, nothing of the change is applied,
+// CommitWith returns its error, the record is dead space, and the other
+// writes of the group commit without it. also may run more than once,
+// each time in a new transaction.
+func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop []ds.Key, also func(*bolt.Tx, Loc) ([]Loc, error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if s.opts.Owner != nil && also == nil {
+		return errOwned
 	}
 	ops := make([]op, 0, 1+len(drop))
 	if key != (ds.Key{}) {
@@ -529,24 +535,13 @@ func (s *Store) CommitWith(ctx context.Context, key ds.Key, value []byte, drop [
 		ops = append(ops, newOp(opPut, k, value))
 	}
 	for _, d := range drop {
-		o := newOp(opDelete, d.Key.String(), nil)
-		if s.opts.Owner != nil {
-			var err error
-			if o.old, err = decodeLoc(d.At[:]); err != nil {
-				return fmt.Errorf("volume: drop %s: %w", d.Key, err)
-			}
-		}
-		ops = append(ops, o)
+		ops = append(ops, newOp(opDelete, d.String(), nil))
 	}
 	return s.apply(ops, also)
 }
 
-// A Drop is a record CommitWith deletes: its key, and, for an Owner, where
-// it is.
-type Drop struct {
-	Key ds.Key
-	At  Loc
-}
+// errOwned refuses a write no owner's table would point at.
+var errOwned = errors.New("volume: an Owner keeps this store's table: write with CommitWith and a function that records where the record goes")
 
 // DB is the store's bbolt database, for an index that commits with the
 // records (CommitWith). It keeps its own buckets; the store closes the DB.
@@ -572,6 +567,9 @@ func checkSizes(k string, n int) error {
 func (s *Store) Delete(ctx context.Context, key ds.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if s.opts.Owner != nil {
+		return errOwned
 	}
 	k := key.String()
 	if _, ok, err := s.lookup(k); err != nil || !ok {
@@ -640,7 +638,7 @@ func (s *Store) checkHeader(k string, l loc) error {
 		return err
 	}
 	kl, vl := hd.keyLen, hd.valLen
-	if hd.kind != kindPut || kl != len(k) || vl != int(l.valLen) || string(h[headerSize:]) != k {
+	if hd.kind != kindPut || kl != len(k) || recordLen(kl, vl) != int64(l.size) || string(h[headerSize:]) != k {
 		return fmt.Errorf("%w: header does not match index", ErrCorrupt)
 	}
 	if st, err := f.Stat(); err != nil || st.Size() < l.off+recordLen(kl, vl) {
