@@ -82,15 +82,8 @@ func keysOf(names []string) []ds.Key {
 // deadBytes is the store's count of dead bytes, over every volume.
 func deadBytes(t *testing.T, s *Store) uint64 {
 	t.Helper()
-	var n uint64
-	if err := s.DB().View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
-			if len(k) == 5 && k[0] == 'd' {
-				n += getU64(tx.Bucket(bucketMeta), k)
-			}
-			return nil
-		})
-	}); err != nil {
+	n, err := s.Garbage()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return n
