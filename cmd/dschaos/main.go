@@ -81,7 +81,7 @@ func run() (int, error) {
 	}
 	p := &chaos.Procs{Bin: binDir, Dir: work, Nodes: *nodes, DataShards: *k, ParityShards: *m, Store: *store,
 		Flags: []string{"--heartbeat=" + heartbeat.String(), "--out-after=" + outAfter.String(),
-			"--repair-interval=" + repairEvery.String()}}
+			"--repair-interval=" + repairEvery.String(), "--volume-size=1", "--compact-interval=2s"}}
 	if *netns {
 		if p.Net, err = chaos.NewNetns(); err != nil {
 			return 0, err

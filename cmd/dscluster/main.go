@@ -46,6 +46,8 @@ type options struct {
 	heartbeat, outAfter        time.Duration
 	repairRate                 float64
 	repairEvery, scrubEvery    time.Duration
+	compactEvery               time.Duration
+	volumeMiB                  int64
 	pprofAddr, metricsAddr     string
 }
 
@@ -88,6 +90,8 @@ func newRoot(run func(options) error) *cobra.Command {
 	fs.Float64Var(&o.repairRate, "repair-rate", 0, "repair bandwidth limit in MB/s (0: unlimited)")
 	fs.DurationVar(&o.repairEvery, "repair-interval", node.DefaultRepairInterval, "how often the raft leader runs a repair pass")
 	fs.DurationVar(&o.scrubEvery, "scrub-interval", node.DefaultScrubInterval, "how often the node reads and verifies every shard it holds (0: never)")
+	fs.DurationVar(&o.compactEvery, "compact-interval", node.DefaultCompactEvery, "how often the volume store rewrites the volume files that are at least half garbage (0: never)")
+	fs.Int64Var(&o.volumeMiB, "volume-size", 1024, "MiB a volume file grows to before the volume store starts another")
 	fs.StringVar(&o.pprofAddr, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this host:port, e.g. 127.0.0.1:6060 (default: off)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics (/metrics) on this host:port, e.g. 127.0.0.1:9464 (default: off)")
 	return cmd
@@ -148,9 +152,15 @@ func run(o options) error {
 	if o.repairRate < 0 {
 		return fmt.Errorf("--repair-rate %v is negative", o.repairRate)
 	}
-	scrub := o.scrubEvery
+	if o.volumeMiB < 1 {
+		return fmt.Errorf("--volume-size %d is less than 1 MiB", o.volumeMiB)
+	}
+	scrub, compact := o.scrubEvery, o.compactEvery
 	if scrub == 0 {
 		scrub = -1
+	}
+	if compact == 0 {
+		compact = -1
 	}
 	dataDir := o.data
 	if dataDir == "" {
@@ -165,6 +175,7 @@ func run(o options) error {
 		Dir: dataDir, Config: cfg, MongoDB: o.mongodb,
 		HeartbeatInterval: o.heartbeat, OutAfter: o.outAfter,
 		RepairRate: o.repairRate * 1e6, RepairInterval: o.repairEvery, ScrubInterval: scrub,
+		CompactEvery: compact, VolumeSize: o.volumeMiB << 20,
 	})
 	if err != nil {
 		return err

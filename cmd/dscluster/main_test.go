@@ -36,11 +36,13 @@ func TestCommandLines(t *testing.T) {
 		t.Fatalf("dscluster with no flags: %v", err)
 	}
 	want := options{conf: ".dscluster", identity: -1, logLevel: "info", listen: "/ip4/0.0.0.0/tcp/6735", store: "volume",
-		heartbeat: node.DefaultHeartbeatInterval, outAfter: node.DefaultOutAfter, repairEvery: node.DefaultRepairInterval, scrubEvery: node.DefaultScrubInterval}
+		heartbeat: node.DefaultHeartbeatInterval, outAfter: node.DefaultOutAfter, repairEvery: node.DefaultRepairInterval, scrubEvery: node.DefaultScrubInterval,
+		compactEvery: node.DefaultCompactEvery, volumeMiB: 1024}
 	if *o != want {
 		t.Errorf("defaults: %+v, want %+v", *o, want)
 	}
-	if o.outAfter != 10*time.Minute || o.heartbeat != time.Second || o.repairEvery != 30*time.Second || o.scrubEvery != 24*time.Hour {
+	if o.outAfter != 10*time.Minute || o.heartbeat != time.Second || o.repairEvery != 30*time.Second || o.scrubEvery != 24*time.Hour ||
+		o.compactEvery != 10*time.Minute || o.volumeMiB != 1024 {
 		t.Errorf("defaults differ from docs/operations.md: %+v", *o)
 	}
 
@@ -51,11 +53,11 @@ func TestCommandLines(t *testing.T) {
 	o, _, err = dscluster(t, "--conf", "new", "--bootstrapper", "/ip4/10.0.0.1/tcp/6735/p2p/12D3KooW", "--listen=/ip4/10.0.0.9/tcp/6735",
 		"--zone=rack3", "--weight=2", "--store=flatfs", "--data=/data", "--log-level=debug",
 		"--heartbeat=200ms", "--out-after=3s", "--repair-interval=1s", "--repair-rate=12.5", "--scrub-interval=0",
-		"--pprof=127.0.0.1:6060", "--metrics=127.0.0.1:9464")
+		"--compact-interval=2s", "--volume-size=8", "--pprof=127.0.0.1:6060", "--metrics=127.0.0.1:9464")
 	want = options{conf: "new", boot: "/ip4/10.0.0.1/tcp/6735/p2p/12D3KooW", identity: -1, listen: "/ip4/10.0.0.9/tcp/6735",
 		zone: "rack3", weight: 2, store: "flatfs", data: "/data", logLevel: "debug",
 		heartbeat: 200 * time.Millisecond, outAfter: 3 * time.Second, repairEvery: time.Second, repairRate: 12.5,
-		pprofAddr: "127.0.0.1:6060", metricsAddr: "127.0.0.1:9464"}
+		compactEvery: 2 * time.Second, volumeMiB: 8, pprofAddr: "127.0.0.1:6060", metricsAddr: "127.0.0.1:9464"}
 	if err != nil || *o != want {
 		t.Errorf("join with every flag: %+v, %v; want %+v", o, err, want)
 	}
