@@ -391,10 +391,12 @@ func (s *Store) commitGroup(group []*submission) error {
 	}
 }
 
-// indexGroup points the keys of group's ops at their records, runs their
-// also, and keeps each volume's end, dead bytes and lowest sequence number,
-// and the highest sequence number appended. The records of a rejected
-// submission, delete records and compaction's carried deletes are dead.
+// indexGroup points the keys of group's ops at their records (or, for an
+// Owner, moves compaction's copies), runs their also, and keeps each
+// volume's end, dead bytes and lowest sequence number, and the highest
+// sequence number appended. The records of a rejected submission, delete
+// records, compaction's carried deletes and the records an Owner's also
+// says it dropped are dead.
 func indexGroup(tx *bolt.Tx, group []*submission, owner Owner) error {
 	keys, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketMeta)
 	dead := map[uint32]uint64{}

@@ -65,7 +65,7 @@
 // (Owner.Move). Put, Delete and batches, which no owner's table would
 // follow, are refused. After a rebuild the store's own table holds every
 // live key (Locate) until ReindexDone empties it; a drop takes its key out
-// of it, and Compact waits for ReindexDone. The meta bucket records that an
+// of it, and Compact is refused until ReindexDone. The meta bucket records that an
 // owner keeps the table, and Open refuses the store without one (ErrOwner),
 // and a store that keeps its own table with one.
 //
@@ -106,7 +106,9 @@
 //
 // Only files named as the store names them (00000001.vol) are volumes. A
 // store of format 1 (no kinds, no sequence numbers) or 2 (locations by
-// value length) is refused with ErrOldFormat.
+// value length) is refused with ErrOldFormat; one of format 2 whose index
+// is rebuilt (another boot, a lost index.bolt) comes back in format 3, as
+// its records are those of format 3.
 //
 // # Reads and corruption
 //

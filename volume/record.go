@@ -185,7 +185,7 @@ func (l loc) encode() []byte {
 }
 
 // valueLen is the length of the value of key's record at l.
-func (l loc) valueLen(key string) int { return int(int64(l.size) - recordLen(len(key), 0)) }
+func (l loc) valueLen(key string) int { return max(0, int(int64(l.size)-recordLen(len(key), 0))) }
 
 func decodeLoc(b []byte) (loc, error) {
 	if len(b) != locSize {

@@ -62,10 +62,11 @@ type Options struct {
 }
 
 // An Owner keeps the store's key table itself: CommitWith tells it where
-// each record went, it reads a record with GetAt, and it tells CommitWith
-// where the records it drops are. The store's own table then stays empty
-// (Get, Has, GetSize, Query and Delete find nothing), save after a rebuild
-// (NeedsReindex), when it holds every live key until ReindexDone.
+// each record went, it reads a record with GetAt, and its CommitWith
+// function returns where the records it drops are. The store's own table then stays empty
+// (Get, Has, GetSize and Query find nothing; Put, Delete and batches are
+// refused), save after a rebuild (NeedsReindex), when it holds every live
+// key until ReindexDone.
 // Compaction asks the owner which records are live, and moves them.
 type Owner interface {
 	// Holds reports whether the owner points at key's record at at;

@@ -152,8 +152,8 @@ func run(o options) error {
 	if o.repairRate < 0 {
 		return fmt.Errorf("--repair-rate %v is negative", o.repairRate)
 	}
-	if o.volumeMiB < 1 {
-		return fmt.Errorf("--volume-size %d is less than 1 MiB", o.volumeMiB)
+	if o.volumeMiB < 1 || o.volumeMiB > 1<<20 {
+		return fmt.Errorf("--volume-size %d MiB is out of range (1 MiB to 1 TiB)", o.volumeMiB)
 	}
 	scrub, compact := o.scrubEvery, o.compactEvery
 	if scrub == 0 {
