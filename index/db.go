@@ -312,8 +312,7 @@ func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (stored bool, placesGone
 		}
 		gone = &prev
 		st.remove(prev)
-		e = keepAt(e, prev)
-		placesGone = placesLeft(prev, e.Shards())
+		e, placesGone = takePlaces(e, prev)
 		if prev.Slot != e.Slot {
 			if err := bySlot.Delete(bySlotKey(prev.Slot, key)); err != nil {
 				return false, nil, err
@@ -334,40 +333,24 @@ func (db *DB) storeTx(tx *bolt.Tx, e Entry, force bool) (stored bool, placesGone
 	return true, placesGone, nil
 }
 
-// keepAt returns e with the Loc of every shard it shares with prev, the
-// stored entry, taken from prev: e was read before its transaction, and the
-// shard store may have moved a shard since (MoveTx). Both point at the
-// same shard, so prev's is never the worse.
-func keepAt(e, prev Entry) Entry {
-	var hs []Held
-	for i, h := range e.all() {
-		for _, p := range prev.all() {
-			if p.Version == h.Version && p.Index == h.Index && p.Loc != h.Loc {
-				if hs == nil {
-					hs = e.Shards()
-				}
-				hs[i].Loc = p.Loc
-			}
-		}
-	}
-	if hs != nil {
-		e.setShards(hs)
-	}
-	return e
-}
-
-// placesLeft is the places of the shards prev holds and keep does not.
-func placesLeft(prev Entry, keep []Held) [][16]byte {
-	var out [][16]byte
+// takePlaces returns e with the Loc of every shard it shares with prev,
+// the stored entry, taken from prev: e was read before its transaction,
+// and the shard store may have moved a shard since (MoveTx). Both point
+// at the same shard, so prev's is never the worse. It also returns the
+// places of the shards prev holds and e does not.
+func takePlaces(e, prev Entry) (Entry, [][16]byte) {
+	hs := e.Shards()
+	var gone [][16]byte
 	for _, p := range prev.all() {
-		if p.Loc == ([16]byte{}) {
-			continue
-		}
-		if !slices.ContainsFunc(keep, func(h Held) bool { return h.Version == p.Version && h.Index == p.Index }) {
-			out = append(out, p.Loc)
+		switch i := slices.IndexFunc(hs, func(h Held) bool { return h.Version == p.Version && h.Index == p.Index }); {
+		case i >= 0:
+			hs[i].Loc = p.Loc
+		case p.Loc != [16]byte{}:
+			gone = append(gone, p.Loc)
 		}
 	}
-	return out
+	e.setShards(hs)
+	return e, gone
 }
 
 // MoveTx points the shard of key's entry that is at from to to instead,
@@ -536,7 +519,11 @@ func (db *DB) deleteTx(tx *bolt.Tx, key string, onlyCorrupt bool) (bool, [][16]b
 		}
 		st.remove(prev)
 		db.sums.change(tx, &prev, nil)
-		gone = placesLeft(prev, nil)
+		for _, p := range prev.all() {
+			if p.Loc != ([16]byte{}) {
+				gone = append(gone, p.Loc)
+			}
+		}
 	}
 	if err := entries.Delete(k); err != nil {
 		return false, nil, err

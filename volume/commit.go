@@ -503,9 +503,6 @@ func writeVolumeMeta(meta *bolt.Bucket, ends map[uint32]int64, dead, low map[uin
 	}
 	for vol, d := range dead {
 		k := metaKey('d', vol)
-		if meta.Get(metaKey('e', vol)) == nil {
-			continue // compacted away: an Owner dropped a record it had not seen move
-		}
 		if err := putU64(meta, k, getU64(meta, k)+d); err != nil {
 			return err
 		}
